@@ -1,0 +1,124 @@
+/* gradcheck.c: checks every VJP on a tape against central finite differences.
+ *
+ * The output y is projected on a fixed random vector r, L = sum(r * y) in
+ * double, so that every output element counts with its own weight; dL/dx from
+ * the tape (the VJP with dy = r) is compared with (L(x+h) - L(x-h)) / 2h for
+ * each element of each input that requires a gradient. The tape is reseeded
+ * before every evaluation, so ops that draw random numbers (dropout) draw the
+ * same ones each time: the VJP is checked under its stored mask. */
+#include "internal.h"
+#include <math.h>
+#include <string.h>
+
+static double project(tg_tape *t, tg_build_fn build, tg_tensor **inputs, void *ctx, uint64_t seed,
+                      const float *r, int64_t n, int *err) {
+    tg_tape_reset(t);
+    tg_tape_seed(t, seed);
+    tg_tensor *y = build(t, inputs, ctx);
+    if (!y) {
+        *err = tg_last_error_code() ? tg_last_error_code() : TG_ERR_STATE;
+        return 0;
+    }
+    if (y->size != n) {
+        *err = tg_fail(TG_ERR_STATE, "gradcheck: the build gave %lld elements, then %lld", (long long)n,
+                       (long long)y->size);
+        return 0;
+    }
+    double L = 0;
+    for (int64_t i = 0; i < n; i++) L += (double)r[i] * (double)y->data[i];
+    return L;
+}
+
+int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx, const tg_gradcheck_opts *opts,
+                 double *max_rel) {
+    tg_gradcheck_opts o = {1e-2, 1e-2, 1};
+    if (opts) {
+        if (opts->eps > 0) o.eps = opts->eps;
+        if (opts->tol > 0) o.tol = opts->tol;
+        o.seed = opts->seed;
+    }
+    for (int i = 0; i < n_inputs; i++) {
+        if (!inputs[i] || !inputs[i]->on_heap)
+            return tg_fail(TG_ERR_ARG, "gradcheck: input %d must be a heap tensor (tg_tensor_new)", i);
+        if (max_rel) max_rel[i] = 0;
+        tg_tensor_zero_grad(inputs[i]);
+    }
+    int rc = 0;
+    float *r = NULL, *analytic = NULL;
+    tg_tape *t = tg_tape_new();
+    if (!t) return TG_ERR_NOMEM;
+
+    /* analytic: one backward with dy = r */
+    tg_tape_seed(t, o.seed);
+    tg_tensor *y = build(t, inputs, ctx);
+    if (!y) {
+        rc = tg_last_error_code() ? tg_last_error_code() : TG_ERR_STATE;
+        goto done;
+    }
+    int64_t n = y->size;
+    if (!(r = tg__malloc((size_t)n * sizeof *r))) {
+        rc = tg_fail(TG_ERR_NOMEM, "gradcheck: out of memory");
+        goto done;
+    }
+    uint64_t s = 0x5eed ^ (uint64_t)n;
+    for (int64_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        r[i] = (float)((double)(s >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
+    }
+    if (y->requires_grad && (rc = tg_backward_seed(t, y, r)) < 0) goto done;
+
+    bool was = tg_tape_set_grad_enabled(t, false); /* numeric evaluations record nothing */
+    for (int i = 0; i < n_inputs && rc == 0; i++) {
+        tg_tensor *x = inputs[i];
+        if (!x->requires_grad) continue;
+        tg__free(analytic);
+        if (!(analytic = tg__malloc((size_t)x->size * sizeof *analytic))) {
+            rc = tg_fail(TG_ERR_NOMEM, "gradcheck: out of memory");
+            break;
+        }
+        memcpy(analytic, x->grad, (size_t)x->size * sizeof *analytic);
+        double *numeric = (double *)tg__malloc((size_t)x->size * sizeof(double));
+        if (!numeric) {
+            rc = tg_fail(TG_ERR_NOMEM, "gradcheck: out of memory");
+            break;
+        }
+        double scale = 0;
+        for (int64_t j = 0; j < x->size && rc == 0; j++) {
+            float orig = x->data[j];
+            double h = o.eps * fmax(1.0, fabs(orig));
+            float xp = (float)(orig + h), xm = (float)(orig - h);
+            int err = 0;
+            x->data[j] = xp;
+            double Lp = project(t, build, inputs, ctx, o.seed, r, n, &err);
+            x->data[j] = xm;
+            double Lm = project(t, build, inputs, ctx, o.seed, r, n, &err);
+            x->data[j] = orig;
+            if (err) rc = err;
+            numeric[j] = (Lp - Lm) / ((double)xp - (double)xm);
+            scale = fmax(scale, fabs(numeric[j]));
+        }
+        double worst = 0;
+        int64_t worst_j = 0;
+        for (int64_t j = 0; j < x->size && rc == 0; j++) {
+            double a = analytic[j], num = numeric[j];
+            double den = fmax(fmax(fabs(a), fabs(num)), 1e-2 * scale);
+            double e = den > 0 ? fabs(a - num) / den : 0;
+            if (e > worst) worst = e, worst_j = j;
+        }
+        if (max_rel) max_rel[i] = worst;
+        if (rc == 0 && worst > o.tol)
+            rc = tg_fail(TG_ERR_STATE, "gradcheck: input %d: relative error %.3g at element %lld "
+                                       "(analytic %.6g, numeric %.6g)",
+                         i, worst, (long long)worst_j, analytic[worst_j], numeric[worst_j]);
+        tg__free(numeric);
+    }
+    tg_tape_set_grad_enabled(t, was);
+    /* the analytic gradients stay in the inputs, as a backward would leave them */
+    tg_tape_reset(t);
+    tg_tape_seed(t, o.seed);
+done:
+    tg__free(r);
+    tg__free(analytic);
+    tg_tape_free(t);
+    return rc;
+}

@@ -1,0 +1,59 @@
+/* internal.h: what the engine's and the ops' files share but users don't see. */
+#ifndef TG_INTERNAL_H
+#define TG_INTERNAL_H
+
+#include "tapegrad.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Bugs inside the library (never a caller's mistake) stop here with file:line. */
+#define TG_ASSERT(c)                                                            \
+    do {                                                                        \
+        if (!(c)) {                                                             \
+            fprintf(stderr, "tapegrad: internal error at %s:%d: %s\n", __FILE__, \
+                    __LINE__, #c);                                              \
+            abort();                                                            \
+        }                                                                       \
+    } while (0)
+
+/* Every heap allocation of the library goes through these (and is counted). */
+void *tg__malloc(size_t bytes);
+void *tg__calloc(size_t n, size_t size);
+void *tg__realloc(void *p, size_t bytes);
+void tg__free(void *p);
+
+/* Arena: chunks of memory handed out by bumping a pointer, all freed at once. */
+typedef struct tg__chunk tg__chunk;
+typedef struct {
+    tg__chunk *head;    /* chunk in use; older ones behind it */
+    size_t used;        /* bytes in use over all chunks */
+    size_t high_water;
+    size_t capacity;    /* bytes over all chunks */
+} tg__arena;
+
+void *tg__arena_alloc(tg__arena *a, size_t bytes); /* 64-byte aligned, not zeroed; NULL if out of memory */
+void tg__arena_reset(tg__arena *a);                 /* keeps one chunk as large as the high-water mark */
+void tg__arena_release(tg__arena *a);
+
+struct tg_tape {
+    tg__arena arena;
+    tg_node *first, *last;
+    int n_nodes;
+    bool grad_enabled;
+    uint64_t rng;
+};
+
+/* A tensor from the tape's arena; zero-filled if asked. NULL (message set) if out of memory. */
+tg_tensor *tg__tensor_arena(tg_tape *t, int ndim, const int *shape, bool zero);
+/* Elements of a shape. */
+int64_t tg__numel(int ndim, const int *shape);
+/* Clock in seconds. */
+double tg__now(void);
+
+/* GEMM, row-major: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
+ * A is M x K (K x M when transposed), B is K x N (N x K when transposed). */
+void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc);
+
+#endif

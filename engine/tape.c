@@ -1,0 +1,187 @@
+/* tape.c: recording ops (tg_apply), the reverse sweep (tg_backward), the
+ * tape's random generator. The engine knows no op by name: it only calls the
+ * descriptor's shape, forward and vjp. */
+#include "internal.h"
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+double tg__now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+tg_tape *tg_tape_new(void) {
+    tg_tape *t = tg__calloc(1, sizeof *t);
+    if (!t) {
+        tg_fail(TG_ERR_NOMEM, "tape_new: out of memory");
+        return NULL;
+    }
+    t->grad_enabled = true;
+    tg_tape_seed(t, 0x7a9e);
+    return t;
+}
+
+void tg_tape_free(tg_tape *t) {
+    if (!t) return;
+    tg__arena_release(&t->arena);
+    tg__free(t);
+}
+
+void tg_tape_reset(tg_tape *t) {
+    if (!t) return;
+    tg__arena_reset(&t->arena);
+    t->first = t->last = NULL;
+    t->n_nodes = 0;
+}
+
+bool tg_tape_set_grad_enabled(tg_tape *t, bool on) {
+    bool was = t->grad_enabled;
+    t->grad_enabled = on;
+    return was;
+}
+
+int tg_tape_node_count(const tg_tape *t) { return t->n_nodes; }
+size_t tg_tape_arena_used(const tg_tape *t) { return t->arena.used; }
+size_t tg_tape_arena_high_water(const tg_tape *t) { return t->arena.high_water; }
+
+void *tg_tape_alloc(tg_tape *t, size_t bytes) {
+    void *p = tg__arena_alloc(&t->arena, bytes);
+    if (!p) tg_fail(TG_ERR_NOMEM, "tape: out of memory (arena at %zu bytes)", t->arena.used);
+    return p;
+}
+
+void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what) {
+    void *p = tg_tape_alloc(t, bytes);
+    if (p) {
+        n->saved_bytes += bytes;
+        n->saved_what = what;
+    }
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// random numbers: splitmix64, small and good enough for masks and init
+
+void tg_tape_seed(tg_tape *t, uint64_t seed) { t->rng = seed; }
+uint64_t tg_tape_rng_state(const tg_tape *t) { return t->rng; }
+
+static uint64_t next_u64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+float tg_tape_uniform(tg_tape *t) { return (float)(next_u64(&t->rng) >> 40) * (1.0f / 16777216.0f); }
+
+float tg_tape_normal(tg_tape *t) {
+    float u1 = tg_tape_uniform(t), u2 = tg_tape_uniform(t);
+    return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(6.2831853f * u2);
+}
+
+// ----------------------------------------------------------------------------
+// recording
+
+tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr) {
+    if (!t) {
+        tg_fail(TG_ERR_ARG, "%s: tape is NULL", op->name);
+        return NULL;
+    }
+    TG_ASSERT(n_in >= 0 && n_in <= TG_MAX_INPUTS);
+    bool needs_grad = false;
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) return NULL; /* an earlier op failed: keep its message */
+        needs_grad |= in[i]->requires_grad;
+    }
+    tg_node *n = tg_tape_alloc(t, sizeof *n);
+    if (!n) return NULL;
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    if (op->attr_size) {
+        if (!(n->attr = tg_tape_alloc(t, op->attr_size))) return NULL;
+        memcpy(n->attr, attr, op->attr_size);
+    }
+    n->record = t->grad_enabled && needs_grad;
+
+    int ndim = 0, shape[TG_MAX_DIMS] = {1, 1, 1, 1};
+    if (op->shape(n, &ndim, shape) < 0) return NULL;
+    tg_tensor *out;
+    if (op->aliases_input) {
+        if (!(out = tg_tape_alloc(t, sizeof *out))) return NULL;
+        memset(out, 0, sizeof *out);
+        out->ndim = ndim;
+        for (int i = 0; i < TG_MAX_DIMS; i++) out->shape[i] = i < ndim ? shape[i] : 1;
+        out->size = tg__numel(ndim, shape);
+        TG_ASSERT(n_in > 0 && out->size == in[0]->size);
+        out->data = in[0]->data;
+    } else if (!(out = tg__tensor_arena(t, ndim, shape, false))) {
+        return NULL;
+    }
+    n->out = out;
+
+    double t0 = tg__now();
+    op->forward(t, n);
+    n->t_forward = tg__now() - t0;
+
+    if (n->record) {
+        n->id = t->n_nodes++;
+        n->prev = t->last;
+        if (t->last) t->last->next = n;
+        else t->first = n;
+        t->last = n;
+        out->requires_grad = true;
+        out->node = n;
+    }
+    return out;
+}
+
+// ----------------------------------------------------------------------------
+// the reverse sweep
+
+static int ensure_grad(tg_tape *t, tg_tensor *x) {
+    if (x->grad) return 0;
+    if (x->on_heap) {
+        x->grad = tg__calloc((size_t)x->size, sizeof(float));
+    } else if ((x->grad = tg__arena_alloc(&t->arena, (size_t)x->size * sizeof(float)))) {
+        memset(x->grad, 0, (size_t)x->size * sizeof(float));
+    }
+    return x->grad ? 0 : tg_fail(TG_ERR_NOMEM, "backward: out of memory");
+}
+
+int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
+    if (!t || !y) return tg_fail(TG_ERR_ARG, "backward: %s is NULL", t ? "tensor" : "tape");
+    if (!dy) return tg_fail(TG_ERR_ARG, "backward: seed gradient is NULL");
+    if (!y->requires_grad)
+        return tg_fail(TG_ERR_STATE, "backward: the tensor does not require a gradient "
+                                     "(no input required one, or gradients were disabled)");
+    /* intermediate gradients start from zero on every sweep; leaves accumulate */
+    for (tg_node *n = t->first; n; n = n->next)
+        if (n->out->grad) memset(n->out->grad, 0, (size_t)n->out->size * sizeof(float));
+    if (ensure_grad(t, y) < 0) return TG_ERR_NOMEM;
+    for (int64_t i = 0; i < y->size; i++) y->grad[i] += dy[i];
+
+    for (tg_node *n = y->node; n; n = n->prev) {
+        if (!n->out->grad) continue; /* not on a path to y */
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i]->requires_grad && ensure_grad(t, n->in[i]) < 0) return TG_ERR_NOMEM;
+        double t0 = tg__now();
+        n->op->vjp(t, n);
+        n->t_backward = tg__now() - t0;
+    }
+    return 0;
+}
+
+int tg_backward(tg_tape *t, tg_tensor *loss) {
+    if (!loss) return tg_fail(TG_ERR_ARG, "backward: tensor is NULL");
+    if (loss->size != 1) {
+        char s[64];
+        return tg_fail(TG_ERR_SHAPE, "backward: loss has shape %s; a non-scalar needs a seed gradient (tg_backward_seed)",
+                       tg_shape_str(loss, s, sizeof s));
+    }
+    const float one = 1.0f;
+    return tg_backward_seed(t, loss, &one);
+}

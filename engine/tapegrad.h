@@ -1,0 +1,234 @@
+/* tapegrad.h: a small reverse-mode autograd engine for float32 tensors.
+ *
+ * OVERVIEW
+ *   Tensors are float32, contiguous, with up to 4 dimensions; images are NCHW.
+ *   While your C code builds the forward pass, a tape records one node per op.
+ *   Every op carries its own vector-Jacobian product (VJP); tg_backward sweeps
+ *   the tape in reverse and accumulates gradients into every input that
+ *   requires one.
+ *
+ * WORKED EXAMPLE (one SGD step of y = relu(x W1^T + b1) W2^T + b2)
+ *
+ *     tg_tensor *w1 = tg_param_new(2, (int[]){64, 2});     // parameters live on the heap
+ *     ...
+ *     tg_tape *t = tg_tape_new();
+ *     tg_tensor *x = tg_tensor_tape(t, 2, (int[]){32, 2}); // a batch, owned by the tape
+ *     // fill x->data ...
+ *     tg_tensor *h = tg_relu(t, tg_linear(t, x, w1, b1));
+ *     tg_tensor *loss = tg_cross_entropy(t, tg_linear(t, h, w2, b2), labels);
+ *     if (!loss || tg_backward(t, loss) < 0) fprintf(stderr, "%s\n", tg_last_error());
+ *     // w1->grad now holds dloss/dw1; update, zero the grads, then:
+ *     tg_tape_reset(t);                                    // frees the step's memory at once
+ *
+ * OWNERSHIP
+ *   - The tape owns every tensor an op returns, everything saved for backward
+ *     and their gradients, in an arena. tg_tape_reset releases them all at
+ *     once and keeps the memory, so a training loop's steady state does no
+ *     malloc at all.
+ *   - Parameters (tg_param_new, tg_tensor_new) live on the heap and belong to
+ *     the caller; the tape only borrows them.
+ *   - A returned pointer is borrowed unless the function's name ends in _new.
+ *     tg_*_free(NULL) does nothing.
+ *   - Gradients accumulate; zeroing is explicit (tg_tensor_zero_grad).
+ *
+ * ERRORS
+ *   - Nothing in the library exits or aborts because of a caller's mistake or
+ *     a bad file. An op that cannot be built returns NULL and leaves a message
+ *     for tg_last_error(), naming the op and the shapes. An op given a NULL
+ *     input returns NULL and keeps the first message, so a chain of calls fails
+ *     once, at the end, with the first cause.
+ *   - Functions returning int give 0 on success or a negative TG_ERR_* code.
+ */
+#ifndef TAPEGRAD_H
+#define TAPEGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_MAX_DIMS 4
+#define TG_MAX_INPUTS 5
+
+// ----------------------------------------------------------------------------
+// errors
+
+#define TG_ERRNO_MAP(XX)                                 \
+    XX(SHAPE, -1, "shape mismatch")                      \
+    XX(ARG, -2, "bad argument")                          \
+    XX(NOMEM, -3, "out of memory")                       \
+    XX(IO, -4, "i/o error")                              \
+    XX(FORMAT, -5, "bad file format")                    \
+    XX(STATE, -6, "invalid state")                       \
+    XX(NONFINITE, -7, "non-finite value")
+
+typedef enum {
+    TG_OK = 0,
+#define XX(name, code, str) TG_ERR_##name = code,
+    TG_ERRNO_MAP(XX)
+#undef XX
+} tg_err;
+
+const char *tg_last_error(void);      /* message of the last failure in this thread ("" if none) */
+int tg_last_error_code(void);          /* its TG_ERR_* code, 0 if none */
+void tg_clear_error(void);
+const char *tg_strerror(int code);     /* "shape mismatch" for TG_ERR_SHAPE, ... */
+
+// ----------------------------------------------------------------------------
+// tensors
+
+typedef struct tg_node tg_node;
+typedef struct tg_tape tg_tape;
+
+typedef struct tg_tensor {
+    float *data;
+    float *grad;                 /* NULL until a gradient is needed */
+    int ndim;                    /* 0 (a scalar) to 4 */
+    int shape[TG_MAX_DIMS];
+    int64_t size;                /* number of elements */
+    bool requires_grad;
+    bool on_heap;                /* created by tg_tensor_new / tg_param_new */
+    tg_node *node;               /* the tape node that produced it, NULL for leaves */
+    char name[32];               /* a parameter's name, shown in tape dumps */
+} tg_tensor;
+
+/* A heap tensor, zero-filled, owned by the caller. NULL on bad shape. */
+tg_tensor *tg_tensor_new(int ndim, const int *shape);
+/* A heap tensor that requires a gradient (its grad buffer is allocated, zeroed). */
+tg_tensor *tg_param_new(int ndim, const int *shape);
+void tg_tensor_free(tg_tensor *x);
+/* A tensor allocated from the tape's arena (an input batch, say); zero-filled. */
+tg_tensor *tg_tensor_tape(tg_tape *t, int ndim, const int *shape);
+/* Turn on gradient tracking for a heap tensor (allocates its grad buffer). */
+int tg_tensor_set_requires_grad(tg_tensor *x, bool on);
+void tg_tensor_zero_grad(tg_tensor *x);
+void tg_tensor_set_name(tg_tensor *x, const char *name);
+/* "8x3x28x28" into buf; returns buf. */
+char *tg_shape_str(const tg_tensor *x, char *buf, size_t len);
+bool tg_same_shape(const tg_tensor *a, const tg_tensor *b);
+
+// ----------------------------------------------------------------------------
+// the tape
+
+tg_tape *tg_tape_new(void);
+void tg_tape_free(tg_tape *t);
+/* Forget every node and free every tape tensor at once; keeps the memory. */
+void tg_tape_reset(tg_tape *t);
+/* No-grad mode: ops still compute, but nothing is recorded or saved. Returns the previous mode. */
+bool tg_tape_set_grad_enabled(tg_tape *t, bool on);
+/* Seed of the tape's random generator (dropout masks). Same seed, same masks. */
+void tg_tape_seed(tg_tape *t, uint64_t seed);
+uint64_t tg_tape_rng_state(const tg_tape *t);
+int tg_tape_node_count(const tg_tape *t);
+size_t tg_tape_arena_used(const tg_tape *t);       /* bytes in use now */
+size_t tg_tape_arena_high_water(const tg_tape *t); /* most bytes ever in use */
+
+/* Backward from a scalar: seeds d(loss) = 1 and sweeps the tape in reverse. */
+int tg_backward(tg_tape *t, tg_tensor *loss);
+/* Backward from any tensor with an explicit seed gradient dy (same size as y). */
+int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy);
+
+/* Counts every malloc/calloc/realloc the library makes (for the no-malloc test). */
+uint64_t tg_alloc_count(void);
+
+// ----------------------------------------------------------------------------
+// ops: each returns a tape tensor, or NULL with tg_last_error() set.
+// Broadcasting (add, sub, mul) follows NumPy: shapes align on the right; a
+// dimension of 1 stretches. A per-channel bias for (N,C,H,W) has shape (C,1,1).
+
+tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a + b, broadcast */
+tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a - b, broadcast */
+tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a * b, broadcast */
+tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);  /* a:(M,K) b:(K,N) -> (M,N) */
+/* x:(N,I) w:(O,I) b:(O) or NULL -> (N,O) = x w^T + b */
+tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b);
+tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* max(x, 0) */
+tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);               /* 1 / (1 + e^-x) */
+tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);
+tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);                   /* all elements -> scalar */
+tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);                  /* all elements -> scalar */
+/* Same data, new shape; one dimension may be -1 (inferred). */
+tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape);
+tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N, prod) */
+/* logits:(N,C), labels[N] in [0,C) -> scalar mean over the batch of -log softmax(logits)[label] */
+tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
+
+// ----------------------------------------------------------------------------
+// ops: each op is a descriptor; a user's own op is a descriptor too.
+
+struct tg_node {
+    const struct tg_op *op;
+    int id;                      /* index on the tape, from 0 */
+    int n_in;
+    tg_tensor *in[TG_MAX_INPUTS];
+    tg_tensor *out;
+    void *attr;                  /* the op's attributes (op->attr_size bytes, a copy) */
+    void *saved;                 /* what the VJP needs from forward (tg_node_save) */
+    size_t saved_bytes;
+    const char *saved_what;      /* "mask", "argmax", "xhat+rstd", ... */
+    bool record;                 /* recorded on the tape: forward may save state */
+    double t_forward, t_backward;/* seconds */
+    tg_node *prev, *next;
+};
+
+typedef struct tg_op {
+    const char *name;
+    size_t attr_size;
+    /* Check the inputs and attributes; set out_ndim/out_shape, or fail with tg__fail-style message and return < 0. */
+    int (*shape)(tg_node *n, int *out_ndim, int *out_shape);
+    /* Compute n->out from n->in; save what vjp needs with tg_node_save when n->record. */
+    void (*forward)(tg_tape *t, tg_node *n);
+    /* Add into n->in[i]->grad for each input i with requires_grad; n->out->grad is dy. */
+    void (*vjp)(tg_tape *t, tg_node *n);
+    /* Attributes as text for tape dumps ("stride=2 pad=1"), may be NULL. */
+    void (*describe)(const tg_node *n, char *buf, size_t len);
+    /* Optional: point out->data at an input's data instead of allocating (reshape). */
+    bool aliases_input;
+} tg_op;
+
+/* Apply an op: checks inputs (a NULL input returns NULL and keeps the first
+ * message), calls shape, allocates the output, runs forward, and records a
+ * node when gradients are enabled and an input requires one. */
+tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr);
+/* Memory for saved state, from the tape's arena (counted in the node's saved bytes). */
+void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
+/* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */
+void *tg_tape_alloc(tg_tape *t, size_t bytes);
+/* Set the error message (printf-style) and return code; for op shape functions. */
+int tg_fail(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Uniform random number in [0,1) from the tape's generator. */
+float tg_tape_uniform(tg_tape *t);
+/* Normal(0,1) from the tape's generator. */
+float tg_tape_normal(tg_tape *t);
+
+// ----------------------------------------------------------------------------
+// gradcheck: compares every VJP on the tape against central differences.
+
+typedef tg_tensor *(*tg_build_fn)(tg_tape *t, tg_tensor **inputs, void *ctx);
+
+typedef struct {
+    double eps;       /* finite-difference step (default 1e-3, scaled by max(1,|x|)) */
+    double tol;       /* worst relative error allowed (default 1e-2) */
+    uint64_t seed;    /* the tape is reseeded before each evaluation (default 1) */
+} tg_gradcheck_opts;
+
+/* Builds out = build(t, inputs, ctx) and checks d(sum(r * out))/d(input) for
+ * a fixed random r, for every input with requires_grad. max_rel[i] receives
+ * the worst relative error of input i (elements are compared against
+ * max(|analytic|, |numeric|, 1e-2 * the largest |numeric| of that input)).
+ * Returns 0 if every error is within tol, TG_ERR_STATE if not (message says
+ * which input), another negative code if the build failed. opts may be NULL. */
+int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
+                 const tg_gradcheck_opts *opts, double *max_rel);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

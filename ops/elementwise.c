@@ -1,0 +1,222 @@
+/* elementwise.c: add, sub, mul with NumPy broadcasting; relu, sigmoid, tanh;
+ * the reductions sum and mean. */
+#include "internal.h"
+#include "ops.h"
+#include <math.h>
+
+// ----------------------------------------------------------------------------
+// broadcasting: shapes align on the right, a dimension of 1 stretches
+
+static int broadcast_shape(tg_node *n, int *ndim, int *shape) {
+    const tg_tensor *a = n->in[0], *b = n->in[1];
+    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int i = 0; i < nd; i++) {
+        int ia = i - (nd - a->ndim), ib = i - (nd - b->ndim);
+        int da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            char sa[64], sb[64];
+            return tg_fail(TG_ERR_SHAPE, "%s: shapes %s and %s do not broadcast (dimension %d: %d vs %d)",
+                           n->op->name, tg_shape_str(a, sa, sizeof sa), tg_shape_str(b, sb, sizeof sb), i, da,
+                           db);
+        }
+        shape[i] = da > db ? da : db;
+    }
+    *ndim = nd;
+    return 0;
+}
+
+/* Strides of x seen as an output of 4 dimensions (right-aligned); 0 where x stretches. */
+static void broadcast_strides(const tg_tensor *x, const tg_tensor *out, int64_t *s) {
+    int off = 4 - x->ndim, ooff = 4 - out->ndim;
+    int64_t st = 1;
+    for (int i = 3; i >= 0; i--) {
+        int d = i >= off ? x->shape[i - off] : 1;
+        int od = i >= ooff ? out->shape[i - ooff] : 1;
+        s[i] = (d == 1 && od != 1) ? 0 : st;
+        st *= d;
+    }
+}
+
+/* Runs BODY for every output element with ia, ib, io indexing a, b and out. */
+#define BROADCAST_LOOP(n, BODY)                                                         \
+    do {                                                                                \
+        const tg_tensor *a_ = (n)->in[0], *b_ = (n)->in[1], *o_ = (n)->out;             \
+        if (tg_same_shape(a_, b_)) {                                                    \
+            for (int64_t io = 0; io < o_->size; io++) {                                 \
+                int64_t ia = io, ib = io;                                               \
+                (void)ia, (void)ib;                                                     \
+                BODY;                                                                   \
+            }                                                                           \
+            break;                                                                      \
+        }                                                                               \
+        int64_t sa[4], sb[4];                                                           \
+        int d[4];                                                                       \
+        broadcast_strides(a_, o_, sa);                                                  \
+        broadcast_strides(b_, o_, sb);                                                  \
+        for (int i = 0; i < 4; i++) d[i] = i >= 4 - o_->ndim ? o_->shape[i - (4 - o_->ndim)] : 1; \
+        int64_t io = 0;                                                                 \
+        for (int i0 = 0; i0 < d[0]; i0++)                                               \
+            for (int i1 = 0; i1 < d[1]; i1++)                                           \
+                for (int i2 = 0; i2 < d[2]; i2++) {                                     \
+                    int64_t ia = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];                  \
+                    int64_t ib = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];                  \
+                    for (int i3 = 0; i3 < d[3]; i3++, io++, ia += sa[3], ib += sb[3]) { \
+                        BODY;                                                           \
+                    }                                                                   \
+                }                                                                       \
+    } while (0)
+
+// ----------------------------------------------------------------------------
+// add, sub, mul
+
+static void add_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *a = n->in[0]->data, *b = n->in[1]->data;
+    float *y = n->out->data;
+    BROADCAST_LOOP(n, y[io] = a[ia] + b[ib]);
+}
+
+// da += dy, db += dy (summed over stretched dimensions)
+static void add_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *dy = n->out->grad;
+    float *da = n->in[0]->requires_grad ? n->in[0]->grad : NULL;
+    float *db = n->in[1]->requires_grad ? n->in[1]->grad : NULL;
+    if (da) BROADCAST_LOOP(n, da[ia] += dy[io]);
+    if (db) BROADCAST_LOOP(n, db[ib] += dy[io]);
+}
+
+static void sub_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *a = n->in[0]->data, *b = n->in[1]->data;
+    float *y = n->out->data;
+    BROADCAST_LOOP(n, y[io] = a[ia] - b[ib]);
+}
+
+// da += dy, db -= dy
+static void sub_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *dy = n->out->grad;
+    float *da = n->in[0]->requires_grad ? n->in[0]->grad : NULL;
+    float *db = n->in[1]->requires_grad ? n->in[1]->grad : NULL;
+    if (da) BROADCAST_LOOP(n, da[ia] += dy[io]);
+    if (db) BROADCAST_LOOP(n, db[ib] -= dy[io]);
+}
+
+static void mul_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *a = n->in[0]->data, *b = n->in[1]->data;
+    float *y = n->out->data;
+    BROADCAST_LOOP(n, y[io] = a[ia] * b[ib]);
+}
+
+// da += dy * b, db += dy * a
+static void mul_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *dy = n->out->grad, *a = n->in[0]->data, *b = n->in[1]->data;
+    float *da = n->in[0]->requires_grad ? n->in[0]->grad : NULL;
+    float *db = n->in[1]->requires_grad ? n->in[1]->grad : NULL;
+    if (da) BROADCAST_LOOP(n, da[ia] += dy[io] * b[ib]);
+    if (db) BROADCAST_LOOP(n, db[ib] += dy[io] * a[ia]);
+}
+
+const tg_op tg__op_add = {.name = "add", .shape = broadcast_shape, .forward = add_forward, .vjp = add_vjp};
+const tg_op tg__op_sub = {.name = "sub", .shape = broadcast_shape, .forward = sub_forward, .vjp = sub_vjp};
+const tg_op tg__op_mul = {.name = "mul", .shape = broadcast_shape, .forward = mul_forward, .vjp = mul_vjp};
+
+tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_add, (tg_tensor *[]){a, b}, 2, NULL); }
+tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_sub, (tg_tensor *[]){a, b}, 2, NULL); }
+tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_mul, (tg_tensor *[]){a, b}, 2, NULL); }
+
+// ----------------------------------------------------------------------------
+// unary: relu, sigmoid, tanh; the VJPs use the output y only
+
+static int same_shape(tg_node *n, int *ndim, int *shape) {
+    *ndim = n->in[0]->ndim;
+    for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
+    return 0;
+}
+
+static void relu_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *x = n->in[0]->data;
+    float *y = n->out->data;
+    for (int64_t i = 0; i < n->out->size; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+// dx += dy * (y > 0)
+static void relu_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *y = n->out->data, *dy = n->out->grad;
+    float *dx = n->in[0]->grad;
+    for (int64_t i = 0; i < n->out->size; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void sigmoid_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *x = n->in[0]->data;
+    float *y = n->out->data;
+    for (int64_t i = 0; i < n->out->size; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+// dx += dy * y * (1 - y)
+static void sigmoid_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *y = n->out->data, *dy = n->out->grad;
+    float *dx = n->in[0]->grad;
+    for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+}
+
+static void tanh_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *x = n->in[0]->data;
+    float *y = n->out->data;
+    for (int64_t i = 0; i < n->out->size; i++) y[i] = tanhf(x[i]);
+}
+
+// dx += dy * (1 - y^2)
+static void tanh_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *y = n->out->data, *dy = n->out->grad;
+    float *dx = n->in[0]->grad;
+    for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}
+
+const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp};
+const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp};
+const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp};
+
+tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu, &x, 1, NULL); }
+tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sigmoid, &x, 1, NULL); }
+tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_tanh, &x, 1, NULL); }
+
+// ----------------------------------------------------------------------------
+// reductions to a scalar: sum and mean (accumulated in double)
+
+static int scalar_shape(tg_node *n, int *ndim, int *shape) {
+    (void)n, (void)shape;
+    *ndim = 0;
+    return 0;
+}
+
+static void sum_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    double s = 0;
+    for (int64_t i = 0; i < n->in[0]->size; i++) s += n->in[0]->data[i];
+    n->out->data[0] = (float)(n->op == &tg__op_mean ? s / (double)n->in[0]->size : s);
+}
+
+// sum: dx += dy; mean: dx += dy / size
+static void sum_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    float g = n->out->grad[0];
+    if (n->op == &tg__op_mean) g /= (float)n->in[0]->size;
+    float *dx = n->in[0]->grad;
+    for (int64_t i = 0; i < n->in[0]->size; i++) dx[i] += g;
+}
+
+const tg_op tg__op_sum = {.name = "sum", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp};
+const tg_op tg__op_mean = {.name = "mean", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp};
+
+tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sum, &x, 1, NULL); }
+tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_mean, &x, 1, NULL); }

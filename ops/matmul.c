@@ -1,0 +1,90 @@
+/* matmul.c: matmul and linear, both on the engine's GEMM. */
+#include "internal.h"
+#include "ops.h"
+
+// ----------------------------------------------------------------------------
+// matmul: a:(M,K) b:(K,N) -> (M,N)
+
+static int matmul_shape(tg_node *n, int *ndim, int *shape) {
+    const tg_tensor *a = n->in[0], *b = n->in[1];
+    char sa[64], sb[64];
+    if (a->ndim != 2 || b->ndim != 2 || a->shape[1] != b->shape[0])
+        return tg_fail(TG_ERR_SHAPE, "matmul: needs (M,K) and (K,N) matrices, got %s and %s",
+                       tg_shape_str(a, sa, sizeof sa), tg_shape_str(b, sb, sizeof sb));
+    *ndim = 2;
+    shape[0] = a->shape[0];
+    shape[1] = b->shape[1];
+    return 0;
+}
+
+static void matmul_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const tg_tensor *a = n->in[0], *b = n->in[1];
+    int M = a->shape[0], K = a->shape[1], N = b->shape[1];
+    tg__sgemm(false, false, M, N, K, 1.0f, a->data, K, b->data, N, 0.0f, n->out->data, N);
+}
+
+// da += dy b^T, db += a^T dy
+static void matmul_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    tg_tensor *a = n->in[0], *b = n->in[1];
+    int M = a->shape[0], K = a->shape[1], N = b->shape[1];
+    const float *dy = n->out->grad;
+    if (a->requires_grad) tg__sgemm(false, true, M, K, N, 1.0f, dy, N, b->data, N, 1.0f, a->grad, K);
+    if (b->requires_grad) tg__sgemm(true, false, K, N, M, 1.0f, a->data, K, dy, N, 1.0f, b->grad, N);
+}
+
+const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp};
+
+tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    return tg_apply(t, &tg__op_matmul, (tg_tensor *[]){a, b}, 2, NULL);
+}
+
+// ----------------------------------------------------------------------------
+// linear: x:(N,I) w:(O,I) b:(O) -> (N,O) = x w^T + b
+
+static int linear_shape(tg_node *n, int *ndim, int *shape) {
+    const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    char sx[64], sw[64], sb[64];
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1])
+        return tg_fail(TG_ERR_SHAPE, "linear: input has %d features but weight expects %d (x %s, w %s)",
+                       x->ndim == 2 ? x->shape[1] : -1, w->ndim == 2 ? w->shape[1] : -1,
+                       tg_shape_str(x, sx, sizeof sx), tg_shape_str(w, sw, sizeof sw));
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return tg_fail(TG_ERR_SHAPE, "linear: bias has shape %s but weight has %d outputs (w %s)",
+                       tg_shape_str(b, sb, sizeof sb), w->shape[0], tg_shape_str(w, sw, sizeof sw));
+    *ndim = 2;
+    shape[0] = x->shape[0];
+    shape[1] = w->shape[0];
+    return 0;
+}
+
+static void linear_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    int N = x->shape[0], I = x->shape[1], O = w->shape[0];
+    float *y = n->out->data;
+    if (b)
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < O; o++) y[(size_t)i * O + o] = b->data[o];
+    tg__sgemm(false, true, N, O, I, 1.0f, x->data, I, w->data, I, b ? 1.0f : 0.0f, y, O);
+}
+
+// dx += dy w, dw += dy^T x, db += sum over rows of dy
+static void linear_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    int N = x->shape[0], I = x->shape[1], O = w->shape[0];
+    const float *dy = n->out->grad;
+    if (x->requires_grad) tg__sgemm(false, false, N, I, O, 1.0f, dy, O, w->data, I, 1.0f, x->grad, I);
+    if (w->requires_grad) tg__sgemm(true, false, O, I, N, 1.0f, dy, O, x->data, I, 1.0f, w->grad, I);
+    if (b && b->requires_grad)
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < O; o++) b->grad[o] += dy[(size_t)i * O + o];
+}
+
+const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp};
+
+tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b) {
+    return tg_apply(t, &tg__op_linear, (tg_tensor *[]){x, w, b}, b ? 3 : 2, NULL);
+}

@@ -1,0 +1,37 @@
+/* ops.h: the op table. One line per op; the enum, the names and the table of
+ * descriptors all come from this list (libuv's UV_ERRNO_MAP idea). Each op's
+ * descriptor, tg__op_<name>, is defined in its family file. */
+#ifndef TG_OPS_H
+#define TG_OPS_H
+
+#include "tapegrad.h"
+
+#define TG_OP_LIST(X)                   \
+    X(ADD, add)                         \
+    X(SUB, sub)                         \
+    X(MUL, mul)                         \
+    X(RELU, relu)                       \
+    X(SIGMOID, sigmoid)                 \
+    X(TANH, tanh)                       \
+    X(SUM, sum)                         \
+    X(MEAN, mean)                       \
+    X(MATMUL, matmul)                   \
+    X(LINEAR, linear)                   \
+    X(RESHAPE, reshape)                 \
+    X(CROSS_ENTROPY, cross_entropy)
+
+typedef enum {
+#define X(ID, name) TG_OP_##ID,
+    TG_OP_LIST(X)
+#undef X
+    TG_OP_COUNT
+} tg_op_id;
+
+#define X(ID, name) extern const tg_op tg__op_##name;
+TG_OP_LIST(X)
+#undef X
+
+/* Every op's descriptor, in TG_OP_LIST order. */
+extern const tg_op *const tg_op_table[TG_OP_COUNT];
+
+#endif

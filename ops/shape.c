@@ -1,0 +1,66 @@
+/* shape.c: reshape and flatten; the output shares the input's data. */
+#include "internal.h"
+#include "ops.h"
+#include <string.h>
+
+typedef struct {
+    int ndim;
+    int shape[TG_MAX_DIMS];
+} reshape_attr;
+
+static int reshape_shape(tg_node *n, int *ndim, int *shape) {
+    const reshape_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    char sx[64];
+    if (a->ndim < 0 || a->ndim > TG_MAX_DIMS)
+        return tg_fail(TG_ERR_ARG, "reshape: %d dimensions, at most %d are supported", a->ndim, TG_MAX_DIMS);
+    int64_t known = 1;
+    int infer = -1;
+    for (int i = 0; i < a->ndim; i++) {
+        if (a->shape[i] == -1 && infer < 0) {
+            infer = i;
+        } else if (a->shape[i] < 1) {
+            return tg_fail(TG_ERR_ARG, "reshape: dimension %d is %d (only one -1 is allowed)", i, a->shape[i]);
+        } else {
+            known *= a->shape[i];
+        }
+        shape[i] = a->shape[i];
+    }
+    if (infer >= 0 && known > 0 && x->size % known == 0) shape[infer] = (int)(x->size / known), known = x->size;
+    if (known != x->size)
+        return tg_fail(TG_ERR_SHAPE, "reshape: cannot view %s (%lld elements) as %d dimensions with %lld elements",
+                       tg_shape_str(x, sx, sizeof sx), (long long)x->size, a->ndim, (long long)known);
+    *ndim = a->ndim;
+    return 0;
+}
+
+static void reshape_forward(tg_tape *t, tg_node *n) { (void)t, (void)n; /* out->data is x->data */ }
+
+// dx += dy (same elements, other shape)
+static void reshape_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    float *dx = n->in[0]->grad;
+    const float *dy = n->out->grad;
+    for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i];
+}
+
+static void reshape_describe(const tg_node *n, char *buf, size_t len) {
+    char s[64];
+    snprintf(buf, len, "to=%s", tg_shape_str(n->out, s, sizeof s));
+}
+
+const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
+                              .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe,
+                              .aliases_input = true};
+
+tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
+    reshape_attr a = {.ndim = ndim};
+    if (ndim > 0 && ndim <= TG_MAX_DIMS && shape) memcpy(a.shape, shape, (size_t)ndim * sizeof(int));
+    else if (ndim != 0) a.ndim = -1;
+    return tg_apply(t, &tg__op_reshape, &x, 1, &a);
+}
+
+tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x) {
+    if (!x) return NULL;
+    return tg_reshape(t, x, 2, (int[]){x->ndim ? x->shape[0] : 1, -1});
+}

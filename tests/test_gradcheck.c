@@ -1,0 +1,204 @@
+/* test_gradcheck.c: one table-driven finite-difference check over every op in
+ * the op table, and proof that the check catches a wrong VJP.
+ * Adding an op means adding a row here; an op without a row fails the test. */
+#include "check.h"
+#include "ops.h"
+#include "tapegrad.h"
+#include <stdint.h>
+#include <stdlib.h>
+
+enum { UNIFORM, AWAY0, DISTINCT, POSITIVE };
+
+typedef struct {
+    int ndim;
+    int shape[4];
+    int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5] */
+    bool no_grad;  /* an input that takes no gradient (running statistics, say) */
+} in_spec;
+
+typedef struct {
+    const char *op; /* its name in the op table */
+    tg_build_fn build;
+    int n_in;
+    in_spec in[TG_MAX_INPUTS];
+} row;
+
+static const int32_t labels[8] = {2, 0, 1, 3, 3, 1, 0, 2};
+
+#define BUILD(fn, expr) \
+    static tg_tensor *fn(tg_tape *t, tg_tensor **x, void *ctx) { (void)ctx; return expr; }
+
+BUILD(b_add, tg_add(t, x[0], x[1]))
+BUILD(b_sub, tg_sub(t, x[0], x[1]))
+BUILD(b_mul, tg_mul(t, x[0], x[1]))
+BUILD(b_relu, tg_relu(t, x[0]))
+BUILD(b_sigmoid, tg_sigmoid(t, x[0]))
+BUILD(b_tanh, tg_tanh(t, x[0]))
+BUILD(b_sum, tg_sum(t, x[0]))
+BUILD(b_mean, tg_mean(t, x[0]))
+BUILD(b_matmul, tg_matmul(t, x[0], x[1]))
+BUILD(b_linear, tg_linear(t, x[0], x[1], x[2]))
+BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
+BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
+BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
+
+static const row rows[] = {
+    {"add", b_add, 2, {{2, {3, 4}}, {2, {3, 4}}}},
+    {"add", b_add, 2, {{4, {2, 3, 2, 2}}, {3, {3, 1, 1}}}}, /* per-channel bias */
+    {"sub", b_sub, 2, {{2, {3, 4}}, {1, {4}}}},             /* per-row bias */
+    {"mul", b_mul, 2, {{3, {2, 3, 4}}, {3, {2, 1, 4}}}},
+    {"relu", b_relu, 1, {{2, {4, 5}, AWAY0}}},
+    {"sigmoid", b_sigmoid, 1, {{2, {4, 5}}}},
+    {"tanh", b_tanh, 1, {{2, {4, 5}}}},
+    {"sum", b_sum, 1, {{3, {2, 3, 4}}}},
+    {"mean", b_mean, 1, {{3, {2, 3, 4}}}},
+    {"matmul", b_matmul, 2, {{2, {3, 5}}, {2, {5, 4}}}},
+    {"linear", b_linear, 3, {{2, {4, 6}}, {2, {3, 6}}, {1, {3}}}},
+    {"linear", b_linear_nobias, 2, {{2, {4, 6}}, {2, {3, 6}}}},
+    {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
+    {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
+};
+
+// ----------------------------------------------------------------------------
+
+static uint64_t rng = 12345;
+static float uniform(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)(rng >> 40) / 16777216.0f;
+}
+
+static void fill(tg_tensor *x, int init) {
+    for (int64_t j = 0; j < x->size; j++) {
+        float u = uniform();
+        switch (init) {
+        case UNIFORM: x->data[j] = 2 * u - 1; break;
+        case AWAY0: x->data[j] = (uniform() < 0.5f ? -1 : 1) * (0.2f + 0.8f * u); break;
+        case POSITIVE: x->data[j] = 0.5f + u; break;
+        case DISTINCT: x->data[j] = 0; break; /* below */
+        }
+    }
+    if (init == DISTINCT) { /* a shuffled ramp: neighbours differ by 0.07, far beyond the step */
+        for (int64_t j = 0; j < x->size; j++) x->data[j] = 0.07f * (float)j - 0.035f * (float)x->size;
+        for (int64_t j = x->size - 1; j > 0; j--) {
+            int64_t k = (int64_t)(uniform() * (float)(j + 1)) % (j + 1);
+            float tmp = x->data[j];
+            x->data[j] = x->data[k];
+            x->data[k] = tmp;
+        }
+    }
+}
+
+static int run_row(const row *r, double *worst) {
+    tg_tensor *in[TG_MAX_INPUTS] = {0};
+    for (int i = 0; i < r->n_in; i++) {
+        in[i] = tg_tensor_new(r->in[i].ndim, r->in[i].shape);
+        fill(in[i], r->in[i].init);
+        tg_tensor_set_requires_grad(in[i], !r->in[i].no_grad);
+    }
+    /* the row must really exercise its op: the output's node is that op */
+    tg_tape *t = tg_tape_new();
+    tg_tensor *y = r->build(t, in, NULL);
+    int rc = 0;
+    if (!y || !y->node || strcmp(y->node->op->name, r->op) != 0) {
+        fprintf(stderr, "%s: row builds %s\n", r->op, y && y->node ? y->node->op->name : tg_last_error());
+        rc = -1;
+    }
+    tg_tape_free(t);
+    double rel[TG_MAX_INPUTS] = {0};
+    if (rc == 0) rc = tg_gradcheck(r->build, in, r->n_in, NULL, NULL, rel);
+    *worst = 0;
+    for (int i = 0; i < r->n_in; i++) {
+        if (rel[i] > *worst) *worst = rel[i];
+        tg_tensor_free(in[i]);
+    }
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// planted wrong VJPs: the check must catch them
+
+static int scale3_shape(tg_node *n, int *ndim, int *shape) {
+    *ndim = n->in[0]->ndim;
+    for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
+    return 0;
+}
+static void scale3_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    for (int64_t i = 0; i < n->out->size; i++) n->out->data[i] = 3 * n->in[0]->data[i];
+}
+static void scale3_vjp_wrong(tg_tape *t, tg_node *n) { /* forgets the factor 3 */
+    (void)t;
+    for (int64_t i = 0; i < n->out->size; i++) n->in[0]->grad[i] += n->out->grad[i];
+}
+static void scale3_vjp_right(tg_tape *t, tg_node *n) {
+    (void)t;
+    for (int64_t i = 0; i < n->out->size; i++) n->in[0]->grad[i] += 3 * n->out->grad[i];
+}
+static void mul_vjp_one_off(tg_tape *t, tg_node *n) { /* right but for one element */
+    tg__op_mul.vjp(t, n);
+    n->in[0]->grad[1] += 0.05f * n->out->grad[1];
+}
+
+static const tg_op scale3_right = {.name = "scale3", .shape = scale3_shape, .forward = scale3_forward,
+                                   .vjp = scale3_vjp_right};
+static const tg_op scale3_wrong = {.name = "scale3", .shape = scale3_shape, .forward = scale3_forward,
+                                   .vjp = scale3_vjp_wrong};
+static tg_op mul_wrong; /* tg__op_mul with mul_vjp_one_off */
+
+static tg_tensor *b_scale3_right(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &scale3_right, x, 1, NULL); }
+static tg_tensor *b_scale3_wrong(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &scale3_wrong, x, 1, NULL); }
+static tg_tensor *b_mul_wrong(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &mul_wrong, x, 2, NULL); }
+
+static void planted(void) {
+    int shape[2] = {3, 4};
+    tg_tensor *x = tg_tensor_new(2, shape), *y = tg_tensor_new(2, shape);
+    fill(x, UNIFORM);
+    fill(y, UNIFORM);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(y, true);
+    double rel[2];
+
+    CHECK_INT(tg_gradcheck(b_scale3_right, &x, 1, NULL, NULL, rel), 0);
+    printf("planted scale3, right VJP: maxrel=%.2e\n", rel[0]);
+    CHECK_INT(tg_gradcheck(b_scale3_wrong, &x, 1, NULL, NULL, rel), TG_ERR_STATE);
+    printf("planted scale3, VJP missing its factor: maxrel=%.2e (%s)\n", rel[0], tg_last_error());
+    CHECK(rel[0] > 0.5);
+
+    mul_wrong = tg__op_mul;
+    mul_wrong.vjp = mul_vjp_one_off;
+    tg_tensor *xy[2] = {x, y};
+    CHECK_INT(tg_gradcheck(b_mul_wrong, xy, 2, NULL, NULL, rel), TG_ERR_STATE);
+    printf("planted mul, one element off by 5%%: maxrel=%.2e (%s)\n", rel[0], tg_last_error());
+    tg_tensor_free(x);
+    tg_tensor_free(y);
+}
+
+int main(void) {
+    int nrows = (int)(sizeof rows / sizeof rows[0]);
+    /* every op in the table has a row, every row names an op in the table */
+    for (int k = 0; k < TG_OP_COUNT; k++) {
+        int found = 0;
+        for (int r = 0; r < nrows; r++) found += strcmp(rows[r].op, tg_op_table[k]->name) == 0;
+        if (!found) fprintf(stderr, "op %s has no gradcheck row\n", tg_op_table[k]->name);
+        CHECK(found > 0);
+    }
+    int ops_covered = 0;
+    for (int k = 0; k < TG_OP_COUNT; k++)
+        for (int r = 0; r < nrows; r++)
+            if (strcmp(rows[r].op, tg_op_table[k]->name) == 0) {
+                ops_covered++;
+                break;
+            }
+    printf("gradcheck: %d ops in the table, %d with rows, %d rows\n", TG_OP_COUNT, ops_covered, nrows);
+    CHECK_INT(ops_covered, TG_OP_COUNT);
+
+    for (int r = 0; r < nrows; r++) {
+        double worst;
+        int rc = run_row(&rows[r], &worst);
+        printf("%s: %s maxrel=%.2e\n", rows[r].op, rc == 0 ? "ok" : "FAIL", worst);
+        if (rc) fprintf(stderr, "  %s\n", tg_last_error());
+        CHECK_INT(rc, 0);
+    }
+    planted();
+    CHECK_DONE();
+}

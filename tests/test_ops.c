@@ -1,0 +1,164 @@
+/* test_ops.c: the first ops on small hand-computed cases, and their errors. */
+#include "check.h"
+#include "tapegrad.h"
+
+static tg_tensor *make(tg_tape *t, int ndim, const int *shape, const float *v) {
+    tg_tensor *x = tg_tensor_tape(t, ndim, shape);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = v[i];
+    return x;
+}
+
+static tg_tensor *param(int ndim, const int *shape, const float *v) {
+    tg_tensor *x = tg_param_new(ndim, shape);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = v[i];
+    return x;
+}
+
+static void elementwise(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *a = make(t, 2, (int[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = make(t, 1, (int[]){3}, (float[]){10, 20, 30});
+    tg_tensor *y = tg_add(t, a, b);
+    const float add[] = {11, 22, 33, 14, 25, 36};
+    for (int i = 0; i < 6; i++) CHECK_NEAR(y->data[i], add[i], 0);
+    y = tg_sub(t, a, b);
+    CHECK_NEAR(y->data[4], -15, 0);
+    /* (2,1) * (3): an outer product by broadcasting */
+    tg_tensor *c = make(t, 2, (int[]){2, 1}, (float[]){2, -1});
+    y = tg_mul(t, c, b);
+    CHECK_INT(y->ndim, 2);
+    CHECK_INT(y->shape[0], 2);
+    CHECK_INT(y->shape[1], 3);
+    CHECK_NEAR(y->data[2], 60, 0);
+    CHECK_NEAR(y->data[3], -10, 0);
+    /* per-channel bias on (N,C,H,W) */
+    tg_tensor *img = tg_tensor_tape(t, 4, (int[]){1, 2, 1, 2});
+    tg_tensor *bias = make(t, 3, (int[]){2, 1, 1}, (float[]){1, -1});
+    y = tg_add(t, img, bias);
+    CHECK_NEAR(y->data[0], 1, 0);
+    CHECK_NEAR(y->data[1], 1, 0);
+    CHECK_NEAR(y->data[2], -1, 0);
+    CHECK_NEAR(y->data[3], -1, 0);
+
+    tg_tensor *x = make(t, 1, (int[]){4}, (float[]){-2, -0.5f, 0, 3});
+    y = tg_relu(t, x);
+    CHECK_NEAR(y->data[0], 0, 0);
+    CHECK_NEAR(y->data[3], 3, 0);
+    y = tg_sigmoid(t, x);
+    CHECK_NEAR(y->data[2], 0.5, 1e-7);
+    CHECK_NEAR(y->data[0], 0.11920292, 1e-7);
+    y = tg_tanh(t, x);
+    CHECK_NEAR(y->data[1], -0.46211716, 1e-7);
+    y = tg_sum(t, x);
+    CHECK_INT(y->ndim, 0);
+    CHECK_NEAR(y->data[0], 0.5, 0);
+    y = tg_mean(t, x);
+    CHECK_NEAR(y->data[0], 0.125, 0);
+    tg_tape_free(t);
+}
+
+static void matmul_linear(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *a = make(t, 2, (int[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = make(t, 2, (int[]){3, 2}, (float[]){7, 8, 9, 10, 11, 12});
+    tg_tensor *y = tg_matmul(t, a, b);
+    const float mm[] = {58, 64, 139, 154};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(y->data[i], mm[i], 0);
+
+    /* linear: x w^T + b, and its gradients by hand */
+    tg_tensor *x = make(t, 2, (int[]){1, 2}, (float[]){1, 2});
+    tg_tensor *w = param(2, (int[]){2, 2}, (float[]){1, 0, -1, 3});
+    tg_tensor *bias = param(1, (int[]){2}, (float[]){0.5f, 0});
+    y = tg_linear(t, x, w, bias);
+    CHECK_NEAR(y->data[0], 1.5, 0);
+    CHECK_NEAR(y->data[1], 5, 0);
+    CHECK_INT(tg_backward(t, tg_sum(t, y)), 0);
+    /* dw = dy^T x = [[1,2],[1,2]], db = [1,1] */
+    CHECK_NEAR(w->grad[0], 1, 0);
+    CHECK_NEAR(w->grad[1], 2, 0);
+    CHECK_NEAR(w->grad[3], 2, 0);
+    CHECK_NEAR(bias->grad[1], 1, 0);
+    tg_tensor_free(w);
+    tg_tensor_free(bias);
+
+    tg_tensor *r = tg_reshape(t, a, 2, (int[]){3, -1});
+    CHECK_INT(r->shape[0], 3);
+    CHECK_INT(r->shape[1], 2);
+    CHECK(r->data == a->data);
+    tg_tensor *img = tg_tensor_tape(t, 4, (int[]){2, 3, 4, 5});
+    r = tg_flatten(t, img);
+    CHECK_INT(r->ndim, 2);
+    CHECK_INT(r->shape[1], 60);
+    tg_tape_free(t);
+}
+
+static void cross_entropy(void) {
+    tg_tape *t = tg_tape_new();
+    /* logits (2,3): row 0 uniform -> loss log 3; row 1 [0, ln 2, 0] label 1 -> log(4/2) */
+    tg_tensor *x = param(2, (int[]){2, 3}, (float[]){0, 0, 0, 0, 0.69314718f, 0});
+    tg_tensor *loss = tg_cross_entropy(t, x, (int32_t[]){0, 1});
+    CHECK_NEAR(loss->data[0], (log(3.0) + log(2.0)) / 2, 1e-6);
+    CHECK_INT(tg_backward(t, loss), 0);
+    /* dx = (softmax - onehot) / N */
+    CHECK_NEAR(x->grad[0], (1.0 / 3 - 1) / 2, 1e-6);
+    CHECK_NEAR(x->grad[1], (1.0 / 3) / 2, 1e-6);
+    CHECK_NEAR(x->grad[4], (0.5 - 1) / 2, 1e-6);
+    CHECK_NEAR(x->grad[5], 0.25 / 2, 1e-6);
+    /* huge logits stay finite */
+    tg_tensor *big = make(t, 2, (int[]){1, 2}, (float[]){1000, -1000});
+    loss = tg_cross_entropy(t, big, (int32_t[]){1});
+    CHECK_NEAR(loss->data[0], 2000, 1e-3);
+    tg_tensor_free(x);
+    tg_tape_free(t);
+}
+
+static void errors(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *a = tg_tensor_tape(t, 2, (int[]){8, 3});
+    tg_tensor *w = tg_tensor_tape(t, 2, (int[]){16, 4});
+    tg_clear_error();
+    CHECK(tg_linear(t, a, w, NULL) == NULL);
+    CHECK_INT(tg_last_error_code(), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "linear: input has 3 features but weight expects 4 (x 8x3, w 16x4)");
+
+    tg_tensor *b = tg_tensor_tape(t, 2, (int[]){8, 4});
+    CHECK(tg_add(t, a, b) == NULL);
+    CHECK_MSG(tg_last_error(), "add: shapes 8x3 and 8x4 do not broadcast");
+    CHECK(tg_matmul(t, a, a) == NULL);
+    CHECK_MSG(tg_last_error(), "matmul: needs (M,K) and (K,N) matrices, got 8x3 and 8x3");
+
+    /* a NULL propagates: the chain fails once, with the first cause */
+    tg_tensor *y = tg_relu(t, tg_sigmoid(t, tg_linear(t, a, w, NULL)));
+    CHECK(y == NULL);
+    CHECK_MSG(tg_last_error(), "linear: input has 3 features");
+    CHECK(tg_cross_entropy(t, NULL, (int32_t[]){0}) == NULL);
+    CHECK_MSG(tg_last_error(), "linear:");
+
+    tg_tensor *logits = tg_tensor_tape(t, 2, (int[]){2, 10});
+    CHECK(tg_cross_entropy(t, logits, (int32_t[]){3, 10}) == NULL);
+    CHECK_MSG(tg_last_error(), "cross_entropy: label 10 of sample 1 is outside [0, 10)");
+    CHECK(tg_cross_entropy(t, logits, (int32_t[]){-1, 0}) == NULL);
+    CHECK_MSG(tg_last_error(), "label -1 of sample 0");
+    CHECK(tg_cross_entropy(t, logits, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "cross_entropy: labels are NULL");
+
+    CHECK(tg_reshape(t, a, 2, (int[]){5, -1}) == NULL);
+    CHECK_MSG(tg_last_error(), "reshape: cannot view 8x3");
+    CHECK(tg_reshape(t, a, 2, (int[]){-1, -1}) == NULL);
+    CHECK_MSG(tg_last_error(), "reshape:");
+    CHECK(tg_tensor_new(2, (int[]){3, 0}) == NULL);
+    CHECK_MSG(tg_last_error(), "tensor_new: dimension 1 is 0");
+    CHECK(tg_tensor_tape(t, 5, (int[]){1, 1, 1, 1, 1}) == NULL);
+    CHECK_MSG(tg_last_error(), "at most 4");
+    CHECK(tg_relu(NULL, a) == NULL);
+    CHECK_MSG(tg_last_error(), "relu: tape is NULL");
+    tg_tape_free(t);
+}
+
+int main(void) {
+    elementwise();
+    matmul_linear();
+    cross_entropy();
+    errors();
+    CHECK_DONE();
+}
