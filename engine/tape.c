@@ -124,7 +124,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     n->out = out;
 
     double t0 = tg__now();
-    op->forward(t, n);
+    if (op->forward(t, n) < 0) return NULL;
     n->t_forward = tg__now() - t0;
 
     if (n->record) {
@@ -169,7 +169,8 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
         for (int i = 0; i < n->n_in; i++)
             if (n->in[i]->requires_grad && ensure_grad(t, n->in[i]) < 0) return TG_ERR_NOMEM;
         double t0 = tg__now();
-        n->op->vjp(t, n);
+        int rc = n->op->vjp(t, n);
+        if (rc < 0) return rc;
         n->t_backward = tg__now() - t0;
     }
     return 0;

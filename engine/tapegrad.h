@@ -157,6 +157,41 @@ tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N,
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
 
 // ----------------------------------------------------------------------------
+// CNN ops. Images are (N,C,H,W). H' = (H + 2*pad - dilation*(R-1) - 1) / stride + 1.
+
+/* x:(N,C,H,W) w:(K,C/groups,R,S) b:(K) or NULL -> (N,K,H',W'); groups = C is depthwise */
+tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                     int groups);
+/* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).
+ * Records the argmax of each window; ties go to the first maximum in row-major order. */
+tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
+/* The argmax recorded by a max_pool2d output y: one index ih*W + iw into its input
+ * plane per output element; NULL if y is not such an output or nothing was recorded. */
+const int32_t *tg_max_pool2d_argmax(const tg_tensor *y);
+/* x:(N,C,H,W) -> (N,C,H',W'), mean over each k x k window; padded zeros count
+ * (the divisor is always k*k, PyTorch's count_include_pad=True). */
+tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
+/* x:(N,C,H,W) -> (N,C), the mean over H and W */
+tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x);
+/* Inverted dropout, p = probability of dropping. Training: y = x * mask / (1-p),
+ * mask ~ Bernoulli(1-p) from the tape's generator, stored on the tape.
+ * Evaluation: y = x. p = 1 gives zeros; p outside [0,1] is an error. */
+tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training);
+/* Vanilla dropout: training y = x * mask (no scaling); evaluation y = x * (1-p). */
+tg_tensor *tg_dropout_vanilla(tg_tape *t, tg_tensor *x, float p, bool training);
+/* The mask (1 kept, 0 dropped) recorded by a dropout output y, or NULL. */
+const uint8_t *tg_dropout_mask(const tg_tensor *y);
+/* x:(N,C) or (N,C,...) gamma, beta:(C) -> same shape as x, per channel C.
+ * Training: normalise with the batch mean and biased variance, and when the
+ * running tensors (C) are given, running = (1-momentum)*running + momentum*batch,
+ * with the unbiased variance in running_var. Evaluation: use the running statistics.
+ * y = gamma * (x - mean) / sqrt(var + eps) + beta. PyTorch: momentum 0.1, eps 1e-5. */
+tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                         tg_tensor *running_var, bool training, float momentum, float eps);
+/* y = x + fx for exactly equal shapes: the join of a residual block */
+tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
+
+// ----------------------------------------------------------------------------
 // ops: each op is a descriptor; a user's own op is a descriptor too.
 
 struct tg_node {
@@ -179,10 +214,12 @@ typedef struct tg_op {
     size_t attr_size;
     /* Check the inputs and attributes; set out_ndim/out_shape, or fail with tg__fail-style message and return < 0. */
     int (*shape)(tg_node *n, int *out_ndim, int *out_shape);
-    /* Compute n->out from n->in; save what vjp needs with tg_node_save when n->record. */
-    void (*forward)(tg_tape *t, tg_node *n);
-    /* Add into n->in[i]->grad for each input i with requires_grad; n->out->grad is dy. */
-    void (*vjp)(tg_tape *t, tg_node *n);
+    /* Compute n->out from n->in; save what vjp needs with tg_node_save when n->record.
+     * Returns 0, or a negative TG_ERR_* (out of arena memory) with the message set. */
+    int (*forward)(tg_tape *t, tg_node *n);
+    /* Add into n->in[i]->grad for each input i with requires_grad; n->out->grad is dy.
+     * Returns 0 or a negative TG_ERR_*. */
+    int (*vjp)(tg_tape *t, tg_node *n);
     /* Attributes as text for tape dumps ("stride=2 pad=1"), may be NULL. */
     void (*describe)(const tg_node *n, char *buf, size_t len);
     /* Optional: point out->data at an input's data instead of allocating (reshape). */

@@ -69,55 +69,61 @@ static void broadcast_strides(const tg_tensor *x, const tg_tensor *out, int64_t 
 // ----------------------------------------------------------------------------
 // add, sub, mul
 
-static void add_forward(tg_tape *t, tg_node *n) {
+static int add_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *a = n->in[0]->data, *b = n->in[1]->data;
     float *y = n->out->data;
     BROADCAST_LOOP(n, y[io] = a[ia] + b[ib]);
+    return 0;
 }
 
 // da += dy, db += dy (summed over stretched dimensions)
-static void add_vjp(tg_tape *t, tg_node *n) {
+static int add_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *dy = n->out->grad;
     float *da = n->in[0]->requires_grad ? n->in[0]->grad : NULL;
     float *db = n->in[1]->requires_grad ? n->in[1]->grad : NULL;
     if (da) BROADCAST_LOOP(n, da[ia] += dy[io]);
     if (db) BROADCAST_LOOP(n, db[ib] += dy[io]);
+    return 0;
 }
 
-static void sub_forward(tg_tape *t, tg_node *n) {
+static int sub_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *a = n->in[0]->data, *b = n->in[1]->data;
     float *y = n->out->data;
     BROADCAST_LOOP(n, y[io] = a[ia] - b[ib]);
+    return 0;
 }
 
 // da += dy, db -= dy
-static void sub_vjp(tg_tape *t, tg_node *n) {
+static int sub_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *dy = n->out->grad;
     float *da = n->in[0]->requires_grad ? n->in[0]->grad : NULL;
     float *db = n->in[1]->requires_grad ? n->in[1]->grad : NULL;
     if (da) BROADCAST_LOOP(n, da[ia] += dy[io]);
     if (db) BROADCAST_LOOP(n, db[ib] -= dy[io]);
+    return 0;
 }
 
-static void mul_forward(tg_tape *t, tg_node *n) {
+static int mul_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *a = n->in[0]->data, *b = n->in[1]->data;
     float *y = n->out->data;
     BROADCAST_LOOP(n, y[io] = a[ia] * b[ib]);
+    return 0;
 }
 
 // da += dy * b, db += dy * a
-static void mul_vjp(tg_tape *t, tg_node *n) {
+static int mul_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *dy = n->out->grad, *a = n->in[0]->data, *b = n->in[1]->data;
     float *da = n->in[0]->requires_grad ? n->in[0]->grad : NULL;
     float *db = n->in[1]->requires_grad ? n->in[1]->grad : NULL;
     if (da) BROADCAST_LOOP(n, da[ia] += dy[io] * b[ib]);
     if (db) BROADCAST_LOOP(n, db[ib] += dy[io] * a[ia]);
+    return 0;
 }
 
 const tg_op tg__op_add = {.name = "add", .shape = broadcast_shape, .forward = add_forward, .vjp = add_vjp};
@@ -137,49 +143,55 @@ static int same_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-static void relu_forward(tg_tape *t, tg_node *n) {
+static int relu_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     for (int64_t i = 0; i < n->out->size; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return 0;
 }
 
 // dx += dy * (y > 0)
-static void relu_vjp(tg_tape *t, tg_node *n) {
+static int relu_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     for (int64_t i = 0; i < n->out->size; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    return 0;
 }
 
-static void sigmoid_forward(tg_tape *t, tg_node *n) {
+static int sigmoid_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     for (int64_t i = 0; i < n->out->size; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+    return 0;
 }
 
 // dx += dy * y * (1 - y)
-static void sigmoid_vjp(tg_tape *t, tg_node *n) {
+static int sigmoid_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+    return 0;
 }
 
-static void tanh_forward(tg_tape *t, tg_node *n) {
+static int tanh_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     for (int64_t i = 0; i < n->out->size; i++) y[i] = tanhf(x[i]);
+    return 0;
 }
 
 // dx += dy * (1 - y^2)
-static void tanh_vjp(tg_tape *t, tg_node *n) {
+static int tanh_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+    return 0;
 }
 
 const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp};
@@ -199,20 +211,22 @@ static int scalar_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-static void sum_forward(tg_tape *t, tg_node *n) {
+static int sum_forward(tg_tape *t, tg_node *n) {
     (void)t;
     double s = 0;
     for (int64_t i = 0; i < n->in[0]->size; i++) s += n->in[0]->data[i];
     n->out->data[0] = (float)(n->op == &tg__op_mean ? s / (double)n->in[0]->size : s);
+    return 0;
 }
 
 // sum: dx += dy; mean: dx += dy / size
-static void sum_vjp(tg_tape *t, tg_node *n) {
+static int sum_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     float g = n->out->grad[0];
     if (n->op == &tg__op_mean) g /= (float)n->in[0]->size;
     float *dx = n->in[0]->grad;
     for (int64_t i = 0; i < n->in[0]->size; i++) dx[i] += g;
+    return 0;
 }
 
 const tg_op tg__op_sum = {.name = "sum", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp};
@@ -220,3 +234,21 @@ const tg_op tg__op_mean = {.name = "mean", .shape = scalar_shape, .forward = sum
 
 tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sum, &x, 1, NULL); }
 tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_mean, &x, 1, NULL); }
+
+// ----------------------------------------------------------------------------
+// residual_add: y = x + fx for equal shapes, its own node so blocks show in dumps
+
+static int residual_shape(tg_node *n, int *ndim, int *shape) {
+    char sa[64], sb[64];
+    if (!tg_same_shape(n->in[0], n->in[1]))
+        return tg_fail(TG_ERR_SHAPE, "residual_add: shapes %s and %s differ (use a 1x1 conv on the shortcut)",
+                       tg_shape_str(n->in[0], sa, sizeof sa), tg_shape_str(n->in[1], sb, sizeof sb));
+    return same_shape(n, ndim, shape);
+}
+
+const tg_op tg__op_residual_add = {.name = "residual_add", .shape = residual_shape, .forward = add_forward,
+                                   .vjp = add_vjp};
+
+tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx) {
+    return tg_apply(t, &tg__op_residual_add, (tg_tensor *[]){x, fx}, 2, NULL);
+}

@@ -25,11 +25,12 @@ static int ce_shape(tg_node *n, int *ndim, int *shape) {
 }
 
 // loss = mean_i (log sum_j e^x[i,j] - x[i,label_i]), computed with the row max subtracted
-static void ce_forward(tg_tape *t, tg_node *n) {
+static int ce_forward(tg_tape *t, tg_node *n) {
     const tg_tensor *x = n->in[0];
     const ce_attr *a = n->attr;
     int N = x->shape[0], C = x->shape[1];
     float *p = n->record ? tg_node_save(t, n, (size_t)N * C * sizeof(float), "softmax") : NULL;
+    if (n->record && !p) return TG_ERR_NOMEM;
     double total = 0;
     for (int i = 0; i < N; i++) {
         const float *row = x->data + (size_t)i * C;
@@ -44,10 +45,11 @@ static void ce_forward(tg_tape *t, tg_node *n) {
     }
     n->saved = p;
     n->out->data[0] = (float)(total / N);
+    return 0;
 }
 
 // dx[i,j] += dy / N * (softmax[i,j] - (j == label_i))
-static void ce_vjp(tg_tape *t, tg_node *n) {
+static int ce_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     tg_tensor *x = n->in[0];
     const ce_attr *a = n->attr;
@@ -57,6 +59,7 @@ static void ce_vjp(tg_tape *t, tg_node *n) {
     for (int i = 0; i < N; i++)
         for (int j = 0; j < C; j++)
             x->grad[(size_t)i * C + j] += g * (p[(size_t)i * C + j] - (j == a->labels[i] ? 1.0f : 0.0f));
+    return 0;
 }
 
 static void ce_describe(const tg_node *n, char *buf, size_t len) {

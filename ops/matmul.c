@@ -17,21 +17,23 @@ static int matmul_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-static void matmul_forward(tg_tape *t, tg_node *n) {
+static int matmul_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const tg_tensor *a = n->in[0], *b = n->in[1];
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
     tg__sgemm(false, false, M, N, K, 1.0f, a->data, K, b->data, N, 0.0f, n->out->data, N);
+    return 0;
 }
 
 // da += dy b^T, db += a^T dy
-static void matmul_vjp(tg_tape *t, tg_node *n) {
+static int matmul_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     tg_tensor *a = n->in[0], *b = n->in[1];
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
     const float *dy = n->out->grad;
     if (a->requires_grad) tg__sgemm(false, true, M, K, N, 1.0f, dy, N, b->data, N, 1.0f, a->grad, K);
     if (b->requires_grad) tg__sgemm(true, false, K, N, M, 1.0f, a->data, K, dy, N, 1.0f, b->grad, N);
+    return 0;
 }
 
 const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp};
@@ -59,7 +61,7 @@ static int linear_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-static void linear_forward(tg_tape *t, tg_node *n) {
+static int linear_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int N = x->shape[0], I = x->shape[1], O = w->shape[0];
@@ -68,10 +70,11 @@ static void linear_forward(tg_tape *t, tg_node *n) {
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) y[(size_t)i * O + o] = b->data[o];
     tg__sgemm(false, true, N, O, I, 1.0f, x->data, I, w->data, I, b ? 1.0f : 0.0f, y, O);
+    return 0;
 }
 
 // dx += dy w, dw += dy^T x, db += sum over rows of dy
-static void linear_vjp(tg_tape *t, tg_node *n) {
+static int linear_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int N = x->shape[0], I = x->shape[1], O = w->shape[0];
@@ -81,6 +84,7 @@ static void linear_vjp(tg_tape *t, tg_node *n) {
     if (b && b->requires_grad)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) b->grad[o] += dy[(size_t)i * O + o];
+    return 0;
 }
 
 const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp};

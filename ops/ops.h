@@ -18,7 +18,15 @@
     X(MATMUL, matmul)                   \
     X(LINEAR, linear)                   \
     X(RESHAPE, reshape)                 \
-    X(CROSS_ENTROPY, cross_entropy)
+    X(CROSS_ENTROPY, cross_entropy)     \
+    X(RESIDUAL_ADD, residual_add)       \
+    X(CONV2D, conv2d)                   \
+    X(MAX_POOL2D, max_pool2d)           \
+    X(AVG_POOL2D, avg_pool2d)           \
+    X(GLOBAL_AVG_POOL, global_avg_pool) \
+    X(DROPOUT, dropout)                 \
+    X(DROPOUT_VANILLA, dropout_vanilla) \
+    X(BATCH_NORM, batch_norm)
 
 typedef enum {
 #define X(ID, name) TG_OP_##ID,

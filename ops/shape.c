@@ -34,14 +34,18 @@ static int reshape_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-static void reshape_forward(tg_tape *t, tg_node *n) { (void)t, (void)n; /* out->data is x->data */ }
+static int reshape_forward(tg_tape *t, tg_node *n) {
+    (void)t, (void)n; /* out->data is x->data */
+    return 0;
+}
 
 // dx += dy (same elements, other shape)
-static void reshape_vjp(tg_tape *t, tg_node *n) {
+static int reshape_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     float *dx = n->in[0]->grad;
     const float *dy = n->out->grad;
     for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i];
+    return 0;
 }
 
 static void reshape_describe(const tg_node *n, char *buf, size_t len) {

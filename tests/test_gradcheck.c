@@ -41,6 +41,24 @@ BUILD(b_linear, tg_linear(t, x[0], x[1], x[2]))
 BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
 BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
 BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
+BUILD(b_residual, tg_residual_add(t, x[0], x[1]))
+BUILD(b_conv, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 1))
+BUILD(b_conv_s2d2, tg_conv2d(t, x[0], x[1], x[2], 2, 1, 2, 1))
+BUILD(b_conv_groups, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 2))
+BUILD(b_conv_depthwise, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 4))
+BUILD(b_conv_1x1, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 1))
+BUILD(b_maxpool, tg_max_pool2d(t, x[0], 2, 2, 0))
+BUILD(b_maxpool_pad, tg_max_pool2d(t, x[0], 3, 2, 1))
+BUILD(b_avgpool, tg_avg_pool2d(t, x[0], 3, 2, 1))
+BUILD(b_gap, tg_global_avg_pool(t, x[0]))
+BUILD(b_dropout, tg_dropout(t, x[0], 0.3f, true))
+BUILD(b_dropout_eval, tg_dropout(t, x[0], 0.3f, false))
+BUILD(b_vanilla, tg_dropout_vanilla(t, x[0], 0.4f, true))
+BUILD(b_vanilla_eval, tg_dropout_vanilla(t, x[0], 0.4f, false))
+
+static tg_tensor *running[2]; /* batch norm's running mean and variance, made in main */
+BUILD(b_bn, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
+BUILD(b_bn_eval, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], false, 0.1f, 1e-5f))
 
 static const row rows[] = {
     {"add", b_add, 2, {{2, {3, 4}}, {2, {3, 4}}}},
@@ -57,6 +75,23 @@ static const row rows[] = {
     {"linear", b_linear_nobias, 2, {{2, {4, 6}}, {2, {3, 6}}}},
     {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
     {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
+    {"residual_add", b_residual, 2, {{4, {2, 3, 2, 2}}, {4, {2, 3, 2, 2}}}},
+    {"conv2d", b_conv, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}}}},
+    {"conv2d", b_conv_s2d2, 3, {{4, {1, 2, 7, 6}}, {4, {3, 2, 3, 2}}, {1, {3}}}},
+    {"conv2d", b_conv_groups, 2, {{4, {2, 4, 4, 4}}, {4, {6, 2, 2, 2}}}},
+    {"conv2d", b_conv_depthwise, 3, {{4, {2, 4, 4, 4}}, {4, {4, 1, 3, 3}}, {1, {4}}}},
+    {"conv2d", b_conv_1x1, 2, {{4, {2, 3, 3, 3}}, {4, {5, 3, 1, 1}}}},
+    {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 4, 6}, DISTINCT}}},
+    {"max_pool2d", b_maxpool_pad, 1, {{4, {1, 2, 5, 5}, DISTINCT}}},
+    {"avg_pool2d", b_avgpool, 1, {{4, {2, 2, 5, 5}}}},
+    {"global_avg_pool", b_gap, 1, {{4, {2, 3, 3, 4}}}},
+    {"dropout", b_dropout, 1, {{3, {4, 5, 6}}}},
+    {"dropout", b_dropout_eval, 1, {{2, {4, 5}}}},
+    {"dropout_vanilla", b_vanilla, 1, {{2, {6, 7}}}},
+    {"dropout_vanilla", b_vanilla_eval, 1, {{2, {4, 5}}}},
+    {"batch_norm", b_bn, 3, {{2, {6, 3}}, {1, {3}, POSITIVE}, {1, {3}}}},
+    {"batch_norm", b_bn, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}}}},
+    {"batch_norm", b_bn_eval, 3, {{4, {2, 3, 3, 2}}, {1, {3}, POSITIVE}, {1, {3}}}},
 };
 
 // ----------------------------------------------------------------------------
@@ -122,21 +157,25 @@ static int scale3_shape(tg_node *n, int *ndim, int *shape) {
     for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
     return 0;
 }
-static void scale3_forward(tg_tape *t, tg_node *n) {
+static int scale3_forward(tg_tape *t, tg_node *n) {
     (void)t;
     for (int64_t i = 0; i < n->out->size; i++) n->out->data[i] = 3 * n->in[0]->data[i];
+    return 0;
 }
-static void scale3_vjp_wrong(tg_tape *t, tg_node *n) { /* forgets the factor 3 */
+static int scale3_vjp_wrong(tg_tape *t, tg_node *n) { /* forgets the factor 3 */
     (void)t;
     for (int64_t i = 0; i < n->out->size; i++) n->in[0]->grad[i] += n->out->grad[i];
+    return 0;
 }
-static void scale3_vjp_right(tg_tape *t, tg_node *n) {
+static int scale3_vjp_right(tg_tape *t, tg_node *n) {
     (void)t;
     for (int64_t i = 0; i < n->out->size; i++) n->in[0]->grad[i] += 3 * n->out->grad[i];
+    return 0;
 }
-static void mul_vjp_one_off(tg_tape *t, tg_node *n) { /* right but for one element */
-    tg__op_mul.vjp(t, n);
+static int mul_vjp_one_off(tg_tape *t, tg_node *n) { /* right but for one element */
+    int rc = tg__op_mul.vjp(t, n);
     n->in[0]->grad[1] += 0.05f * n->out->grad[1];
+    return rc;
 }
 
 static const tg_op scale3_right = {.name = "scale3", .shape = scale3_shape, .forward = scale3_forward,
@@ -174,6 +213,10 @@ static void planted(void) {
 }
 
 int main(void) {
+    for (int i = 0; i < 2; i++) {
+        running[i] = tg_tensor_new(1, (int[]){3});
+        for (int c = 0; c < 3; c++) running[i]->data[c] = i ? 0.5f + 0.5f * (float)c : 0.1f * (float)c;
+    }
     int nrows = (int)(sizeof rows / sizeof rows[0]);
     /* every op in the table has a row, every row names an op in the table */
     for (int k = 0; k < TG_OP_COUNT; k++) {
@@ -200,5 +243,7 @@ int main(void) {
         CHECK_INT(rc, 0);
     }
     planted();
+    tg_tensor_free(running[0]);
+    tg_tensor_free(running[1]);
     CHECK_DONE();
 }

@@ -1,0 +1,195 @@
+/* conv.c: 2-D convolution (stride, padding, dilation, groups) by im2col + GEMM.
+ * For each image and group: Y_g (K/groups, H'W') = W_g (K/groups, C/groups*R*S) col (C/groups*R*S, H'W'). */
+#include "internal.h"
+#include "ops.h"
+#include <string.h>
+
+typedef struct {
+    int stride, pad, dilation, groups;
+} conv_attr;
+
+typedef struct { /* the sizes every kernel needs, derived from the node */
+    int N, C, H, W, K, R, S, Ho, Wo, G, Cg, Kg;
+    int stride, pad, dil;
+    int64_t rows; /* Cg * R * S */
+} conv_dims;
+
+static conv_dims dims_of(const tg_node *n) {
+    const conv_attr *a = n->attr;
+    const tg_tensor *x = n->in[0], *w = n->in[1];
+    conv_dims d = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3],
+                   n->out ? n->out->shape[2] : 0, n->out ? n->out->shape[3] : 0, a->groups, x->shape[1] / a->groups,
+                   w->shape[0] / a->groups, a->stride, a->pad, a->dilation, 0};
+    d.rows = (int64_t)d.Cg * d.R * d.S;
+    return d;
+}
+
+static int out_size(int in, int k, int stride, int pad, int dil) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
+
+static int conv_shape(tg_node *n, int *ndim, int *shape) {
+    const conv_attr *a = n->attr;
+    const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    char sx[64], sw[64], sb[64];
+    tg_shape_str(x, sx, sizeof sx);
+    tg_shape_str(w, sw, sizeof sw);
+    if (x->ndim != 4 || w->ndim != 4)
+        return tg_fail(TG_ERR_SHAPE, "conv2d: input and weight must have 4 dimensions (x %s, w %s)", sx, sw);
+    if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1)
+        return tg_fail(TG_ERR_ARG, "conv2d: stride %d, pad %d, dilation %d, groups %d: need stride >= 1, pad >= 0, "
+                                   "dilation >= 1, groups >= 1", a->stride, a->pad, a->dilation, a->groups);
+    if (x->shape[1] % a->groups || w->shape[0] % a->groups)
+        return tg_fail(TG_ERR_ARG, "conv2d: groups %d must divide the %d input and %d output channels (x %s, w %s)",
+                       a->groups, x->shape[1], w->shape[0], sx, sw);
+    if (w->shape[1] * a->groups != x->shape[1])
+        return tg_fail(TG_ERR_SHAPE, "conv2d: input has %d channels but weight expects %d (x %s, w %s)", x->shape[1],
+                       w->shape[1] * a->groups, sx, sw);
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return tg_fail(TG_ERR_SHAPE, "conv2d: bias has shape %s but weight has %d output channels (w %s)",
+                       tg_shape_str(b, sb, sizeof sb), w->shape[0], sw);
+    int Ho = out_size(x->shape[2], w->shape[2], a->stride, a->pad, a->dilation);
+    int Wo = out_size(x->shape[3], w->shape[3], a->stride, a->pad, a->dilation);
+    if (Ho < 1 || Wo < 1 || x->shape[2] + 2 * a->pad < a->dilation * (w->shape[2] - 1) + 1 ||
+        x->shape[3] + 2 * a->pad < a->dilation * (w->shape[3] - 1) + 1)
+        return tg_fail(TG_ERR_SHAPE, "conv2d: kernel %dx%d (dilation %d) is larger than the padded input %dx%d "
+                                     "(x %s, w %s, pad %d)", w->shape[2], w->shape[3], a->dilation,
+                       x->shape[2] + 2 * a->pad, x->shape[3] + 2 * a->pad, sx, sw, a->pad);
+    *ndim = 4;
+    shape[0] = x->shape[0];
+    shape[1] = w->shape[0];
+    shape[2] = Ho;
+    shape[3] = Wo;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// im2col / col2im for one image and one group: x (Cg,H,W) <-> col (Cg*R*S, Ho*Wo)
+
+static void im2col(float *col, const float *x, const conv_dims *d) {
+    int HWo = d->Ho * d->Wo;
+    for (int c = 0; c < d->Cg; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                float *row = col + ((int64_t)(c * d->R + r) * d->S + s) * HWo;
+                const float *xc = x + (int64_t)c * d->H * d->W;
+                for (int oh = 0; oh < d->Ho; oh++) {
+                    int ih = oh * d->stride - d->pad + r * d->dil;
+                    float *out = row + oh * d->Wo;
+                    if (ih < 0 || ih >= d->H) {
+                        memset(out, 0, (size_t)d->Wo * sizeof *out);
+                        continue;
+                    }
+                    const float *xr = xc + (int64_t)ih * d->W;
+                    int iw = s * d->dil - d->pad;
+                    for (int ow = 0; ow < d->Wo; ow++, iw += d->stride) out[ow] = (iw >= 0 && iw < d->W) ? xr[iw] : 0.0f;
+                }
+            }
+}
+
+// dx[c, ih, iw] += dcol[(c,r,s), (oh,ow)] for every position the window touched
+static void col2im(float *dx, const float *col, const conv_dims *d) {
+    int HWo = d->Ho * d->Wo;
+    for (int c = 0; c < d->Cg; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                const float *row = col + ((int64_t)(c * d->R + r) * d->S + s) * HWo;
+                float *xc = dx + (int64_t)c * d->H * d->W;
+                for (int oh = 0; oh < d->Ho; oh++) {
+                    int ih = oh * d->stride - d->pad + r * d->dil;
+                    if (ih < 0 || ih >= d->H) continue;
+                    float *xr = xc + (int64_t)ih * d->W;
+                    const float *in = row + oh * d->Wo;
+                    int iw = s * d->dil - d->pad;
+                    for (int ow = 0; ow < d->Wo; ow++, iw += d->stride)
+                        if (iw >= 0 && iw < d->W) xr[iw] += in[ow];
+                }
+            }
+}
+
+/* A 1x1 convolution with stride 1 and no padding needs no im2col: col is x itself. */
+static bool is_pointwise(const conv_dims *d) { return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad == 0; }
+
+// ----------------------------------------------------------------------------
+
+static int conv_forward(tg_tape *t, tg_node *n) {
+    conv_dims d = dims_of(n);
+    const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
+    float *y = n->out->data;
+    int HWo = d.Ho * d.Wo;
+    float *col = is_pointwise(&d) ? NULL : tg_tape_alloc(t, (size_t)d.rows * HWo * sizeof(float));
+    if (!is_pointwise(&d) && !col) return TG_ERR_NOMEM;
+    for (int i = 0; i < d.N; i++)
+        for (int g = 0; g < d.G; g++) {
+            const float *xg = x + ((int64_t)i * d.C + (int64_t)g * d.Cg) * d.H * d.W;
+            float *yg = y + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWo;
+            const float *src = xg;
+            if (col) {
+                im2col(col, xg, &d);
+                src = col;
+            }
+            tg__sgemm(false, false, d.Kg, HWo, (int)d.rows, 1.0f, w + (int64_t)g * d.Kg * d.rows, (int)d.rows, src,
+                      HWo, 0.0f, yg, HWo);
+            if (b)
+                for (int k = 0; k < d.Kg; k++)
+                    for (int p = 0; p < HWo; p++) yg[(int64_t)k * HWo + p] += b[g * d.Kg + k];
+        }
+    return 0;
+}
+
+// dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol), db += sum of dY over N, H', W'
+static int conv_vjp(tg_tape *t, tg_node *n) {
+    conv_dims d = dims_of(n);
+    tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    const float *dy = n->out->grad;
+    int HWo = d.Ho * d.Wo;
+    bool pw = is_pointwise(&d);
+    float *col = tg_tape_alloc(t, (size_t)d.rows * HWo * sizeof(float));
+    if (!col) return TG_ERR_NOMEM;
+    for (int i = 0; i < d.N; i++)
+        for (int g = 0; g < d.G; g++) {
+            int64_t xoff = ((int64_t)i * d.C + (int64_t)g * d.Cg) * d.H * d.W;
+            const float *dyg = dy + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWo;
+            const float *wg = w->data + (int64_t)g * d.Kg * d.rows;
+            if (w->requires_grad) {
+                const float *src = x->data + xoff;
+                if (!pw) {
+                    im2col(col, src, &d);
+                    src = col;
+                }
+                tg__sgemm(false, true, d.Kg, (int)d.rows, HWo, 1.0f, dyg, HWo, src, HWo, 1.0f,
+                          w->grad + (int64_t)g * d.Kg * d.rows, (int)d.rows);
+            }
+            if (x->requires_grad) {
+                if (pw) {
+                    tg__sgemm(true, false, (int)d.rows, HWo, d.Kg, 1.0f, wg, (int)d.rows, dyg, HWo, 1.0f,
+                              x->grad + xoff, HWo);
+                } else {
+                    tg__sgemm(true, false, (int)d.rows, HWo, d.Kg, 1.0f, wg, (int)d.rows, dyg, HWo, 0.0f, col, HWo);
+                    col2im(x->grad + xoff, col, &d);
+                }
+            }
+        }
+    if (b && b->requires_grad)
+        for (int i = 0; i < d.N; i++)
+            for (int k = 0; k < d.K; k++) {
+                const float *p = dy + ((int64_t)i * d.K + k) * HWo;
+                float s = 0;
+                for (int j = 0; j < HWo; j++) s += p[j];
+                b->grad[k] += s;
+            }
+    return 0;
+}
+
+static void conv_describe(const tg_node *n, char *buf, size_t len) {
+    const conv_attr *a = n->attr;
+    snprintf(buf, len, "kernel=%dx%d stride=%d pad=%d dilation=%d groups=%d%s", n->in[1]->shape[2],
+             n->in[1]->shape[3], a->stride, a->pad, a->dilation, a->groups, n->n_in > 2 ? " bias" : "");
+}
+
+const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
+                             .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe};
+
+tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                     int groups) {
+    conv_attr a = {stride, pad, dilation, groups};
+    return tg_apply(t, &tg__op_conv2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
+}

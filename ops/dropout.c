@@ -1,0 +1,101 @@
+/* dropout.c: inverted dropout (scale kept units by 1/(1-p) in training) and the
+ * older vanilla dropout (no scaling in training, scale by 1-p in evaluation).
+ * p is the probability of dropping, as in PyTorch. */
+#include "internal.h"
+#include "ops.h"
+#include <math.h>
+
+typedef struct {
+    float p;
+    bool training;
+} dropout_attr;
+
+static int dropout_shape(tg_node *n, int *ndim, int *shape) {
+    const dropout_attr *a = n->attr;
+    if (!(a->p >= 0.0f && a->p <= 1.0f)) /* NaN fails too */
+        return tg_fail(TG_ERR_ARG, "%s: p = %g is outside [0, 1] (p is the probability of dropping)", n->op->name,
+                       (double)a->p);
+    *ndim = n->in[0]->ndim;
+    for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
+    return 0;
+}
+
+/* The factor applied to kept units, in training and in evaluation. */
+static float train_scale(const tg_node *n) {
+    const dropout_attr *a = n->attr;
+    if (n->op == &tg__op_dropout_vanilla) return 1.0f;
+    return a->p < 1.0f ? 1.0f / (1.0f - a->p) : 0.0f;
+}
+static float eval_scale(const tg_node *n) {
+    const dropout_attr *a = n->attr;
+    return n->op == &tg__op_dropout_vanilla ? 1.0f - a->p : 1.0f;
+}
+
+// training: mask ~ Bernoulli(1-p), y = x * mask * scale; evaluation: y = x * eval_scale
+static int dropout_forward(tg_tape *t, tg_node *n) {
+    const dropout_attr *a = n->attr;
+    const float *x = n->in[0]->data;
+    float *y = n->out->data;
+    int64_t size = n->out->size;
+    if (!a->training) {
+        float s = eval_scale(n);
+        for (int64_t i = 0; i < size; i++) y[i] = x[i] * s;
+        return 0;
+    }
+    uint8_t *mask = NULL;
+    if (n->record && !(mask = tg_node_save(t, n, (size_t)size, "mask"))) return TG_ERR_NOMEM;
+    n->saved = mask;
+    float s = train_scale(n), keep = 1.0f - a->p;
+    /* one draw per element whatever the mode, so the same seed gives the same mask */
+    for (int64_t i = 0; i < size; i++) {
+        uint8_t k = tg_tape_uniform(t) < keep;
+        if (mask) mask[i] = k;
+        y[i] = k ? x[i] * s : 0.0f;
+    }
+    return 0;
+}
+
+// training: dx += dy * mask * scale; evaluation: dx += dy * eval_scale
+static int dropout_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const dropout_attr *a = n->attr;
+    const float *dy = n->out->grad;
+    float *dx = n->in[0]->grad;
+    const uint8_t *mask = n->saved;
+    if (!a->training) {
+        float s = eval_scale(n);
+        for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i] * s;
+        return 0;
+    }
+    float s = train_scale(n);
+    for (int64_t i = 0; i < n->out->size; i++)
+        if (mask[i]) dx[i] += dy[i] * s;
+    return 0;
+}
+
+static void dropout_describe(const tg_node *n, char *buf, size_t len) {
+    const dropout_attr *a = n->attr;
+    snprintf(buf, len, "p=%g %s", (double)a->p, a->training ? "train" : "eval");
+}
+
+const tg_op tg__op_dropout = {.name = "dropout", .attr_size = sizeof(dropout_attr), .shape = dropout_shape,
+                              .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe};
+const tg_op tg__op_dropout_vanilla = {.name = "dropout_vanilla", .attr_size = sizeof(dropout_attr),
+                                      .shape = dropout_shape, .forward = dropout_forward, .vjp = dropout_vjp,
+                                      .describe = dropout_describe};
+
+tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training) {
+    dropout_attr a = {p, training};
+    return tg_apply(t, &tg__op_dropout, &x, 1, &a);
+}
+
+tg_tensor *tg_dropout_vanilla(tg_tape *t, tg_tensor *x, float p, bool training) {
+    dropout_attr a = {p, training};
+    return tg_apply(t, &tg__op_dropout_vanilla, &x, 1, &a);
+}
+
+const uint8_t *tg_dropout_mask(const tg_tensor *y) {
+    if (!y || !y->node) return NULL;
+    const tg_op *op = y->node->op;
+    return op == &tg__op_dropout || op == &tg__op_dropout_vanilla ? y->node->saved : NULL;
+}

@@ -1,0 +1,189 @@
+/* pool.c: max pooling (recording its argmax), average pooling, global average pooling. */
+#include "internal.h"
+#include "ops.h"
+#include <float.h>
+#include <string.h>
+
+typedef struct {
+    int kernel, stride, pad;
+} pool_attr;
+
+static int pool_shape(tg_node *n, int *ndim, int *shape) {
+    const pool_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    const char *op = n->op->name;
+    char sx[64];
+    tg_shape_str(x, sx, sizeof sx);
+    if (x->ndim != 4) return tg_fail(TG_ERR_SHAPE, "%s: input must be (N,C,H,W), got %s", op, sx);
+    if (a->kernel < 1 || a->stride < 1 || a->pad < 0)
+        return tg_fail(TG_ERR_ARG, "%s: kernel %d, stride %d, pad %d: need kernel >= 1, stride >= 1, pad >= 0", op,
+                       a->kernel, a->stride, a->pad);
+    if (a->pad > a->kernel / 2)
+        return tg_fail(TG_ERR_ARG, "%s: pad %d is more than half the kernel %d", op, a->pad, a->kernel);
+    if (x->shape[2] + 2 * a->pad < a->kernel || x->shape[3] + 2 * a->pad < a->kernel)
+        return tg_fail(TG_ERR_SHAPE, "%s: kernel %d is larger than the padded input %dx%d (x %s, pad %d)", op,
+                       a->kernel, x->shape[2] + 2 * a->pad, x->shape[3] + 2 * a->pad, sx, a->pad);
+    *ndim = 4;
+    shape[0] = x->shape[0];
+    shape[1] = x->shape[1];
+    shape[2] = (x->shape[2] + 2 * a->pad - a->kernel) / a->stride + 1;
+    shape[3] = (x->shape[3] + 2 * a->pad - a->kernel) / a->stride + 1;
+    return 0;
+}
+
+static void pool_describe(const tg_node *n, char *buf, size_t len) {
+    const pool_attr *a = n->attr;
+    snprintf(buf, len, "kernel=%d stride=%d pad=%d", a->kernel, a->stride, a->pad);
+}
+
+// ----------------------------------------------------------------------------
+// max pooling
+
+static int maxpool_forward(tg_tape *t, tg_node *n) {
+    const pool_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    tg_tensor *y = n->out;
+    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    int64_t planes = (int64_t)x->shape[0] * x->shape[1];
+    int32_t *arg = NULL;
+    if (n->record && !(arg = tg_node_save(t, n, (size_t)y->size * sizeof(int32_t), "argmax"))) return TG_ERR_NOMEM;
+    n->saved = arg;
+    for (int64_t p = 0; p < planes; p++) {
+        const float *xp = x->data + p * H * W;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
+                int h1 = h0 + a->kernel < H ? h0 + a->kernel : H, w1 = w0 + a->kernel < W ? w0 + a->kernel : W;
+                if (h0 < 0) h0 = 0;
+                if (w0 < 0) w0 = 0;
+                /* padding never wins: only real positions compete; strict > keeps the first maximum */
+                int best = h0 * W + w0;
+                for (int ih = h0; ih < h1; ih++)
+                    for (int iw = w0; iw < w1; iw++)
+                        if (xp[ih * W + iw] > xp[best]) best = ih * W + iw;
+                int64_t o = (p * Ho + oh) * Wo + ow;
+                y->data[o] = xp[best];
+                if (arg) arg[o] = best;
+            }
+    }
+    return 0;
+}
+
+// dx[argmax] += dy
+static int maxpool_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    tg_tensor *x = n->in[0];
+    const tg_tensor *y = n->out;
+    const int32_t *arg = n->saved;
+    int64_t HW = (int64_t)x->shape[2] * x->shape[3], HWo = (int64_t)y->shape[2] * y->shape[3];
+    for (int64_t o = 0; o < y->size; o++) x->grad[(o / HWo) * HW + arg[o]] += y->grad[o];
+    return 0;
+}
+
+const tg_op tg__op_max_pool2d = {.name = "max_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
+                                 .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe};
+
+tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
+    pool_attr a = {kernel, stride, pad};
+    return tg_apply(t, &tg__op_max_pool2d, &x, 1, &a);
+}
+
+const int32_t *tg_max_pool2d_argmax(const tg_tensor *y) {
+    return y && y->node && y->node->op == &tg__op_max_pool2d ? y->node->saved : NULL;
+}
+
+// ----------------------------------------------------------------------------
+// average pooling: the divisor is always kernel*kernel (padded zeros count)
+
+static int avgpool_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const pool_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    tg_tensor *y = n->out;
+    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    float inv = 1.0f / (float)(a->kernel * a->kernel);
+    for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
+        const float *xp = x->data + p * H * W;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
+                float s = 0;
+                for (int ih = h0 < 0 ? 0 : h0; ih < h0 + a->kernel && ih < H; ih++)
+                    for (int iw = w0 < 0 ? 0 : w0; iw < w0 + a->kernel && iw < W; iw++) s += xp[ih * W + iw];
+                y->data[(p * Ho + oh) * Wo + ow] = s * inv;
+            }
+    }
+    return 0;
+}
+
+// dx[window] += dy / (kernel*kernel)
+static int avgpool_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const pool_attr *a = n->attr;
+    tg_tensor *x = n->in[0];
+    const tg_tensor *y = n->out;
+    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    float inv = 1.0f / (float)(a->kernel * a->kernel);
+    for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
+        float *dx = x->grad + p * H * W;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
+                float g = y->grad[(p * Ho + oh) * Wo + ow] * inv;
+                for (int ih = h0 < 0 ? 0 : h0; ih < h0 + a->kernel && ih < H; ih++)
+                    for (int iw = w0 < 0 ? 0 : w0; iw < w0 + a->kernel && iw < W; iw++) dx[ih * W + iw] += g;
+            }
+    }
+    return 0;
+}
+
+const tg_op tg__op_avg_pool2d = {.name = "avg_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
+                                 .forward = avgpool_forward, .vjp = avgpool_vjp, .describe = pool_describe};
+
+tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
+    pool_attr a = {kernel, stride, pad};
+    return tg_apply(t, &tg__op_avg_pool2d, &x, 1, &a);
+}
+
+// ----------------------------------------------------------------------------
+// global average pooling: (N,C,H,W) -> (N,C)
+
+static int gap_shape(tg_node *n, int *ndim, int *shape) {
+    const tg_tensor *x = n->in[0];
+    char sx[64];
+    if (x->ndim != 4)
+        return tg_fail(TG_ERR_SHAPE, "global_avg_pool: input must be (N,C,H,W), got %s", tg_shape_str(x, sx, sizeof sx));
+    *ndim = 2;
+    shape[0] = x->shape[0];
+    shape[1] = x->shape[1];
+    return 0;
+}
+
+static int gap_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const tg_tensor *x = n->in[0];
+    int64_t HW = (int64_t)x->shape[2] * x->shape[3];
+    for (int64_t p = 0; p < n->out->size; p++) {
+        float s = 0;
+        for (int64_t j = 0; j < HW; j++) s += x->data[p * HW + j];
+        n->out->data[p] = s / (float)HW;
+    }
+    return 0;
+}
+
+// dx[n,c,:,:] += dy[n,c] / (H*W)
+static int gap_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    tg_tensor *x = n->in[0];
+    int64_t HW = (int64_t)x->shape[2] * x->shape[3];
+    for (int64_t p = 0; p < n->out->size; p++) {
+        float g = n->out->grad[p] / (float)HW;
+        for (int64_t j = 0; j < HW; j++) x->grad[p * HW + j] += g;
+    }
+    return 0;
+}
+
+const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .shape = gap_shape, .forward = gap_forward,
+                                      .vjp = gap_vjp};
+
+tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_global_avg_pool, &x, 1, NULL); }

@@ -1,0 +1,319 @@
+/* test_cnn.c: conv2d, pooling, dropout, batch norm and residual_add on small
+ * hand-computed cases, their documented semantics, and their errors. */
+#include "check.h"
+#include "tapegrad.h"
+#include <stdlib.h>
+
+static tg_tensor *make(tg_tape *t, int ndim, const int *shape, const float *v) {
+    tg_tensor *x = tg_tensor_tape(t, ndim, shape);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = v ? v[i] : (float)i;
+    return x;
+}
+
+static tg_tensor *param(int ndim, const int *shape, const float *v) {
+    tg_tensor *x = tg_param_new(ndim, shape);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = v ? v[i] : (float)i;
+    return x;
+}
+
+static float frand(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)(*s >> 40) / 16777216.0f * 2 - 1;
+}
+
+static void conv(void) {
+    tg_tape *t = tg_tape_new();
+    /* x 1x1x3x3 = 0..8, w 1x1x2x2 = [1 0; 0 -1]: y = x[i,j] - x[i+1,j+1] = -4 everywhere */
+    tg_tensor *x = make(t, 4, (int[]){1, 1, 3, 3}, NULL);
+    tg_tensor *w = make(t, 4, (int[]){1, 1, 2, 2}, (float[]){1, 0, 0, -1});
+    tg_tensor *y = tg_conv2d(t, x, w, NULL, 1, 0, 1, 1);
+    CHECK_INT(y->shape[2], 2);
+    for (int i = 0; i < 4; i++) CHECK_NEAR(y->data[i], -4, 0);
+    /* pad 1, stride 2: outputs at (-1,-1), (-1,1), (1,-1), (1,1) of the padded grid */
+    tg_tensor *b = make(t, 1, (int[]){1}, (float[]){0.5f});
+    y = tg_conv2d(t, x, w, b, 2, 1, 1, 1);
+    CHECK_INT(y->shape[2], 2);
+    CHECK_INT(y->shape[3], 2);
+    /* (0,0): w[1][1]*x[0][0] = 0 -> 0.5; (0,1): -x[0][2] = -2 -> -1.5; (1,0): x[0][0]*... */
+    CHECK_NEAR(y->data[0], 0.5, 0);
+    CHECK_NEAR(y->data[1], -1.5, 0);
+    CHECK_NEAR(y->data[2], -5.5, 0); /* x[1][-1] (padding) - x[2][0] */
+    CHECK_NEAR(y->data[3], 0.5 + 4 - 8, 0); /* x[1][1] - x[2][2] */
+    /* dilation 2 on 5x5: a 2x2 kernel spans 3x3 -> 3x3 output, y = x[i,j] - x[i+2,j+2] = -12 */
+    tg_tensor *x5 = make(t, 4, (int[]){1, 1, 5, 5}, NULL);
+    y = tg_conv2d(t, x5, w, NULL, 1, 0, 2, 1);
+    CHECK_INT(y->shape[2], 3);
+    CHECK_NEAR(y->data[4], -12, 0);
+    /* output size (I + 2P - D(R-1) - 1)/S + 1 over a few combinations */
+    tg_tensor *big = tg_tensor_tape(t, 4, (int[]){1, 2, 11, 9});
+    tg_tensor *k3 = tg_tensor_tape(t, 4, (int[]){4, 2, 3, 3});
+    int cases[][3] = {{1, 0, 1}, {2, 1, 1}, {3, 2, 2}, {2, 0, 3}};
+    for (int i = 0; i < 4; i++) {
+        int S = cases[i][0], P = cases[i][1], D = cases[i][2];
+        y = tg_conv2d(t, big, k3, NULL, S, P, D, 1);
+        CHECK_INT(y->shape[2], (11 + 2 * P - D * 2 - 1) / S + 1);
+        CHECK_INT(y->shape[3], (9 + 2 * P - D * 2 - 1) / S + 1);
+    }
+    /* depthwise: each channel with its own filter */
+    tg_tensor *x2 = make(t, 4, (int[]){1, 2, 2, 2}, (float[]){1, 2, 3, 4, 10, 20, 30, 40});
+    tg_tensor *wd = make(t, 4, (int[]){2, 1, 1, 1}, (float[]){2, -1});
+    y = tg_conv2d(t, x2, wd, NULL, 1, 0, 1, 2);
+    CHECK_NEAR(y->data[3], 8, 0);
+    CHECK_NEAR(y->data[4], -10, 0);
+
+    /* errors */
+    tg_tensor *x8 = tg_tensor_tape(t, 4, (int[]){8, 3, 28, 28});
+    tg_tensor *w1 = tg_tensor_tape(t, 4, (int[]){16, 1, 3, 3});
+    CHECK(tg_conv2d(t, x8, w1, NULL, 1, 0, 1, 1) == NULL);
+    CHECK_MSG(tg_last_error(), "conv2d: input has 3 channels but weight expects 1 (x 8x3x28x28, w 16x1x3x3)");
+    CHECK(tg_conv2d(t, x8, w1, NULL, 1, 0, 1, 2) == NULL);
+    CHECK_MSG(tg_last_error(), "conv2d: groups 2 must divide the 3 input");
+    CHECK(tg_conv2d(t, x8, k3, NULL, 0, 0, 1, 1) == NULL);
+    CHECK_MSG(tg_last_error(), "need stride >= 1");
+    tg_tensor *tiny = tg_tensor_tape(t, 4, (int[]){1, 2, 2, 2});
+    CHECK(tg_conv2d(t, tiny, k3, NULL, 1, 0, 1, 1) == NULL);
+    CHECK_MSG(tg_last_error(), "conv2d: kernel 3x3 (dilation 1) is larger than the padded input 2x2");
+    CHECK(tg_conv2d(t, tiny, k3, tiny, 1, 1, 1, 1) == NULL);
+    CHECK_MSG(tg_last_error(), "conv2d: bias has shape 1x2x2x2 but weight has 4 output channels");
+    tg_tape_free(t);
+}
+
+static void pooling(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = param(4, (int[]){1, 1, 4, 4}, (float[]){1, 5, 2, 0, 3, 4, 9, 9, 0, 0, 1, 1, 7, 0, 1, 1});
+    tg_tensor *y = tg_max_pool2d(t, x, 2, 2, 0);
+    const float want[] = {5, 9, 7, 1};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(y->data[i], want[i], 0);
+    const int32_t *arg = tg_max_pool2d_argmax(y);
+    CHECK(arg != NULL);
+    /* ties go to the first maximum in row-major order: 9 at (1,2) not (1,3); 1 at (2,2) */
+    CHECK_INT(arg[0], 1);
+    CHECK_INT(arg[1], 6);
+    CHECK_INT(arg[2], 12);
+    CHECK_INT(arg[3], 10);
+    CHECK_INT(tg_backward_seed(t, y, (float[]){1, 2, 3, 4}), 0);
+    CHECK_NEAR(x->grad[1], 1, 0);
+    CHECK_NEAR(x->grad[6], 2, 0);
+    CHECK_NEAR(x->grad[7], 0, 0);
+    CHECK_NEAR(x->grad[12], 3, 0);
+    CHECK_NEAR(x->grad[10], 4, 0);
+    CHECK(tg_max_pool2d_argmax(x) == NULL);
+    tg_tensor_free(x);
+
+    /* padding never wins, even against negative values */
+    tg_tensor *neg = make(t, 4, (int[]){1, 1, 2, 2}, (float[]){-4, -3, -2, -1});
+    tg_tensor *xg = tg_tensor_new(1, (int[]){1});
+    tg_tensor_set_requires_grad(xg, true);
+    xg->data[0] = 1;
+    y = tg_max_pool2d(t, tg_mul(t, neg, xg), 3, 1, 1); /* recorded: xg requires grad */
+    CHECK_INT(y->shape[2], 2);
+    CHECK_NEAR(y->data[0], -1, 0);
+    CHECK(tg_max_pool2d_argmax(y) && tg_max_pool2d_argmax(y)[0] == 3);
+    tg_tensor_free(xg);
+
+    /* average pooling counts padded zeros: corner of 3x3 window on a 2x2 of ones = 4/9 */
+    tg_tensor *ones = make(t, 4, (int[]){1, 1, 2, 2}, (float[]){1, 1, 1, 1});
+    y = tg_avg_pool2d(t, ones, 3, 1, 1);
+    CHECK_NEAR(y->data[0], 4.0 / 9, 1e-7);
+    tg_tensor *x16 = make(t, 4, (int[]){1, 1, 4, 4}, NULL);
+    y = tg_avg_pool2d(t, x16, 2, 2, 0);
+    CHECK_NEAR(y->data[0], (0 + 1 + 4 + 5) / 4.0, 0);
+    CHECK_NEAR(y->data[3], (10 + 11 + 14 + 15) / 4.0, 0);
+    y = tg_global_avg_pool(t, make(t, 4, (int[]){2, 2, 2, 2}, NULL));
+    CHECK_INT(y->ndim, 2);
+    CHECK_NEAR(y->data[0], 1.5, 0);
+    CHECK_NEAR(y->data[3], 13.5, 0);
+
+    CHECK(tg_max_pool2d(t, x16, 0, 1, 0) == NULL);
+    CHECK_MSG(tg_last_error(), "max_pool2d: kernel 0, stride 1, pad 0: need kernel >= 1");
+    CHECK(tg_max_pool2d(t, x16, 2, -1, 0) == NULL);
+    CHECK_MSG(tg_last_error(), "stride >= 1");
+    CHECK(tg_avg_pool2d(t, x16, 2, 2, 2) == NULL);
+    CHECK_MSG(tg_last_error(), "avg_pool2d: pad 2 is more than half the kernel 2");
+    CHECK(tg_max_pool2d(t, x16, 5, 1, 0) == NULL);
+    CHECK_MSG(tg_last_error(), "max_pool2d: kernel 5 is larger than the padded input 4x4");
+    CHECK(tg_global_avg_pool(t, tg_tensor_tape(t, 2, (int[]){2, 2})) == NULL);
+    CHECK_MSG(tg_last_error(), "global_avg_pool: input must be (N,C,H,W), got 2x2");
+    tg_tape_free(t);
+}
+
+static void dropout(void) {
+    tg_tape *t = tg_tape_new();
+    const int n = 100000;
+    tg_tensor *x = tg_param_new(1, (int[]){n});
+    for (int i = 0; i < n; i++) x->data[i] = 1.0f + (float)(i % 7);
+    tg_tape_seed(t, 3);
+    tg_tensor *y = tg_dropout(t, x, 0.25f, true);
+    const uint8_t *mask = tg_dropout_mask(y);
+    CHECK(mask != NULL);
+    int kept = 0, right = 1;
+    for (int i = 0; i < n; i++) {
+        kept += mask[i];
+        right &= y->data[i] == (mask[i] ? x->data[i] * (1.0f / 0.75f) : 0.0f);
+    }
+    CHECK(right);
+    CHECK_NEAR((double)kept / n, 0.75, 0.01);
+    CHECK_INT(tg_backward_seed(t, y, x->data), 0); /* dy = x: dx = x * mask / 0.75 */
+    int grads = 1;
+    for (int i = 0; i < n; i++) grads &= x->grad[i] == (mask[i] ? x->data[i] * (1.0f / 0.75f) : 0.0f);
+    CHECK(grads);
+    /* same seed, same mask; another seed, another mask */
+    tg_tape_seed(t, 3);
+    const uint8_t *again = tg_dropout_mask(tg_dropout(t, x, 0.25f, true));
+    CHECK(memcmp(mask, again, n) == 0);
+    tg_tape_seed(t, 4);
+    const uint8_t *other = tg_dropout_mask(tg_dropout(t, x, 0.25f, true));
+    CHECK(memcmp(mask, other, n) != 0);
+    /* evaluation and p = 0: the identity; p = 1: zeros and zero gradient */
+    y = tg_dropout(t, x, 0.25f, false);
+    CHECK(memcmp(y->data, x->data, n * sizeof(float)) == 0);
+    y = tg_dropout(t, x, 0.0f, true);
+    CHECK(memcmp(y->data, x->data, n * sizeof(float)) == 0);
+    tg_tensor_zero_grad(x);
+    y = tg_dropout(t, x, 1.0f, true);
+    CHECK_INT(tg_backward(t, tg_sum(t, y)), 0);
+    int zeros = 1;
+    for (int i = 0; i < n; i++) zeros &= y->data[i] == 0.0f && x->grad[i] == 0.0f;
+    CHECK(zeros);
+    /* vanilla: no scaling in training, times (1-p) in evaluation */
+    y = tg_dropout_vanilla(t, x, 0.25f, true);
+    mask = tg_dropout_mask(y);
+    CHECK(mask && y->data[0] == (mask[0] ? x->data[0] : 0.0f) && y->data[1] == (mask[1] ? x->data[1] : 0.0f));
+    y = tg_dropout_vanilla(t, x, 0.25f, false);
+    CHECK_NEAR(y->data[3], x->data[3] * 0.75f, 0);
+
+    CHECK(tg_dropout(t, x, 1.5f, true) == NULL);
+    CHECK_MSG(tg_last_error(), "dropout: p = 1.5 is outside [0, 1]");
+    CHECK(tg_dropout(t, x, -0.1f, false) == NULL);
+    CHECK(tg_dropout_vanilla(t, x, NAN, true) == NULL);
+    CHECK_MSG(tg_last_error(), "dropout_vanilla: p = ");
+    CHECK_MSG(tg_last_error(), "nan is outside [0, 1]");
+    tg_tensor_free(x);
+    tg_tape_free(t);
+}
+
+static void batch_norm(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *g = param(1, (int[]){1}, (float[]){2}), *b = param(1, (int[]){1}, (float[]){0.5f});
+    tg_tensor *rm = tg_tensor_new(1, (int[]){1}), *rv = tg_tensor_new(1, (int[]){1});
+    rv->data[0] = 1;
+    tg_tensor *x = make(t, 2, (int[]){4, 1}, (float[]){1, 2, 3, 4});
+    tg_tensor *y = tg_batch_norm(t, x, g, b, rm, rv, true, 0.1f, 1e-5f);
+    /* mean 2.5, biased var 1.25: y = 2 (x - 2.5) / sqrt(1.25 + 1e-5) + 0.5 */
+    CHECK_NEAR(y->data[0], 2 * -1.5 / sqrt(1.25 + 1e-5) + 0.5, 1e-5);
+    CHECK_NEAR(y->data[3], 2 * 1.5 / sqrt(1.25 + 1e-5) + 0.5, 1e-5);
+    /* running: 0.9 * 0 + 0.1 * 2.5; 0.9 * 1 + 0.1 * (1.25 * 4/3) (unbiased) */
+    CHECK_NEAR(rm->data[0], 0.25, 1e-7);
+    CHECK_NEAR(rv->data[0], 0.9 + 0.1 * 1.25 * 4 / 3, 1e-6);
+    /* evaluation uses the running statistics and leaves them alone */
+    y = tg_batch_norm(t, x, g, b, rm, rv, false, 0.1f, 1e-5f);
+    CHECK_NEAR(y->data[1], 2 * (2 - 0.25) / sqrt(rv->data[0] + 1e-5) + 0.5, 1e-5);
+    CHECK_NEAR(rm->data[0], 0.25, 1e-7);
+    /* per channel over (N,C,H,W): channel 1 of a 2x2x1x2 */
+    tg_tensor *g2 = param(1, (int[]){2}, (float[]){1, 1}), *b2 = param(1, (int[]){2}, (float[]){0, 0});
+    tg_tensor *x4 = make(t, 4, (int[]){2, 2, 1, 2}, (float[]){0, 0, 1, 3, 0, 0, 5, 7});
+    y = tg_batch_norm(t, x4, g2, b2, NULL, NULL, true, 0.1f, 0.0001f);
+    /* channel 1 holds 1 3 5 7: mean 4, var 5 */
+    CHECK_NEAR(y->data[2], -3 / sqrt(5.0001), 1e-5);
+    CHECK_NEAR(y->data[7], 3 / sqrt(5.0001), 1e-5);
+
+    /* one value per channel in training is an error, as in PyTorch */
+    tg_tensor *one = tg_tensor_tape(t, 2, (int[]){1, 2});
+    CHECK(tg_batch_norm(t, one, g2, b2, NULL, NULL, true, 0.1f, 1e-5f) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm: training needs more than one value per channel (x 1x2)");
+    CHECK(tg_batch_norm(t, tg_tensor_tape(t, 4, (int[]){1, 2, 1, 1}), g2, b2, NULL, NULL, true, 0.1f, 1e-5f) == NULL);
+    CHECK(tg_batch_norm(t, tg_tensor_tape(t, 4, (int[]){1, 2, 2, 1}), g2, b2, NULL, NULL, true, 0.1f, 1e-5f) != NULL);
+    CHECK(tg_batch_norm(t, x4, g, b2, NULL, NULL, true, 0.1f, 1e-5f) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm: gamma has shape 1 but the input has 2 channels");
+    CHECK(tg_batch_norm(t, x4, g2, b2, NULL, NULL, false, 0.1f, 1e-5f) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm: evaluation needs running statistics");
+    CHECK(tg_batch_norm(t, x4, g2, b2, NULL, NULL, true, 1.5f, 1e-5f) == NULL);
+    CHECK_MSG(tg_last_error(), "momentum 1.5");
+    tg_tensor *ps[] = {g, b, rm, rv, g2, b2};
+    for (int i = 0; i < 6; i++) tg_tensor_free(ps[i]);
+    tg_tape_free(t);
+}
+
+/* The one-pass closed-form dx of batch norm against the three-term chain rule, in double. */
+static void batch_norm_closed_form(void) {
+    enum { N = 8, C = 3, L = 16 };
+    uint64_t s = 99;
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, 4, 4});
+    tg_tensor *g = tg_param_new(1, (int[]){C}), *b = tg_param_new(1, (int[]){C});
+    static float dy[N * C * L];
+    for (int i = 0; i < N * C * L; i++) x->data[i] = 3 * frand(&s) + 1, dy[i] = frand(&s);
+    for (int c = 0; c < C; c++) g->data[c] = 1 + frand(&s) * 0.5f, b->data[c] = frand(&s);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *y = tg_batch_norm(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f);
+    CHECK_INT(tg_backward_seed(t, y, dy), 0);
+    double worst = 0;
+    for (int c = 0; c < C; c++) {
+        double mu = 0, var = 0, n = N * L;
+        for (int i = 0; i < N; i++)
+            for (int l = 0; l < L; l++) mu += x->data[(i * C + c) * L + l] / n;
+        for (int i = 0; i < N; i++)
+            for (int l = 0; l < L; l++) var += pow(x->data[(i * C + c) * L + l] - mu, 2) / n;
+        double rstd = 1 / sqrt(var + 1e-5), dvar = 0, dmu = 0, sum_xm = 0;
+        /* dxhat = dy g; dvar = sum dxhat (x-mu) * -1/2 (var+eps)^-3/2; dmu = sum -dxhat rstd + dvar * mean(-2(x-mu)) */
+        for (int i = 0; i < N; i++)
+            for (int l = 0; l < L; l++) {
+                int j = (i * C + c) * L + l;
+                double xm = x->data[j] - mu;
+                dvar += dy[j] * g->data[c] * xm * -0.5 * pow(var + 1e-5, -1.5);
+                dmu += -dy[j] * g->data[c] * rstd;
+                sum_xm += xm;
+            }
+        dmu += dvar * -2 * sum_xm / n;
+        for (int i = 0; i < N; i++)
+            for (int l = 0; l < L; l++) {
+                int j = (i * C + c) * L + l;
+                double dx = dy[j] * g->data[c] * rstd + dvar * 2 * (x->data[j] - mu) / n + dmu / n;
+                double e = fabs(dx - x->grad[j]) / fmax(fabs(dx), 1e-2);
+                if (e > worst) worst = e;
+            }
+    }
+    printf("batch_norm: closed-form dx vs three-term chain rule, worst relative difference %.2e\n", worst);
+    CHECK(worst < 1e-4);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+    tg_tensor_free(b);
+    tg_tape_free(t);
+}
+
+/* In a residual block x feeds both branches: its gradient is the sum over both paths. */
+static void residual(void) {
+    uint64_t s = 5;
+    tg_tensor *x = tg_param_new(4, (int[]){2, 3, 4, 4}), *w = tg_param_new(4, (int[]){3, 3, 3, 3});
+    static float r[2 * 3 * 4 * 4], branch[2 * 3 * 4 * 4];
+    for (int i = 0; i < x->size; i++) x->data[i] = frand(&s), r[i] = frand(&s);
+    for (int i = 0; i < w->size; i++) w->data[i] = frand(&s) * 0.3f;
+    tg_tape *t = tg_tape_new();
+    /* the branch alone: dx = conv^T relu'(...) r */
+    tg_tensor *f = tg_relu(t, tg_conv2d(t, x, w, NULL, 1, 1, 1, 1));
+    CHECK_INT(tg_backward_seed(t, f, r), 0);
+    memcpy(branch, x->grad, sizeof branch);
+    tg_tensor_zero_grad(x);
+    tg_tape_reset(t);
+    /* the block: y = x + relu(conv(x)) */
+    tg_tensor *y = tg_residual_add(t, x, tg_relu(t, tg_conv2d(t, x, w, NULL, 1, 1, 1, 1)));
+    CHECK(y && strcmp(y->node->op->name, "residual_add") == 0);
+    CHECK_INT(tg_backward_seed(t, y, r), 0);
+    double worst = 0;
+    for (int i = 0; i < x->size; i++) worst = fmax(worst, fabs(x->grad[i] - (branch[i] + r[i])));
+    CHECK(worst < 1e-6);
+    CHECK(tg_residual_add(t, x, tg_tensor_tape(t, 4, (int[]){2, 3, 4, 5})) == NULL);
+    CHECK_MSG(tg_last_error(), "residual_add: shapes 2x3x4x4 and 2x3x4x5 differ");
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_tape_free(t);
+}
+
+int main(void) {
+    conv();
+    pooling();
+    dropout();
+    batch_norm();
+    batch_norm_closed_form();
+    residual();
+    CHECK_DONE();
+}
