@@ -1,41 +1,495 @@
-/* gemm.c: single-precision matrix multiply behind matmul, linear and conv.
- * Row-major: C = alpha * op(A) op(B) + beta * C. */
+/* gemm.c: single-precision matrix multiply behind matmul, linear and conv,
+ * and the thread count it runs with.
+ *
+ * Row-major: C = alpha * op(A) op(B) + beta * C, blocked the classic way:
+ *
+ *   for jc over N by NC                      a block of columns of C
+ *     for pc over K by KC                    a slice of the sum
+ *       pack op(B)[pc:+KC, jc:+NC] in NR-wide panels        (stays in L2)
+ *       for ic over M by MC
+ *         pack op(A)[ic:+MC, pc:+KC] in MR-tall panels
+ *         for jr, ir: C[MR x NR] (+)= Apanel * Bpanel         (registers)
+ *
+ * Packing turns both transposes into one layout, pads edges with zeros so
+ * the micro-kernel always runs full width, and makes every load it does
+ * contiguous. The micro-kernel comes in three builds chosen at run time:
+ * AVX-512 (8 x 32), AVX2+FMA (4 x 24) and portable C (4 x 16).
+ *
+ * Determinism: C[i][j] is always the same chain of FMAs over k, one KC slice
+ * after the other, whichever tile, thread or edge variant computes it. Threads
+ * split C into blocks of rows and columns, never the sum, so the result is
+ * bit-for-bit the same for any thread count. */
 #include "internal.h"
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
-void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-               const float *B, int ldb, float beta, float *C, int ldc) {
+// ----------------------------------------------------------------------------
+// kernels: each fills or updates one MR x NR tile of C from packed panels
+
+/* acc = sum_k a[k*MR + i] * b[k*NR + j] over kc, then for i < mr, j < nr:
+ * c[i*ldc + j] = alpha * acc + beta * c (c is not read when beta == 0) */
+typedef void (*tg__ukernel)(int kc, const float *a, const float *b, int mr, int nr, float *c,
+                            ptrdiff_t ldc, float alpha, float beta);
+/* dst[k*P + r] = element (r, k) of a block with nvalid rows, kc columns; rows
+ * nvalid..P-1 get zeros. copy: element (r,k) at src[k*ld + r]; trans: at src[r*ld + k] */
+typedef void (*tg__pack_fn)(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc);
+
+typedef struct {
+    const char *name;
+    int mr, nr, kc, mc, nc;
+    tg__ukernel kernel;
+    tg__pack_fn pack_copy, pack_trans;
+} tg__gemm_isa;
+
+static void pack_copy_c(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+    for (int k = 0; k < kc; k++, dst += P, src += ld) {
+        for (int r = 0; r < nvalid; r++) dst[r] = src[r];
+        for (int r = nvalid; r < P; r++) dst[r] = 0.0f;
+    }
+}
+
+static void pack_trans_c(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+    for (int k = 0; k < kc; k++, dst += P) {
+        for (int r = 0; r < nvalid; r++) dst[r] = src[r * ld + k];
+        for (int r = nvalid; r < P; r++) dst[r] = 0.0f;
+    }
+}
+
+enum { C_MR = 4, C_NR = 16 };
+
+static void kernel_c(int kc, const float *a, const float *b, int mr, int nr, float *c, ptrdiff_t ldc,
+                     float alpha, float beta) {
+    float acc[C_MR][C_NR] = {{0}};
+    for (int k = 0; k < kc; k++, a += C_MR, b += C_NR)
+        for (int i = 0; i < C_MR; i++)
+            for (int j = 0; j < C_NR; j++) acc[i][j] += a[i] * b[j];
+    for (int i = 0; i < mr; i++, c += ldc)
+        for (int j = 0; j < nr; j++) c[j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[j];
+}
+
+static const tg__gemm_isa isa_c = {"generic", C_MR, C_NR, 256, 256, 2048, kernel_c, pack_copy_c, pack_trans_c};
+
+#if defined(__x86_64__)
+// ----------------------------------------------------------------------------
+// x86: packing with AVX2, shared by both vector kernels
+
+#define TG_AVX2 __attribute__((target("avx2,fma")))
+#define TG_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define TG_INLINE static inline __attribute__((always_inline))
+
+/* lanes 0..n-1 on (n in 0..8) */
+static const int32_t mask8_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+TG_AVX2 static void pack_copy_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+    /* P is a multiple of 4; lanes past nvalid are loaded as zeros (masked loads never fault) */
+    for (int k = 0; k < kc; k++, dst += P, src += ld) {
+        int r = 0;
+        for (; r + 8 <= P; r += 8) {
+            int n = nvalid - r;
+            if (n >= 8) _mm256_storeu_ps(dst + r, _mm256_loadu_ps(src + r));
+            else if (n <= 0) _mm256_storeu_ps(dst + r, _mm256_setzero_ps());
+            else _mm256_storeu_ps(dst + r, _mm256_maskload_ps(src + r, _mm256_loadu_si256((const __m256i *)(mask8_tab + 8 - n))));
+        }
+        if (r < P) {
+            int n = nvalid - r < 0 ? 0 : nvalid - r > 4 ? 4 : nvalid - r;
+            _mm_storeu_ps(dst + r, _mm_maskload_ps(src + r, _mm_loadu_si128((const __m128i *)(mask8_tab + 8 - n))));
+        }
+    }
+}
+
+TG_AVX2 TG_INLINE void transpose8(__m256 *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* 8 x 8 and 4 x 4 register transposes for the bulk, scalar for the ragged edges */
+TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+    int kc8 = kc & ~7, kc4 = kc & ~3, r = 0;
+    for (; r + 8 <= nvalid; r += 8) {
+        const float *s = src + r * ld;
+        int k = 0;
+        for (; k < kc8; k += 8) {
+            __m256 v[8];
+            for (int q = 0; q < 8; q++) v[q] = _mm256_loadu_ps(s + q * ld + k);
+            transpose8(v);
+            for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (ptrdiff_t)(k + q) * P + r, v[q]);
+        }
+        for (; k < kc; k++)
+            for (int q = 0; q < 8; q++) dst[(ptrdiff_t)k * P + r + q] = s[q * ld + k];
+    }
+    for (; r + 4 <= nvalid; r += 4) {
+        const float *s = src + r * ld;
+        int k = 0;
+        for (; k < kc4; k += 4) {
+            __m128 v0 = _mm_loadu_ps(s + k), v1 = _mm_loadu_ps(s + ld + k);
+            __m128 v2 = _mm_loadu_ps(s + 2 * ld + k), v3 = _mm_loadu_ps(s + 3 * ld + k);
+            _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+            _mm_storeu_ps(dst + (ptrdiff_t)k * P + r, v0);
+            _mm_storeu_ps(dst + (ptrdiff_t)(k + 1) * P + r, v1);
+            _mm_storeu_ps(dst + (ptrdiff_t)(k + 2) * P + r, v2);
+            _mm_storeu_ps(dst + (ptrdiff_t)(k + 3) * P + r, v3);
+        }
+        for (; k < kc; k++)
+            for (int q = 0; q < 4; q++) dst[(ptrdiff_t)k * P + r + q] = s[q * ld + k];
+    }
+    for (int k = 0; k < kc; k++) {
+        float *d = dst + (ptrdiff_t)k * P;
+        for (int q = r; q < nvalid; q++) d[q] = src[q * ld + k];
+        for (int q = nvalid; q < P; q++) d[q] = 0.0f;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// x86: AVX2 + FMA micro-kernel, 4 rows x 3 vectors of 8 (12 accumulators)
+
+enum { A2_MR = 4, A2_NR = 24 };
+
+TG_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float *a, const float *b, float *c,
+                                 ptrdiff_t ldc, float alpha, float beta, __m256i mlast) {
+    __m256 acc[A2_MR][3];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++, a += A2_MR, b += A2_NR) {
+        __m256 bv[3];
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m256 ai = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 3
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++, c += ldc) {
+#pragma GCC unroll 3
+        for (int v = 0; v < nv - 1; v++) {
+            __m256 r = _mm256_mul_ps(va, acc[i][v]);
+            if (beta != 0.0f) r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8 * v), r);
+            _mm256_storeu_ps(c + 8 * v, r);
+        }
+        float *p = c + 8 * (nv - 1);
+        __m256 r = _mm256_mul_ps(va, acc[i][nv - 1]);
+        if (beta != 0.0f) r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(p, mlast), r);
+        _mm256_maskstore_ps(p, mlast, r);
+    }
+}
+
+TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, int mr, int nr, float *c, ptrdiff_t ldc,
+                                float alpha, float beta) {
+    int nv = (nr + 7) / 8;
+    __m256i m = _mm256_loadu_si256((const __m256i *)(mask8_tab + 8 - (nr - 8 * (nv - 1))));
+#define TG_CASE(MR_, NV_) \
+    case (MR_) * 4 + (NV_): tile_avx2(MR_, NV_, kc, a, b, c, ldc, alpha, beta, m); break;
+    switch (mr * 4 + nv) {
+        TG_CASE(1, 1) TG_CASE(1, 2) TG_CASE(1, 3)
+        TG_CASE(2, 1) TG_CASE(2, 2) TG_CASE(2, 3)
+        TG_CASE(3, 1) TG_CASE(3, 2) TG_CASE(3, 3)
+        TG_CASE(4, 1) TG_CASE(4, 2) TG_CASE(4, 3)
+        default: TG_ASSERT(0);
+    }
+#undef TG_CASE
+}
+
+static const tg__gemm_isa isa_avx2 = {"avx2", A2_MR, A2_NR, 256, 384, 3072, kernel_avx2, pack_copy_avx2,
+                                      pack_trans_avx2};
+
+// ----------------------------------------------------------------------------
+// x86: AVX-512 micro-kernel, 8 rows x 2 vectors of 16 (16 accumulators)
+
+enum { A5_MR = 8, A5_NR = 32 };
+
+TG_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const float *a, const float *b, float *c,
+                                     ptrdiff_t ldc, float alpha, float beta, __mmask16 mlast) {
+    __m512 acc[A5_MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, a += A5_MR, b += A5_NR) {
+        __m512 bv[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 2
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++, c += ldc) {
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            __mmask16 m = v == nv - 1 ? mlast : (__mmask16)0xffff;
+            __m512 r = _mm512_mul_ps(va, acc[i][v]);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + 16 * v), r);
+            _mm512_mask_storeu_ps(c + 16 * v, m, r);
+        }
+    }
+}
+
+TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, int mr, int nr, float *c,
+                                    ptrdiff_t ldc, float alpha, float beta) {
+    int nv = nr > 16 ? 2 : 1;
+    __mmask16 m = (__mmask16)((1u << (nr - 16 * (nv - 1))) - 1u);
+#define TG_CASE(MR_)                                                                  \
+    case MR_:                                                                         \
+        if (nv == 2) tile_avx512(MR_, 2, kc, a, b, c, ldc, alpha, beta, m);         \
+        else tile_avx512(MR_, 1, kc, a, b, c, ldc, alpha, beta, m);                  \
+        break;
+    switch (mr) {
+        TG_CASE(1) TG_CASE(2) TG_CASE(3) TG_CASE(4) TG_CASE(5) TG_CASE(6) TG_CASE(7) TG_CASE(8)
+        default: TG_ASSERT(0);
+    }
+#undef TG_CASE
+}
+
+static const tg__gemm_isa isa_avx512 = {"avx512", A5_MR, A5_NR, 256, 512, 4096, kernel_avx512, pack_copy_avx2,
+                                        pack_trans_avx2};
+#endif
+
+// ----------------------------------------------------------------------------
+// choosing the kernel
+
+static _Atomic(const tg__gemm_isa *) isa_forced;
+
+static bool isa_supported(const tg__gemm_isa *isa) {
+#if defined(__x86_64__)
+    if (isa == &isa_avx512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                                   __builtin_cpu_supports("avx512dq");
+    if (isa == &isa_avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == &isa_c;
+}
+
+static const tg__gemm_isa *isa_best(void) {
+    const tg__gemm_isa *f = atomic_load(&isa_forced);
+    if (f) return f;
+#if defined(__x86_64__)
+    if (getenv("TG_KC")) { /* TEMP tuning */
+        static tg__gemm_isa t; t = isa_avx512; t.kc = atoi(getenv("TG_KC")); t.mc = atoi(getenv("TG_MC")); t.nc = atoi(getenv("TG_NC")); return &t; }
+    if (isa_supported(&isa_avx512)) return &isa_avx512;
+    if (isa_supported(&isa_avx2)) return &isa_avx2;
+#endif
+    return &isa_c;
+}
+
+int tg__gemm_use(const char *name) {
+    static const tg__gemm_isa *all[] = {
+#if defined(__x86_64__)
+        &isa_avx512, &isa_avx2,
+#endif
+        &isa_c};
+    if (!name) {
+        atomic_store(&isa_forced, NULL);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        if (!strcmp(all[i]->name, name)) {
+            if (!isa_supported(all[i])) return TG_ERR_ARG;
+            atomic_store(&isa_forced, all[i]);
+            return 0;
+        }
+    return TG_ERR_ARG;
+}
+
+const char *tg__gemm_name(void) { return isa_best()->name; }
+
+// ----------------------------------------------------------------------------
+// threads
+
+static atomic_int n_threads_set; /* 0: all cores */
+
+void tg_set_threads(int n) { atomic_store(&n_threads_set, n < 1 ? 0 : n); }
+
+int tg_get_threads(void) {
+#ifdef _OPENMP
+    int n = atomic_load(&n_threads_set);
+    return n > 0 ? n : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// ----------------------------------------------------------------------------
+// packing buffers: one per thread, grown to the largest problem seen, then reused
+
+static _Thread_local float *pack_buf;
+static _Thread_local size_t pack_cap; /* floats */
+
+static float *pack_buffer(size_t floats) {
+    if (floats > pack_cap) {
+        tg__free(pack_buf);
+        pack_buf = tg__malloc(floats * sizeof(float) + 64);
+        if (!pack_buf) {
+            pack_cap = 0;
+            return NULL;
+        }
+        pack_cap = floats;
+    }
+    return (float *)(((uintptr_t)pack_buf + 63) & ~(uintptr_t)63);
+}
+
+// ----------------------------------------------------------------------------
+// the blocked product of one rectangle of C
+
+typedef struct {
+    bool trans_a, trans_b;
+    int M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    ptrdiff_t lda, ldb, ldc;
+    float *C;
+    int kc; /* KC slice length: the same for every thread, so sums are split the same way */
+} tg__gemm_job;
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/* C[m0:m1, n0:n1] of the job */
+static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
+    if (m0 >= m1 || n0 >= n1) return;
+    const int MR = isa->mr, NR = isa->nr;
+    int mc_max = round_up(m1 - m0 < isa->mc ? m1 - m0 : isa->mc, MR);
+    int nc_max = round_up(n1 - n0 < isa->nc ? n1 - n0 : isa->nc, NR);
+    int kc_max = g->kc;
+    float *abuf = pack_buffer((size_t)mc_max * kc_max + (size_t)kc_max * nc_max);
+    TG_ASSERT(abuf); /* the library has no way to report failure from here */
+    float *bbuf = abuf + (size_t)mc_max * kc_max;
+    for (int jc = n0; jc < n1; jc += isa->nc) {
+        int nc = n1 - jc < isa->nc ? n1 - jc : isa->nc;
+        for (int pc = 0; pc < g->K; pc += kc_max) {
+            int kc = g->K - pc < kc_max ? g->K - pc : kc_max;
+            float beta = pc == 0 ? g->beta : 1.0f;
+            for (int jr = 0; jr < nc; jr += NR) {
+                int nr = nc - jr < NR ? nc - jr : NR;
+                float *d = bbuf + (size_t)jr * kc;
+                if (!g->trans_b) isa->pack_copy(d, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
+                else isa->pack_trans(d, g->B + (ptrdiff_t)(jc + jr) * g->ldb + pc, g->ldb, nr, NR, kc);
+            }
+            for (int ic = m0; ic < m1; ic += isa->mc) {
+                int mc = m1 - ic < isa->mc ? m1 - ic : isa->mc;
+                for (int ir = 0; ir < mc; ir += MR) {
+                    int mr = mc - ir < MR ? mc - ir : MR;
+                    float *d = abuf + (size_t)ir * kc;
+                    if (g->trans_a) isa->pack_copy(d, g->A + (ptrdiff_t)pc * g->lda + ic + ir, g->lda, mr, MR, kc);
+                    else isa->pack_trans(d, g->A + (ptrdiff_t)(ic + ir) * g->lda + pc, g->lda, mr, MR, kc);
+                }
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? mc - ir : MR;
+                        isa->kernel(kc, abuf + (size_t)ir * kc, bbuf + (size_t)jr * kc, mr, nr,
+                                    g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha, beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// splitting C over threads
+
+/* Panels [p*t/T, p*(t+1)/T) go to part t of T. */
+static int part_lo(int panels, int t, int T) { return (int)((int64_t)panels * t / T); }
+
+/* Rough cost of one thread's share: the multiply plus the packing of its A and B,
+ * per unit of K (a packed element costs about ten multiply-adds). */
+static double share_cost(int rows, int cols) { return (double)rows * cols + 10.0 * (rows + cols); }
+
+/* Picks a grid tm x tn (tm * tn == T) of row and column parts. */
+static void split_grid(const tg__gemm_isa *isa, int M, int N, int T, int *tm, int *tn) {
+    int pm = (M + isa->mr - 1) / isa->mr, pn = (N + isa->nr - 1) / isa->nr;
+    double best = 0;
+    *tm = 1, *tn = T;
+    for (int a = 1; a <= T; a++) {
+        if (T % a) continue;
+        int b = T / a;
+        if (a > pm || b > pn) continue;
+        int rows = (pm + a - 1) / a * isa->mr, cols = (pn + b - 1) / b * isa->nr;
+        double c = share_cost(rows, cols);
+        if (best == 0 || c < best) best = c, *tm = a, *tn = b;
+    }
+}
+
+static void gemm_part(const tg__gemm_isa *isa, const tg__gemm_job *g, int t, int T) {
+    int tm, tn;
+    split_grid(isa, g->M, g->N, T, &tm, &tn);
+    int pm = (g->M + isa->mr - 1) / isa->mr, pn = (g->N + isa->nr - 1) / isa->nr;
+    int ti = t / tn, tj = t % tn;
+    int m0 = part_lo(pm, ti, tm) * isa->mr, m1 = part_lo(pm, ti + 1, tm) * isa->mr;
+    int n0 = part_lo(pn, tj, tn) * isa->nr, n1 = part_lo(pn, tj + 1, tn) * isa->nr;
+    gemm_block(isa, g, m0, m1 < g->M ? m1 : g->M, n0, n1 < g->N ? n1 : g->N);
+}
+
+/* Below this many multiply-adds a second thread costs more than it saves. */
+#define TG_GEMM_MIN_PER_THREAD 200000.0
+
+// ----------------------------------------------------------------------------
+// the entry point
+
+static void scale_c(int M, int N, float beta, float *C, ptrdiff_t ldc) {
     for (int i = 0; i < M; i++) {
-        float *c = C + (size_t)i * ldc;
+        float *c = C + i * ldc;
         if (beta == 0.0f) memset(c, 0, (size_t)N * sizeof *c);
         else if (beta != 1.0f)
             for (int j = 0; j < N; j++) c[j] *= beta;
     }
-    if (!trans_b) {
-        /* c[i,:] += a[i,k] * b[k,:]: the inner loop runs along contiguous rows */
-        for (int i = 0; i < M; i++) {
-            float *c = C + (size_t)i * ldc;
-            for (int k = 0; k < K; k++) {
-                float a = alpha * (trans_a ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
-                const float *b = B + (size_t)k * ldb;
-                for (int j = 0; j < N; j++) c[j] += a * b[j];
-            }
-        }
-    } else {
-        /* c[i,j] += dot(a[i,:], b[j,:]) */
-        for (int i = 0; i < M; i++) {
-            float *c = C + (size_t)i * ldc;
-            for (int j = 0; j < N; j++) {
-                const float *b = B + (size_t)j * ldb;
-                float s = 0;
-                if (!trans_a) {
-                    const float *a = A + (size_t)i * lda;
-                    for (int k = 0; k < K; k++) s += a[k] * b[k];
-                } else {
-                    for (int k = 0; k < K; k++) s += A[(size_t)k * lda + i] * b[k];
-                }
-                c[j] += alpha * s;
-            }
-        }
+}
+
+void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return;
     }
+    const tg__gemm_isa *isa = isa_best();
+    tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0};
+    /* equal slices of at most isa->kc, a multiple of 8 but the last */
+    int slices = (K + isa->kc - 1) / isa->kc;
+    g.kc = slices == 1 ? K : round_up((K + slices - 1) / slices, 8);
+
+    int T = 1;
+#ifdef _OPENMP
+    if (omp_get_level() == 0) { /* inside a parallel region: stay in the calling thread */
+        double work = (double)M * N * K;
+        T = tg_get_threads();
+        if (work < TG_GEMM_MIN_PER_THREAD * T) T = (int)(work / TG_GEMM_MIN_PER_THREAD);
+        if (T < 1) T = 1;
+    }
+    if (T > 1) {
+#pragma omp parallel num_threads(T)
+        gemm_part(isa, &g, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#endif
+    gemm_part(isa, &g, 0, 1);
 }

@@ -55,5 +55,10 @@ double tg__now(void);
 void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta,
                float *C, int ldc);
+/* Which micro-kernel tg__sgemm uses, for tests and benchmarks: "avx512", "avx2"
+ * or "generic"; NULL goes back to the best one the CPU has. TG_ERR_ARG if the
+ * name is unknown or the CPU lacks it. */
+int tg__gemm_use(const char *name);
+const char *tg__gemm_name(void); /* the one in use */
 
 #endif

@@ -67,19 +67,21 @@ void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what) {
 void tg_tape_seed(tg_tape *t, uint64_t seed) { t->rng = seed; }
 uint64_t tg_tape_rng_state(const tg_tape *t) { return t->rng; }
 
-static uint64_t next_u64(uint64_t *s) {
+uint64_t tg_rand_u64(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-float tg_tape_uniform(tg_tape *t) { return (float)(next_u64(&t->rng) >> 40) * (1.0f / 16777216.0f); }
+float tg_rand_uniform(uint64_t *s) { return (float)(tg_rand_u64(s) >> 40) * (1.0f / 16777216.0f); }
 
-float tg_tape_normal(tg_tape *t) {
-    float u1 = tg_tape_uniform(t), u2 = tg_tape_uniform(t);
+float tg_rand_normal(uint64_t *s) {
+    float u1 = tg_rand_uniform(s), u2 = tg_rand_uniform(s);
     return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(6.2831853f * u2);
 }
+
+float tg_tape_uniform(tg_tape *t) { return tg_rand_uniform(&t->rng); }
 
 // ----------------------------------------------------------------------------
 // recording

@@ -135,6 +135,16 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy);
 uint64_t tg_alloc_count(void);
 
 // ----------------------------------------------------------------------------
+// threads
+
+/* Threads for the matrix products behind matmul, linear and conv (OpenMP);
+ * n < 1 means all cores (or OMP_NUM_THREADS). Results are bit-for-bit the same
+ * for any count. A product called from inside an OpenMP parallel region runs
+ * in the calling thread. Without OpenMP there is one thread. */
+void tg_set_threads(int n);
+int tg_get_threads(void);
+
+// ----------------------------------------------------------------------------
 // ops: each returns a tape tensor, or NULL with tg_last_error() set.
 // Broadcasting (add, sub, mul) follows NumPy: shapes align on the right; a
 // dimension of 1 stretches. A per-channel bias for (N,C,H,W) has shape (C,1,1).
@@ -242,8 +252,10 @@ int tg_fail(int code, const char *fmt, ...)
     ;
 /* Uniform random number in [0,1) from the tape's generator. */
 float tg_tape_uniform(tg_tape *t);
-/* Normal(0,1) from the tape's generator. */
-float tg_tape_normal(tg_tape *t);
+/* The generator itself (splitmix64) on a caller's state: the same numbers on every machine. */
+uint64_t tg_rand_u64(uint64_t *state);
+float tg_rand_uniform(uint64_t *state); /* [0,1) */
+float tg_rand_normal(uint64_t *state);  /* N(0,1) */
 
 // ----------------------------------------------------------------------------
 // gradcheck: compares every VJP on the tape against central differences.

@@ -6,6 +6,7 @@
 #define TAPEGRAD_NN_H
 
 #include "tapegrad.h"
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -13,15 +14,180 @@ extern "C" {
 
 // ----------------------------------------------------------------------------
 // data: IDX files (plain or gzip-compressed) and mini-batches
+//
+//     tg_dataset *train = tg_dataset_new("data/mnist", "train", 0, TG_MNIST_MEAN, TG_MNIST_STD);
+//     int *perm = malloc(train->n * sizeof *perm);
+//     tg_permutation(perm, train->n, seed + epoch);
+//     for (int start = 0; start < train->n; start += B) {
+//         int b = train->n - start < B ? train->n - start : B;        // the last batch may be short
+//         tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, train->h, train->w});
+//         tg_dataset_batch(train, perm, start, x, labels);
+//         ...
+//     }
+
+/* An IDX file of unsigned bytes (type 0x08): the shape from its header and the data. */
+typedef struct {
+    int ndim;                    /* 1 to 4 */
+    int shape[TG_MAX_DIMS];
+    int64_t size;                /* bytes of data, the product of the shape (at most 2^30) */
+    uint8_t *data;
+} tg_idx;
+
+/* Reads an IDX file, plain or gzip-compressed, into a caller's struct; the
+ * header and the size of the data are checked before anything big is
+ * allocated. On failure idx is empty. Release with tg_idx_release. */
+int tg_idx_load(tg_idx *idx, const char *path);
+void tg_idx_release(tg_idx *idx);
+
+/* Images (N,1,H,W) normalised to (x/255 - mean)/std, and their labels. */
+typedef struct {
+    int n, h, w;
+    float *images;               /* n*h*w floats */
+    int32_t *labels;             /* n labels, each in [0, 255] */
+    int classes;                 /* the largest label + 1 */
+    float mean, std;             /* the normalisation used */
+} tg_dataset;
+
+/* The normalisation PyTorch's MNIST examples use (Fashion-MNIST's own is 0.2860, 0.3530). */
+#define TG_MNIST_MEAN 0.1307f
+#define TG_MNIST_STD 0.3081f
+
+/* Loads dir/<split>-images-idx3-ubyte and dir/<split>-labels-idx1-ubyte, each
+ * plain or with .gz (split is "train" or "t10k" for MNIST and Fashion-MNIST).
+ * limit > 0 keeps the first limit samples; 0 keeps all. */
+tg_dataset *tg_dataset_new(const char *dir, const char *split, int limit, float mean, float std);
+void tg_dataset_free(tg_dataset *ds);
+
+/* Fills perm[0..n) with 0..n-1 in an order fixed by seed (Fisher-Yates with
+ * splitmix64): the same on every machine. */
+int tg_permutation(int *perm, int n, uint64_t seed);
+
+/* Copies samples perm[start], perm[start+1], ... (start, start+1, ... when perm
+ * is NULL) into x:(B,1,H,W) and labels[B] (labels may be NULL). Returns the
+ * number filled, min(B, n - start), or a negative TG_ERR_*. */
+int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels);
 
 // ----------------------------------------------------------------------------
 // checkpoints: named tensors in a versioned, checksummed file, written atomically
 
+/* Writes the tensors' names, shapes and data to path: to a temporary file in
+ * the same directory first, synced, then renamed over path, so a crash or a
+ * failure leaves the old file as it was. */
+int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
+/* Reads path into the tensors, which must match the file in count, order,
+ * names and shapes. The whole file is checked (checksum included) before any
+ * tensor is written: a failed load changes nothing. */
+int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n);
+
 // ----------------------------------------------------------------------------
 // layers and models
+//
+//     tg_model *m = tg_model_new(seed);                 // layers are added in order
+//     tg_model_conv2d(m, 1, 16, 3, 1, 1, false);        // conv 3x3, pad 1, no bias
+//     tg_model_batch_norm(m, 16);
+//     tg_model_relu(m);
+//     tg_model_residual(m, 16, 16, 1, 1);               // a v1 residual block
+//     tg_model_max_pool(m, 2, 2);
+//     tg_model_flatten(m);
+//     tg_model_linear(m, 16 * 14 * 14, 10, true);
+//     tg_tensor *logits = tg_model_forward(m, t, x);    // NULL and a message if anything failed
+//
+// The model owns its layers, their parameters and buffers. Conv and linear
+// weights and biases start as PyTorch's do, U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+// drawn from the model's seed; batch-norm gamma 1 and beta 0. tg_model_init
+// re-initialises with He or Xavier. Parameter names follow
+// PyTorch's state_dict ("3.conv1.weight", "1.running_var").
+
+#define TG_LAYER_MAX_TENSORS 12
+
+typedef struct tg_layer {
+    const char *kind;                           /* "conv2d", "batch_norm", "residual_v1", ... */
+    tg_tensor *params[TG_LAYER_MAX_TENSORS];    /* trainable, weights first */
+    int n_params;
+    tg_tensor *buffers[TG_LAYER_MAX_TENSORS];   /* running statistics */
+    int n_buffers;
+    int in, out, kernel, stride, pad, groups;   /* as given to the constructor */
+    float p;                                    /* dropout */
+    float momentum, eps;                        /* batch norm: 0.1, 1e-5 */
+    tg_tensor *(*forward)(struct tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
+} tg_layer;
+
+typedef struct tg_model tg_model;
+
+tg_model *tg_model_new(uint64_t seed);
+void tg_model_free(tg_model *m);
+/* Each adds a layer and returns it (borrowed), or NULL with a message; a model
+ * with a failed layer fails tg_model_forward with that message. */
+tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias);                       /* (N,in) -> (N,out) */
+tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
+tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int stride, int pad, int groups,
+                                 bool bias);                                                /* depthwise: groups = in */
+tg_layer *tg_model_batch_norm(tg_model *m, int channels);   /* momentum 0.1, eps 1e-5, running var starts at 1 */
+tg_layer *tg_model_relu(tg_model *m);
+tg_layer *tg_model_dropout(tg_model *m, float p);            /* inverted dropout, p = drop probability */
+tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride);
+tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride);
+tg_layer *tg_model_global_avg_pool(tg_model *m);
+tg_layer *tg_model_flatten(tg_model *m);
+/* A residual block in -> out channels. version 1: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x));
+ * version 2 (pre-activation): conv(relu(bn(conv(relu(bn(x)))))) + shortcut. All convs 3x3 without
+ * bias; the first has the stride. The shortcut is x itself, or a 1x1 conv (+ BN in v1) with the
+ * stride when the channels or the stride change. */
+tg_layer *tg_model_residual(tg_model *m, int in, int out, int stride, int version);
+
+tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x);
+/* The model-wide switch dropout and batch norm follow (a new model trains). */
+void tg_model_train(tg_model *m, bool training);
+bool tg_model_training(const tg_model *m);
+int tg_model_layer_count(const tg_model *m);
+tg_layer *tg_model_layer(const tg_model *m, int i);
+/* The trainable parameters, in order (a borrowed array); returns how many. */
+int tg_model_params(const tg_model *m, tg_tensor ***params);
+int64_t tg_model_param_count(const tg_model *m);            /* elements over all parameters */
+/* Parameters then buffers: everything a checkpoint holds of the model. */
+int tg_model_state(const tg_model *m, tg_tensor ***state);
+void tg_model_zero_grad(tg_model *m);
+/* One line per layer: kind, sizes, parameter count. */
+void tg_model_print(const tg_model *m, FILE *f);
 
 // ----------------------------------------------------------------------------
 // initialisation and SGD
+
+/* fan_in = size / shape[0] (C/groups*R*S for a conv weight), fan_out = shape[0] * R * S. */
+void tg_init_kaiming_normal(tg_tensor *w, uint64_t *rng);   /* N(0, 2/fan_in) */
+void tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b = sqrt(6/fan_in) */
+void tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
+void tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
+typedef enum { TG_INIT_KAIMING_NORMAL, TG_INIT_KAIMING_UNIFORM, TG_INIT_XAVIER_NORMAL, TG_INIT_XAVIER_UNIFORM } tg_init;
+/* Re-initialise every conv and linear weight of the model with a scheme; biases to 0. */
+void tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
+
+/* SGD exactly as PyTorch 1.13's torch.optim.SGD (without maximize):
+ *   g = grad + weight_decay * p
+ *   buf = g on the first step, else momentum * buf + (1 - dampening) * g
+ *   g = g + momentum * buf (nesterov) or buf (momentum != 0)
+ *   p -= lr * g */
+typedef struct {
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov;
+} tg_sgd_opts;
+
+typedef struct tg_sgd tg_sgd;
+/* params: borrowed, must outlive the optimizer. NULL on bad options (nesterov
+ * needs momentum > 0 and dampening 0, as in PyTorch; lr and weight_decay >= 0). */
+tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts opts);
+void tg_sgd_free(tg_sgd *o);
+void tg_sgd_step(tg_sgd *o);
+void tg_sgd_zero_grad(tg_sgd *o);
+void tg_sgd_set_lr(tg_sgd *o, float lr);
+float tg_sgd_lr(const tg_sgd *o);
+/* Momentum buffers and the step count as named tensors, for checkpoints. */
+int tg_sgd_state(tg_sgd *o, tg_tensor ***state);
+
+/* Learning-rate schedules, as functions of the epoch (or step) e:
+ * step: lr * gamma^floor(e / step_size); cosine: eta_min + (lr - eta_min)(1 + cos(pi e / t_max)) / 2. */
+float tg_lr_step(float lr, int e, int step_size, float gamma);
+float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,426 @@
+/* checkpoint.c: named tensors (parameters, batch-norm running statistics,
+ * optimizer buffers) saved to a file and loaded back.
+ *
+ * FORMAT, version 1. Every integer is unsigned and little-endian.
+ *
+ *   bytes      field
+ *   8          magic "TGCKPT\r\n"
+ *   4          version: 1
+ *   4          count: how many tensors follow
+ *   8          size of the whole file in bytes, this header and the checksum included
+ *   count times:
+ *     4        name length L, 0 to 31
+ *     L        the name, no NUL
+ *     4        ndim, 0 to 4
+ *     4*ndim   the dimensions, each at least 1
+ *     4*prod   the data, float32 (IEEE 754) little-endian, row-major
+ *   4          CRC-32 (zlib's crc32) of every byte before it
+ *
+ * Saving writes <path>.tmp-<pid>-<k> next to path, flushes and fsyncs it,
+ * renames it over path and fsyncs the directory, so path always holds either
+ * the old checkpoint or the new one, whole. Loading checks the size the header
+ * states, then the checksum, then every record against the model, and only
+ * then copies the data into the tensors. */
+#include "internal.h"
+#include "tapegrad_nn.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define MAGIC "TGCKPT\r\n"
+#define VERSION 1u
+#define HEADER_BYTES 24
+#define NAME_MAX_LEN ((int)sizeof(((tg_tensor *)0)->name) - 1)
+#define CHUNK 4096 /* floats converted at a time */
+
+static void put_le32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_le64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const unsigned char *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+static size_t name_len(const tg_tensor *x) {
+    const char *end = memchr(x->name, '\0', sizeof x->name);
+    return end ? (size_t)(end - x->name) : sizeof x->name;
+}
+
+/* "16x1x3x3" for a shape read from the file (tg_shape_str's format, any uint32) */
+static char *shape_str(int ndim, const uint32_t *dims, char *buf, size_t len) {
+    size_t o = 0;
+    buf[0] = '\0';
+    if (ndim == 0) snprintf(buf, len, "scalar");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, i ? "x%lu" : "%lu", (unsigned long)dims[i]);
+    return buf;
+}
+
+/* A name from the file, for messages: unprintable bytes become '?'. */
+static const char *printable(char *name, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (name[i] < 0x20 || name[i] > 0x7e) name[i] = '?';
+    name[len] = '\0';
+    return name;
+}
+
+// ----------------------------------------------------------------------------
+// save
+
+typedef struct {
+    FILE *f;
+    uLong crc;
+    int err; /* errno of the first failed write */
+} writer;
+
+static void put(writer *w, const void *p, size_t len) {
+    if (w->err || !len) return;
+    errno = 0;
+    if (fwrite(p, 1, len, w->f) != len) w->err = errno ? errno : EIO;
+    w->crc = crc32(w->crc, p, (uInt)len);
+}
+
+static void put_tensor(writer *w, const tg_tensor *x) {
+    unsigned char b[4 + NAME_MAX_LEN + 4 + 4 * TG_MAX_DIMS];
+    size_t L = name_len(x), o = 4 + L;
+    put_le32(b, (uint32_t)L);
+    memcpy(b + 4, x->name, L);
+    put_le32(b + o, (uint32_t)x->ndim);
+    o += 4;
+    for (int i = 0; i < x->ndim; i++, o += 4) put_le32(b + o, (uint32_t)x->shape[i]);
+    put(w, b, o);
+    unsigned char buf[4 * CHUNK];
+    for (int64_t i = 0; i < x->size; i += CHUNK) {
+        int64_t m = x->size - i < CHUNK ? x->size - i : CHUNK;
+        for (int64_t k = 0; k < m; k++) {
+            uint32_t u;
+            memcpy(&u, &x->data[i + k], 4);
+            put_le32(buf + 4 * k, u);
+        }
+        put(w, buf, 4 * (size_t)m);
+    }
+}
+
+static int check_tensors(const char *who, const char *path, tg_tensor *const *tensors, int n) {
+    if (!path) return tg_fail(TG_ERR_ARG, "%s: path is NULL", who);
+    if (n < 0 || (n > 0 && !tensors))
+        return tg_fail(TG_ERR_ARG, "checkpoint %s: %d tensors at %p", path, n, (void *)tensors);
+    for (int i = 0; i < n; i++) {
+        const tg_tensor *x = tensors[i];
+        if (!x || (!x->data && x->size))
+            return tg_fail(TG_ERR_ARG, "checkpoint %s: tensor %d is NULL or has no data", path, i);
+        if ((int)name_len(x) > NAME_MAX_LEN)
+            return tg_fail(TG_ERR_ARG, "checkpoint %s: tensor %d's name is not terminated", path, i);
+    }
+    return 0;
+}
+
+/* fsync the directory holding path, so the rename itself is durable */
+static int sync_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = tg__malloc(slash ? (size_t)(slash - path) + 2 : 2);
+    if (!dir) return ENOMEM;
+    if (!slash) strcpy(dir, ".");
+    else if (slash == path) strcpy(dir, "/");
+    else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+    }
+    int err = 0, fd = open(dir, O_RDONLY);
+    if (fd < 0) err = errno;
+    /* some file systems cannot sync a directory; the rename is done all the same */
+    else if (fsync(fd) < 0 && errno != EINVAL && errno != ENOTSUP) err = errno;
+    if (fd >= 0) close(fd);
+    tg__free(dir);
+    return err;
+}
+
+int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
+    int rc = check_tensors("checkpoint_save", path, tensors, n);
+    if (rc < 0) return rc;
+    uint64_t size = HEADER_BYTES + 4;
+    for (int i = 0; i < n; i++)
+        size += 4 + name_len(tensors[i]) + 4 + 4 * (uint64_t)tensors[i]->ndim + 4 * (uint64_t)tensors[i]->size;
+
+    size_t tmp_len = strlen(path) + 48;
+    char *tmp = tg__malloc(tmp_len);
+    if (!tmp) return tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+    int fd = -1;
+    for (int k = 0; k < 100 && fd < 0; k++) {
+        snprintf(tmp, tmp_len, "%s.tmp-%ld-%d", path, (long)getpid(), k);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot create %s: %s", path, tmp, strerror(errno));
+        tg__free(tmp);
+        return rc;
+    }
+    writer w = {.f = fdopen(fd, "wb"), .crc = crc32(0, NULL, 0)};
+    if (!w.f) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(errno));
+        close(fd);
+        goto fail;
+    }
+    unsigned char h[HEADER_BYTES];
+    memcpy(h, MAGIC, 8);
+    put_le32(h + 8, VERSION);
+    put_le32(h + 12, (uint32_t)n);
+    put_le64(h + 16, size);
+    put(&w, h, sizeof h);
+    for (int i = 0; i < n; i++) put_tensor(&w, tensors[i]);
+    unsigned char crc[4];
+    put_le32(crc, (uint32_t)w.crc);
+    put(&w, crc, 4);
+    if (!w.err && fflush(w.f) != 0) w.err = errno;
+    if (!w.err && fsync(fileno(w.f)) < 0) w.err = errno;
+    if (fclose(w.f) != 0 && !w.err) w.err = errno;
+    if (w.err) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(w.err));
+        goto fail;
+    }
+    if (rename(tmp, path) < 0) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        goto fail;
+    }
+    tg__free(tmp);
+    int err = sync_dir(path);
+    if (err)
+        return tg_fail(TG_ERR_IO, "checkpoint %s: written, but syncing its directory failed: %s", path,
+                       strerror(err));
+    return 0;
+fail:
+    unlink(tmp);
+    tg__free(tmp);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// load
+
+typedef struct {
+    FILE *f;
+    const char *path;
+    int64_t pos, end; /* end: where the records stop and the checksum begins */
+} reader;
+
+/* Exactly len bytes, or an error: the size was checked, so a short read is an
+ * i/o error or a file that changed under us. */
+static int get(reader *r, void *p, size_t len) {
+    if (!len) return 0;
+    errno = 0;
+    if (fread(p, 1, len, r->f) != len)
+        return tg_fail(TG_ERR_IO, "checkpoint %s: cannot read at byte %lld: %s", r->path, (long long)r->pos,
+                       errno ? strerror(errno) : "the file ended early");
+    r->pos += (int64_t)len;
+    return 0;
+}
+
+/* One record's header: name, ndim, dims. Checked against what is left of the file. */
+static int get_record(reader *r, int i, char *name, uint32_t *L, int *ndim, uint32_t *dims, int64_t *count) {
+    unsigned char b[4 * TG_MAX_DIMS];
+    if (r->end - r->pos < 8)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d starts at byte %lld, past the end of the data",
+                       r->path, i, (long long)r->pos);
+    if (get(r, b, 4) < 0) return TG_ERR_IO;
+    *L = le32(b);
+    if (*L > (uint32_t)NAME_MAX_LEN)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d has a name of %lu bytes, at most %d", r->path, i,
+                       (unsigned long)*L, NAME_MAX_LEN);
+    if (r->end - r->pos < (int64_t)*L + 4)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d's name runs past the end of the data", r->path, i);
+    if (get(r, name, *L) < 0 || get(r, b, 4) < 0) return TG_ERR_IO;
+    printable(name, *L);
+    uint32_t nd = le32(b);
+    if (nd > TG_MAX_DIMS)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' has %lu dimensions, at most %d", r->path, i,
+                       name, (unsigned long)nd, TG_MAX_DIMS);
+    *ndim = (int)nd;
+    if (r->end - r->pos < 4 * (int64_t)nd)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s''s shape runs past the end of the data",
+                       r->path, i, name);
+    if (get(r, b, 4 * (size_t)nd) < 0) return TG_ERR_IO;
+    int64_t left = (r->end - r->pos) / 4, c = 1;
+    bool fits = true;
+    for (int d = 0; d < *ndim; d++) {
+        dims[d] = le32(b + 4 * d);
+        if (dims[d] == 0)
+            return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' dimension %d is 0", r->path, i, name, d);
+        /* stop multiplying before the product can overflow */
+        if (fits && (int64_t)dims[d] > left / c) fits = false;
+        if (fits) c *= dims[d];
+    }
+    if (!fits) {
+        char s[96];
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' is %s, more than the %lld floats left in the file",
+                       r->path, i, name, shape_str(*ndim, dims, s, sizeof s), (long long)left);
+    }
+    *count = c;
+    return 0;
+}
+
+/* Compares record i of the file with the model's tensor; the message of the first mismatch. */
+static int compare(reader *r, int i, const char *name, int ndim, const uint32_t *dims, const tg_tensor *x) {
+    char a[64], b[64];
+    if (strncmp(name, x->name, sizeof x->name) != 0)
+        return tg_fail(TG_ERR_SHAPE, "checkpoint %s: tensor %d is '%s' in the file, '%.*s' in the model", r->path,
+                       i, name, (int)name_len(x), x->name);
+    bool same = ndim == x->ndim;
+    for (int d = 0; same && d < ndim; d++) same = dims[d] == (uint32_t)x->shape[d];
+    if (!same)
+        return tg_fail(TG_ERR_SHAPE, "checkpoint %s: tensor %d '%s' is %s in the file, %s in the model", r->path, i,
+                       name, shape_str(ndim, dims, a, sizeof a), tg_shape_str(x, b, sizeof b));
+    return 0;
+}
+
+static int check_header(reader *r, const unsigned char *h, int64_t file_size, uint32_t *count) {
+    /* a file cut inside the magic is truncated, not foreign */
+    if (memcmp(h, MAGIC, file_size < 8 ? (size_t)file_size : 8) != 0)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: not a tapegrad checkpoint (bad magic)", r->path);
+    if (file_size < HEADER_BYTES + 4)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: truncated: %lld bytes, a checkpoint has at least %d", r->path,
+                       (long long)file_size, HEADER_BYTES + 4);
+    uint32_t version = le32(h + 8);
+    if (version != VERSION)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: version %lu, this build reads version %u", r->path,
+                       (unsigned long)version, VERSION);
+    uint64_t says = le64(h + 16);
+    if (says > (uint64_t)file_size)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: truncated: header says %llu bytes, file has %lld", r->path,
+                       (unsigned long long)says, (long long)file_size);
+    if (says < (uint64_t)file_size)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: trailing bytes: header says %llu bytes, file has %lld",
+                       r->path, (unsigned long long)says, (long long)file_size);
+    *count = le32(h + 12);
+    /* the smallest record is 12 bytes: empty name, a scalar */
+    if (*count > (uint64_t)(file_size - HEADER_BYTES - 4) / 12)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: header says %lu tensors, more than %lld bytes can hold",
+                       r->path, (unsigned long)*count, (long long)file_size);
+    return 0;
+}
+
+static int check_crc(reader *r) {
+    unsigned char buf[4 * CHUNK];
+    uLong crc = crc32(0, NULL, 0);
+    if (fseek(r->f, 0, SEEK_SET) != 0)
+        return tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", r->path, strerror(errno));
+    r->pos = 0;
+    while (r->pos < r->end) {
+        size_t m = r->end - r->pos < (int64_t)sizeof buf ? (size_t)(r->end - r->pos) : sizeof buf;
+        if (get(r, buf, m) < 0) return TG_ERR_IO;
+        crc = crc32(crc, buf, (uInt)m);
+    }
+    if (get(r, buf, 4) < 0) return TG_ERR_IO;
+    uint32_t says = le32(buf);
+    if (says != (uint32_t)crc)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: checksum mismatch: file says %08lx, contents give %08lx",
+                       r->path, (unsigned long)says, (unsigned long)crc);
+    return 0;
+}
+
+int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n) {
+    int rc = check_tensors("checkpoint_load", path, tensors, n);
+    if (rc < 0) return rc;
+    reader r = {.f = fopen(path, "rb"), .path = path};
+    if (!r.f) return tg_fail(TG_ERR_IO, "checkpoint %s: cannot open: %s", path, strerror(errno));
+    float *stage = NULL;
+    struct stat st;
+    if (fstat(fileno(r.f), &st) < 0) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot stat: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file", path);
+        goto done;
+    }
+    int64_t file_size = (int64_t)st.st_size;
+    unsigned char h[HEADER_BYTES] = {0};
+    size_t head = file_size < HEADER_BYTES ? (size_t)file_size : HEADER_BYTES;
+    uint32_t count = 0;
+    if ((rc = get(&r, h, head)) < 0 || (rc = check_header(&r, h, file_size, &count)) < 0) goto done;
+
+    // pass 1: the checksum over the whole file
+    r.end = file_size - 4;
+    if ((rc = check_crc(&r)) < 0) goto done;
+
+    // pass 2: every record, compared with the model; the data goes to a staging buffer
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += tensors[i]->size;
+    stage = tg__malloc((size_t)total * sizeof(float));
+    if (!stage) {
+        rc = tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory for %lld floats", path, (long long)total);
+        goto done;
+    }
+    if (fseek(r.f, HEADER_BYTES, SEEK_SET) != 0) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", path, strerror(errno));
+        goto done;
+    }
+    r.pos = HEADER_BYTES;
+    int mismatch = 0;
+    char mismatch_msg[512] = "";
+    float *dst = stage;
+    for (uint32_t i = 0; i < count; i++) {
+        char name[NAME_MAX_LEN + 1];
+        uint32_t L, dims[TG_MAX_DIMS];
+        int ndim = 0;
+        int64_t c = 0;
+        if ((rc = get_record(&r, (int)i, name, &L, &ndim, dims, &c)) < 0) goto done;
+        bool take = !mismatch && i < (uint32_t)n;
+        if (take && (mismatch = compare(&r, (int)i, name, ndim, dims, tensors[i])) < 0) {
+            /* keep reading: a malformed record later on is reported first */
+            snprintf(mismatch_msg, sizeof mismatch_msg, "%s", tg_last_error());
+            take = false;
+        }
+        if (!take) {
+            if (fseeko(r.f, (off_t)(4 * c), SEEK_CUR) != 0) {
+                rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", path, strerror(errno));
+                goto done;
+            }
+            r.pos += 4 * c;
+            continue;
+        }
+        unsigned char buf[4 * CHUNK];
+        for (int64_t k = 0; k < c; k += CHUNK) {
+            int64_t m = c - k < CHUNK ? c - k : CHUNK;
+            if ((rc = get(&r, buf, 4 * (size_t)m)) < 0) goto done;
+            for (int64_t j = 0; j < m; j++) {
+                uint32_t u = le32(buf + 4 * j);
+                memcpy(dst++, &u, 4);
+            }
+        }
+    }
+    if (r.pos != r.end) {
+        rc = tg_fail(TG_ERR_FORMAT, "checkpoint %s: %lld bytes after the last of its %lu tensors", path,
+                     (long long)(r.end - r.pos), (unsigned long)count);
+        goto done;
+    }
+    if (mismatch) {
+        rc = tg_fail(mismatch, "%s", mismatch_msg);
+        goto done;
+    }
+    if (count != (uint32_t)n) {
+        rc = tg_fail(TG_ERR_SHAPE, "checkpoint %s: holds %lu tensors, the model has %d", path,
+                     (unsigned long)count, n);
+        goto done;
+    }
+    // every check passed: now, and only now, the tensors change
+    dst = stage;
+    for (int i = 0; i < n; i++) {
+        memcpy(tensors[i]->data, dst, (size_t)tensors[i]->size * sizeof(float));
+        dst += tensors[i]->size;
+    }
+    rc = 0;
+done:
+    tg__free(stage);
+    fclose(r.f);
+    return rc;
+}

@@ -1,0 +1,311 @@
+/* data.c: IDX files (plain or gzip-compressed), image datasets built from
+ * them (MNIST, Fashion-MNIST), a seeded permutation and mini-batches. */
+#include "internal.h"
+#include "tapegrad_nn.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+// ----------------------------------------------------------------------------
+// IDX: magic 00 00 <type> <ndim>, ndim big-endian uint32 dimensions, then the
+// data, row-major. Only type 0x08 (unsigned byte) is read.
+
+#define IDX_HEADER_MAX (4 + 4 * 4)
+#define READ_CHUNK ((size_t)1 << 20)
+
+/* How much an IDX file can hold (bytes of data): MNIST's train images are
+ * 47 MB; a header asking for more than this is corrupt or not meant for us. */
+#define IDX_MAX_BYTES ((int64_t)1 << 30)
+
+/* Why gzread failed, as a message; the code it deserves. */
+static int gz_fail(gzFile gz, const char *path) {
+    int errnum;
+    const char *msg = gzerror(gz, &errnum);
+    if (errnum == Z_ERRNO) return tg_fail(TG_ERR_IO, "idx %s: cannot read: %s", path, strerror(errno));
+    if (errnum == Z_BUF_ERROR) return tg_fail(TG_ERR_FORMAT, "idx %s: truncated gzip data: %s", path, msg);
+    return tg_fail(TG_ERR_FORMAT, "idx %s: bad gzip data: %s", path, msg);
+}
+
+/* Reads up to len bytes; returns the count, or -1 with the message set. */
+static int64_t gz_read(gzFile gz, const char *path, void *buf, size_t len) {
+    size_t got = 0;
+    while (got < len) {
+        size_t want = len - got < READ_CHUNK ? len - got : READ_CHUNK;
+        int r = gzread(gz, (unsigned char *)buf + got, (unsigned)want);
+        if (r < 0) {
+            gz_fail(gz, path);
+            return -1;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    int errnum;
+    gzerror(gz, &errnum);
+    /* a gzip stream cut short reads as a short file plus an error */
+    if (got < len && errnum != Z_OK && errnum != Z_STREAM_END) {
+        gz_fail(gz, path);
+        return -1;
+    }
+    return (int64_t)got;
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The header: fills idx's shape and size, checks them. */
+static int read_header(gzFile gz, const char *path, tg_idx *idx, int64_t *header_bytes) {
+    unsigned char h[IDX_HEADER_MAX];
+    int64_t got = gz_read(gz, path, h, 4);
+    if (got < 0) return tg_last_error_code();
+    if (got < 4)
+        return tg_fail(TG_ERR_FORMAT, "idx %s: truncated: %lld bytes, too short for an idx header", path,
+                       (long long)got);
+    if (h[0] != 0 || h[1] != 0)
+        return tg_fail(TG_ERR_FORMAT, "idx %s: bad magic %02x %02x %02x %02x, not an idx file", path, h[0], h[1],
+                       h[2], h[3]);
+    if (h[2] != 0x08)
+        return tg_fail(TG_ERR_FORMAT, "idx %s: type byte 0x%02x, only 0x08 (unsigned byte) is supported", path,
+                       h[2]);
+    int ndim = h[3];
+    if (ndim < 1 || ndim > TG_MAX_DIMS)
+        return tg_fail(TG_ERR_FORMAT, "idx %s: %d dimensions, 1 to %d are supported", path, ndim, TG_MAX_DIMS);
+    got = gz_read(gz, path, h + 4, 4 * (size_t)ndim);
+    if (got < 0) return tg_last_error_code();
+    *header_bytes = 4 + 4 * (int64_t)ndim;
+    if (got < 4 * ndim)
+        return tg_fail(TG_ERR_FORMAT, "idx %s: truncated: a %d-dimensional header needs %lld bytes, file has %lld",
+                       path, ndim, (long long)*header_bytes, (long long)(4 + got));
+    int64_t size = 1;
+    bool fits = true;
+    char shape[64];
+    size_t o = 0;
+    for (int i = 0; i < ndim; i++) {
+        uint32_t d = be32(h + 4 + 4 * i);
+        if (d == 0) return tg_fail(TG_ERR_FORMAT, "idx %s: dimension %d is 0", path, i);
+        o += (size_t)snprintf(shape + o, sizeof shape - o, i ? "x%lu" : "%lu", (unsigned long)d);
+        /* each factor is checked before the product can overflow */
+        if (fits && (int64_t)d > IDX_MAX_BYTES / size) fits = false;
+        if (fits) size *= d;
+        idx->shape[i] = fits ? (int)d : 0;
+    }
+    if (!fits)
+        return tg_fail(TG_ERR_FORMAT, "idx %s: shape %s is more than the %lld bytes an idx file may hold", path,
+                       shape, (long long)IDX_MAX_BYTES);
+    idx->ndim = ndim;
+    idx->size = size;
+    return 0;
+}
+
+int tg_idx_load(tg_idx *idx, const char *path) {
+    if (!idx) return tg_fail(TG_ERR_ARG, "idx_load: idx is NULL");
+    memset(idx, 0, sizeof *idx);
+    if (!path) return tg_fail(TG_ERR_ARG, "idx_load: path is NULL");
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return tg_fail(TG_ERR_IO, "idx %s: cannot open: %s", path, strerror(errno));
+    gzFile gz = gzdopen(fd, "rb");
+    if (!gz) {
+        close(fd);
+        return tg_fail(TG_ERR_NOMEM, "idx %s: out of memory", path);
+    }
+    int64_t header = 0;
+    int rc = read_header(gz, path, idx, &header);
+    if (rc < 0) goto fail;
+    const char *how = gzdirect(gz) ? "" : " uncompressed";
+
+    /* The buffer grows with the data that actually arrives, so a small file
+     * claiming a big size never makes us allocate the big size. */
+    size_t cap = idx->size < (int64_t)READ_CHUNK ? (size_t)idx->size : READ_CHUNK, got = 0;
+    idx->data = tg__malloc(cap);
+    if (!idx->data) goto oom;
+    for (;;) {
+        int64_t r = gz_read(gz, path, idx->data + got, cap - got);
+        if (r < 0) {
+            rc = tg_last_error_code();
+            goto fail;
+        }
+        got += (size_t)r;
+        if (got < cap || cap == (size_t)idx->size) break;
+        size_t grown = cap * 2 < (size_t)idx->size ? cap * 2 : (size_t)idx->size;
+        uint8_t *p = tg__realloc(idx->data, grown);
+        if (!p) goto oom;
+        idx->data = p;
+        cap = grown;
+    }
+    if ((int64_t)got < idx->size) {
+        rc = tg_fail(TG_ERR_FORMAT, "idx %s: truncated: header says %lld bytes, file has %lld%s", path,
+                     (long long)(header + idx->size), (long long)(header + (int64_t)got), how);
+        goto fail;
+    }
+    /* count what follows, without keeping it */
+    int64_t extra = 0;
+    unsigned char scratch[4096];
+    for (;;) {
+        int64_t r = gz_read(gz, path, scratch, sizeof scratch);
+        if (r < 0) {
+            rc = tg_last_error_code();
+            goto fail;
+        }
+        if (r == 0) break;
+        extra += r;
+    }
+    if (extra) {
+        rc = tg_fail(TG_ERR_FORMAT, "idx %s: trailing bytes: header says %lld bytes, file has %lld%s", path,
+                     (long long)(header + idx->size), (long long)(header + idx->size + extra), how);
+        goto fail;
+    }
+    gzclose(gz);
+    return 0;
+oom:
+    rc = tg_fail(TG_ERR_NOMEM, "idx %s: out of memory for %lld bytes", path, (long long)idx->size);
+fail:
+    gzclose(gz);
+    tg_idx_release(idx);
+    return rc;
+}
+
+void tg_idx_release(tg_idx *idx) {
+    if (!idx) return;
+    tg__free(idx->data);
+    memset(idx, 0, sizeof *idx);
+}
+
+// ----------------------------------------------------------------------------
+// datasets
+
+/* dir/<split>-<kind>, or dir/<split>-<kind>.gz when only that one exists. */
+static char *find_file(const char *dir, const char *split, const char *kind) {
+    size_t len = strlen(dir) + strlen(split) + strlen(kind) + 8;
+    char *path = tg__malloc(len);
+    if (!path) {
+        tg_fail(TG_ERR_NOMEM, "dataset %s: out of memory", dir);
+        return NULL;
+    }
+    snprintf(path, len, "%s/%s-%s", dir, split, kind);
+    if (access(path, F_OK) == 0) return path;
+    snprintf(path, len, "%s/%s-%s.gz", dir, split, kind);
+    if (access(path, F_OK) == 0) return path;
+    tg_fail(TG_ERR_IO, "dataset %s: neither %s-%s nor %s-%s.gz is there: %s", dir, split, kind, split, kind,
+            strerror(errno));
+    tg__free(path);
+    return NULL;
+}
+
+tg_dataset *tg_dataset_new(const char *dir, const char *split, int limit, float mean, float std) {
+    if (!dir || !split || !*split) {
+        tg_fail(TG_ERR_ARG, "dataset_new: %s is NULL or empty", !dir ? "dir" : "split");
+        return NULL;
+    }
+    if (limit < 0) {
+        tg_fail(TG_ERR_ARG, "dataset %s: limit is %d, must be 0 (all) or more", dir, limit);
+        return NULL;
+    }
+    if (!(std > 0) || !isfinite(std) || !isfinite(mean)) {
+        tg_fail(TG_ERR_ARG, "dataset %s: std is %g, must be positive and finite (mean %g)", dir, (double)std,
+                (double)mean);
+        return NULL;
+    }
+    tg_dataset *ds = NULL;
+    tg_idx images = {0}, labels = {0};
+    char *ipath = find_file(dir, split, "images-idx3-ubyte");
+    char *lpath = ipath ? find_file(dir, split, "labels-idx1-ubyte") : NULL;
+    if (!lpath) goto done;
+    if (tg_idx_load(&images, ipath) < 0 || tg_idx_load(&labels, lpath) < 0) goto done;
+    if (images.ndim != 3) {
+        tg_fail(TG_ERR_FORMAT, "dataset %s: has %d dimensions, images need 3 (N,H,W)", ipath, images.ndim);
+        goto done;
+    }
+    if (labels.ndim != 1) {
+        tg_fail(TG_ERR_FORMAT, "dataset %s: has %d dimensions, labels need 1", lpath, labels.ndim);
+        goto done;
+    }
+    if (images.shape[0] != labels.shape[0]) {
+        tg_fail(TG_ERR_FORMAT, "dataset %s: %s has %d images but %s has %d labels", dir, ipath, images.shape[0],
+                lpath, labels.shape[0]);
+        goto done;
+    }
+    ds = tg__calloc(1, sizeof *ds);
+    if (!ds) goto oom;
+    ds->n = limit && limit < images.shape[0] ? limit : images.shape[0];
+    ds->h = images.shape[1];
+    ds->w = images.shape[2];
+    ds->mean = mean;
+    ds->std = std;
+    size_t pixels = (size_t)ds->n * ds->h * ds->w;
+    ds->images = tg__malloc(pixels * sizeof(float));
+    ds->labels = tg__malloc((size_t)ds->n * sizeof(int32_t));
+    if (!ds->images || !ds->labels) goto oom;
+    // x -> (x/255 - mean) / std, PyTorch's ToTensor then Normalize
+    for (size_t i = 0; i < pixels; i++) ds->images[i] = ((float)images.data[i] / 255.0f - mean) / std;
+    for (int i = 0; i < ds->n; i++) {
+        ds->labels[i] = labels.data[i];
+        if (labels.data[i] >= ds->classes) ds->classes = labels.data[i] + 1;
+    }
+    goto done;
+oom:
+    tg_fail(TG_ERR_NOMEM, "dataset %s: out of memory for %d images of %dx%d", dir, images.shape[0],
+            images.shape[1], images.shape[2]);
+    tg_dataset_free(ds);
+    ds = NULL;
+done:
+    tg_idx_release(&images);
+    tg_idx_release(&labels);
+    tg__free(ipath);
+    tg__free(lpath);
+    return ds;
+}
+
+void tg_dataset_free(tg_dataset *ds) {
+    if (!ds) return;
+    tg__free(ds->images);
+    tg__free(ds->labels);
+    tg__free(ds);
+}
+
+// ----------------------------------------------------------------------------
+// shuffling and mini-batches
+
+/* splitmix64: tiny, and the same sequence on every machine */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int tg_permutation(int *perm, int n, uint64_t seed) {
+    if (n < 0 || (n > 0 && !perm)) return tg_fail(TG_ERR_ARG, "permutation: n is %d, perm %p", n, (void *)perm);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    uint64_t s = seed;
+    /* Fisher-Yates; the modulo's bias is below n / 2^64 */
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
+        int tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+    return 0;
+}
+
+int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels) {
+    if (!ds || !x) return tg_fail(TG_ERR_ARG, "dataset_batch: %s is NULL", !ds ? "dataset" : "x");
+    char buf[64];
+    if (x->ndim != 4 || x->shape[1] != 1 || x->shape[2] != ds->h || x->shape[3] != ds->w)
+        return tg_fail(TG_ERR_SHAPE, "dataset_batch: x is %s, needs (B,1,%d,%d)", tg_shape_str(x, buf, sizeof buf),
+                       ds->h, ds->w);
+    if (start < 0 || start >= ds->n)
+        return tg_fail(TG_ERR_ARG, "dataset_batch: start %d is outside [0, %d)", start, ds->n);
+    int b = ds->n - start < x->shape[0] ? ds->n - start : x->shape[0];
+    size_t plane = (size_t)ds->h * ds->w;
+    for (int i = 0; i < b; i++) {
+        int k = perm ? perm[start + i] : start + i;
+        if (k < 0 || k >= ds->n)
+            return tg_fail(TG_ERR_ARG, "dataset_batch: perm[%d] is %d, outside [0, %d)", start + i, k, ds->n);
+        memcpy(x->data + i * plane, ds->images + (size_t)k * plane, plane * sizeof(float));
+        if (labels) labels[i] = ds->labels[k];
+    }
+    return b;
+}

@@ -1,0 +1,64 @@
+/* init.c: He (Kaiming) and Xavier (Glorot) initialisation, seeded. */
+#include "internal.h"
+#include "tapegrad_nn.h"
+#include <math.h>
+#include <string.h>
+
+static void fans(const tg_tensor *w, float *fan_in, float *fan_out) {
+    int64_t receptive = 1;
+    for (int i = 2; i < w->ndim; i++) receptive *= w->shape[i];
+    *fan_in = w->ndim > 1 ? (float)(w->size / w->shape[0]) : (float)w->size;
+    *fan_out = (float)((int64_t)w->shape[0] * receptive);
+}
+
+static void normal(tg_tensor *w, float std, uint64_t *rng) {
+    for (int64_t i = 0; i < w->size; i++) w->data[i] = std * tg_rand_normal(rng);
+}
+
+static void uniform(tg_tensor *w, float bound, uint64_t *rng) {
+    for (int64_t i = 0; i < w->size; i++) w->data[i] = bound * (2.0f * tg_rand_uniform(rng) - 1.0f);
+}
+
+void tg_init_kaiming_normal(tg_tensor *w, uint64_t *rng) {
+    float fi, fo;
+    fans(w, &fi, &fo);
+    normal(w, sqrtf(2.0f / fi), rng);
+}
+
+void tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng) {
+    float fi, fo;
+    fans(w, &fi, &fo);
+    uniform(w, sqrtf(6.0f / fi), rng);
+}
+
+void tg_init_xavier_normal(tg_tensor *w, uint64_t *rng) {
+    float fi, fo;
+    fans(w, &fi, &fo);
+    normal(w, sqrtf(2.0f / (fi + fo)), rng);
+}
+
+void tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng) {
+    float fi, fo;
+    fans(w, &fi, &fo);
+    uniform(w, sqrtf(6.0f / (fi + fo)), rng);
+}
+
+void tg_model_init(tg_model *m, tg_init scheme, uint64_t seed) {
+    static void (*const fn[])(tg_tensor *, uint64_t *) = {tg_init_kaiming_normal, tg_init_kaiming_uniform,
+                                                          tg_init_xavier_normal, tg_init_xavier_uniform};
+    uint64_t rng = seed;
+    for (int i = 0; i < tg_model_layer_count(m); i++) {
+        tg_layer *l = tg_model_layer(m, i);
+        for (int j = 0; j < l->n_params; j++) {
+            tg_tensor *p = l->params[j];
+            if (p->ndim >= 2) { /* conv and linear weights */
+                fn[scheme](p, &rng);
+                continue;
+            }
+            /* 1-D: batch-norm gamma ("...weight") back to 1, every bias to 0 */
+            size_t n = strlen(p->name);
+            float v = n >= 6 && strcmp(p->name + n - 6, "weight") == 0 ? 1.0f : 0.0f;
+            for (int64_t k = 0; k < p->size; k++) p->data[k] = v;
+        }
+    }
+}

@@ -1,0 +1,388 @@
+/* model.c: layers that own their parameters, composed in order into a model. */
+#include "internal.h"
+#include "tapegrad_nn.h"
+#include <math.h>
+#include <string.h>
+
+struct tg_model {
+    tg_layer **layers;
+    int n_layers, cap;
+    bool training;
+    uint64_t rng;             /* initialisation */
+    char error[256];          /* the first layer that failed to build */
+    tg_tensor **params, **state;
+    int n_params, n_state;
+};
+
+// ----------------------------------------------------------------------------
+// the model
+
+tg_model *tg_model_new(uint64_t seed) {
+    tg_model *m = tg__calloc(1, sizeof *m);
+    if (!m) {
+        tg_fail(TG_ERR_NOMEM, "model_new: out of memory");
+        return NULL;
+    }
+    m->training = true;
+    m->rng = seed;
+    return m;
+}
+
+static void layer_free(tg_layer *l) {
+    if (!l) return;
+    for (int i = 0; i < l->n_params; i++) tg_tensor_free(l->params[i]);
+    for (int i = 0; i < l->n_buffers; i++) tg_tensor_free(l->buffers[i]);
+    tg__free(l);
+}
+
+void tg_model_free(tg_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_layers; i++) layer_free(m->layers[i]);
+    tg__free(m->layers);
+    tg__free(m->params);
+    tg__free(m->state);
+    tg__free(m);
+}
+
+/* Remember the first failure; the model then refuses to run. */
+static tg_layer *failed(tg_model *m, tg_layer *l) {
+    layer_free(l);
+    if (m && !m->error[0]) snprintf(m->error, sizeof m->error, "model: layer %d: %s", m->n_layers, tg_last_error());
+    return NULL;
+}
+
+static tg_layer *layer_new(tg_model *m, const char *kind) {
+    if (!m) {
+        tg_fail(TG_ERR_ARG, "model: %s added to a NULL model", kind);
+        return NULL;
+    }
+    tg_layer *l = tg__calloc(1, sizeof *l);
+    if (!l) {
+        tg_fail(TG_ERR_NOMEM, "model: out of memory");
+        return failed(m, NULL);
+    }
+    l->kind = kind;
+    return l;
+}
+
+static tg_layer *add(tg_model *m, tg_layer *l) {
+    if (m->n_layers == m->cap) {
+        int cap = m->cap ? 2 * m->cap : 16;
+        tg_layer **ls = tg__realloc(m->layers, (size_t)cap * sizeof *ls);
+        if (!ls) {
+            tg_fail(TG_ERR_NOMEM, "model: out of memory");
+            return failed(m, l);
+        }
+        m->layers = ls, m->cap = cap;
+    }
+    m->layers[m->n_layers++] = l;
+    /* the cached parameter lists are stale */
+    tg__free(m->params), tg__free(m->state);
+    m->params = m->state = NULL;
+    return l;
+}
+
+/* PyTorch's default for conv and linear layers (kaiming_uniform_ with a = sqrt(5)):
+ * weight and bias both U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
+static void default_init(tg_tensor *w, tg_tensor *b, uint64_t *rng) {
+    float bound = 1.0f / sqrtf((float)(w->size / w->shape[0]));
+    for (int64_t i = 0; i < w->size; i++) w->data[i] = bound * (2.0f * tg_rand_uniform(rng) - 1.0f);
+    for (int64_t i = 0; b && i < b->size; i++) b->data[i] = bound * (2.0f * tg_rand_uniform(rng) - 1.0f);
+}
+
+/* A parameter or buffer of the layer, named "<layer>.<prefix><name>". */
+static tg_tensor *tensor(tg_model *m, tg_layer *l, bool param, const char *prefix, const char *name, int ndim,
+                         const int *shape) {
+    tg_tensor *x = param ? tg_param_new(ndim, shape) : tg_tensor_new(ndim, shape);
+    if (!x) return NULL;
+    char full[64];
+    snprintf(full, sizeof full, "%d.%s%s", m->n_layers, prefix, name);
+    tg_tensor_set_name(x, full);
+    if (param) l->params[l->n_params++] = x;
+    else l->buffers[l->n_buffers++] = x;
+    return x;
+}
+
+tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
+    if (!m) {
+        tg_fail(TG_ERR_ARG, "model: NULL model");
+        return NULL;
+    }
+    if (m->error[0]) {
+        tg_fail(TG_ERR_ARG, "%s", m->error);
+        return NULL;
+    }
+    for (int i = 0; i < m->n_layers && x; i++) x = m->layers[i]->forward(m->layers[i], t, x, m->training);
+    return x;
+}
+
+void tg_model_train(tg_model *m, bool training) { m->training = training; }
+bool tg_model_training(const tg_model *m) { return m->training; }
+int tg_model_layer_count(const tg_model *m) { return m->n_layers; }
+tg_layer *tg_model_layer(const tg_model *m, int i) { return i >= 0 && i < m->n_layers ? m->layers[i] : NULL; }
+
+static int collect(tg_model *m, bool with_buffers, tg_tensor ***out, int *n_out) {
+    if (!*out) {
+        int n = 0;
+        for (int i = 0; i < m->n_layers; i++) n += m->layers[i]->n_params + (with_buffers ? m->layers[i]->n_buffers : 0);
+        tg_tensor **list = tg__malloc((size_t)(n ? n : 1) * sizeof *list);
+        if (!list) return tg_fail(TG_ERR_NOMEM, "model: out of memory");
+        int k = 0;
+        for (int i = 0; i < m->n_layers; i++)
+            for (int j = 0; j < m->layers[i]->n_params; j++) list[k++] = m->layers[i]->params[j];
+        for (int i = 0; with_buffers && i < m->n_layers; i++)
+            for (int j = 0; j < m->layers[i]->n_buffers; j++) list[k++] = m->layers[i]->buffers[j];
+        *out = list;
+        *n_out = n;
+    }
+    return *n_out;
+}
+
+int tg_model_params(const tg_model *m, tg_tensor ***params) {
+    tg_model *mm = (tg_model *)m; /* the list is a cache */
+    int n = collect(mm, false, &mm->params, &mm->n_params);
+    *params = mm->params;
+    return n;
+}
+
+int tg_model_state(const tg_model *m, tg_tensor ***state) {
+    tg_model *mm = (tg_model *)m;
+    int n = collect(mm, true, &mm->state, &mm->n_state);
+    *state = mm->state;
+    return n;
+}
+
+int64_t tg_model_param_count(const tg_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        for (int j = 0; j < m->layers[i]->n_params; j++) n += m->layers[i]->params[j]->size;
+    return n;
+}
+
+void tg_model_zero_grad(tg_model *m) {
+    for (int i = 0; i < m->n_layers; i++)
+        for (int j = 0; j < m->layers[i]->n_params; j++) tg_tensor_zero_grad(m->layers[i]->params[j]);
+}
+
+void tg_model_print(const tg_model *m, FILE *f) {
+    for (int i = 0; i < m->n_layers; i++) {
+        const tg_layer *l = m->layers[i];
+        int64_t n = 0;
+        for (int j = 0; j < l->n_params; j++) n += l->params[j]->size;
+        fprintf(f, "%3d %-16s", i, l->kind);
+        if (l->in || l->out) fprintf(f, " %d -> %d", l->in, l->out);
+        if (l->kernel) fprintf(f, " kernel %d stride %d", l->kernel, l->stride);
+        if (l->p > 0) fprintf(f, " p %g", (double)l->p);
+        fprintf(f, "  %lld params\n", (long long)n);
+    }
+    fprintf(f, "    total %lld parameters\n", (long long)tg_model_param_count(m));
+}
+
+// ----------------------------------------------------------------------------
+// layers: each a constructor and a forward
+
+static tg_tensor *linear_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_linear(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL);
+}
+
+tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias) {
+    tg_layer *l = layer_new(m, "linear");
+    if (!l) return NULL;
+    if (in < 1 || out < 1) {
+        tg_fail(TG_ERR_ARG, "linear: %d inputs, %d outputs: both must be >= 1", in, out);
+        return failed(m, l);
+    }
+    l->in = in, l->out = out, l->forward = linear_fwd;
+    tg_tensor *w = tensor(m, l, true, "", "weight", 2, (int[]){out, in});
+    tg_tensor *b = w && bias ? tensor(m, l, true, "", "bias", 1, (int[]){out}) : NULL;
+    if (!w || (bias && !b)) return failed(m, l);
+    default_init(w, b, &m->rng);
+    return add(m, l);
+}
+
+static tg_tensor *conv_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_conv2d(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL, l->stride, l->pad, 1, l->groups);
+}
+
+/* A conv's weight (and bias) into l, named with prefix ("" or "conv1."). */
+static tg_tensor *conv_weight(tg_model *m, tg_layer *l, const char *prefix, int in, int out, int k, int groups,
+                              bool bias) {
+    tg_tensor *w = tensor(m, l, true, prefix, "weight", 4, (int[]){out, in / groups, k, k});
+    tg_tensor *b = w && bias ? tensor(m, l, true, prefix, "bias", 1, (int[]){out}) : NULL;
+    if (!w || (bias && !b)) return NULL;
+    default_init(w, b, &m->rng);
+    return w;
+}
+
+tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int stride, int pad, int groups,
+                                 bool bias) {
+    tg_layer *l = layer_new(m, "conv2d");
+    if (!l) return NULL;
+    if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0 || groups < 1 || in % groups || out % groups) {
+        tg_fail(TG_ERR_ARG, "conv2d: in %d, out %d, kernel %d, stride %d, pad %d, groups %d: need positive sizes, "
+                            "pad >= 0 and groups dividing both channel counts", in, out, kernel, stride, pad, groups);
+        return failed(m, l);
+    }
+    l->in = in, l->out = out, l->kernel = kernel, l->stride = stride, l->pad = pad, l->groups = groups;
+    l->forward = conv_fwd;
+    if (!conv_weight(m, l, "", in, out, kernel, groups, bias)) return failed(m, l);
+    return add(m, l);
+}
+
+tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias) {
+    return tg_model_conv2d_groups(m, in, out, kernel, stride, pad, 1, bias);
+}
+
+/* gamma, beta (params) and running mean, var (buffers) of a batch norm over c channels */
+static bool bn_tensors(tg_model *m, tg_layer *l, const char *prefix, int c) {
+    tg_tensor *g = tensor(m, l, true, prefix, "weight", 1, (int[]){c});
+    if (!g || !tensor(m, l, true, prefix, "bias", 1, (int[]){c})) return false;
+    if (!tensor(m, l, false, prefix, "running_mean", 1, (int[]){c})) return false;
+    tg_tensor *rv = tensor(m, l, false, prefix, "running_var", 1, (int[]){c});
+    if (!rv) return false;
+    for (int i = 0; i < c; i++) g->data[i] = 1, rv->data[i] = 1;
+    return true;
+}
+
+/* batch norm with the params at index p and buffers at index b of layer l */
+static tg_tensor *bn_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training) {
+    return tg_batch_norm(t, x, l->params[p], l->params[p + 1], l->buffers[b], l->buffers[b + 1], training,
+                         l->momentum, l->eps);
+}
+
+static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) { return bn_at(l, 0, 0, t, x, training); }
+
+tg_layer *tg_model_batch_norm(tg_model *m, int channels) {
+    tg_layer *l = layer_new(m, "batch_norm");
+    if (!l) return NULL;
+    if (channels < 1) {
+        tg_fail(TG_ERR_ARG, "batch_norm: %d channels", channels);
+        return failed(m, l);
+    }
+    l->in = l->out = channels, l->momentum = 0.1f, l->eps = 1e-5f, l->forward = bn_fwd;
+    if (!bn_tensors(m, l, "", channels)) return failed(m, l);
+    return add(m, l);
+}
+
+static tg_tensor *relu_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_relu(t, x);
+}
+
+tg_layer *tg_model_relu(tg_model *m) {
+    tg_layer *l = layer_new(m, "relu");
+    if (!l) return NULL;
+    l->forward = relu_fwd;
+    return add(m, l);
+}
+
+static tg_tensor *dropout_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    return tg_dropout(t, x, l->p, training);
+}
+
+tg_layer *tg_model_dropout(tg_model *m, float p) {
+    tg_layer *l = layer_new(m, "dropout");
+    if (!l) return NULL;
+    if (!(p >= 0.0f && p <= 1.0f)) {
+        tg_fail(TG_ERR_ARG, "dropout: p = %g is outside [0, 1]", (double)p);
+        return failed(m, l);
+    }
+    l->p = p, l->forward = dropout_fwd;
+    return add(m, l);
+}
+
+static tg_tensor *maxpool_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_max_pool2d(t, x, l->kernel, l->stride, 0);
+}
+
+static tg_tensor *avgpool_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_avg_pool2d(t, x, l->kernel, l->stride, 0);
+}
+
+static tg_layer *pool(tg_model *m, const char *kind, int kernel, int stride,
+                      tg_tensor *(*fwd)(tg_layer *, tg_tape *, tg_tensor *, bool)) {
+    tg_layer *l = layer_new(m, kind);
+    if (!l) return NULL;
+    if (kernel < 1 || stride < 1) {
+        tg_fail(TG_ERR_ARG, "%s: kernel %d, stride %d: both must be >= 1", kind, kernel, stride);
+        return failed(m, l);
+    }
+    l->kernel = kernel, l->stride = stride, l->forward = fwd;
+    return add(m, l);
+}
+
+tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride) { return pool(m, "max_pool2d", kernel, stride, maxpool_fwd); }
+tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride) { return pool(m, "avg_pool2d", kernel, stride, avgpool_fwd); }
+
+static tg_tensor *gap_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_global_avg_pool(t, x);
+}
+
+tg_layer *tg_model_global_avg_pool(tg_model *m) {
+    tg_layer *l = layer_new(m, "global_avg_pool");
+    if (!l) return NULL;
+    l->forward = gap_fwd;
+    return add(m, l);
+}
+
+static tg_tensor *flatten_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_flatten(t, x);
+}
+
+tg_layer *tg_model_flatten(tg_model *m) {
+    tg_layer *l = layer_new(m, "flatten");
+    if (!l) return NULL;
+    l->forward = flatten_fwd;
+    return add(m, l);
+}
+
+// ----------------------------------------------------------------------------
+// residual blocks. params: conv1.w, bn1.g, bn1.b, conv2.w, bn2.g, bn2.b, then the
+// shortcut's conv.w (+ bn.g, bn.b in v1); buffers: bn1, bn2 (+ shortcut bn) stats.
+
+/* v1: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) */
+static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    tg_tensor *h = tg_conv2d(t, x, l->params[0], NULL, l->stride, 1, 1, 1);
+    h = tg_relu(t, bn_at(l, 1, 0, t, h, training));
+    h = bn_at(l, 4, 2, t, tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1), training);
+    tg_tensor *s = x;
+    if (l->n_params > 6) s = bn_at(l, 7, 4, t, tg_conv2d(t, x, l->params[6], NULL, l->stride, 0, 1, 1), training);
+    return tg_relu(t, tg_residual_add(t, s, h));
+}
+
+/* v2: a = relu(bn1(x)); y = conv2(relu(bn2(conv1(a)))) + (x or conv_1x1(a)) */
+static tg_tensor *res_v2_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    tg_tensor *a = tg_relu(t, bn_at(l, 1, 0, t, x, training));
+    tg_tensor *h = tg_conv2d(t, a, l->params[0], NULL, l->stride, 1, 1, 1);
+    h = tg_relu(t, bn_at(l, 4, 2, t, h, training));
+    h = tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1);
+    tg_tensor *s = l->n_params > 6 ? tg_conv2d(t, a, l->params[6], NULL, l->stride, 0, 1, 1) : x;
+    return tg_residual_add(t, s, h);
+}
+
+tg_layer *tg_model_residual(tg_model *m, int in, int out, int stride, int version) {
+    tg_layer *l = layer_new(m, version == 2 ? "residual_v2" : "residual_v1");
+    if (!l) return NULL;
+    if (in < 1 || out < 1 || stride < 1 || (version != 1 && version != 2)) {
+        tg_fail(TG_ERR_ARG, "residual: in %d, out %d, stride %d, version %d: need positive sizes and version 1 or 2",
+                in, out, stride, version);
+        return failed(m, l);
+    }
+    l->in = in, l->out = out, l->kernel = 3, l->stride = stride, l->groups = 1;
+    l->momentum = 0.1f, l->eps = 1e-5f;
+    l->forward = version == 2 ? res_v2_fwd : res_v1_fwd;
+    bool ok = conv_weight(m, l, "conv1.", in, out, 3, 1, false) && bn_tensors(m, l, "bn1.", version == 2 ? in : out) &&
+              conv_weight(m, l, "conv2.", out, out, 3, 1, false) && bn_tensors(m, l, "bn2.", out);
+    if (ok && (in != out || stride != 1)) {
+        ok = conv_weight(m, l, "shortcut.0.", in, out, 1, 1, false);
+        if (ok && version == 1) ok = bn_tensors(m, l, "shortcut.1.", out);
+    }
+    if (!ok) return failed(m, l);
+    return add(m, l);
+}

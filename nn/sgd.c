@@ -1,0 +1,113 @@
+/* sgd.c: stochastic gradient descent as PyTorch 1.13's torch.optim.SGD, and
+ * learning-rate schedules. */
+#include "internal.h"
+#include "tapegrad_nn.h"
+#include <math.h>
+#include <string.h>
+
+struct tg_sgd {
+    tg_sgd_opts o;
+    int n;
+    tg_tensor **params;   /* borrowed */
+    tg_tensor **state;    /* n momentum buffers (if momentum != 0), then the step count */
+    int n_state;
+    tg_tensor *steps;     /* a scalar: how many steps were taken (buffers are "None" before the first) */
+};
+
+tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
+    if (!params || n < 1) {
+        tg_fail(TG_ERR_ARG, "sgd: no parameters");
+        return NULL;
+    }
+    if (!(o.lr >= 0) || !(o.momentum >= 0) || !(o.weight_decay >= 0) || !(o.dampening >= 0 && o.dampening <= 1)) {
+        tg_fail(TG_ERR_ARG, "sgd: lr %g, momentum %g, weight_decay %g, dampening %g: need lr, momentum, "
+                            "weight_decay >= 0 and dampening in [0, 1]",
+                (double)o.lr, (double)o.momentum, (double)o.weight_decay, (double)o.dampening);
+        return NULL;
+    }
+    if (o.nesterov && (o.momentum <= 0 || o.dampening != 0)) {
+        tg_fail(TG_ERR_ARG, "sgd: nesterov momentum requires a momentum and zero dampening");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (!params[i] || !params[i]->grad) {
+            tg_fail(TG_ERR_ARG, "sgd: parameter %d does not require a gradient", i);
+            return NULL;
+        }
+    tg_sgd *s = tg__calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->o = o;
+    s->n = n;
+    s->params = tg__malloc((size_t)n * sizeof *s->params);
+    s->state = tg__calloc((size_t)n + 1, sizeof *s->state);
+    if (!s->params || !s->state) goto oom;
+    memcpy(s->params, params, (size_t)n * sizeof *s->params);
+    if (o.momentum != 0)
+        for (int i = 0; i < n; i++) {
+            tg_tensor *b = tg_tensor_new(params[i]->ndim, params[i]->shape);
+            if (!b) goto oom;
+            char name[64];
+            snprintf(name, sizeof name, "sgd.%s", params[i]->name);
+            tg_tensor_set_name(b, name);
+            s->state[s->n_state++] = b;
+        }
+    if (!(s->steps = tg_tensor_new(1, (int[]){1}))) goto oom;
+    tg_tensor_set_name(s->steps, "sgd.steps");
+    s->state[s->n_state++] = s->steps;
+    return s;
+oom:
+    tg_sgd_free(s);
+    tg_fail(TG_ERR_NOMEM, "sgd: out of memory");
+    return NULL;
+}
+
+void tg_sgd_free(tg_sgd *s) {
+    if (!s) return;
+    for (int i = 0; s->state && i < s->n_state; i++) tg_tensor_free(s->state[i]);
+    tg__free(s->state);
+    tg__free(s->params);
+    tg__free(s);
+}
+
+void tg_sgd_step(tg_sgd *s) {
+    const tg_sgd_opts *o = &s->o;
+    bool first = s->steps->data[0] == 0;
+    for (int i = 0; i < s->n; i++) {
+        tg_tensor *p = s->params[i];
+        float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
+        for (int64_t j = 0; j < p->size; j++) {
+            float g = p->grad[j];
+            if (o->weight_decay != 0) g += o->weight_decay * p->data[j];
+            if (buf) {
+                buf[j] = first ? g : o->momentum * buf[j] + (1 - o->dampening) * g;
+                g = o->nesterov ? g + o->momentum * buf[j] : buf[j];
+            }
+            p->data[j] -= o->lr * g;
+        }
+    }
+    s->steps->data[0] += 1;
+}
+
+void tg_sgd_zero_grad(tg_sgd *s) {
+    for (int i = 0; i < s->n; i++) tg_tensor_zero_grad(s->params[i]);
+}
+
+void tg_sgd_set_lr(tg_sgd *s, float lr) { s->o.lr = lr; }
+float tg_sgd_lr(const tg_sgd *s) { return s->o.lr; }
+
+int tg_sgd_state(tg_sgd *s, tg_tensor ***state) {
+    *state = s->state;
+    return s->n_state;
+}
+
+// ----------------------------------------------------------------------------
+// schedules
+
+float tg_lr_step(float lr, int e, int step_size, float gamma) {
+    return step_size > 0 ? lr * powf(gamma, (float)(e / step_size)) : lr;
+}
+
+float tg_lr_cosine(float lr, int e, int t_max, float eta_min) {
+    if (t_max <= 0) return lr;
+    return eta_min + (lr - eta_min) * (1.0f + cosf(3.14159265358979f * (float)e / (float)t_max)) / 2.0f;
+}

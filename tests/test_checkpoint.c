@@ -1,0 +1,416 @@
+/* test_checkpoint.c: checkpoints round-trip bit for bit; every damaged file
+ * and every mismatched model is refused with its message and changes nothing;
+ * a failed save leaves the old file as it was and no temporary behind. */
+#include "check.h"
+#include "tapegrad_nn.h"
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char dir[64];
+
+static const char *path_of(const char *name) {
+    static char p[4][400];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static int count_files(void) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+static void clean_dir(void) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            const char *p = path_of(e->d_name);
+            if (unlink(p) < 0) rmdir(p);
+        }
+    if (d) closedir(d);
+}
+
+static tg_tensor *tensor(const char *name, int ndim, const int *shape, float seed) {
+    tg_tensor *x = tg_tensor_new(ndim, shape);
+    tg_tensor_set_name(x, name);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = seed + 0.25f * (float)i - 1e-3f * (float)(i * i);
+    return x;
+}
+
+/* the model: tensor 3 is conv1.weight 16x1x3x3 */
+enum { N_MODEL = 4 };
+static void model(tg_tensor **m, float seed) {
+    m[0] = tensor("step", 0, NULL, seed);
+    m[1] = tensor("fc.weight", 2, (int[]){3, 5}, seed);
+    m[2] = tensor("fc.bias", 1, (int[]){3}, seed);
+    m[3] = tensor("conv1.weight", 4, (int[]){16, 1, 3, 3}, seed);
+}
+
+static void model_free(tg_tensor **m, int n) {
+    for (int i = 0; i < n; i++) tg_tensor_free(m[i]);
+}
+
+static bool same_data(tg_tensor *const *a, tg_tensor *const *b, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i]->size != b[i]->size || memcmp(a[i]->data, b[i]->data, (size_t)a[i]->size * sizeof(float)))
+            return false;
+    return true;
+}
+
+// ----------------------------------------------------------------------------
+// files as bytes
+
+typedef struct {
+    unsigned char *b;
+    size_t len;
+} bytes;
+
+static bytes slurp(const char *path) {
+    bytes f = {0};
+    FILE *in = fopen(path, "rb");
+    CHECK(in != NULL);
+    if (!in) return f;
+    fseek(in, 0, SEEK_END);
+    f.len = (size_t)ftell(in);
+    rewind(in);
+    f.b = malloc(f.len + 16);
+    CHECK(fread(f.b, 1, f.len, in) == f.len);
+    fclose(in);
+    return f;
+}
+
+static const char *spit(const char *name, const unsigned char *b, size_t len) {
+    const char *p = path_of(name);
+    FILE *o = fopen(p, "wb");
+    CHECK(o && fwrite(b, 1, len, o) == len);
+    if (o) fclose(o);
+    return p;
+}
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* where record i starts */
+static size_t record(const bytes *f, int i) {
+    size_t o = 24;
+    while (i-- > 0) {
+        uint32_t L = le32(f->b + o);
+        uint32_t nd = le32(f->b + o + 4 + L);
+        size_t c = 1;
+        for (uint32_t d = 0; d < nd; d++) c *= le32(f->b + o + 8 + L + 4 * d);
+        o += 8 + L + 4 * nd + 4 * c;
+    }
+    return o;
+}
+
+/* a damaged file that is otherwise consistent: size field and checksum made right */
+static const char *spit_fixed(const char *name, bytes *f) {
+    for (int i = 0; i < 8; i++) f->b[16 + i] = (unsigned char)((uint64_t)f->len >> (8 * i));
+    put_le32(f->b + f->len - 4, (uint32_t)crc32(0, f->b, (uInt)(f->len - 4)));
+    return spit(name, f->b, f->len);
+}
+
+/* Loading fails with code and "checkpoint <path>: <sub>", and the tensors keep their values. */
+static void load_fails(const char *path, tg_tensor **m, int n, int code, const char *sub) {
+    tg_tensor *before[8];
+    for (int i = 0; i < n; i++) {
+        before[i] = tg_tensor_new(m[i]->ndim, m[i]->shape);
+        memcpy(before[i]->data, m[i]->data, (size_t)m[i]->size * sizeof(float));
+    }
+    char want[1024];
+    snprintf(want, sizeof want, "checkpoint %s: %s", path, sub);
+    uint64_t allocs = tg_alloc_count();
+    tg_clear_error();
+    CHECK_INT(tg_checkpoint_load(path, m, n), code);
+    CHECK_INT(tg_last_error_code(), code);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK(same_data(m, before, n));
+    CHECK(tg_alloc_count() - allocs <= 1); /* a staging buffer the model's size, at most */
+    model_free(before, n);
+}
+
+// ----------------------------------------------------------------------------
+
+static void round_trip(void) {
+    tg_tensor *a[N_MODEL], *b[N_MODEL];
+    model(a, 1.5f);
+    model(b, -7.0f);
+    /* bit patterns that must survive: -0, inf, nan, a denormal */
+    a[3]->data[0] = -0.0f;
+    a[3]->data[1] = INFINITY;
+    a[3]->data[2] = NAN;
+    a[3]->data[3] = 1e-41f;
+    char p[400];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, a, N_MODEL), 0);
+    CHECK_INT(count_files(), 1); /* no temporary left */
+    CHECK(!same_data(a, b, N_MODEL));
+    CHECK_INT(tg_checkpoint_load(p, b, N_MODEL), 0);
+    CHECK(same_data(a, b, N_MODEL));
+
+    bytes f = slurp(p);
+    CHECK(f.len == 24 + (4 + 4 + 4 + 4) + (4 + 9 + 4 + 8 + 60) + (4 + 7 + 4 + 4 + 12) + (4 + 12 + 4 + 16 + 576) + 4);
+    CHECK(memcmp(f.b, "TGCKPT\r\n\1\0\0\0\4\0\0\0", 16) == 0);
+    CHECK_INT(le32(f.b + 16), f.len);
+    CHECK_INT(le32(f.b + f.len - 4), (uint32_t)crc32(0, f.b, (uInt)(f.len - 4)));
+    /* the scalar "step" first, then fc.weight: float 1.5 little-endian */
+    CHECK(memcmp(f.b + 24, "\4\0\0\0step\0\0\0\0\0\0\xc0\x3f", 16) == 0);
+    free(f.b);
+
+    /* saving over it replaces it */
+    model_free(b, N_MODEL);
+    model(b, 3.0f);
+    CHECK_INT(tg_checkpoint_save(p, b, N_MODEL), 0);
+    CHECK_INT(tg_checkpoint_load(p, a, N_MODEL), 0);
+    CHECK(same_data(a, b, N_MODEL));
+    CHECK_INT(count_files(), 1);
+
+    /* no tensors at all */
+    char empty[400];
+    snprintf(empty, sizeof empty, "%s", path_of("empty.ckpt"));
+    CHECK_INT(tg_checkpoint_save(empty, NULL, 0), 0);
+    CHECK_INT(tg_checkpoint_load(empty, NULL, 0), 0);
+    model_free(a, N_MODEL);
+    model_free(b, N_MODEL);
+    clean_dir();
+}
+
+static void damaged(void) {
+    tg_tensor *m[N_MODEL];
+    model(m, 2.0f);
+    char p[400];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), 0);
+    model_free(m, N_MODEL);
+    model(m, 9.0f);
+    bytes f = slurp(p), g;
+    char want[256];
+
+    load_fails(path_of("missing.ckpt"), m, N_MODEL, TG_ERR_IO, "cannot open: No such file or directory");
+    load_fails(dir, m, N_MODEL, TG_ERR_IO, "not a regular file");
+
+    snprintf(want, sizeof want, "truncated: header says %zu bytes, file has 100", f.len);
+    load_fails(spit("cut.ckpt", f.b, 100), m, N_MODEL, TG_ERR_FORMAT, want);
+    snprintf(want, sizeof want, "truncated: header says %zu bytes, file has %zu", f.len, f.len - 1);
+    load_fails(spit("cut1.ckpt", f.b, f.len - 1), m, N_MODEL, TG_ERR_FORMAT, want);
+    load_fails(spit("cut5.ckpt", f.b, 5), m, N_MODEL, TG_ERR_FORMAT,
+               "truncated: 5 bytes, a checkpoint has at least 28");
+    load_fails(spit("zero.ckpt", f.b, 0), m, N_MODEL, TG_ERR_FORMAT, "truncated: 0 bytes");
+
+    g = slurp(p);
+    g.b[g.len++] = 0;
+    snprintf(want, sizeof want, "trailing bytes: header says %zu bytes, file has %zu", f.len, f.len + 1);
+    load_fails(spit("long.ckpt", g.b, g.len), m, N_MODEL, TG_ERR_FORMAT, want);
+    free(g.b);
+
+    g = slurp(p);
+    g.b[1] = 'X';
+    load_fails(spit("magic.ckpt", g.b, g.len), m, N_MODEL, TG_ERR_FORMAT, "not a tapegrad checkpoint (bad magic)");
+    load_fails(spit("magic5.ckpt", g.b, 5), m, N_MODEL, TG_ERR_FORMAT, "not a tapegrad checkpoint (bad magic)");
+    free(g.b);
+
+    g = slurp(p);
+    g.b[8] = 2;
+    load_fails(spit("v2.ckpt", g.b, g.len), m, N_MODEL, TG_ERR_FORMAT, "version 2, this build reads version 1");
+    free(g.b);
+
+    /* one bit anywhere after the header: in the data, in a name, in the checksum */
+    size_t where[] = {record(&f, 3) + 40, record(&f, 1) + 5, f.len - 2};
+    for (int k = 0; k < 3; k++) {
+        g = slurp(p);
+        g.b[where[k]] ^= 0x10;
+        load_fails(spit("crc.ckpt", g.b, g.len), m, N_MODEL, TG_ERR_FORMAT, "checksum mismatch: file says ");
+        free(g.b);
+    }
+
+    /* absurd sizes in a file whose checksum is right: a buggy or hostile writer */
+    g = slurp(p);
+    put_le32(g.b + 12, 0xffffffffu);
+    snprintf(want, sizeof want, "header says 4294967295 tensors, more than %zu bytes can hold", f.len);
+    load_fails(spit_fixed("count.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT, want);
+    put_le32(g.b + 12, 3);
+    load_fails(spit_fixed("count3.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT,
+               "612 bytes after the last of its 3 tensors");
+    free(g.b);
+    size_t r1 = record(&f, 1); /* fc.weight: L, "fc.weight", ndim, 3, 5, data */
+    g = slurp(p);
+    put_le32(g.b + r1, 1000);
+    load_fails(spit_fixed("name.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT, "tensor 1 has a name of 1000 bytes, at most 31");
+    free(g.b);
+    g = slurp(p);
+    put_le32(g.b + r1 + 13, 9);
+    load_fails(spit_fixed("ndim.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT,
+               "tensor 1 'fc.weight' has 9 dimensions, at most 4");
+    free(g.b);
+    g = slurp(p);
+    put_le32(g.b + r1 + 17, 0xffffffffu);
+    load_fails(spit_fixed("dim.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT,
+               "tensor 1 'fc.weight' is 4294967295x5, more than the 175 floats left in the file");
+    put_le32(g.b + r1 + 17, 3);
+    put_le32(g.b + r1 + 21, 0);
+    load_fails(spit_fixed("dim0.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT, "tensor 1 'fc.weight' dimension 1 is 0");
+    free(g.b);
+
+    /* the last tensor's shape grows past the end of the file */
+    g = slurp(p);
+    put_le32(g.b + record(&f, 3) + 4 + 12 + 4, 17);
+    load_fails(spit_fixed("grow.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT,
+               "tensor 3 'conv1.weight' is 17x1x3x3, more than the 144 floats left in the file");
+    free(g.b);
+
+    /* after all that, the good file still loads */
+    CHECK_INT(tg_checkpoint_load(p, m, N_MODEL), 0);
+    CHECK_NEAR(m[0]->data[0], 2.0, 0);
+    free(f.b);
+    model_free(m, N_MODEL);
+    clean_dir();
+}
+
+static void mismatched(void) {
+    tg_tensor *m[N_MODEL + 1];
+    model(m, 2.0f);
+    char p[400];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), 0);
+
+    tg_tensor *keep = m[3];
+    m[3] = tensor("conv1.weight", 4, (int[]){32, 1, 3, 3}, 0);
+    load_fails(p, m, N_MODEL, TG_ERR_SHAPE, "tensor 3 'conv1.weight' is 16x1x3x3 in the file, 32x1x3x3 in the model");
+    tg_tensor_free(m[3]);
+    m[3] = keep;
+
+    tg_tensor_set_name(m[2], "fc.b");
+    load_fails(p, m, N_MODEL, TG_ERR_SHAPE, "tensor 2 is 'fc.bias' in the file, 'fc.b' in the model");
+    tg_tensor_set_name(m[2], "fc.bias");
+
+    keep = m[2];
+    m[2] = tensor("fc.bias", 2, (int[]){3, 1}, 0);
+    load_fails(p, m, N_MODEL, TG_ERR_SHAPE, "tensor 2 'fc.bias' is 3 in the file, 3x1 in the model");
+    tg_tensor_free(m[2]);
+    m[2] = keep;
+
+    keep = m[0];
+    m[0] = tensor("step", 1, (int[]){1}, 0);
+    load_fails(p, m, N_MODEL, TG_ERR_SHAPE, "tensor 0 'step' is scalar in the file, 1 in the model");
+    tg_tensor_free(m[0]);
+    m[0] = keep;
+
+    load_fails(p, m, N_MODEL - 1, TG_ERR_SHAPE, "holds 4 tensors, the model has 3");
+    m[4] = tensor("momentum", 1, (int[]){2}, 0);
+    load_fails(p, m, N_MODEL + 1, TG_ERR_SHAPE, "holds 4 tensors, the model has 5");
+    tg_tensor_free(m[4]);
+
+    /* the caller's mistakes */
+    CHECK_INT(tg_checkpoint_load(NULL, m, N_MODEL), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "checkpoint_load: path is NULL");
+    CHECK_INT(tg_checkpoint_save(NULL, m, N_MODEL), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "checkpoint_save: path is NULL");
+    tg_tensor *holes[] = {m[0], NULL};
+    CHECK_INT(tg_checkpoint_save(p, holes, 2), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "tensor 1 is NULL");
+    CHECK_INT(tg_checkpoint_load(p, m, -1), TG_ERR_ARG);
+    CHECK_INT(count_files(), 1);
+    model_free(m, N_MODEL);
+    clean_dir();
+}
+
+static void failed_saves(void) {
+    tg_tensor *old[N_MODEL], *m[N_MODEL], *probe[N_MODEL];
+    model(old, 1.0f);
+    model(m, 5.0f);
+    model(probe, 0.0f);
+    char p[400];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, old, N_MODEL), 0);
+    char want[1024];
+
+    /* a directory that is not there */
+    char q[400];
+    snprintf(q, sizeof q, "%s", path_of("nope/model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(q, m, N_MODEL), TG_ERR_IO);
+    snprintf(want, sizeof want, "checkpoint %s: cannot create %s.tmp-", q, q);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK_MSG(tg_last_error(), ": No such file or directory");
+
+    /* a directory we may not write to (root may write anywhere: skipped then) */
+    if (geteuid() != 0) {
+        CHECK(chmod(dir, 0555) == 0);
+        CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), TG_ERR_IO);
+        CHECK_MSG(tg_last_error(), "Permission denied");
+        CHECK(chmod(dir, 0700) == 0);
+        CHECK_INT(tg_checkpoint_load(p, probe, N_MODEL), 0);
+        CHECK(same_data(probe, old, N_MODEL));
+    } else {
+        printf("running as root: the read-only directory case is skipped, the full disk below still runs\n");
+    }
+
+    /* a full disk, even for root: the file may not grow past 512 bytes */
+    struct rlimit was;
+    CHECK(getrlimit(RLIMIT_FSIZE, &was) == 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = {.rlim_cur = 512, .rlim_max = was.rlim_max};
+    CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+    int rc = tg_checkpoint_save(p, m, N_MODEL);
+    CHECK(setrlimit(RLIMIT_FSIZE, &was) == 0);
+    signal(SIGXFSZ, SIG_DFL);
+    CHECK_INT(rc, TG_ERR_IO);
+    snprintf(want, sizeof want, "checkpoint %s: cannot write %s.tmp-", p, p);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK_MSG(tg_last_error(), "File too large");
+    CHECK_INT(count_files(), 1); /* the temporary is gone */
+    CHECK_INT(tg_checkpoint_load(p, probe, N_MODEL), 0);
+    CHECK(same_data(probe, old, N_MODEL));
+
+    /* the rename fails: path is a directory */
+    char d[400];
+    snprintf(d, sizeof d, "%s", path_of("a-dir"));
+    CHECK(mkdir(d, 0700) == 0);
+    CHECK(mkdir(path_of("a-dir/x"), 0700) == 0);
+    CHECK_INT(tg_checkpoint_save(d, m, N_MODEL), TG_ERR_IO);
+    CHECK_MSG(tg_last_error(), "into place: ");
+    CHECK_INT(count_files(), 2);
+    rmdir(path_of("a-dir/x"));
+    rmdir(d);
+
+    /* and a save that works, after all */
+    CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), 0);
+    CHECK_INT(tg_checkpoint_load(p, probe, N_MODEL), 0);
+    CHECK(same_data(probe, m, N_MODEL));
+    CHECK_INT(count_files(), 1);
+    model_free(old, N_MODEL);
+    model_free(m, N_MODEL);
+    model_free(probe, N_MODEL);
+    clean_dir();
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-ckpt-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    round_trip();
+    damaged();
+    mismatched();
+    failed_saves();
+    clean_dir();
+    CHECK(rmdir(dir) == 0);
+    CHECK_DONE();
+}

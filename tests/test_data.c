@@ -1,0 +1,408 @@
+/* test_data.c: IDX files plain and gzip-compressed, their errors, datasets,
+ * normalisation, the seeded permutation and mini-batches, on small files
+ * written to a temporary directory.
+ *
+ * By hand, on real files (not part of the suite):
+ *     test_data DIR [DIR...]    e.g. data/mnist /usr/share/datasets/fashion-mnist
+ * loads DIR's train and t10k sets and prints what it found. */
+#include "check.h"
+#include "tapegrad_nn.h"
+#include <dirent.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char dir[64];
+
+// ----------------------------------------------------------------------------
+// writing IDX files
+
+typedef struct {
+    unsigned char b[4096];
+    size_t len;
+} bytes;
+
+static void put_be32(bytes *f, uint32_t v) {
+    for (int i = 3; i >= 0; i--) f->b[f->len++] = (unsigned char)(v >> (8 * i));
+}
+
+/* An IDX file of unsigned bytes; data[i] = (i * 7 + seed) % 256, as much as fits */
+static bytes idx(int ndim, const uint32_t *dims, int seed) {
+    bytes f = {.b = {0, 0, 0x08, (unsigned char)ndim}, .len = 4};
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        put_be32(&f, dims[i]);
+        n *= dims[i];
+    }
+    if (n > sizeof f.b - f.len) n = 0;
+    for (size_t i = 0; i < n; i++) f.b[f.len++] = (unsigned char)((i * 7 + (size_t)seed) % 256);
+    return f;
+}
+
+static const char *path_of(const char *name) {
+    static char p[2][400];
+    static int k;
+    k ^= 1;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static const char *write_file(const char *name, const bytes *f, bool gz) {
+    const char *p = path_of(name);
+    if (gz) {
+        gzFile g = gzopen(p, "wb");
+        CHECK(g && gzwrite(g, f->b, (unsigned)f->len) == (int)f->len);
+        if (g) gzclose(g);
+    } else {
+        FILE *o = fopen(p, "wb");
+        CHECK(o && fwrite(f->b, 1, f->len, o) == f->len);
+        if (o) fclose(o);
+    }
+    return p;
+}
+
+static void clean_dir(void) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') unlink(path_of(e->d_name));
+    if (d) closedir(d);
+}
+
+/* Loading path fails with code and a message containing sub (after "idx <path>: "). */
+static void idx_fails(const char *path, int code, const char *sub) {
+    char want[256];
+    snprintf(want, sizeof want, "idx %s: %s", path, sub);
+    tg_idx x;
+    tg_clear_error();
+    uint64_t allocs = tg_alloc_count();
+    CHECK_INT(tg_idx_load(&x, path), code);
+    CHECK_INT(tg_last_error_code(), code);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK(x.data == NULL && x.size == 0);
+    CHECK(tg_alloc_count() - allocs <= 2); /* nothing big, nothing per byte */
+}
+
+// ----------------------------------------------------------------------------
+// IDX
+
+static void idx_good(void) {
+    for (int gz = 0; gz < 2; gz++) {
+        bytes f = idx(3, (uint32_t[]){4, 3, 2}, 1);
+        const char *p = write_file(gz ? "a.gz" : "a", &f, gz);
+        tg_idx x;
+        CHECK_INT(tg_idx_load(&x, p), 0);
+        CHECK_INT(x.ndim, 3);
+        CHECK_INT(x.shape[0], 4);
+        CHECK_INT(x.shape[1], 3);
+        CHECK_INT(x.shape[2], 2);
+        CHECK_INT(x.size, 24);
+        CHECK(x.data && memcmp(x.data, f.b + 16, 24) == 0);
+        tg_idx_release(&x);
+        CHECK(x.data == NULL);
+        tg_idx_release(&x); /* twice is fine */
+    }
+    /* 1 and 4 dimensions */
+    bytes f = idx(1, (uint32_t[]){7}, 0);
+    tg_idx x;
+    CHECK_INT(tg_idx_load(&x, write_file("b", &f, true)), 0);
+    CHECK_INT(x.ndim, 1);
+    CHECK_INT(x.size, 7);
+    CHECK_INT(x.data[6], 42);
+    tg_idx_release(&x);
+    f = idx(4, (uint32_t[]){2, 1, 2, 3}, 0);
+    CHECK_INT(tg_idx_load(&x, write_file("c", &f, false)), 0);
+    CHECK_INT(x.ndim, 4);
+    CHECK_INT(x.shape[3], 3);
+    CHECK_INT(x.size, 12);
+    tg_idx_release(&x);
+    /* bigger than one read chunk, compressed: the buffer grows */
+    uint32_t big[] = {3, 1000, 1000};
+    const char *p = path_of("big.gz");
+    gzFile g = gzopen(p, "wb");
+    unsigned char h[16] = {0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0x03, 0xe8, 0, 0, 0x03, 0xe8};
+    gzwrite(g, h, 16);
+    static unsigned char row[1000];
+    for (uint32_t i = 0; i < big[0] * big[1]; i++) {
+        memset(row, (int)(i % 251), sizeof row);
+        gzwrite(g, row, sizeof row);
+    }
+    gzclose(g);
+    CHECK_INT(tg_idx_load(&x, p), 0);
+    CHECK_INT(x.size, 3000000);
+    CHECK_INT(x.data[2999999], 2999 % 251);
+    tg_idx_release(&x);
+    CHECK_INT(tg_idx_load(NULL, p), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "idx_load: idx is NULL");
+}
+
+static void idx_bad(void) {
+    bytes f = idx(3, (uint32_t[]){2, 3, 4}, 0); /* 16 + 24 bytes */
+    bytes t = f;
+    t.len -= 5;
+    idx_fails(write_file("trunc", &t, false), TG_ERR_FORMAT, "truncated: header says 40 bytes, file has 35");
+    idx_fails(write_file("trunc.gz", &t, true), TG_ERR_FORMAT,
+              "truncated: header says 40 bytes, file has 35 uncompressed");
+    t.len = 10;
+    idx_fails(write_file("trunc-header", &t, false), TG_ERR_FORMAT,
+              "truncated: a 3-dimensional header needs 16 bytes, file has 10");
+    t.len = 2;
+    idx_fails(write_file("trunc-magic", &t, false), TG_ERR_FORMAT, "truncated: 2 bytes, too short for an idx header");
+    t.len = 0;
+    idx_fails(write_file("empty", &t, false), TG_ERR_FORMAT, "truncated: 0 bytes");
+
+    /* a gzip stream cut short */
+    const char *gz = write_file("cut.gz", &f, true);
+    FILE *o = fopen(gz, "rb");
+    unsigned char raw[256];
+    size_t n = fread(raw, 1, sizeof raw, o);
+    fclose(o);
+    o = fopen(gz, "wb");
+    fwrite(raw, 1, n - 12, o);
+    fclose(o);
+    idx_fails(gz, TG_ERR_FORMAT, "truncated gzip data");
+
+    t = f;
+    t.b[0] = 1;
+    idx_fails(write_file("magic", &t, false), TG_ERR_FORMAT, "bad magic 01 00 08 03, not an idx file");
+    t = f;
+    t.b[2] = 0x0d;
+    idx_fails(write_file("type", &t, true), TG_ERR_FORMAT, "type byte 0x0d, only 0x08 (unsigned byte) is supported");
+    t = f;
+    t.b[3] = 0;
+    idx_fails(write_file("ndim0", &t, false), TG_ERR_FORMAT, "0 dimensions, 1 to 4 are supported");
+    t.b[3] = 5;
+    idx_fails(write_file("ndim5", &t, false), TG_ERR_FORMAT, "5 dimensions, 1 to 4 are supported");
+
+    /* absurd: refused from the header, before any allocation */
+    bytes a = idx(3, (uint32_t[]){60000, 60000, 60000}, 0);
+    idx_fails(write_file("absurd", &a, false), TG_ERR_FORMAT,
+              "shape 60000x60000x60000 is more than the 1073741824 bytes an idx file may hold");
+    a.b[4] = a.b[5] = a.b[6] = a.b[7] = 0xff;
+    idx_fails(write_file("absurd2", &a, true), TG_ERR_FORMAT, "shape 4294967295x60000x60000 is more than");
+    /* big but allowed (2^30 bytes): a tiny file claiming it is truncated, and only a small buffer was made */
+    bytes c = idx(3, (uint32_t[]){16384, 16384, 4}, 0);
+    idx_fails(write_file("claims-1g.gz", &c, true), TG_ERR_FORMAT,
+              "truncated: header says 1073741840 bytes, file has 16 uncompressed");
+
+    t = idx(3, (uint32_t[]){2, 0, 4}, 0);
+    idx_fails(write_file("zero", &t, false), TG_ERR_FORMAT, "dimension 1 is 0");
+
+    t = f;
+    t.b[t.len++] = 9, t.b[t.len++] = 9, t.b[t.len++] = 9;
+    idx_fails(write_file("trailing", &t, false), TG_ERR_FORMAT, "trailing bytes: header says 40 bytes, file has 43");
+    idx_fails(write_file("trailing.gz", &t, true), TG_ERR_FORMAT,
+              "trailing bytes: header says 40 bytes, file has 43 uncompressed");
+
+    idx_fails(path_of("no-such-file"), TG_ERR_IO, "cannot open: No such file or directory");
+    idx_fails(dir, TG_ERR_IO, "cannot read: Is a directory");
+    clean_dir();
+}
+
+// ----------------------------------------------------------------------------
+// datasets
+
+static void write_set(const char *split, int n, int n_labels, bool gz) {
+    char name[64];
+    bytes im = idx(3, (uint32_t[]){(uint32_t)n, 3, 2}, 0);
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte%s", split, gz ? ".gz" : "");
+    write_file(name, &im, gz);
+    bytes lb = idx(1, (uint32_t[]){(uint32_t)n_labels}, 3);
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? ".gz" : "");
+    write_file(name, &lb, gz);
+}
+
+static double norm(int v) { return ((double)v / 255.0 - 0.1307) / 0.3081; }
+
+static void datasets(void) {
+    write_set("train", 5, 5, false);
+    write_set("t10k", 4, 4, true);
+    for (int k = 0; k < 2; k++) {
+        tg_dataset *ds = tg_dataset_new(dir, k ? "t10k" : "train", 0, TG_MNIST_MEAN, TG_MNIST_STD);
+        CHECK(ds != NULL);
+        if (!ds) continue;
+        CHECK_INT(ds->n, k ? 4 : 5);
+        CHECK_INT(ds->h, 3);
+        CHECK_INT(ds->w, 2);
+        for (int i = 0; i < ds->n * 6; i++) CHECK_NEAR(ds->images[i], norm(i * 7 % 256), 1e-6);
+        for (int i = 0; i < ds->n; i++) CHECK_INT(ds->labels[i], 3 + 7 * i);
+        CHECK_INT(ds->classes, 3 + 7 * (ds->n - 1) + 1);
+        CHECK_NEAR(ds->mean, 0.1307, 1e-7);
+        tg_dataset_free(ds);
+    }
+    /* the extremes, by hand: 0 -> -0.1307/0.3081, 255 -> 0.8693/0.3081 */
+    bytes im = idx(3, (uint32_t[]){1, 1, 2}, 0), lb = idx(1, (uint32_t[]){1}, 255);
+    im.b[16] = 0, im.b[17] = 255;
+    write_file("x-images-idx3-ubyte", &im, false);
+    write_file("x-labels-idx1-ubyte", &lb, false);
+    tg_dataset *ds = tg_dataset_new(dir, "x", 0, TG_MNIST_MEAN, TG_MNIST_STD);
+    CHECK(ds && fabsf(ds->images[0] - -0.42421292f) < 1e-6f && fabsf(ds->images[1] - 2.8214867f) < 1e-6f);
+    CHECK(ds && ds->labels[0] == 255 && ds->classes == 256);
+    tg_dataset_free(ds);
+    ds = tg_dataset_new(dir, "x", 0, 0.5f, 0.5f);
+    CHECK(ds && ds->images[0] == -1.0f && ds->images[1] == 1.0f);
+    tg_dataset_free(ds);
+
+    /* limit */
+    ds = tg_dataset_new(dir, "train", 3, TG_MNIST_MEAN, TG_MNIST_STD);
+    CHECK(ds && ds->n == 3 && ds->labels[2] == 17);
+    tg_dataset_free(ds);
+    ds = tg_dataset_new(dir, "train", 100, TG_MNIST_MEAN, TG_MNIST_STD);
+    CHECK(ds && ds->n == 5);
+    tg_dataset_free(ds);
+
+    /* errors */
+    char want[512];
+    write_set("odd", 5, 4, false);
+    CHECK(tg_dataset_new(dir, "odd", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_INT(tg_last_error_code(), TG_ERR_FORMAT);
+    snprintf(want, sizeof want, "%s/odd-images-idx3-ubyte has 5 images but %s/odd-labels-idx1-ubyte has 4 labels",
+             dir, dir);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK(tg_dataset_new(dir, "test", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_INT(tg_last_error_code(), TG_ERR_IO);
+    snprintf(want, sizeof want,
+             "dataset %s: neither test-images-idx3-ubyte nor test-images-idx3-ubyte.gz is there: No such file", dir);
+    CHECK_MSG(tg_last_error(), want);
+    bytes three = idx(1, (uint32_t[]){3}, 0);
+    write_file("flat-images-idx3-ubyte", &three, false);
+    write_file("flat-labels-idx1-ubyte", &three, false);
+    CHECK(tg_dataset_new(dir, "flat", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_MSG(tg_last_error(), "flat-images-idx3-ubyte: has 1 dimensions, images need 3 (N,H,W)");
+    /* a broken labels file is named as such */
+    write_file("broken-images-idx3-ubyte", &im, false);
+    bytes bad = lb;
+    bad.len--;
+    write_file("broken-labels-idx1-ubyte.gz", &bad, true);
+    CHECK(tg_dataset_new(dir, "broken", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_MSG(tg_last_error(), "broken-labels-idx1-ubyte.gz: truncated: header says 9 bytes, file has 8");
+    CHECK(tg_dataset_new(dir, "train", -1, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_MSG(tg_last_error(), "limit is -1");
+    CHECK(tg_dataset_new(dir, "train", 0, TG_MNIST_MEAN, 0) == NULL);
+    CHECK_MSG(tg_last_error(), "std is 0, must be positive and finite");
+    CHECK(tg_dataset_new(NULL, "train", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_MSG(tg_last_error(), "dataset_new: dir is NULL or empty");
+    tg_dataset_free(NULL);
+    clean_dir();
+}
+
+// ----------------------------------------------------------------------------
+// permutations and batches
+
+static void shuffling(void) {
+    enum { N = 1000 };
+    static int a[N], b[N], c[N];
+    CHECK_INT(tg_permutation(a, N, 42), 0);
+    CHECK_INT(tg_permutation(b, N, 42), 0);
+    CHECK_INT(tg_permutation(c, N, 43), 0);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+    static int seen[N];
+    int moved = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(a[i] >= 0 && a[i] < N);
+        if (a[i] >= 0 && a[i] < N) seen[a[i]]++;
+        moved += a[i] != i;
+    }
+    for (int i = 0; i < N; i++) CHECK_INT(seen[i], 1);
+    CHECK(moved > N * 9 / 10);
+    /* the same on every machine: pinned */
+    int p[10];
+    tg_permutation(p, 10, 1);
+    const int want[10] = {4, 2, 8, 1, 9, 3, 0, 6, 7, 5};
+    for (int i = 0; i < 10; i++) CHECK_INT(p[i], want[i]);
+    CHECK_INT(tg_permutation(p, 0, 1), 0);
+    CHECK_INT(tg_permutation(p, 1, 1), 0);
+    CHECK_INT(p[0], 0);
+    CHECK_INT(tg_permutation(NULL, 3, 1), TG_ERR_ARG);
+    CHECK_INT(tg_permutation(p, -1, 1), TG_ERR_ARG);
+}
+
+static void batches(void) {
+    write_set("train", 5, 5, false);
+    tg_dataset *ds = tg_dataset_new(dir, "train", 0, TG_MNIST_MEAN, TG_MNIST_STD);
+    CHECK(ds != NULL);
+    if (!ds) return;
+    int perm[5];
+    tg_permutation(perm, 5, 7);
+    tg_tape *t = tg_tape_new();
+    int32_t labels[2];
+    int seen = 0;
+    for (int start = 0; start < ds->n; start += 2) {
+        int b = ds->n - start < 2 ? ds->n - start : 2;
+        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 3, 2});
+        CHECK_INT(tg_dataset_batch(ds, perm, start, x, labels), b);
+        for (int i = 0; i < b; i++) {
+            int k = perm[start + i];
+            CHECK(memcmp(x->data + 6 * i, ds->images + 6 * k, 6 * sizeof(float)) == 0);
+            CHECK_INT(labels[i], ds->labels[k]);
+        }
+        seen += b;
+        tg_tape_reset(t);
+    }
+    CHECK_INT(seen, 5);
+    /* the last batch is short: a full-size tensor gets 1 sample, the rest untouched */
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 1, 3, 2});
+    x->data[6] = 123;
+    CHECK_INT(tg_dataset_batch(ds, NULL, 4, x, NULL), 1);
+    CHECK(memcmp(x->data, ds->images + 24, 6 * sizeof(float)) == 0);
+    CHECK_NEAR(x->data[6], 123, 0);
+    /* errors */
+    CHECK_INT(tg_dataset_batch(ds, NULL, 5, x, NULL), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "dataset_batch: start 5 is outside [0, 5)");
+    tg_tensor *wrong = tg_tensor_tape(t, 4, (int[]){2, 1, 3, 3});
+    CHECK_INT(tg_dataset_batch(ds, perm, 0, wrong, labels), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "dataset_batch: x is 2x1x3x3, needs (B,1,3,2)");
+    int bad[5] = {0, 9, 1, 2, 3};
+    CHECK_INT(tg_dataset_batch(ds, bad, 0, x, labels), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "perm[1] is 9, outside [0, 5)");
+    CHECK_INT(tg_dataset_batch(NULL, perm, 0, x, labels), TG_ERR_ARG);
+    tg_tape_free(t);
+    tg_dataset_free(ds);
+    clean_dir();
+}
+
+// ----------------------------------------------------------------------------
+// by hand: real data sets
+
+static int real(int argc, char **argv) {
+    int status = 0;
+    for (int a = 1; a < argc; a++)
+        for (int k = 0; k < 2; k++) {
+            const char *split = k ? "t10k" : "train";
+            tg_dataset *ds = tg_dataset_new(argv[a], split, 0, TG_MNIST_MEAN, TG_MNIST_STD);
+            if (!ds) {
+                fprintf(stderr, "%s\n", tg_last_error());
+                status = 1;
+                continue;
+            }
+            double sum = 0, sq = 0;
+            int64_t m = (int64_t)ds->n * ds->h * ds->w;
+            for (int64_t i = 0; i < m; i++) sum += ds->images[i], sq += (double)ds->images[i] * ds->images[i];
+            int count[256] = {0};
+            for (int i = 0; i < ds->n; i++) count[ds->labels[i]]++;
+            printf("%s %s: %d images %dx%d, %d classes, normalised mean %.4f std %.4f, labels", argv[a], split,
+                   ds->n, ds->h, ds->w, ds->classes, sum / m, sqrt(sq / m - (sum / m) * (sum / m)));
+            for (int c = 0; c < ds->classes; c++) printf(" %d", count[c]);
+            printf("\n");
+            tg_dataset_free(ds);
+        }
+    return status;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1) return real(argc, argv);
+    snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-data-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    idx_good();
+    idx_bad();
+    datasets();
+    shuffling();
+    batches();
+    clean_dir();
+    CHECK(rmdir(dir) == 0);
+    CHECK_DONE();
+}
