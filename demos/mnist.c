@@ -3,6 +3,7 @@
  *   build/demos/mnist [--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]
  *                     [--threads N] [--seed N] [--limit N] [--test-limit N] [--warmup STEPS]
  *                     [--save FILE] [--load FILE] [--out DIR]
+ *   TG_TAPE_DUMP=FILE build/demos/mnist ...   also writes the first step's tape (tg_tape_dump) to FILE
  *
  * Reads the program top to bottom: options, data, model, optimizer, the
  * training loop (forward, loss, backward, step, reset), evaluation, pictures. */
@@ -231,6 +232,11 @@ int main(int argc, char **argv) {
             tg_tensor *logits = tg_model_forward(m, t, x);
             tg_tensor *loss = tg_cross_entropy(t, logits, labels);
             if (!loss || tg_backward(t, loss) < 0) die("training step", NULL);
+            if (step == 0 && getenv("TG_TAPE_DUMP")) { /* the first step's tape, gradients and all */
+                FILE *f = fopen(getenv("TG_TAPE_DUMP"), "w");
+                if (!f || tg_tape_dump(t, f) < 0 || fclose(f) != 0) die("TG_TAPE_DUMP", "give a writable file");
+                printf("wrote the tape of the first step to %s\n", getenv("TG_TAPE_DUMP"));
+            }
             tg_sgd_step(opt);
             tg_sgd_zero_grad(opt);
             loss_sum += loss->data[0] * b, seen += b;

@@ -1,5 +1,5 @@
 /* tapegrad_nn.h: what holds parameters and state on top of tapegrad's ops:
- * layers and models, initialisation, SGD, data loading, checkpoints.
+ * layers and models, initialisation, SGD, data loading, checkpoints, images.
  * Same rules as tapegrad.h: NULL or a negative TG_ERR_* on failure with a
  * message in tg_last_error(); nothing here exits or aborts. */
 #ifndef TAPEGRAD_NN_H
@@ -78,6 +78,29 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
  * names and shapes. The whole file is checked (checksum included) before any
  * tensor is written: a failed load changes nothing. */
 int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n);
+/* The same for the first n tensors of a file that may hold more after them (a
+ * model's state followed by its optimizer's): the rest are checked as part of
+ * the file and ignored. Fails if the file holds fewer than n. */
+int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n);
+
+// ----------------------------------------------------------------------------
+// images: any picture of a digit made into an MNIST sample
+
+/* Reads an image file (PNG, JPEG, BMP, GIF, TGA, PSD, PNM...; through
+ * stb_image) and makes it a 28x28 digit the way MNIST's were made: grey (a
+ * transparent background becomes paper of the shade opposite the strokes);
+ * inverted if the paper is light (the median of the border pixels); stretched
+ * so the paper is 0 and the strongest ink 1; the ink's bounding box (pixels
+ * above 10% of the strongest) scaled, keeping its aspect ratio, so that its
+ * longer side is 20 pixels (area averaging when shrinking, bilinear when
+ * enlarging); then placed in the 28x28 field with its centre of mass at pixel
+ * (14,14), as near as the field's borders allow without cutting ink.
+ * out[784] receives (p/255 - TG_MNIST_MEAN) / TG_MNIST_STD for each byte p,
+ * exactly as tg_dataset_new normalises; pixels[784], if not NULL, the bytes
+ * (0 paper, 255 ink), row by row. A file that cannot be opened or decoded
+ * (stb_image's reason is given), or an image without ink, is an error naming
+ * the file; out and pixels are then left as they were. */
+int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
 
 // ----------------------------------------------------------------------------
 // layers and models

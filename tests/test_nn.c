@@ -64,10 +64,176 @@ static void residual_block(int version, int in, int out, int stride) {
     tg_model_free(m);
 }
 
+/* SGD against torch.optim.SGD of PyTorch 1.13 (values printed by it, for
+ * p = [1, -2] and the gradients [.5, -1], [.25, 2], [-1.5, .125] in turn). */
+static void sgd_like_pytorch(void) {
+    static const struct {
+        tg_sgd_opts o;
+        float want[6];
+    } cases[] = {
+        {{0.1f, 0, 0, 0, false}, {0.949999988f, -1.89999998f, 0.925000012f, -2.0999999f, 1.07500005f, -2.11249995f}},
+        {{0.1f, 0.9f, 0, 0, false}, {0.949999988f, -1.89999998f, 0.879999995f, -2.00999999f, 0.967000008f, -2.12150002f}},
+        {{0.1f, 0.9f, 0.3f, 0, false},
+         {0.949999988f, -1.89999998f, 0.887499988f, -1.94999993f, 0.936249971f, -2.00374985f}},
+        {{0.1f, 0.9f, 0, 0, true}, {0.904999971f, -1.80999994f, 0.816999972f, -2.10899997f, 1.04530001f, -2.22184992f}},
+        {{0.1f, 0.8f, 0, 0.05f, false},
+         {0.944999993f, -1.88999999f, 0.871275008f, -1.99255002f, 0.957938612f, -2.07712722f}},
+    };
+    const float grads[3][2] = {{0.5f, -1.0f}, {0.25f, 2.0f}, {-1.5f, 0.125f}};
+    for (int c = 0; c < 5; c++) {
+        tg_tensor *p = tg_param_new(1, (int[]){2});
+        p->data[0] = 1, p->data[1] = -2;
+        tg_sgd *o = tg_sgd_new(&p, 1, cases[c].o);
+        for (int k = 0; k < 3; k++) {
+            p->grad[0] = grads[k][0], p->grad[1] = grads[k][1];
+            tg_sgd_step(o);
+            CHECK_NEAR(p->data[0], cases[c].want[2 * k], 1e-6);
+            CHECK_NEAR(p->data[1], cases[c].want[2 * k + 1], 1e-6);
+        }
+        tg_tensor **st;
+        int ns = tg_sgd_state(o, &st);
+        CHECK_INT(ns, cases[c].o.momentum != 0 ? 2 : 1);
+        CHECK_NEAR(st[ns - 1]->data[0], 3, 0); /* steps */
+        tg_sgd_zero_grad(o);
+        CHECK_NEAR(p->grad[0], 0, 0);
+        tg_sgd_free(o);
+        tg_tensor_free(p);
+    }
+    tg_tensor *p = tg_param_new(1, (int[]){2});
+    CHECK(tg_sgd_new(&p, 1, (tg_sgd_opts){0.1f, 0.9f, 0.1f, 0, true}) == NULL);
+    CHECK_MSG(tg_last_error(), "sgd: nesterov momentum requires a momentum and zero dampening");
+    CHECK(tg_sgd_new(&p, 1, (tg_sgd_opts){-0.1f, 0, 0, 0, false}) == NULL);
+    CHECK_MSG(tg_last_error(), "sgd: lr -0.1");
+    tg_tensor *c = tg_tensor_new(1, (int[]){2});
+    CHECK(tg_sgd_new(&c, 1, (tg_sgd_opts){0.1f, 0, 0, 0, false}) == NULL);
+    CHECK_MSG(tg_last_error(), "sgd: parameter 0 does not require a gradient");
+    tg_tensor_free(p);
+    tg_tensor_free(c);
+
+    CHECK_NEAR(tg_lr_step(0.1f, 5, 2, 0.5f), 0.025, 1e-8);
+    CHECK_NEAR(tg_lr_step(0.1f, 1, 2, 0.5f), 0.1, 1e-8);
+    CHECK_NEAR(tg_lr_cosine(0.1f, 0, 10, 0.01f), 0.1, 1e-7);
+    CHECK_NEAR(tg_lr_cosine(0.1f, 5, 10, 0.01f), 0.055, 1e-7);
+    CHECK_NEAR(tg_lr_cosine(0.1f, 10, 10, 0.01f), 0.01, 1e-7);
+}
+
+static void init(void) {
+    tg_tensor *w = tg_tensor_new(4, (int[]){64, 32, 3, 3}); /* fan_in 288, fan_out 576 */
+    struct {
+        void (*fn)(tg_tensor *, uint64_t *);
+        double var;
+    } schemes[] = {{tg_init_kaiming_normal, 2.0 / 288}, {tg_init_kaiming_uniform, 2.0 / 288},
+                   {tg_init_xavier_normal, 2.0 / (288 + 576)}, {tg_init_xavier_uniform, 2.0 / (288 + 576)}};
+    for (int k = 0; k < 4; k++) {
+        uint64_t s = 1;
+        schemes[k].fn(w, &s);
+        double mean = 0, var = 0, mx = 0;
+        for (int i = 0; i < w->size; i++) mean += w->data[i] / w->size;
+        for (int i = 0; i < w->size; i++) var += pow(w->data[i] - mean, 2) / w->size, mx = fmax(mx, fabs(w->data[i]));
+        CHECK_NEAR(mean, 0, 0.05 * sqrt(schemes[k].var));
+        CHECK_NEAR(var / schemes[k].var, 1, 0.03);
+        if (k % 2) CHECK(mx <= sqrt(3 * schemes[k].var) + 1e-7); /* uniform: the bound sqrt(3 var) */
+        float first = w->data[0];
+        s = 1;
+        schemes[k].fn(w, &s);
+        CHECK(w->data[0] == first); /* seeded */
+    }
+    tg_tensor_free(w);
+}
+
+/* The demo nets have PyTorch's parameter counts; train/eval switches dropout and batch norm. */
+static void models(void) {
+    tg_model *m = tg_model_new(1);
+    tg_model_flatten(m);
+    tg_model_linear(m, 784, 512, true);
+    tg_model_relu(m);
+    tg_model_dropout(m, 0.2f);
+    tg_model_linear(m, 512, 10, true);
+    CHECK_INT(tg_model_param_count(m), 407050); /* PyTorch's count for the same mlp */
+    tg_tensor **ps;
+    CHECK_INT(tg_model_params(m, &ps), 4);
+    CHECK(strcmp(ps[2]->name, "4.weight") == 0);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 1, 28, 28});
+    for (int i = 0; i < x->size; i++) x->data[i] = (float)(i % 17) / 17;
+    CHECK(tg_model_training(m));
+    tg_tensor *a = tg_model_forward(m, t, x), *b = tg_model_forward(m, t, x);
+    CHECK(a && b && memcmp(a->data, b->data, 20 * sizeof(float)) != 0); /* dropout draws new masks */
+    tg_model_train(m, false);
+    a = tg_model_forward(m, t, x), b = tg_model_forward(m, t, x);
+    CHECK(a && b && memcmp(a->data, b->data, 20 * sizeof(float)) == 0);
+    tg_model_free(m);
+
+    /* batch norm follows the switch: evaluation uses (and keeps) the running statistics */
+    m = tg_model_new(1);
+    tg_layer *bn = tg_model_batch_norm(m, 1);
+    tg_tensor *v = tg_tensor_tape(t, 2, (int[]){4, 1});
+    for (int i = 0; i < 4; i++) v->data[i] = (float)i;
+    tg_model_forward(m, t, v);
+    CHECK_NEAR(bn->buffers[0]->data[0], 0.15, 1e-7); /* 0.1 * mean 1.5 */
+    tg_model_train(m, false);
+    tg_tensor *y = tg_model_forward(m, t, v);
+    CHECK_NEAR(bn->buffers[0]->data[0], 0.15, 1e-7);
+    CHECK_NEAR(y->data[3], (3 - 0.15) / sqrt(bn->buffers[1]->data[0] + 1e-5), 1e-5);
+    tg_tensor **st;
+    CHECK_INT(tg_model_state(m, &st), 4);
+    CHECK(strcmp(st[3]->name, "0.running_var") == 0);
+    tg_model_free(m);
+
+    /* a layer that cannot be built fails the model with its message */
+    m = tg_model_new(1);
+    tg_model_linear(m, 4, 4, true);
+    CHECK(tg_model_conv2d(m, 3, 8, 3, 0, 1, false) == NULL);
+    CHECK(tg_model_forward(m, t, v) == NULL);
+    CHECK_MSG(tg_last_error(), "model: layer 1: conv2d: in 3, out 8, kernel 3, stride 0");
+    tg_model_free(m);
+    /* shapes that do not fit fail at forward, naming the op */
+    m = tg_model_new(1);
+    tg_model_linear(m, 3, 4, true);
+    CHECK(tg_model_forward(m, t, v) == NULL);
+    CHECK_MSG(tg_last_error(), "linear: input has 1 features but weight expects 3");
+    tg_model_free(m);
+    tg_model_free(NULL);
+    tg_tape_free(t);
+}
+
+/* The model's state goes through a checkpoint and comes back bit for bit. */
+static void model_checkpoint(void) {
+    char dir[] = "/tmp/tg_nn_XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.ckpt", dir);
+    tg_model *a = tg_model_new(1), *b = tg_model_new(2);
+    tg_model_conv2d(a, 1, 4, 3, 1, 1, false), tg_model_batch_norm(a, 4), tg_model_residual(a, 4, 8, 2, 1);
+    tg_model_conv2d(b, 1, 4, 3, 1, 1, false), tg_model_batch_norm(b, 4), tg_model_residual(b, 4, 8, 2, 1);
+    tg_tensor **sa, **sb;
+    int n = tg_model_state(a, &sa);
+    CHECK_INT(tg_model_state(b, &sb), n);
+    sa[n - 1]->data[3] = 42; /* a buffer */
+    CHECK_INT(tg_checkpoint_save(path, sa, n), 0);
+    CHECK_INT(tg_checkpoint_load(path, sb, n), 0);
+    int same = 1;
+    for (int i = 0; i < n; i++) same &= memcmp(sa[i]->data, sb[i]->data, sa[i]->size * sizeof(float)) == 0;
+    CHECK(same);
+    /* another architecture: the first mismatch is named */
+    tg_model *c = tg_model_new(1);
+    tg_model_conv2d(c, 1, 8, 3, 1, 1, false), tg_model_batch_norm(c, 8), tg_model_residual(c, 8, 8, 2, 1);
+    tg_tensor **sc;
+    int nc = tg_model_state(c, &sc);
+    CHECK(tg_checkpoint_load(path, sc, nc) < 0);
+    CHECK_MSG(tg_last_error(), "0.weight");
+    remove(path);
+    remove(dir);
+    tg_model_free(a), tg_model_free(b), tg_model_free(c);
+}
+
 int main(void) {
     residual_block(1, 4, 4, 1);
     residual_block(1, 4, 8, 2);
     residual_block(2, 4, 4, 1);
     residual_block(2, 4, 8, 2);
+    sgd_like_pytorch();
+    init();
+    models();
+    model_checkpoint();
     CHECK_DONE();
 }
