@@ -3,6 +3,9 @@
 #include "internal.h"
 #include "ops.h"
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef struct {
     int stride, pad, dilation, groups;
@@ -110,14 +113,34 @@ static bool is_pointwise(const conv_dims *d) { return d->R == 1 && d->S == 1 && 
 
 // ----------------------------------------------------------------------------
 
+/* Work is split over images; each thread has its own im2col buffer. Results
+ * do not depend on the number of threads: every image is computed the same
+ * way, and the weight gradient is summed per fixed chunk of images, then over
+ * the chunks in order. */
+static int threads_for(int64_t n) {
+    int T = tg_get_threads();
+    return n < T ? (int)n : T;
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 static int conv_forward(tg_tape *t, tg_node *n) {
     conv_dims d = dims_of(n);
     const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
     float *y = n->out->data;
-    int HWo = d.Ho * d.Wo;
-    float *col = is_pointwise(&d) ? NULL : tg_tape_alloc(t, (size_t)d.rows * HWo * sizeof(float));
-    if (!is_pointwise(&d) && !col) return TG_ERR_NOMEM;
-    for (int i = 0; i < d.N; i++)
+    int HWo = d.Ho * d.Wo, T = threads_for(d.N);
+    bool pw = is_pointwise(&d);
+    float *cols = pw ? NULL : tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
+    if (!pw && !cols) return TG_ERR_NOMEM;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < d.N; i++) {
+        float *col = pw ? NULL : cols + (size_t)thread_id() * d.rows * HWo;
         for (int g = 0; g < d.G; g++) {
             const float *xg = x + ((int64_t)i * d.C + (int64_t)g * d.Cg) * d.H * d.W;
             float *yg = y + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWo;
@@ -132,8 +155,11 @@ static int conv_forward(tg_tape *t, tg_node *n) {
                 for (int k = 0; k < d.Kg; k++)
                     for (int p = 0; p < HWo; p++) yg[(int64_t)k * HWo + p] += b[g * d.Kg + k];
         }
+    }
     return 0;
 }
+
+#define CONV_CHUNKS 16 /* the weight gradient is summed over at most this many chunks of images */
 
 // dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol), db += sum of dY over N, H', W'
 static int conv_vjp(tg_tape *t, tg_node *n) {
@@ -142,32 +168,43 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     int HWo = d.Ho * d.Wo;
     bool pw = is_pointwise(&d);
-    float *col = tg_tape_alloc(t, (size_t)d.rows * HWo * sizeof(float));
-    if (!col) return TG_ERR_NOMEM;
-    for (int i = 0; i < d.N; i++)
-        for (int g = 0; g < d.G; g++) {
-            int64_t xoff = ((int64_t)i * d.C + (int64_t)g * d.Cg) * d.H * d.W;
-            const float *dyg = dy + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWo;
-            const float *wg = w->data + (int64_t)g * d.Kg * d.rows;
-            if (w->requires_grad) {
-                const float *src = x->data + xoff;
-                if (!pw) {
-                    im2col(col, src, &d);
-                    src = col;
+    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = threads_for(chunks);
+    float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
+    float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
+    if (!cols || (w->requires_grad && !dws)) return TG_ERR_NOMEM;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int c = 0; c < chunks; c++) {
+        float *col = cols + (size_t)thread_id() * d.rows * HWo;
+        float *dw = dws ? dws + (size_t)c * w->size : NULL;
+        for (int i = (int)((int64_t)d.N * c / chunks); i < (int)((int64_t)d.N * (c + 1) / chunks); i++)
+            for (int g = 0; g < d.G; g++) {
+                int64_t xoff = ((int64_t)i * d.C + (int64_t)g * d.Cg) * d.H * d.W;
+                const float *dyg = dy + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWo;
+                const float *wg = w->data + (int64_t)g * d.Kg * d.rows;
+                if (dw) {
+                    const float *src = x->data + xoff;
+                    if (!pw) {
+                        im2col(col, src, &d);
+                        src = col;
+                    }
+                    bool first = i == (int)((int64_t)d.N * c / chunks);
+                    tg__sgemm(false, true, d.Kg, (int)d.rows, HWo, 1.0f, dyg, HWo, src, HWo, first ? 0.0f : 1.0f,
+                              dw + (int64_t)g * d.Kg * d.rows, (int)d.rows);
                 }
-                tg__sgemm(false, true, d.Kg, (int)d.rows, HWo, 1.0f, dyg, HWo, src, HWo, 1.0f,
-                          w->grad + (int64_t)g * d.Kg * d.rows, (int)d.rows);
-            }
-            if (x->requires_grad) {
-                if (pw) {
-                    tg__sgemm(true, false, (int)d.rows, HWo, d.Kg, 1.0f, wg, (int)d.rows, dyg, HWo, 1.0f,
-                              x->grad + xoff, HWo);
-                } else {
-                    tg__sgemm(true, false, (int)d.rows, HWo, d.Kg, 1.0f, wg, (int)d.rows, dyg, HWo, 0.0f, col, HWo);
-                    col2im(x->grad + xoff, col, &d);
+                if (x->requires_grad) {
+                    if (pw) {
+                        tg__sgemm(true, false, (int)d.rows, HWo, d.Kg, 1.0f, wg, (int)d.rows, dyg, HWo, 1.0f,
+                                  x->grad + xoff, HWo);
+                    } else {
+                        tg__sgemm(true, false, (int)d.rows, HWo, d.Kg, 1.0f, wg, (int)d.rows, dyg, HWo, 0.0f, col,
+                                  HWo);
+                        col2im(x->grad + xoff, col, &d);
+                    }
                 }
             }
-        }
+    }
+    for (int c = 0; dws && c < chunks; c++)
+        for (int64_t j = 0; j < w->size; j++) w->grad[j] += dws[(size_t)c * w->size + j];
     if (b && b->requires_grad)
         for (int i = 0; i < d.N; i++)
             for (int k = 0; k < d.K; k++) {
@@ -185,8 +222,24 @@ static void conv_describe(const tg_node *n, char *buf, size_t len) {
              n->in[1]->shape[3], a->stride, a->pad, a->dilation, a->groups, n->n_in > 2 ? " bias" : "");
 }
 
+/* FLOPs: 2*(C/groups)*R*S multiply-adds for each of the N*K*H'*W' outputs, plus N*K*H'*W' bias adds */
+static int64_t conv_flops(const tg_node *n) {
+    conv_dims d = dims_of(n);
+    int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo;
+    return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0);
+}
+
+/* The window over H, for the receptive field */
+static void conv_window(const tg_node *n, int *kernel, int *stride, int *dilation) {
+    const conv_attr *a = n->attr;
+    *kernel = n->in[1]->shape[2];
+    *stride = a->stride;
+    *dilation = a->dilation;
+}
+
 const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
-                             .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe};
+                             .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
+                             .flops = conv_flops, .window = conv_window};
 
 tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                      int groups) {
