@@ -34,19 +34,27 @@
 // ----------------------------------------------------------------------------
 // kernels: each fills or updates one MR x NR tile of C from packed panels
 
-/* acc = sum_k a[k*MR + i] * b[k*NR + j] over kc, then for i < mr, j < nr:
- * c[i*ldc + j] = alpha * acc + beta * c (c is not read when beta == 0) */
-typedef void (*tg__ukernel)(int kc, const float *a, const float *b, int mr, int nr, float *c,
+/* acc = sum_k a[k*MR + i] * b[k*ldb + j] over kc, then for i < mr, j < nr:
+ * c[i*ldc + j] = alpha * acc + beta * c (c is not read when beta == 0).
+ * b holds NR readable floats per k: a packed panel (ldb == NR) or B itself. */
+typedef void (*tg__ukernel)(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr, float *c,
                             ptrdiff_t ldc, float alpha, float beta);
 /* dst[k*P + r] = element (r, k) of a block with nvalid rows, kc columns; rows
  * nvalid..P-1 get zeros. copy: element (r,k) at src[k*ld + r]; trans: at src[r*ld + k] */
 typedef void (*tg__pack_fn)(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc);
 
+/* c[i*ldc + j] = alpha * dot(a[i*lda:], b[j*ldb:]) over kc + beta * c, for a tile of mr x nr */
+typedef void (*tg__dotkernel)(int kc, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, int mr,
+                              int nr, float *c, ptrdiff_t ldc, float alpha, float beta);
+
 typedef struct {
     const char *name;
     int mr, nr, kc, mc, nc;
+    int direct_rows; /* B is read in place (not packed) for up to this many rows of C */
     tg__ukernel kernel;
     tg__pack_fn pack_copy, pack_trans;
+    tg__dotkernel dot; /* for A B^T with at most dot_rows rows, if not NULL; tiles dot_r x dot_r */
+    int dot_r, dot_kc, dot_rows;
 } tg__gemm_isa;
 
 static void pack_copy_c(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
@@ -65,17 +73,17 @@ static void pack_trans_c(float *dst, const float *src, ptrdiff_t ld, int nvalid,
 
 enum { C_MR = 4, C_NR = 16 };
 
-static void kernel_c(int kc, const float *a, const float *b, int mr, int nr, float *c, ptrdiff_t ldc,
-                     float alpha, float beta) {
+static void kernel_c(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr, float *c,
+                     ptrdiff_t ldc, float alpha, float beta) {
     float acc[C_MR][C_NR] = {{0}};
-    for (int k = 0; k < kc; k++, a += C_MR, b += C_NR)
+    for (int k = 0; k < kc; k++, a += C_MR, b += ldb)
         for (int i = 0; i < C_MR; i++)
             for (int j = 0; j < C_NR; j++) acc[i][j] += a[i] * b[j];
     for (int i = 0; i < mr; i++, c += ldc)
         for (int j = 0; j < nr; j++) c[j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[j];
 }
 
-static const tg__gemm_isa isa_c = {"generic", C_MR, C_NR, 256, 256, 2048, kernel_c, pack_copy_c, pack_trans_c};
+static const tg__gemm_isa isa_c = {"generic", C_MR, C_NR, 256, 256, 2048, 0, kernel_c, pack_copy_c, pack_trans_c, NULL, 0, 0, 0};
 
 #if defined(__x86_64__)
 // ----------------------------------------------------------------------------
@@ -166,14 +174,14 @@ TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, 
 
 enum { A2_MR = 4, A2_NR = 24 };
 
-TG_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float *a, const float *b, float *c,
-                                 ptrdiff_t ldc, float alpha, float beta, __m256i mlast) {
+TG_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float *a, const float *b, ptrdiff_t ldb,
+                                 float *c, ptrdiff_t ldc, float alpha, float beta, __m256i mlast) {
     __m256 acc[A2_MR][3];
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 3
         for (int v = 0; v < nv; v++) acc[i][v] = _mm256_setzero_ps();
-    for (int k = 0; k < kc; k++, a += A2_MR, b += A2_NR) {
+    for (int k = 0; k < kc; k++, a += A2_MR, b += ldb) {
         __m256 bv[3];
 #pragma GCC unroll 3
         for (int v = 0; v < nv; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
@@ -200,12 +208,12 @@ TG_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float
     }
 }
 
-TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, int mr, int nr, float *c, ptrdiff_t ldc,
-                                float alpha, float beta) {
+TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr, float *c,
+                                ptrdiff_t ldc, float alpha, float beta) {
     int nv = (nr + 7) / 8;
     __m256i m = _mm256_loadu_si256((const __m256i *)(mask8_tab + 8 - (nr - 8 * (nv - 1))));
 #define TG_CASE(MR_, NV_) \
-    case (MR_) * 4 + (NV_): tile_avx2(MR_, NV_, kc, a, b, c, ldc, alpha, beta, m); break;
+    case (MR_) * 4 + (NV_): tile_avx2(MR_, NV_, kc, a, b, ldb, c, ldc, alpha, beta, m); break;
     switch (mr * 4 + nv) {
         TG_CASE(1, 1) TG_CASE(1, 2) TG_CASE(1, 3)
         TG_CASE(2, 1) TG_CASE(2, 2) TG_CASE(2, 3)
@@ -216,22 +224,23 @@ TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, int mr, 
 #undef TG_CASE
 }
 
-static const tg__gemm_isa isa_avx2 = {"avx2", A2_MR, A2_NR, 256, 384, 3072, kernel_avx2, pack_copy_avx2,
-                                      pack_trans_avx2};
+static const tg__gemm_isa isa_avx2 = {"avx2", A2_MR, A2_NR, 256, 384, 3072, 16, kernel_avx2, pack_copy_avx2,
+                                      pack_trans_avx2, NULL, 0, 0, 0};
 
 // ----------------------------------------------------------------------------
 // x86: AVX-512 micro-kernel, 8 rows x 2 vectors of 16 (16 accumulators)
 
 enum { A5_MR = 8, A5_NR = 32 };
 
-TG_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const float *a, const float *b, float *c,
-                                     ptrdiff_t ldc, float alpha, float beta, __mmask16 mlast) {
+TG_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const float *a, const float *b,
+                                     ptrdiff_t ldb, float *c, ptrdiff_t ldc, float alpha, float beta,
+                                     __mmask16 mlast) {
     __m512 acc[A5_MR][2];
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 2
         for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++, a += A5_MR, b += A5_NR) {
+    for (int k = 0; k < kc; k++, a += A5_MR, b += ldb) {
         __m512 bv[2];
 #pragma GCC unroll 2
         for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
@@ -255,14 +264,14 @@ TG_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const f
     }
 }
 
-TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, int mr, int nr, float *c,
-                                    ptrdiff_t ldc, float alpha, float beta) {
+TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr,
+                                    float *c, ptrdiff_t ldc, float alpha, float beta) {
     int nv = nr > 16 ? 2 : 1;
     __mmask16 m = (__mmask16)((1u << (nr - 16 * (nv - 1))) - 1u);
 #define TG_CASE(MR_)                                                                  \
     case MR_:                                                                         \
-        if (nv == 2) tile_avx512(MR_, 2, kc, a, b, c, ldc, alpha, beta, m);         \
-        else tile_avx512(MR_, 1, kc, a, b, c, ldc, alpha, beta, m);                  \
+        if (nv == 2) tile_avx512(MR_, 2, kc, a, b, ldb, c, ldc, alpha, beta, m);         \
+        else tile_avx512(MR_, 1, kc, a, b, ldb, c, ldc, alpha, beta, m);                  \
         break;
     switch (mr) {
         TG_CASE(1) TG_CASE(2) TG_CASE(3) TG_CASE(4) TG_CASE(5) TG_CASE(6) TG_CASE(7) TG_CASE(8)
@@ -271,8 +280,89 @@ TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, int 
 #undef TG_CASE
 }
 
-static const tg__gemm_isa isa_avx512 = {"avx512", A5_MR, A5_NR, 256, 512, 4096, kernel_avx512, pack_copy_avx2,
-                                        pack_trans_avx2};
+// ----------------------------------------------------------------------------
+// x86: AVX-512 dot-product kernel for A (M x K) times B^T (B stored N x K)
+//
+// Both operands run along K in memory, so the outer-product kernel above would
+// need both transposed while packing, which for a small M costs more than the
+// multiply. Here each of a 4 x 4 tile's sums is a vector of 16 partial sums
+// along K, read in place, and a shuffle tree adds the 16 vectors up at the end.
+
+enum { DOT_R = 4, DOT_KC = 1024 };
+
+/* out lane t = the sum of the lanes of v[t] */
+TG_AVX512 TG_INLINE __m512 reduce16(const __m512 *v) {
+    __m512 x[8], y[4], z[2];
+    for (int i = 0; i < 8; i++) /* lanes alternate v[2i], v[2i+1]: two partial sums each per 128 bits */
+        x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) { /* per 128 bits: v[4i..4i+3], one partial sum each */
+        __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(x[2 * i]), _mm512_castps_pd(x[2 * i + 1]));
+        __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(x[2 * i]), _mm512_castps_pd(x[2 * i + 1]));
+        y[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+    }
+    for (int i = 0; i < 2; i++) /* add 128-bit blocks pairwise */
+        z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88), _mm512_shuffle_f32x4(z[0], z[1], 0xdd));
+}
+
+/* c[i*ldc + j] = alpha * dot(a[i*lda:], b[j*ldb:]) over kc + beta * c, i < mr, j < nr */
+TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const float *a, ptrdiff_t lda,
+                                  const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, float alpha,
+                                  float beta) {
+    __m512 acc[DOT_R * DOT_R];
+    for (int t = 0; t < DOT_R * DOT_R; t++) acc[t] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512 av[DOT_R], bv[DOT_R];
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) av[i] = _mm512_loadu_ps(a + i * lda + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) bv[j] = _mm512_loadu_ps(b + j * ldb + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) acc[i * DOT_R + j] = _mm512_fmadd_ps(av[i], bv[j], acc[i * DOT_R + j]);
+    }
+    if (k < kc) { /* the ragged end of the sum: missing lanes load as zeros */
+        __mmask16 m = (__mmask16)((1u << (kc - k)) - 1u);
+        __m512 av[DOT_R], bv[DOT_R];
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) av[i] = _mm512_maskz_loadu_ps(m, a + i * lda + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) bv[j] = _mm512_maskz_loadu_ps(m, b + j * ldb + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) acc[i * DOT_R + j] = _mm512_fmadd_ps(av[i], bv[j], acc[i * DOT_R + j]);
+    }
+    alignas(64) float sum[DOT_R * DOT_R];
+    _mm512_store_ps(sum, _mm512_mul_ps(_mm512_set1_ps(alpha), reduce16(acc)));
+    __mmask8 m = (__mmask8)((1u << nr) - 1u);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        __m128 r = _mm_load_ps(sum + DOT_R * i);
+        if (beta != 0.0f) r = _mm_fmadd_ps(_mm_set1_ps(beta), _mm_maskz_loadu_ps(m, c + i * ldc), r);
+        _mm_mask_storeu_ps(c + i * ldc, m, r);
+    }
+}
+
+TG_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, int mr,
+                                 int nr, float *c, ptrdiff_t ldc, float alpha, float beta) {
+#define TG_CASE(MR_, NR_) \
+    case (MR_) * 8 + (NR_): dot_tile(MR_, NR_, kc, a, lda, b, ldb, c, ldc, alpha, beta); break;
+    switch (mr * 8 + nr) {
+        TG_CASE(1, 1) TG_CASE(1, 2) TG_CASE(1, 3) TG_CASE(1, 4)
+        TG_CASE(2, 1) TG_CASE(2, 2) TG_CASE(2, 3) TG_CASE(2, 4)
+        TG_CASE(3, 1) TG_CASE(3, 2) TG_CASE(3, 3) TG_CASE(3, 4)
+        TG_CASE(4, 1) TG_CASE(4, 2) TG_CASE(4, 3) TG_CASE(4, 4)
+        default: TG_ASSERT(0);
+    }
+#undef TG_CASE
+}
+
+static const tg__gemm_isa isa_avx512 = {"avx512", A5_MR, A5_NR, 256, 512, 4096, 32, kernel_avx512, pack_copy_avx2,
+                                        pack_trans_avx2, dot_kernel, DOT_R, DOT_KC, 1 << 30};
 #endif
 
 // ----------------------------------------------------------------------------
@@ -294,7 +384,7 @@ static const tg__gemm_isa *isa_best(void) {
     if (f) return f;
 #if defined(__x86_64__)
     if (getenv("TG_KC")) { /* TEMP tuning */
-        static tg__gemm_isa t; t = isa_avx512; t.kc = atoi(getenv("TG_KC")); t.mc = atoi(getenv("TG_MC")); t.nc = atoi(getenv("TG_NC")); return &t; }
+        static tg__gemm_isa t; t = isa_avx512; t.kc = atoi(getenv("TG_KC")); t.mc = atoi(getenv("TG_MC")); t.nc = atoi(getenv("TG_NC")); t.direct_rows = atoi(getenv("TG_DR")); t.dot_rows = atoi(getenv("TG_DOT")); return &t; }
     if (isa_supported(&isa_avx512)) return &isa_avx512;
     if (isa_supported(&isa_avx2)) return &isa_avx2;
 #endif
@@ -367,19 +457,24 @@ typedef struct {
     const float *A, *B;
     ptrdiff_t lda, ldb, ldc;
     float *C;
-    int kc; /* KC slice length: the same for every thread, so sums are split the same way */
+    int kc;              /* K slice length: the same for every thread, so sums are split the same way */
+    bool dot;            /* the dot-product kernel, tiles of isa->dot_r */
+    int tile_m, tile_n;  /* threads split C along these */
 } tg__gemm_job;
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 /* C[m0:m1, n0:n1] of the job */
 static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
-    if (m0 >= m1 || n0 >= n1) return;
     const int MR = isa->mr, NR = isa->nr;
     int mc_max = round_up(m1 - m0 < isa->mc ? m1 - m0 : isa->mc, MR);
     int nc_max = round_up(n1 - n0 < isa->nc ? n1 - n0 : isa->nc, NR);
     int kc_max = g->kc;
-    float *abuf = pack_buffer((size_t)mc_max * kc_max + (size_t)kc_max * nc_max);
+    /* With few rows a panel of B is used only a few times, so packing it costs
+     * more than it saves: the kernel reads B's rows in place (all but a ragged
+     * last panel, which would read past the row). */
+    bool direct_b = !g->trans_b && m1 - m0 <= isa->direct_rows;
+    float *abuf = pack_buffer((size_t)mc_max * kc_max + (size_t)kc_max * (direct_b ? NR : nc_max));
     TG_ASSERT(abuf); /* the library has no way to report failure from here */
     float *bbuf = abuf + (size_t)mc_max * kc_max;
     for (int jc = n0; jc < n1; jc += isa->nc) {
@@ -389,9 +484,14 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
             float beta = pc == 0 ? g->beta : 1.0f;
             for (int jr = 0; jr < nc; jr += NR) {
                 int nr = nc - jr < NR ? nc - jr : NR;
-                float *d = bbuf + (size_t)jr * kc;
-                if (!g->trans_b) isa->pack_copy(d, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
-                else isa->pack_trans(d, g->B + (ptrdiff_t)(jc + jr) * g->ldb + pc, g->ldb, nr, NR, kc);
+                if (direct_b) {
+                    if (nr == NR) continue;
+                    isa->pack_copy(bbuf, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
+                } else if (!g->trans_b) {
+                    isa->pack_copy(bbuf + (size_t)jr * kc, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
+                } else {
+                    isa->pack_trans(bbuf + (size_t)jr * kc, g->B + (ptrdiff_t)(jc + jr) * g->ldb + pc, g->ldb, nr, NR, kc);
+                }
             }
             for (int ic = m0; ic < m1; ic += isa->mc) {
                 int mc = m1 - ic < isa->mc ? m1 - ic : isa->mc;
@@ -403,14 +503,32 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
                 }
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
+                    const float *b = bbuf + (size_t)jr * kc;
+                    ptrdiff_t ldb = NR;
+                    if (direct_b && nr == NR) b = g->B + (ptrdiff_t)pc * g->ldb + jc + jr, ldb = g->ldb;
+                    else if (direct_b) b = bbuf;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
-                        isa->kernel(kc, abuf + (size_t)ir * kc, bbuf + (size_t)jr * kc, mr, nr,
+                        isa->kernel(kc, abuf + (size_t)ir * kc, b, ldb, mr, nr,
                                     g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha, beta);
                     }
                 }
             }
         }
+    }
+}
+
+/* the same with the dot-product kernel: A and B are read in place */
+static void dot_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
+    const int R = isa->dot_r;
+    for (int pc = 0; pc < g->K; pc += g->kc) {
+        int kc = g->K - pc < g->kc ? g->K - pc : g->kc;
+        float beta = pc == 0 ? g->beta : 1.0f;
+        for (int i = m0; i < m1; i += R)
+            for (int j = n0; j < n1; j += R)
+                isa->dot(kc, g->A + (ptrdiff_t)i * g->lda + pc, g->lda, g->B + (ptrdiff_t)j * g->ldb + pc, g->ldb,
+                         m1 - i < R ? m1 - i : R, n1 - j < R ? n1 - j : R, g->C + (ptrdiff_t)i * g->ldc + j,
+                         g->ldc, g->alpha, beta);
     }
 }
 
@@ -425,15 +543,15 @@ static int part_lo(int panels, int t, int T) { return (int)((int64_t)panels * t 
 static double share_cost(int rows, int cols) { return (double)rows * cols + 10.0 * (rows + cols); }
 
 /* Picks a grid tm x tn (tm * tn == T) of row and column parts. */
-static void split_grid(const tg__gemm_isa *isa, int M, int N, int T, int *tm, int *tn) {
-    int pm = (M + isa->mr - 1) / isa->mr, pn = (N + isa->nr - 1) / isa->nr;
+static void split_grid(const tg__gemm_job *g, int T, int *tm, int *tn) {
+    int pm = (g->M + g->tile_m - 1) / g->tile_m, pn = (g->N + g->tile_n - 1) / g->tile_n;
     double best = 0;
     *tm = 1, *tn = T;
     for (int a = 1; a <= T; a++) {
         if (T % a) continue;
         int b = T / a;
         if (a > pm || b > pn) continue;
-        int rows = (pm + a - 1) / a * isa->mr, cols = (pn + b - 1) / b * isa->nr;
+        int rows = (pm + a - 1) / a * g->tile_m, cols = (pn + b - 1) / b * g->tile_n;
         double c = share_cost(rows, cols);
         if (best == 0 || c < best) best = c, *tm = a, *tn = b;
     }
@@ -441,12 +559,16 @@ static void split_grid(const tg__gemm_isa *isa, int M, int N, int T, int *tm, in
 
 static void gemm_part(const tg__gemm_isa *isa, const tg__gemm_job *g, int t, int T) {
     int tm, tn;
-    split_grid(isa, g->M, g->N, T, &tm, &tn);
-    int pm = (g->M + isa->mr - 1) / isa->mr, pn = (g->N + isa->nr - 1) / isa->nr;
+    split_grid(g, T, &tm, &tn);
+    int pm = (g->M + g->tile_m - 1) / g->tile_m, pn = (g->N + g->tile_n - 1) / g->tile_n;
     int ti = t / tn, tj = t % tn;
-    int m0 = part_lo(pm, ti, tm) * isa->mr, m1 = part_lo(pm, ti + 1, tm) * isa->mr;
-    int n0 = part_lo(pn, tj, tn) * isa->nr, n1 = part_lo(pn, tj + 1, tn) * isa->nr;
-    gemm_block(isa, g, m0, m1 < g->M ? m1 : g->M, n0, n1 < g->N ? n1 : g->N);
+    int m0 = part_lo(pm, ti, tm) * g->tile_m, m1 = part_lo(pm, ti + 1, tm) * g->tile_m;
+    int n0 = part_lo(pn, tj, tn) * g->tile_n, n1 = part_lo(pn, tj + 1, tn) * g->tile_n;
+    if (m1 > g->M) m1 = g->M;
+    if (n1 > g->N) n1 = g->N;
+    if (m0 >= m1 || n0 >= n1) return;
+    if (g->dot) dot_block(isa, g, m0, m1, n0, n1);
+    else gemm_block(isa, g, m0, m1, n0, n1);
 }
 
 /* Below this many multiply-adds a second thread costs more than it saves. */
@@ -472,10 +594,15 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
         return;
     }
     const tg__gemm_isa *isa = isa_best();
-    tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0};
-    /* equal slices of at most isa->kc, a multiple of 8 but the last */
-    int slices = (K + isa->kc - 1) / isa->kc;
-    g.kc = slices == 1 ? K : round_up((K + slices - 1) / slices, 8);
+    tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, false, isa->mr, isa->nr};
+    int kc_max = isa->kc, align = 8;
+    if (isa->dot && !trans_a && trans_b && M <= isa->dot_rows) {
+        g.dot = true, g.tile_m = g.tile_n = isa->dot_r;
+        kc_max = isa->dot_kc, align = 16;
+    }
+    /* equal slices of at most kc_max, a multiple of align but the last */
+    int slices = (K + kc_max - 1) / kc_max;
+    g.kc = slices == 1 ? K : round_up((K + slices - 1) / slices, align);
 
     int T = 1;
 #ifdef _OPENMP

@@ -40,6 +40,7 @@ struct tg_tape {
     tg_node *first, *last;
     int n_nodes;
     bool grad_enabled;
+    bool check_finite;  /* tg_tape_check_finite */
     uint64_t rng;
 };
 
@@ -49,6 +50,9 @@ tg_tensor *tg__tensor_arena(tg_tape *t, int ndim, const int *shape, bool zero);
 int64_t tg__numel(int ndim, const int *shape);
 /* Clock in seconds. */
 double tg__now(void);
+/* How dumps and messages call a tensor: "%3" for a node's output, else its
+ * name, else "param" (a leaf that takes a gradient) or "input". */
+const char *tg__label(const tg_tensor *x, char *buf, size_t len);
 
 /* GEMM, row-major: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
  * A is M x K (K x M when transposed), B is K x N (N x K when transposed). */

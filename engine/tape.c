@@ -84,6 +84,60 @@ float tg_rand_normal(uint64_t *s) {
 float tg_tape_uniform(tg_tape *t) { return tg_rand_uniform(&t->rng); }
 
 // ----------------------------------------------------------------------------
+// the non-finite check: one branch per op when off
+
+void tg_tape_check_finite(tg_tape *t, bool on) {
+    if (t) t->check_finite = on;
+}
+
+/* Index of the first NaN or Inf in x[0..n), or -1. */
+static int64_t first_nonfinite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+static const char *kind_of(float v) { return isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"; }
+
+/* After forward: the output must be finite; say whether an input already was not. */
+static int check_forward(const tg_tape *t, const tg_node *n) {
+    const tg_tensor *y = n->out;
+    int64_t i = first_nonfinite(y->data, y->size);
+    if (i < 0) return 0;
+    char node[32], sy[64], cause[160] = "; its inputs are finite";
+    if (n->record) snprintf(node, sizeof node, "node %%%d", t->n_nodes);
+    else snprintf(node, sizeof node, "an unrecorded node");
+    for (int k = 0; k < n->n_in; k++) {
+        int64_t j = first_nonfinite(n->in[k]->data, n->in[k]->size);
+        if (j >= 0) {
+            char l[48];
+            snprintf(cause, sizeof cause, "; input %d (%s) already holds %s at element %lld", k,
+                     tg__label(n->in[k], l, sizeof l), kind_of(n->in[k]->data[j]), (long long)j);
+            break;
+        }
+    }
+    return tg_fail(TG_ERR_NONFINITE, "%s: forward output %s of %s holds %s at element %lld%s", n->op->name,
+                   tg_shape_str(y, sy, sizeof sy), node, kind_of(y->data[i]), (long long)i, cause);
+}
+
+/* After a VJP: every input gradient it wrote must be finite. */
+static int check_backward(const tg_node *n) {
+    for (int k = 0; k < n->n_in; k++) {
+        const tg_tensor *x = n->in[k];
+        if (!x->requires_grad || !x->grad) continue;
+        int64_t i = first_nonfinite(x->grad, x->size);
+        if (i < 0) continue;
+        char l[48], sx[64], sdy[160] = "";
+        if (first_nonfinite(n->out->grad, n->out->size) >= 0)
+            snprintf(sdy, sizeof sdy, "; the gradient dy at its output already was not finite");
+        return tg_fail(TG_ERR_NONFINITE, "%s: backward of node %%%d gave input %d (%s, %s) a gradient holding %s at "
+                       "element %lld%s", n->op->name, n->id, k, tg__label(x, l, sizeof l),
+                       tg_shape_str(x, sx, sizeof sx), kind_of(x->grad[i]), (long long)i, sdy);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // recording
 
 tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr) {
@@ -128,6 +182,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     double t0 = tg__now();
     if (op->forward(t, n) < 0) return NULL;
     n->t_forward = tg__now() - t0;
+    if (t->check_finite && check_forward(t, n) < 0) return NULL;
 
     if (n->record) {
         n->id = t->n_nodes++;
@@ -165,6 +220,10 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
         if (n->out->grad) memset(n->out->grad, 0, (size_t)n->out->size * sizeof(float));
     if (ensure_grad(t, y) < 0) return TG_ERR_NOMEM;
     for (int64_t i = 0; i < y->size; i++) y->grad[i] += dy[i];
+    int64_t bad = t->check_finite ? first_nonfinite(y->grad, y->size) : -1;
+    if (bad >= 0)
+        return tg_fail(TG_ERR_NONFINITE, "backward: the seed gradient holds %s at element %lld",
+                       kind_of(y->grad[bad]), (long long)bad);
 
     for (tg_node *n = y->node; n; n = n->prev) {
         if (!n->out->grad) continue; /* not on a path to y */
@@ -174,6 +233,7 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
         int rc = n->op->vjp(t, n);
         if (rc < 0) return rc;
         n->t_backward = tg__now() - t0;
+        if (t->check_finite && check_backward(n) < 0) return TG_ERR_NONFINITE;
     }
     return 0;
 }

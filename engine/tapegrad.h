@@ -45,6 +45,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,9 +131,30 @@ size_t tg_tape_arena_high_water(const tg_tape *t); /* most bytes ever in use */
 int tg_backward(tg_tape *t, tg_tensor *loss);
 /* Backward from any tensor with an explicit seed gradient dy (same size as y). */
 int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy);
+/* Non-finite check (off by default; off, it costs one branch per op). On, every
+ * op's output is scanned after its forward and every input gradient after its
+ * VJP: the first NaN or Inf fails the op (tg_apply returns NULL) or the sweep
+ * (TG_ERR_NONFINITE), and tg_last_error() names the op, its node and shape,
+ * forward or backward, and for backward which input. */
+void tg_tape_check_finite(tg_tape *t, bool on);
 
 /* Counts every malloc/calloc/realloc the library makes (for the no-malloc test). */
 uint64_t tg_alloc_count(void);
+
+// ----------------------------------------------------------------------------
+// tape dumps: see what the network did
+
+/* One line per recorded node: id, op, output shape, receptive field (4-D outputs),
+ * bytes saved for backward and what they are, forward FLOPs, parameter elements
+ * read, forward and backward milliseconds, the L2 norm of the output's gradient
+ * (after backward), inputs (%id, a parameter's name, or "input"), the op's
+ * attributes and statistics. Then every parameter with |w| and |dw|, and totals
+ * (saved bytes, the arena's high-water mark, FLOPs, times). An op without a
+ * flops or stats callback shows "-". Returns 0, TG_ERR_ARG or TG_ERR_IO. */
+int tg_tape_dump(const tg_tape *t, FILE *f);
+/* The tape as a Graphviz digraph (dot -Tsvg tape.dot -o tape.svg): ops are
+ * boxes, parameters ellipses, other leaves (inputs) notes; edges carry shapes. */
+int tg_tape_dot(const tg_tape *t, FILE *f);
 
 // ----------------------------------------------------------------------------
 // threads
@@ -202,6 +224,23 @@ tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 
 // ----------------------------------------------------------------------------
+// going back up: transposed convolution, upsampling; layer norm; mean squared error
+
+/* x:(N,Cin,H,W) w:(Cin,Cout/groups,R,S) b:(Cout) or NULL -> (N,Cout,H',W'),
+ * H' = (H-1)*stride - 2*pad + dilation*(R-1) + output_padding + 1; the adjoint of conv2d
+ * (PyTorch's F.conv_transpose2d). output_padding must be below stride or dilation. */
+tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                               int output_padding, int dilation, int groups);
+typedef enum { TG_UPSAMPLE_NEAREST, TG_UPSAMPLE_BILINEAR } tg_upsample_mode;
+/* x:(N,C,H,W) -> (N,C,H*f,W*f); bilinear with align_corners=False, PyTorch's default */
+tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode);
+/* Normalise each run of the last D = gamma->size elements of x (D must be the product of
+ * x's last dimensions): y = gamma * (x - mean) / sqrt(var + eps) + beta, biased variance. */
+tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps);
+/* mean((pred - target)^2) over every element -> scalar */
+tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target);
+
+// ----------------------------------------------------------------------------
 // ops: each op is a descriptor; a user's own op is a descriptor too.
 
 struct tg_node {
@@ -232,6 +271,13 @@ typedef struct tg_op {
     int (*vjp)(tg_tape *t, tg_node *n);
     /* Attributes as text for tape dumps ("stride=2 pad=1"), may be NULL. */
     void (*describe)(const tg_node *n, char *buf, size_t len);
+    /* Optional, for tape dumps: forward floating-point operations of the node. */
+    int64_t (*flops)(const tg_node *n);
+    /* Optional, for tape dumps: what the node's data says ("zeros=41.2%"), read after the step. */
+    void (*stats)(const tg_node *n, char *buf, size_t len);
+    /* Optional, for the receptive field in tape dumps: an op that slides a window
+     * over H and W gives its kernel height, stride and dilation. */
+    void (*window)(const tg_node *n, int *kernel, int *stride, int *dilation);
     /* Optional: point out->data at an input's data instead of allocating (reshape). */
     bool aliases_input;
 } tg_op;

@@ -327,8 +327,9 @@ static int check_crc(reader *r) {
     return 0;
 }
 
-int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n) {
-    int rc = check_tensors("checkpoint_load", path, tensors, n);
+/* prefix: the file may hold more tensors after the n asked for; they are checked like the rest and ignored */
+static int load(const char *who, const char *path, tg_tensor *const *tensors, int n, bool prefix) {
+    int rc = check_tensors(who, path, tensors, n);
     if (rc < 0) return rc;
     reader r = {.f = fopen(path, "rb"), .path = path};
     if (!r.f) return tg_fail(TG_ERR_IO, "checkpoint %s: cannot open: %s", path, strerror(errno));
@@ -407,7 +408,7 @@ int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n) {
         rc = tg_fail(mismatch, "%s", mismatch_msg);
         goto done;
     }
-    if (count != (uint32_t)n) {
+    if (prefix ? count < (uint32_t)n : count != (uint32_t)n) {
         rc = tg_fail(TG_ERR_SHAPE, "checkpoint %s: holds %lu tensors, the model has %d", path,
                      (unsigned long)count, n);
         goto done;
@@ -423,4 +424,12 @@ done:
     tg__free(stage);
     fclose(r.f);
     return rc;
+}
+
+int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n) {
+    return load("checkpoint_load", path, tensors, n, false);
+}
+
+int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n) {
+    return load("checkpoint_load_prefix", path, tensors, n, true);
 }

@@ -342,6 +342,59 @@ tg_layer *tg_model_flatten(tg_model *m) {
     return add(m, l);
 }
 
+static tg_tensor *convt_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_conv_transpose2d(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL, l->stride, l->pad, 0, 1, 1);
+}
+
+tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias) {
+    tg_layer *l = layer_new(m, "conv_transpose2d");
+    if (!l) return NULL;
+    if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0) {
+        tg_fail(TG_ERR_ARG, "conv_transpose2d: in %d, out %d, kernel %d, stride %d, pad %d: need positive sizes and "
+                            "pad >= 0", in, out, kernel, stride, pad);
+        return failed(m, l);
+    }
+    l->in = in, l->out = out, l->kernel = kernel, l->stride = stride, l->pad = pad, l->groups = 1;
+    l->forward = convt_fwd;
+    /* weight (in, out, k, k); PyTorch's fan_in for it is out*k*k */
+    tg_tensor *w = tensor(m, l, true, "", "weight", 4, (int[]){in, out, kernel, kernel});
+    tg_tensor *b = w && bias ? tensor(m, l, true, "", "bias", 1, (int[]){out}) : NULL;
+    if (!w || (bias && !b)) return failed(m, l);
+    float bound = 1.0f / sqrtf((float)(out * kernel * kernel));
+    for (int64_t i = 0; i < w->size; i++) w->data[i] = bound * (2.0f * tg_rand_uniform(&m->rng) - 1.0f);
+    for (int64_t i = 0; b && i < b->size; i++) b->data[i] = bound * (2.0f * tg_rand_uniform(&m->rng) - 1.0f);
+    return add(m, l);
+}
+
+static tg_tensor *upsample_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_upsample(t, x, l->kernel, (tg_upsample_mode)l->groups);
+}
+
+tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode) {
+    tg_layer *l = layer_new(m, "upsample");
+    if (!l) return NULL;
+    if (factor < 1) {
+        tg_fail(TG_ERR_ARG, "upsample: factor %d must be >= 1", factor);
+        return failed(m, l);
+    }
+    l->kernel = factor, l->stride = factor, l->groups = (int)mode, l->forward = upsample_fwd;
+    return add(m, l);
+}
+
+static tg_tensor *sigmoid_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_sigmoid(t, x);
+}
+
+tg_layer *tg_model_sigmoid(tg_model *m) {
+    tg_layer *l = layer_new(m, "sigmoid");
+    if (!l) return NULL;
+    l->forward = sigmoid_fwd;
+    return add(m, l);
+}
+
 // ----------------------------------------------------------------------------
 // residual blocks. params: conv1.w, bn1.g, bn1.b, conv2.w, bn2.g, bn2.b, then the
 // shortcut's conv.w (+ bn.g, bn.b in v1); buffers: bn1, bn2 (+ shortcut bn) stats.

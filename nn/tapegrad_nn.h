@@ -152,6 +152,10 @@ tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride);
 tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride);
 tg_layer *tg_model_global_avg_pool(tg_model *m);
 tg_layer *tg_model_flatten(tg_model *m);
+tg_layer *tg_model_sigmoid(tg_model *m);
+/* weight (in, out, k, k); output size (H-1)*stride - 2*pad + k */
+tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
+tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode);
 /* A residual block in -> out channels. version 1: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x));
  * version 2 (pre-activation): conv(relu(bn(conv(relu(bn(x)))))) + shortcut. All convs 3x3 without
  * bias; the first has the stride. The shortcut is x itself, or a 1x1 conv (+ BN in v1) with the

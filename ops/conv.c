@@ -246,3 +246,145 @@ tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int s
     conv_attr a = {stride, pad, dilation, groups};
     return tg_apply(t, &tg__op_conv2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
 }
+
+// ----------------------------------------------------------------------------
+// conv_transpose2d: the gradient of conv2d with respect to its input, as a forward op.
+// x:(N,Cin,H,W) w:(Cin,Cout/groups,R,S) -> (N,Cout,H',W'), H' = (H-1)*s - 2p + d*(R-1) + output_padding + 1.
+// It reuses the conv geometry seen from the large side: im2col of the output
+// (Cout,H',W') gives the columns a conv2d with the same weight would multiply.
+
+typedef struct {
+    int stride, pad, output_padding, dilation, groups;
+} convt_attr;
+
+/* The conv2d that maps the output back onto x: C = Cout, H,W = H',W', Ho,Wo = x's H,W. */
+static conv_dims convt_dims(const tg_node *n) {
+    const convt_attr *a = n->attr;
+    const tg_tensor *x = n->in[0], *w = n->in[1], *y = n->out;
+    conv_dims d = {x->shape[0], y->shape[1], y->shape[2], y->shape[3], x->shape[1], w->shape[2], w->shape[3],
+                   x->shape[2], x->shape[3], a->groups, y->shape[1] / a->groups, x->shape[1] / a->groups,
+                   a->stride, a->pad, a->dilation, 0};
+    d.rows = (int64_t)d.Cg * d.R * d.S;
+    return d;
+}
+
+static int convt_shape(tg_node *n, int *ndim, int *shape) {
+    const convt_attr *a = n->attr;
+    const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    char sx[64], sw[64], sb[64];
+    tg_shape_str(x, sx, sizeof sx);
+    tg_shape_str(w, sw, sizeof sw);
+    if (x->ndim != 4 || w->ndim != 4)
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: input and weight must have 4 dimensions (x %s, w %s)", sx, sw);
+    if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1 || a->output_padding < 0)
+        return tg_fail(TG_ERR_ARG, "conv_transpose2d: stride %d, pad %d, output_padding %d, dilation %d, groups %d: "
+                                   "need stride, dilation, groups >= 1 and pad, output_padding >= 0",
+                       a->stride, a->pad, a->output_padding, a->dilation, a->groups);
+    if (a->output_padding >= a->stride && a->output_padding >= a->dilation)
+        return tg_fail(TG_ERR_ARG, "conv_transpose2d: output_padding %d must be smaller than the stride %d or the "
+                                   "dilation %d", a->output_padding, a->stride, a->dilation);
+    if (x->shape[1] % a->groups)
+        return tg_fail(TG_ERR_ARG, "conv_transpose2d: groups %d must divide the %d input channels (x %s)", a->groups,
+                       x->shape[1], sx);
+    if (w->shape[0] != x->shape[1])
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: input has %d channels but weight expects %d (x %s, w %s)",
+                       x->shape[1], w->shape[0], sx, sw);
+    int Cout = w->shape[1] * a->groups;
+    if (b && (b->ndim != 1 || b->shape[0] != Cout))
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: bias has shape %s but there are %d output channels (w %s)",
+                       tg_shape_str(b, sb, sizeof sb), Cout, sw);
+    int Ho = (x->shape[2] - 1) * a->stride - 2 * a->pad + a->dilation * (w->shape[2] - 1) + a->output_padding + 1;
+    int Wo = (x->shape[3] - 1) * a->stride - 2 * a->pad + a->dilation * (w->shape[3] - 1) + a->output_padding + 1;
+    if (Ho < 1 || Wo < 1)
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: output would be %dx%d (x %s, w %s, stride %d, pad %d)", Ho, Wo,
+                       sx, sw, a->stride, a->pad);
+    *ndim = 4;
+    shape[0] = x->shape[0];
+    shape[1] = Cout;
+    shape[2] = Ho;
+    shape[3] = Wo;
+    return 0;
+}
+
+// y_g = col2im(W_g^T x_g) + b
+static int convt_forward(tg_tape *t, tg_node *n) {
+    conv_dims d = convt_dims(n);
+    const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
+    float *y = n->out->data;
+    int HWx = d.Ho * d.Wo, T = threads_for(d.N);
+    int64_t HWy = (int64_t)d.H * d.W;
+    float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWx * sizeof(float));
+    if (!cols) return TG_ERR_NOMEM;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < d.N; i++) {
+        float *col = cols + (size_t)thread_id() * d.rows * HWx;
+        float *yi = y + (int64_t)i * d.C * HWy;
+        for (int64_t c = 0; c < d.C; c++)
+            for (int64_t p = 0; p < HWy; p++) yi[c * HWy + p] = b ? b[c] : 0.0f;
+        for (int g = 0; g < d.G; g++) {
+            const float *xg = x + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWx;
+            tg__sgemm(true, false, (int)d.rows, HWx, d.Kg, 1.0f, w + (int64_t)g * d.Kg * d.rows, (int)d.rows, xg, HWx,
+                      0.0f, col, HWx);
+            col2im(yi + (int64_t)g * d.Cg * HWy, col, &d);
+        }
+    }
+    return 0;
+}
+
+// dx_g += W_g im2col(dy_g), dW_g += x_g im2col(dy_g)^T, db += sum of dy over N, H', W'
+static int convt_vjp(tg_tape *t, tg_node *n) {
+    conv_dims d = convt_dims(n);
+    tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    const float *dy = n->out->grad;
+    int HWx = d.Ho * d.Wo;
+    int64_t HWy = (int64_t)d.H * d.W;
+    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = threads_for(chunks);
+    float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWx * sizeof(float));
+    float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
+    if (!cols || (w->requires_grad && !dws)) return TG_ERR_NOMEM;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int c = 0; c < chunks; c++) {
+        float *col = cols + (size_t)thread_id() * d.rows * HWx;
+        float *dw = dws ? dws + (size_t)c * w->size : NULL;
+        int i0 = (int)((int64_t)d.N * c / chunks);
+        for (int i = i0; i < (int)((int64_t)d.N * (c + 1) / chunks); i++)
+            for (int g = 0; g < d.G; g++) {
+                im2col(col, dy + (int64_t)i * d.C * HWy + (int64_t)g * d.Cg * HWy, &d);
+                int64_t xoff = ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWx;
+                const float *wg = w->data + (int64_t)g * d.Kg * d.rows;
+                if (x->requires_grad)
+                    tg__sgemm(false, false, d.Kg, HWx, (int)d.rows, 1.0f, wg, (int)d.rows, col, HWx, 1.0f,
+                              x->grad + xoff, HWx);
+                if (dw)
+                    tg__sgemm(false, true, d.Kg, (int)d.rows, HWx, 1.0f, x->data + xoff, HWx, col, HWx,
+                              i == i0 ? 0.0f : 1.0f, dw + (int64_t)g * d.Kg * d.rows, (int)d.rows);
+            }
+    }
+    for (int c = 0; dws && c < chunks; c++)
+        for (int64_t j = 0; j < w->size; j++) w->grad[j] += dws[(size_t)c * w->size + j];
+    if (b && b->requires_grad)
+        for (int i = 0; i < d.N; i++)
+            for (int c = 0; c < d.C; c++) {
+                float s = 0;
+                for (int64_t p = 0; p < HWy; p++) s += dy[((int64_t)i * d.C + c) * HWy + p];
+                b->grad[c] += s;
+            }
+    return 0;
+}
+
+static void convt_describe(const tg_node *n, char *buf, size_t len) {
+    const convt_attr *a = n->attr;
+    snprintf(buf, len, "kernel=%dx%d stride=%d pad=%d output_padding=%d dilation=%d groups=%d%s", n->in[1]->shape[2],
+             n->in[1]->shape[3], a->stride, a->pad, a->output_padding, a->dilation, a->groups,
+             n->n_in > 2 ? " bias" : "");
+}
+
+const tg_op tg__op_conv_transpose2d = {.name = "conv_transpose2d", .attr_size = sizeof(convt_attr),
+                                       .shape = convt_shape, .forward = convt_forward, .vjp = convt_vjp,
+                                       .describe = convt_describe};
+
+tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                               int output_padding, int dilation, int groups) {
+    convt_attr a = {stride, pad, output_padding, dilation, groups};
+    return tg_apply(t, &tg__op_conv_transpose2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
+}

@@ -78,11 +78,26 @@ static void dropout_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "p=%g %s", (double)a->p, a->training ? "train" : "eval");
 }
 
+/* FLOPs: one multiply per element, in training and in evaluation */
+static int64_t dropout_flops(const tg_node *n) { return n->out->size; }
+
+/* The fraction kept by the recorded mask (about 1-p) */
+static void dropout_stats(const tg_node *n, char *buf, size_t len) {
+    const uint8_t *mask = n->saved;
+    int64_t kept = 0;
+    buf[0] = '\0';
+    if (!mask) return; /* evaluation: no mask */
+    for (int64_t i = 0; i < n->out->size; i++) kept += mask[i];
+    snprintf(buf, len, "kept=%.1f%%", 100.0 * (double)kept / (double)n->out->size);
+}
+
 const tg_op tg__op_dropout = {.name = "dropout", .attr_size = sizeof(dropout_attr), .shape = dropout_shape,
-                              .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe};
+                              .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe,
+                              .flops = dropout_flops, .stats = dropout_stats};
 const tg_op tg__op_dropout_vanilla = {.name = "dropout_vanilla", .attr_size = sizeof(dropout_attr),
                                       .shape = dropout_shape, .forward = dropout_forward, .vjp = dropout_vjp,
-                                      .describe = dropout_describe};
+                                      .describe = dropout_describe, .flops = dropout_flops,
+                                      .stats = dropout_stats};
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training) {
     dropout_attr a = {p, training};

@@ -126,9 +126,15 @@ static int mul_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-const tg_op tg__op_add = {.name = "add", .shape = broadcast_shape, .forward = add_forward, .vjp = add_vjp};
-const tg_op tg__op_sub = {.name = "sub", .shape = broadcast_shape, .forward = sub_forward, .vjp = sub_vjp};
-const tg_op tg__op_mul = {.name = "mul", .shape = broadcast_shape, .forward = mul_forward, .vjp = mul_vjp};
+/* FLOPs of every elementwise op: one per output element (a transcendental counts as one). */
+static int64_t per_output_flops(const tg_node *n) { return n->out->size; }
+
+const tg_op tg__op_add = {.name = "add", .shape = broadcast_shape, .forward = add_forward, .vjp = add_vjp,
+                          .flops = per_output_flops};
+const tg_op tg__op_sub = {.name = "sub", .shape = broadcast_shape, .forward = sub_forward, .vjp = sub_vjp,
+                          .flops = per_output_flops};
+const tg_op tg__op_mul = {.name = "mul", .shape = broadcast_shape, .forward = mul_forward, .vjp = mul_vjp,
+                          .flops = per_output_flops};
 
 tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_add, (tg_tensor *[]){a, b}, 2, NULL); }
 tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_sub, (tg_tensor *[]){a, b}, 2, NULL); }
@@ -194,9 +200,29 @@ static int tanh_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp};
-const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp};
-const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp};
+/* The fraction of outputs where the gradient is (about) zero: ReLU's zeros (dead units), and
+ * sigmoids and tanhs with y <= lo or y >= hi (saturated). */
+static void flat_fraction(const tg_node *n, float lo, float hi, const char *what, char *buf, size_t len) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n->out->size; i++) k += n->out->data[i] <= lo || n->out->data[i] >= hi;
+    snprintf(buf, len, "%s=%.1f%%", what, 100.0 * (double)k / (double)n->out->size);
+}
+static void relu_stats(const tg_node *n, char *buf, size_t len) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n->out->size; i++) k += n->out->data[i] == 0.0f;
+    snprintf(buf, len, "zeros=%.1f%%", 100.0 * (double)k / (double)n->out->size);
+}
+static void sigmoid_stats(const tg_node *n, char *buf, size_t len) {
+    flat_fraction(n, 0.01f, 0.99f, "saturated", buf, len);
+}
+static void tanh_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, -0.99f, 0.99f, "saturated", buf, len); }
+
+const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp,
+                           .flops = per_output_flops, .stats = relu_stats};
+const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp,
+                              .flops = per_output_flops, .stats = sigmoid_stats};
+const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp,
+                           .flops = per_output_flops, .stats = tanh_stats};
 
 tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu, &x, 1, NULL); }
 tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sigmoid, &x, 1, NULL); }
@@ -229,8 +255,13 @@ static int sum_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-const tg_op tg__op_sum = {.name = "sum", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp};
-const tg_op tg__op_mean = {.name = "mean", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp};
+/* FLOPs: one add per input element (mean's final division not counted). */
+static int64_t sum_flops(const tg_node *n) { return n->in[0]->size; }
+
+const tg_op tg__op_sum = {.name = "sum", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp,
+                          .flops = sum_flops};
+const tg_op tg__op_mean = {.name = "mean", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp,
+                           .flops = sum_flops};
 
 tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sum, &x, 1, NULL); }
 tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_mean, &x, 1, NULL); }
@@ -247,7 +278,7 @@ static int residual_shape(tg_node *n, int *ndim, int *shape) {
 }
 
 const tg_op tg__op_residual_add = {.name = "residual_add", .shape = residual_shape, .forward = add_forward,
-                                   .vjp = add_vjp};
+                                   .vjp = add_vjp, .flops = per_output_flops};
 
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx) {
     return tg_apply(t, &tg__op_residual_add, (tg_tensor *[]){x, fx}, 2, NULL);

@@ -66,8 +66,26 @@ static void ce_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "classes=%d reduction=mean", n->in[0]->ndim == 2 ? n->in[0]->shape[1] : 0);
 }
 
+/* FLOPs: 4 per logit (the row max, subtract, exp, sum); the per-row log and pick are not counted */
+static int64_t ce_flops(const tg_node *n) { return 4 * n->in[0]->size; }
+
+/* The loss and the batch's accuracy (a row is right when its largest logit is the label's) */
+static void ce_stats(const tg_node *n, char *buf, size_t len) {
+    const tg_tensor *x = n->in[0];
+    const ce_attr *a = n->attr;
+    int N = x->shape[0], C = x->shape[1], right = 0;
+    for (int i = 0; i < N; i++) {
+        const float *row = x->data + (size_t)i * C;
+        int best = 0;
+        for (int j = 1; j < C; j++) best = row[j] > row[best] ? j : best;
+        right += best == a->labels[i];
+    }
+    snprintf(buf, len, "loss=%.4f acc=%.1f%%", (double)n->out->data[0], 100.0 * right / N);
+}
+
 const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .attr_size = sizeof(ce_attr), .shape = ce_shape,
-                                    .forward = ce_forward, .vjp = ce_vjp, .describe = ce_describe};
+                                    .forward = ce_forward, .vjp = ce_vjp, .describe = ce_describe,
+                                    .flops = ce_flops, .stats = ce_stats};
 
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels) {
     ce_attr a = {NULL};
@@ -79,4 +97,45 @@ tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels
         a.labels = copy;
     }
     return tg_apply(t, &tg__op_cross_entropy, &logits, 1, &a);
+}
+
+// ----------------------------------------------------------------------------
+// mse_loss: mean((pred - target)^2) over every element
+
+static int mse_shape(tg_node *n, int *ndim, int *shape) {
+    char sp[64], st[64];
+    (void)shape;
+    if (!tg_same_shape(n->in[0], n->in[1]))
+        return tg_fail(TG_ERR_SHAPE, "mse_loss: prediction %s and target %s differ",
+                       tg_shape_str(n->in[0], sp, sizeof sp), tg_shape_str(n->in[1], st, sizeof st));
+    *ndim = 0;
+    return 0;
+}
+
+static int mse_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *p = n->in[0]->data, *q = n->in[1]->data;
+    double s = 0;
+    for (int64_t i = 0; i < n->in[0]->size; i++) s += (double)(p[i] - q[i]) * (p[i] - q[i]);
+    n->out->data[0] = (float)(s / (double)n->in[0]->size);
+    return 0;
+}
+
+// dpred += 2 (pred - target) / size * dy, dtarget -= the same
+static int mse_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    tg_tensor *p = n->in[0], *q = n->in[1];
+    float k = 2.0f * n->out->grad[0] / (float)p->size;
+    for (int64_t i = 0; i < p->size; i++) {
+        float g = k * (p->data[i] - q->data[i]);
+        if (p->requires_grad) p->grad[i] += g;
+        if (q->requires_grad) q->grad[i] -= g;
+    }
+    return 0;
+}
+
+const tg_op tg__op_mse_loss = {.name = "mse_loss", .shape = mse_shape, .forward = mse_forward, .vjp = mse_vjp};
+
+tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target) {
+    return tg_apply(t, &tg__op_mse_loss, (tg_tensor *[]){pred, target}, 2, NULL);
 }

@@ -36,7 +36,13 @@ static int matmul_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp};
+/* FLOPs: 2*M*N*K (a multiply and an add per term) */
+static int64_t matmul_flops(const tg_node *n) {
+    return 2 * (int64_t)n->in[0]->shape[0] * n->in[1]->shape[1] * n->in[0]->shape[1];
+}
+
+const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp,
+                             .flops = matmul_flops};
 
 tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
     return tg_apply(t, &tg__op_matmul, (tg_tensor *[]){a, b}, 2, NULL);
@@ -87,7 +93,14 @@ static int linear_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp};
+/* FLOPs: 2*N*I*O, plus N*O bias adds */
+static int64_t linear_flops(const tg_node *n) {
+    int64_t N = n->in[0]->shape[0], I = n->in[0]->shape[1], O = n->in[1]->shape[0];
+    return 2 * N * I * O + (n->n_in > 2 ? N * O : 0);
+}
+
+const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp,
+                             .flops = linear_flops};
 
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b) {
     return tg_apply(t, &tg__op_linear, (tg_tensor *[]){x, w, b}, b ? 3 : 2, NULL);

@@ -13,6 +13,7 @@ typedef struct {
 
 typedef struct { /* what the VJP needs: rstd per channel, and x-hat in training */
     float *rstd, *xhat;
+    float *batch; /* training: the batch mean, then the biased variance, per channel (for tape dumps) */
 } bn_saved;
 
 /* x viewed as (N, C, L): L is the product of the dimensions after the channel. */
@@ -58,12 +59,13 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     bn_dims(x, &N, &C, &L);
     int64_t cnt = N * L;
     bn_saved *sv = NULL;
-    if (n->record) {
-        if (!(sv = tg_node_save(t, n, sizeof *sv, "rstd"))) return TG_ERR_NOMEM;
+    if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
+        if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
         if (!(sv->rstd = tg_node_save(t, n, (size_t)C * sizeof(float), "rstd"))) return TG_ERR_NOMEM;
-        sv->xhat = NULL;
+        sv->xhat = sv->batch = NULL;
         if (a->training && !(sv->xhat = tg_node_save(t, n, (size_t)x->size * sizeof(float), "xhat+rstd")))
             return TG_ERR_NOMEM;
+        if (a->training && !(sv->batch = tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
     }
     n->saved = sv;
     for (int64_t c = 0; c < C; c++) {
@@ -79,6 +81,7 @@ static int bn_forward(tg_tape *t, tg_node *n) {
                     ss += d * d;
                 }
             var = ss / (double)cnt;
+            if (sv) sv->batch[c] = (float)mean, sv->batch[C + c] = (float)var;
             if (a->running_mean) {
                 float m = a->momentum;
                 a->running_mean->data[c] = (1 - m) * a->running_mean->data[c] + m * (float)mean;
@@ -147,8 +150,36 @@ static void bn_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "%s momentum=%g eps=%g", a->training ? "train" : "eval", (double)a->momentum, (double)a->eps);
 }
 
+/* FLOPs per element: training 8 (mean 1, variance 3, normalise 2, scale and shift 2), evaluation 4 */
+static int64_t bn_flops(const tg_node *n) {
+    const bn_attr *a = n->attr;
+    return (a->training ? 8 : 4) * n->out->size;
+}
+
+/* Training: the batch's statistics against the running ones (as they are after this batch's
+ * update, what evaluation will use), averaged over channels */
+static void bn_stats(const tg_node *n, char *buf, size_t len) {
+    const bn_attr *a = n->attr;
+    const bn_saved *sv = n->saved;
+    int64_t C = n->in[0]->shape[1];
+    buf[0] = '\0';
+    if (!sv || !sv->batch) return;
+    double m = 0, v = 0, dm = 0, rv = 0;
+    for (int64_t c = 0; c < C; c++) {
+        m += sv->batch[c], v += sv->batch[C + c];
+        if (a->running_mean) {
+            dm += fabs(sv->batch[c] - a->running_mean->data[c]);
+            rv += sv->batch[C + c] / a->running_var->data[c];
+        }
+    }
+    size_t o = (size_t)snprintf(buf, len, "batch mean=%.3g var=%.3g", m / C, v / C);
+    if (a->running_mean && o < len)
+        snprintf(buf + o, len - o, " |mean-running|=%.3g var/running=%.3g", dm / C, rv / C);
+}
+
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_attr), .shape = bn_shape,
-                                 .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe};
+                                 .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
+                                 .flops = bn_flops, .stats = bn_stats};
 
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps) {
@@ -158,4 +189,104 @@ tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *
         return NULL;
     }
     return tg_apply(t, &tg__op_batch_norm, (tg_tensor *[]){x, gamma, beta}, 3, &a);
+}
+
+// ----------------------------------------------------------------------------
+// layer_norm: each row of the last D = gamma->size elements normalised on its own
+
+typedef struct {
+    float eps;
+} ln_attr;
+
+static int ln_shape(tg_node *n, int *ndim, int *shape) {
+    const ln_attr *a = n->attr;
+    const tg_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2];
+    char sx[64], sg[64], sb[64];
+    tg_shape_str(x, sx, sizeof sx);
+    int64_t D = g->size, tail = 1;
+    bool fits = false;
+    for (int i = x->ndim - 1; i >= 0 && !fits; i--) fits = (tail *= x->shape[i]) == D;
+    if (!fits || b->size != D)
+        return tg_fail(TG_ERR_SHAPE, "layer_norm: gamma %s and beta %s must hold the product of x's last dimensions "
+                                     "(x %s)", tg_shape_str(g, sg, sizeof sg), tg_shape_str(b, sb, sizeof sb), sx);
+    if (!(a->eps > 0)) return tg_fail(TG_ERR_ARG, "layer_norm: eps %g must be > 0", (double)a->eps);
+    *ndim = x->ndim;
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    return 0;
+}
+
+typedef struct {
+    float *rstd, *xhat;
+} ln_saved;
+
+// y = gamma * (x - mean) * rstd + beta, per row of D elements, biased variance
+static int ln_forward(tg_tape *t, tg_node *n) {
+    const ln_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    const float *g = n->in[1]->data, *b = n->in[2]->data;
+    int64_t D = n->in[1]->size, rows = x->size / D;
+    ln_saved *sv = NULL;
+    if (n->record) {
+        if (!(sv = tg_node_save(t, n, sizeof *sv, "xhat+rstd")) ||
+            !(sv->rstd = tg_node_save(t, n, (size_t)rows * sizeof(float), "xhat+rstd")) ||
+            !(sv->xhat = tg_node_save(t, n, (size_t)x->size * sizeof(float), "xhat+rstd")))
+            return TG_ERR_NOMEM;
+    }
+    n->saved = sv;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x->data + r * D;
+        double s = 0, ss = 0;
+        for (int64_t j = 0; j < D; j++) s += xr[j];
+        double mean = s / (double)D;
+        for (int64_t j = 0; j < D; j++) ss += (xr[j] - mean) * (xr[j] - mean);
+        float rstd = (float)(1.0 / sqrt(ss / (double)D + a->eps)), mu = (float)mean;
+        if (sv) sv->rstd[r] = rstd;
+        for (int64_t j = 0; j < D; j++) {
+            float xh = (xr[j] - mu) * rstd;
+            if (sv) sv->xhat[r * D + j] = xh;
+            n->out->data[r * D + j] = g[j] * xh + b[j];
+        }
+    }
+    return 0;
+}
+
+// dxhat = dy * gamma; dx = (rstd/D) (D dxhat - sum(dxhat) - xhat sum(dxhat xhat));
+// dgamma += sum over rows of dy * xhat; dbeta += sum over rows of dy
+static int ln_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    tg_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2];
+    const ln_saved *sv = n->saved;
+    const float *dy = n->out->grad;
+    int64_t D = g->size, rows = x->size / D;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xh = sv->xhat + r * D, *d = dy + r * D;
+        double s1 = 0, s2 = 0;
+        for (int64_t j = 0; j < D; j++) {
+            float dxh = d[j] * g->data[j];
+            s1 += dxh, s2 += dxh * xh[j];
+            if (g->requires_grad) g->grad[j] += d[j] * xh[j];
+            if (b->requires_grad) b->grad[j] += d[j];
+        }
+        if (!x->requires_grad) continue;
+        float k = sv->rstd[r] / (float)D;
+        for (int64_t j = 0; j < D; j++)
+            x->grad[r * D + j] += k * ((float)D * d[j] * g->data[j] - (float)s1 - xh[j] * (float)s2);
+    }
+    return 0;
+}
+
+static void ln_describe(const tg_node *n, char *buf, size_t len) {
+    snprintf(buf, len, "normalized=%lld eps=%g", (long long)n->in[1]->size, (double)((const ln_attr *)n->attr)->eps);
+}
+
+const tg_op tg__op_layer_norm = {.name = "layer_norm", .attr_size = sizeof(ln_attr), .shape = ln_shape,
+                                 .forward = ln_forward, .vjp = ln_vjp, .describe = ln_describe};
+
+tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps) {
+    ln_attr a = {eps};
+    if (x && (!gamma || !beta)) {
+        tg_fail(TG_ERR_ARG, "layer_norm: gamma and beta are required");
+        return NULL;
+    }
+    return tg_apply(t, &tg__op_layer_norm, (tg_tensor *[]){x, gamma, beta}, 3, &a);
 }

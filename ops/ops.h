@@ -26,7 +26,11 @@
     X(GLOBAL_AVG_POOL, global_avg_pool) \
     X(DROPOUT, dropout)                 \
     X(DROPOUT_VANILLA, dropout_vanilla) \
-    X(BATCH_NORM, batch_norm)
+    X(BATCH_NORM, batch_norm)           \
+    X(CONV_TRANSPOSE2D, conv_transpose2d) \
+    X(UPSAMPLE, upsample)               \
+    X(LAYER_NORM, layer_norm)           \
+    X(MSE_LOSS, mse_loss)
 
 typedef enum {
 #define X(ID, name) TG_OP_##ID,

@@ -36,6 +36,19 @@ static void pool_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "kernel=%d stride=%d pad=%d", a->kernel, a->stride, a->pad);
 }
 
+/* FLOPs of max and average pooling: kernel*kernel (compares or adds) per output element */
+static int64_t pool_flops(const tg_node *n) {
+    const pool_attr *a = n->attr;
+    return n->out->size * a->kernel * a->kernel;
+}
+
+static void pool_window(const tg_node *n, int *kernel, int *stride, int *dilation) {
+    const pool_attr *a = n->attr;
+    *kernel = a->kernel;
+    *stride = a->stride;
+    *dilation = 1;
+}
+
 // ----------------------------------------------------------------------------
 // max pooling
 
@@ -80,8 +93,28 @@ static int maxpool_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
+/* How often each position of the window (row-major, 0..k*k-1) held the maximum, from the recorded argmax */
+static void maxpool_stats(const tg_node *n, char *buf, size_t len) {
+    const pool_attr *a = n->attr;
+    const int32_t *arg = n->saved;
+    const tg_tensor *y = n->out;
+    int W = n->in[0]->shape[3], Ho = y->shape[2], Wo = y->shape[3], kk = a->kernel * a->kernel;
+    int64_t *count = arg ? tg__calloc((size_t)kk, sizeof *count) : NULL;
+    buf[0] = '\0';
+    if (!count) return;
+    for (int64_t o = 0; o < y->size; o++) {
+        int oh = (int)(o / Wo % Ho), ow = (int)(o % Wo);
+        int r = arg[o] / W - (oh * a->stride - a->pad), c = arg[o] % W - (ow * a->stride - a->pad);
+        count[r * a->kernel + c]++;
+    }
+    size_t o = (size_t)snprintf(buf, len, "argmax pos 0..%d:", kk - 1);
+    for (int i = 0; i < kk && o < len; i++) o += (size_t)snprintf(buf + o, len - o, " %lld", (long long)count[i]);
+    tg__free(count);
+}
+
 const tg_op tg__op_max_pool2d = {.name = "max_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
-                                 .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe};
+                                 .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe,
+                                 .flops = pool_flops, .stats = maxpool_stats, .window = pool_window};
 
 tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -138,7 +171,8 @@ static int avgpool_vjp(tg_tape *t, tg_node *n) {
 }
 
 const tg_op tg__op_avg_pool2d = {.name = "avg_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
-                                 .forward = avgpool_forward, .vjp = avgpool_vjp, .describe = pool_describe};
+                                 .forward = avgpool_forward, .vjp = avgpool_vjp, .describe = pool_describe,
+                                 .flops = pool_flops, .window = pool_window};
 
 tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -183,7 +217,10 @@ static int gap_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
+/* FLOPs: one add per input element */
+static int64_t gap_flops(const tg_node *n) { return n->in[0]->size; }
+
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .shape = gap_shape, .forward = gap_forward,
-                                      .vjp = gap_vjp};
+                                      .vjp = gap_vjp, .flops = gap_flops};
 
 tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_global_avg_pool, &x, 1, NULL); }

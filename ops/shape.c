@@ -48,6 +48,12 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
+/* FLOPs: none, the output is the input's data */
+static int64_t reshape_flops(const tg_node *n) {
+    (void)n;
+    return 0;
+}
+
 static void reshape_describe(const tg_node *n, char *buf, size_t len) {
     char s[64];
     snprintf(buf, len, "to=%s", tg_shape_str(n->out, s, sizeof s));
@@ -55,7 +61,7 @@ static void reshape_describe(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
                               .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe,
-                              .aliases_input = true};
+                              .flops = reshape_flops, .aliases_input = true};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
     reshape_attr a = {.ndim = ndim};

@@ -4,7 +4,7 @@
 # Usage: bash tests/run.sh [meson test options, e.g. a test name]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh graphviz # dot renders tape dumps (tests/test_dump.c)
 bash scripts/fetch-mnist.sh
 build=build-test
 if [ ! -f "$build/build.ninja" ]; then

@@ -400,6 +400,49 @@ static void failed_saves(void) {
     clean_dir();
 }
 
+/* tg_checkpoint_load_prefix: the first n tensors of a longer file (a model's
+ * state before its optimizer's); the rest must still be sound */
+static void prefix(void) {
+    tg_tensor *a[N_MODEL], *b[N_MODEL];
+    model(a, 1.5f);
+    model(b, -7.0f);
+    char p[400];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, a, N_MODEL), 0);
+    CHECK_INT(tg_checkpoint_load_prefix(p, b, 2), 0);
+    CHECK(same_data(a, b, 2));
+    CHECK(!same_data(a + 2, b + 2, 2)); /* the rest untouched */
+    CHECK_INT(tg_checkpoint_load_prefix(p, b, N_MODEL), 0);
+    CHECK(same_data(a, b, N_MODEL));
+    CHECK_INT(tg_checkpoint_load_prefix(p, NULL, 0), 0);
+
+    /* more than the file holds; a first tensor that differs: refused, nothing changes */
+    tg_tensor *c[N_MODEL + 1];
+    model(c, -7.0f);
+    c[N_MODEL] = tensor("extra", 1, (int[]){2}, 0);
+    tg_clear_error();
+    CHECK_INT(tg_checkpoint_load_prefix(p, c, N_MODEL + 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "holds 4 tensors, the model has 5");
+    tg_tensor *d = tensor("fc.weight", 2, (int[]){5, 3}, 0);
+    tg_tensor *mixed[2] = {c[0], d};
+    CHECK_INT(tg_checkpoint_load_prefix(p, mixed, 2), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "tensor 1 'fc.weight' is 3x5 in the file, 5x3 in the model");
+    CHECK(c[0]->data[0] == -7.0f);
+    /* a damaged tensor after the prefix still spoils the file */
+    bytes f = slurp(p);
+    f.b[record(&f, 3) + 40] ^= 1; /* in conv1.weight's data */
+    const char *bad = spit("bad.ckpt", f.b, f.len);
+    CHECK_INT(tg_checkpoint_load_prefix(bad, c, 1), TG_ERR_FORMAT);
+    CHECK_MSG(tg_last_error(), "checksum mismatch");
+    CHECK(c[0]->data[0] == -7.0f);
+    free(f.b);
+    tg_tensor_free(d);
+    model_free(a, N_MODEL);
+    model_free(b, N_MODEL);
+    model_free(c, N_MODEL + 1);
+    clean_dir();
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-ckpt-XXXXXX");
     if (!mkdtemp(dir)) {
@@ -410,6 +453,7 @@ int main(void) {
     damaged();
     mismatched();
     failed_saves();
+    prefix();
     clean_dir();
     CHECK(rmdir(dir) == 0);
     CHECK_DONE();

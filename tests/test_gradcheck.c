@@ -56,6 +56,13 @@ BUILD(b_dropout_eval, tg_dropout(t, x[0], 0.3f, false))
 BUILD(b_vanilla, tg_dropout_vanilla(t, x[0], 0.4f, true))
 BUILD(b_vanilla_eval, tg_dropout_vanilla(t, x[0], 0.4f, false))
 
+BUILD(b_convt, tg_conv_transpose2d(t, x[0], x[1], x[2], 2, 1, 1, 1, 1))
+BUILD(b_convt_groups, tg_conv_transpose2d(t, x[0], x[1], NULL, 1, 0, 0, 2, 2))
+BUILD(b_up_nearest, tg_upsample(t, x[0], 2, TG_UPSAMPLE_NEAREST))
+BUILD(b_up_bilinear, tg_upsample(t, x[0], 3, TG_UPSAMPLE_BILINEAR))
+BUILD(b_layer_norm, tg_layer_norm(t, x[0], x[1], x[2], 1e-5f))
+BUILD(b_mse, tg_mse_loss(t, x[0], x[1]))
+
 static tg_tensor *running[2]; /* batch norm's running mean and variance, made in main */
 BUILD(b_bn, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
 BUILD(b_bn_eval, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], false, 0.1f, 1e-5f))
@@ -91,6 +98,12 @@ static const row rows[] = {
     {"dropout_vanilla", b_vanilla_eval, 1, {{2, {4, 5}}}},
     {"batch_norm", b_bn, 3, {{2, {6, 3}}, {1, {3}, POSITIVE}, {1, {3}}}},
     {"batch_norm", b_bn, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}}}},
+    {"conv_transpose2d", b_convt, 3, {{4, {2, 3, 3, 3}}, {4, {3, 2, 3, 3}}, {1, {2}}}},
+    {"conv_transpose2d", b_convt_groups, 2, {{4, {1, 4, 3, 2}}, {4, {4, 3, 2, 2}}}},
+    {"upsample", b_up_nearest, 1, {{4, {2, 2, 3, 2}}}},
+    {"upsample", b_up_bilinear, 1, {{4, {1, 2, 3, 4}}}},
+    {"layer_norm", b_layer_norm, 3, {{3, {2, 3, 5}}, {2, {3, 5}, POSITIVE}, {2, {3, 5}}}},
+    {"mse_loss", b_mse, 2, {{3, {2, 3, 4}}, {3, {2, 3, 4}}}},
     {"batch_norm", b_bn_eval, 3, {{4, {2, 3, 3, 2}}, {1, {3}, POSITIVE}, {1, {3}}}},
 };
 

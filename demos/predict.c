@@ -1,0 +1,127 @@
+/* predict.c: classify pictures of digits with a net trained by the mnist demo.
+ *
+ *   build/demos/predict [--net mlp|lenet|resnet] [--show] CHECKPOINT IMAGE...
+ *
+ * CHECKPOINT is what `mnist --save FILE` writes: the model's parameters and
+ * buffers, then the optimizer's state, which predict does not need. Without
+ * --net, predict builds each net in turn and keeps the one whose tensors the
+ * checkpoint's begin with. Each image (PNG, JPEG, BMP...) is made into an
+ * MNIST digit (tg_image_to_mnist: grey, light ink on black, 20 pixels on its
+ * longer side, centred by its mass in 28x28) and gets one line: its three
+ * likeliest digits. --show also draws the 28x28 digit the net sees. An image
+ * that cannot be read is reported and skipped; the exit status is then 1. */
+#include "nets.h"
+#include "tapegrad_nn.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(const char *msg) {
+    fprintf(stderr, "predict: %s\n"
+                    "usage: predict [--net mlp|lenet|resnet] [--show] CHECKPOINT IMAGE...\n", msg);
+    exit(2);
+}
+
+static void die(const char *hint) {
+    fprintf(stderr, "predict: %s\n", tg_last_error());
+    if (hint) fprintf(stderr, "---> HINT: %s\n", hint);
+    exit(1);
+}
+
+/* The net named, or the first whose state the checkpoint holds; NULL if none. */
+static tg_model *load(const char *path, const char *net, const char **found) {
+    char why[3][600];
+    for (int i = 0; i < 3; i++) {
+        if (net && strcmp(net, net_names[i])) continue;
+        tg_model *m = net_new(net_names[i], 0);
+        if (!m) die(NULL);
+        tg_tensor **state;
+        int n = tg_model_state(m, &state);
+        if (tg_checkpoint_load_prefix(path, state, n) == 0) {
+            *found = net_names[i];
+            return m;
+        }
+        tg_model_free(m);
+        if (net || tg_last_error_code() != TG_ERR_SHAPE) return NULL; /* unreadable: no net will do */
+        snprintf(why[i], sizeof why[i], "%s", tg_last_error());
+    }
+    fprintf(stderr, "predict: %s matches none of the nets:\n", path);
+    for (int i = 0; i < 3; i++) fprintf(stderr, "  %s: %s\n", net_names[i], why[i]);
+    fprintf(stderr, "---> HINT: give a checkpoint written by `mnist --save FILE`\n");
+    exit(1);
+}
+
+/* The digit as text, darker characters for more ink. */
+static void show(const uint8_t *p) {
+    static const char ramp[] = " .:-=+*#%@";
+    for (int y = 0; y < 28; y++) {
+        printf("  |");
+        for (int x = 0; x < 28; x++) {
+            char c = ramp[p[y * 28 + x] * 9 / 255];
+            printf("%c%c", c, c);
+        }
+        printf("|\n");
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *net = NULL, *ckpt = NULL;
+    bool draw = false;
+    int first = 0;
+    for (int i = 1; i < argc && !first; i++) {
+        if (!strcmp(argv[i], "--net")) {
+            if (++i == argc) usage("missing value");
+            net = argv[i];
+            if (strcmp(net, "mlp") && strcmp(net, "lenet") && strcmp(net, "resnet"))
+                usage("--net must be mlp, lenet or resnet");
+        } else if (!strcmp(argv[i], "--show")) draw = true;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) usage("classify pictures of digits");
+        else if (argv[i][0] == '-' && argv[i][1]) usage("unknown option");
+        else ckpt = argv[i], first = i + 1;
+    }
+    if (!ckpt || first >= argc) usage("need a checkpoint and at least one image");
+
+    const char *found = NULL;
+    tg_model *m = load(ckpt, net, &found);
+    if (!m && tg_last_error_code() == TG_ERR_SHAPE)
+        die("was it saved by `mnist` with this --net? leave --net out to try each");
+    if (!m) die("train one with `build/demos/mnist --net lenet --save FILE`");
+    printf("%s: %s, %lld parameters%s\n", ckpt, found, (long long)tg_model_param_count(m),
+           net ? "" : " (the net whose tensors the checkpoint holds)");
+    tg_model_train(m, false); /* dropout off, batch norm on its running statistics */
+
+    tg_tape *t = tg_tape_new();
+    if (!t) die(NULL);
+    tg_tape_set_grad_enabled(t, false);
+    int failed = 0;
+    for (int i = first; i < argc; i++) {
+        uint8_t pixels[28 * 28];
+        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){1, 1, 28, 28});
+        if (!x) die(NULL);
+        if (tg_image_to_mnist(argv[i], x->data, pixels) < 0) {
+            fprintf(stderr, "predict: %s\n", tg_last_error());
+            failed++;
+            tg_tape_reset(t);
+            continue;
+        }
+        tg_tensor *logits = tg_model_forward(m, t, x);
+        if (!logits) die(NULL);
+        // softmax, then the three likeliest
+        double p[10], max = logits->data[0], sum = 0;
+        for (int k = 1; k < 10; k++) max = fmax(max, logits->data[k]);
+        for (int k = 0; k < 10; k++) sum += p[k] = exp(logits->data[k] - max);
+        int top[3] = {-1, -1, -1};
+        for (int r = 0; r < 3; r++)
+            for (int k = 0; k < 10; k++)
+                if (k != top[0] && k != top[1] && (top[r] < 0 || p[k] > p[top[r]])) top[r] = k;
+        printf("%s: %d (%.1f%%)  %d (%.1f%%)  %d (%.1f%%)\n", argv[i], top[0], 100 * p[top[0]] / sum, top[1],
+               100 * p[top[1]] / sum, top[2], 100 * p[top[2]] / sum);
+        if (draw) show(pixels);
+        tg_tape_reset(t);
+    }
+    tg_tape_free(t);
+    tg_model_free(m);
+    if (failed) fprintf(stderr, "predict: %d of %d images could not be classified\n", failed, argc - first);
+    return failed ? 1 : 0;
+}

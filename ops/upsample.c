@@ -1,0 +1,106 @@
+/* upsample.c: nearest and bilinear upsampling of (N,C,H,W) by an integer factor. */
+#include "internal.h"
+#include "ops.h"
+
+typedef struct {
+    int factor;
+    tg_upsample_mode mode;
+} upsample_attr;
+
+static int upsample_shape(tg_node *n, int *ndim, int *shape) {
+    const upsample_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    char sx[64];
+    if (x->ndim != 4)
+        return tg_fail(TG_ERR_SHAPE, "upsample: input must be (N,C,H,W), got %s", tg_shape_str(x, sx, sizeof sx));
+    if (a->factor < 1 || (int64_t)x->shape[2] * a->factor > (1 << 20) || (int64_t)x->shape[3] * a->factor > (1 << 20))
+        return tg_fail(TG_ERR_ARG, "upsample: factor %d must be >= 1 (and the output at most 2^20 on a side)",
+                       a->factor);
+    if (a->mode != TG_UPSAMPLE_NEAREST && a->mode != TG_UPSAMPLE_BILINEAR)
+        return tg_fail(TG_ERR_ARG, "upsample: unknown mode %d", (int)a->mode);
+    *ndim = 4;
+    shape[0] = x->shape[0];
+    shape[1] = x->shape[1];
+    shape[2] = x->shape[2] * a->factor;
+    shape[3] = x->shape[3] * a->factor;
+    return 0;
+}
+
+/* Bilinear source of output index o (align_corners false): the two inputs and the weight of the second. */
+static void source(int o, int f, int in, int *i0, int *i1, float *l1) {
+    float s = ((float)o + 0.5f) / (float)f - 0.5f;
+    if (s < 0) s = 0;
+    *i0 = (int)s;
+    *i1 = *i0 < in - 1 ? *i0 + 1 : *i0;
+    *l1 = s - (float)*i0;
+}
+
+// nearest: y[oh,ow] = x[oh/f, ow/f]; bilinear: a weighted sum of the 4 nearest inputs
+static int upsample_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const upsample_attr *a = n->attr;
+    const tg_tensor *x = n->in[0];
+    tg_tensor *y = n->out;
+    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3], f = a->factor;
+    for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
+        const float *xp = x->data + p * H * W;
+        float *yp = y->data + p * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                if (a->mode == TG_UPSAMPLE_NEAREST) {
+                    yp[oh * Wo + ow] = xp[(oh / f) * W + ow / f];
+                    continue;
+                }
+                int h0, h1, w0, w1;
+                float lh, lw;
+                source(oh, f, H, &h0, &h1, &lh);
+                source(ow, f, W, &w0, &w1, &lw);
+                yp[oh * Wo + ow] = (1 - lh) * ((1 - lw) * xp[h0 * W + w0] + lw * xp[h0 * W + w1]) +
+                                   lh * ((1 - lw) * xp[h1 * W + w0] + lw * xp[h1 * W + w1]);
+            }
+    }
+    return 0;
+}
+
+// dx[source] += dy * (the weight that source had)
+static int upsample_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const upsample_attr *a = n->attr;
+    tg_tensor *x = n->in[0];
+    const tg_tensor *y = n->out;
+    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3], f = a->factor;
+    for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
+        float *dx = x->grad + p * H * W;
+        const float *dy = y->grad + p * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                float g = dy[oh * Wo + ow];
+                if (a->mode == TG_UPSAMPLE_NEAREST) {
+                    dx[(oh / f) * W + ow / f] += g;
+                    continue;
+                }
+                int h0, h1, w0, w1;
+                float lh, lw;
+                source(oh, f, H, &h0, &h1, &lh);
+                source(ow, f, W, &w0, &w1, &lw);
+                dx[h0 * W + w0] += (1 - lh) * (1 - lw) * g;
+                dx[h0 * W + w1] += (1 - lh) * lw * g;
+                dx[h1 * W + w0] += lh * (1 - lw) * g;
+                dx[h1 * W + w1] += lh * lw * g;
+            }
+    }
+    return 0;
+}
+
+static void upsample_describe(const tg_node *n, char *buf, size_t len) {
+    const upsample_attr *a = n->attr;
+    snprintf(buf, len, "factor=%d mode=%s", a->factor, a->mode == TG_UPSAMPLE_NEAREST ? "nearest" : "bilinear");
+}
+
+const tg_op tg__op_upsample = {.name = "upsample", .attr_size = sizeof(upsample_attr), .shape = upsample_shape,
+                               .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe};
+
+tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode) {
+    upsample_attr a = {factor, mode};
+    return tg_apply(t, &tg__op_upsample, &x, 1, &a);
+}
