@@ -24,7 +24,7 @@ static double l2_norm(const float *v, int64_t n) {
 
 /* 14450688 -> "14.5 M" (base 1000), or "13.8 Mi" for bytes (base 1024) */
 static const char *human(double v, bool bytes, char *buf, size_t len) {
-    const char *unit[] = {"", " K", " M", " G", " T"};
+    const char *unit[] = {" ", " K", " M", " G", " T"};
     double base = bytes ? 1024 : 1000;
     int u = 0;
     while (v >= base && u < 4) v /= base, u++;

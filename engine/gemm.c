@@ -53,8 +53,8 @@ typedef struct {
     int direct_rows; /* B is read in place (not packed) for up to this many rows of C */
     tg__ukernel kernel;
     tg__pack_fn pack_copy, pack_trans;
-    tg__dotkernel dot; /* for A B^T with at most dot_rows rows, if not NULL; tiles dot_r x dot_r */
-    int dot_r, dot_kc, dot_rows;
+    tg__dotkernel dot; /* for A B^T with at most dot_rows rows, if not NULL; tiles dot_m x dot_n */
+    int dot_m, dot_n, dot_kc, dot_rows;
 } tg__gemm_isa;
 
 static void pack_copy_c(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
@@ -83,7 +83,7 @@ static void kernel_c(int kc, const float *a, const float *b, ptrdiff_t ldb, int 
         for (int j = 0; j < nr; j++) c[j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[j];
 }
 
-static const tg__gemm_isa isa_c = {"generic", C_MR, C_NR, 256, 256, 2048, 0, kernel_c, pack_copy_c, pack_trans_c, NULL, 0, 0, 0};
+static const tg__gemm_isa isa_c = {"generic", C_MR, C_NR, 256, 256, 2048, 0, kernel_c, pack_copy_c, pack_trans_c, NULL, 0, 0, 0, 0};
 
 #if defined(__x86_64__)
 // ----------------------------------------------------------------------------
@@ -225,7 +225,7 @@ TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, ptrdiff_
 }
 
 static const tg__gemm_isa isa_avx2 = {"avx2", A2_MR, A2_NR, 256, 384, 3072, 16, kernel_avx2, pack_copy_avx2,
-                                      pack_trans_avx2, NULL, 0, 0, 0};
+                                      pack_trans_avx2, NULL, 0, 0, 0, 0};
 
 // ----------------------------------------------------------------------------
 // x86: AVX-512 micro-kernel, 8 rows x 2 vectors of 16 (16 accumulators)
@@ -288,18 +288,21 @@ TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, ptrd
 // multiply. Here each of a 4 x 4 tile's sums is a vector of 16 partial sums
 // along K, read in place, and a shuffle tree adds the 16 vectors up at the end.
 
-enum { DOT_R = 4, DOT_KC = 1024 };
+enum { DOT_M = 4, DOT_N = 4, DOT_KC = 1024 };
 
 /* out lane t = the sum of the lanes of v[t] */
 TG_AVX512 TG_INLINE __m512 reduce16(const __m512 *v) {
     __m512 x[8], y[4], z[2];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) /* lanes alternate v[2i], v[2i+1]: two partial sums each per 128 bits */
         x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) { /* per 128 bits: v[4i..4i+3], one partial sum each */
         __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(x[2 * i]), _mm512_castps_pd(x[2 * i + 1]));
         __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(x[2 * i]), _mm512_castps_pd(x[2 * i + 1]));
         y[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
     }
+#pragma GCC unroll 2
     for (int i = 0; i < 2; i++) /* add 128-bit blocks pairwise */
         z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x88),
                              _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xdd));
@@ -310,11 +313,12 @@ TG_AVX512 TG_INLINE __m512 reduce16(const __m512 *v) {
 TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const float *a, ptrdiff_t lda,
                                   const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, float alpha,
                                   float beta) {
-    __m512 acc[DOT_R * DOT_R];
-    for (int t = 0; t < DOT_R * DOT_R; t++) acc[t] = _mm512_setzero_ps();
+    __m512 acc[DOT_M * DOT_N];
+#pragma GCC unroll 16
+    for (int t = 0; t < DOT_M * DOT_N; t++) acc[t] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 16 <= kc; k += 16) {
-        __m512 av[DOT_R], bv[DOT_R];
+        __m512 av[DOT_M], bv[DOT_N];
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) av[i] = _mm512_loadu_ps(a + i * lda + k);
 #pragma GCC unroll 4
@@ -322,11 +326,11 @@ TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const floa
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++)
 #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) acc[i * DOT_R + j] = _mm512_fmadd_ps(av[i], bv[j], acc[i * DOT_R + j]);
+            for (int j = 0; j < nr; j++) acc[i * DOT_N + j] = _mm512_fmadd_ps(av[i], bv[j], acc[i * DOT_N + j]);
     }
     if (k < kc) { /* the ragged end of the sum: missing lanes load as zeros */
         __mmask16 m = (__mmask16)((1u << (kc - k)) - 1u);
-        __m512 av[DOT_R], bv[DOT_R];
+        __m512 av[DOT_M], bv[DOT_N];
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) av[i] = _mm512_maskz_loadu_ps(m, a + i * lda + k);
 #pragma GCC unroll 4
@@ -334,14 +338,14 @@ TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const floa
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++)
 #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) acc[i * DOT_R + j] = _mm512_fmadd_ps(av[i], bv[j], acc[i * DOT_R + j]);
+            for (int j = 0; j < nr; j++) acc[i * DOT_N + j] = _mm512_fmadd_ps(av[i], bv[j], acc[i * DOT_N + j]);
     }
-    alignas(64) float sum[DOT_R * DOT_R];
+    alignas(64) float sum[DOT_M * DOT_N];
     _mm512_store_ps(sum, _mm512_mul_ps(_mm512_set1_ps(alpha), reduce16(acc)));
     __mmask8 m = (__mmask8)((1u << nr) - 1u);
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
-        __m128 r = _mm_load_ps(sum + DOT_R * i);
+        __m128 r = _mm_load_ps(sum + DOT_N * i);
         if (beta != 0.0f) r = _mm_fmadd_ps(_mm_set1_ps(beta), _mm_maskz_loadu_ps(m, c + i * ldc), r);
         _mm_mask_storeu_ps(c + i * ldc, m, r);
     }
@@ -349,20 +353,24 @@ TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const floa
 
 TG_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, int mr,
                                  int nr, float *c, ptrdiff_t ldc, float alpha, float beta) {
-#define TG_CASE(MR_, NR_) \
-    case (MR_) * 8 + (NR_): dot_tile(MR_, NR_, kc, a, lda, b, ldb, c, ldc, alpha, beta); break;
-    switch (mr * 8 + nr) {
-        TG_CASE(1, 1) TG_CASE(1, 2) TG_CASE(1, 3) TG_CASE(1, 4)
-        TG_CASE(2, 1) TG_CASE(2, 2) TG_CASE(2, 3) TG_CASE(2, 4)
-        TG_CASE(3, 1) TG_CASE(3, 2) TG_CASE(3, 3) TG_CASE(3, 4)
-        TG_CASE(4, 1) TG_CASE(4, 2) TG_CASE(4, 3) TG_CASE(4, 4)
+#define TG_CASE(MR_)                                                                  \
+    case MR_:                                                                         \
+        switch (nr) {                                                                 \
+        case 1: dot_tile(MR_, 1, kc, a, lda, b, ldb, c, ldc, alpha, beta); break;    \
+        case 2: dot_tile(MR_, 2, kc, a, lda, b, ldb, c, ldc, alpha, beta); break;    \
+        case 3: dot_tile(MR_, 3, kc, a, lda, b, ldb, c, ldc, alpha, beta); break;    \
+        default: dot_tile(MR_, 4, kc, a, lda, b, ldb, c, ldc, alpha, beta); break;   \
+        }                                                                             \
+        break;
+    switch (mr) {
+        TG_CASE(1) TG_CASE(2) TG_CASE(3) TG_CASE(4)
         default: TG_ASSERT(0);
     }
 #undef TG_CASE
 }
 
 static const tg__gemm_isa isa_avx512 = {"avx512", A5_MR, A5_NR, 256, 512, 4096, 32, kernel_avx512, pack_copy_avx2,
-                                        pack_trans_avx2, dot_kernel, DOT_R, DOT_KC, 1 << 30};
+                                        pack_trans_avx2, dot_kernel, DOT_M, DOT_N, DOT_KC, 1 << 30};
 #endif
 
 // ----------------------------------------------------------------------------
@@ -458,7 +466,7 @@ typedef struct {
     ptrdiff_t lda, ldb, ldc;
     float *C;
     int kc;              /* K slice length: the same for every thread, so sums are split the same way */
-    bool dot;            /* the dot-product kernel, tiles of isa->dot_r */
+    bool dot;            /* the dot-product kernel */
     int tile_m, tile_n;  /* threads split C along these */
 } tg__gemm_job;
 
@@ -520,14 +528,14 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
 
 /* the same with the dot-product kernel: A and B are read in place */
 static void dot_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
-    const int R = isa->dot_r;
+    const int RM = isa->dot_m, RN = isa->dot_n;
     for (int pc = 0; pc < g->K; pc += g->kc) {
         int kc = g->K - pc < g->kc ? g->K - pc : g->kc;
         float beta = pc == 0 ? g->beta : 1.0f;
-        for (int i = m0; i < m1; i += R)
-            for (int j = n0; j < n1; j += R)
+        for (int i = m0; i < m1; i += RM)
+            for (int j = n0; j < n1; j += RN)
                 isa->dot(kc, g->A + (ptrdiff_t)i * g->lda + pc, g->lda, g->B + (ptrdiff_t)j * g->ldb + pc, g->ldb,
-                         m1 - i < R ? m1 - i : R, n1 - j < R ? n1 - j : R, g->C + (ptrdiff_t)i * g->ldc + j,
+                         m1 - i < RM ? m1 - i : RM, n1 - j < RN ? n1 - j : RN, g->C + (ptrdiff_t)i * g->ldc + j,
                          g->ldc, g->alpha, beta);
     }
 }
@@ -597,7 +605,7 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
     tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, false, isa->mr, isa->nr};
     int kc_max = isa->kc, align = 8;
     if (isa->dot && !trans_a && trans_b && M <= isa->dot_rows) {
-        g.dot = true, g.tile_m = g.tile_n = isa->dot_r;
+        g.dot = true, g.tile_m = isa->dot_m, g.tile_n = isa->dot_n;
         kc_max = isa->dot_kc, align = 16;
     }
     /* equal slices of at most kc_max, a multiple of align but the last */

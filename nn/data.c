@@ -24,6 +24,7 @@
 static int gz_fail(gzFile gz, const char *path) {
     int errnum;
     const char *msg = gzerror(gz, &errnum);
+    if (strncmp(msg, "<fd:", 4) == 0 && strstr(msg, ": ")) msg = strstr(msg, ": ") + 2; /* zlib names the fd */
     if (errnum == Z_ERRNO) return tg_fail(TG_ERR_IO, "idx %s: cannot read: %s", path, strerror(errno));
     if (errnum == Z_BUF_ERROR) return tg_fail(TG_ERR_FORMAT, "idx %s: truncated gzip data: %s", path, msg);
     return tg_fail(TG_ERR_FORMAT, "idx %s: bad gzip data: %s", path, msg);

@@ -379,9 +379,16 @@ static void convt_describe(const tg_node *n, char *buf, size_t len) {
              n->n_in > 2 ? " bias" : "");
 }
 
+/* FLOPs: 2*(Cout/groups)*R*S multiply-adds for each of the N*Cin*H*W inputs (the adds of col2im not
+ * counted), plus N*Cout*H'*W' bias adds */
+static int64_t convt_flops(const tg_node *n) {
+    conv_dims d = convt_dims(n);
+    return 2 * d.rows * d.Ho * d.Wo * d.K * d.N + (n->n_in > 2 ? n->out->size : 0);
+}
+
 const tg_op tg__op_conv_transpose2d = {.name = "conv_transpose2d", .attr_size = sizeof(convt_attr),
                                        .shape = convt_shape, .forward = convt_forward, .vjp = convt_vjp,
-                                       .describe = convt_describe};
+                                       .describe = convt_describe, .flops = convt_flops};
 
 tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
                                int output_padding, int dilation, int groups) {

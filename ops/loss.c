@@ -134,7 +134,11 @@ static int mse_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-const tg_op tg__op_mse_loss = {.name = "mse_loss", .shape = mse_shape, .forward = mse_forward, .vjp = mse_vjp};
+/* FLOPs: 3 per element (subtract, square, add) */
+static int64_t mse_flops(const tg_node *n) { return 3 * n->in[0]->size; }
+
+const tg_op tg__op_mse_loss = {.name = "mse_loss", .shape = mse_shape, .forward = mse_forward, .vjp = mse_vjp,
+                               .flops = mse_flops};
 
 tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target) {
     return tg_apply(t, &tg__op_mse_loss, (tg_tensor *[]){pred, target}, 2, NULL);

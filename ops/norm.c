@@ -279,8 +279,12 @@ static void ln_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "normalized=%lld eps=%g", (long long)n->in[1]->size, (double)((const ln_attr *)n->attr)->eps);
 }
 
+/* FLOPs: 8 per element, as batch norm's training (mean 1, variance 3, normalise 2, scale and shift 2) */
+static int64_t ln_flops(const tg_node *n) { return 8 * n->out->size; }
+
 const tg_op tg__op_layer_norm = {.name = "layer_norm", .attr_size = sizeof(ln_attr), .shape = ln_shape,
-                                 .forward = ln_forward, .vjp = ln_vjp, .describe = ln_describe};
+                                 .forward = ln_forward, .vjp = ln_vjp, .describe = ln_describe,
+                                 .flops = ln_flops};
 
 tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps) {
     ln_attr a = {eps};

@@ -97,8 +97,15 @@ static void upsample_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "factor=%d mode=%s", a->factor, a->mode == TG_UPSAMPLE_NEAREST ? "nearest" : "bilinear");
 }
 
+/* FLOPs per output element: nearest 0 (a copy), bilinear 8 (four multiply-adds) */
+static int64_t upsample_flops(const tg_node *n) {
+    const upsample_attr *a = n->attr;
+    return a->mode == TG_UPSAMPLE_NEAREST ? 0 : 8 * n->out->size;
+}
+
 const tg_op tg__op_upsample = {.name = "upsample", .attr_size = sizeof(upsample_attr), .shape = upsample_shape,
-                               .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe};
+                               .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe,
+                               .flops = upsample_flops};
 
 tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode) {
     upsample_attr a = {factor, mode};

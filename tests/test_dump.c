@@ -230,6 +230,31 @@ static void small_net(void) {
     tg_tape_free(t);
 }
 
+/* the FLOPs of the decoder's ops: conv_transpose2d -> upsample -> layer_norm -> mse_loss */
+static void decoder_flops(void) {
+    uint64_t rng = 11;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){1, 2, 3, 3});
+    tg_tensor *w = param(4, (int[]){2, 3, 2, 2}, "w", &rng), *b = param(1, (int[]){3}, "b", &rng);
+    tg_tensor *g = param(1, (int[]){12}, "g", &rng), *be = param(1, (int[]){12}, "be", &rng);
+    tg_tensor *y = tg_conv_transpose2d(t, x, w, b, 2, 0, 0, 1, 1);             /* 1x3x6x6 */
+    y = tg_upsample(t, y, 2, TG_UPSAMPLE_BILINEAR);                              /* 1x3x12x12 */
+    y = tg_layer_norm(t, y, g, be, 1e-5f);
+    tg_tensor *loss = tg_mse_loss(t, y, tg_tensor_tape(t, 4, (int[]){1, 3, 12, 12}));
+    CHECK(loss != NULL);
+    dump_text d = dump_of(t, tg_tape_dump);
+    row rows[8];
+    CHECK_INT(parse_rows(d.text, rows, 8), 4);
+    /* conv_transpose2d: 2*(Cout/groups)*R*S*H*W*Cin = 2*3*2*2*3*3*2 = 432 per image, N = 1, plus the bias
+     * adds 3*6*6 = 108; upsample bilinear: 8 per output, 8*3*12*12 = 3456; layer_norm: 8 per element = 3456;
+     * mse_loss: 3 per element = 1296 */
+    const long long want[4] = {432 + 108, 3456, 3456, 1296};
+    for (int i = 0; i < 4; i++) CHECK_INT(atoll(rows[i].flops), want[i]);
+    free(d.text);
+    tg_tensor_free(w), tg_tensor_free(b), tg_tensor_free(g), tg_tensor_free(be);
+    tg_tape_free(t);
+}
+
 // ----------------------------------------------------------------------------
 // the receptive field along conv and pool chains, and max pooling's argmax histogram
 
@@ -418,6 +443,7 @@ static void graphviz(void) {
 
 int main(void) {
     small_net();
+    decoder_flops();
     receptive_field();
     nonfinite();
     graphviz();
