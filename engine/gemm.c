@@ -13,12 +13,16 @@
  * Packing turns both transposes into one layout, pads edges with zeros so
  * the micro-kernel always runs full width, and makes every load it does
  * contiguous. The micro-kernel comes in three builds chosen at run time:
- * AVX-512 (8 x 32), AVX2+FMA (4 x 24) and portable C (4 x 16).
+ * AVX-512 (8 x 32), AVX2+FMA (4 x 24) and portable C (4 x 16). Two shortcuts
+ * matter for the small M of conv and linear: with few rows of C the kernel
+ * reads an untransposed B in place, and A B^T with M or N tiny goes to a
+ * dot-product kernel (AVX-512) that reads both in place.
  *
- * Determinism: C[i][j] is always the same chain of FMAs over k, one KC slice
- * after the other, whichever tile, thread or edge variant computes it. Threads
- * split C into blocks of rows and columns, never the sum, so the result is
- * bit-for-bit the same for any thread count. */
+ * Determinism: C[i][j] is always the same chain of FMAs over k, one K slice
+ * after the other, whichever tile, thread or edge variant computes it; the
+ * slices and the kernel depend only on the shape. Threads split C into blocks
+ * of rows and columns, never the sum, so the result is bit-for-bit the same
+ * for any thread count. */
 #include "internal.h"
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -53,8 +57,8 @@ typedef struct {
     int direct_rows; /* B is read in place (not packed) for up to this many rows of C */
     tg__ukernel kernel;
     tg__pack_fn pack_copy, pack_trans;
-    tg__dotkernel dot; /* for A B^T with at most dot_rows rows, if not NULL; tiles dot_m x dot_n */
-    int dot_m, dot_n, dot_kc, dot_rows;
+    tg__dotkernel dot; /* if not NULL, for A B^T when M or N is at most dot_below; tiles dot_m x dot_n */
+    int dot_m, dot_n, dot_kc, dot_below;
 } tg__gemm_isa;
 
 static void pack_copy_c(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
@@ -132,25 +136,27 @@ TG_AVX2 TG_INLINE void transpose8(__m256 *r) {
     r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-/* 8 x 8 and 4 x 4 register transposes for the bulk, scalar for the ragged edges */
-TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
-    int kc8 = kc & ~7, kc4 = kc & ~3, r = 0;
-    for (; r + 8 <= nvalid; r += 8) {
+/* dst[k*P + r] = src[r*ld + k] for rows [r0, r1), k in [k0, k1): 8 x 8 and 4 x 4
+ * register transposes for the bulk, scalar for the ragged edges */
+TG_AVX2 static void trans_block_avx2(float *dst, const float *src, ptrdiff_t ld, int r0, int r1, int P, int k0,
+                                     int k1) {
+    int r = r0;
+    for (; r + 8 <= r1; r += 8) {
         const float *s = src + r * ld;
-        int k = 0;
-        for (; k < kc8; k += 8) {
+        int k = k0;
+        for (; k + 8 <= k1; k += 8) {
             __m256 v[8];
             for (int q = 0; q < 8; q++) v[q] = _mm256_loadu_ps(s + q * ld + k);
             transpose8(v);
             for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (ptrdiff_t)(k + q) * P + r, v[q]);
         }
-        for (; k < kc; k++)
+        for (; k < k1; k++)
             for (int q = 0; q < 8; q++) dst[(ptrdiff_t)k * P + r + q] = s[q * ld + k];
     }
-    for (; r + 4 <= nvalid; r += 4) {
+    for (; r + 4 <= r1; r += 4) {
         const float *s = src + r * ld;
-        int k = 0;
-        for (; k < kc4; k += 4) {
+        int k = k0;
+        for (; k + 4 <= k1; k += 4) {
             __m128 v0 = _mm_loadu_ps(s + k), v1 = _mm_loadu_ps(s + ld + k);
             __m128 v2 = _mm_loadu_ps(s + 2 * ld + k), v3 = _mm_loadu_ps(s + 3 * ld + k);
             _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
@@ -159,14 +165,21 @@ TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, 
             _mm_storeu_ps(dst + (ptrdiff_t)(k + 2) * P + r, v2);
             _mm_storeu_ps(dst + (ptrdiff_t)(k + 3) * P + r, v3);
         }
-        for (; k < kc; k++)
+        for (; k < k1; k++)
             for (int q = 0; q < 4; q++) dst[(ptrdiff_t)k * P + r + q] = s[q * ld + k];
     }
-    for (int k = 0; k < kc; k++) {
-        float *d = dst + (ptrdiff_t)k * P;
-        for (int q = r; q < nvalid; q++) d[q] = src[q * ld + k];
-        for (int q = nvalid; q < P; q++) d[q] = 0.0f;
-    }
+    for (int k = k0; k < k1; k++)
+        for (int q = r; q < r1; q++) dst[(ptrdiff_t)k * P + q] = src[q * ld + k];
+}
+
+static void zero_rows(float *dst, int nvalid, int P, int kc) {
+    if (nvalid < P)
+        for (int k = 0; k < kc; k++) memset(dst + (ptrdiff_t)k * P + nvalid, 0, (size_t)(P - nvalid) * sizeof *dst);
+}
+
+TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+    trans_block_avx2(dst, src, ld, 0, nvalid, P, 0, kc);
+    zero_rows(dst, nvalid, P, kc);
 }
 
 // ----------------------------------------------------------------------------
@@ -369,8 +382,50 @@ TG_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const fl
 #undef TG_CASE
 }
 
+/* 16 x 16 register transposes: half the shuffles per element of the 8 x 8 ones */
+TG_AVX512 static void pack_trans_avx512(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+    int r = 0, kc16 = kc & ~15;
+    for (; r + 16 <= nvalid; r += 16) {
+        const float *s = src + r * ld;
+        for (int k = 0; k < kc16; k += 16) {
+            __m512 v[16], t[16];
+#pragma GCC unroll 16
+            for (int q = 0; q < 16; q++) v[q] = _mm512_loadu_ps(s + q * ld + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) { /* per 128 bits: rows 2i, 2i+1 interleaved */
+                t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) { /* v[4i+j], block L: rows 4i..4i+3 of column 4L+j */
+                __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
+                __m512d a2 = _mm512_castps_pd(t[4 * i + 2]), a3 = _mm512_castps_pd(t[4 * i + 3]);
+                v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+                v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+                v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+                v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) { /* gather the four blocks of each column */
+                __m512 w0 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0x44), w1 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0xee);
+                __m512 w2 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0x44);
+                __m512 w3 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0xee);
+                t[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+                t[4 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
+                t[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+                t[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
+            }
+#pragma GCC unroll 16
+            for (int q = 0; q < 16; q++) _mm512_storeu_ps(dst + (ptrdiff_t)(k + q) * P + r, t[q]);
+        }
+        trans_block_avx2(dst, src, ld, r, r + 16, P, kc16, kc);
+    }
+    trans_block_avx2(dst, src, ld, r, nvalid, P, 0, kc);
+    zero_rows(dst, nvalid, P, kc);
+}
+
 static const tg__gemm_isa isa_avx512 = {"avx512", A5_MR, A5_NR, 256, 512, 4096, 32, kernel_avx512, pack_copy_avx2,
-                                        pack_trans_avx2, dot_kernel, DOT_M, DOT_N, DOT_KC, 1 << 30};
+                                        pack_trans_avx512, dot_kernel, DOT_M, DOT_N, DOT_KC, 16};
 #endif
 
 // ----------------------------------------------------------------------------
@@ -391,8 +446,6 @@ static const tg__gemm_isa *isa_best(void) {
     const tg__gemm_isa *f = atomic_load(&isa_forced);
     if (f) return f;
 #if defined(__x86_64__)
-    if (getenv("TG_KC")) { /* TEMP tuning */
-        static tg__gemm_isa t; t = isa_avx512; t.kc = atoi(getenv("TG_KC")); t.mc = atoi(getenv("TG_MC")); t.nc = atoi(getenv("TG_NC")); t.direct_rows = atoi(getenv("TG_DR")); t.dot_rows = atoi(getenv("TG_DOT")); return &t; }
     if (isa_supported(&isa_avx512)) return &isa_avx512;
     if (isa_supported(&isa_avx2)) return &isa_avx2;
 #endif
@@ -604,7 +657,7 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
     const tg__gemm_isa *isa = isa_best();
     tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, false, isa->mr, isa->nr};
     int kc_max = isa->kc, align = 8;
-    if (isa->dot && !trans_a && trans_b && M <= isa->dot_rows) {
+    if (isa->dot && !trans_a && trans_b && (M <= isa->dot_below || N <= isa->dot_below)) {
         g.dot = true, g.tile_m = isa->dot_m, g.tile_n = isa->dot_n;
         kc_max = isa->dot_kc, align = 16;
     }
@@ -612,14 +665,11 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
     int slices = (K + kc_max - 1) / kc_max;
     g.kc = slices == 1 ? K : round_up((K + slices - 1) / slices, align);
 
-    int T = 1;
 #ifdef _OPENMP
-    if (omp_get_level() == 0) { /* inside a parallel region: stay in the calling thread */
-        double work = (double)M * N * K;
-        T = tg_get_threads();
-        if (work < TG_GEMM_MIN_PER_THREAD * T) T = (int)(work / TG_GEMM_MIN_PER_THREAD);
-        if (T < 1) T = 1;
-    }
+    /* Inside a parallel region (conv over images, say) stay in the calling thread. */
+    int T = omp_get_level() == 0 ? tg_get_threads() : 1;
+    double work = (double)M * N * K;
+    if (work < TG_GEMM_MIN_PER_THREAD * T) T = (int)(work / TG_GEMM_MIN_PER_THREAD);
     if (T > 1) {
 #pragma omp parallel num_threads(T)
         gemm_part(isa, &g, omp_get_thread_num(), omp_get_num_threads());

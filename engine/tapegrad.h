@@ -153,7 +153,7 @@ uint64_t tg_alloc_count(void);
  * flops or stats callback shows "-". Returns 0, TG_ERR_ARG or TG_ERR_IO. */
 int tg_tape_dump(const tg_tape *t, FILE *f);
 /* The tape as a Graphviz digraph (dot -Tsvg tape.dot -o tape.svg): ops are
- * boxes, parameters ellipses, other leaves (inputs) notes; edges carry shapes. */
+ * boxes, parameters ellipses, other leaves (inputs) parallelograms; edges carry shapes. */
 int tg_tape_dot(const tg_tape *t, FILE *f);
 
 // ----------------------------------------------------------------------------

@@ -166,12 +166,21 @@ static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) 
     return 0;
 }
 
+/* 64 megapixels: any photograph of a digit, not a decompression bomb */
+#define IMAGE_MAX_PIXELS (1 << 26)
+
 int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels) {
     if (!path) return tg_fail(TG_ERR_ARG, "image_to_mnist: path is NULL");
     if (!out) return tg_fail(TG_ERR_ARG, "image %s: the output is NULL", path);
     FILE *f = fopen(path, "rb");
     if (!f) return tg_fail(TG_ERR_IO, "image %s: cannot open: %s", path, strerror(errno));
     int w = 0, h = 0, channels = 0;
+    /* the header's size first: a small file may claim a picture of gigabytes */
+    if (stbi_info_from_file(f, &w, &h, &channels) && ((int64_t)w * h > IMAGE_MAX_PIXELS)) {
+        fclose(f);
+        return tg_fail(TG_ERR_FORMAT, "image %s: %dx%d pixels is more than the %d this reads", path, w, h,
+                       IMAGE_MAX_PIXELS);
+    }
     uint8_t *g = stbi_load_from_file(f, &w, &h, &channels, 2);
     fclose(f);
     if (!g) return tg_fail(TG_ERR_FORMAT, "image %s: cannot decode: %s", path, stbi_failure_reason());

@@ -99,9 +99,10 @@ static void sizes(void) {
             CHECK_INT(run_case(&r), 0);
         }
     }
-    /* long sums (several K slices), tall and wide blocks past MC and NC, conv and linear-like shapes */
-    static const int big[][3] = {{16, 784, 144}, {32, 196, 288}, {64, 128, 1000}, {9, 97, 600},
-                                 {530, 40, 20},  {5, 4200, 9},   {67, 131, 513},  {144, 196, 32}};
+    /* long sums (several K slices, also for the dot-product kernel), tall and wide blocks past MC and
+     * NC, conv and linear-like shapes */
+    static const int big[][3] = {{16, 784, 144}, {32, 196, 288}, {64, 128, 600}, {9, 97, 600},   {6, 10, 2100},
+                                 {530, 40, 20},  {5, 4200, 9},   {67, 131, 513}, {144, 196, 32}, {40, 9, 1100}};
     for (size_t i = 0; i < sizeof big / sizeof *big; i++)
         for (int t = 0; t < 4; t++) {
             gemm_case g = {t & 1, t >> 1, big[i][0], big[i][1], big[i][2], t == 2 ? 7 : 0, alphas[n % 5],

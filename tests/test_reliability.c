@@ -58,6 +58,8 @@ static void make_files(void) {
     write_file("empty.png", "", 0);
     write_file("text.png", "hello, this is not a picture\n", 29);
     write_file("truncated.png", "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x1c", 20);
+    /* a PNG header claiming 20000 x 20000 pixels, then nothing */
+    write_file("huge.png", "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x4e\x20\0\0\x4e\x20\x08\0\0\0\0\0\0\0\0", 33);
 }
 
 // ----------------------------------------------------------------------------
@@ -144,6 +146,7 @@ static int image_of(const char *name) {
 static int empty_image(void) { return image_of("empty.png"); }
 static int text_image(void) { return image_of("text.png"); }
 static int truncated_image(void) { return image_of("truncated.png"); }
+static int huge_image(void) { return image_of("huge.png"); }
 
 static const bad_input table[] = {
     {"truncated IDX file", "truncated", truncated_idx},
@@ -165,6 +168,7 @@ static const bad_input table[] = {
     {"empty file given to predict", "empty.png", empty_image},
     {"text file given to predict", "text.png", text_image},
     {"truncated PNG given to predict", "truncated.png", truncated_image},
+    {"PNG claiming 20000x20000 pixels", "20000x20000 pixels is more than", huge_image},
 };
 
 static void bad_inputs(void) {
