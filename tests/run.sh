@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
-# Builds tapegrad with AddressSanitizer and UndefinedBehaviorSanitizer and runs
-# every test; installs whatever a fresh Debian 12 machine lacks.
+# Runs every test: the whole suite built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (LeakSanitizer on), then the quick unit tests
+# again under valgrind on a plain build, where the sanitizers' own runtime
+# could hide something. Installs whatever a fresh Debian 12 machine lacks and
+# fetches MNIST for the smoke test. Ends with "N passed, N failed".
 # Usage: bash tests/run.sh [meson test options, e.g. a test name]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh graphviz # dot renders tape dumps (tests/test_dump.c)
+bash scripts/install-deps.sh graphviz valgrind # dot renders tape dumps (tests/test_dump.c)
 bash scripts/fetch-mnist.sh
-build=build-test
-if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
-fi
-ninja -C "$build" >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
-meson test -C "$build" --print-errorlogs "$@" || status=$?
-python3 - "$build/meson-logs/testlog.json" <<'PY'
+
+asan=build-test
+[ -f "$asan/build.ninja" ] ||
+  meson setup "$asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+ninja -C "$asan" >/dev/null
+meson test -C "$asan" --print-errorlogs "$@" || status=$?
+
+logs=("$asan/meson-logs/testlog.json")
+if [ $# -eq 0 ]; then
+  vg=build-valgrind
+  [ -f "$vg/build.ninja" ] || meson setup "$vg" --buildtype=debugoptimized >/dev/null
+  ninja -C "$vg" >/dev/null
+  meson test -C "$vg" --print-errorlogs --suite tapegrad:unit \
+    --wrapper 'valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect' || status=$?
+  logs+=("$vg/meson-logs/testlog.json")
+fi
+
+python3 - "${logs[@]}" <<'PY'
 import json, sys
 ok = bad = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["result"] in ("OK", "EXPECTEDFAIL"): ok += 1
-    elif r["result"] != "SKIP": bad += 1
+for log in sys.argv[1:]:
+    for line in open(log):
+        r = json.loads(line)
+        if r["result"] in ("OK", "EXPECTEDFAIL"): ok += 1
+        elif r["result"] != "SKIP": bad += 1
 print(f"{ok} passed, {bad} failed")
 PY
 exit $status
