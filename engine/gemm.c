@@ -87,11 +87,12 @@ static void kernel_c(int kc, const float *a, const float *b, ptrdiff_t ldb, int 
         for (int j = 0; j < nr; j++) c[j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[j];
 }
 
-static const tg__gemm_isa isa_c = {"generic", C_MR, C_NR, 256, 256, 2048, 0, kernel_c, pack_copy_c, pack_trans_c, NULL, 0, 0, 0, 0};
+static const tg__gemm_isa isa_c = {.name = "generic", .mr = C_MR, .nr = C_NR, .kc = 256, .mc = 256, .nc = 2048,
+                                   .kernel = kernel_c, .pack_copy = pack_copy_c, .pack_trans = pack_trans_c};
 
 #if defined(__x86_64__)
 // ----------------------------------------------------------------------------
-// x86: packing with AVX2, shared by both vector kernels
+// x86: packing with AVX2 (the AVX-512 build transposes 16 x 16, further down)
 
 #define TG_AVX2 __attribute__((target("avx2,fma")))
 #define TG_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
@@ -108,7 +109,10 @@ TG_AVX2 static void pack_copy_avx2(float *dst, const float *src, ptrdiff_t ld, i
             int n = nvalid - r;
             if (n >= 8) _mm256_storeu_ps(dst + r, _mm256_loadu_ps(src + r));
             else if (n <= 0) _mm256_storeu_ps(dst + r, _mm256_setzero_ps());
-            else _mm256_storeu_ps(dst + r, _mm256_maskload_ps(src + r, _mm256_loadu_si256((const __m256i *)(mask8_tab + 8 - n))));
+            else {
+                __m256i m = _mm256_loadu_si256((const __m256i *)(mask8_tab + 8 - n));
+                _mm256_storeu_ps(dst + r, _mm256_maskload_ps(src + r, m));
+            }
         }
         if (r < P) {
             int n = nvalid - r < 0 ? 0 : nvalid - r > 4 ? 4 : nvalid - r;
@@ -146,8 +150,10 @@ TG_AVX2 static void trans_block_avx2(float *dst, const float *src, ptrdiff_t ld,
         int k = k0;
         for (; k + 8 <= k1; k += 8) {
             __m256 v[8];
+#pragma GCC unroll 8
             for (int q = 0; q < 8; q++) v[q] = _mm256_loadu_ps(s + q * ld + k);
             transpose8(v);
+#pragma GCC unroll 8
             for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (ptrdiff_t)(k + q) * P + r, v[q]);
         }
         for (; k < k1; k++)
@@ -168,8 +174,8 @@ TG_AVX2 static void trans_block_avx2(float *dst, const float *src, ptrdiff_t ld,
         for (; k < k1; k++)
             for (int q = 0; q < 4; q++) dst[(ptrdiff_t)k * P + r + q] = s[q * ld + k];
     }
-    for (int k = k0; k < k1; k++)
-        for (int q = r; q < r1; q++) dst[(ptrdiff_t)k * P + q] = src[q * ld + k];
+    for (int q = r; q < r1; q++)
+        for (int k = k0; k < k1; k++) dst[(ptrdiff_t)k * P + q] = src[q * ld + k];
 }
 
 static void zero_rows(float *dst, int nvalid, int P, int kc) {
@@ -237,8 +243,9 @@ TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, ptrdiff_
 #undef TG_CASE
 }
 
-static const tg__gemm_isa isa_avx2 = {"avx2", A2_MR, A2_NR, 256, 384, 3072, 16, kernel_avx2, pack_copy_avx2,
-                                      pack_trans_avx2, NULL, 0, 0, 0, 0};
+static const tg__gemm_isa isa_avx2 = {.name = "avx2", .mr = A2_MR, .nr = A2_NR, .kc = 256, .mc = 384, .nc = 3072,
+                                      .direct_rows = 16, .kernel = kernel_avx2, .pack_copy = pack_copy_avx2,
+                                      .pack_trans = pack_trans_avx2};
 
 // ----------------------------------------------------------------------------
 // x86: AVX-512 micro-kernel, 8 rows x 2 vectors of 16 (16 accumulators)
@@ -382,7 +389,10 @@ TG_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const fl
 #undef TG_CASE
 }
 
-/* 16 x 16 register transposes: half the shuffles per element of the 8 x 8 ones */
+// ----------------------------------------------------------------------------
+// x86: AVX-512 packing
+
+/* 16 x 16 register transposes: fewer shuffles per element than the 8 x 8 ones */
 TG_AVX512 static void pack_trans_avx512(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
     int r = 0, kc16 = kc & ~15;
     for (; r + 16 <= nvalid; r += 16) {
@@ -424,8 +434,11 @@ TG_AVX512 static void pack_trans_avx512(float *dst, const float *src, ptrdiff_t 
     zero_rows(dst, nvalid, P, kc);
 }
 
-static const tg__gemm_isa isa_avx512 = {"avx512", A5_MR, A5_NR, 256, 512, 4096, 32, kernel_avx512, pack_copy_avx2,
-                                        pack_trans_avx512, dot_kernel, DOT_M, DOT_N, DOT_KC, 16};
+static const tg__gemm_isa isa_avx512 = {.name = "avx512", .mr = A5_MR, .nr = A5_NR, .kc = 256, .mc = 512,
+                                        .nc = 4096, .direct_rows = 32, .kernel = kernel_avx512,
+                                        .pack_copy = pack_copy_avx2, .pack_trans = pack_trans_avx512,
+                                        .dot = dot_kernel, .dot_m = DOT_M, .dot_n = DOT_N, .dot_kc = DOT_KC,
+                                        .dot_below = 16};
 #endif
 
 // ----------------------------------------------------------------------------
@@ -525,6 +538,18 @@ typedef struct {
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+/* C[m0:m1, n0:n1] of the job, one dot product at a time, without packing */
+static void gemm_plain(const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
+    for (int i = m0; i < m1; i++)
+        for (int j = n0; j < n1; j++) {
+            float s = 0, *c = g->C + (ptrdiff_t)i * g->ldc + j;
+            for (int k = 0; k < g->K; k++)
+                s += (g->trans_a ? g->A[(ptrdiff_t)k * g->lda + i] : g->A[(ptrdiff_t)i * g->lda + k]) *
+                     (g->trans_b ? g->B[(ptrdiff_t)j * g->ldb + k] : g->B[(ptrdiff_t)k * g->ldb + j]);
+            *c = g->beta == 0.0f ? g->alpha * s : g->alpha * s + g->beta * *c;
+        }
+}
+
 /* C[m0:m1, n0:n1] of the job */
 static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
     const int MR = isa->mr, NR = isa->nr;
@@ -536,7 +561,10 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
      * last panel, which would read past the row). */
     bool direct_b = !g->trans_b && m1 - m0 <= isa->direct_rows;
     float *abuf = pack_buffer((size_t)mc_max * kc_max + (size_t)kc_max * (direct_b ? NR : nc_max));
-    TG_ASSERT(abuf); /* the library has no way to report failure from here */
+    if (!abuf) { /* out of memory: slow, but no way to fail from here */
+        gemm_plain(g, m0, m1, n0, n1);
+        return;
+    }
     float *bbuf = abuf + (size_t)mc_max * kc_max;
     for (int jc = n0; jc < n1; jc += isa->nc) {
         int nc = n1 - jc < isa->nc ? n1 - jc : isa->nc;
@@ -545,14 +573,10 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
             float beta = pc == 0 ? g->beta : 1.0f;
             for (int jr = 0; jr < nc; jr += NR) {
                 int nr = nc - jr < NR ? nc - jr : NR;
-                if (direct_b) {
-                    if (nr == NR) continue;
-                    isa->pack_copy(bbuf, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
-                } else if (!g->trans_b) {
-                    isa->pack_copy(bbuf + (size_t)jr * kc, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
-                } else {
-                    isa->pack_trans(bbuf + (size_t)jr * kc, g->B + (ptrdiff_t)(jc + jr) * g->ldb + pc, g->ldb, nr, NR, kc);
-                }
+                float *d = direct_b ? bbuf : bbuf + (size_t)jr * kc;
+                if (direct_b && nr == NR) continue;
+                if (!g->trans_b) isa->pack_copy(d, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
+                else isa->pack_trans(d, g->B + (ptrdiff_t)(jc + jr) * g->ldb + pc, g->ldb, nr, NR, kc);
             }
             for (int ic = m0; ic < m1; ic += isa->mc) {
                 int mc = m1 - ic < isa->mc ? m1 - ic : isa->mc;
