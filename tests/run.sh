@@ -24,9 +24,9 @@ if [ $# -eq 0 ]; then
   vg=build-valgrind
   [ -f "$vg/build.ninja" ] || meson setup "$vg" --buildtype=debugoptimized >/dev/null
   ninja -C "$vg" >/dev/null
-  meson test -C "$vg" --print-errorlogs --suite tapegrad:unit --logbase valgrind \
+  meson test -C "$vg" --print-errorlogs --suite tapegrad:unit \
     --wrapper 'valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect' || status=$?
-  logs+=("$vg/meson-logs/valgrind.json")
+  logs+=("$vg/meson-logs/testlog-valgrind.json") # meson names the log after the wrapper
 fi
 
 python3 - "${logs[@]}" <<'PY'
