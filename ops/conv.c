@@ -67,6 +67,15 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
 // ----------------------------------------------------------------------------
 // im2col / col2im for one image and one group: x (Cg,H,W) <-> col (Cg*R*S, Ho*Wo)
 
+/* The output columns [lo, hi) whose input column ow*stride + off lies inside [0, W). */
+static void valid_cols(int off, int stride, int W, int Wo, int *lo, int *hi) {
+    int l = off < 0 ? (-off + stride - 1) / stride : 0;
+    int h = W - off <= 0 ? 0 : (W - off + stride - 1) / stride;
+    *lo = l < Wo ? l : Wo;
+    *hi = h < Wo ? h : Wo;
+    if (*hi < *lo) *hi = *lo;
+}
+
 static void im2col(float *col, const float *x, const conv_dims *d) {
     int HWo = d->Ho * d->Wo;
     for (int c = 0; c < d->Cg; c++)
@@ -74,6 +83,8 @@ static void im2col(float *col, const float *x, const conv_dims *d) {
             for (int s = 0; s < d->S; s++) {
                 float *row = col + ((int64_t)(c * d->R + r) * d->S + s) * HWo;
                 const float *xc = x + (int64_t)c * d->H * d->W;
+                int off = s * d->dil - d->pad, lo, hi;
+                valid_cols(off, d->stride, d->W, d->Wo, &lo, &hi);
                 for (int oh = 0; oh < d->Ho; oh++) {
                     int ih = oh * d->stride - d->pad + r * d->dil;
                     float *out = row + oh * d->Wo;
@@ -81,9 +92,12 @@ static void im2col(float *col, const float *x, const conv_dims *d) {
                         memset(out, 0, (size_t)d->Wo * sizeof *out);
                         continue;
                     }
-                    const float *xr = xc + (int64_t)ih * d->W;
-                    int iw = s * d->dil - d->pad;
-                    for (int ow = 0; ow < d->Wo; ow++, iw += d->stride) out[ow] = (iw >= 0 && iw < d->W) ? xr[iw] : 0.0f;
+                    const float *xr = xc + (int64_t)ih * d->W; /* input column ow*stride + off */
+                    for (int ow = 0; ow < lo; ow++) out[ow] = 0.0f;
+                    if (d->stride == 1) memcpy(out + lo, xr + lo + off, (size_t)(hi - lo) * sizeof *out);
+                    else
+                        for (int ow = lo; ow < hi; ow++) out[ow] = xr[ow * d->stride + off];
+                    for (int ow = hi; ow < d->Wo; ow++) out[ow] = 0.0f;
                 }
             }
 }
@@ -96,14 +110,20 @@ static void col2im(float *dx, const float *col, const conv_dims *d) {
             for (int s = 0; s < d->S; s++) {
                 const float *row = col + ((int64_t)(c * d->R + r) * d->S + s) * HWo;
                 float *xc = dx + (int64_t)c * d->H * d->W;
+                int off = s * d->dil - d->pad, lo, hi;
+                valid_cols(off, d->stride, d->W, d->Wo, &lo, &hi);
                 for (int oh = 0; oh < d->Ho; oh++) {
                     int ih = oh * d->stride - d->pad + r * d->dil;
                     if (ih < 0 || ih >= d->H) continue;
                     float *xr = xc + (int64_t)ih * d->W;
                     const float *in = row + oh * d->Wo;
-                    int iw = s * d->dil - d->pad;
-                    for (int ow = 0; ow < d->Wo; ow++, iw += d->stride)
-                        if (iw >= 0 && iw < d->W) xr[iw] += in[ow];
+                    if (d->stride == 1) {
+                        float *xo = xr + lo + off;
+                        const float *io = in + lo;
+                        for (int k = 0; k < hi - lo; k++) xo[k] += io[k];
+                    } else {
+                        for (int ow = lo; ow < hi; ow++) xr[ow * d->stride + off] += in[ow];
+                    }
                 }
             }
 }
