@@ -609,11 +609,17 @@ static void dot_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, in
     for (int pc = 0; pc < g->K; pc += g->kc) {
         int kc = g->K - pc < g->kc ? g->K - pc : g->kc;
         float beta = pc == 0 ? g->beta : 1.0f;
-        for (int i = m0; i < m1; i += RM)
-            for (int j = n0; j < n1; j += RN)
+        /* the smaller operand's slice stays in L1 while the larger one streams through once */
+        bool rows_inner = m1 - m0 <= n1 - n0;
+        int ni = rows_inner ? (n1 - n0 + RN - 1) / RN : (m1 - m0 + RM - 1) / RM;
+        int nj = rows_inner ? (m1 - m0 + RM - 1) / RM : (n1 - n0 + RN - 1) / RN;
+        for (int x = 0; x < ni; x++)
+            for (int y = 0; y < nj; y++) {
+                int i = m0 + (rows_inner ? y : x) * RM, j = n0 + (rows_inner ? x : y) * RN;
                 isa->dot(kc, g->A + (ptrdiff_t)i * g->lda + pc, g->lda, g->B + (ptrdiff_t)j * g->ldb + pc, g->ldb,
                          m1 - i < RM ? m1 - i : RM, n1 - j < RN ? n1 - j : RN, g->C + (ptrdiff_t)i * g->ldc + j,
                          g->ldc, g->alpha, beta);
+            }
     }
 }
 
