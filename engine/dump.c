@@ -215,6 +215,12 @@ static void print_totals(const tg_tape *t, const survey *s, FILE *f) {
             1e3 * bwd);
 }
 
+int64_t tg_tape_flops(const tg_tape *t) {
+    int64_t total = 0;
+    for (const tg_node *n = t ? t->first : NULL; n; n = n->next) total += n->op->flops ? n->op->flops(n) : 0;
+    return total;
+}
+
 int tg_tape_dump(const tg_tape *t, FILE *f) {
     if (!t || !f) return tg_fail(TG_ERR_ARG, "tape_dump: %s is NULL", t ? "file" : "tape");
     survey s;

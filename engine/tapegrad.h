@@ -152,6 +152,8 @@ uint64_t tg_alloc_count(void);
  * (saved bytes, the arena's high-water mark, FLOPs, times). An op without a
  * flops or stats callback shows "-". Returns 0, TG_ERR_ARG or TG_ERR_IO. */
 int tg_tape_dump(const tg_tape *t, FILE *f);
+/* Forward FLOPs of the recorded nodes (ops without a flops callback count 0). */
+int64_t tg_tape_flops(const tg_tape *t);
 /* The tape as a Graphviz digraph (dot -Tsvg tape.dot -o tape.svg): ops are
  * boxes, parameters ellipses, other leaves (inputs) parallelograms; edges carry shapes. */
 int tg_tape_dot(const tg_tape *t, FILE *f);
