@@ -502,6 +502,23 @@ int tg_get_threads(void) {
 #endif
 }
 
+int tg__threads_for(int64_t items, int64_t min_items) {
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 1;
+#endif
+    int T = tg_get_threads();
+    int64_t most = min_items > 0 ? items / min_items : items;
+    return most < T ? (most < 1 ? 1 : (int)most) : T;
+}
+
+int tg__thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 // ----------------------------------------------------------------------------
 // packing buffers: one per thread, grown to the largest problem seen, then reused
 

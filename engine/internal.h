@@ -54,6 +54,13 @@ double tg__now(void);
  * name, else "param" (a leaf that takes a gradient) or "input". */
 const char *tg__label(const tg_tensor *x, char *buf, size_t len);
 
+/* Threads for a loop over items, each worth at least min_items of work per
+ * thread; 1 inside a parallel region. Loops split this way must give the same
+ * result for any count (each item computed alone, sums in a fixed order). */
+int tg__threads_for(int64_t items, int64_t min_items);
+int tg__thread_id(void);
+#define TG_MIN_PER_THREAD 32768 /* elements of an elementwise loop worth a thread */
+
 /* GEMM, row-major: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
  * A is M x K (K x M when transposed), B is K x N (N x K when transposed). */
 void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,

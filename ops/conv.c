@@ -3,9 +3,6 @@
 #include "internal.h"
 #include "ops.h"
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 typedef struct {
     int stride, pad, dilation, groups;
@@ -137,30 +134,17 @@ static bool is_pointwise(const conv_dims *d) { return d->R == 1 && d->S == 1 && 
  * do not depend on the number of threads: every image is computed the same
  * way, and the weight gradient is summed per fixed chunk of images, then over
  * the chunks in order. */
-static int threads_for(int64_t n) {
-    int T = tg_get_threads();
-    return n < T ? (int)n : T;
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 static int conv_forward(tg_tape *t, tg_node *n) {
     conv_dims d = dims_of(n);
     const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
     float *y = n->out->data;
-    int HWo = d.Ho * d.Wo, T = threads_for(d.N);
+    int HWo = d.Ho * d.Wo, T = tg__threads_for(d.N, 1);
     bool pw = is_pointwise(&d);
     float *cols = pw ? NULL : tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
     if (!pw && !cols) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d.N; i++) {
-        float *col = pw ? NULL : cols + (size_t)thread_id() * d.rows * HWo;
+        float *col = pw ? NULL : cols + (size_t)tg__thread_id() * d.rows * HWo;
         for (int g = 0; g < d.G; g++) {
             const float *xg = x + ((int64_t)i * d.C + (int64_t)g * d.Cg) * d.H * d.W;
             float *yg = y + ((int64_t)i * d.K + (int64_t)g * d.Kg) * HWo;
@@ -188,13 +172,13 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     int HWo = d.Ho * d.Wo;
     bool pw = is_pointwise(&d);
-    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = threads_for(chunks);
+    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = tg__threads_for(chunks, 1);
     float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
     float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
     if (!cols || (w->requires_grad && !dws)) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
-        float *col = cols + (size_t)thread_id() * d.rows * HWo;
+        float *col = cols + (size_t)tg__thread_id() * d.rows * HWo;
         float *dw = dws ? dws + (size_t)c * w->size : NULL;
         for (int i = (int)((int64_t)d.N * c / chunks); i < (int)((int64_t)d.N * (c + 1) / chunks); i++)
             for (int g = 0; g < d.G; g++) {
@@ -331,13 +315,13 @@ static int convt_forward(tg_tape *t, tg_node *n) {
     conv_dims d = convt_dims(n);
     const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
     float *y = n->out->data;
-    int HWx = d.Ho * d.Wo, T = threads_for(d.N);
+    int HWx = d.Ho * d.Wo, T = tg__threads_for(d.N, 1);
     int64_t HWy = (int64_t)d.H * d.W;
     float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWx * sizeof(float));
     if (!cols) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d.N; i++) {
-        float *col = cols + (size_t)thread_id() * d.rows * HWx;
+        float *col = cols + (size_t)tg__thread_id() * d.rows * HWx;
         float *yi = y + (int64_t)i * d.C * HWy;
         for (int64_t c = 0; c < d.C; c++)
             for (int64_t p = 0; p < HWy; p++) yi[c * HWy + p] = b ? b[c] : 0.0f;
@@ -358,13 +342,13 @@ static int convt_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     int HWx = d.Ho * d.Wo;
     int64_t HWy = (int64_t)d.H * d.W;
-    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = threads_for(chunks);
+    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = tg__threads_for(chunks, 1);
     float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWx * sizeof(float));
     float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
     if (!cols || (w->requires_grad && !dws)) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
-        float *col = cols + (size_t)thread_id() * d.rows * HWx;
+        float *col = cols + (size_t)tg__thread_id() * d.rows * HWx;
         float *dw = dws ? dws + (size_t)c * w->size : NULL;
         int i0 = (int)((int64_t)d.N * c / chunks);
         for (int i = i0; i < (int)((int64_t)d.N * (c + 1) / chunks); i++)

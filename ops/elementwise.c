@@ -153,7 +153,9 @@ static int relu_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *x = n->in[0]->data;
     float *y = n->out->data;
-    for (int64_t i = 0; i < n->out->size; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    int64_t size = n->out->size;
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < size; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     return 0;
 }
 
@@ -162,7 +164,9 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
-    for (int64_t i = 0; i < n->out->size; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    int64_t size = n->out->size;
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < size; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
     return 0;
 }
 
@@ -277,8 +281,33 @@ static int residual_shape(tg_node *n, int *ndim, int *shape) {
     return same_shape(n, ndim, shape);
 }
 
-const tg_op tg__op_residual_add = {.name = "residual_add", .shape = residual_shape, .forward = add_forward,
-                                   .vjp = add_vjp, .flops = per_output_flops};
+/* equal shapes: a flat loop, split over threads */
+static int residual_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *a = n->in[0]->data, *b = n->in[1]->data;
+    float *y = n->out->data;
+    int64_t size = n->out->size;
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < size; i++) y[i] = a[i] + b[i];
+    return 0;
+}
+
+// dx += dy, dfx += dy
+static int residual_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *dy = n->out->grad;
+    int64_t size = n->out->size;
+    for (int k = 0; k < 2; k++) {
+        if (!n->in[k]->requires_grad) continue;
+        float *dx = n->in[k]->grad;
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+        for (int64_t i = 0; i < size; i++) dx[i] += dy[i];
+    }
+    return 0;
+}
+
+const tg_op tg__op_residual_add = {.name = "residual_add", .shape = residual_shape, .forward = residual_forward,
+                                   .vjp = residual_vjp, .flops = per_output_flops};
 
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx) {
     return tg_apply(t, &tg__op_residual_add, (tg_tensor *[]){x, fx}, 2, NULL);

@@ -51,6 +51,12 @@ static void run_dot(const float *a, const float *b, int64_t n, double *sa, doubl
     for (; j < n; j++) *sa += a[j], *sab += (double)a[j] * b[j];
 }
 
+/* Threads for a loop over C channels of size/C elements each. */
+static int channel_threads(int64_t size, int64_t C) {
+    int T = tg__threads_for(size, TG_MIN_PER_THREAD);
+    return T < C ? T : (int)C;
+}
+
 /* x viewed as (N, C, L): L is the product of the dimensions after the channel. */
 static void bn_dims(const tg_tensor *x, int64_t *N, int64_t *C, int64_t *L) {
     *N = x->shape[0];
@@ -103,6 +109,8 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         if (a->training && !(sv->batch = tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
     }
     n->saved = sv;
+    /* channels are independent: split over threads */
+#pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
     for (int64_t c = 0; c < C; c++) {
         double mean, var;
         if (a->training) { /* two passes: the mean, then the biased variance */
@@ -148,6 +156,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     int64_t N, C, L;
     bn_dims(x, &N, &C, &L);
     float cnt = (float)(N * L);
+#pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
     for (int64_t c = 0; c < C; c++) {
         float rstd = sv->rstd[c], mu = a->training ? 0.0f : a->running_mean->data[c];
         double sdy = 0, sdyx = 0;

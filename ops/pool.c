@@ -61,6 +61,7 @@ static int maxpool_forward(tg_tape *t, tg_node *n) {
     int32_t *arg = NULL;
     if (n->record && !(arg = tg_node_save(t, n, (size_t)y->size * sizeof(int32_t), "argmax"))) return TG_ERR_NOMEM;
     n->saved = arg;
+#pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < planes; p++) {
         const float *xp = x->data + p * H * W;
         for (int oh = 0; oh < Ho; oh++)
@@ -89,7 +90,11 @@ static int maxpool_vjp(tg_tape *t, tg_node *n) {
     const tg_tensor *y = n->out;
     const int32_t *arg = n->saved;
     int64_t HW = (int64_t)x->shape[2] * x->shape[3], HWo = (int64_t)y->shape[2] * y->shape[3];
-    for (int64_t o = 0; o < y->size; o++) x->grad[(o / HWo) * HW + arg[o]] += y->grad[o];
+    int64_t planes = (int64_t)x->shape[0] * x->shape[1];
+    /* planes are independent (windows may overlap, but only within a plane) */
+#pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t o = p * HWo; o < (p + 1) * HWo; o++) x->grad[p * HW + arg[o]] += y->grad[o];
     return 0;
 }
 
