@@ -127,8 +127,8 @@ int main(int argc, char **argv) {
         for (int y = 0; y < 28; y++)
             for (int x = 0; x < 28; x++) {
                 int r = (k / COLS) * 2, c = k % COLS;
-                float in = test->images[k * 784 + y * 28 + x], out = recon[k * 784 + y * 28 + x];
-                img[(r * CELL + 1 + y) * W + c * CELL + 1 + x] = (uint8_t)(in * 255);
+                float out = recon[k * 784 + y * 28 + x];
+                img[(r * CELL + 1 + y) * W + c * CELL + 1 + x] = test->pixels[k * 784 + y * 28 + x];
                 img[((r + 1) * CELL + 1 + y) * W + c * CELL + 1 + x] = (uint8_t)(out * 255);
             }
     if (stbi_write_png(png, W, H, 1, img, W))

@@ -103,7 +103,7 @@ static double evaluate(tg_model *m, tg_tape *t, const tg_dataset *ds, int *pred)
     bool was = tg_model_training(m);
     tg_model_train(m, false);
     tg_tape_set_grad_enabled(t, false);
-    int correct = 0, B = 500;
+    int correct = 0, B = 100; /* small batches keep the arena within what training needs */
     for (int start = 0; start < ds->n; start += B) {
         int b = ds->n - start < B ? ds->n - start : B;
         tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, ds->h, ds->w});
@@ -144,8 +144,7 @@ static void write_errors_png(const char *path, const tg_dataset *ds, const int *
         int x0 = (k % COLS) * CW + 1, y0 = (k / COLS) * CH + 1;
         for (int y = 0; y < 28; y++)
             for (int x = 0; x < 28; x++) { /* undo the normalisation; dark digits on white */
-                float v = ds->images[(int64_t)i * 784 + y * 28 + x] * ds->std + ds->mean;
-                img[(y0 + y) * COLS * CW + x0 + x] = (uint8_t)(255 - fminf(fmaxf(v, 0), 1) * 255);
+                img[(y0 + y) * COLS * CW + x0 + x] = (uint8_t)(255 - ds->pixels[(int64_t)i * 784 + y * 28 + x]);
             }
         draw_digit(img, COLS * CW, x0 + 6, y0 + 30, pred[i], 200); /* predicted, light */
         draw_digit(img, COLS * CW, x0 + 14, y0 + 30, ds->labels[i], 0); /* true, black */

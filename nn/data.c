@@ -236,11 +236,12 @@ tg_dataset *tg_dataset_new(const char *dir, const char *split, int limit, float 
     ds->mean = mean;
     ds->std = std;
     size_t pixels = (size_t)ds->n * ds->h * ds->w;
-    ds->images = tg__malloc(pixels * sizeof(float));
+    ds->pixels = tg__malloc(pixels);
     ds->labels = tg__malloc((size_t)ds->n * sizeof(int32_t));
-    if (!ds->images || !ds->labels) goto oom;
+    if (!ds->pixels || !ds->labels) goto oom;
+    memcpy(ds->pixels, images.data, pixels);
     // x -> (x/255 - mean) / std, PyTorch's ToTensor then Normalize
-    for (size_t i = 0; i < pixels; i++) ds->images[i] = ((float)images.data[i] / 255.0f - mean) / std;
+    for (int v = 0; v < 256; v++) ds->value[v] = ((float)v / 255.0f - mean) / std;
     for (int i = 0; i < ds->n; i++) {
         ds->labels[i] = labels.data[i];
         if (labels.data[i] >= ds->classes) ds->classes = labels.data[i] + 1;
@@ -261,7 +262,7 @@ done:
 
 void tg_dataset_free(tg_dataset *ds) {
     if (!ds) return;
-    tg__free(ds->images);
+    tg__free(ds->pixels);
     tg__free(ds->labels);
     tg__free(ds);
 }
@@ -305,7 +306,8 @@ int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor
         int k = perm ? perm[start + i] : start + i;
         if (k < 0 || k >= ds->n)
             return tg_fail(TG_ERR_ARG, "dataset_batch: perm[%d] is %d, outside [0, %d)", start + i, k, ds->n);
-        memcpy(x->data + i * plane, ds->images + (size_t)k * plane, plane * sizeof(float));
+        const uint8_t *p = ds->pixels + (size_t)k * plane;
+        for (size_t j = 0; j < plane; j++) x->data[i * plane + j] = ds->value[p[j]];
         if (labels) labels[i] = ds->labels[k];
     }
     return b;

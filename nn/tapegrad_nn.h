@@ -39,10 +39,12 @@ typedef struct {
 int tg_idx_load(tg_idx *idx, const char *path);
 void tg_idx_release(tg_idx *idx);
 
-/* Images (N,1,H,W) normalised to (x/255 - mean)/std, and their labels. */
+/* Images (N,1,H,W) as bytes, normalised to (x/255 - mean)/std as batches are
+ * filled (a quarter of the memory of floats), and their labels. */
 typedef struct {
     int n, h, w;
-    float *images;               /* n*h*w floats */
+    uint8_t *pixels;             /* n*h*w bytes, as in the file */
+    float value[256];            /* what each byte becomes: (x/255 - mean)/std */
     int32_t *labels;             /* n labels, each in [0, 255] */
     int classes;                 /* the largest label + 1 */
     float mean, std;             /* the normalisation used */

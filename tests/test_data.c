@@ -224,7 +224,7 @@ static void datasets(void) {
         CHECK_INT(ds->n, k ? 4 : 5);
         CHECK_INT(ds->h, 3);
         CHECK_INT(ds->w, 2);
-        for (int i = 0; i < ds->n * 6; i++) CHECK_NEAR(ds->images[i], norm(i * 7 % 256), 1e-6);
+        for (int i = 0; i < ds->n * 6; i++) CHECK_NEAR(ds->value[ds->pixels[i]], norm(i * 7 % 256), 1e-6);
         for (int i = 0; i < ds->n; i++) CHECK_INT(ds->labels[i], 3 + 7 * i);
         CHECK_INT(ds->classes, 3 + 7 * (ds->n - 1) + 1);
         CHECK_NEAR(ds->mean, 0.1307, 1e-7);
@@ -236,11 +236,11 @@ static void datasets(void) {
     write_file("x-images-idx3-ubyte", &im, false);
     write_file("x-labels-idx1-ubyte", &lb, false);
     tg_dataset *ds = tg_dataset_new(dir, "x", 0, TG_MNIST_MEAN, TG_MNIST_STD);
-    CHECK(ds && fabsf(ds->images[0] - -0.42421292f) < 1e-6f && fabsf(ds->images[1] - 2.8214867f) < 1e-6f);
+    CHECK(ds && fabsf(ds->value[ds->pixels[0]] - -0.42421292f) < 1e-6f && fabsf(ds->value[ds->pixels[1]] - 2.8214867f) < 1e-6f);
     CHECK(ds && ds->labels[0] == 255 && ds->classes == 256);
     tg_dataset_free(ds);
     ds = tg_dataset_new(dir, "x", 0, 0.5f, 0.5f);
-    CHECK(ds && ds->images[0] == -1.0f && ds->images[1] == 1.0f);
+    CHECK(ds && ds->value[ds->pixels[0]] == -1.0f && ds->value[ds->pixels[1]] == 1.0f);
     tg_dataset_free(ds);
 
     /* limit */
@@ -334,7 +334,7 @@ static void batches(void) {
         CHECK_INT(tg_dataset_batch(ds, perm, start, x, labels), b);
         for (int i = 0; i < b; i++) {
             int k = perm[start + i];
-            CHECK(memcmp(x->data + 6 * i, ds->images + 6 * k, 6 * sizeof(float)) == 0);
+            for (int j = 0; j < 6; j++) CHECK(x->data[6 * i + j] == ds->value[ds->pixels[6 * k + j]]);
             CHECK_INT(labels[i], ds->labels[k]);
         }
         seen += b;
@@ -345,7 +345,7 @@ static void batches(void) {
     tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 1, 3, 2});
     x->data[6] = 123;
     CHECK_INT(tg_dataset_batch(ds, NULL, 4, x, NULL), 1);
-    CHECK(memcmp(x->data, ds->images + 24, 6 * sizeof(float)) == 0);
+    for (int j = 0; j < 6; j++) CHECK(x->data[j] == ds->value[ds->pixels[24 + j]]);
     CHECK_NEAR(x->data[6], 123, 0);
     /* errors */
     CHECK_INT(tg_dataset_batch(ds, NULL, 5, x, NULL), TG_ERR_ARG);
@@ -378,7 +378,7 @@ static int real(int argc, char **argv) {
             }
             double sum = 0, sq = 0;
             int64_t m = (int64_t)ds->n * ds->h * ds->w;
-            for (int64_t i = 0; i < m; i++) sum += ds->images[i], sq += (double)ds->images[i] * ds->images[i];
+            for (int64_t i = 0; i < m; i++) sum += ds->value[ds->pixels[i]], sq += (double)ds->value[ds->pixels[i]] * ds->value[ds->pixels[i]];
             int count[256] = {0};
             for (int i = 0; i < ds->n; i++) count[ds->labels[i]]++;
             printf("%s %s: %d images %dx%d, %d classes, normalised mean %.4f std %.4f, labels", argv[a], split,
