@@ -190,8 +190,10 @@ int main(int argc, char **argv) {
     if (!train) die("training data", "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files");
     tg_dataset *test = tg_dataset_new(o.data, "t10k", o.test_limit, TG_MNIST_MEAN, TG_MNIST_STD);
     if (!test) die("test data", "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files");
-    if (train->h != 28 || train->w != 28 || test->h != 28 || test->w != 28 || train->classes > 10)
+    if (train->h != 28 || train->w != 28 || test->h != 28 || test->w != 28 || train->classes > 10) {
+        tg_fail(TG_ERR_FORMAT, "%s holds %dx%d images in %d classes", o.data, train->h, train->w, train->classes);
         die("data", "the nets take 28x28 images and 10 classes");
+    }
 
     tg_model *m = net_new(o.net, o.seed);
     if (!m) usage("--net must be mlp, lenet or resnet");

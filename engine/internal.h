@@ -44,6 +44,13 @@ struct tg_tape {
     uint64_t rng;
 };
 
+/* At most this many elements in a tensor: kernels index planes and matrices with int. */
+#define TG_MAX_ELEMENTS 2147483647
+/* Strides, paddings, dilations and pooling windows above this are refused (their
+ * products with sizes must fit an int). */
+#define TG_MAX_WINDOW 65536
+/* 0, or a TG_ERR_ARG message naming who, for a shape a tensor cannot have. */
+int tg__check_shape(const char *who, int ndim, const int *shape);
 /* A tensor from the tape's arena; zero-filled if asked. NULL (message set) if out of memory. */
 tg_tensor *tg__tensor_arena(tg_tape *t, int ndim, const int *shape, bool zero);
 /* Elements of a shape. */

@@ -37,14 +37,15 @@ void tg_tape_reset(tg_tape *t) {
 }
 
 bool tg_tape_set_grad_enabled(tg_tape *t, bool on) {
+    if (!t) return false;
     bool was = t->grad_enabled;
     t->grad_enabled = on;
     return was;
 }
 
-int tg_tape_node_count(const tg_tape *t) { return t->n_nodes; }
-size_t tg_tape_arena_used(const tg_tape *t) { return t->arena.used; }
-size_t tg_tape_arena_high_water(const tg_tape *t) { return t->arena.high_water; }
+int tg_tape_node_count(const tg_tape *t) { return t ? t->n_nodes : 0; }
+size_t tg_tape_arena_used(const tg_tape *t) { return t ? t->arena.used : 0; }
+size_t tg_tape_arena_high_water(const tg_tape *t) { return t ? t->arena.high_water : 0; }
 
 void *tg_tape_alloc(tg_tape *t, size_t bytes) {
     void *p = tg__arena_alloc(&t->arena, bytes);
@@ -145,7 +146,10 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
         tg_fail(TG_ERR_ARG, "%s: tape is NULL", op->name);
         return NULL;
     }
-    TG_ASSERT(n_in >= 0 && n_in <= TG_MAX_INPUTS);
+    if (n_in < 0 || n_in > TG_MAX_INPUTS) {
+        tg_fail(TG_ERR_ARG, "%s: %d inputs, an op takes 0 to %d", op->name, n_in, TG_MAX_INPUTS);
+        return NULL;
+    }
     bool needs_grad = false;
     for (int i = 0; i < n_in; i++) {
         if (!in[i]) return NULL; /* an earlier op failed: keep its message */
@@ -164,7 +168,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     n->record = t->grad_enabled && needs_grad;
 
     int ndim = 0, shape[TG_MAX_DIMS] = {1, 1, 1, 1};
-    if (op->shape(n, &ndim, shape) < 0) return NULL;
+    if (op->shape(n, &ndim, shape) < 0 || tg__check_shape(op->name, ndim, shape) < 0) return NULL;
     tg_tensor *out;
     if (op->aliases_input) {
         if (!(out = tg_tape_alloc(t, sizeof *out))) return NULL;
@@ -172,7 +176,10 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
         out->ndim = ndim;
         for (int i = 0; i < TG_MAX_DIMS; i++) out->shape[i] = i < ndim ? shape[i] : 1;
         out->size = tg__numel(ndim, shape);
-        TG_ASSERT(n_in > 0 && out->size == in[0]->size);
+        if (n_in < 1 || out->size != in[0]->size) {
+            tg_fail(TG_ERR_ARG, "%s: an output that shares its input's data needs as many elements", op->name);
+            return NULL;
+        }
         out->data = in[0]->data;
     } else if (!(out = tg__tensor_arena(t, ndim, shape, false))) {
         return NULL;

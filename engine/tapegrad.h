@@ -150,7 +150,7 @@ uint64_t tg_alloc_count(void);
  * (after backward), inputs (%id, a parameter's name, or "input"), the op's
  * attributes and statistics. Then every parameter with |w| and |dw|, and totals
  * (saved bytes, the arena's high-water mark, FLOPs, times). An op without a
- * flops or stats callback shows "-". Returns 0, TG_ERR_ARG or TG_ERR_IO. */
+ * flops or stats callback shows "-". Returns 0, TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
 int tg_tape_dump(const tg_tape *t, FILE *f);
 /* Forward FLOPs of the recorded nodes (ops without a flops callback count 0). */
 int64_t tg_tape_flops(const tg_tape *t);
@@ -311,7 +311,7 @@ float tg_rand_normal(uint64_t *state);  /* N(0,1) */
 typedef tg_tensor *(*tg_build_fn)(tg_tape *t, tg_tensor **inputs, void *ctx);
 
 typedef struct {
-    double eps;       /* finite-difference step (default 1e-3, scaled by max(1,|x|)) */
+    double eps;       /* finite-difference step (default 1e-2, scaled by max(1,|x|)) */
     double tol;       /* worst relative error allowed (default 1e-2) */
     uint64_t seed;    /* the tape is reseeded before each evaluation (default 1) */
 } tg_gradcheck_opts;

@@ -9,7 +9,7 @@ int64_t tg__numel(int ndim, const int *shape) {
 }
 
 /* Shapes come from callers: check them before any allocation. */
-static int check_shape(const char *who, int ndim, const int *shape) {
+int tg__check_shape(const char *who, int ndim, const int *shape) {
     if (ndim < 0 || ndim > TG_MAX_DIMS)
         return tg_fail(TG_ERR_ARG, "%s: %d dimensions, at most %d are supported", who, ndim, TG_MAX_DIMS);
     if (ndim > 0 && !shape) return tg_fail(TG_ERR_ARG, "%s: shape is NULL", who);
@@ -17,8 +17,8 @@ static int check_shape(const char *who, int ndim, const int *shape) {
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 1) return tg_fail(TG_ERR_ARG, "%s: dimension %d is %d, must be at least 1", who, i, shape[i]);
         n *= shape[i];
-        if (n > ((int64_t)1 << 34))
-            return tg_fail(TG_ERR_ARG, "%s: more than 2^34 elements", who);
+        if (n > TG_MAX_ELEMENTS)
+            return tg_fail(TG_ERR_ARG, "%s: more than %d elements", who, TG_MAX_ELEMENTS);
     }
     return 0;
 }
@@ -30,7 +30,7 @@ static void set_shape(tg_tensor *x, int ndim, const int *shape) {
 }
 
 tg_tensor *tg_tensor_new(int ndim, const int *shape) {
-    if (check_shape("tensor_new", ndim, shape) < 0) return NULL;
+    if (tg__check_shape("tensor_new", ndim, shape) < 0) return NULL;
     tg_tensor *x = tg__calloc(1, sizeof *x);
     if (!x) goto oom;
     set_shape(x, ndim, shape);
@@ -79,7 +79,7 @@ tg_tensor *tg_tensor_tape(tg_tape *t, int ndim, const int *shape) {
         tg_fail(TG_ERR_ARG, "tensor_tape: tape is NULL");
         return NULL;
     }
-    if (check_shape("tensor_tape", ndim, shape) < 0) return NULL;
+    if (tg__check_shape("tensor_tape", ndim, shape) < 0) return NULL;
     return tg__tensor_arena(t, ndim, shape, true);
 }
 

@@ -43,7 +43,9 @@ void tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng) {
     uniform(w, sqrtf(6.0f / (fi + fo)), rng);
 }
 
-void tg_model_init(tg_model *m, tg_init scheme, uint64_t seed) {
+int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed) {
+    if (!m) return tg_fail(TG_ERR_ARG, "model_init: model is NULL");
+    if ((unsigned)scheme > TG_INIT_XAVIER_UNIFORM) return tg_fail(TG_ERR_ARG, "model_init: unknown scheme %d", (int)scheme);
     static void (*const fn[])(tg_tensor *, uint64_t *) = {tg_init_kaiming_normal, tg_init_kaiming_uniform,
                                                           tg_init_xavier_normal, tg_init_xavier_uniform};
     uint64_t rng = seed;
@@ -61,4 +63,5 @@ void tg_model_init(tg_model *m, tg_init scheme, uint64_t seed) {
             for (int64_t k = 0; k < p->size; k++) p->data[k] = v;
         }
     }
+    return 0;
 }

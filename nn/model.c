@@ -116,10 +116,12 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
     return x;
 }
 
-void tg_model_train(tg_model *m, bool training) { m->training = training; }
-bool tg_model_training(const tg_model *m) { return m->training; }
-int tg_model_layer_count(const tg_model *m) { return m->n_layers; }
-tg_layer *tg_model_layer(const tg_model *m, int i) { return i >= 0 && i < m->n_layers ? m->layers[i] : NULL; }
+void tg_model_train(tg_model *m, bool training) {
+    if (m) m->training = training;
+}
+bool tg_model_training(const tg_model *m) { return m && m->training; }
+int tg_model_layer_count(const tg_model *m) { return m ? m->n_layers : 0; }
+tg_layer *tg_model_layer(const tg_model *m, int i) { return m && i >= 0 && i < m->n_layers ? m->layers[i] : NULL; }
 
 static int collect(tg_model *m, bool with_buffers, tg_tensor ***out, int *n_out) {
     if (!*out) {
@@ -160,7 +162,7 @@ int64_t tg_model_param_count(const tg_model *m) {
 }
 
 void tg_model_zero_grad(tg_model *m) {
-    for (int i = 0; i < m->n_layers; i++)
+    for (int i = 0; m && i < m->n_layers; i++)
         for (int j = 0; j < m->layers[i]->n_params; j++) tg_tensor_zero_grad(m->layers[i]->params[j]);
 }
 

@@ -70,6 +70,7 @@ void tg_sgd_free(tg_sgd *s) {
 }
 
 void tg_sgd_step(tg_sgd *s) {
+    if (!s) return;
     const tg_sgd_opts *o = &s->o;
     bool first = s->steps->data[0] == 0;
     for (int i = 0; i < s->n; i++) {
@@ -89,7 +90,7 @@ void tg_sgd_step(tg_sgd *s) {
 }
 
 void tg_sgd_zero_grad(tg_sgd *s) {
-    for (int i = 0; i < s->n; i++) tg_tensor_zero_grad(s->params[i]);
+    for (int i = 0; s && i < s->n; i++) tg_tensor_zero_grad(s->params[i]);
 }
 
 void tg_sgd_set_lr(tg_sgd *s, float lr) { s->o.lr = lr; }

@@ -188,8 +188,9 @@ void tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b = sqr
 void tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
 void tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
 typedef enum { TG_INIT_KAIMING_NORMAL, TG_INIT_KAIMING_UNIFORM, TG_INIT_XAVIER_NORMAL, TG_INIT_XAVIER_UNIFORM } tg_init;
-/* Re-initialise every conv and linear weight of the model with a scheme; biases to 0. */
-void tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
+/* Re-initialise every conv and linear weight of the model with a scheme; biases to 0,
+ * batch-norm gamma to 1. TG_ERR_ARG for an unknown scheme or a NULL model. */
+int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
 
 /* SGD exactly as PyTorch 1.13's torch.optim.SGD (without maximize):
  *   g = grad + weight_decay * p

@@ -34,9 +34,11 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
     tg_shape_str(w, sw, sizeof sw);
     if (x->ndim != 4 || w->ndim != 4)
         return tg_fail(TG_ERR_SHAPE, "conv2d: input and weight must have 4 dimensions (x %s, w %s)", sx, sw);
-    if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1)
+    if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1 || a->stride > TG_MAX_WINDOW ||
+        a->pad > TG_MAX_WINDOW || a->dilation > TG_MAX_WINDOW)
         return tg_fail(TG_ERR_ARG, "conv2d: stride %d, pad %d, dilation %d, groups %d: need stride >= 1, pad >= 0, "
-                                   "dilation >= 1, groups >= 1", a->stride, a->pad, a->dilation, a->groups);
+                                   "dilation >= 1, groups >= 1 (and each at most %d)", a->stride, a->pad, a->dilation,
+                       a->groups, TG_MAX_WINDOW);
     if (x->shape[1] % a->groups || w->shape[0] % a->groups)
         return tg_fail(TG_ERR_ARG, "conv2d: groups %d must divide the %d input and %d output channels (x %s, w %s)",
                        a->groups, x->shape[1], w->shape[0], sx, sw);
@@ -280,7 +282,8 @@ static int convt_shape(tg_node *n, int *ndim, int *shape) {
     tg_shape_str(w, sw, sizeof sw);
     if (x->ndim != 4 || w->ndim != 4)
         return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: input and weight must have 4 dimensions (x %s, w %s)", sx, sw);
-    if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1 || a->output_padding < 0)
+    if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1 || a->output_padding < 0 ||
+        a->stride > TG_MAX_WINDOW || a->pad > TG_MAX_WINDOW || a->dilation > TG_MAX_WINDOW)
         return tg_fail(TG_ERR_ARG, "conv_transpose2d: stride %d, pad %d, output_padding %d, dilation %d, groups %d: "
                                    "need stride, dilation, groups >= 1 and pad, output_padding >= 0",
                        a->stride, a->pad, a->output_padding, a->dilation, a->groups);

@@ -14,6 +14,7 @@ typedef struct {
 typedef struct { /* what the VJP needs: rstd per channel, and x-hat in training */
     float *rstd, *xhat;
     float *batch; /* training: the batch mean, then the biased variance, per channel (for tape dumps) */
+    float *mean;  /* evaluation: the running mean used, per channel */
 } bn_saved;
 
 /* Sums over a contiguous run in 8 float lanes (which vectorise, in a fixed
@@ -103,7 +104,9 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
         if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
         if (!(sv->rstd = tg_node_save(t, n, (size_t)C * sizeof(float), "rstd"))) return TG_ERR_NOMEM;
-        sv->xhat = sv->batch = NULL;
+        sv->xhat = sv->batch = sv->mean = NULL;
+        if (!a->training && !(sv->mean = tg_node_save(t, n, (size_t)C * sizeof(float), "mean+rstd")))
+            return TG_ERR_NOMEM;
         if (a->training && !(sv->xhat = tg_node_save(t, n, (size_t)x->size * sizeof(float), "xhat+rstd")))
             return TG_ERR_NOMEM;
         if (a->training && !(sv->batch = tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
@@ -120,7 +123,8 @@ static int bn_forward(tg_tape *t, tg_node *n) {
             for (int64_t i = 0; i < N; i++) ss += run_sqdev(x->data + (i * C + c) * L, L, (float)mean);
             var = ss / (double)cnt;
             if (sv) sv->batch[c] = (float)mean, sv->batch[C + c] = (float)var;
-            if (a->running_mean) {
+            /* a batch holding NaN or Inf must not poison the running statistics */
+            if (a->running_mean && isfinite(mean) && isfinite(var)) {
                 float m = a->momentum;
                 a->running_mean->data[c] = (1 - m) * a->running_mean->data[c] + m * (float)mean;
                 a->running_var->data[c] = (1 - m) * a->running_var->data[c] + m * (float)(var * cnt / (cnt - 1));
@@ -128,6 +132,7 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         } else {
             mean = a->running_mean->data[c];
             var = a->running_var->data[c];
+            if (sv) sv->mean[c] = (float)mean;
         }
         float rstd = (float)(1.0 / sqrt(var + a->eps)), mu = (float)mean;
         if (sv) sv->rstd[c] = rstd;
@@ -158,7 +163,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     float cnt = (float)(N * L);
 #pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
     for (int64_t c = 0; c < C; c++) {
-        float rstd = sv->rstd[c], mu = a->training ? 0.0f : a->running_mean->data[c];
+        float rstd = sv->rstd[c], mu = a->training ? 0.0f : sv->mean[c];
         double sdy = 0, sdyx = 0;
         for (int64_t i = 0; i < N; i++) {
             int64_t o = (i * C + c) * L;

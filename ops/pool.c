@@ -2,6 +2,7 @@
 #include "internal.h"
 #include "ops.h"
 #include <float.h>
+#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -15,7 +16,7 @@ static int pool_shape(tg_node *n, int *ndim, int *shape) {
     char sx[64];
     tg_shape_str(x, sx, sizeof sx);
     if (x->ndim != 4) return tg_fail(TG_ERR_SHAPE, "%s: input must be (N,C,H,W), got %s", op, sx);
-    if (a->kernel < 1 || a->stride < 1 || a->pad < 0)
+    if (a->kernel < 1 || a->stride < 1 || a->pad < 0 || a->kernel > TG_MAX_WINDOW || a->stride > TG_MAX_WINDOW)
         return tg_fail(TG_ERR_ARG, "%s: kernel %d, stride %d, pad %d: need kernel >= 1, stride >= 1, pad >= 0", op,
                        a->kernel, a->stride, a->pad);
     if (a->pad > a->kernel / 2)
@@ -70,11 +71,14 @@ static int maxpool_forward(tg_tape *t, tg_node *n) {
                 int h1 = h0 + a->kernel < H ? h0 + a->kernel : H, w1 = w0 + a->kernel < W ? w0 + a->kernel : W;
                 if (h0 < 0) h0 = 0;
                 if (w0 < 0) w0 = 0;
-                /* padding never wins: only real positions compete; strict > keeps the first maximum */
+                /* padding never wins: only real positions compete; strict > keeps the first
+                 * maximum; a NaN wins over numbers (it propagates, as in PyTorch) */
                 int best = h0 * W + w0;
                 for (int ih = h0; ih < h1; ih++)
-                    for (int iw = w0; iw < w1; iw++)
-                        if (xp[ih * W + iw] > xp[best]) best = ih * W + iw;
+                    for (int iw = w0; iw < w1; iw++) {
+                        float v = xp[ih * W + iw], b = xp[best];
+                        if (v > b || (isnan(v) && !isnan(b))) best = ih * W + iw;
+                    }
                 int64_t o = (p * Ho + oh) * Wo + ow;
                 y->data[o] = xp[best];
                 if (arg) arg[o] = best;

@@ -21,8 +21,8 @@ static int reshape_shape(tg_node *n, int *ndim, int *shape) {
             infer = i;
         } else if (a->shape[i] < 1) {
             return tg_fail(TG_ERR_ARG, "reshape: dimension %d is %d (only one -1 is allowed)", i, a->shape[i]);
-        } else {
-            known *= a->shape[i];
+        } else if ((known *= a->shape[i]) > x->size) {
+            break; /* too many already (and no overflow) */
         }
         shape[i] = a->shape[i];
     }

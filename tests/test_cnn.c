@@ -111,6 +111,11 @@ static void pooling(void) {
     CHECK(tg_max_pool2d_argmax(y) && tg_max_pool2d_argmax(y)[0] == 3);
     tg_tensor_free(xg);
 
+    /* a NaN propagates through max pooling, as in PyTorch */
+    tg_tensor *withnan = make(t, 4, (int[]){1, 1, 2, 2}, (float[]){1, NAN, 3, 2});
+    y = tg_max_pool2d(t, withnan, 2, 2, 0);
+    CHECK(isnan(y->data[0]));
+
     /* average pooling counts padded zeros: corner of 3x3 window on a 2x2 of ones = 4/9 */
     tg_tensor *ones = make(t, 4, (int[]){1, 1, 2, 2}, (float[]){1, 1, 1, 1});
     y = tg_avg_pool2d(t, ones, 3, 1, 1);
@@ -216,6 +221,13 @@ static void batch_norm(void) {
     /* channel 1 holds 1 3 5 7: mean 4, var 5 */
     CHECK_NEAR(y->data[2], -3 / sqrt(5.0001), 1e-5);
     CHECK_NEAR(y->data[7], 3 / sqrt(5.0001), 1e-5);
+
+    /* a batch holding NaN leaves the running statistics as they were */
+    float rm0 = rm->data[0], rv0 = rv->data[0];
+    tg_tensor *bad = make(t, 2, (int[]){4, 1}, (float[]){1, NAN, 3, 4});
+    y = tg_batch_norm(t, bad, g, b, rm, rv, true, 0.1f, 1e-5f);
+    CHECK(y && isnan(y->data[0]));
+    CHECK(rm->data[0] == rm0 && rv->data[0] == rv0);
 
     /* one value per channel in training is an error, as in PyTorch */
     tg_tensor *one = tg_tensor_tape(t, 2, (int[]){1, 2});

@@ -153,6 +153,10 @@ static void models(void) {
     tg_tensor **ps;
     CHECK_INT(tg_model_params(m, &ps), 4);
     CHECK(strcmp(ps[2]->name, "4.weight") == 0);
+    CHECK_INT(tg_model_init(m, TG_INIT_KAIMING_NORMAL, 5), 0);
+    CHECK_NEAR(ps[1]->data[3], 0, 0); /* biases back to 0 */
+    CHECK_INT(tg_model_init(m, (tg_init)9, 5), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "model_init: unknown scheme 9");
     tg_tape *t = tg_tape_new();
     tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 1, 28, 28});
     for (int i = 0; i < x->size; i++) x->data[i] = (float)(i % 17) / 17;

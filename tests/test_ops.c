@@ -1,5 +1,6 @@
 /* test_ops.c: the first ops on small hand-computed cases, and their errors. */
 #include "check.h"
+#include "ops.h"
 #include "tapegrad.h"
 
 static tg_tensor *make(tg_tape *t, int ndim, const int *shape, const float *v) {
@@ -152,6 +153,12 @@ static void errors(void) {
     CHECK_MSG(tg_last_error(), "at most 4");
     CHECK(tg_relu(NULL, a) == NULL);
     CHECK_MSG(tg_last_error(), "relu: tape is NULL");
+    /* the descriptor API refuses what it cannot record, without aborting */
+    tg_tensor *many[6] = {a, a, a, a, a, a};
+    tg_tensor *ins[1] = {a};
+    CHECK(tg_apply(t, &tg__op_relu, many, 6, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "relu: 6 inputs, an op takes 0 to 5");
+    CHECK(tg_apply(t, &tg__op_relu, ins, 1, NULL) != NULL);
     tg_tape_free(t);
 }
 
