@@ -100,7 +100,8 @@ int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n
  * out[784] receives (p/255 - TG_MNIST_MEAN) / TG_MNIST_STD for each byte p,
  * exactly as tg_dataset_new normalises; pixels[784], if not NULL, the bytes
  * (0 paper, 255 ink), row by row. A file that cannot be opened or decoded
- * (stb_image's reason is given), or an image without ink, is an error naming
+ * (stb_image's reason is given), one of more than 16 megapixels (refused from
+ * its header, before decoding), or an image without ink, is an error naming
  * the file; out and pixels are then left as they were. */
 int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
 

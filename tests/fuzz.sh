@@ -18,7 +18,7 @@ clang -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # -rss_limit_mb catches a huge allocation; -max_len keeps inputs small enough to be quick
-ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:quarantine_size_mb=32 \
   "$exe" -max_total_time="$secs" -rss_limit_mb=512 -malloc_limit_mb=256 -max_len=8192 -timeout=10 \
   -artifact_prefix="$work/" "$work" "$here/fuzz/corpus/$target" 2>"$work/log" || {
   tail -40 "$work/log"
