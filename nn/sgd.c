@@ -76,6 +76,8 @@ void tg_sgd_step(tg_sgd *s) {
     for (int i = 0; i < s->n; i++) {
         tg_tensor *p = s->params[i];
         float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
+        /* every element on its own: the same result for any thread count */
+#pragma omp parallel for num_threads(tg__threads_for(p->size, TG_MIN_PER_THREAD)) schedule(static)
         for (int64_t j = 0; j < p->size; j++) {
             float g = p->grad[j];
             if (o->weight_decay != 0) g += o->weight_decay * p->data[j];

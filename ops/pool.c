@@ -53,6 +53,23 @@ static void pool_window(const tg_node *n, int *kernel, int *stride, int *dilatio
 // ----------------------------------------------------------------------------
 // max pooling
 
+/* Does v win over the best so far? Strictly greater keeps the first maximum; a NaN
+ * wins over numbers (it propagates, as in PyTorch). */
+static inline bool wins(float v, float best) { return v > best || (v != v && best == best); }
+
+/* The 2x2, stride 2, unpadded pool of most CNNs, without bounds checks. */
+static void maxpool_2x2(const float *xp, int W, int Ho, int Wo, float *y, int32_t *arg) {
+    for (int oh = 0; oh < Ho; oh++)
+        for (int ow = 0; ow < Wo; ow++) {
+            int i = 2 * oh * W + 2 * ow, best = i;
+            if (wins(xp[i + 1], xp[best])) best = i + 1;
+            if (wins(xp[i + W], xp[best])) best = i + W;
+            if (wins(xp[i + W + 1], xp[best])) best = i + W + 1;
+            y[oh * Wo + ow] = xp[best];
+            if (arg) arg[oh * Wo + ow] = best;
+        }
+}
+
 static int maxpool_forward(tg_tape *t, tg_node *n) {
     const pool_attr *a = n->attr;
     const tg_tensor *x = n->in[0];
@@ -65,20 +82,21 @@ static int maxpool_forward(tg_tape *t, tg_node *n) {
 #pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < planes; p++) {
         const float *xp = x->data + p * H * W;
+        if (a->kernel == 2 && a->stride == 2 && a->pad == 0) {
+            maxpool_2x2(xp, W, Ho, Wo, y->data + p * Ho * Wo, arg ? arg + p * Ho * Wo : NULL);
+            continue;
+        }
         for (int oh = 0; oh < Ho; oh++)
             for (int ow = 0; ow < Wo; ow++) {
                 int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
                 int h1 = h0 + a->kernel < H ? h0 + a->kernel : H, w1 = w0 + a->kernel < W ? w0 + a->kernel : W;
                 if (h0 < 0) h0 = 0;
                 if (w0 < 0) w0 = 0;
-                /* padding never wins: only real positions compete; strict > keeps the first
-                 * maximum; a NaN wins over numbers (it propagates, as in PyTorch) */
+                /* padding never wins: only real positions compete */
                 int best = h0 * W + w0;
                 for (int ih = h0; ih < h1; ih++)
-                    for (int iw = w0; iw < w1; iw++) {
-                        float v = xp[ih * W + iw], b = xp[best];
-                        if (v > b || (isnan(v) && !isnan(b))) best = ih * W + iw;
-                    }
+                    for (int iw = w0; iw < w1; iw++)
+                        if (wins(xp[ih * W + iw], xp[best])) best = ih * W + iw;
                 int64_t o = (p * Ho + oh) * Wo + ow;
                 y->data[o] = xp[best];
                 if (arg) arg[o] = best;
