@@ -131,6 +131,133 @@ static void col2im(float *dx, const float *col, const conv_dims *d) {
 static bool is_pointwise(const conv_dims *d) { return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad == 0; }
 
 // ----------------------------------------------------------------------------
+// stride 1: no im2col. Each plane is copied once into a zero border, row after
+// row, Wp = W + 2*pad floats a row, and tap (r, s) becomes a constant shift of
+// that copy (engine/shifted.c). Outputs are computed on the padded grid; the
+// columns past Wo are dropped.
+//
+// Backward keeps dy on the same grid: rows Wp wide whose last PS = (S-1)*dil
+// columns are zeros, with PR = (R-1)*dil zero rows above and below. That one
+// copy is the left operand of the weight gradient, and, read through the
+// flipped kernel, the right operand of dx: a dy column left of 0 wraps into the
+// previous row's zero tail.
+
+#define SHIFT_MAX_TAPS 49 /* kernels up to 7x7 */
+static bool is_shifted(const conv_dims *d) {
+    return d->stride == 1 && !is_pointwise(d) && d->R * d->S <= SHIFT_MAX_TAPS;
+}
+
+static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+static int round8(int n) { return (n + 7) & ~7; }
+
+typedef struct { /* the padded layouts of one image and group */
+    int Hp, Wp, PR, PS;
+    int64_t P;       /* forward grid: Ho*Wp rounded up to 16 */
+    int64_t xp_size; /* floats of the padded x, slack included */
+    int64_t Lq;      /* floats per padded dy plane */
+    int64_t front;   /* zeros before the first dy plane (dx reads up to PS before a plane) */
+    int64_t dq_size; /* floats of the padded dy, front and slack included */
+    int64_t P2;      /* dx grid: H*Wp rounded up to 16 */
+    ptrdiff_t off[SHIFT_MAX_TAPS], off2[SHIFT_MAX_TAPS];
+} shift_geom;
+
+static void shift_geom_of(const conv_dims *d, shift_geom *s) {
+    s->PR = (d->R - 1) * d->dil, s->PS = (d->S - 1) * d->dil;
+    s->Hp = d->H + 2 * d->pad, s->Wp = d->W + 2 * d->pad;
+    s->P = round16((int64_t)d->Ho * s->Wp);
+    s->xp_size = (int64_t)d->Cg * s->Hp * s->Wp + s->PS + 16;
+    s->Lq = round16((int64_t)(d->Ho + 2 * s->PR) * s->Wp) + 16;
+    s->front = round16(s->PS + 16);
+    s->P2 = round16((int64_t)d->H * s->Wp);
+    s->dq_size = s->front + (int64_t)d->Kg * s->Lq + s->P2 + (int64_t)(d->pad + s->PR + 1) * s->Wp + 16;
+    int T = d->R * d->S;
+    for (int r = 0; r < d->R; r++)
+        for (int c = 0; c < d->S; c++) {
+            s->off[r * d->S + c] = (ptrdiff_t)r * d->dil * s->Wp + c * d->dil;
+            /* dx tap t reads the kernel's tap T-1-t: dy row h + pad + r*dil, column w + pad - PS + c*dil */
+            s->off2[r * d->S + c] = (ptrdiff_t)(d->pad + r * d->dil) * s->Wp + d->pad - s->PS + c * d->dil;
+        }
+    (void)T;
+}
+
+/* x's planes with a zero border of pad, each element written once, then zeros to xp_size */
+static void pad_x(float *xp, const float *x, const conv_dims *d, const shift_geom *s) {
+    float *o = xp;
+    for (int c = 0; c < d->Cg; c++) {
+        size_t edge = (size_t)d->pad * s->Wp + d->pad; /* top rows and the first left border */
+        memset(o, 0, edge * sizeof *o), o += edge;
+        for (int h = 0; h < d->H; h++, x += d->W) {
+            memcpy(o, x, (size_t)d->W * sizeof *o), o += d->W;
+            size_t gap = h + 1 < d->H ? 2 * (size_t)d->pad : (size_t)d->pad * (s->Wp + 1); /* right + next left */
+            memset(o, 0, gap * sizeof *o), o += gap;
+        }
+    }
+    memset(o, 0, (size_t)(xp + s->xp_size - o) * sizeof *o);
+}
+
+/* dy's planes on the grid described above, each element written once */
+static void pad_dy(float *dq, const float *dy, const conv_dims *d, const shift_geom *s) {
+    memset(dq, 0, (size_t)s->front * sizeof *dq);
+    float *o = dq + s->front;
+    for (int k = 0; k < d->Kg; k++) {
+        float *plane = o;
+        memset(o, 0, (size_t)s->PR * s->Wp * sizeof *o), o += (size_t)s->PR * s->Wp;
+        for (int h = 0; h < d->Ho; h++, dy += d->Wo) {
+            memcpy(o, dy, (size_t)d->Wo * sizeof *o), o += d->Wo;
+            memset(o, 0, (size_t)s->PS * sizeof *o), o += s->PS;
+        }
+        memset(o, 0, (size_t)(plane + s->Lq - o) * sizeof *o), o = plane + s->Lq;
+    }
+    memset(o, 0, (size_t)(dq + s->dq_size - o) * sizeof *o);
+}
+
+/* The weights of group g by tap: fwd A[(t*Cg + c)*Kgp + k] = w[k][c][t], for dx
+ * A[(t*Kg + k)*Cgp + c] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
+static void pack_taps(float *A, const float *w, const conv_dims *d, bool for_dx) {
+    int T = d->R * d->S, Kgp = round8(d->Kg), Cgp = round8(d->Cg);
+    memset(A, 0, (size_t)T * (for_dx ? (int64_t)d->Kg * Cgp : (int64_t)d->Cg * Kgp) * sizeof *A);
+    for (int k = 0; k < d->Kg; k++)
+        for (int c = 0; c < d->Cg; c++)
+            for (int t = 0; t < T; t++) {
+                float v = w[((int64_t)k * d->Cg + c) * T + t];
+                if (for_dx) A[((int64_t)(T - 1 - t) * d->Kg + k) * Cgp + c] = v;
+                else A[((int64_t)t * d->Cg + c) * Kgp + k] = v;
+            }
+}
+
+static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
+    const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
+    float *y = n->out->data;
+    shift_geom s;
+    shift_geom_of(d, &s);
+    int T = tg__threads_for(d->N, 1), taps = d->R * d->S, Kgp = round8(d->Kg);
+    int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Cg * Kgp, per = s.xp_size + Kgp * s.P;
+    float *A = tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float));
+    float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
+    if (!A || !bufs) return TG_ERR_NOMEM;
+    for (int g = 0; g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < d->N; i++) {
+        float *xp = bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
+        for (int g = 0; g < d->G; g++) {
+            pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+            tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off, c,
+                             s.P, false);
+            float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+            for (int k = 0; k < d->Kg; k++) {
+                float bias = b ? b[g * d->Kg + k] : 0.0f;
+                for (int oh = 0; oh < d->Ho; oh++) {
+                    const float *src = c + k * s.P + (int64_t)oh * s.Wp;
+                    float *dst = yg + k * HWo + (int64_t)oh * d->Wo;
+                    for (int ow = 0; ow < d->Wo; ow++) dst[ow] = src[ow] + bias;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 
 /* Work is split over images; each thread has its own im2col buffer. Results
  * do not depend on the number of threads: every image is computed the same
@@ -138,6 +265,7 @@ static bool is_pointwise(const conv_dims *d) { return d->R == 1 && d->S == 1 && 
  * the chunks in order. */
 static int conv_forward(tg_tape *t, tg_node *n) {
     conv_dims d = dims_of(n);
+    if (is_shifted(&d)) return conv_forward_shifted(t, n, &d);
     const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
     float *y = n->out->data;
     int HWo = d.Ho * d.Wo, T = tg__threads_for(d.N, 1);
@@ -167,17 +295,59 @@ static int conv_forward(tg_tape *t, tg_node *n) {
 
 #define CONV_CHUNKS 16 /* the weight gradient is summed over at most this many chunks of images */
 
-// dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol), db += sum of dY over N, H', W'
-static int conv_vjp(tg_tape *t, tg_node *n) {
-    conv_dims d = dims_of(n);
-    tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+/* dW_g (+)= dy_g (on the forward grid) times x shifted by each tap; dx_g += the
+ * flipped kernel run over the same dy copy. Chunks of images as in conv_vjp. */
+static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *dws, int chunks) {
+    tg_tensor *x = n->in[0], *w = n->in[1];
     const float *dy = n->out->grad;
-    int HWo = d.Ho * d.Wo;
+    shift_geom s;
+    shift_geom_of(d, &s);
+    int T = tg__threads_for(chunks, 1), taps = d->R * d->S, Cgp = round8(d->Cg);
+    int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp;
+    int64_t per = s.xp_size + s.dq_size + Cgp * s.P2;
+    float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
+    float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
+    if ((x->requires_grad && !A) || !bufs) return TG_ERR_NOMEM;
+    for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w->data + (int64_t)g * d->Kg * d->rows, d, true);
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int c = 0; c < chunks; c++) {
+        float *xp = bufs + (size_t)tg__thread_id() * per, *dq = xp + s.xp_size, *cx = dq + s.dq_size;
+        float *dw = dws ? dws + (size_t)c * w->size : NULL;
+        const float *dy0 = dq + s.front + (int64_t)s.PR * s.Wp; /* dy on the forward grid, plane 0 */
+        int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
+        for (int i = i0; i < i1; i++)
+            for (int g = 0; g < d->G; g++) {
+                pad_dy(dq, dy + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo, d, &s);
+                if (dw) {
+                    pad_x(xp, x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+                    tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, dy0, s.Lq, xp, (ptrdiff_t)s.Hp * s.Wp, s.off,
+                                        dw + (int64_t)g * d->Kg * d->rows, i > i0);
+                }
+                if (x->requires_grad) {
+                    tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size, dq + s.front, s.Lq, s.off2, cx,
+                                     s.P2, false);
+                    float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    for (int ch = 0; ch < d->Cg; ch++)
+                        for (int h = 0; h < d->H; h++) {
+                            const float *src = cx + ch * s.P2 + (int64_t)h * s.Wp;
+                            float *dst = dx + ((int64_t)ch * d->H + h) * d->W;
+                            for (int q = 0; q < d->W; q++) dst[q] += src[q];
+                        }
+                }
+            }
+    }
+    return 0;
+}
+
+// dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol); weight gradients per chunk into dws
+static int conv_vjp_im2col(tg_tape *t, tg_node *n, const conv_dims *dp, float *dws, int chunks) {
+    conv_dims d = *dp;
+    tg_tensor *x = n->in[0], *w = n->in[1];
+    const float *dy = n->out->grad;
+    int HWo = d.Ho * d.Wo, T = tg__threads_for(chunks, 1);
     bool pw = is_pointwise(&d);
-    int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = tg__threads_for(chunks, 1);
     float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
-    float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
-    if (!cols || (w->requires_grad && !dws)) return TG_ERR_NOMEM;
+    if (!cols) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
         float *col = cols + (size_t)tg__thread_id() * d.rows * HWo;
@@ -209,6 +379,20 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
                 }
             }
     }
+    return 0;
+}
+
+/* The weight gradient is summed per fixed chunk of images, then over the chunks
+ * in order; db += sum of dY over N, H', W' */
+static int conv_vjp(tg_tape *t, tg_node *n) {
+    conv_dims d = dims_of(n);
+    tg_tensor *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    const float *dy = n->out->grad;
+    int HWo = d.Ho * d.Wo, chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS;
+    float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
+    if (w->requires_grad && !dws) return TG_ERR_NOMEM;
+    int err = is_shifted(&d) ? conv_vjp_shifted(t, n, &d, dws, chunks) : conv_vjp_im2col(t, n, &d, dws, chunks);
+    if (err) return err;
     for (int c = 0; dws && c < chunks; c++)
         for (int64_t j = 0; j < w->size; j++) w->grad[j] += dws[(size_t)c * w->size + j];
     if (b && b->requires_grad)

@@ -1,0 +1,120 @@
+/* shifted.c: the matrix products of a stride-1 convolution, read straight from the image.
+ *
+ * Lay a zero-padded image plane out row after row, Wp floats a row. Output
+ * pixel (oh, ow) of a stride-1 convolution sits at p = oh*Wp + ow, and kernel
+ * tap (r, s) reads the input at p + r*dil*Wp + s*dil: one shift shared by all
+ * pixels. The convolution is then a sum of R*S matrix products whose right
+ * side is the image itself, shifted:
+ *
+ *   forward   C[m][p]      = sum_t sum_k A[t][k][m] * B[k*ldb + off[t] + p]
+ *   weights   C[m][k*T+t]  = sum_p       A[m][p]    * B[k*ldb + off[t] + p]
+ *
+ * computed for every p < P (a multiple of 16). Columns with ow >= Wo read
+ * across a row's end; they are garbage that the caller drops (forward) or
+ * multiplies by zeros it put there (weights). No im2col copy and no packing:
+ * a tile of C stays in registers while the loads stream from L1.
+ *
+ * Kernels: AVX-512 and AVX2 with FMA, and portable C, picked by the same
+ * choice as the GEMM (tg__gemm_name). Each C element is one fixed chain of
+ * FMAs whatever the tiling, so results are the same for any thread count. */
+#include "internal.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* one kernel body, instantiated per ISA through these macros */
+#define SK_NBMAX 3
+
+// ----------------------------------------------------------------------------
+// portable C: "vectors" of one float
+
+#define SK_NAME(x) x##_c
+#define SK_TARGET
+#define SK_V float
+#define SK_W 1
+#define SK_MB 4  /* forward tile: SK_MB rows of C by up to SK_NBMAX vectors */
+#define SK_WM 2  /* weight tile: SK_WM rows of C by SK_WN columns */
+#define SK_WN 4
+#define SK_ZERO() 0.0f
+#define SK_LOAD(p) (*(p))
+#define SK_STORE(p, v) (*(p) = (v))
+#define SK_BCAST(x) (x)
+#define SK_FMA(a, b, c) ((a) * (b) + (c))
+#define SK_HSUM(v) (v)
+#include "shifted_kernel.h"
+
+#if defined(__x86_64__)
+// ----------------------------------------------------------------------------
+// AVX2 + FMA: 8 lanes, 4 x 3 forward tiles (12 of the 16 registers)
+
+#define SK_NAME(x) x##_avx2
+#define SK_TARGET __attribute__((target("avx2,fma")))
+#define SK_V __m256
+#define SK_W 8
+#define SK_MB 4
+#define SK_WM 3
+#define SK_WN 4
+#define SK_ZERO() _mm256_setzero_ps()
+#define SK_LOAD(p) _mm256_loadu_ps(p)
+#define SK_STORE(p, v) _mm256_storeu_ps(p, v)
+#define SK_BCAST(x) _mm256_set1_ps(x)
+#define SK_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define SK_HSUM(v) hsum_avx2(v)
+SK_TARGET static inline float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#include "shifted_kernel.h"
+
+// ----------------------------------------------------------------------------
+// AVX-512: 16 lanes, 8 x 3 forward tiles (24 of the 32 registers)
+
+#define SK_NAME(x) x##_avx512
+#define SK_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define SK_V __m512
+#define SK_W 16
+#define SK_MB 8
+#define SK_WM 4
+#define SK_WN 6
+#define SK_ZERO() _mm512_setzero_ps()
+#define SK_LOAD(p) _mm512_loadu_ps(p)
+#define SK_STORE(p, v) _mm512_storeu_ps(p, v)
+#define SK_BCAST(x) _mm512_set1_ps(x)
+#define SK_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define SK_HSUM(v) _mm512_reduce_add_ps(v)
+#include "shifted_kernel.h"
+#endif
+
+typedef void (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
+                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate);
+typedef void (*wgt_fn)(int M, int P, int K, int T, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+                       const ptrdiff_t *off, float *C, bool accumulate);
+
+static void pick(fwd_fn *f, wgt_fn *w) {
+    const char *isa = tg__gemm_name();
+    *f = shifted_fwd_c, *w = shifted_wgt_c;
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512")) *f = shifted_fwd_avx512, *w = shifted_wgt_avx512;
+    else if (!strcmp(isa, "avx2")) *f = shifted_fwd_avx2, *w = shifted_wgt_avx2;
+#else
+    (void)isa;
+#endif
+}
+
+void tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
+                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate) {
+    fwd_fn f;
+    wgt_fn w;
+    pick(&f, &w);
+    f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate);
+}
+
+void tg__shifted_gemm_nt(int M, int P, int K, int T, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+                         const ptrdiff_t *off, float *C, bool accumulate) {
+    fwd_fn f;
+    wgt_fn w;
+    pick(&f, &w);
+    w(M, P, K, T, A, lda, B, ldb, off, C, accumulate);
+}

@@ -1,0 +1,93 @@
+/* shifted_kernel.h: the kernels of shifted.c, included once per ISA with the
+ * SK_* macros set (vector type, lanes, tile sizes, load/store/FMA). No include
+ * guard on purpose; the macros are cleared at the end. */
+
+/* Forward tile: SK_MB rows of C (from A's zero-padded rows) by NB vectors of columns. */
+SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(const int NB, int Mp, int K, int T,
+                                                                              const float *A, const float *B,
+                                                                              ptrdiff_t ldb, const ptrdiff_t *off,
+                                                                              float *C, ptrdiff_t ldc,
+                                                                              bool accumulate) {
+    SK_V acc[SK_MB][SK_NBMAX];
+    for (int i = 0; i < SK_MB; i++)
+        for (int j = 0; j < NB; j++) acc[i][j] = accumulate ? SK_LOAD(C + i * ldc + j * SK_W) : SK_ZERO();
+    for (int t = 0; t < T; t++) {
+        const float *b = B + off[t], *a = A + (ptrdiff_t)t * K * Mp;
+        for (int k = 0; k < K; k++, b += ldb, a += Mp) {
+            SK_V bv[SK_NBMAX];
+            for (int j = 0; j < NB; j++) bv[j] = SK_LOAD(b + j * SK_W);
+            for (int i = 0; i < SK_MB; i++) {
+                SK_V av = SK_BCAST(a[i]);
+                for (int j = 0; j < NB; j++) acc[i][j] = SK_FMA(av, bv[j], acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < SK_MB; i++)
+        for (int j = 0; j < NB; j++) SK_STORE(C + i * ldc + j * SK_W, acc[i][j]);
+}
+
+/* C[m][p] (+)= sum_t sum_k A[(t*K + k)*Mp + m] * B[k*ldb + off[t] + p] for m < Mp, p < P.
+ * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16. */
+SK_TARGET static void SK_NAME(shifted_fwd)(int M, int P, int K, int T, const float *A, const float *B,
+                                           ptrdiff_t ldb, const ptrdiff_t *off, float *C, ptrdiff_t ldc,
+                                           bool accumulate) {
+    const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W;
+    for (int p0 = 0; p0 < P; p0 += PB) {
+        int nb = P - p0 >= PB ? SK_NBMAX : (P - p0) / SK_W;
+        for (int m0 = 0; m0 < Mp; m0 += SK_MB) {
+            const float *a = A + m0, *b = B + p0;
+            float *c = C + (ptrdiff_t)m0 * ldc + p0;
+            if (nb == 3) SK_NAME(fwd_tile)(3, Mp, K, T, a, b, ldb, off, c, ldc, accumulate);
+            else if (nb == 2) SK_NAME(fwd_tile)(2, Mp, K, T, a, b, ldb, off, c, ldc, accumulate);
+            else SK_NAME(fwd_tile)(1, Mp, K, T, a, b, ldb, off, c, ldc, accumulate);
+        }
+    }
+}
+
+/* C[m][k*T + t] (+)= sum_{p < P} A[m*lda + p] * B[k*ldb + off[t] + p] for m < M, k < K, t < T.
+ * C is dense, M x K*T; P is a multiple of 16. Edge tiles repeat a valid row or
+ * column and store only the real ones. */
+SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, const float *A, ptrdiff_t lda,
+                                           const float *B, ptrdiff_t ldb, const ptrdiff_t *off, float *C,
+                                           bool accumulate) {
+    const int N = K * T;
+    for (int m0 = 0; m0 < M; m0 += SK_WM)
+        for (int j0 = 0; j0 < N; j0 += SK_WN) {
+            const float *a[SK_WM], *b[SK_WN];
+            for (int i = 0; i < SK_WM; i++) a[i] = A + (ptrdiff_t)(m0 + i < M ? m0 + i : m0) * lda;
+            for (int j = 0; j < SK_WN; j++) {
+                int jj = j0 + j < N ? j0 + j : j0;
+                b[j] = B + (ptrdiff_t)(jj / T) * ldb + off[jj % T];
+            }
+            SK_V acc[SK_WM][SK_WN];
+            for (int i = 0; i < SK_WM; i++)
+                for (int j = 0; j < SK_WN; j++) acc[i][j] = SK_ZERO();
+            for (int p = 0; p < P; p += SK_W) {
+                SK_V av[SK_WM];
+                for (int i = 0; i < SK_WM; i++) av[i] = SK_LOAD(a[i] + p);
+                for (int j = 0; j < SK_WN; j++) {
+                    SK_V bv = SK_LOAD(b[j] + p);
+                    for (int i = 0; i < SK_WM; i++) acc[i][j] = SK_FMA(av[i], bv, acc[i][j]);
+                }
+            }
+            for (int i = 0; i < SK_WM && m0 + i < M; i++)
+                for (int j = 0; j < SK_WN && j0 + j < N; j++) {
+                    float *c = C + (ptrdiff_t)(m0 + i) * N + j0 + j;
+                    *c = (accumulate ? *c : 0.0f) + SK_HSUM(acc[i][j]);
+                }
+        }
+}
+
+#undef SK_NAME
+#undef SK_TARGET
+#undef SK_V
+#undef SK_W
+#undef SK_MB
+#undef SK_WM
+#undef SK_WN
+#undef SK_ZERO
+#undef SK_LOAD
+#undef SK_STORE
+#undef SK_BCAST
+#undef SK_FMA
+#undef SK_HSUM

@@ -1,0 +1,151 @@
+/* test_conv.c: conv2d's forward, input gradient and weight gradient against a
+ * double-precision loop written from the definition, for the shapes that go
+ * through each path (stride 1 reads the padded image shifted by tap, other
+ * strides go through im2col, 1x1 straight to GEMM), with every kernel this CPU
+ * has, and bit-for-bit the same with 1 and 2 threads. */
+#include "check.h"
+#include "internal.h"
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+    int N, C, H, W, K, R, S, stride, pad, dil, groups;
+} conv_case;
+
+static const conv_case cases[] = {
+    {3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1}, /* the resnet's 28x28 block */
+    {2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1}, /* its 14x14 block */
+    {2, 1, 28, 28, 32, 3, 3, 1, 0, 1, 1},  /* lenet's first conv: one channel, no padding */
+    {2, 5, 9, 7, 11, 3, 3, 1, 1, 1, 1},    /* channels and widths off every tile size */
+    {2, 3, 10, 8, 9, 2, 3, 1, 0, 1, 1},    /* a non-square kernel */
+    {1, 4, 11, 12, 6, 3, 3, 1, 2, 2, 1},   /* dilation */
+    {2, 3, 6, 6, 5, 3, 3, 1, 3, 1, 1},     /* more padding than the kernel needs */
+    {2, 6, 7, 7, 9, 3, 3, 1, 1, 1, 3},     /* groups */
+    {2, 8, 9, 9, 8, 5, 5, 1, 2, 1, 8},     /* depthwise 5x5 */
+    {1, 2, 5, 40, 3, 1, 7, 1, 3, 1, 1},    /* a long row, 1x7 */
+    {2, 4, 9, 9, 6, 3, 3, 2, 1, 1, 1},     /* stride 2: im2col */
+    {2, 5, 6, 6, 7, 1, 1, 1, 0, 1, 1},     /* 1x1: GEMM on x itself */
+};
+
+static double frand(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(*s >> 40) / 16777216.0 * 2 - 1;
+}
+
+/* y, dx and dw for dy, by the definition, in double */
+static void reference(const conv_case *c, int Ho, int Wo, const float *x, const float *w, const float *dy, double *y,
+                      double *dx, double *dw) {
+    int Cg = c->C / c->groups, Kg = c->K / c->groups;
+    for (int n = 0; n < c->N; n++)
+        for (int k = 0; k < c->K; k++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    int64_t yi = (((int64_t)n * c->K + k) * Ho + oh) * Wo + ow;
+                    double acc = 0;
+                    for (int ci = 0; ci < Cg; ci++)
+                        for (int r = 0; r < c->R; r++)
+                            for (int s = 0; s < c->S; s++) {
+                                int ih = oh * c->stride - c->pad + r * c->dil, iw = ow * c->stride - c->pad + s * c->dil;
+                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
+                                int cin = k / Kg * Cg + ci;
+                                int64_t xi = (((int64_t)n * c->C + cin) * c->H + ih) * c->W + iw;
+                                int64_t wi = (((int64_t)k * Cg + ci) * c->R + r) * c->S + s;
+                                acc += (double)x[xi] * w[wi];
+                                dx[xi] += (double)w[wi] * dy[yi];
+                                dw[wi] += (double)x[xi] * dy[yi];
+                            }
+                    y[yi] = acc;
+                }
+}
+
+/* the worst |a - b| over n elements, relative to the largest |b| */
+static double worst(const float *a, const double *b, int64_t n) {
+    double e = 0, scale = 1e-6;
+    for (int64_t i = 0; i < n; i++) scale = fabs(b[i]) > scale ? fabs(b[i]) : scale;
+    for (int64_t i = 0; i < n; i++) e = fabs(a[i] - b[i]) > e ? fabs(a[i] - b[i]) : e;
+    return e / scale;
+}
+
+static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
+
+static void one_case(const conv_case *c, const char *kernel) {
+    uint64_t seed = 7;
+    int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
+    tg_tensor *w = tg_param_new(4, ws);
+    float *keep[2][3] = {{0}};
+    tg_tensor *x = NULL, *y = NULL;
+    int64_t ny = 0, nx = (int64_t)c->N * c->C * c->H * c->W;
+    for (int threads = 1; threads <= 2; threads++) {
+        tg_set_threads(threads);
+        tg_tape *t = tg_tape_new();
+        x = tg_tensor_new(4, xs);
+        CHECK_INT(tg_tensor_set_requires_grad(x, true), 0);
+        seed = 7;
+        for (int64_t i = 0; i < x->size; i++) x->data[i] = (float)frand(&seed);
+        for (int64_t i = 0; i < w->size; i++) w->data[i] = (float)frand(&seed);
+        tg_tensor_zero_grad(w);
+        y = tg_conv2d(t, x, w, NULL, c->stride, c->pad, c->dil, c->groups);
+        CHECK(y != NULL);
+        if (!y) {
+            fprintf(stderr, "%s\n", tg_last_error());
+            tg_tape_free(t);
+            tg_tensor_free(x);
+            x = NULL;
+            break;
+        }
+        float *dy = malloc((size_t)y->size * sizeof *dy);
+        for (int64_t i = 0; i < y->size; i++) dy[i] = (float)frand(&seed);
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        ny = y->size;
+        keep[threads - 1][0] = malloc((size_t)y->size * sizeof(float));
+        keep[threads - 1][1] = malloc((size_t)x->size * sizeof(float));
+        keep[threads - 1][2] = malloc((size_t)w->size * sizeof(float));
+        memcpy(keep[threads - 1][0], y->data, (size_t)y->size * sizeof(float));
+        memcpy(keep[threads - 1][1], x->grad, (size_t)x->size * sizeof(float));
+        memcpy(keep[threads - 1][2], w->grad, (size_t)w->size * sizeof(float));
+        if (threads == 1) {
+            double *ry = calloc((size_t)y->size, sizeof *ry), *rdx = calloc((size_t)x->size, sizeof *rdx),
+                   *rdw = calloc((size_t)w->size, sizeof *rdw);
+            reference(c, y->shape[2], y->shape[3], x->data, w->data, dy, ry, rdx, rdw);
+            double ey = worst(y->data, ry, y->size), ex = worst(x->grad, rdx, x->size), ew = worst(w->grad, rdw, w->size);
+            if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5)
+                fprintf(stderr, "%s: conv N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g dw %.2g\n",
+                        kernel, c->N, c->C, c->H, c->W, c->K, c->R, c->S, c->stride, c->pad, c->dil, c->groups, ey, ex, ew);
+            CHECK(ey <= 1e-5);
+            CHECK(ex <= 1e-5);
+            CHECK(ew <= 1e-5);
+            free(ry);
+            free(rdx);
+            free(rdw);
+        }
+        free(dy);
+        tg_tape_free(t);
+        if (threads == 1) tg_tensor_free(x);
+    }
+    if (keep[1][0]) {
+        CHECK(same_bits(keep[0][0], keep[1][0], ny));
+        CHECK(same_bits(keep[0][1], keep[1][1], nx));
+        CHECK(same_bits(keep[0][2], keep[1][2], w->size));
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++) free(keep[i][j]);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_set_threads(0);
+}
+
+int main(void) {
+    static const char *kernels[] = {"avx512", "avx2", "generic"};
+    for (int k = 0; k < 3; k++) {
+        if (tg__gemm_use(kernels[k]) < 0) {
+            printf("%s: not on this CPU, skipped\n", kernels[k]);
+            continue;
+        }
+        int before = check_failures;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) one_case(&cases[i], kernels[k]);
+        printf("%s: %zu shapes %s\n", kernels[k], sizeof cases / sizeof *cases,
+               check_failures == before ? "match the reference" : "FAILED");
+    }
+    tg__gemm_use(NULL);
+    CHECK_DONE();
+}
