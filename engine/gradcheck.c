@@ -48,9 +48,24 @@ int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
     tg_tape *t = tg_tape_new();
     if (!t) return TG_ERR_NOMEM;
 
-    /* analytic: one backward with dy = r */
+    /* analytic: one backward with dy = r. The op sees each input through a
+     * multiply by 1, so its input gradients are tape memory that starts unset
+     * (an op that stores into them is checked too), and the finite check
+     * fills that memory with NaN: an element the VJP never writes is an error. */
     tg_tape_seed(t, o.seed);
-    tg_tensor *y = build(t, inputs, ctx);
+    tg_tape_check_finite(t, true);
+    tg_tensor *one = tg_tensor_tape(t, 0, NULL), *through[TG_MAX_INPUTS] = {0};
+    if (!one || n_inputs > TG_MAX_INPUTS) {
+        rc = one ? tg_fail(TG_ERR_ARG, "gradcheck: %d inputs, at most %d", n_inputs, TG_MAX_INPUTS) : TG_ERR_NOMEM;
+        goto done;
+    }
+    one->data[0] = 1.0f;
+    for (int i = 0; i < n_inputs; i++)
+        if (!(through[i] = inputs[i]->requires_grad ? tg_mul(t, inputs[i], one) : inputs[i])) {
+            rc = tg_last_error_code();
+            goto done;
+        }
+    tg_tensor *y = build(t, through, ctx);
     if (!y) {
         rc = tg_last_error_code() ? tg_last_error_code() : TG_ERR_STATE;
         goto done;
@@ -66,6 +81,7 @@ int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
         r[i] = (float)((double)(s >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
     }
     if (y->requires_grad && (rc = tg_backward_seed(t, y, r)) < 0) goto done;
+    tg_tape_check_finite(t, false);
 
     bool was = tg_tape_set_grad_enabled(t, false); /* numeric evaluations record nothing */
     int first_bad = 0; /* every input is checked; the message names the first beyond tol */

@@ -206,14 +206,32 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
 // ----------------------------------------------------------------------------
 // the reverse sweep
 
+/* Gradients of tape tensors start each sweep "unset": their memory is not
+ * zeroed. An op with overwrites_grads stores into them (tg_grad_overwrite);
+ * for any other op the sweep zeroes them just before its vjp runs. Leaves
+ * (heap tensors) always accumulate. With the finite check on, unset memory is
+ * filled with NaN first, so an element an op forgets to store is reported. */
+static void mark_unset(tg_tape *t, tg_tensor *x) {
+    x->grad_unset = true;
+    if (t->check_finite) memset(x->grad, 0xff, (size_t)x->size * sizeof(float)); /* all ones: NaN */
+}
+
 static int ensure_grad(tg_tape *t, tg_tensor *x) {
     if (x->grad) return 0;
-    if (x->on_heap) {
-        x->grad = tg__calloc((size_t)x->size, sizeof(float));
-    } else if ((x->grad = tg__arena_alloc(&t->arena, (size_t)x->size * sizeof(float)))) {
-        memset(x->grad, 0, (size_t)x->size * sizeof(float));
-    }
+    if (x->on_heap) x->grad = tg__calloc((size_t)x->size, sizeof(float));
+    else if ((x->grad = tg__arena_alloc(&t->arena, (size_t)x->size * sizeof(float)))) mark_unset(t, x);
     return x->grad ? 0 : tg_fail(TG_ERR_NOMEM, "backward: out of memory");
+}
+
+static void zero_if_unset(tg_tensor *x) {
+    if (x->grad && x->grad_unset) memset(x->grad, 0, (size_t)x->size * sizeof(float));
+    x->grad_unset = false;
+}
+
+bool tg_grad_overwrite(tg_tensor *x) {
+    bool unset = x->grad_unset;
+    x->grad_unset = false;
+    return unset;
 }
 
 int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
@@ -224,24 +242,32 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
                                      "(no input required one, or gradients were disabled)");
     /* intermediate gradients start from zero on every sweep; leaves accumulate */
     for (tg_node *n = t->first; n; n = n->next)
-        if (n->out->grad) memset(n->out->grad, 0, (size_t)n->out->size * sizeof(float));
+        if (n->out->grad) mark_unset(t, n->out);
     if (ensure_grad(t, y) < 0) return TG_ERR_NOMEM;
-    for (int64_t i = 0; i < y->size; i++) y->grad[i] += dy[i];
+    if (tg_grad_overwrite(y)) memcpy(y->grad, dy, (size_t)y->size * sizeof(float));
+    else
+        for (int64_t i = 0; i < y->size; i++) y->grad[i] += dy[i];
     int64_t bad = t->check_finite ? first_nonfinite(y->grad, y->size) : -1;
     if (bad >= 0)
         return tg_fail(TG_ERR_NONFINITE, "backward: the seed gradient holds %s at element %lld",
                        kind_of(y->grad[bad]), (long long)bad);
 
     for (tg_node *n = y->node; n; n = n->prev) {
-        if (!n->out->grad) continue; /* not on a path to y */
-        for (int i = 0; i < n->n_in; i++)
-            if (n->in[i]->requires_grad && ensure_grad(t, n->in[i]) < 0) return TG_ERR_NOMEM;
+        if (!n->out->grad || n->out->grad_unset) continue; /* not on a path to y */
+        for (int i = 0; i < n->n_in; i++) {
+            if (!n->in[i]->requires_grad) continue;
+            if (ensure_grad(t, n->in[i]) < 0) return TG_ERR_NOMEM;
+            if (!n->op->overwrites_grads) zero_if_unset(n->in[i]);
+        }
         double t0 = tg__now();
         int rc = n->op->vjp(t, n);
         if (rc < 0) return rc;
         n->t_backward = tg__now() - t0;
+        for (int i = 0; i < n->n_in; i++) /* an input the vjp left alone got nothing: zero */
+            if (n->in[i]->requires_grad) zero_if_unset(n->in[i]);
         if (t->check_finite && check_backward(n) < 0) return TG_ERR_NONFINITE;
     }
+    for (tg_node *n = t->first; n; n = n->next) zero_if_unset(n->out); /* off the path to y: zeros, as before */
     return 0;
 }
 

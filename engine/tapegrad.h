@@ -92,6 +92,7 @@ typedef struct tg_tensor {
     int64_t size;                /* number of elements */
     bool requires_grad;
     bool on_heap;                /* created by tg_tensor_new / tg_param_new */
+    bool grad_unset;             /* during backward: grad's memory holds no values yet (see overwrites_grads) */
     tg_node *node;               /* the tape node that produced it, NULL for leaves */
     char name[32];               /* a parameter's name, shown in tape dumps */
 } tg_tensor;
@@ -282,12 +283,20 @@ typedef struct tg_op {
     void (*window)(const tg_node *n, int *kernel, int *stride, int *dilation);
     /* Optional: point out->data at an input's data instead of allocating (reshape). */
     bool aliases_input;
+    /* Optional, for speed: vjp stores rather than adds into an input gradient that
+     * holds no values yet (tg_grad_overwrite), so backward need not zero it first. */
+    bool overwrites_grads;
 } tg_op;
 
 /* Apply an op: checks inputs (a NULL input returns NULL and keeps the first
  * message), calls shape, allocates the output, runs forward, and records a
  * node when gradients are enabled and an input requires one. */
 tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr);
+/* In the vjp of an op with overwrites_grads: true if x's gradient holds no values
+ * yet, so this vjp must store into every element instead of adding; clears the
+ * mark. Call it once per input before writing (an input given twice is then
+ * stored once and added once). */
+bool tg_grad_overwrite(tg_tensor *x);
 /* Memory for saved state, from the tape's arena (counted in the node's saved bytes). */
 void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
 /* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */

@@ -296,8 +296,8 @@ static int conv_forward(tg_tape *t, tg_node *n) {
 #define CONV_CHUNKS 16 /* the weight gradient is summed over at most this many chunks of images */
 
 /* dW_g (+)= dy_g (on the forward grid) times x shifted by each tap; dx_g += the
- * flipped kernel run over the same dy copy. Chunks of images as in conv_vjp. */
-static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *dws, int chunks) {
+ * flipped kernel run over the same dy copy (stored, if dx_set). Chunks of images as in conv_vjp. */
+static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *dws, int chunks, bool dx_set) {
     tg_tensor *x = n->in[0], *w = n->in[1];
     const float *dy = n->out->grad;
     shift_geom s;
@@ -331,7 +331,9 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                         for (int h = 0; h < d->H; h++) {
                             const float *src = cx + ch * s.P2 + (int64_t)h * s.Wp;
                             float *dst = dx + ((int64_t)ch * d->H + h) * d->W;
-                            for (int q = 0; q < d->W; q++) dst[q] += src[q];
+                            if (dx_set) memcpy(dst, src, (size_t)d->W * sizeof *dst);
+                            else
+                                for (int q = 0; q < d->W; q++) dst[q] += src[q];
                         }
                 }
             }
@@ -386,13 +388,22 @@ static int conv_vjp_im2col(tg_tape *t, tg_node *n, const conv_dims *dp, float *d
  * in order; db += sum of dY over N, H', W' */
 static int conv_vjp(tg_tape *t, tg_node *n) {
     conv_dims d = dims_of(n);
-    tg_tensor *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     const float *dy = n->out->grad;
     int HWo = d.Ho * d.Wo, chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS;
     float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
     if (w->requires_grad && !dws) return TG_ERR_NOMEM;
-    int err = is_shifted(&d) ? conv_vjp_shifted(t, n, &d, dws, chunks) : conv_vjp_im2col(t, n, &d, dws, chunks);
+    bool dx_set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    if (dx_set && !is_shifted(&d)) { /* col2im adds */
+        memset(x->grad, 0, (size_t)x->size * sizeof(float));
+        dx_set = false;
+    }
+    int err = is_shifted(&d) ? conv_vjp_shifted(t, n, &d, dws, chunks, dx_set)
+                             : conv_vjp_im2col(t, n, &d, dws, chunks);
     if (err) return err;
+    for (int i = 1; i < n->n_in; i++) /* weight and bias are small: zero them if unset, then add */
+        if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
+            memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     for (int c = 0; dws && c < chunks; c++)
         for (int64_t j = 0; j < w->size; j++) w->grad[j] += dws[(size_t)c * w->size + j];
     if (b && b->requires_grad)
@@ -429,7 +440,7 @@ static void conv_window(const tg_node *n, int *kernel, int *stride, int *dilatio
 
 const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
                              .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
-                             .flops = conv_flops, .window = conv_window};
+                             .flops = conv_flops, .window = conv_window, .overwrites_grads = true};
 
 tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                      int groups) {

@@ -2,6 +2,7 @@
  * the reductions sum and mean. */
 #include "internal.h"
 #include "ops.h"
+#include <string.h>
 #include <math.h>
 
 // ----------------------------------------------------------------------------
@@ -165,8 +166,14 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     int64_t size = n->out->size;
-#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t i = 0; i < size; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    int T = tg__threads_for(size, TG_MIN_PER_THREAD);
+    if (tg_grad_overwrite(n->in[0])) {
+#pragma omp parallel for num_threads(T) schedule(static)
+        for (int64_t i = 0; i < size; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    } else {
+#pragma omp parallel for num_threads(T) schedule(static)
+        for (int64_t i = 0; i < size; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    }
     return 0;
 }
 
@@ -222,7 +229,7 @@ static void sigmoid_stats(const tg_node *n, char *buf, size_t len) {
 static void tanh_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, -0.99f, 0.99f, "saturated", buf, len); }
 
 const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp,
-                           .flops = per_output_flops, .stats = relu_stats};
+                           .flops = per_output_flops, .stats = relu_stats, .overwrites_grads = true};
 const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp,
                               .flops = per_output_flops, .stats = sigmoid_stats};
 const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp,
@@ -300,6 +307,10 @@ static int residual_vjp(tg_tape *t, tg_node *n) {
     for (int k = 0; k < 2; k++) {
         if (!n->in[k]->requires_grad) continue;
         float *dx = n->in[k]->grad;
+        if (tg_grad_overwrite(n->in[k])) {
+            memcpy(dx, dy, (size_t)size * sizeof *dx);
+            continue;
+        }
 #pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
         for (int64_t i = 0; i < size; i++) dx[i] += dy[i];
     }
@@ -307,7 +318,7 @@ static int residual_vjp(tg_tape *t, tg_node *n) {
 }
 
 const tg_op tg__op_residual_add = {.name = "residual_add", .shape = residual_shape, .forward = residual_forward,
-                                   .vjp = residual_vjp, .flops = per_output_flops};
+                                   .vjp = residual_vjp, .flops = per_output_flops, .overwrites_grads = true};
 
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx) {
     return tg_apply(t, &tg__op_residual_add, (tg_tensor *[]){x, fx}, 2, NULL);

@@ -4,6 +4,7 @@
 #include "internal.h"
 #include "ops.h"
 #include <math.h>
+#include <string.h>
 
 typedef struct {
     tg_tensor *running_mean, *running_var; /* heap tensors (C), may be NULL in training */
@@ -11,10 +12,9 @@ typedef struct {
     float momentum, eps;
 } bn_attr;
 
-typedef struct { /* what the VJP needs: rstd per channel, and x-hat in training */
-    float *rstd, *xhat;
+typedef struct { /* what the VJP needs: the mean and rstd used, per channel (x-hat is recomputed from x) */
+    float *mean, *rstd;
     float *batch; /* training: the batch mean, then the biased variance, per channel (for tape dumps) */
-    float *mean;  /* evaluation: the running mean used, per channel */
 } bn_saved;
 
 /* Sums over a contiguous run in 8 float lanes (which vectorise, in a fixed
@@ -42,14 +42,14 @@ static double run_sqdev(const float *p, int64_t n, float m) {
     return s;
 }
 
-/* sum of a and of a*b over a run, the same way */
-static void run_dot(const float *a, const float *b, int64_t n, double *sa, double *sab) {
+/* sum of a and of a*(b - m) over a run, the same way */
+static void run_dot(const float *a, const float *b, float m, int64_t n, double *sa, double *sab) {
     float s1[8] = {0}, s2[8] = {0};
     int64_t j = 0;
     for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) s1[k] += a[j + k], s2[k] += a[j + k] * b[j + k];
+        for (int k = 0; k < 8; k++) s1[k] += a[j + k], s2[k] += a[j + k] * (b[j + k] - m);
     for (int k = 0; k < 8; k++) *sa += s1[k], *sab += s2[k];
-    for (; j < n; j++) *sa += a[j], *sab += (double)a[j] * b[j];
+    for (; j < n; j++) *sa += a[j], *sab += (double)a[j] * (b[j] - m);
 }
 
 /* Threads for a loop over C channels of size/C elements each. */
@@ -103,12 +103,9 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     bn_saved *sv = NULL;
     if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
         if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
-        if (!(sv->rstd = tg_node_save(t, n, (size_t)C * sizeof(float), "rstd"))) return TG_ERR_NOMEM;
-        sv->xhat = sv->batch = sv->mean = NULL;
-        if (!a->training && !(sv->mean = tg_node_save(t, n, (size_t)C * sizeof(float), "mean+rstd")))
-            return TG_ERR_NOMEM;
-        if (a->training && !(sv->xhat = tg_node_save(t, n, (size_t)x->size * sizeof(float), "xhat+rstd")))
-            return TG_ERR_NOMEM;
+        if (!(sv->mean = tg_node_save(t, n, 2 * (size_t)C * sizeof(float), "mean+rstd"))) return TG_ERR_NOMEM;
+        sv->rstd = sv->mean + C;
+        sv->batch = NULL;
         if (a->training && !(sv->batch = tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
     }
     n->saved = sv;
@@ -132,18 +129,14 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         } else {
             mean = a->running_mean->data[c];
             var = a->running_var->data[c];
-            if (sv) sv->mean[c] = (float)mean;
         }
         float rstd = (float)(1.0 / sqrt(var + a->eps)), mu = (float)mean;
-        if (sv) sv->rstd[c] = rstd;
+        if (sv) sv->mean[c] = mu, sv->rstd[c] = rstd;
         float g = gamma[c], b = beta[c];
         for (int64_t i = 0; i < N; i++) {
             const float *xp = x->data + (i * C + c) * L;
-            float *yp = n->out->data + (i * C + c) * L, *hp = sv && sv->xhat ? sv->xhat + (i * C + c) * L : NULL;
-            if (hp)
-                for (int64_t l = 0; l < L; l++) hp[l] = (xp[l] - mu) * rstd, yp[l] = g * hp[l] + b;
-            else
-                for (int64_t l = 0; l < L; l++) yp[l] = g * ((xp[l] - mu) * rstd) + b;
+            float *yp = n->out->data + (i * C + c) * L;
+            for (int64_t l = 0; l < L; l++) yp[l] = g * ((xp[l] - mu) * rstd) + b;
         }
     }
     return 0;
@@ -161,30 +154,31 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     int64_t N, C, L;
     bn_dims(x, &N, &C, &L);
     float cnt = (float)(N * L);
+    for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
+        if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
+            memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
+    bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
 #pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
     for (int64_t c = 0; c < C; c++) {
-        float rstd = sv->rstd[c], mu = a->training ? 0.0f : sv->mean[c];
+        float rstd = sv->rstd[c], mu = sv->mean[c];
         double sdy = 0, sdyx = 0;
-        for (int64_t i = 0; i < N; i++) {
-            int64_t o = (i * C + c) * L;
-            run_dot(dy + o, a->training ? sv->xhat + o : x->data + o, L, &sdy, &sdyx);
-        }
-        if (!a->training) sdyx = rstd * (sdyx - mu * sdy); /* sum dy*(x-mu)*rstd */
+        for (int64_t i = 0; i < N; i++) run_dot(dy + (i * C + c) * L, x->data + (i * C + c) * L, mu, L, &sdy, &sdyx);
+        sdyx *= rstd; /* sum dy * xhat */
         if (g->requires_grad) g->grad[c] += (float)sdyx;
         if (b->requires_grad) b->grad[c] += (float)sdy;
         if (!x->requires_grad) continue;
-        float k = g->data[c] * rstd;
-        if (!a->training) {
-            for (int64_t i = 0; i < N; i++)
-                for (int64_t l = 0; l < L; l++) x->grad[(i * C + c) * L + l] += k * dy[(i * C + c) * L + l];
-            continue;
-        }
-        float s1 = (float)sdy, s2 = (float)sdyx, kn = k / cnt;
+        /* training: dx = kn * (cnt*dy - s1 - xhat*s2); evaluation: dx = k * dy */
+        float k = g->data[c] * rstd, kn = a->training ? k / cnt : k;
+        float k1 = a->training ? cnt : 1.0f, s1 = a->training ? (float)sdy : 0.0f;
+        float s2 = a->training ? (float)sdyx : 0.0f;
         for (int64_t i = 0; i < N; i++) {
             int64_t o = (i * C + c) * L;
             float *dx = x->grad + o;
-            const float *d = dy + o, *xh = sv->xhat + o;
-            for (int64_t l = 0; l < L; l++) dx[l] += kn * (cnt * d[l] - s1 - xh[l] * s2);
+            const float *d = dy + o, *xp = x->data + o;
+            if (set)
+                for (int64_t l = 0; l < L; l++) dx[l] = kn * (k1 * d[l] - s1 - (xp[l] - mu) * rstd * s2);
+            else
+                for (int64_t l = 0; l < L; l++) dx[l] += kn * (k1 * d[l] - s1 - (xp[l] - mu) * rstd * s2);
         }
     }
     return 0;
@@ -224,7 +218,7 @@ static void bn_stats(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_attr), .shape = bn_shape,
                                  .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
-                                 .flops = bn_flops, .stats = bn_stats};
+                                 .flops = bn_flops, .stats = bn_stats, .overwrites_grads = true};
 
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps) {
