@@ -31,6 +31,13 @@ static float eval_scale(const tg_node *n) {
     return n->op == &tg__op_dropout_vanilla ? 1.0f - a->p : 1.0f;
 }
 
+/* splitmix64's finaliser: 64 well-mixed bits from a counter */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 // training: mask ~ Bernoulli(1-p), y = x * mask * scale; evaluation: y = x * eval_scale
 static int dropout_forward(tg_tape *t, tg_node *n) {
     const dropout_attr *a = n->attr;
@@ -45,12 +52,20 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
     uint8_t *mask = NULL;
     if (n->record && !(mask = tg_node_save(t, n, (size_t)size, "mask"))) return TG_ERR_NOMEM;
     n->saved = mask;
-    float s = train_scale(n), keep = 1.0f - a->p;
-    /* one draw per element whatever the mode, so the same seed gives the same mask */
-    for (int64_t i = 0; i < size; i++) {
-        uint8_t k = tg_tape_uniform(t) < keep;
-        if (mask) mask[i] = k;
-        y[i] = k ? x[i] * s : 0.0f;
+    float s = train_scale(n);
+    /* One draw from the tape's generator per op, whatever the mode, so the same
+     * seed gives the same mask. Element i keeps with probability 1-p by 32 bits
+     * of a hash of (that draw, i): the same mask for any thread count. */
+    uint64_t key = tg_rand_u64(&t->rng), pairs = (uint64_t)(size + 1) / 2;
+    uint64_t below = (uint64_t)((1.0 - (double)a->p) * 4294967296.0); /* keep if the 32 bits are below */
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (uint64_t j = 0; j < pairs; j++) {
+        uint64_t h = mix64(key + j * 0x9E3779B97F4A7C15ull);
+        for (int64_t i = 2 * (int64_t)j; i < 2 * (int64_t)j + 2 && i < size; i++, h >>= 32) {
+            uint8_t k = (h & 0xffffffffu) < below;
+            if (mask) mask[i] = k;
+            y[i] = k ? x[i] * s : 0.0f;
+        }
     }
     return 0;
 }
@@ -62,14 +77,14 @@ static int dropout_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     const uint8_t *mask = n->saved;
-    if (!a->training) {
-        float s = eval_scale(n);
-        for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i] * s;
-        return 0;
+    int64_t size = n->out->size;
+    bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
+    float s = a->training ? train_scale(n) : eval_scale(n);
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < size; i++) {
+        float g = !a->training || mask[i] ? dy[i] * s : 0.0f;
+        dx[i] = set ? g : dx[i] + g;
     }
-    float s = train_scale(n);
-    for (int64_t i = 0; i < n->out->size; i++)
-        if (mask[i]) dx[i] += dy[i] * s;
     return 0;
 }
 
@@ -93,11 +108,11 @@ static void dropout_stats(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_dropout = {.name = "dropout", .attr_size = sizeof(dropout_attr), .shape = dropout_shape,
                               .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe,
-                              .flops = dropout_flops, .stats = dropout_stats};
+                              .flops = dropout_flops, .stats = dropout_stats, .overwrites_grads = true};
 const tg_op tg__op_dropout_vanilla = {.name = "dropout_vanilla", .attr_size = sizeof(dropout_attr),
                                       .shape = dropout_shape, .forward = dropout_forward, .vjp = dropout_vjp,
                                       .describe = dropout_describe, .flops = dropout_flops,
-                                      .stats = dropout_stats};
+                                      .stats = dropout_stats, .overwrites_grads = true};
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training) {
     dropout_attr a = {p, training};

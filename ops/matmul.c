@@ -1,6 +1,7 @@
 /* matmul.c: matmul and linear, both on the engine's GEMM. */
 #include "internal.h"
 #include "ops.h"
+#include <string.h>
 
 // ----------------------------------------------------------------------------
 // matmul: a:(M,K) b:(K,N) -> (M,N)
@@ -31,8 +32,11 @@ static int matmul_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *a = n->in[0], *b = n->in[1];
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
     const float *dy = n->out->grad;
-    if (a->requires_grad) tg__sgemm(false, true, M, K, N, 1.0f, dy, N, b->data, N, 1.0f, a->grad, K);
-    if (b->requires_grad) tg__sgemm(true, false, K, N, M, 1.0f, a->data, K, dy, N, 1.0f, b->grad, N);
+    /* beta 0 stores into a gradient that holds nothing yet (a and b given twice: store, then add) */
+    if (a->requires_grad)
+        tg__sgemm(false, true, M, K, N, 1.0f, dy, N, b->data, N, tg_grad_overwrite(a) ? 0.0f : 1.0f, a->grad, K);
+    if (b->requires_grad)
+        tg__sgemm(true, false, K, N, M, 1.0f, a->data, K, dy, N, tg_grad_overwrite(b) ? 0.0f : 1.0f, b->grad, N);
     return 0;
 }
 
@@ -42,7 +46,7 @@ static int64_t matmul_flops(const tg_node *n) {
 }
 
 const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp,
-                             .flops = matmul_flops};
+                             .flops = matmul_flops, .overwrites_grads = true};
 
 tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
     return tg_apply(t, &tg__op_matmul, (tg_tensor *[]){a, b}, 2, NULL);
@@ -85,8 +89,12 @@ static int linear_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int N = x->shape[0], I = x->shape[1], O = w->shape[0];
     const float *dy = n->out->grad;
-    if (x->requires_grad) tg__sgemm(false, false, N, I, O, 1.0f, dy, O, w->data, I, 1.0f, x->grad, I);
-    if (w->requires_grad) tg__sgemm(true, false, O, I, N, 1.0f, dy, O, x->data, I, 1.0f, w->grad, I);
+    /* beta 0 stores into a gradient that holds nothing yet */
+    if (x->requires_grad)
+        tg__sgemm(false, false, N, I, O, 1.0f, dy, O, w->data, I, tg_grad_overwrite(x) ? 0.0f : 1.0f, x->grad, I);
+    if (w->requires_grad)
+        tg__sgemm(true, false, O, I, N, 1.0f, dy, O, x->data, I, tg_grad_overwrite(w) ? 0.0f : 1.0f, w->grad, I);
+    if (b && b->requires_grad && tg_grad_overwrite(b)) memset(b->grad, 0, (size_t)O * sizeof(float));
     if (b && b->requires_grad)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) b->grad[o] += dy[(size_t)i * O + o];
@@ -100,7 +108,7 @@ static int64_t linear_flops(const tg_node *n) {
 }
 
 const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp,
-                             .flops = linear_flops};
+                             .flops = linear_flops, .overwrites_grads = true};
 
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b) {
     return tg_apply(t, &tg__op_linear, (tg_tensor *[]){x, w, b}, b ? 3 : 2, NULL);

@@ -113,10 +113,13 @@ static int maxpool_vjp(tg_tape *t, tg_node *n) {
     const int32_t *arg = n->saved;
     int64_t HW = (int64_t)x->shape[2] * x->shape[3], HWo = (int64_t)y->shape[2] * y->shape[3];
     int64_t planes = (int64_t)x->shape[0] * x->shape[1];
+    bool set = tg_grad_overwrite(x); /* dx holds nothing yet: zero each plane just before its scatter */
     /* planes are independent (windows may overlap, but only within a plane) */
 #pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t p = 0; p < planes; p++)
+    for (int64_t p = 0; p < planes; p++) {
+        if (set) memset(x->grad + p * HW, 0, (size_t)HW * sizeof(float));
         for (int64_t o = p * HWo; o < (p + 1) * HWo; o++) x->grad[p * HW + arg[o]] += y->grad[o];
+    }
     return 0;
 }
 
@@ -141,7 +144,8 @@ static void maxpool_stats(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_max_pool2d = {.name = "max_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
                                  .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe,
-                                 .flops = pool_flops, .stats = maxpool_stats, .window = pool_window};
+                                 .flops = pool_flops, .stats = maxpool_stats, .window = pool_window,
+                                 .overwrites_grads = true};
 
 tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};

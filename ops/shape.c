@@ -44,7 +44,9 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     float *dx = n->in[0]->grad;
     const float *dy = n->out->grad;
-    for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i];
+    if (tg_grad_overwrite(n->in[0])) memcpy(dx, dy, (size_t)n->out->size * sizeof *dx);
+    else
+        for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i];
     return 0;
 }
 
@@ -60,7 +62,7 @@ static void reshape_describe(const tg_node *n, char *buf, size_t len) {
 }
 
 const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
-                              .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe,
+                              .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe, .overwrites_grads = true,
                               .flops = reshape_flops, .aliases_input = true};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
