@@ -223,6 +223,9 @@ const uint8_t *tg_dropout_mask(const tg_tensor *y);
  * y = gamma * (x - mean) / sqrt(var + eps) + beta. PyTorch: momentum 0.1, eps 1e-5. */
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps);
+/* relu(batch_norm(...)) as one op, one pass over memory each way instead of two */
+tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                              tg_tensor *running_var, bool training, float momentum, float eps);
 /* y = x + fx for exactly equal shapes: the join of a residual block */
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 

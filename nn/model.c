@@ -14,6 +14,10 @@ struct tg_model {
     int n_params, n_state;
 };
 
+static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
+static tg_tensor *relu_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
+static tg_tensor *bn_relu_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training);
+
 // ----------------------------------------------------------------------------
 // the model
 
@@ -112,7 +116,15 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
         tg_fail(TG_ERR_ARG, "%s", m->error);
         return NULL;
     }
-    for (int i = 0; i < m->n_layers && x; i++) x = m->layers[i]->forward(m->layers[i], t, x, m->training);
+    for (int i = 0; i < m->n_layers && x; i++) {
+        tg_layer *l = m->layers[i];
+        if (l->forward == bn_fwd && i + 1 < m->n_layers && m->layers[i + 1]->forward == relu_fwd) {
+            x = bn_relu_at(l, 0, 0, t, x, m->training); /* a batch_norm layer then a relu layer: one op */
+            i++;
+        } else {
+            x = l->forward(l, t, x, m->training);
+        }
+    }
     return x;
 }
 
@@ -252,6 +264,12 @@ static bool bn_tensors(tg_model *m, tg_layer *l, const char *prefix, int c) {
 static tg_tensor *bn_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training) {
     return tg_batch_norm(t, x, l->params[p], l->params[p + 1], l->buffers[b], l->buffers[b + 1], training,
                          l->momentum, l->eps);
+}
+
+/* relu(batch norm) as one op, the same way */
+static tg_tensor *bn_relu_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training) {
+    return tg_batch_norm_relu(t, x, l->params[p], l->params[p + 1], l->buffers[b], l->buffers[b + 1], training,
+                              l->momentum, l->eps);
 }
 
 static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) { return bn_at(l, 0, 0, t, x, training); }
@@ -404,7 +422,7 @@ tg_layer *tg_model_sigmoid(tg_model *m) {
 /* v1: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) */
 static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     tg_tensor *h = tg_conv2d(t, x, l->params[0], NULL, l->stride, 1, 1, 1);
-    h = tg_relu(t, bn_at(l, 1, 0, t, h, training));
+    h = bn_relu_at(l, 1, 0, t, h, training);
     h = bn_at(l, 4, 2, t, tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1), training);
     tg_tensor *s = x;
     if (l->n_params > 6) s = bn_at(l, 7, 4, t, tg_conv2d(t, x, l->params[6], NULL, l->stride, 0, 1, 1), training);
@@ -413,9 +431,9 @@ static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool trainin
 
 /* v2: a = relu(bn1(x)); y = conv2(relu(bn2(conv1(a)))) + (x or conv_1x1(a)) */
 static tg_tensor *res_v2_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
-    tg_tensor *a = tg_relu(t, bn_at(l, 1, 0, t, x, training));
+    tg_tensor *a = bn_relu_at(l, 1, 0, t, x, training);
     tg_tensor *h = tg_conv2d(t, a, l->params[0], NULL, l->stride, 1, 1, 1);
-    h = tg_relu(t, bn_at(l, 4, 2, t, h, training));
+    h = bn_relu_at(l, 4, 2, t, h, training);
     h = tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1);
     tg_tensor *s = l->n_params > 6 ? tg_conv2d(t, a, l->params[6], NULL, l->stride, 0, 1, 1) : x;
     return tg_residual_add(t, s, h);

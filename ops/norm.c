@@ -52,6 +52,23 @@ static void run_dot(const float *a, const float *b, float m, int64_t n, double *
     for (; j < n; j++) *sa += a[j], *sab += (double)a[j] * (b[j] - m);
 }
 
+/* the same over the elements where y > 0 (the gradient through a ReLU with output y) */
+static void run_dot_relu(const float *a, const float *y, const float *b, float m, int64_t n, double *sa,
+                         double *sab) {
+    float s1[8] = {0}, s2[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) {
+            float d = y[j + k] > 0.0f ? a[j + k] : 0.0f;
+            s1[k] += d, s2[k] += d * (b[j + k] - m);
+        }
+    for (int k = 0; k < 8; k++) *sa += s1[k], *sab += s2[k];
+    for (; j < n; j++) {
+        float d = y[j] > 0.0f ? a[j] : 0.0f;
+        *sa += d, *sab += (double)d * (b[j] - m);
+    }
+}
+
 /* Threads for a loop over C channels of size/C elements each. */
 static int channel_threads(int64_t size, int64_t C) {
     int T = tg__threads_for(size, TG_MIN_PER_THREAD);
@@ -71,30 +88,34 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
     const tg_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2];
     char sx[64], s2[64];
     tg_shape_str(x, sx, sizeof sx);
-    if (x->ndim < 2) return tg_fail(TG_ERR_SHAPE, "batch_norm: input must be (N,C) or (N,C,...), got %s", sx);
+    if (x->ndim < 2) return tg_fail(TG_ERR_SHAPE, "%s: input must be (N,C) or (N,C,...), got %s", n->op->name, sx);
     int C = x->shape[1];
     const tg_tensor *per_channel[4] = {g, b, a->running_mean, a->running_var};
     const char *names[4] = {"gamma", "beta", "running_mean", "running_var"};
     for (int i = 0; i < 4; i++)
         if (per_channel[i] && (per_channel[i]->ndim != 1 || per_channel[i]->shape[0] != C))
-            return tg_fail(TG_ERR_SHAPE, "batch_norm: %s has shape %s but the input has %d channels (x %s)", names[i],
+            return tg_fail(TG_ERR_SHAPE, "%s: %s has shape %s but the input has %d channels (x %s)", n->op->name, names[i],
                            tg_shape_str(per_channel[i], s2, sizeof s2), C, sx);
     if ((a->running_mean == NULL) != (a->running_var == NULL))
-        return tg_fail(TG_ERR_ARG, "batch_norm: give both running_mean and running_var, or neither");
+        return tg_fail(TG_ERR_ARG, "%s: give both running_mean and running_var, or neither", n->op->name);
     if (!a->training && !a->running_mean)
-        return tg_fail(TG_ERR_ARG, "batch_norm: evaluation needs running statistics");
+        return tg_fail(TG_ERR_ARG, "%s: evaluation needs running statistics", n->op->name);
     if (!(a->eps > 0.0f) || !(a->momentum >= 0.0f && a->momentum <= 1.0f))
-        return tg_fail(TG_ERR_ARG, "batch_norm: eps %g must be > 0 and momentum %g in [0, 1]", (double)a->eps,
+        return tg_fail(TG_ERR_ARG, "%s: eps %g must be > 0 and momentum %g in [0, 1]", n->op->name, (double)a->eps,
                        (double)a->momentum);
     if (a->training && x->size / C < 2)
-        return tg_fail(TG_ERR_SHAPE, "batch_norm: training needs more than one value per channel (x %s)", sx);
+        return tg_fail(TG_ERR_SHAPE, "%s: training needs more than one value per channel (x %s)", n->op->name, sx);
     *ndim = x->ndim;
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     return 0;
 }
 
+/* batch_norm_relu: relu(batch_norm(x)) in one pass each way */
+static bool fused_relu(const tg_node *n) { return n->op == &tg__op_batch_norm_relu; }
+
 static int bn_forward(tg_tape *t, tg_node *n) {
     const bn_attr *a = n->attr;
+    bool relu = fused_relu(n);
     const tg_tensor *x = n->in[0];
     const float *gamma = n->in[1]->data, *beta = n->in[2]->data;
     int64_t N, C, L;
@@ -136,7 +157,13 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         for (int64_t i = 0; i < N; i++) {
             const float *xp = x->data + (i * C + c) * L;
             float *yp = n->out->data + (i * C + c) * L;
-            for (int64_t l = 0; l < L; l++) yp[l] = g * ((xp[l] - mu) * rstd) + b;
+            if (relu)
+                for (int64_t l = 0; l < L; l++) {
+                    float v = g * ((xp[l] - mu) * rstd) + b;
+                    yp[l] = v > 0.0f ? v : 0.0f;
+                }
+            else
+                for (int64_t l = 0; l < L; l++) yp[l] = g * ((xp[l] - mu) * rstd) + b;
         }
     }
     return 0;
@@ -158,11 +185,16 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is > 0 */
 #pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
     for (int64_t c = 0; c < C; c++) {
         float rstd = sv->rstd[c], mu = sv->mean[c];
         double sdy = 0, sdyx = 0;
-        for (int64_t i = 0; i < N; i++) run_dot(dy + (i * C + c) * L, x->data + (i * C + c) * L, mu, L, &sdy, &sdyx);
+        for (int64_t i = 0; i < N; i++) {
+            int64_t o = (i * C + c) * L;
+            if (yr) run_dot_relu(dy + o, yr + o, x->data + o, mu, L, &sdy, &sdyx);
+            else run_dot(dy + o, x->data + o, mu, L, &sdy, &sdyx);
+        }
         sdyx *= rstd; /* sum dy * xhat */
         if (g->requires_grad) g->grad[c] += (float)sdyx;
         if (b->requires_grad) b->grad[c] += (float)sdy;
@@ -175,7 +207,12 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
             int64_t o = (i * C + c) * L;
             float *dx = x->grad + o;
             const float *d = dy + o, *xp = x->data + o;
-            if (set)
+            if (yr)
+                for (int64_t l = 0; l < L; l++) {
+                    float v = kn * (k1 * (yr[o + l] > 0.0f ? d[l] : 0.0f) - s1 - (xp[l] - mu) * rstd * s2);
+                    dx[l] = set ? v : dx[l] + v;
+                }
+            else if (set)
                 for (int64_t l = 0; l < L; l++) dx[l] = kn * (k1 * d[l] - s1 - (xp[l] - mu) * rstd * s2);
             else
                 for (int64_t l = 0; l < L; l++) dx[l] += kn * (k1 * d[l] - s1 - (xp[l] - mu) * rstd * s2);
@@ -189,10 +226,11 @@ static void bn_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "%s momentum=%g eps=%g", a->training ? "train" : "eval", (double)a->momentum, (double)a->eps);
 }
 
-/* FLOPs per element: training 8 (mean 1, variance 3, normalise 2, scale and shift 2), evaluation 4 */
+/* FLOPs per element: training 8 (mean 1, variance 3, normalise 2, scale and shift 2), evaluation 4;
+ * one more for the fused ReLU */
 static int64_t bn_flops(const tg_node *n) {
     const bn_attr *a = n->attr;
-    return (a->training ? 8 : 4) * n->out->size;
+    return ((a->training ? 8 : 4) + fused_relu(n)) * n->out->size;
 }
 
 /* Training: the batch's statistics against the running ones (as they are after this batch's
@@ -202,7 +240,14 @@ static void bn_stats(const tg_node *n, char *buf, size_t len) {
     const bn_saved *sv = n->saved;
     int64_t C = n->in[0]->shape[1];
     buf[0] = '\0';
-    if (!sv || !sv->batch) return;
+    if (fused_relu(n)) { /* the ReLU's share of zeros, as relu's dump shows it */
+        int64_t k = 0;
+        for (int64_t i = 0; i < n->out->size; i++) k += n->out->data[i] == 0.0f;
+        size_t o = (size_t)snprintf(buf, len, "zeros=%.1f%%%s", 100.0 * (double)k / (double)n->out->size,
+                                    sv && sv->batch ? " | " : "");
+        buf += o < len ? o : len, len -= o < len ? o : len;
+    }
+    if (!sv || !sv->batch || !len) return;
     double m = 0, v = 0, dm = 0, rv = 0;
     for (int64_t c = 0; c < C; c++) {
         m += sv->batch[c], v += sv->batch[C + c];
@@ -219,6 +264,9 @@ static void bn_stats(const tg_node *n, char *buf, size_t len) {
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_attr), .shape = bn_shape,
                                  .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
                                  .flops = bn_flops, .stats = bn_stats, .overwrites_grads = true};
+const tg_op tg__op_batch_norm_relu = {.name = "batch_norm_relu", .attr_size = sizeof(bn_attr), .shape = bn_shape,
+                                      .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
+                                      .flops = bn_flops, .stats = bn_stats, .overwrites_grads = true};
 
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps) {
@@ -228,6 +276,16 @@ tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *
         return NULL;
     }
     return tg_apply(t, &tg__op_batch_norm, (tg_tensor *[]){x, gamma, beta}, 3, &a);
+}
+
+tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                              tg_tensor *running_var, bool training, float momentum, float eps) {
+    bn_attr a = {running_mean, running_var, training, momentum, eps};
+    if (x && (!gamma || !beta)) {
+        tg_fail(TG_ERR_ARG, "batch_norm_relu: gamma and beta are required");
+        return NULL;
+    }
+    return tg_apply(t, &tg__op_batch_norm_relu, (tg_tensor *[]){x, gamma, beta}, 3, &a);
 }
 
 // ----------------------------------------------------------------------------

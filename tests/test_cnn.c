@@ -292,6 +292,58 @@ static void batch_norm_closed_form(void) {
     tg_tape_free(t);
 }
 
+/* batch_norm_relu is relu(batch_norm): the same output bit for bit, the same
+ * gradients to rounding, in training and in evaluation, and the same running statistics */
+static void batch_norm_relu(void) {
+    enum { N = 4, C = 3, L = 9 };
+    uint64_t s = 17;
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, 3, 3}), *g = tg_param_new(1, (int[]){C}),
+              *b = tg_param_new(1, (int[]){C});
+    tg_tensor *rm[2], *rv[2];
+    static float dy[N * C * L], y0[N * C * L], dx0[N * C * L];
+    float dg0[C], db0[C];
+    for (int i = 0; i < N * C * L; i++) x->data[i] = 2 * frand(&s) + 0.3f, dy[i] = frand(&s);
+    for (int c = 0; c < C; c++) g->data[c] = 1 + 0.5f * frand(&s), b->data[c] = 0.5f * frand(&s);
+    for (int k = 0; k < 2; k++) {
+        rm[k] = tg_tensor_new(1, (int[]){C}), rv[k] = tg_tensor_new(1, (int[]){C});
+        for (int c = 0; c < C; c++) rv[k]->data[c] = 1;
+    }
+    for (int training = 1; training >= 0; training--)
+        for (int fused = 0; fused < 2; fused++) {
+            tg_tape *t = tg_tape_new();
+            tg_tensor_zero_grad(x), tg_tensor_zero_grad(g), tg_tensor_zero_grad(b);
+            tg_tensor *y = fused ? tg_batch_norm_relu(t, x, g, b, rm[1], rv[1], training, 0.1f, 1e-5f)
+                                 : tg_relu(t, tg_batch_norm(t, x, g, b, rm[0], rv[0], training, 0.1f, 1e-5f));
+            CHECK(y && strcmp(y->node->op->name, fused ? "batch_norm_relu" : "relu") == 0);
+            CHECK_INT(tg_backward_seed(t, y, dy), 0);
+            if (!fused) {
+                memcpy(y0, y->data, sizeof y0), memcpy(dx0, x->grad, sizeof dx0);
+                memcpy(dg0, g->grad, sizeof dg0), memcpy(db0, b->grad, sizeof db0);
+            } else {
+                int zeros = 0;
+                for (int i = 0; i < N * C * L; i++) {
+                    CHECK(y->data[i] == y0[i]);
+                    CHECK_NEAR(x->grad[i], dx0[i], 1e-5);
+                    zeros += y0[i] == 0;
+                }
+                CHECK(zeros > 10 && zeros < N * C * L - 10); /* the ReLU really cuts */
+                for (int c = 0; c < C; c++) {
+                    CHECK_NEAR(g->grad[c], dg0[c], 1e-5);
+                    CHECK_NEAR(b->grad[c], db0[c], 1e-5);
+                    CHECK(rm[0]->data[c] == rm[1]->data[c] && rv[0]->data[c] == rv[1]->data[c]);
+                }
+            }
+            tg_tape_free(t);
+        }
+    tg_tensor *bad = tg_param_new(1, (int[]){C + 1});
+    tg_tape *t = tg_tape_new();
+    CHECK(tg_batch_norm_relu(t, x, bad, b, NULL, NULL, true, 0.1f, 1e-5f) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm_relu: gamma has shape 4 but the input has 3 channels");
+    tg_tape_free(t);
+    tg_tensor *all[] = {x, g, b, rm[0], rv[0], rm[1], rv[1], bad};
+    for (int i = 0; i < 8; i++) tg_tensor_free(all[i]);
+}
+
 /* In a residual block x feeds both branches: its gradient is the sum over both paths. */
 static void residual(void) {
     uint64_t s = 5;
@@ -326,6 +378,7 @@ int main(void) {
     dropout();
     batch_norm();
     batch_norm_closed_form();
+    batch_norm_relu();
     residual();
     CHECK_DONE();
 }

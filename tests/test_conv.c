@@ -33,8 +33,8 @@ static double frand(uint64_t *s) {
 }
 
 /* y, dx and dw for dy, by the definition, in double */
-static void reference(const conv_case *c, int Ho, int Wo, const float *x, const float *w, const float *dy, double *y,
-                      double *dx, double *dw) {
+static void reference(const conv_case *c, int Ho, int Wo, const float *x, const float *w, const float *b,
+                      const float *dy, double *y, double *dx, double *dw, double *db) {
     int Cg = c->C / c->groups, Kg = c->K / c->groups;
     for (int n = 0; n < c->N; n++)
         for (int k = 0; k < c->K; k++)
@@ -54,7 +54,8 @@ static void reference(const conv_case *c, int Ho, int Wo, const float *x, const 
                                 dx[xi] += (double)w[wi] * dy[yi];
                                 dw[wi] += (double)x[xi] * dy[yi];
                             }
-                    y[yi] = acc;
+                    y[yi] = acc + b[k];
+                    db[k] += dy[yi];
                 }
 }
 
@@ -71,8 +72,8 @@ static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(
 static void one_case(const conv_case *c, const char *kernel) {
     uint64_t seed = 7;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
-    tg_tensor *w = tg_param_new(4, ws);
-    float *keep[2][3] = {{0}};
+    tg_tensor *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
+    float *keep[2][4] = {{0}};
     tg_tensor *x = NULL, *y = NULL;
     int64_t ny = 0, nx = (int64_t)c->N * c->C * c->H * c->W;
     for (int threads = 1; threads <= 2; threads++) {
@@ -83,8 +84,10 @@ static void one_case(const conv_case *c, const char *kernel) {
         seed = 7;
         for (int64_t i = 0; i < x->size; i++) x->data[i] = (float)frand(&seed);
         for (int64_t i = 0; i < w->size; i++) w->data[i] = (float)frand(&seed);
+        for (int64_t i = 0; i < b->size; i++) b->data[i] = (float)frand(&seed);
         tg_tensor_zero_grad(w);
-        y = tg_conv2d(t, x, w, NULL, c->stride, c->pad, c->dil, c->groups);
+        tg_tensor_zero_grad(b);
+        y = tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups);
         CHECK(y != NULL);
         if (!y) {
             fprintf(stderr, "%s\n", tg_last_error());
@@ -103,17 +106,23 @@ static void one_case(const conv_case *c, const char *kernel) {
         memcpy(keep[threads - 1][0], y->data, (size_t)y->size * sizeof(float));
         memcpy(keep[threads - 1][1], x->grad, (size_t)x->size * sizeof(float));
         memcpy(keep[threads - 1][2], w->grad, (size_t)w->size * sizeof(float));
+        keep[threads - 1][3] = malloc((size_t)b->size * sizeof(float));
+        memcpy(keep[threads - 1][3], b->grad, (size_t)b->size * sizeof(float));
         if (threads == 1) {
             double *ry = calloc((size_t)y->size, sizeof *ry), *rdx = calloc((size_t)x->size, sizeof *rdx),
-                   *rdw = calloc((size_t)w->size, sizeof *rdw);
-            reference(c, y->shape[2], y->shape[3], x->data, w->data, dy, ry, rdx, rdw);
+                   *rdw = calloc((size_t)w->size, sizeof *rdw), *rdb = calloc((size_t)b->size, sizeof *rdb);
+            reference(c, y->shape[2], y->shape[3], x->data, w->data, b->data, dy, ry, rdx, rdw, rdb);
             double ey = worst(y->data, ry, y->size), ex = worst(x->grad, rdx, x->size), ew = worst(w->grad, rdw, w->size);
-            if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5)
-                fprintf(stderr, "%s: conv N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g dw %.2g\n",
-                        kernel, c->N, c->C, c->H, c->W, c->K, c->R, c->S, c->stride, c->pad, c->dil, c->groups, ey, ex, ew);
+            double eb = worst(b->grad, rdb, b->size);
+            if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
+                fprintf(stderr, "%s: conv N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
+                        "dw %.2g db %.2g\n", kernel, c->N, c->C, c->H, c->W, c->K, c->R, c->S, c->stride, c->pad,
+                        c->dil, c->groups, ey, ex, ew, eb);
             CHECK(ey <= 1e-5);
             CHECK(ex <= 1e-5);
             CHECK(ew <= 1e-5);
+            CHECK(eb <= 1e-5);
+            free(rdb);
             free(ry);
             free(rdx);
             free(rdw);
@@ -126,11 +135,13 @@ static void one_case(const conv_case *c, const char *kernel) {
         CHECK(same_bits(keep[0][0], keep[1][0], ny));
         CHECK(same_bits(keep[0][1], keep[1][1], nx));
         CHECK(same_bits(keep[0][2], keep[1][2], w->size));
+        CHECK(same_bits(keep[0][3], keep[1][3], b->size));
     }
     for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 3; j++) free(keep[i][j]);
+        for (int j = 0; j < 4; j++) free(keep[i][j]);
     tg_tensor_free(x);
     tg_tensor_free(w);
+    tg_tensor_free(b);
     tg_set_threads(0);
 }
 

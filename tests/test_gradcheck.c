@@ -66,6 +66,7 @@ BUILD(b_mse, tg_mse_loss(t, x[0], x[1]))
 static tg_tensor *running[2]; /* batch norm's running mean and variance, made in main */
 BUILD(b_bn, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
 BUILD(b_bn_eval, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], false, 0.1f, 1e-5f))
+BUILD(b_bn_relu, tg_batch_norm_relu(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
 
 static const row rows[] = {
     {"add", b_add, 2, {{2, {3, 4}}, {2, {3, 4}}}},
@@ -105,6 +106,7 @@ static const row rows[] = {
     {"layer_norm", b_layer_norm, 3, {{3, {2, 3, 5}}, {2, {3, 5}, POSITIVE}, {2, {3, 5}}}},
     {"mse_loss", b_mse, 2, {{3, {2, 3, 4}}, {3, {2, 3, 4}}}},
     {"batch_norm", b_bn_eval, 3, {{4, {2, 3, 3, 2}}, {1, {3}, POSITIVE}, {1, {3}}}},
+    {"batch_norm_relu", b_bn_relu, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}}}},
 };
 
 // ----------------------------------------------------------------------------
