@@ -4,6 +4,7 @@
 
 #include "tapegrad.h"
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -68,6 +69,20 @@ const char *tg__label(const tg_tensor *x, char *buf, size_t len);
 int tg__threads_for(int64_t items, int64_t min_items);
 int tg__thread_id(void);
 #define TG_MIN_PER_THREAD 32768 /* elements of an elementwise loop worth a thread */
+
+/* Eight floats as one value (a GCC and Clang vector extension). The
+ * memory-bound loops are written on these so they vectorise, and sum in the
+ * same lanes, on every machine; TG_CLONES also builds a function for AVX2,
+ * picked when the library loads. Loads and stores may be unaligned. */
+typedef float tg_f8 __attribute__((vector_size(32), aligned(4)));
+typedef int32_t tg_i8 __attribute__((vector_size(32), aligned(4)));
+#define TG_F8(p) (*(const tg_f8 *)(p))
+#define TG_F8_KEEP(v, m) ((tg_f8)((tg_i8)(v) & (m))) /* v where the comparison m holds, else 0 */
+#if defined(__x86_64__) && defined(__linux__)
+#define TG_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TG_CLONES
+#endif
 
 /* GEMM, row-major: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
  * A is M x K (K x M when transposed), B is K x N (N x K when transposed). */

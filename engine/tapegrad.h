@@ -228,6 +228,8 @@ tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_ten
                               tg_tensor *running_var, bool training, float momentum, float eps);
 /* y = x + fx for exactly equal shapes: the join of a residual block */
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
+/* relu(x + fx) as one op: the end of a v1 residual block */
+tg_tensor *tg_residual_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 
 // ----------------------------------------------------------------------------
 // going back up: transposed convolution, upsampling; layer norm; mean squared error

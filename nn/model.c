@@ -426,7 +426,7 @@ static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool trainin
     h = bn_at(l, 4, 2, t, tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1), training);
     tg_tensor *s = x;
     if (l->n_params > 6) s = bn_at(l, 7, 4, t, tg_conv2d(t, x, l->params[6], NULL, l->stride, 0, 1, 1), training);
-    return tg_relu(t, tg_residual_add(t, s, h));
+    return tg_residual_add_relu(t, s, h);
 }
 
 /* v2: a = relu(bn1(x)); y = conv2(relu(bn2(conv1(a)))) + (x or conv_1x1(a)) */

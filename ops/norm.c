@@ -17,55 +17,85 @@ typedef struct { /* what the VJP needs: the mean and rstd used, per channel (x-h
     float *batch; /* training: the batch mean, then the biased variance, per channel (for tape dumps) */
 } bn_saved;
 
-/* Sums over a contiguous run in 8 float lanes (which vectorise, in a fixed
- * order, so the result is the same on every run), then in double. */
-static double run_sum(const float *p, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += p[j + k];
+/* The loops over one contiguous run of a channel (L elements of one image).
+ * Sums go in 8 float lanes (tg_f8, always the same lanes, so the result is the
+ * same on every run and machine), then in double. */
+
+static double lanes(tg_f8 v) {
     double s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
+    for (int k = 0; k < 8; k++) s += v[k];
+    return s;
+}
+
+/* sum of p */
+TG_CLONES static double run_sum(const float *p, int64_t n) {
+    tg_f8 acc = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) acc += TG_F8(p + j);
+    double s = lanes(acc);
     for (; j < n; j++) s += p[j];
     return s;
 }
 
-/* sum of (p - m)^2 over a run, the same way */
-static double run_sqdev(const float *p, int64_t n, float m) {
-    float acc[8] = {0};
+/* sum of (p - m)^2 */
+TG_CLONES static double run_sqdev(const float *p, int64_t n, float m) {
+    tg_f8 acc = {0}, mv = acc + m;
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) acc[k] += (p[j + k] - m) * (p[j + k] - m);
-    double s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; j + 8 <= n; j += 8) {
+        tg_f8 d = TG_F8(p + j) - mv;
+        acc += d * d;
+    }
+    double s = lanes(acc);
     for (; j < n; j++) s += (double)(p[j] - m) * (p[j] - m);
     return s;
 }
 
-/* sum of a and of a*(b - m) over a run, the same way */
-static void run_dot(const float *a, const float *b, float m, int64_t n, double *sa, double *sab) {
-    float s1[8] = {0}, s2[8] = {0};
+/* sum of a and of a*(b - m); with y, only where y > 0 (the gradient through a ReLU with output y) */
+TG_CLONES static void run_dot(const float *a, const float *y, const float *b, float m, int64_t n, double *sa,
+                              double *sab) {
+    tg_f8 s1 = {0}, s2 = {0}, zero = {0}, mv = zero + m;
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) s1[k] += a[j + k], s2[k] += a[j + k] * (b[j + k] - m);
-    for (int k = 0; k < 8; k++) *sa += s1[k], *sab += s2[k];
-    for (; j < n; j++) *sa += a[j], *sab += (double)a[j] * (b[j] - m);
+    for (; j + 8 <= n; j += 8) {
+        tg_f8 d = y ? TG_F8_KEEP(TG_F8(a + j), TG_F8(y + j) > zero) : TG_F8(a + j);
+        s1 += d, s2 += d * (TG_F8(b + j) - mv);
+    }
+    *sa += lanes(s1), *sab += lanes(s2);
+    for (; j < n; j++) {
+        float d = !y || y[j] > 0.0f ? a[j] : 0.0f;
+        *sa += d, *sab += (double)d * (b[j] - m);
+    }
 }
 
-/* the same over the elements where y > 0 (the gradient through a ReLU with output y) */
-static void run_dot_relu(const float *a, const float *y, const float *b, float m, int64_t n, double *sa,
-                         double *sab) {
-    float s1[8] = {0}, s2[8] = {0};
+/* y = g * ((x - mu) * rstd) + b, then max(y, 0) if relu */
+TG_CLONES static void run_normalize(float *y, const float *x, int64_t n, float mu, float rstd, float g, float b,
+                                    bool relu) {
+    tg_f8 zero = {0}, mv = zero + mu, rv = zero + rstd, gv = zero + g, bv = zero + b;
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) {
-            float d = y[j + k] > 0.0f ? a[j + k] : 0.0f;
-            s1[k] += d, s2[k] += d * (b[j + k] - m);
-        }
-    for (int k = 0; k < 8; k++) *sa += s1[k], *sab += s2[k];
+    for (; j + 8 <= n; j += 8) {
+        tg_f8 v = gv * ((TG_F8(x + j) - mv) * rv) + bv;
+        *(tg_f8 *)(y + j) = relu ? TG_F8_KEEP(v, v > zero) : v;
+    }
     for (; j < n; j++) {
-        float d = y[j] > 0.0f ? a[j] : 0.0f;
-        *sa += d, *sab += (double)d * (b[j] - m);
+        float v = g * ((x[j] - mu) * rstd) + b;
+        y[j] = relu && !(v > 0.0f) ? 0.0f : v;
+    }
+}
+
+/* dx (=, or += unless set) kn * (k1 * dy' - s1 - (x - mu) * rstd * s2), dy' = dy where yr > 0 if yr is given */
+TG_CLONES static void run_dx(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn,
+                             float k1, float s1, float s2, float mu, float rstd, bool set) {
+    tg_f8 zero = {0}, knv = zero + kn, k1v = zero + k1, s1v = zero + s1, s2v = zero + s2, mv = zero + mu,
+          rv = zero + rstd;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        tg_f8 d = yr ? TG_F8_KEEP(TG_F8(dy + j), TG_F8(yr + j) > zero) : TG_F8(dy + j);
+        tg_f8 v = knv * (k1v * d - s1v - (TG_F8(x + j) - mv) * rv * s2v);
+        *(tg_f8 *)(dx + j) = set ? v : TG_F8(dx + j) + v;
+    }
+    for (; j < n; j++) {
+        float d = !yr || yr[j] > 0.0f ? dy[j] : 0.0f;
+        float v = kn * (k1 * d - s1 - (x[j] - mu) * rstd * s2);
+        dx[j] = set ? v : dx[j] + v;
     }
 }
 
@@ -154,17 +184,8 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         float rstd = (float)(1.0 / sqrt(var + a->eps)), mu = (float)mean;
         if (sv) sv->mean[c] = mu, sv->rstd[c] = rstd;
         float g = gamma[c], b = beta[c];
-        for (int64_t i = 0; i < N; i++) {
-            const float *xp = x->data + (i * C + c) * L;
-            float *yp = n->out->data + (i * C + c) * L;
-            if (relu)
-                for (int64_t l = 0; l < L; l++) {
-                    float v = g * ((xp[l] - mu) * rstd) + b;
-                    yp[l] = v > 0.0f ? v : 0.0f;
-                }
-            else
-                for (int64_t l = 0; l < L; l++) yp[l] = g * ((xp[l] - mu) * rstd) + b;
-        }
+        for (int64_t i = 0; i < N; i++)
+            run_normalize(n->out->data + (i * C + c) * L, x->data + (i * C + c) * L, L, mu, rstd, g, b, relu);
     }
     return 0;
 }
@@ -192,8 +213,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         double sdy = 0, sdyx = 0;
         for (int64_t i = 0; i < N; i++) {
             int64_t o = (i * C + c) * L;
-            if (yr) run_dot_relu(dy + o, yr + o, x->data + o, mu, L, &sdy, &sdyx);
-            else run_dot(dy + o, x->data + o, mu, L, &sdy, &sdyx);
+            run_dot(dy + o, yr ? yr + o : NULL, x->data + o, mu, L, &sdy, &sdyx);
         }
         sdyx *= rstd; /* sum dy * xhat */
         if (g->requires_grad) g->grad[c] += (float)sdyx;
@@ -205,17 +225,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         float s2 = a->training ? (float)sdyx : 0.0f;
         for (int64_t i = 0; i < N; i++) {
             int64_t o = (i * C + c) * L;
-            float *dx = x->grad + o;
-            const float *d = dy + o, *xp = x->data + o;
-            if (yr)
-                for (int64_t l = 0; l < L; l++) {
-                    float v = kn * (k1 * (yr[o + l] > 0.0f ? d[l] : 0.0f) - s1 - (xp[l] - mu) * rstd * s2);
-                    dx[l] = set ? v : dx[l] + v;
-                }
-            else if (set)
-                for (int64_t l = 0; l < L; l++) dx[l] = kn * (k1 * d[l] - s1 - (xp[l] - mu) * rstd * s2);
-            else
-                for (int64_t l = 0; l < L; l++) dx[l] += kn * (k1 * d[l] - s1 - (xp[l] - mu) * rstd * s2);
+            run_dx(x->grad + o, dy + o, yr ? yr + o : NULL, x->data + o, L, kn, k1, s1, s2, mu, rstd, set);
         }
     }
     return 0;

@@ -20,6 +20,7 @@
     X(RESHAPE, reshape)                 \
     X(CROSS_ENTROPY, cross_entropy)     \
     X(RESIDUAL_ADD, residual_add)       \
+    X(RESIDUAL_ADD_RELU, residual_add_relu) \
     X(CONV2D, conv2d)                   \
     X(MAX_POOL2D, max_pool2d)           \
     X(AVG_POOL2D, avg_pool2d)           \

@@ -367,6 +367,24 @@ static void residual(void) {
     CHECK(worst < 1e-6);
     CHECK(tg_residual_add(t, x, tg_tensor_tape(t, 4, (int[]){2, 3, 4, 5})) == NULL);
     CHECK_MSG(tg_last_error(), "residual_add: shapes 2x3x4x4 and 2x3x4x5 differ");
+    /* residual_add_relu is relu(residual_add): the same output and gradients, bit for bit */
+    static float y0[2 * 3 * 4 * 4], g0[2 * 3 * 4 * 4];
+    for (int fused = 0; fused < 2; fused++) {
+        tg_tape_reset(t);
+        tg_tensor_zero_grad(x);
+        tg_tensor *f = tg_conv2d(t, x, w, NULL, 1, 1, 1, 1);
+        y = fused ? tg_residual_add_relu(t, x, f) : tg_relu(t, tg_residual_add(t, x, f));
+        CHECK(y && strcmp(y->node->op->name, fused ? "residual_add_relu" : "relu") == 0);
+        CHECK_INT(tg_backward_seed(t, y, r), 0);
+        int same = 1, zeros = 0;
+        for (int i = 0; i < x->size; i++) {
+            if (!fused) y0[i] = y->data[i], g0[i] = x->grad[i];
+            else same &= y0[i] == y->data[i] && g0[i] == x->grad[i];
+            zeros += y->data[i] == 0;
+        }
+        CHECK(same);
+        CHECK(zeros > 5);
+    }
     tg_tensor_free(x);
     tg_tensor_free(w);
     tg_tape_free(t);

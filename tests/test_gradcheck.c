@@ -7,12 +7,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { UNIFORM, AWAY0, DISTINCT, POSITIVE };
+enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL };
 
 typedef struct {
     int ndim;
     int shape[4];
-    int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5] */
+    int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5];
+                    * SMALL in [-0.1,0.1] (added to AWAY0, the sum stays off the kink) */
     bool no_grad;  /* an input that takes no gradient (running statistics, say) */
 } in_spec;
 
@@ -42,6 +43,7 @@ BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
 BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
 BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
 BUILD(b_residual, tg_residual_add(t, x[0], x[1]))
+BUILD(b_residual_relu, tg_residual_add_relu(t, x[0], x[1]))
 BUILD(b_conv, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 1))
 BUILD(b_conv_s2d2, tg_conv2d(t, x[0], x[1], x[2], 2, 1, 2, 1))
 BUILD(b_conv_groups, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 2))
@@ -84,6 +86,7 @@ static const row rows[] = {
     {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
     {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
     {"residual_add", b_residual, 2, {{4, {2, 3, 2, 2}}, {4, {2, 3, 2, 2}}}},
+    {"residual_add_relu", b_residual_relu, 2, {{4, {2, 3, 2, 2}, AWAY0}, {4, {2, 3, 2, 2}, SMALL}}},
     {"conv2d", b_conv, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}}}},
     {"conv2d", b_conv_s2d2, 3, {{4, {1, 2, 7, 6}}, {4, {3, 2, 3, 2}}, {1, {3}}}},
     {"conv2d", b_conv_groups, 2, {{4, {2, 4, 4, 4}}, {4, {6, 2, 2, 2}}}},
@@ -124,6 +127,7 @@ static void fill(tg_tensor *x, int init) {
         case UNIFORM: x->data[j] = 2 * u - 1; break;
         case AWAY0: x->data[j] = (uniform() < 0.5f ? -1 : 1) * (0.2f + 0.8f * u); break;
         case POSITIVE: x->data[j] = 0.5f + u; break;
+        case SMALL: x->data[j] = 0.2f * u - 0.1f; break;
         case DISTINCT: x->data[j] = 0; break; /* below */
         }
     }
