@@ -7,7 +7,7 @@
  * side is the image itself, shifted:
  *
  *   forward   C[m][p]      = sum_t sum_k A[t][k][m] * B[k*ldb + off[t] + p]
- *   weights   C[m][k*T+t]  = sum_p       A[m][p]    * B[k*ldb + off[t] + p]
+ *   weights   C[m][k*T+t]  = sum_p       A[m][p]    * B[k*ldb + off[t] + p]   (summed over images too)
  *
  * computed for every p < P (a multiple of 16). Columns with ow >= Wo read
  * across a row's end; they are garbage that the caller drops (forward) or
@@ -89,8 +89,8 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 
 typedef void (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
                        const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate);
-typedef void (*wgt_fn)(int M, int P, int K, int T, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-                       const ptrdiff_t *off, float *C, bool accumulate);
+typedef void (*wgt_fn)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
+                       const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C, bool accumulate);
 
 static void pick(fwd_fn *f, wgt_fn *w) {
     const char *isa = tg__gemm_name();
@@ -111,10 +111,11 @@ void tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B
     f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate);
 }
 
-void tg__shifted_gemm_nt(int M, int P, int K, int T, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-                         const ptrdiff_t *off, float *C, bool accumulate) {
+void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
+                         const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C,
+                         bool accumulate) {
     fwd_fn f;
     wgt_fn w;
     pick(&f, &w);
-    w(M, P, K, T, A, lda, B, ldb, off, C, accumulate);
+    w(M, P, K, T, G, A, lda, a_img, B, ldb, b_img, off, C, accumulate);
 }

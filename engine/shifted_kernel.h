@@ -44,12 +44,13 @@ SK_TARGET static void SK_NAME(shifted_fwd)(int M, int P, int K, int T, const flo
     }
 }
 
-/* C[m][k*T + t] (+)= sum_{p < P} A[m*lda + p] * B[k*ldb + off[t] + p] for m < M, k < K, t < T.
- * C is dense, M x K*T; P is a multiple of 16. Edge tiles repeat a valid row or
- * column and store only the real ones. */
-SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, const float *A, ptrdiff_t lda,
-                                           const float *B, ptrdiff_t ldb, const ptrdiff_t *off, float *C,
-                                           bool accumulate) {
+/* C[m][k*T + t] (+)= sum over images g < G and p < P of A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p]
+ * for m < M, k < K, t < T. C is dense, M x K*T; P is a multiple of 16. Each tile
+ * sums every image in registers before its one horizontal sum. Edge tiles
+ * repeat a valid row or column and store only the real ones. */
+SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda,
+                                           ptrdiff_t a_img, const float *B, ptrdiff_t ldb, ptrdiff_t b_img,
+                                           const ptrdiff_t *off, float *C, bool accumulate) {
     const int N = K * T;
     for (int m0 = 0; m0 < M; m0 += SK_WM)
         for (int j0 = 0; j0 < N; j0 += SK_WN) {
@@ -62,13 +63,17 @@ SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, const flo
             SK_V acc[SK_WM][SK_WN];
             for (int i = 0; i < SK_WM; i++)
                 for (int j = 0; j < SK_WN; j++) acc[i][j] = SK_ZERO();
-            for (int p = 0; p < P; p += SK_W) {
-                SK_V av[SK_WM];
-                for (int i = 0; i < SK_WM; i++) av[i] = SK_LOAD(a[i] + p);
-                for (int j = 0; j < SK_WN; j++) {
-                    SK_V bv = SK_LOAD(b[j] + p);
-                    for (int i = 0; i < SK_WM; i++) acc[i][j] = SK_FMA(av[i], bv, acc[i][j]);
+            for (int g = 0; g < G; g++) {
+                for (int p = 0; p < P; p += SK_W) {
+                    SK_V av[SK_WM];
+                    for (int i = 0; i < SK_WM; i++) av[i] = SK_LOAD(a[i] + p);
+                    for (int j = 0; j < SK_WN; j++) {
+                        SK_V bv = SK_LOAD(b[j] + p);
+                        for (int i = 0; i < SK_WM; i++) acc[i][j] = SK_FMA(av[i], bv, acc[i][j]);
+                    }
                 }
+                for (int i = 0; i < SK_WM; i++) a[i] += a_img;
+                for (int j = 0; j < SK_WN; j++) b[j] += b_img;
             }
             for (int i = 0; i < SK_WM && m0 + i < M; i++)
                 for (int j = 0; j < SK_WN && j0 + j < N; j++) {

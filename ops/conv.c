@@ -306,48 +306,51 @@ static float lane_sum(const float *p, int64_t n) {
     return s;
 }
 
-/* dW_g (+)= dy_g (on the forward grid) times x shifted by each tap; dx_g += the
- * flipped kernel run over the same dy copy (stored, if dx_set). Chunks of images as in conv_vjp. */
+/* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
+ * of the chunk's images in one product; dx_g += the flipped kernel run over
+ * the same dy copy (stored, if dx_set). Chunks of images as in conv_vjp. */
 static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *dws, int chunks, bool dx_set) {
     tg_tensor *x = n->in[0], *w = n->in[1];
     const float *dy = n->out->grad;
     shift_geom s;
     shift_geom_of(d, &s);
-    int T = tg__threads_for(chunks, 1), taps = d->R * d->S, Cgp = round8(d->Cg);
+    int T = tg__threads_for(chunks, 1), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp;
-    int64_t per = s.xp_size + s.dq_size + Cgp * s.P2;
+    int64_t per = most * (s.xp_size + s.dq_size) + Cgp * s.P2;
     float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if ((x->requires_grad && !A) || !bufs) return TG_ERR_NOMEM;
     for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w->data + (int64_t)g * d->Kg * d->rows, d, true);
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
-        float *xp = bufs + (size_t)tg__thread_id() * per, *dq = xp + s.xp_size, *cx = dq + s.dq_size;
-        float *dw = dws ? dws + (size_t)c * w->size : NULL;
-        const float *dy0 = dq + s.front + (int64_t)s.PR * s.Wp; /* dy on the forward grid, plane 0 */
+        float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * s.xp_size;
+        float *cx = dqs + most * s.dq_size, *dw = dws ? dws + (size_t)c * w->size : NULL;
         int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
-        for (int i = i0; i < i1; i++)
-            for (int g = 0; g < d->G; g++) {
-                pad_dy(dq, dy + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo, d, &s);
-                if (dw) {
-                    pad_x(xp, x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
-                    tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, dy0, s.Lq, xp, (ptrdiff_t)s.Hp * s.Wp, s.off,
-                                        dw + (int64_t)g * d->Kg * d->rows, i > i0);
-                }
-                if (x->requires_grad) {
-                    tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size, dq + s.front, s.Lq, s.off2, cx,
-                                     s.P2, false);
-                    float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                    for (int ch = 0; ch < d->Cg; ch++)
-                        for (int h = 0; h < d->H; h++) {
-                            const float *src = cx + ch * s.P2 + (int64_t)h * s.Wp;
-                            float *dst = dx + ((int64_t)ch * d->H + h) * d->W;
-                            if (dx_set) memcpy(dst, src, (size_t)d->W * sizeof *dst);
-                            else
-                                for (int q = 0; q < d->W; q++) dst[q] += src[q];
-                        }
-                }
+        for (int g = 0; g < d->G; g++) {
+            for (int i = i0; i < i1; i++) {
+                pad_dy(dqs + (i - i0) * s.dq_size, dy + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo, d, &s);
+                if (dw)
+                    pad_x(xps + (i - i0) * s.xp_size,
+                          x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
             }
+            if (dw) /* dy on the forward grid starts PR rows into each padded plane */
+                tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, i1 - i0, dqs + s.front + (int64_t)s.PR * s.Wp,
+                                    s.Lq, s.dq_size, xps, (ptrdiff_t)s.Hp * s.Wp, s.xp_size, s.off,
+                                    dw + (int64_t)g * d->Kg * d->rows, false);
+            for (int i = i0; x->requires_grad && i < i1; i++) {
+                tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size, dqs + (i - i0) * s.dq_size + s.front,
+                                 s.Lq, s.off2, cx, s.P2, false);
+                float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                for (int ch = 0; ch < d->Cg; ch++)
+                    for (int h = 0; h < d->H; h++) {
+                        const float *src = cx + ch * s.P2 + (int64_t)h * s.Wp;
+                        float *dst = dx + ((int64_t)ch * d->H + h) * d->W;
+                        if (dx_set) memcpy(dst, src, (size_t)d->W * sizeof *dst);
+                        else
+                            for (int q = 0; q < d->W; q++) dst[q] += src[q];
+                    }
+            }
+        }
     }
     return 0;
 }

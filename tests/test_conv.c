@@ -25,6 +25,7 @@ static const conv_case cases[] = {
     {1, 2, 5, 40, 3, 1, 7, 1, 3, 1, 1},    /* a long row, 1x7 */
     {2, 4, 9, 9, 6, 3, 3, 2, 1, 1, 1},     /* stride 2: im2col */
     {2, 5, 6, 6, 7, 1, 1, 1, 0, 1, 1},     /* 1x1: GEMM on x itself */
+    {37, 3, 6, 5, 5, 3, 3, 1, 1, 1, 1},    /* more images than weight-gradient chunks: several per chunk */
 };
 
 static double frand(uint64_t *s) {
