@@ -94,9 +94,9 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
  *   tg__shifted_gemm_nt: C[m][k*T + t] (+)= sum_g sum_p A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p]
  * for p < P, a multiple of 16 (and, for _nt, over G images at strides a_img, b_img). Mp is M rounded up to 8: A's extra rows are
  * zeros and C (row stride ldc) has Mp rows. B must be readable up to
- * (K-1)*ldb + max(off) + P. They use the GEMM's kernel choice. */
+ * (K-1)*ldb + max(off) + P; scratch has room for T*K offsets. They use the GEMM's kernel choice. */
 void tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate);
+                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch);
 void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                          const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C,
                          bool accumulate);

@@ -88,7 +88,7 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #endif
 
 typedef void (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate);
+                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *boff);
 typedef void (*wgt_fn)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                        const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C, bool accumulate);
 
@@ -104,11 +104,11 @@ static void pick(fwd_fn *f, wgt_fn *w) {
 }
 
 void tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate) {
+                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch) {
     fwd_fn f;
     wgt_fn w;
     pick(&f, &w);
-    f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate);
+    f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate, scratch);
 }
 
 void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,

@@ -2,24 +2,24 @@
  * SK_* macros set (vector type, lanes, tile sizes, load/store/FMA). No include
  * guard on purpose; the macros are cleared at the end. */
 
-/* Forward tile: SK_MB rows of C (from A's zero-padded rows) by NB vectors of columns. */
-SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(const int NB, int Mp, int K, int T,
+/* Forward tile: SK_MB rows of C (from A's zero-padded rows) by NB vectors of
+ * columns. The sum runs over the KT = T*K pairs (t, k) in one loop; pair i
+ * reads B at boff[i] = off[t] + k*ldb and A's row i. */
+SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(const int NB, int Mp, int KT,
                                                                               const float *A, const float *B,
-                                                                              ptrdiff_t ldb, const ptrdiff_t *off,
-                                                                              float *C, ptrdiff_t ldc,
-                                                                              bool accumulate) {
+                                                                              const ptrdiff_t *boff, float *C,
+                                                                              ptrdiff_t ldc, bool accumulate) {
     SK_V acc[SK_MB][SK_NBMAX];
     for (int i = 0; i < SK_MB; i++)
         for (int j = 0; j < NB; j++) acc[i][j] = accumulate ? SK_LOAD(C + i * ldc + j * SK_W) : SK_ZERO();
-    for (int t = 0; t < T; t++) {
-        const float *b = B + off[t], *a = A + (ptrdiff_t)t * K * Mp;
-        for (int k = 0; k < K; k++, b += ldb, a += Mp) {
-            SK_V bv[SK_NBMAX];
-            for (int j = 0; j < NB; j++) bv[j] = SK_LOAD(b + j * SK_W);
-            for (int i = 0; i < SK_MB; i++) {
-                SK_V av = SK_BCAST(a[i]);
-                for (int j = 0; j < NB; j++) acc[i][j] = SK_FMA(av, bv[j], acc[i][j]);
-            }
+    const float *a = A;
+    for (int q = 0; q < KT; q++, a += Mp) {
+        const float *b = B + boff[q];
+        SK_V bv[SK_NBMAX];
+        for (int j = 0; j < NB; j++) bv[j] = SK_LOAD(b + j * SK_W);
+        for (int i = 0; i < SK_MB; i++) {
+            SK_V av = SK_BCAST(a[i]);
+            for (int j = 0; j < NB; j++) acc[i][j] = SK_FMA(av, bv[j], acc[i][j]);
         }
     }
     for (int i = 0; i < SK_MB; i++)
@@ -27,19 +27,22 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
 }
 
 /* C[m][p] (+)= sum_t sum_k A[(t*K + k)*Mp + m] * B[k*ldb + off[t] + p] for m < Mp, p < P.
- * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16. */
+ * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16.
+ * boff has room for T*K offsets. */
 SK_TARGET static void SK_NAME(shifted_fwd)(int M, int P, int K, int T, const float *A, const float *B,
                                            ptrdiff_t ldb, const ptrdiff_t *off, float *C, ptrdiff_t ldc,
-                                           bool accumulate) {
-    const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W;
+                                           bool accumulate, ptrdiff_t *boff) {
+    const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W, KT = T * K;
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) boff[t * K + k] = off[t] + (ptrdiff_t)k * ldb;
     for (int p0 = 0; p0 < P; p0 += PB) {
         int nb = P - p0 >= PB ? SK_NBMAX : (P - p0) / SK_W;
         for (int m0 = 0; m0 < Mp; m0 += SK_MB) {
             const float *a = A + m0, *b = B + p0;
             float *c = C + (ptrdiff_t)m0 * ldc + p0;
-            if (nb == 3) SK_NAME(fwd_tile)(3, Mp, K, T, a, b, ldb, off, c, ldc, accumulate);
-            else if (nb == 2) SK_NAME(fwd_tile)(2, Mp, K, T, a, b, ldb, off, c, ldc, accumulate);
-            else SK_NAME(fwd_tile)(1, Mp, K, T, a, b, ldb, off, c, ldc, accumulate);
+            if (nb == 3) SK_NAME(fwd_tile)(3, Mp, KT, a, b, boff, c, ldc, accumulate);
+            else if (nb == 2) SK_NAME(fwd_tile)(2, Mp, KT, a, b, boff, c, ldc, accumulate);
+            else SK_NAME(fwd_tile)(1, Mp, KT, a, b, boff, c, ldc, accumulate);
         }
     }
 }

@@ -231,7 +231,9 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
     shift_geom s;
     shift_geom_of(d, &s);
     int T = tg__threads_for(d->N, 1), taps = d->R * d->S, Kgp = round8(d->Kg);
-    int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Cg * Kgp, per = s.xp_size + Kgp * s.P;
+    int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Cg * Kgp;
+    /* per thread: the padded x and the output grid, then the (tap, channel) offsets, 2 floats each */
+    int64_t per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg);
     float *A = tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float));
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if (!A || !bufs) return TG_ERR_NOMEM;
@@ -239,10 +241,11 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
         float *xp = bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
+        ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
         for (int g = 0; g < d->G; g++) {
             pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
             tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off, c,
-                             s.P, false);
+                             s.P, false, offs);
             float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
             for (int k = 0; k < d->Kg; k++) {
                 float bias = b ? b[g * d->Kg + k] : 0.0f;
@@ -316,7 +319,8 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     shift_geom_of(d, &s);
     int T = tg__threads_for(chunks, 1), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp;
-    int64_t per = most * (s.xp_size + s.dq_size) + Cgp * s.P2;
+    /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
+    int64_t per = round16(most * (s.xp_size + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg);
     float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if ((x->requires_grad && !A) || !bufs) return TG_ERR_NOMEM;
@@ -325,6 +329,7 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     for (int c = 0; c < chunks; c++) {
         float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * s.xp_size;
         float *cx = dqs + most * s.dq_size, *dw = dws ? dws + (size_t)c * w->size : NULL;
+        ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (s.xp_size + s.dq_size) + Cgp * s.P2));
         int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
         for (int g = 0; g < d->G; g++) {
             for (int i = i0; i < i1; i++) {
@@ -339,7 +344,7 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                                     dw + (int64_t)g * d->Kg * d->rows, false);
             for (int i = i0; x->requires_grad && i < i1; i++) {
                 tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size, dqs + (i - i0) * s.dq_size + s.front,
-                                 s.Lq, s.off2, cx, s.P2, false);
+                                 s.Lq, s.off2, cx, s.P2, false, offs);
                 float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                 for (int ch = 0; ch < d->Cg; ch++)
                     for (int h = 0; h < d->H; h++) {
