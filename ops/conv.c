@@ -180,35 +180,35 @@ static void shift_geom_of(const conv_dims *d, shift_geom *s) {
     (void)T;
 }
 
-/* x's planes with a zero border of pad, each element written once, then zeros to xp_size */
-static void pad_x(float *xp, const float *x, const conv_dims *d, const shift_geom *s) {
-    float *o = xp;
-    for (int c = 0; c < d->Cg; c++) {
-        size_t edge = (size_t)d->pad * s->Wp + d->pad; /* top rows and the first left border */
-        memset(o, 0, edge * sizeof *o), o += edge;
-        for (int h = 0; h < d->H; h++, x += d->W) {
-            memcpy(o, x, (size_t)d->W * sizeof *o), o += d->W;
-            size_t gap = h + 1 < d->H ? 2 * (size_t)d->pad : (size_t)d->pad * (s->Wp + 1); /* right + next left */
-            memset(o, 0, gap * sizeof *o), o += gap;
-        }
+/* dst[r*sd + j] = src[r*ss + j] + bias (+ dst[r*sd + j] if add) for r < rows, j < w: the
+ * short rows of padding and unpadding, copied inline (a libc call per row costs more) */
+TG_CLONES static void copy_rows(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, int64_t rows, int w,
+                                const float *bias, bool add) {
+    float b = bias ? *bias : 0.0f;
+    for (int64_t r = 0; r < rows; r++, dst += sd, src += ss) {
+        if (add)
+            for (int j = 0; j < w; j++) dst[j] += src[j];
+        else if (bias)
+            for (int j = 0; j < w; j++) dst[j] = src[j] + b;
+        else
+            for (int j = 0; j < w; j++) dst[j] = src[j];
     }
-    memset(o, 0, (size_t)(xp + s->xp_size - o) * sizeof *o);
 }
 
-/* dy's planes on the grid described above, each element written once */
+/* x's planes with a zero border of pad, then zeros to xp_size */
+static void pad_x(float *xp, const float *x, const conv_dims *d, const shift_geom *s) {
+    memset(xp, 0, (size_t)s->xp_size * sizeof *xp);
+    for (int c = 0; c < d->Cg; c++)
+        copy_rows(xp + ((int64_t)c * s->Hp + d->pad) * s->Wp + d->pad, s->Wp, x + (int64_t)c * d->H * d->W, d->W,
+                  d->H, d->W, NULL, false);
+}
+
+/* dy's planes on the grid described above */
 static void pad_dy(float *dq, const float *dy, const conv_dims *d, const shift_geom *s) {
-    memset(dq, 0, (size_t)s->front * sizeof *dq);
-    float *o = dq + s->front;
-    for (int k = 0; k < d->Kg; k++) {
-        float *plane = o;
-        memset(o, 0, (size_t)s->PR * s->Wp * sizeof *o), o += (size_t)s->PR * s->Wp;
-        for (int h = 0; h < d->Ho; h++, dy += d->Wo) {
-            memcpy(o, dy, (size_t)d->Wo * sizeof *o), o += d->Wo;
-            memset(o, 0, (size_t)s->PS * sizeof *o), o += s->PS;
-        }
-        memset(o, 0, (size_t)(plane + s->Lq - o) * sizeof *o), o = plane + s->Lq;
-    }
-    memset(o, 0, (size_t)(dq + s->dq_size - o) * sizeof *o);
+    memset(dq, 0, (size_t)s->dq_size * sizeof *dq);
+    for (int k = 0; k < d->Kg; k++)
+        copy_rows(dq + s->front + k * s->Lq + (int64_t)s->PR * s->Wp, s->Wp, dy + (int64_t)k * d->Ho * d->Wo, d->Wo,
+                  d->Ho, d->Wo, NULL, false);
 }
 
 /* The weights of group g by tap: fwd A[(t*Cg + c)*Kgp + k] = w[k][c][t], for dx
@@ -247,14 +247,8 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
             tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off, c,
                              s.P, false, offs);
             float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
-            for (int k = 0; k < d->Kg; k++) {
-                float bias = b ? b[g * d->Kg + k] : 0.0f;
-                for (int oh = 0; oh < d->Ho; oh++) {
-                    const float *src = c + k * s.P + (int64_t)oh * s.Wp;
-                    float *dst = yg + k * HWo + (int64_t)oh * d->Wo;
-                    for (int ow = 0; ow < d->Wo; ow++) dst[ow] = src[ow] + bias;
-                }
-            }
+            for (int k = 0; k < d->Kg; k++)
+                copy_rows(yg + k * HWo, d->Wo, c + k * s.P, s.Wp, d->Ho, d->Wo, b ? b + g * d->Kg + k : NULL, false);
         }
     }
     return 0;
@@ -347,13 +341,7 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                                  s.Lq, s.off2, cx, s.P2, false, offs);
                 float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                 for (int ch = 0; ch < d->Cg; ch++)
-                    for (int h = 0; h < d->H; h++) {
-                        const float *src = cx + ch * s.P2 + (int64_t)h * s.Wp;
-                        float *dst = dx + ((int64_t)ch * d->H + h) * d->W;
-                        if (dx_set) memcpy(dst, src, (size_t)d->W * sizeof *dst);
-                        else
-                            for (int q = 0; q < d->W; q++) dst[q] += src[q];
-                    }
+                    copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W, NULL, !dx_set);
             }
         }
     }
