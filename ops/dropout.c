@@ -4,6 +4,7 @@
 #include "internal.h"
 #include "ops.h"
 #include <math.h>
+#include <string.h>
 
 typedef struct {
     float p;
@@ -31,12 +32,40 @@ static float eval_scale(const tg_node *n) {
     return n->op == &tg__op_dropout_vanilla ? 1.0f - a->p : 1.0f;
 }
 
-/* splitmix64's finaliser: 64 well-mixed bits from a counter */
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+/* 32 well-mixed bits from a 32-bit counter (a two-multiply xorshift hash) */
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    return x ^ (x >> 16);
 }
+
+/* Elements i0.. i0+n-1: keep element i when the hash of (key, i) is below
+ * `below`; y = x * s where kept, else 0; mask 1 where kept. */
+TG_CLONES static void run_dropout(float *restrict y, uint8_t *restrict mask, const float *restrict x, int64_t n,
+                                  int64_t i0, uint64_t key, uint32_t below, float s) {
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32), c0 = (uint32_t)i0;
+    for (int64_t j = 0; j < n; j++) { /* written branch-free (an and with all ones or zeros) so it vectorises */
+        uint32_t h = mix32(((c0 + (uint32_t)j) ^ k0) * 0x9E3779B9u + k1);
+        int32_t keep = -(int32_t)(h < below);
+        union { float f; int32_t i; } v = {x[j] * s};
+        v.i &= keep;
+        y[j] = v.f;
+        mask[j] = (uint8_t)(keep & 1);
+    }
+}
+
+/* dx (=, or += unless set) dy * s where the mask kept the element (every element without a mask) */
+TG_CLONES static void run_dropout_grad(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask,
+                                       int64_t n, float s, bool set) {
+    for (int64_t j = 0; j < n; j++) {
+        float g = !mask || mask[j] ? dy[j] * s : 0.0f;
+        dx[j] = set ? g : dx[j] + g;
+    }
+}
+
+#define BLOCK 8192 /* elements a thread takes at a time */
 
 // training: mask ~ Bernoulli(1-p), y = x * mask * scale; evaluation: y = x * eval_scale
 static int dropout_forward(tg_tape *t, tg_node *n) {
@@ -49,24 +78,25 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
         for (int64_t i = 0; i < size; i++) y[i] = x[i] * s;
         return 0;
     }
-    uint8_t *mask = NULL;
-    if (n->record && !(mask = tg_node_save(t, n, (size_t)size, "mask"))) return TG_ERR_NOMEM;
-    n->saved = mask;
-    float s = train_scale(n);
+    /* the mask is made even when no gradient will read it (scratch then) */
+    uint8_t *mask = n->record ? tg_node_save(t, n, (size_t)size, "mask") : tg_tape_alloc(t, (size_t)size);
+    if (!mask) return TG_ERR_NOMEM;
+    n->saved = n->record ? mask : NULL;
     /* One draw from the tape's generator per op, whatever the mode, so the same
-     * seed gives the same mask. Element i keeps with probability 1-p by 32 bits
-     * of a hash of (that draw, i): the same mask for any thread count. */
-    uint64_t key = tg_rand_u64(&t->rng), pairs = (uint64_t)(size + 1) / 2;
-    uint64_t below = (uint64_t)((1.0 - (double)a->p) * 4294967296.0); /* keep if the 32 bits are below */
-#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
-    for (uint64_t j = 0; j < pairs; j++) {
-        uint64_t h = mix64(key + j * 0x9E3779B97F4A7C15ull);
-        for (int64_t i = 2 * (int64_t)j; i < 2 * (int64_t)j + 2 && i < size; i++, h >>= 32) {
-            uint8_t k = (h & 0xffffffffu) < below;
-            if (mask) mask[i] = k;
-            y[i] = k ? x[i] * s : 0.0f;
-        }
+     * seed gives the same mask. Element i keeps with probability 1-p by a hash
+     * of (that draw, i): the same mask for any thread count. */
+    uint64_t key = tg_rand_u64(&t->rng);
+    double keep = 1.0 - (double)a->p;
+    uint32_t below = keep >= 1.0 ? 0 : (uint32_t)(keep * 4294967296.0);
+    float s = train_scale(n);
+    if (keep >= 1.0) { /* p = 0 keeps everything */
+        for (int64_t i = 0; i < size; i++) y[i] = x[i] * s;
+        memset(mask, 1, (size_t)size);
+        return 0;
     }
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < size; i += BLOCK)
+        run_dropout(y + i, mask + i, x + i, size - i < BLOCK ? size - i : BLOCK, i, key, below, s);
     return 0;
 }
 
@@ -76,15 +106,13 @@ static int dropout_vjp(tg_tape *t, tg_node *n) {
     const dropout_attr *a = n->attr;
     const float *dy = n->out->grad;
     float *dx = n->in[0]->grad;
-    const uint8_t *mask = n->saved;
+    const uint8_t *mask = a->training ? n->saved : NULL;
     int64_t size = n->out->size;
     bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
     float s = a->training ? train_scale(n) : eval_scale(n);
 #pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t i = 0; i < size; i++) {
-        float g = !a->training || mask[i] ? dy[i] * s : 0.0f;
-        dx[i] = set ? g : dx[i] + g;
-    }
+    for (int64_t i = 0; i < size; i += BLOCK)
+        run_dropout_grad(dx + i, dy + i, mask ? mask + i : NULL, size - i < BLOCK ? size - i : BLOCK, s, set);
     return 0;
 }
 
