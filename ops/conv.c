@@ -165,11 +165,12 @@ static void shift_geom_of(const conv_dims *d, shift_geom *s) {
     s->PR = (d->R - 1) * d->dil, s->PS = (d->S - 1) * d->dil;
     s->Hp = d->H + 2 * d->pad, s->Wp = d->W + 2 * d->pad;
     s->P = round16((int64_t)d->Ho * s->Wp);
-    s->xp_size = (int64_t)d->Cg * s->Hp * s->Wp + s->PS + 16;
+    s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 16); /* multiples of 16 keep buffers 64-byte aligned */
     s->Lq = round16((int64_t)(d->Ho + 2 * s->PR) * s->Wp) + 16;
-    s->front = round16(s->PS + 16);
+    /* front: at least PS + 16 zeros, and dy's first row (PR rows in) starts 64-byte aligned */
+    s->front = round16(s->PS + 16 + (int64_t)s->PR * s->Wp) - (int64_t)s->PR * s->Wp;
     s->P2 = round16((int64_t)d->H * s->Wp);
-    s->dq_size = s->front + (int64_t)d->Kg * s->Lq + s->P2 + (int64_t)(d->pad + s->PR + 1) * s->Wp + 16;
+    s->dq_size = round16(s->front + (int64_t)d->Kg * s->Lq + s->P2 + (int64_t)(d->pad + s->PR + 1) * s->Wp + 16);
     int T = d->R * d->S;
     for (int r = 0; r < d->R; r++)
         for (int c = 0; c < d->S; c++) {
