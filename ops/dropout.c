@@ -59,9 +59,10 @@ TG_CLONES static void run_dropout(float *restrict y, uint8_t *restrict mask, con
 /* dx (=, or += unless set) dy * s where the mask kept the element (every element without a mask) */
 TG_CLONES static void run_dropout_grad(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask,
                                        int64_t n, float s, bool set) {
-    for (int64_t j = 0; j < n; j++) {
-        float g = !mask || mask[j] ? dy[j] * s : 0.0f;
-        dx[j] = set ? g : dx[j] + g;
+    for (int64_t j = 0; j < n; j++) { /* branch-free, as in run_dropout */
+        union { float f; int32_t i; } g = {dy[j] * s};
+        if (mask) g.i &= -(int32_t)mask[j];
+        dx[j] = set ? g.f : dx[j] + g.f;
     }
 }
 

@@ -21,18 +21,19 @@ typedef struct { /* what the VJP needs: the mean and rstd used, per channel (x-h
  * Sums go in 8 float lanes (tg_f8, always the same lanes, so the result is the
  * same on every run and machine), then in double. */
 
-static double lanes(tg_f8 v) {
+static double lanes(const float v[8]) {
     double s = 0;
     for (int k = 0; k < 8; k++) s += v[k];
     return s;
 }
+#define LANES(v) lanes((const float *)&(v)) /* a vector's lanes in order, in double */
 
 /* sum of p */
 TG_CLONES static double run_sum(const float *p, int64_t n) {
     tg_f8 acc = {0};
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) acc += TG_F8(p + j);
-    double s = lanes(acc);
+    double s = LANES(acc);
     for (; j < n; j++) s += p[j];
     return s;
 }
@@ -45,7 +46,7 @@ TG_CLONES static double run_sqdev(const float *p, int64_t n, float m) {
         tg_f8 d = TG_F8(p + j) - mv;
         acc += d * d;
     }
-    double s = lanes(acc);
+    double s = LANES(acc);
     for (; j < n; j++) s += (double)(p[j] - m) * (p[j] - m);
     return s;
 }
@@ -59,7 +60,7 @@ TG_CLONES static void run_dot(const float *a, const float *y, const float *b, fl
         tg_f8 d = y ? TG_F8_KEEP(TG_F8(a + j), TG_F8(y + j) > zero) : TG_F8(a + j);
         s1 += d, s2 += d * (TG_F8(b + j) - mv);
     }
-    *sa += lanes(s1), *sab += lanes(s2);
+    *sa += LANES(s1), *sab += LANES(s2);
     for (; j < n; j++) {
         float d = !y || y[j] > 0.0f ? a[j] : 0.0f;
         *sa += d, *sab += (double)d * (b[j] - m);

@@ -57,17 +57,44 @@ static void pool_window(const tg_node *n, int *kernel, int *stride, int *dilatio
  * wins over numbers (it propagates, as in PyTorch). */
 static inline bool wins(float v, float best) { return v > best || (v != v && best == best); }
 
-/* The 2x2, stride 2, unpadded pool of most CNNs, without bounds checks. */
-static void maxpool_2x2(const float *xp, int W, int Ho, int Wo, float *y, int32_t *arg) {
-    for (int oh = 0; oh < Ho; oh++)
-        for (int ow = 0; ow < Wo; ow++) {
+/* wins() on 8 lanes: all ones where v wins over best; and a where m, else b */
+#define WINS8(v, best) (((v) > (best)) | (((v) != (v)) & ((best) == (best))))
+#define PICK8(m, a, b) ((tg_f8)(((tg_i8)(a) & (m)) | ((tg_i8)(b) & ~(m))))
+
+/* The 2x2, stride 2, unpadded pool of most CNNs, without bounds checks. Eight
+ * windows at a time: the better of each row's two columns (the left one on a
+ * tie), then the lower row's if it wins over the upper: the same first maximum
+ * in row-major order that the scalar scan finds. */
+TG_CLONES static void maxpool_2x2(const float *xp, int W, int Ho, int Wo, float *y, int32_t *arg) {
+    const tg_i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int oh = 0; oh < Ho; oh++) {
+        const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+        float *yo = y + oh * Wo;
+        int ow = 0;
+        for (; ow + 8 <= Wo; ow += 8) {
+            tg_f8 a0 = TG_F8(r0 + 2 * ow), a1 = TG_F8(r0 + 2 * ow + 8);
+            tg_f8 b0 = TG_F8(r1 + 2 * ow), b1 = TG_F8(r1 + 2 * ow + 8);
+            tg_f8 ae = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14);
+            tg_f8 ao = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15);
+            tg_f8 be = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
+            tg_f8 bo = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
+            tg_i8 wa = WINS8(ao, ae), wb = WINS8(bo, be);
+            tg_f8 ma = PICK8(wa, ao, ae), mb = PICK8(wb, bo, be);
+            tg_i8 down = WINS8(mb, ma);
+            *(tg_f8 *)(yo + ow) = PICK8(down, mb, ma);
+            if (arg) /* window start, then + W for the lower row, + 1 for the right column */
+                *(tg_i8 *)(arg + oh * Wo + ow) =
+                    2 * oh * W + 2 * (lane + ow) + ((W + (wb & 1)) & down) + ((wa & 1) & ~down);
+        }
+        for (; ow < Wo; ow++) {
             int i = 2 * oh * W + 2 * ow, best = i;
             if (wins(xp[i + 1], xp[best])) best = i + 1;
             if (wins(xp[i + W], xp[best])) best = i + W;
             if (wins(xp[i + W + 1], xp[best])) best = i + W + 1;
-            y[oh * Wo + ow] = xp[best];
+            yo[ow] = xp[best];
             if (arg) arg[oh * Wo + ow] = best;
         }
+    }
 }
 
 static int maxpool_forward(tg_tape *t, tg_node *n) {

@@ -3,6 +3,7 @@
 #include "check.h"
 #include "tapegrad.h"
 #include <stdlib.h>
+#include <string.h>
 
 static tg_tensor *make(tg_tape *t, int ndim, const int *shape, const float *v) {
     tg_tensor *x = tg_tensor_tape(t, ndim, shape);
@@ -76,6 +77,47 @@ static void conv(void) {
     CHECK(tg_conv2d(t, tiny, k3, tiny, 1, 1, 1, 1) == NULL);
     CHECK_MSG(tg_last_error(), "conv2d: bias has shape 1x2x2x2 but weight has 4 output channels");
     tg_tape_free(t);
+}
+
+/* The 2x2 stride-2 path takes eight windows at a time: on rows wide enough
+ * for that, with many ties and a few NaNs, it must pick what the scalar rule
+ * picks (the first maximum in row-major order; a NaN wins, the first one) */
+static void pooling_2x2_wide(void) {
+    enum { N = 2, C = 3, H = 6, W = 42 }; /* 21 windows a row: two blocks of 8 and 5 left over */
+    uint64_t s = 3;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, H, W}); /* a parameter, so the argmax is recorded */
+    for (int64_t i = 0; i < x->size; i++) {
+        float u = frand(&s);
+        x->data[i] = u > 0.9f ? NAN : (float)(int)(3 * u); /* -2..2 and NaN: ties everywhere */
+    }
+    tg_tensor *y = tg_max_pool2d(t, x, 2, 2, 0);
+    tg_tensor *y_nograd;
+    bool was = tg_tape_set_grad_enabled(t, false);
+    y_nograd = tg_max_pool2d(t, x, 2, 2, 0);
+    tg_tape_set_grad_enabled(t, was);
+    const int32_t *arg = tg_max_pool2d_argmax(y);
+    CHECK(arg != NULL);
+    if (!arg) return;
+    int bad = 0, nans = 0;
+    for (int p = 0; p < N * C; p++)
+        for (int oh = 0; oh < H / 2; oh++)
+            for (int ow = 0; ow < W / 2; ow++) {
+                const float *xp = x->data + p * H * W;
+                int order[4] = {2 * oh * W + 2 * ow, 2 * oh * W + 2 * ow + 1, (2 * oh + 1) * W + 2 * ow,
+                                (2 * oh + 1) * W + 2 * ow + 1}, best = order[0];
+                for (int k = 1; k < 4; k++)
+                    if (xp[order[k]] > xp[best] || (isnan(xp[order[k]]) && !isnan(xp[best]))) best = order[k];
+                int o = (p * (H / 2) + oh) * (W / 2) + ow;
+                float v = y->data[o];
+                nans += isnan(v);
+                bad += arg[o] != best || !(v == xp[best] || (isnan(v) && isnan(xp[best])));
+                bad += memcmp(&y_nograd->data[o], &v, sizeof v) != 0;
+            }
+    CHECK_INT(bad, 0);
+    CHECK(nans > 10);
+    tg_tape_free(t);
+    tg_tensor_free(x);
 }
 
 static void pooling(void) {
@@ -393,6 +435,7 @@ static void residual(void) {
 int main(void) {
     conv();
     pooling();
+    pooling_2x2_wide();
     dropout();
     batch_norm();
     batch_norm_closed_form();
