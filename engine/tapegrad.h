@@ -197,6 +197,9 @@ tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels
 /* x:(N,C,H,W) w:(K,C/groups,R,S) b:(K) or NULL -> (N,K,H',W'); groups = C is depthwise */
 tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                      int groups);
+/* relu(conv2d(...)) as one op: the ReLU is applied as y is written, and dy is masked as it is read */
+tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                          int groups);
 /* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).
  * Records the argmax of each window; ties go to the first maximum in row-major order. */
 tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);

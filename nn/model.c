@@ -15,6 +15,7 @@ struct tg_model {
 };
 
 static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
+static tg_tensor *conv_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
 static tg_tensor *relu_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
 static tg_tensor *bn_relu_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training);
 
@@ -116,10 +117,16 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
         tg_fail(TG_ERR_ARG, "%s", m->error);
         return NULL;
     }
+    /* a conv2d or batch_norm layer followed by a relu layer runs as one op (conv2d_relu, batch_norm_relu) */
     for (int i = 0; i < m->n_layers && x; i++) {
         tg_layer *l = m->layers[i];
-        if (l->forward == bn_fwd && i + 1 < m->n_layers && m->layers[i + 1]->forward == relu_fwd) {
-            x = bn_relu_at(l, 0, 0, t, x, m->training); /* a batch_norm layer then a relu layer: one op */
+        bool then_relu = i + 1 < m->n_layers && m->layers[i + 1]->forward == relu_fwd;
+        if (then_relu && l->forward == bn_fwd) {
+            x = bn_relu_at(l, 0, 0, t, x, m->training);
+            i++;
+        } else if (then_relu && l->forward == conv_fwd) {
+            x = tg_conv2d_relu(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL, l->stride, l->pad, 1,
+                               l->groups);
             i++;
         } else {
             x = l->forward(l, t, x, m->training);

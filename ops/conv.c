@@ -33,27 +33,29 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
     tg_shape_str(x, sx, sizeof sx);
     tg_shape_str(w, sw, sizeof sw);
     if (x->ndim != 4 || w->ndim != 4)
-        return tg_fail(TG_ERR_SHAPE, "conv2d: input and weight must have 4 dimensions (x %s, w %s)", sx, sw);
+        return tg_fail(TG_ERR_SHAPE, "%s: input and weight must have 4 dimensions (x %s, w %s)", n->op->name, sx, sw);
     if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1 || a->stride > TG_MAX_WINDOW ||
         a->pad > TG_MAX_WINDOW || a->dilation > TG_MAX_WINDOW)
-        return tg_fail(TG_ERR_ARG, "conv2d: stride %d, pad %d, dilation %d, groups %d: need stride >= 1, pad >= 0, "
-                                   "dilation >= 1, groups >= 1 (and each at most %d)", a->stride, a->pad, a->dilation,
+        return tg_fail(TG_ERR_ARG, "%s: stride %d, pad %d, dilation %d, groups %d: need stride >= 1, pad >= 0, "
+                                   "dilation >= 1, groups >= 1 (and each at most %d)", n->op->name, a->stride, a->pad,
+                       a->dilation,
                        a->groups, TG_MAX_WINDOW);
     if (x->shape[1] % a->groups || w->shape[0] % a->groups)
-        return tg_fail(TG_ERR_ARG, "conv2d: groups %d must divide the %d input and %d output channels (x %s, w %s)",
-                       a->groups, x->shape[1], w->shape[0], sx, sw);
+        return tg_fail(TG_ERR_ARG, "%s: groups %d must divide the %d input and %d output channels (x %s, w %s)",
+                       n->op->name, a->groups, x->shape[1], w->shape[0], sx, sw);
     if (w->shape[1] * a->groups != x->shape[1])
-        return tg_fail(TG_ERR_SHAPE, "conv2d: input has %d channels but weight expects %d (x %s, w %s)", x->shape[1],
+        return tg_fail(TG_ERR_SHAPE, "%s: input has %d channels but weight expects %d (x %s, w %s)", n->op->name,
+                       x->shape[1],
                        w->shape[1] * a->groups, sx, sw);
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
-        return tg_fail(TG_ERR_SHAPE, "conv2d: bias has shape %s but weight has %d output channels (w %s)",
-                       tg_shape_str(b, sb, sizeof sb), w->shape[0], sw);
+        return tg_fail(TG_ERR_SHAPE, "%s: bias has shape %s but weight has %d output channels (w %s)",
+                       n->op->name, tg_shape_str(b, sb, sizeof sb), w->shape[0], sw);
     int Ho = out_size(x->shape[2], w->shape[2], a->stride, a->pad, a->dilation);
     int Wo = out_size(x->shape[3], w->shape[3], a->stride, a->pad, a->dilation);
     if (Ho < 1 || Wo < 1 || x->shape[2] + 2 * a->pad < a->dilation * (w->shape[2] - 1) + 1 ||
         x->shape[3] + 2 * a->pad < a->dilation * (w->shape[3] - 1) + 1)
-        return tg_fail(TG_ERR_SHAPE, "conv2d: kernel %dx%d (dilation %d) is larger than the padded input %dx%d "
-                                     "(x %s, w %s, pad %d)", w->shape[2], w->shape[3], a->dilation,
+        return tg_fail(TG_ERR_SHAPE, "%s: kernel %dx%d (dilation %d) is larger than the padded input %dx%d "
+                                     "(x %s, w %s, pad %d)", n->op->name, w->shape[2], w->shape[3], a->dilation,
                        x->shape[2] + 2 * a->pad, x->shape[3] + 2 * a->pad, sx, sw, a->pad);
     *ndim = 4;
     shape[0] = x->shape[0];
@@ -181,18 +183,36 @@ static void shift_geom_of(const conv_dims *d, shift_geom *s) {
     (void)T;
 }
 
-/* dst[r*sd + j] = src[r*ss + j] + bias (+ dst[r*sd + j] if add) for r < rows, j < w: the
- * short rows of padding and unpadding, copied inline (a libc call per row costs more) */
+/* The short rows of padding and unpadding, copied inline (a libc call per row
+ * costs more): for r < rows, j < w, with d = dst[r*sd + j] and v = src[r*ss + j]:
+ *   ROWS_COPY d = v;  ROWS_ADD d += v;  ROWS_BIAS d = v + bias;  ROWS_BIAS_RELU d = max(v + bias, 0);
+ *   ROWS_MASK d = keep[r*ss + j] > 0 ? v : 0 (the gradient through a ReLU with output keep) */
+enum { ROWS_COPY, ROWS_ADD, ROWS_BIAS, ROWS_BIAS_RELU, ROWS_MASK };
 TG_CLONES static void copy_rows(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, int64_t rows, int w,
-                                const float *bias, bool add) {
-    float b = bias ? *bias : 0.0f;
-    for (int64_t r = 0; r < rows; r++, dst += sd, src += ss) {
-        if (add)
-            for (int j = 0; j < w; j++) dst[j] += src[j];
-        else if (bias)
-            for (int j = 0; j < w; j++) dst[j] = src[j] + b;
-        else
+                                int mode, float bias, const float *keep) {
+    for (int64_t r = 0; r < rows; r++, dst += sd, src += ss, keep = keep ? keep + ss : NULL) {
+        switch (mode) {
+        case ROWS_COPY:
             for (int j = 0; j < w; j++) dst[j] = src[j];
+            break;
+        case ROWS_ADD:
+            for (int j = 0; j < w; j++) dst[j] += src[j];
+            break;
+        case ROWS_BIAS:
+            for (int j = 0; j < w; j++) dst[j] = src[j] + bias;
+            break;
+        case ROWS_BIAS_RELU:
+            for (int j = 0; j < w; j++) {
+                float v = src[j] + bias;
+                dst[j] = v > 0.0f ? v : 0.0f;
+            }
+            break;
+        default:
+            for (int j = 0; j < w; j++) {
+                float v = src[j];
+                dst[j] = keep[j] > 0.0f ? v : 0.0f;
+            }
+        }
     }
 }
 
@@ -201,15 +221,17 @@ static void pad_x(float *xp, const float *x, const conv_dims *d, const shift_geo
     memset(xp, 0, (size_t)s->xp_size * sizeof *xp);
     for (int c = 0; c < d->Cg; c++)
         copy_rows(xp + ((int64_t)c * s->Hp + d->pad) * s->Wp + d->pad, s->Wp, x + (int64_t)c * d->H * d->W, d->W,
-                  d->H, d->W, NULL, false);
+                  d->H, d->W, ROWS_COPY, 0.0f, NULL);
 }
 
-/* dy's planes on the grid described above */
-static void pad_dy(float *dq, const float *dy, const conv_dims *d, const shift_geom *s) {
+/* dy's planes on the grid described above; with y (conv2d_relu's output), dy where y > 0 */
+static void pad_dy(float *dq, const float *dy, const float *y, const conv_dims *d, const shift_geom *s) {
     memset(dq, 0, (size_t)s->dq_size * sizeof *dq);
-    for (int k = 0; k < d->Kg; k++)
-        copy_rows(dq + s->front + k * s->Lq + (int64_t)s->PR * s->Wp, s->Wp, dy + (int64_t)k * d->Ho * d->Wo, d->Wo,
-                  d->Ho, d->Wo, NULL, false);
+    for (int k = 0; k < d->Kg; k++) {
+        int64_t o = (int64_t)k * d->Ho * d->Wo;
+        copy_rows(dq + s->front + k * s->Lq + (int64_t)s->PR * s->Wp, s->Wp, dy + o, d->Wo, d->Ho, d->Wo,
+                  y ? ROWS_MASK : ROWS_COPY, 0.0f, y ? y + o : NULL);
+    }
 }
 
 /* The weights of group g by tap: fwd A[(t*Cg + c)*Kgp + k] = w[k][c][t], for dx
@@ -226,8 +248,12 @@ static void pack_taps(float *A, const float *w, const conv_dims *d, bool for_dx)
             }
 }
 
+/* conv2d_relu: relu(conv2d) as one op; forward clamps as it writes y, backward masks dy as it pads it */
+static bool fused_relu(const tg_node *n) { return n->op == &tg__op_conv2d_relu; }
+
 static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
     const float *x = n->in[0]->data, *w = n->in[1]->data, *b = n->n_in > 2 ? n->in[2]->data : NULL;
+    bool relu = fused_relu(n);
     float *y = n->out->data;
     shift_geom s;
     shift_geom_of(d, &s);
@@ -249,7 +275,8 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
                              s.P, false, offs);
             float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
             for (int k = 0; k < d->Kg; k++)
-                copy_rows(yg + k * HWo, d->Wo, c + k * s.P, s.Wp, d->Ho, d->Wo, b ? b + g * d->Kg + k : NULL, false);
+                copy_rows(yg + k * HWo, d->Wo, c + k * s.P, s.Wp, d->Ho, d->Wo, relu ? ROWS_BIAS_RELU : ROWS_BIAS,
+                          b ? b[g * d->Kg + k] : 0.0f, NULL);
         }
     }
     return 0;
@@ -286,6 +313,8 @@ static int conv_forward(tg_tape *t, tg_node *n) {
             if (b)
                 for (int k = 0; k < d.Kg; k++)
                     for (int p = 0; p < HWo; p++) yg[(int64_t)k * HWo + p] += b[g * d.Kg + k];
+            if (fused_relu(n))
+                for (int64_t p = 0; p < (int64_t)d.Kg * HWo; p++) yg[p] = yg[p] > 0.0f ? yg[p] : 0.0f;
         }
     }
     return 0;
@@ -307,9 +336,10 @@ static float lane_sum(const float *p, int64_t n) {
 /* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
  * of the chunk's images in one product; dx_g += the flipped kernel run over
  * the same dy copy (stored, if dx_set). Chunks of images as in conv_vjp. */
-static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *dws, int chunks, bool dx_set) {
+static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *dws, float *dbs, int chunks,
+                            bool dx_set) {
     tg_tensor *x = n->in[0], *w = n->in[1];
-    const float *dy = n->out->grad;
+    const float *dy = n->out->grad, *ymask = fused_relu(n) ? n->out->data : NULL;
     shift_geom s;
     shift_geom_of(d, &s);
     int T = tg__threads_for(chunks, 1), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
@@ -328,7 +358,12 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
         int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
         for (int g = 0; g < d->G; g++) {
             for (int i = i0; i < i1; i++) {
-                pad_dy(dqs + (i - i0) * s.dq_size, dy + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo, d, &s);
+                int64_t o = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                float *dq = dqs + (i - i0) * s.dq_size;
+                pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
+                for (int k = 0; dbs && k < d->Kg; k++) /* the bias gradient of this chunk, from the padded copy */
+                    dbs[(size_t)c * d->K + g * d->Kg + k] += lane_sum(dq + s.front + k * s.Lq + (int64_t)s.PR * s.Wp,
+                                                                       (int64_t)d->Ho * s.Wp);
                 if (dw)
                     pad_x(xps + (i - i0) * s.xp_size,
                           x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
@@ -342,7 +377,8 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                                  s.Lq, s.off2, cx, s.P2, false, offs);
                 float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                 for (int ch = 0; ch < d->Cg; ch++)
-                    copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W, NULL, !dx_set);
+                    copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W,
+                              dx_set ? ROWS_COPY : ROWS_ADD, 0.0f, NULL);
             }
         }
     }
@@ -350,10 +386,9 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
 }
 
 // dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol); weight gradients per chunk into dws
-static int conv_vjp_im2col(tg_tape *t, tg_node *n, const conv_dims *dp, float *dws, int chunks) {
+static int conv_vjp_im2col(tg_tape *t, tg_node *n, const conv_dims *dp, const float *dy, float *dws, int chunks) {
     conv_dims d = *dp;
     tg_tensor *x = n->in[0], *w = n->in[1];
-    const float *dy = n->out->grad;
     int HWo = d.Ho * d.Wo, T = tg__threads_for(chunks, 1);
     bool pw = is_pointwise(&d);
     float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
@@ -399,22 +434,33 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     const float *dy = n->out->grad;
     int HWo = d.Ho * d.Wo, chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS;
+    bool shifted = is_shifted(&d), db_chunks = shifted && b && b->requires_grad;
     float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
-    if (w->requires_grad && !dws) return TG_ERR_NOMEM;
+    float *dbs = db_chunks ? tg_tape_alloc(t, (size_t)chunks * d.K * sizeof(float)) : NULL;
+    if ((w->requires_grad && !dws) || (db_chunks && !dbs)) return TG_ERR_NOMEM;
+    if (dbs) memset(dbs, 0, (size_t)chunks * d.K * sizeof(float));
+    if (fused_relu(n) && !shifted) { /* the im2col path reads dy where it is: mask a copy first */
+        float *m = tg_tape_alloc(t, (size_t)n->out->size * sizeof(float));
+        if (!m) return TG_ERR_NOMEM;
+        for (int64_t i = 0; i < n->out->size; i++) m[i] = n->out->data[i] > 0.0f ? dy[i] : 0.0f;
+        dy = m;
+    }
     bool dx_set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
-    if (dx_set && !is_shifted(&d)) { /* col2im adds */
+    if (dx_set && !shifted) { /* col2im adds */
         memset(x->grad, 0, (size_t)x->size * sizeof(float));
         dx_set = false;
     }
-    int err = is_shifted(&d) ? conv_vjp_shifted(t, n, &d, dws, chunks, dx_set)
-                             : conv_vjp_im2col(t, n, &d, dws, chunks);
+    int err = shifted ? conv_vjp_shifted(t, n, &d, dws, dbs, chunks, dx_set)
+                      : conv_vjp_im2col(t, n, &d, dy, dws, chunks);
     if (err) return err;
     for (int i = 1; i < n->n_in; i++) /* weight and bias are small: zero them if unset, then add */
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     for (int c = 0; dws && c < chunks; c++)
         for (int64_t j = 0; j < w->size; j++) w->grad[j] += dws[(size_t)c * w->size + j];
-    if (b && b->requires_grad)
+    for (int c = 0; dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
+        for (int k = 0; k < d.K; k++) b->grad[k] += dbs[(size_t)c * d.K + k];
+    if (b && b->requires_grad && !dbs)
 #pragma omp parallel for num_threads(tg__threads_for(d.K, 4)) schedule(static)
         for (int k = 0; k < d.K; k++)
             for (int i = 0; i < d.N; i++) b->grad[k] += lane_sum(dy + ((int64_t)i * d.K + k) * HWo, HWo);
@@ -427,11 +473,19 @@ static void conv_describe(const tg_node *n, char *buf, size_t len) {
              n->in[1]->shape[3], a->stride, a->pad, a->dilation, a->groups, n->n_in > 2 ? " bias" : "");
 }
 
-/* FLOPs: 2*(C/groups)*R*S multiply-adds for each of the N*K*H'*W' outputs, plus N*K*H'*W' bias adds */
+/* FLOPs: 2*(C/groups)*R*S multiply-adds for each of the N*K*H'*W' outputs, plus N*K*H'*W' bias adds
+ * (and as many maxima for conv2d_relu) */
 static int64_t conv_flops(const tg_node *n) {
     conv_dims d = dims_of(n);
     int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo;
-    return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0);
+    return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0) + (fused_relu(n) ? outputs : 0);
+}
+
+/* conv2d_relu: the ReLU's share of zeros, as relu's dump shows it */
+static void conv_relu_stats(const tg_node *n, char *buf, size_t len) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n->out->size; i++) k += n->out->data[i] == 0.0f;
+    snprintf(buf, len, "zeros=%.1f%%", 100.0 * (double)k / (double)n->out->size);
 }
 
 /* The window over H, for the receptive field */
@@ -446,10 +500,21 @@ const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .
                              .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
                              .flops = conv_flops, .window = conv_window, .overwrites_grads = true};
 
+const tg_op tg__op_conv2d_relu = {.name = "conv2d_relu", .attr_size = sizeof(conv_attr), .shape = conv_shape,
+                                  .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
+                                  .flops = conv_flops, .stats = conv_relu_stats, .window = conv_window,
+                                  .overwrites_grads = true};
+
 tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                      int groups) {
     conv_attr a = {stride, pad, dilation, groups};
     return tg_apply(t, &tg__op_conv2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
+}
+
+tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                          int groups) {
+    conv_attr a = {stride, pad, dilation, groups};
+    return tg_apply(t, &tg__op_conv2d_relu, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
 }
 
 // ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@
     X(RESIDUAL_ADD, residual_add)       \
     X(RESIDUAL_ADD_RELU, residual_add_relu) \
     X(CONV2D, conv2d)                   \
+    X(CONV2D_RELU, conv2d_relu)         \
     X(MAX_POOL2D, max_pool2d)           \
     X(AVG_POOL2D, avg_pool2d)           \
     X(GLOBAL_AVG_POOL, global_avg_pool) \

@@ -2,7 +2,7 @@
  * double-precision loop written from the definition, for the shapes that go
  * through each path (stride 1 reads the padded image shifted by tap, other
  * strides go through im2col, 1x1 straight to GEMM), with every kernel this CPU
- * has, and bit-for-bit the same with 1 and 2 threads. */
+ * has, and bit-for-bit the same with 1 and 2 threads; conv2d_relu the same way. */
 #include "check.h"
 #include "internal.h"
 #include <stdint.h>
@@ -33,16 +33,17 @@ static double frand(uint64_t *s) {
     return (double)(*s >> 40) / 16777216.0 * 2 - 1;
 }
 
-/* y, dx and dw for dy, by the definition, in double */
+/* y, dx, dw and db for dy, by the definition, in double; with relu_y (conv2d_relu's
+ * computed output), y = max(y, 0) and dy passes only where relu_y > 0 */
 static void reference(const conv_case *c, int Ho, int Wo, const float *x, const float *w, const float *b,
-                      const float *dy, double *y, double *dx, double *dw, double *db) {
+                      const float *dy, const float *relu_y, double *y, double *dx, double *dw, double *db) {
     int Cg = c->C / c->groups, Kg = c->K / c->groups;
     for (int n = 0; n < c->N; n++)
         for (int k = 0; k < c->K; k++)
             for (int oh = 0; oh < Ho; oh++)
                 for (int ow = 0; ow < Wo; ow++) {
                     int64_t yi = (((int64_t)n * c->K + k) * Ho + oh) * Wo + ow;
-                    double acc = 0;
+                    double acc = 0, g = !relu_y || relu_y[yi] > 0 ? dy[yi] : 0.0;
                     for (int ci = 0; ci < Cg; ci++)
                         for (int r = 0; r < c->R; r++)
                             for (int s = 0; s < c->S; s++) {
@@ -52,11 +53,11 @@ static void reference(const conv_case *c, int Ho, int Wo, const float *x, const 
                                 int64_t xi = (((int64_t)n * c->C + cin) * c->H + ih) * c->W + iw;
                                 int64_t wi = (((int64_t)k * Cg + ci) * c->R + r) * c->S + s;
                                 acc += (double)x[xi] * w[wi];
-                                dx[xi] += (double)w[wi] * dy[yi];
-                                dw[wi] += (double)x[xi] * dy[yi];
+                                dx[xi] += (double)w[wi] * g;
+                                dw[wi] += (double)x[xi] * g;
                             }
-                    y[yi] = acc + b[k];
-                    db[k] += dy[yi];
+                    y[yi] = relu_y && acc + b[k] < 0 ? 0 : acc + b[k];
+                    db[k] += g;
                 }
 }
 
@@ -70,7 +71,7 @@ static double worst(const float *a, const double *b, int64_t n) {
 
 static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
 
-static void one_case(const conv_case *c, const char *kernel) {
+static void one_case(const conv_case *c, const char *kernel, bool relu) {
     uint64_t seed = 7;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
     tg_tensor *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
@@ -88,7 +89,7 @@ static void one_case(const conv_case *c, const char *kernel) {
         for (int64_t i = 0; i < b->size; i++) b->data[i] = (float)frand(&seed);
         tg_tensor_zero_grad(w);
         tg_tensor_zero_grad(b);
-        y = tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups);
+        y = (relu ? tg_conv2d_relu : tg_conv2d)(t, x, w, b, c->stride, c->pad, c->dil, c->groups);
         CHECK(y != NULL);
         if (!y) {
             fprintf(stderr, "%s\n", tg_last_error());
@@ -112,13 +113,17 @@ static void one_case(const conv_case *c, const char *kernel) {
         if (threads == 1) {
             double *ry = calloc((size_t)y->size, sizeof *ry), *rdx = calloc((size_t)x->size, sizeof *rdx),
                    *rdw = calloc((size_t)w->size, sizeof *rdw), *rdb = calloc((size_t)b->size, sizeof *rdb);
-            reference(c, y->shape[2], y->shape[3], x->data, w->data, b->data, dy, ry, rdx, rdw, rdb);
+            reference(c, y->shape[2], y->shape[3], x->data, w->data, b->data, dy, relu ? y->data : NULL, ry, rdx,
+                      rdw, rdb);
+            int zeros = 0;
+            for (int64_t i = 0; relu && i < y->size; i++) zeros += y->data[i] == 0.0f;
+            CHECK(!relu || (zeros > y->size / 5 && zeros < y->size * 4 / 5)); /* the ReLU really cuts */
             double ey = worst(y->data, ry, y->size), ex = worst(x->grad, rdx, x->size), ew = worst(w->grad, rdw, w->size);
             double eb = worst(b->grad, rdb, b->size);
             if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
-                fprintf(stderr, "%s: conv N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
-                        "dw %.2g db %.2g\n", kernel, c->N, c->C, c->H, c->W, c->K, c->R, c->S, c->stride, c->pad,
-                        c->dil, c->groups, ey, ex, ew, eb);
+                fprintf(stderr, "%s: %s N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
+                        "dw %.2g db %.2g\n", kernel, relu ? "conv2d_relu" : "conv2d", c->N, c->C, c->H, c->W, c->K,
+                        c->R, c->S, c->stride, c->pad, c->dil, c->groups, ey, ex, ew, eb);
             CHECK(ey <= 1e-5);
             CHECK(ex <= 1e-5);
             CHECK(ew <= 1e-5);
@@ -154,8 +159,11 @@ int main(void) {
             continue;
         }
         int before = check_failures;
-        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) one_case(&cases[i], kernels[k]);
-        printf("%s: %zu shapes %s\n", kernels[k], sizeof cases / sizeof *cases,
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            one_case(&cases[i], kernels[k], false);
+            one_case(&cases[i], kernels[k], true);
+        }
+        printf("%s: %zu shapes, conv2d and conv2d_relu, %s\n", kernels[k], sizeof cases / sizeof *cases,
                check_failures == before ? "match the reference" : "FAILED");
     }
     tg__gemm_use(NULL);

@@ -7,13 +7,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL };
+enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT };
 
 typedef struct {
     int ndim;
     int shape[4];
     int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5];
-                    * SMALL in [-0.1,0.1] (added to AWAY0, the sum stays off the kink) */
+                    * SMALL in [-0.1,0.1] (added to AWAY0, the sum stays off the kink);
+                    * SPLIT -30, +30, ... (a bias that puts a fused ReLU's channels far off or far on) */
     bool no_grad;  /* an input that takes no gradient (running statistics, say) */
 } in_spec;
 
@@ -49,6 +50,8 @@ BUILD(b_conv_s2d2, tg_conv2d(t, x[0], x[1], x[2], 2, 1, 2, 1))
 BUILD(b_conv_groups, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 2))
 BUILD(b_conv_depthwise, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 4))
 BUILD(b_conv_1x1, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 1))
+BUILD(b_conv_relu, tg_conv2d_relu(t, x[0], x[1], x[2], 1, 1, 1, 1))
+BUILD(b_conv_relu_s2, tg_conv2d_relu(t, x[0], x[1], x[2], 2, 1, 1, 1))
 BUILD(b_maxpool, tg_max_pool2d(t, x[0], 2, 2, 0))
 BUILD(b_maxpool_pad, tg_max_pool2d(t, x[0], 3, 2, 1))
 BUILD(b_avgpool, tg_avg_pool2d(t, x[0], 3, 2, 1))
@@ -92,6 +95,9 @@ static const row rows[] = {
     {"conv2d", b_conv_groups, 2, {{4, {2, 4, 4, 4}}, {4, {6, 2, 2, 2}}}},
     {"conv2d", b_conv_depthwise, 3, {{4, {2, 4, 4, 4}}, {4, {4, 1, 3, 3}}, {1, {4}}}},
     {"conv2d", b_conv_1x1, 2, {{4, {2, 3, 3, 3}}, {4, {5, 3, 1, 1}}}},
+    /* the bias puts whole channels far below or above the ReLU's kink (test_conv checks the mask element-wise) */
+    {"conv2d_relu", b_conv_relu, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}, SPLIT}}},
+    {"conv2d_relu", b_conv_relu_s2, 3, {{4, {1, 2, 7, 6}}, {4, {4, 2, 3, 3}}, {1, {4}, SPLIT}}},
     {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 4, 6}, DISTINCT}}},
     {"max_pool2d", b_maxpool_pad, 1, {{4, {1, 2, 5, 5}, DISTINCT}}},
     {"avg_pool2d", b_avgpool, 1, {{4, {2, 2, 5, 5}}}},
@@ -109,7 +115,7 @@ static const row rows[] = {
     {"layer_norm", b_layer_norm, 3, {{3, {2, 3, 5}}, {2, {3, 5}, POSITIVE}, {2, {3, 5}}}},
     {"mse_loss", b_mse, 2, {{3, {2, 3, 4}}, {3, {2, 3, 4}}}},
     {"batch_norm", b_bn_eval, 3, {{4, {2, 3, 3, 2}}, {1, {3}, POSITIVE}, {1, {3}}}},
-    {"batch_norm_relu", b_bn_relu, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}}}},
+    {"batch_norm_relu", b_bn_relu, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}}},
 };
 
 // ----------------------------------------------------------------------------
@@ -128,6 +134,7 @@ static void fill(tg_tensor *x, int init) {
         case AWAY0: x->data[j] = (uniform() < 0.5f ? -1 : 1) * (0.2f + 0.8f * u); break;
         case POSITIVE: x->data[j] = 0.5f + u; break;
         case SMALL: x->data[j] = 0.2f * u - 0.1f; break;
+        case SPLIT: x->data[j] = j % 2 ? 30.0f : -30.0f; break;
         case DISTINCT: x->data[j] = 0; break; /* below */
         }
     }
