@@ -216,17 +216,17 @@ TG_CLONES static void copy_rows(float *dst, ptrdiff_t sd, const float *src, ptrd
     }
 }
 
-/* x's planes with a zero border of pad, then zeros to xp_size */
+/* x's planes into a buffer whose border and slack are already zero (the
+ * buffers are zeroed once per op; the copies only ever write the inside) */
 static void pad_x(float *xp, const float *x, const conv_dims *d, const shift_geom *s) {
-    memset(xp, 0, (size_t)s->xp_size * sizeof *xp);
     for (int c = 0; c < d->Cg; c++)
         copy_rows(xp + ((int64_t)c * s->Hp + d->pad) * s->Wp + d->pad, s->Wp, x + (int64_t)c * d->H * d->W, d->W,
                   d->H, d->W, ROWS_COPY, 0.0f, NULL);
 }
 
-/* dy's planes on the grid described above; with y (conv2d_relu's output), dy where y > 0 */
+/* dy's planes on the grid described above, into a buffer zeroed once as for
+ * pad_x; with y (conv2d_relu's output), dy where y > 0 */
 static void pad_dy(float *dq, const float *dy, const float *y, const conv_dims *d, const shift_geom *s) {
-    memset(dq, 0, (size_t)s->dq_size * sizeof *dq);
     for (int k = 0; k < d->Kg; k++) {
         int64_t o = (int64_t)k * d->Ho * d->Wo;
         copy_rows(dq + s->front + k * s->Lq + (int64_t)s->PR * s->Wp, s->Wp, dy + o, d->Wo, d->Ho, d->Wo,
@@ -264,6 +264,7 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
     float *A = tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float));
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if (!A || !bufs) return TG_ERR_NOMEM;
+    memset(bufs, 0, (size_t)T * per * sizeof(float)); /* the borders pad_x never writes */
     for (int g = 0; g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
@@ -349,6 +350,7 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if ((x->requires_grad && !A) || !bufs) return TG_ERR_NOMEM;
+    memset(bufs, 0, (size_t)T * per * sizeof(float)); /* the borders pad_x and pad_dy never write */
     for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w->data + (int64_t)g * d->Kg * d->rows, d, true);
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
