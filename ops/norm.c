@@ -100,12 +100,6 @@ TG_CLONES static void run_dx(float *dx, const float *dy, const float *yr, const 
     }
 }
 
-/* Threads for a loop over C channels of size/C elements each. */
-static int channel_threads(int64_t size, int64_t C) {
-    int T = tg__threads_for(size, TG_MIN_PER_THREAD);
-    return T < C ? T : (int)C;
-}
-
 /* x viewed as (N, C, L): L is the product of the dimensions after the channel. */
 static void bn_dims(const tg_tensor *x, int64_t *N, int64_t *C, int64_t *L) {
     *N = x->shape[0];
@@ -144,14 +138,34 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
 /* batch_norm_relu: relu(batch_norm(x)) in one pass each way */
 static bool fused_relu(const tg_node *n) { return n->op == &tg__op_batch_norm_relu; }
 
+/* Work is split over fixed chunks of images (the same images each thread took
+ * in the op before, so they are still in its cache); per-channel sums are
+ * made per chunk, then added over the chunks in order: the same result for
+ * any thread count. */
+#define BN_CHUNKS 16
+
+typedef struct {
+    int64_t N, C, L;
+    int chunks, T;
+} bn_split;
+
+static bn_split split_of(const tg_tensor *x) {
+    bn_split b;
+    bn_dims(x, &b.N, &b.C, &b.L);
+    b.chunks = b.N < BN_CHUNKS ? (int)b.N : BN_CHUNKS;
+    int T = tg__threads_for(x->size, TG_MIN_PER_THREAD);
+    b.T = T < b.chunks ? T : b.chunks;
+    return b;
+}
+#define CHUNK_IMAGES(b, k, i) for (int64_t i = (b).N * (k) / (b).chunks; i < (b).N * ((k) + 1) / (b).chunks; i++)
+
 static int bn_forward(tg_tape *t, tg_node *n) {
     const bn_attr *a = n->attr;
     bool relu = fused_relu(n);
     const tg_tensor *x = n->in[0];
     const float *gamma = n->in[1]->data, *beta = n->in[2]->data;
-    int64_t N, C, L;
-    bn_dims(x, &N, &C, &L);
-    int64_t cnt = N * L;
+    bn_split b = split_of(x);
+    int64_t C = b.C, L = b.L, cnt = b.N * L;
     bn_saved *sv = NULL;
     if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
         if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
@@ -161,16 +175,32 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         if (a->training && !(sv->batch = tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
     }
     n->saved = sv;
-    /* channels are independent: split over threads */
-#pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
+    float *mr = sv ? sv->mean : tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)); /* mean, then rstd */
+    double *part = tg_tape_alloc(t, (size_t)b.chunks * C * sizeof(double));
+    double *stat = tg_tape_alloc(t, 2 * (size_t)C * sizeof(double)); /* batch mean, then variance */
+    if (!mr || !part || !stat) return TG_ERR_NOMEM;
+    for (int pass = 0; a->training && pass < 2; pass++) { /* the mean, then the biased variance */
+#pragma omp parallel for num_threads(b.T) schedule(static)
+        for (int k = 0; k < b.chunks; k++) {
+            double *pk = part + (size_t)k * C;
+            for (int64_t c = 0; c < C; c++) pk[c] = 0;
+            CHUNK_IMAGES(b, k, i) {
+                for (int64_t c = 0; c < C; c++) {
+                    const float *xp = x->data + (i * C + c) * L;
+                    pk[c] += pass == 0 ? run_sum(xp, L) : run_sqdev(xp, L, (float)stat[c]);
+                }
+            }
+        }
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0;
+            for (int k = 0; k < b.chunks; k++) s += part[(size_t)k * C + c];
+            stat[pass * C + c] = s / (double)cnt;
+        }
+    }
     for (int64_t c = 0; c < C; c++) {
-        double mean, var;
-        if (a->training) { /* two passes: the mean, then the biased variance */
-            double s = 0, ss = 0;
-            for (int64_t i = 0; i < N; i++) s += run_sum(x->data + (i * C + c) * L, L);
-            mean = s / (double)cnt;
-            for (int64_t i = 0; i < N; i++) ss += run_sqdev(x->data + (i * C + c) * L, L, (float)mean);
-            var = ss / (double)cnt;
+        double mean = a->training ? stat[c] : a->running_mean->data[c];
+        double var = a->training ? stat[C + c] : a->running_var->data[c];
+        if (a->training) {
             if (sv) sv->batch[c] = (float)mean, sv->batch[C + c] = (float)var;
             /* a batch holding NaN or Inf must not poison the running statistics */
             if (a->running_mean && isfinite(mean) && isfinite(var)) {
@@ -178,15 +208,16 @@ static int bn_forward(tg_tape *t, tg_node *n) {
                 a->running_mean->data[c] = (1 - m) * a->running_mean->data[c] + m * (float)mean;
                 a->running_var->data[c] = (1 - m) * a->running_var->data[c] + m * (float)(var * cnt / (cnt - 1));
             }
-        } else {
-            mean = a->running_mean->data[c];
-            var = a->running_var->data[c];
         }
-        float rstd = (float)(1.0 / sqrt(var + a->eps)), mu = (float)mean;
-        if (sv) sv->mean[c] = mu, sv->rstd[c] = rstd;
-        float g = gamma[c], b = beta[c];
-        for (int64_t i = 0; i < N; i++)
-            run_normalize(n->out->data + (i * C + c) * L, x->data + (i * C + c) * L, L, mu, rstd, g, b, relu);
+        mr[c] = (float)mean, mr[C + c] = (float)(1.0 / sqrt(var + a->eps));
+    }
+#pragma omp parallel for num_threads(b.T) schedule(static)
+    for (int k = 0; k < b.chunks; k++) {
+        CHUNK_IMAGES(b, k, i) {
+            for (int64_t c = 0; c < C; c++)
+                run_normalize(n->out->data + (i * C + c) * L, x->data + (i * C + c) * L, L, mr[c], mr[C + c],
+                              gamma[c], beta[c], relu);
+        }
     }
     return 0;
 }
@@ -195,38 +226,53 @@ static int bn_forward(tg_tape *t, tg_node *n) {
 // evaluation: dx = gamma * rstd * dy (the statistics are constants)
 // both: dgamma += sum(dy*xhat), dbeta += sum(dy)
 static int bn_vjp(tg_tape *t, tg_node *n) {
-    (void)t;
     const bn_attr *a = n->attr;
-    tg_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2];
+    tg_tensor *x = n->in[0], *g = n->in[1], *bt = n->in[2];
     const bn_saved *sv = n->saved;
-    const float *dy = n->out->grad;
-    int64_t N, C, L;
-    bn_dims(x, &N, &C, &L);
-    float cnt = (float)(N * L);
+    const float *dy = n->out->grad, *mean = sv->mean, *rstd = sv->rstd;
+    bn_split b = split_of(x);
+    int64_t C = b.C, L = b.L;
+    float cnt = (float)(b.N * L);
+    double *part = tg_tape_alloc(t, 2 * (size_t)b.chunks * C * sizeof(double));
+    float *coef = tg_tape_alloc(t, 4 * (size_t)C * sizeof(float)); /* per channel: kn, k1, s1, s2 */
+    if (!part || !coef) return TG_ERR_NOMEM;
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
     const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is > 0 */
-#pragma omp parallel for num_threads(channel_threads(x->size, C)) schedule(static)
-    for (int64_t c = 0; c < C; c++) {
-        float rstd = sv->rstd[c], mu = sv->mean[c];
-        double sdy = 0, sdyx = 0;
-        for (int64_t i = 0; i < N; i++) {
-            int64_t o = (i * C + c) * L;
-            run_dot(dy + o, yr ? yr + o : NULL, x->data + o, mu, L, &sdy, &sdyx);
+#pragma omp parallel for num_threads(b.T) schedule(static)
+    for (int k = 0; k < b.chunks; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
+        double *p1 = part + 2 * (size_t)k * C, *p2 = p1 + C;
+        for (int64_t c = 0; c < C; c++) p1[c] = p2[c] = 0;
+        CHUNK_IMAGES(b, k, i) {
+            for (int64_t c = 0; c < C; c++) {
+                int64_t o = (i * C + c) * L;
+                run_dot(dy + o, yr ? yr + o : NULL, x->data + o, mean[c], L, &p1[c], &p2[c]);
+            }
         }
-        sdyx *= rstd; /* sum dy * xhat */
+    }
+    for (int64_t c = 0; c < C; c++) {
+        double sdy = 0, sdyx = 0;
+        for (int k = 0; k < b.chunks; k++)
+            sdy += part[2 * (size_t)k * C + c], sdyx += part[(2 * (size_t)k + 1) * C + c];
+        sdyx *= rstd[c]; /* sum dy * xhat */
         if (g->requires_grad) g->grad[c] += (float)sdyx;
-        if (b->requires_grad) b->grad[c] += (float)sdy;
-        if (!x->requires_grad) continue;
+        if (bt->requires_grad) bt->grad[c] += (float)sdy;
         /* training: dx = kn * (cnt*dy - s1 - xhat*s2); evaluation: dx = k * dy */
-        float k = g->data[c] * rstd, kn = a->training ? k / cnt : k;
-        float k1 = a->training ? cnt : 1.0f, s1 = a->training ? (float)sdy : 0.0f;
-        float s2 = a->training ? (float)sdyx : 0.0f;
-        for (int64_t i = 0; i < N; i++) {
-            int64_t o = (i * C + c) * L;
-            run_dx(x->grad + o, dy + o, yr ? yr + o : NULL, x->data + o, L, kn, k1, s1, s2, mu, rstd, set);
+        float kk = g->data[c] * rstd[c];
+        coef[c] = a->training ? kk / cnt : kk, coef[C + c] = a->training ? cnt : 1.0f;
+        coef[2 * C + c] = a->training ? (float)sdy : 0.0f, coef[3 * C + c] = a->training ? (float)sdyx : 0.0f;
+    }
+    if (!x->requires_grad) return 0;
+#pragma omp parallel for num_threads(b.T) schedule(static)
+    for (int k = 0; k < b.chunks; k++) {
+        CHUNK_IMAGES(b, k, i) {
+            for (int64_t c = 0; c < C; c++) {
+                int64_t o = (i * C + c) * L;
+                run_dx(x->grad + o, dy + o, yr ? yr + o : NULL, x->data + o, L, coef[c], coef[C + c],
+                       coef[2 * C + c], coef[3 * C + c], mean[c], rstd[c], set);
+            }
         }
     }
     return 0;
