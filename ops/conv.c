@@ -264,21 +264,23 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
     float *A = tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float));
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if (!A || !bufs) return TG_ERR_NOMEM;
-    memset(bufs, 0, (size_t)T * per * sizeof(float)); /* the borders pad_x never writes */
     for (int g = 0; g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
-#pragma omp parallel for num_threads(T) schedule(static)
-    for (int i = 0; i < d->N; i++) {
+#pragma omp parallel num_threads(T)
+    {
         float *xp = bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
-        for (int g = 0; g < d->G; g++) {
-            pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
-            tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off, c,
-                             s.P, false, offs);
-            float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
-            for (int k = 0; k < d->Kg; k++)
-                copy_rows(yg + k * HWo, d->Wo, c + k * s.P, s.Wp, d->Ho, d->Wo, relu ? ROWS_BIAS_RELU : ROWS_BIAS,
-                          b ? b[g * d->Kg + k] : 0.0f, NULL);
-        }
+        memset(xp, 0, (size_t)per * sizeof(float)); /* once: the borders pad_x never writes */
+#pragma omp for schedule(static)
+        for (int i = 0; i < d->N; i++)
+            for (int g = 0; g < d->G; g++) {
+                pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+                tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off,
+                                 c, s.P, false, offs);
+                float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                for (int k = 0; k < d->Kg; k++)
+                    copy_rows(yg + k * HWo, d->Wo, c + k * s.P, s.Wp, d->Ho, d->Wo,
+                              relu ? ROWS_BIAS_RELU : ROWS_BIAS, b ? b[g * d->Kg + k] : 0.0f, NULL);
+            }
     }
     return 0;
 }
@@ -350,37 +352,41 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     if ((x->requires_grad && !A) || !bufs) return TG_ERR_NOMEM;
-    memset(bufs, 0, (size_t)T * per * sizeof(float)); /* the borders pad_x and pad_dy never write */
     for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w->data + (int64_t)g * d->Kg * d->rows, d, true);
-#pragma omp parallel for num_threads(T) schedule(static)
-    for (int c = 0; c < chunks; c++) {
+#pragma omp parallel num_threads(T)
+    {
         float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * s.xp_size;
-        float *cx = dqs + most * s.dq_size, *dw = dws ? dws + (size_t)c * w->size : NULL;
+        float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (s.xp_size + s.dq_size) + Cgp * s.P2));
-        int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
-        for (int g = 0; g < d->G; g++) {
-            for (int i = i0; i < i1; i++) {
-                int64_t o = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
-                float *dq = dqs + (i - i0) * s.dq_size;
-                pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
-                for (int k = 0; dbs && k < d->Kg; k++) /* the bias gradient of this chunk, from the padded copy */
-                    dbs[(size_t)c * d->K + g * d->Kg + k] += lane_sum(dq + s.front + k * s.Lq + (int64_t)s.PR * s.Wp,
-                                                                       (int64_t)d->Ho * s.Wp);
-                if (dw)
-                    pad_x(xps + (i - i0) * s.xp_size,
-                          x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
-            }
-            if (dw) /* dy on the forward grid starts PR rows into each padded plane */
-                tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, i1 - i0, dqs + s.front + (int64_t)s.PR * s.Wp,
-                                    s.Lq, s.dq_size, xps, (ptrdiff_t)s.Hp * s.Wp, s.xp_size, s.off,
-                                    dw + (int64_t)g * d->Kg * d->rows, false);
-            for (int i = i0; x->requires_grad && i < i1; i++) {
-                tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size, dqs + (i - i0) * s.dq_size + s.front,
-                                 s.Lq, s.off2, cx, s.P2, false, offs);
-                float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                for (int ch = 0; ch < d->Cg; ch++)
-                    copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W,
-                              dx_set ? ROWS_COPY : ROWS_ADD, 0.0f, NULL);
+        memset(xps, 0, (size_t)per * sizeof(float)); /* once: the borders pad_x and pad_dy never write */
+#pragma omp for schedule(static)
+        for (int c = 0; c < chunks; c++) {
+            float *dw = dws ? dws + (size_t)c * w->size : NULL;
+            int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
+            for (int g = 0; g < d->G; g++) {
+                for (int i = i0; i < i1; i++) {
+                    int64_t o = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                    float *dq = dqs + (i - i0) * s.dq_size;
+                    pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
+                    for (int k = 0; dbs && k < d->Kg; k++) /* this chunk's bias gradient, from the padded copy */
+                        dbs[(size_t)c * d->K + g * d->Kg + k] +=
+                            lane_sum(dq + s.front + k * s.Lq + (int64_t)s.PR * s.Wp, (int64_t)d->Ho * s.Wp);
+                    if (dw)
+                        pad_x(xps + (i - i0) * s.xp_size,
+                              x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+                }
+                if (dw) /* dy on the forward grid starts PR rows into each padded plane */
+                    tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, i1 - i0, dqs + s.front + (int64_t)s.PR * s.Wp,
+                                        s.Lq, s.dq_size, xps, (ptrdiff_t)s.Hp * s.Wp, s.xp_size, s.off,
+                                        dw + (int64_t)g * d->Kg * d->rows, false);
+                for (int i = i0; x->requires_grad && i < i1; i++) {
+                    tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size,
+                                     dqs + (i - i0) * s.dq_size + s.front, s.Lq, s.off2, cx, s.P2, false, offs);
+                    float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    for (int ch = 0; ch < d->Cg; ch++)
+                        copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W,
+                                  dx_set ? ROWS_COPY : ROWS_ADD, 0.0f, NULL);
+                }
             }
         }
     }
@@ -458,8 +464,10 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     for (int i = 1; i < n->n_in; i++) /* weight and bias are small: zero them if unset, then add */
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
-    for (int c = 0; dws && c < chunks; c++)
-        for (int64_t j = 0; j < w->size; j++) w->grad[j] += dws[(size_t)c * w->size + j];
+    if (dws) /* over the chunks in order, for each element */
+#pragma omp parallel for num_threads(tg__threads_for(w->size * chunks, TG_MIN_PER_THREAD)) schedule(static)
+        for (int64_t j = 0; j < w->size; j++)
+            for (int c = 0; c < chunks; c++) w->grad[j] += dws[(size_t)c * w->size + j];
     for (int c = 0; dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
         for (int k = 0; k < d.K; k++) b->grad[k] += dbs[(size_t)c * d.K + k];
     if (b && b->requires_grad && !dbs)
