@@ -229,6 +229,10 @@ tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *
 /* relu(batch_norm(...)) as one op, one pass over memory each way instead of two */
 tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                               tg_tensor *running_var, bool training, float momentum, float eps);
+/* relu(batch_norm(x) + shortcut) as one op: the end of a v1 residual block (shortcut: x's shape) */
+tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                  tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
+                                  float eps, tg_tensor *shortcut);
 /* y = x + fx for exactly equal shapes: the join of a residual block */
 tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 /* relu(x + fx) as one op: the end of a v1 residual block */

@@ -430,10 +430,11 @@ tg_layer *tg_model_sigmoid(tg_model *m) {
 static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     tg_tensor *h = tg_conv2d(t, x, l->params[0], NULL, l->stride, 1, 1, 1);
     h = bn_relu_at(l, 1, 0, t, h, training);
-    h = bn_at(l, 4, 2, t, tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1), training);
+    h = tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1);
     tg_tensor *s = x;
     if (l->n_params > 6) s = bn_at(l, 7, 4, t, tg_conv2d(t, x, l->params[6], NULL, l->stride, 0, 1, 1), training);
-    return tg_residual_add_relu(t, s, h);
+    return tg_batch_norm_add_relu(t, h, l->params[4], l->params[5], l->buffers[2], l->buffers[3], training,
+                                  l->momentum, l->eps, s); /* relu(bn2(h) + s) */
 }
 
 /* v2: a = relu(bn1(x)); y = conv2(relu(bn2(conv1(a)))) + (x or conv_1x1(a)) */

@@ -51,33 +51,39 @@ TG_CLONES static double run_sqdev(const float *p, int64_t n, float m) {
     return s;
 }
 
-/* sum of a and of a*(b - m); with y, only where y > 0 (the gradient through a ReLU with output y) */
+/* sum of a and of a*(b - m); with y, only where y > 0 (the gradient through a ReLU
+ * with output y). With ds, also stores (set) or adds that masked a there: the
+ * shortcut's gradient in batch_norm_add_relu. */
 TG_CLONES static void run_dot(const float *a, const float *y, const float *b, float m, int64_t n, double *sa,
-                              double *sab) {
+                              double *sab, float *ds, bool ds_set) {
     tg_f8 s1 = {0}, s2 = {0}, zero = {0}, mv = zero + m;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
         tg_f8 d = y ? TG_F8_KEEP(TG_F8(a + j), TG_F8(y + j) > zero) : TG_F8(a + j);
         s1 += d, s2 += d * (TG_F8(b + j) - mv);
+        if (ds) *(tg_f8 *)(ds + j) = ds_set ? d : TG_F8(ds + j) + d;
     }
     *sa += LANES(s1), *sab += LANES(s2);
     for (; j < n; j++) {
         float d = !y || y[j] > 0.0f ? a[j] : 0.0f;
         *sa += d, *sab += (double)d * (b[j] - m);
+        if (ds) ds[j] = ds_set ? d : ds[j] + d;
     }
 }
 
-/* y = g * ((x - mu) * rstd) + b, then max(y, 0) if relu */
-TG_CLONES static void run_normalize(float *y, const float *x, int64_t n, float mu, float rstd, float g, float b,
-                                    bool relu) {
+/* y = g * ((x - mu) * rstd) + b (+ sc, a shortcut, if given), then max(y, 0) if relu */
+TG_CLONES static void run_normalize(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd,
+                                    float g, float b, bool relu) {
     tg_f8 zero = {0}, mv = zero + mu, rv = zero + rstd, gv = zero + g, bv = zero + b;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
         tg_f8 v = gv * ((TG_F8(x + j) - mv) * rv) + bv;
+        if (sc) v += TG_F8(sc + j);
         *(tg_f8 *)(y + j) = relu ? TG_F8_KEEP(v, v > zero) : v;
     }
     for (; j < n; j++) {
         float v = g * ((x[j] - mu) * rstd) + b;
+        if (sc) v += sc[j];
         y[j] = relu && !(v > 0.0f) ? 0.0f : v;
     }
 }
@@ -110,9 +116,12 @@ static void bn_dims(const tg_tensor *x, int64_t *N, int64_t *C, int64_t *L) {
 
 static int bn_shape(tg_node *n, int *ndim, int *shape) {
     const bn_attr *a = n->attr;
-    const tg_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2];
+    const tg_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2], *sc = n->n_in > 3 ? n->in[3] : NULL;
     char sx[64], s2[64];
     tg_shape_str(x, sx, sizeof sx);
+    if (sc && !tg_same_shape(x, sc))
+        return tg_fail(TG_ERR_SHAPE, "%s: the shortcut has shape %s but x has %s", n->op->name,
+                       tg_shape_str(sc, s2, sizeof s2), sx);
     if (x->ndim < 2) return tg_fail(TG_ERR_SHAPE, "%s: input must be (N,C) or (N,C,...), got %s", n->op->name, sx);
     int C = x->shape[1];
     const tg_tensor *per_channel[4] = {g, b, a->running_mean, a->running_var};
@@ -136,7 +145,11 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
 }
 
 /* batch_norm_relu: relu(batch_norm(x)) in one pass each way */
-static bool fused_relu(const tg_node *n) { return n->op == &tg__op_batch_norm_relu; }
+static bool fused_relu(const tg_node *n) {
+    return n->op == &tg__op_batch_norm_relu || n->op == &tg__op_batch_norm_add_relu;
+}
+/* batch_norm_add_relu: relu(batch_norm(x) + shortcut), the end of a v1 residual block; the shortcut is input 3 */
+static tg_tensor *shortcut(const tg_node *n) { return n->n_in > 3 ? n->in[3] : NULL; }
 
 /* Work is split over fixed chunks of images (the same images each thread took
  * in the op before, so they are still in its cache); per-channel sums are
@@ -163,6 +176,7 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     const bn_attr *a = n->attr;
     bool relu = fused_relu(n);
     const tg_tensor *x = n->in[0];
+    const float *sc = shortcut(n) ? shortcut(n)->data : NULL;
     const float *gamma = n->in[1]->data, *beta = n->in[2]->data;
     bn_split b = split_of(x);
     int64_t C = b.C, L = b.L, cnt = b.N * L;
@@ -215,8 +229,8 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     for (int k = 0; k < b.chunks; k++) {
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++)
-                run_normalize(n->out->data + (i * C + c) * L, x->data + (i * C + c) * L, L, mr[c], mr[C + c],
-                              gamma[c], beta[c], relu);
+                run_normalize(n->out->data + (i * C + c) * L, x->data + (i * C + c) * L,
+                              sc ? sc + (i * C + c) * L : NULL, L, mr[c], mr[C + c], gamma[c], beta[c], relu);
         }
     }
     return 0;
@@ -239,8 +253,11 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
-    bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
     const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is > 0 */
+    tg_tensor *sct = shortcut(n);
+    float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where y > 0 */
+    bool ds_set = ds && tg_grad_overwrite(sct); /* first: if the shortcut is x itself, dx then adds to it */
+    bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
         double *p1 = part + 2 * (size_t)k * C, *p2 = p1 + C;
@@ -248,7 +265,8 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;
-                run_dot(dy + o, yr ? yr + o : NULL, x->data + o, mean[c], L, &p1[c], &p2[c]);
+                run_dot(dy + o, yr ? yr + o : NULL, x->data + o, mean[c], L, &p1[c], &p2[c], ds ? ds + o : NULL,
+                        ds_set);
             }
         }
     }
@@ -284,10 +302,10 @@ static void bn_describe(const tg_node *n, char *buf, size_t len) {
 }
 
 /* FLOPs per element: training 8 (mean 1, variance 3, normalise 2, scale and shift 2), evaluation 4;
- * one more for the fused ReLU */
+ * one more for a fused ReLU, one more for the shortcut's add */
 static int64_t bn_flops(const tg_node *n) {
     const bn_attr *a = n->attr;
-    return ((a->training ? 8 : 4) + fused_relu(n)) * n->out->size;
+    return ((a->training ? 8 : 4) + fused_relu(n) + (shortcut(n) != NULL)) * n->out->size;
 }
 
 /* Training: the batch's statistics against the running ones (as they are after this batch's
@@ -324,6 +342,10 @@ const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_at
 const tg_op tg__op_batch_norm_relu = {.name = "batch_norm_relu", .attr_size = sizeof(bn_attr), .shape = bn_shape,
                                       .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
                                       .flops = bn_flops, .stats = bn_stats, .overwrites_grads = true};
+const tg_op tg__op_batch_norm_add_relu = {.name = "batch_norm_add_relu", .attr_size = sizeof(bn_attr),
+                                          .shape = bn_shape, .forward = bn_forward, .vjp = bn_vjp,
+                                          .describe = bn_describe, .flops = bn_flops, .stats = bn_stats,
+                                          .overwrites_grads = true};
 
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps) {
@@ -343,6 +365,17 @@ tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_ten
         return NULL;
     }
     return tg_apply(t, &tg__op_batch_norm_relu, (tg_tensor *[]){x, gamma, beta}, 3, &a);
+}
+
+tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                  tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
+                                  float eps, tg_tensor *shortcut) {
+    bn_attr a = {running_mean, running_var, training, momentum, eps};
+    if (x && (!gamma || !beta || !shortcut)) {
+        tg_fail(TG_ERR_ARG, "batch_norm_add_relu: gamma, beta and the shortcut are required");
+        return NULL;
+    }
+    return tg_apply(t, &tg__op_batch_norm_add_relu, (tg_tensor *[]){x, gamma, beta, shortcut}, 4, &a);
 }
 
 // ----------------------------------------------------------------------------

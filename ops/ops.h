@@ -30,6 +30,7 @@
     X(DROPOUT_VANILLA, dropout_vanilla) \
     X(BATCH_NORM, batch_norm)           \
     X(BATCH_NORM_RELU, batch_norm_relu) \
+    X(BATCH_NORM_ADD_RELU, batch_norm_add_relu) \
     X(CONV_TRANSPOSE2D, conv_transpose2d) \
     X(UPSAMPLE, upsample)               \
     X(LAYER_NORM, layer_norm)           \

@@ -386,6 +386,44 @@ static void batch_norm_relu(void) {
     for (int i = 0; i < 8; i++) tg_tensor_free(all[i]);
 }
 
+/* batch_norm_add_relu is relu(batch_norm(x) + s): the same output and gradients
+ * (x, gamma, beta and the shortcut s), bit for bit, as the three ops */
+static void batch_norm_add_relu(void) {
+    enum { N = 4, C = 3, L = 16 };
+    uint64_t s = 23;
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, 4, 4}), *sc = tg_param_new(4, (int[]){N, C, 4, 4});
+    tg_tensor *g = tg_param_new(1, (int[]){C}), *b = tg_param_new(1, (int[]){C});
+    static float dy[N * C * L], keep[4][N * C * L];
+    for (int i = 0; i < N * C * L; i++) x->data[i] = 2 * frand(&s), sc->data[i] = frand(&s), dy[i] = frand(&s);
+    for (int c = 0; c < C; c++) g->data[c] = 1 + 0.5f * frand(&s), b->data[c] = 0.3f * frand(&s);
+    for (int fused = 0; fused < 2; fused++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor *all[4] = {x, g, b, sc};
+        for (int k = 0; k < 4; k++) tg_tensor_zero_grad(all[k]);
+        tg_tensor *y = fused ? tg_batch_norm_add_relu(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, sc)
+                             : tg_residual_add_relu(t, sc, tg_batch_norm(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f));
+        CHECK(y != NULL);
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        int same = 1, zeros = 0;
+        for (int k = 0; k < 4; k++)
+            for (int64_t i = 0; i < all[k]->size; i++) {
+                if (!fused) keep[k][i] = all[k]->grad[i];
+                else same &= keep[k][i] == all[k]->grad[i];
+            }
+        for (int i = 0; i < N * C * L; i++) zeros += y->data[i] == 0;
+        CHECK(same);
+        CHECK(zeros > 20 && zeros < N * C * L - 20);
+        tg_tape_free(t);
+    }
+    tg_tape *t = tg_tape_new();
+    tg_tensor *bad = tg_param_new(4, (int[]){N, C, 4, 5});
+    CHECK(tg_batch_norm_add_relu(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, bad) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm_add_relu: the shortcut has shape 4x3x4x5 but x has 4x3x4x4");
+    tg_tape_free(t);
+    tg_tensor *all[] = {x, sc, g, b, bad};
+    for (int i = 0; i < 5; i++) tg_tensor_free(all[i]);
+}
+
 /* In a residual block x feeds both branches: its gradient is the sum over both paths. */
 static void residual(void) {
     uint64_t s = 5;
@@ -440,6 +478,7 @@ int main(void) {
     batch_norm();
     batch_norm_closed_form();
     batch_norm_relu();
+    batch_norm_add_relu();
     residual();
     CHECK_DONE();
 }

@@ -72,6 +72,7 @@ static tg_tensor *running[2]; /* batch norm's running mean and variance, made in
 BUILD(b_bn, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
 BUILD(b_bn_eval, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], false, 0.1f, 1e-5f))
 BUILD(b_bn_relu, tg_batch_norm_relu(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
+BUILD(b_bn_add_relu, tg_batch_norm_add_relu(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, x[3]))
 
 static const row rows[] = {
     {"add", b_add, 2, {{2, {3, 4}}, {2, {3, 4}}}},
@@ -116,6 +117,7 @@ static const row rows[] = {
     {"mse_loss", b_mse, 2, {{3, {2, 3, 4}}, {3, {2, 3, 4}}}},
     {"batch_norm", b_bn_eval, 3, {{4, {2, 3, 3, 2}}, {1, {3}, POSITIVE}, {1, {3}}}},
     {"batch_norm_relu", b_bn_relu, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}}},
+    {"batch_norm_add_relu", b_bn_add_relu, 4, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}, {4, {3, 3, 2, 3}}}},
 };
 
 // ----------------------------------------------------------------------------
