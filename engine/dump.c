@@ -144,7 +144,7 @@ static void print_node(const tg_node *n, const survey *s, FILE *f) {
         snprintf(dy, sizeof dy, "%.3e", l2_norm(n->out->grad, n->out->size));
         snprintf(bwd, sizeof bwd, "%.3f", 1e3 * n->t_backward);
     }
-    fprintf(f, "%6s %-15s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, n->op->name, shape, rf,
+    fprintf(f, "%6s %-19s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, n->op->name, shape, rf,
             n->saved_bytes, n->saved_bytes ? (n->saved_what ? n->saved_what : "?") : "-", flops,
             (long long)node_params(n), 1e3 * n->t_forward, bwd, dy);
     for (int i = 0; i < n->n_in; i++) fprintf(f, "%s%s", i ? " " : "", tg__label(n->in[i], buf, sizeof buf));
@@ -197,12 +197,12 @@ static void print_totals(const tg_tape *t, const survey *s, FILE *f) {
     for (int i = 0; i < s->n_leaves; i++)
         if (is_param(s->leaves[i].x)) params += s->leaves[i].x->size;
 
-    fprintf(f, "\n# by op %13s %5s %13s %9s %9s %11s\n", "", "nodes", "flops", "fwd ms", "bwd ms", "saved");
+    fprintf(f, "\n# by op %14s %5s %13s %9s %9s %11s\n", "", "nodes", "flops", "fwd ms", "bwd ms", "saved");
     for (int k = 0; k < s->n_ops; k++) {
         const op_total *o = &s->ops[k];
         char fl[24] = "-";
         if (o->flops >= 0) snprintf(fl, sizeof fl, "%lld", (long long)o->flops);
-        fprintf(f, "#  %-18s %5d %13s %9.3f %9.3f %11zu\n", o->op->name, o->nodes, fl, 1e3 * o->t_forward,
+        fprintf(f, "#  %-19s %5d %13s %9.3f %9.3f %11zu\n", o->op->name, o->nodes, fl, 1e3 * o->t_forward,
                 1e3 * o->t_backward, o->saved);
     }
     fprintf(f, "\n# total: %d nodes, %lld parameter elements, %zu bytes saved for backward (%sB), arena high-water "
@@ -228,7 +228,7 @@ int tg_tape_dump(const tg_tape *t, FILE *f) {
     bool after_backward = t->last && t->last->out->grad;
     fprintf(f, "# tape: %d nodes%s\n", s.n,
             after_backward ? ", after backward" : " (before backward: no gradients yet)");
-    fprintf(f, "#%5s %-15s %-13s %4s %9s %-10s %11s %8s %8s %8s %10s  %s\n", "id", "op", "output", "rf", "saved",
+    fprintf(f, "#%5s %-19s %-13s %4s %9s %-10s %11s %8s %8s %8s %10s  %s\n", "id", "op", "output", "rf", "saved",
             "(what)", "flops", "params", "fwd ms", "bwd ms", "|dy|", "inputs | attributes | stats");
     for (const tg_node *n = t->first; n; n = n->next) print_node(n, &s, f);
     print_params(&s, f);

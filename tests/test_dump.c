@@ -208,7 +208,7 @@ static void small_net(void) {
     snprintf(hw, sizeof hw, "arena high-water %zu bytes", tg_tape_arena_high_water(t));
     CHECK_MSG(text, hw);
     CHECK_MSG(text, "# total: 8886 forward FLOPs (8.9 KFLOP)");
-    CHECK_MSG(text, "#  batch_norm             1          2304");
+    CHECK_MSG(text, "#  batch_norm              1          2304");
     free(dt.text);
 
     /* the same tape as a graph */
