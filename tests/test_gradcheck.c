@@ -206,6 +206,20 @@ static int mul_vjp_one_off(tg_tape *t, tg_node *n) { /* right but for one elemen
     return rc;
 }
 
+/* scale3 that stores into a gradient that holds nothing yet (overwrites_grads):
+ * right, or forgetting the last element, or adding where it must store */
+static int store_mode; /* 0 right, 1 skips the last element, 2 always adds */
+static int scale3_vjp_store(tg_tape *t, tg_node *n) {
+    (void)t;
+    bool set = tg_grad_overwrite(n->in[0]) && store_mode != 2;
+    int64_t end = n->out->size - (store_mode == 1);
+    for (int64_t i = 0; i < end; i++)
+        n->in[0]->grad[i] = (set ? 0 : n->in[0]->grad[i]) + 3 * n->out->grad[i];
+    return 0;
+}
+
+static const tg_op scale3_store = {.name = "scale3", .shape = scale3_shape, .forward = scale3_forward,
+                                   .vjp = scale3_vjp_store, .overwrites_grads = true};
 static const tg_op scale3_right = {.name = "scale3", .shape = scale3_shape, .forward = scale3_forward,
                                    .vjp = scale3_vjp_right};
 static const tg_op scale3_wrong = {.name = "scale3", .shape = scale3_shape, .forward = scale3_forward,
@@ -215,6 +229,7 @@ static tg_op mul_wrong; /* tg__op_mul with mul_vjp_one_off */
 static tg_tensor *b_scale3_right(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &scale3_right, x, 1, NULL); }
 static tg_tensor *b_scale3_wrong(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &scale3_wrong, x, 1, NULL); }
 static tg_tensor *b_mul_wrong(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &mul_wrong, x, 2, NULL); }
+static tg_tensor *b_scale3_store(tg_tape *t, tg_tensor **x, void *c) { (void)c; return tg_apply(t, &scale3_store, x, 1, NULL); }
 
 static void planted(void) {
     int shape[2] = {3, 4};
@@ -236,6 +251,14 @@ static void planted(void) {
     tg_tensor *xy[2] = {x, y};
     CHECK_INT(tg_gradcheck(b_mul_wrong, xy, 2, NULL, NULL, rel), TG_ERR_STATE);
     printf("planted mul, one element off by 5%%: maxrel=%.2e (%s)\n", rel[0], tg_last_error());
+
+    /* an op that stores into unset gradients: gradcheck hands it NaN-filled ones */
+    const char *what[3] = {"right", "skips the last element", "adds where it must store"};
+    for (store_mode = 0; store_mode < 3; store_mode++) {
+        int rc = tg_gradcheck(b_scale3_store, &x, 1, NULL, NULL, rel);
+        CHECK_INT(rc, store_mode == 0 ? 0 : TG_ERR_NONFINITE);
+        printf("planted scale3 that stores, %s: %s\n", what[store_mode], rc ? tg_last_error() : "ok");
+    }
     tg_tensor_free(x);
     tg_tensor_free(y);
 }
