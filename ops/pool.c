@@ -140,12 +140,33 @@ static int maxpool_vjp(tg_tape *t, tg_node *n) {
     const int32_t *arg = n->saved;
     int64_t HW = (int64_t)x->shape[2] * x->shape[3], HWo = (int64_t)y->shape[2] * y->shape[3];
     int64_t planes = (int64_t)x->shape[0] * x->shape[1];
+    const pool_attr *a = n->attr;
+    int W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
     bool set = tg_grad_overwrite(x); /* dx holds nothing yet: zero each plane just before its scatter */
+    /* 2x2 windows that tile the plane: every input lies in at most one window, so one pass
+     * writes each element once, the gradient at the argmax and zeros around it */
+    bool tiles = set && a->kernel == 2 && a->stride == 2 && a->pad == 0;
     /* planes are independent (windows may overlap, but only within a plane) */
 #pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < planes; p++) {
-        if (set) memset(x->grad + p * HW, 0, (size_t)HW * sizeof(float));
-        for (int64_t o = p * HWo; o < (p + 1) * HWo; o++) x->grad[p * HW + arg[o]] += y->grad[o];
+        float *dx = x->grad + p * HW;
+        const float *dy = y->grad + p * HWo;
+        const int32_t *ap = arg + p * HWo;
+        if (!tiles) {
+            if (set) memset(dx, 0, (size_t)HW * sizeof(float));
+            for (int64_t o = 0; o < HWo; o++) dx[ap[o]] += dy[o];
+            continue;
+        }
+        if (x->shape[2] > 2 * Ho || W > 2 * Wo) memset(dx, 0, (size_t)HW * sizeof(float)); /* an odd edge */
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int o = oh * Wo + ow, i = 2 * oh * W + 2 * ow;
+                float g = dy[o];
+                dx[i] = ap[o] == i ? g : 0.0f;
+                dx[i + 1] = ap[o] == i + 1 ? g : 0.0f;
+                dx[i + W] = ap[o] == i + W ? g : 0.0f;
+                dx[i + W + 1] = ap[o] == i + W + 1 ? g : 0.0f;
+            }
     }
     return 0;
 }

@@ -100,6 +100,7 @@ static const row rows[] = {
     {"conv2d_relu", b_conv_relu, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}, SPLIT}}},
     {"conv2d_relu", b_conv_relu_s2, 3, {{4, {1, 2, 7, 6}}, {4, {4, 2, 3, 3}}, {1, {4}, SPLIT}}},
     {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 4, 6}, DISTINCT}}},
+    {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 5, 7}, DISTINCT}}}, /* odd sizes: the last row and column in no window */
     {"max_pool2d", b_maxpool_pad, 1, {{4, {1, 2, 5, 5}, DISTINCT}}},
     {"avg_pool2d", b_avgpool, 1, {{4, {2, 2, 5, 5}}}},
     {"global_avg_pool", b_gap, 1, {{4, {2, 3, 3, 4}}}},
