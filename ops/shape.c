@@ -44,9 +44,16 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     float *dx = n->in[0]->grad;
     const float *dy = n->out->grad;
-    if (tg_grad_overwrite(n->in[0])) memcpy(dx, dy, (size_t)n->out->size * sizeof *dx);
-    else
-        for (int64_t i = 0; i < n->out->size; i++) dx[i] += dy[i];
+    int64_t size = n->out->size;
+    bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: copy, don't add */
+    enum { BLOCK = 16384 };
+#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < size; i += BLOCK) {
+        int64_t k = size - i < BLOCK ? size - i : BLOCK;
+        if (set) memcpy(dx + i, dy + i, (size_t)k * sizeof *dx);
+        else
+            for (int64_t j = i; j < i + k; j++) dx[j] += dy[j];
+    }
     return 0;
 }
 
