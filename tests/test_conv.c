@@ -151,6 +151,40 @@ static void one_case(const conv_case *c, const char *kernel, bool relu) {
     tg_set_threads(0);
 }
 
+/* conv2d_relu against tg_relu(tg_conv2d(...)) on the same data: output, dx, dW and db bit for bit */
+static void fused_same_bits(const conv_case *c) {
+    uint64_t seed = 11;
+    int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
+    tg_tensor *x = tg_tensor_new(4, xs), *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
+    tg_tensor_set_requires_grad(x, true);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = (float)frand(&seed);
+    for (int64_t i = 0; i < w->size; i++) w->data[i] = (float)frand(&seed);
+    for (int64_t i = 0; i < b->size; i++) b->data[i] = (float)frand(&seed);
+    float *keep[4] = {0};
+    int same = 1;
+    for (int fused = 0; fused < 2; fused++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor_zero_grad(x), tg_tensor_zero_grad(w), tg_tensor_zero_grad(b);
+        tg_tensor *y = fused ? tg_conv2d_relu(t, x, w, b, c->stride, c->pad, c->dil, c->groups)
+                             : tg_relu(t, tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups));
+        float *dy = malloc((size_t)y->size * sizeof *dy);
+        uint64_t s2 = 5;
+        for (int64_t i = 0; i < y->size; i++) dy[i] = (float)frand(&s2);
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        const float *got[4] = {y->data, x->grad, w->grad, b->grad};
+        int64_t n[4] = {y->size, x->size, w->size, b->size};
+        for (int k = 0; k < 4; k++) {
+            if (!fused) keep[k] = malloc((size_t)n[k] * sizeof(float)), memcpy(keep[k], got[k], (size_t)n[k] * 4);
+            else same &= same_bits(keep[k], got[k], n[k]);
+        }
+        free(dy);
+        tg_tape_free(t);
+    }
+    CHECK(same);
+    for (int k = 0; k < 4; k++) free(keep[k]);
+    tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b);
+}
+
 int main(void) {
     static const char *kernels[] = {"avx512", "avx2", "generic"};
     for (int k = 0; k < 3; k++) {
@@ -167,5 +201,9 @@ int main(void) {
                check_failures == before ? "match the reference" : "FAILED");
     }
     tg__gemm_use(NULL);
+    int before = check_failures;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fused_same_bits(&cases[i]);
+    printf("conv2d_relu against relu(conv2d), bit for bit, %zu shapes: %s\n", sizeof cases / sizeof *cases,
+           check_failures == before ? "same" : "DIFFERENT");
     CHECK_DONE();
 }
