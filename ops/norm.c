@@ -347,35 +347,35 @@ const tg_op tg__op_batch_norm_add_relu = {.name = "batch_norm_add_relu", .attr_s
                                           .describe = bn_describe, .flops = bn_flops, .stats = bn_stats,
                                           .overwrites_grads = true};
 
-tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
-                         tg_tensor *running_var, bool training, float momentum, float eps) {
+/* the three batch-norm constructors: the shortcut only for batch_norm_add_relu */
+static tg_tensor *bn_apply(tg_tape *t, const tg_op *op, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                           tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum, float eps,
+                           tg_tensor *shortcut) {
     bn_attr a = {running_mean, running_var, training, momentum, eps};
-    if (x && (!gamma || !beta)) {
-        tg_fail(TG_ERR_ARG, "batch_norm: gamma and beta are required");
+    bool add = op == &tg__op_batch_norm_add_relu;
+    if (x && (!gamma || !beta || (add && !shortcut))) {
+        tg_fail(TG_ERR_ARG, "%s: %s are required", op->name, add ? "gamma, beta and the shortcut" : "gamma and beta");
         return NULL;
     }
-    return tg_apply(t, &tg__op_batch_norm, (tg_tensor *[]){x, gamma, beta}, 3, &a);
+    return tg_apply(t, op, (tg_tensor *[]){x, gamma, beta, shortcut}, add ? 4 : 3, &a);
+}
+
+tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                         tg_tensor *running_var, bool training, float momentum, float eps) {
+    return bn_apply(t, &tg__op_batch_norm, x, gamma, beta, running_mean, running_var, training, momentum, eps, NULL);
 }
 
 tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                               tg_tensor *running_var, bool training, float momentum, float eps) {
-    bn_attr a = {running_mean, running_var, training, momentum, eps};
-    if (x && (!gamma || !beta)) {
-        tg_fail(TG_ERR_ARG, "batch_norm_relu: gamma and beta are required");
-        return NULL;
-    }
-    return tg_apply(t, &tg__op_batch_norm_relu, (tg_tensor *[]){x, gamma, beta}, 3, &a);
+    return bn_apply(t, &tg__op_batch_norm_relu, x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                    NULL);
 }
 
 tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                                   tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
                                   float eps, tg_tensor *shortcut) {
-    bn_attr a = {running_mean, running_var, training, momentum, eps};
-    if (x && (!gamma || !beta || !shortcut)) {
-        tg_fail(TG_ERR_ARG, "batch_norm_add_relu: gamma, beta and the shortcut are required");
-        return NULL;
-    }
-    return tg_apply(t, &tg__op_batch_norm_add_relu, (tg_tensor *[]){x, gamma, beta, shortcut}, 4, &a);
+    return bn_apply(t, &tg__op_batch_norm_add_relu, x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                    shortcut);
 }
 
 // ----------------------------------------------------------------------------
