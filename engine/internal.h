@@ -95,8 +95,22 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
  * for p < P, a multiple of 16 (and, for _nt, over G images at strides a_img, b_img). Mp is M rounded up to 8: A's extra rows are
  * zeros and C (row stride ldc) has Mp rows. B must be readable up to
  * (K-1)*ldb + max(off) + P; scratch has room for T*K offsets. They use the GEMM's kernel choice. */
-void tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch);
+/* Where tg__shifted_gemm may write straight into an unpadded output instead of
+ * C: the lanes set in mask[v] of the grid's 16-column group v are real outputs,
+ * stored in order from y + m*plane + at[v], with bias[m] added (if bias) and
+ * negatives made 0 (if relu). Only the AVX-512 kernel does it (it returns true);
+ * the others fill C and return false. */
+typedef struct {
+    float *y;
+    ptrdiff_t plane;
+    const float *bias;
+    bool relu;
+    const uint16_t *mask;
+    const int32_t *at;
+} tg__shift_out;
+bool tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
+                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch,
+                      const tg__shift_out *out);
 void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                          const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C,
                          bool accumulate);

@@ -42,6 +42,7 @@
 #define SK_BCAST(x) (x)
 #define SK_FMA(a, b, c) ((a) * (b) + (c))
 #define SK_HSUM(v) (v)
+#define SK_OUT 0
 #include "shifted_kernel.h"
 
 #if defined(__x86_64__)
@@ -61,6 +62,7 @@
 #define SK_BCAST(x) _mm256_set1_ps(x)
 #define SK_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define SK_HSUM(v) hsum_avx2(v)
+#define SK_OUT 0
 SK_TARGET static inline float hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -84,11 +86,13 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #define SK_BCAST(x) _mm512_set1_ps(x)
 #define SK_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define SK_HSUM(v) _mm512_reduce_add_ps(v)
+#define SK_OUT 1 /* can write straight into an unpadded output (compress stores) */
 #include "shifted_kernel.h"
 #endif
 
-typedef void (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *boff);
+typedef bool (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
+                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *boff,
+                       const tg__shift_out *out);
 typedef void (*wgt_fn)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                        const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C, bool accumulate);
 
@@ -103,12 +107,13 @@ static void pick(fwd_fn *f, wgt_fn *w) {
 #endif
 }
 
-void tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch) {
+bool tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
+                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch,
+                      const tg__shift_out *out) {
     fwd_fn f;
     wgt_fn w;
     pick(&f, &w);
-    f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate, scratch);
+    return f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate, scratch, out);
 }
 
 void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,

@@ -8,7 +8,9 @@
 SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(const int NB, int Mp, int KT,
                                                                               const float *A, const float *B,
                                                                               const ptrdiff_t *boff, float *C,
-                                                                              ptrdiff_t ldc, bool accumulate) {
+                                                                              ptrdiff_t ldc, bool accumulate,
+                                                                              const tg__shift_out *out, int M,
+                                                                              int m0, int p0) {
     SK_V acc[SK_MB][SK_NBMAX];
     for (int i = 0; i < SK_MB; i++)
         for (int j = 0; j < NB; j++) acc[i][j] = accumulate ? SK_LOAD(C + i * ldc + j * SK_W) : SK_ZERO();
@@ -22,6 +24,23 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
             for (int j = 0; j < NB; j++) acc[i][j] = SK_FMA(av, bv[j], acc[i][j]);
         }
     }
+#if SK_OUT
+    if (out) { /* the real lanes straight into y, bias added, ReLU applied */
+        for (int i = 0; i < SK_MB && m0 + i < M; i++) {
+            SK_V bias = out->bias ? SK_BCAST(out->bias[m0 + i]) : SK_ZERO();
+            float *y = out->y + (ptrdiff_t)(m0 + i) * out->plane;
+            for (int j = 0; j < NB; j++) {
+                SK_V v = acc[i][j] + bias;
+                if (out->relu) v = _mm512_max_ps(v, SK_ZERO()); /* NaN and -0 become +0, as relu's */
+                int g = p0 / 16 + j;
+                _mm512_mask_compressstoreu_ps(y + out->at[g], out->mask[g], v);
+            }
+        }
+        return;
+    }
+#else
+    (void)out, (void)M, (void)m0, (void)p0;
+#endif
     for (int i = 0; i < SK_MB; i++)
         for (int j = 0; j < NB; j++) SK_STORE(C + i * ldc + j * SK_W, acc[i][j]);
 }
@@ -29,9 +48,10 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
 /* C[m][p] (+)= sum_t sum_k A[(t*K + k)*Mp + m] * B[k*ldb + off[t] + p] for m < Mp, p < P.
  * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16.
  * boff has room for T*K offsets. */
-SK_TARGET static void SK_NAME(shifted_fwd)(int M, int P, int K, int T, const float *A, const float *B,
+SK_TARGET static bool SK_NAME(shifted_fwd)(int M, int P, int K, int T, const float *A, const float *B,
                                            ptrdiff_t ldb, const ptrdiff_t *off, float *C, ptrdiff_t ldc,
-                                           bool accumulate, ptrdiff_t *boff) {
+                                           bool accumulate, ptrdiff_t *boff, const tg__shift_out *out) {
+    if (!SK_OUT || accumulate) out = NULL;
     const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W, KT = T * K;
     for (int t = 0; t < T; t++)
         for (int k = 0; k < K; k++) boff[t * K + k] = off[t] + (ptrdiff_t)k * ldb;
@@ -40,11 +60,12 @@ SK_TARGET static void SK_NAME(shifted_fwd)(int M, int P, int K, int T, const flo
         for (int m0 = 0; m0 < Mp; m0 += SK_MB) {
             const float *a = A + m0, *b = B + p0;
             float *c = C + (ptrdiff_t)m0 * ldc + p0;
-            if (nb == 3) SK_NAME(fwd_tile)(3, Mp, KT, a, b, boff, c, ldc, accumulate);
-            else if (nb == 2) SK_NAME(fwd_tile)(2, Mp, KT, a, b, boff, c, ldc, accumulate);
-            else SK_NAME(fwd_tile)(1, Mp, KT, a, b, boff, c, ldc, accumulate);
+            if (nb == 3) SK_NAME(fwd_tile)(3, Mp, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
+            else if (nb == 2) SK_NAME(fwd_tile)(2, Mp, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
+            else SK_NAME(fwd_tile)(1, Mp, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
         }
     }
+    return out != NULL;
 }
 
 /* C[m][k*T + t] (+)= sum over images g < G and p < P of A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p]
@@ -99,3 +120,4 @@ SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, int G, co
 #undef SK_BCAST
 #undef SK_FMA
 #undef SK_HSUM
+#undef SK_OUT

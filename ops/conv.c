@@ -234,6 +234,22 @@ static void pad_dy(float *dq, const float *dy, const float *y, const conv_dims *
     }
 }
 
+/* For writing straight into an unpadded output (tg__shift_out): on a grid of
+ * rows Wp wide, of which `rows` rows and the first `cols` columns are real,
+ * which lanes of each 16-column group are real and where the first goes */
+static void grid_map(uint16_t *mask, int32_t *at, int64_t P, int Wp, int rows, int cols) {
+    for (int64_t g = 0; g < P / 16; g++) {
+        mask[g] = 0, at[g] = 0;
+        for (int l = 15; l >= 0; l--) {
+            int64_t p = g * 16 + l;
+            if (p < (int64_t)rows * Wp && p % Wp < cols) {
+                mask[g] |= (uint16_t)(1u << l);
+                at[g] = (int32_t)(p / Wp * cols + p % Wp);
+            }
+        }
+    }
+}
+
 /* The weights of group g by tap: fwd A[(t*Cg + c)*Kgp + k] = w[k][c][t], for dx
  * A[(t*Kg + k)*Cgp + c] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
 static void pack_taps(float *A, const float *w, const conv_dims *d, bool for_dx) {
@@ -263,7 +279,10 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
     int64_t per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg);
     float *A = tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float));
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
-    if (!A || !bufs) return TG_ERR_NOMEM;
+    uint16_t *mask = tg_tape_alloc(t, (size_t)(s.P / 16) * sizeof *mask);
+    int32_t *at = tg_tape_alloc(t, (size_t)(s.P / 16) * sizeof *at);
+    if (!A || !bufs || !mask || !at) return TG_ERR_NOMEM;
+    grid_map(mask, at, s.P, s.Wp, d->Ho, d->Wo);
     for (int g = 0; g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
 #pragma omp parallel num_threads(T)
     {
@@ -274,9 +293,11 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
         for (int i = 0; i < d->N; i++)
             for (int g = 0; g < d->G; g++) {
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
-                tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off,
-                                 c, s.P, false, offs);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, mask, at};
+                if (tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp,
+                                     s.off, c, s.P, false, offs, &out))
+                    continue; /* written into y already */
                 for (int k = 0; k < d->Kg; k++)
                     copy_rows(yg + k * HWo, d->Wo, c + k * s.P, s.Wp, d->Ho, d->Wo,
                               relu ? ROWS_BIAS_RELU : ROWS_BIAS, b ? b[g * d->Kg + k] : 0.0f, NULL);
@@ -351,7 +372,10 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     int64_t per = round16(most * (s.xp_size + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg);
     float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
-    if ((x->requires_grad && !A) || !bufs) return TG_ERR_NOMEM;
+    uint16_t *mask = tg_tape_alloc(t, (size_t)(s.P2 / 16) * sizeof *mask);
+    int32_t *at = tg_tape_alloc(t, (size_t)(s.P2 / 16) * sizeof *at);
+    if ((x->requires_grad && !A) || !bufs || !mask || !at) return TG_ERR_NOMEM;
+    grid_map(mask, at, s.P2, s.Wp, d->H, d->W);
     for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w->data + (int64_t)g * d->Kg * d->rows, d, true);
 #pragma omp parallel num_threads(T)
     {
@@ -380,9 +404,12 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                                         s.Lq, s.dq_size, xps, (ptrdiff_t)s.Hp * s.Wp, s.xp_size, s.off,
                                         dw + (int64_t)g * d->Kg * d->rows, false);
                 for (int i = i0; x->requires_grad && i < i1; i++) {
-                    tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size,
-                                     dqs + (i - i0) * s.dq_size + s.front, s.Lq, s.off2, cx, s.P2, false, offs);
                     float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    tg__shift_out out = {dx, (ptrdiff_t)d->H * d->W, NULL, false, mask, at};
+                    if (tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size,
+                                         dqs + (i - i0) * s.dq_size + s.front, s.Lq, s.off2, cx, s.P2, false, offs,
+                                         dx_set ? &out : NULL))
+                        continue; /* stored into dx already */
                     for (int ch = 0; ch < d->Cg; ch++)
                         copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W,
                                   dx_set ? ROWS_COPY : ROWS_ADD, 0.0f, NULL);
