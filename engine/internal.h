@@ -97,14 +97,14 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
  * (K-1)*ldb + max(off) + P; scratch has room for T*K offsets. They use the GEMM's kernel choice. */
 /* Where tg__shifted_gemm may write straight into an unpadded output instead of
  * C: the lanes set in mask[v] of the grid's 16-column group v are real outputs,
- * stored in order from y + m*plane + at[v], with bias[m] added (if bias) and
- * negatives made 0 (if relu). Only the AVX-512 kernel does it (it returns true);
- * the others fill C and return false. */
+ * stored in order from y + m*plane + at[v] (or added to what is there, if add),
+ * with bias[m] added (if bias) and negatives made 0 (if relu). Only the AVX-512
+ * kernel does it (it returns true); the others fill C and return false. */
 typedef struct {
     float *y;
     ptrdiff_t plane;
     const float *bias;
-    bool relu;
+    bool relu, add;
     const uint16_t *mask;
     const int32_t *at;
 } tg__shift_out;

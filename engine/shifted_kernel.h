@@ -30,9 +30,10 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
             SK_V bias = out->bias ? SK_BCAST(out->bias[m0 + i]) : SK_ZERO();
             float *y = out->y + (ptrdiff_t)(m0 + i) * out->plane;
             for (int j = 0; j < NB; j++) {
-                SK_V v = acc[i][j] + bias;
-                if (out->relu) v = _mm512_max_ps(v, SK_ZERO()); /* NaN and -0 become +0, as relu's */
                 int g = p0 / 16 + j;
+                SK_V v = acc[i][j] + bias;
+                if (out->add) v += _mm512_maskz_expandloadu_ps(out->mask[g], y + out->at[g]);
+                if (out->relu) v = _mm512_max_ps(v, SK_ZERO()); /* NaN and -0 become +0, as relu's */
                 _mm512_mask_compressstoreu_ps(y + out->at[g], out->mask[g], v);
             }
         }

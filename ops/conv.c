@@ -294,7 +294,7 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
             for (int g = 0; g < d->G; g++) {
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
-                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, mask, at};
+                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, mask, at};
                 if (tg__shifted_gemm(d->Kg, (int)s.P, d->Cg, taps, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp,
                                      s.off, c, s.P, false, offs, &out))
                     continue; /* written into y already */
@@ -405,11 +405,11 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                                         dw + (int64_t)g * d->Kg * d->rows, false);
                 for (int i = i0; x->requires_grad && i < i1; i++) {
                     float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                    tg__shift_out out = {dx, (ptrdiff_t)d->H * d->W, NULL, false, mask, at};
+                    tg__shift_out out = {dx, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, mask, at};
                     if (tg__shifted_gemm(d->Cg, (int)s.P2, d->Kg, taps, A + g * a_size,
                                          dqs + (i - i0) * s.dq_size + s.front, s.Lq, s.off2, cx, s.P2, false, offs,
-                                         dx_set ? &out : NULL))
-                        continue; /* stored into dx already */
+                                         &out))
+                        continue; /* stored or added into dx already */
                     for (int ch = 0; ch < d->Cg; ch++)
                         copy_rows(dx + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, d->H, d->W,
                                   dx_set ? ROWS_COPY : ROWS_ADD, 0.0f, NULL);

@@ -71,7 +71,9 @@ static double worst(const float *a, const double *b, int64_t n) {
 
 static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
 
-static void one_case(const conv_case *c, const char *kernel, bool relu) {
+/* relu: conv2d_relu; via: x reaches the conv through a multiply by 1, so the conv's
+ * input gradient is tape memory that starts unset and dx is stored, not added */
+static void one_case(const conv_case *c, const char *kernel, bool relu, bool via) {
     uint64_t seed = 7;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
     tg_tensor *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
@@ -89,11 +91,11 @@ static void one_case(const conv_case *c, const char *kernel, bool relu) {
         for (int64_t i = 0; i < b->size; i++) b->data[i] = (float)frand(&seed);
         tg_tensor_zero_grad(w);
         tg_tensor_zero_grad(b);
-        /* the conv sees x through a multiply by 1: its input gradient is tape memory that starts
-         * unset, so the path that stores dx (not adds) is the one checked */
+        for (int64_t i = 0; i < x->size; i++) x->grad[i] = 0.25f * (float)(i % 7); /* dx must add to this */
         tg_tensor *one = tg_tensor_tape(t, 0, NULL);
         one->data[0] = 1.0f;
-        y = (relu ? tg_conv2d_relu : tg_conv2d)(t, tg_mul(t, x, one), w, b, c->stride, c->pad, c->dil, c->groups);
+        y = (relu ? tg_conv2d_relu : tg_conv2d)(t, via ? tg_mul(t, x, one) : x, w, b, c->stride, c->pad, c->dil,
+                                                c->groups);
         CHECK(y != NULL);
         if (!y) {
             fprintf(stderr, "%s\n", tg_last_error());
@@ -115,8 +117,9 @@ static void one_case(const conv_case *c, const char *kernel, bool relu) {
         keep[threads - 1][3] = malloc((size_t)b->size * sizeof(float));
         memcpy(keep[threads - 1][3], b->grad, (size_t)b->size * sizeof(float));
         if (threads == 1) {
-            double *ry = calloc((size_t)y->size, sizeof *ry), *rdx = calloc((size_t)x->size, sizeof *rdx),
+            double *ry = calloc((size_t)y->size, sizeof *ry), *rdx = malloc((size_t)x->size * sizeof *rdx),
                    *rdw = calloc((size_t)w->size, sizeof *rdw), *rdb = calloc((size_t)b->size, sizeof *rdb);
+            for (int64_t i = 0; i < x->size; i++) rdx[i] = 0.25 * (double)(i % 7);
             reference(c, y->shape[2], y->shape[3], x->data, w->data, b->data, dy, relu ? y->data : NULL, ry, rdx,
                       rdw, rdb);
             int zeros = 0;
@@ -198,10 +201,10 @@ int main(void) {
         }
         int before = check_failures;
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-            one_case(&cases[i], kernels[k], false);
-            one_case(&cases[i], kernels[k], true);
+            for (int mode = 0; mode < 4; mode++) one_case(&cases[i], kernels[k], mode & 1, mode & 2);
         }
-        printf("%s: %zu shapes, conv2d and conv2d_relu, %s\n", kernels[k], sizeof cases / sizeof *cases,
+        printf("%s: %zu shapes, conv2d and conv2d_relu, dx added or stored, %s\n", kernels[k],
+               sizeof cases / sizeof *cases,
                check_failures == before ? "match the reference" : "FAILED");
     }
     tg__gemm_use(NULL);
