@@ -173,14 +173,12 @@ static void shift_geom_of(const conv_dims *d, shift_geom *s) {
     s->front = round16(s->PS + 16 + (int64_t)s->PR * s->Wp) - (int64_t)s->PR * s->Wp;
     s->P2 = round16((int64_t)d->H * s->Wp);
     s->dq_size = round16(s->front + (int64_t)d->Kg * s->Lq + s->P2 + (int64_t)(d->pad + s->PR + 1) * s->Wp + 16);
-    int T = d->R * d->S;
     for (int r = 0; r < d->R; r++)
         for (int c = 0; c < d->S; c++) {
             s->off[r * d->S + c] = (ptrdiff_t)r * d->dil * s->Wp + c * d->dil;
-            /* dx tap t reads the kernel's tap T-1-t: dy row h + pad + r*dil, column w + pad - PS + c*dil */
+            /* dx tap t reads the kernel's tap R*S-1-t: dy row h + pad + r*dil, column w + pad - PS + c*dil */
             s->off2[r * d->S + c] = (ptrdiff_t)(d->pad + r * d->dil) * s->Wp + d->pad - s->PS + c * d->dil;
         }
-    (void)T;
 }
 
 /* The short rows of padding and unpadding, copied inline (a libc call per row
