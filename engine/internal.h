@@ -90,7 +90,7 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta,
                float *C, int ldc);
 /* Shifted matrix products, the core of a stride-1 convolution (shifted.c):
- *   tg__shifted_gemm:    C[m][p] (+)= sum_t sum_k A[(t*K + k)*Mp + m] * B[k*ldb + off[t] + p]
+ *   tg__shifted_gemm:    C[m][p] (+)= sum_t sum_k A[((m/8)*T*K + t*K + k)*8 + m%8] * B[k*ldb + off[t] + p]
  *   tg__shifted_gemm_nt: C[m][k*T + t] (+)= sum_g sum_p A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p]
  * for p < P, a multiple of 16 (and, for _nt, over G images at strides a_img, b_img). Mp is M rounded up to 8: A's extra rows are
  * zeros and C (row stride ldc) has Mp rows. B must be readable up to

@@ -4,8 +4,8 @@
 
 /* Forward tile: SK_MB rows of C (from A's zero-padded rows) by NB vectors of
  * columns. The sum runs over the KT = T*K pairs (t, k) in one loop; pair i
- * reads B at boff[i] = off[t] + k*ldb and A's row i. */
-SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(const int NB, int Mp, int KT,
+ * reads B at boff[i] = off[t] + k*ldb and the tile's rows of A at A + 8*i. */
+SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(const int NB, int KT,
                                                                               const float *A, const float *B,
                                                                               const ptrdiff_t *boff, float *C,
                                                                               ptrdiff_t ldc, bool accumulate,
@@ -15,7 +15,7 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
     for (int i = 0; i < SK_MB; i++)
         for (int j = 0; j < NB; j++) acc[i][j] = accumulate ? SK_LOAD(C + i * ldc + j * SK_W) : SK_ZERO();
     const float *a = A;
-    for (int q = 0; q < KT; q++, a += Mp) {
+    for (int q = 0; q < KT; q++, a += 8) {
         const float *b = B + boff[q];
         SK_V bv[SK_NBMAX];
         for (int j = 0; j < NB; j++) bv[j] = SK_LOAD(b + j * SK_W);
@@ -46,8 +46,9 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
         for (int j = 0; j < NB; j++) SK_STORE(C + i * ldc + j * SK_W, acc[i][j]);
 }
 
-/* C[m][p] (+)= sum_t sum_k A[(t*K + k)*Mp + m] * B[k*ldb + off[t] + p] for m < Mp, p < P.
+/* C[m][p] (+)= sum_t sum_k A[((m/8)*T*K + t*K + k)*8 + m%8] * B[k*ldb + off[t] + p] for m < Mp, p < P.
  * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16.
+ * A comes in blocks of 8 rows of C, each block's whole sum contiguous, so a tile reads whole cache lines.
  * boff has room for T*K offsets. */
 SK_TARGET static bool SK_NAME(shifted_fwd)(int M, int P, int K, int T, const float *A, const float *B,
                                            ptrdiff_t ldb, const ptrdiff_t *off, float *C, ptrdiff_t ldc,
@@ -59,11 +60,11 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(int M, int P, int K, int T, const flo
     for (int p0 = 0; p0 < P; p0 += PB) {
         int nb = P - p0 >= PB ? SK_NBMAX : (P - p0) / SK_W;
         for (int m0 = 0; m0 < Mp; m0 += SK_MB) {
-            const float *a = A + m0, *b = B + p0;
+            const float *a = A + (ptrdiff_t)(m0 / 8) * KT * 8 + m0 % 8, *b = B + p0;
             float *c = C + (ptrdiff_t)m0 * ldc + p0;
-            if (nb == 3) SK_NAME(fwd_tile)(3, Mp, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
-            else if (nb == 2) SK_NAME(fwd_tile)(2, Mp, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
-            else SK_NAME(fwd_tile)(1, Mp, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
+            if (nb == 3) SK_NAME(fwd_tile)(3, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
+            else if (nb == 2) SK_NAME(fwd_tile)(2, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
+            else SK_NAME(fwd_tile)(1, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
         }
     }
     return out != NULL;

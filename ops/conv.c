@@ -248,8 +248,9 @@ static void grid_map(uint16_t *mask, int32_t *at, int64_t P, int Wp, int rows, i
     }
 }
 
-/* The weights of group g by tap: fwd A[(t*Cg + c)*Kgp + k] = w[k][c][t], for dx
- * A[(t*Kg + k)*Cgp + c] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
+/* The weights of group g by tap, in blocks of 8 output rows (tg__shifted_gemm's
+ * layout): fwd A[((k/8)*T*Cg + t*Cg + c)*8 + k%8] = w[k][c][t], for dx
+ * A[((c/8)*T*Kg + t*Kg + k)*8 + c%8] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
 static void pack_taps(float *A, const float *w, const conv_dims *d, bool for_dx) {
     int T = d->R * d->S, Kgp = round8(d->Kg), Cgp = round8(d->Cg);
     memset(A, 0, (size_t)T * (for_dx ? (int64_t)d->Kg * Cgp : (int64_t)d->Cg * Kgp) * sizeof *A);
@@ -257,8 +258,8 @@ static void pack_taps(float *A, const float *w, const conv_dims *d, bool for_dx)
         for (int c = 0; c < d->Cg; c++)
             for (int t = 0; t < T; t++) {
                 float v = w[((int64_t)k * d->Cg + c) * T + t];
-                if (for_dx) A[((int64_t)(T - 1 - t) * d->Kg + k) * Cgp + c] = v;
-                else A[((int64_t)t * d->Cg + c) * Kgp + k] = v;
+                if (for_dx) A[((int64_t)c / 8 * T * d->Kg + (int64_t)(T - 1 - t) * d->Kg + k) * 8 + c % 8] = v;
+                else A[((int64_t)k / 8 * T * d->Cg + (int64_t)t * d->Cg + c) * 8 + k % 8] = v;
             }
 }
 
