@@ -114,6 +114,18 @@ bool tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B
 void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                          const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C,
                          bool accumulate);
+/* The weight gradient again, for x laid out by tg__pad_blocked: channels in
+ * blocks of 16 (block stride ldx, a multiple of 16), a pixel's 16 side by side,
+ * planes of rows ldr pixels wide. Only the H x W pixels of A's grid are summed:
+ *   C[m][c*T + t] (+)= sum_g sum_{h<H, w<W} A[g*a_img + m*lda + h*ldr + w]
+ *                                          * X[g*x_img + (c/16)*ldx + (h*ldr + w + off[t])*16 + c%16]
+ * tg__pad_blocked fills the inside of such a layout from NCHW planes (C x H x W),
+ * pad pixels in from the top and left of rows Wp wide; the caller zeroes the
+ * border once. xb and ldx must be 64-byte aligned. */
+void tg__shifted_wgt_blocked(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A, ptrdiff_t lda,
+                             ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off,
+                             float *C, bool accumulate);
+void tg__pad_blocked(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad);
 /* Which micro-kernel tg__sgemm uses, for tests and benchmarks: "avx512", "avx2"
  * or "generic"; NULL goes back to the best one the CPU has. TG_ERR_ARG if the
  * name is unknown or the CPU lacks it. */

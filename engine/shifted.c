@@ -36,10 +36,13 @@
 #define SK_MB 4  /* forward tile: SK_MB rows of C by up to SK_NBMAX vectors */
 #define SK_WM 2  /* weight tile: SK_WM rows of C by SK_WN columns */
 #define SK_WN 4
+#define SK_BMMAX 2 /* blocked weight tile: SK_BMMAX rows of C by SK_BT taps */
+#define SK_BT 3
 #define SK_ZERO() 0.0f
 #define SK_LOAD(p) (*(p))
 #define SK_STORE(p, v) (*(p) = (v))
 #define SK_BCAST(x) (x)
+#define SK_IN_REG(v) (void)(v)
 #define SK_FMA(a, b, c) ((a) * (b) + (c))
 #define SK_HSUM(v) (v)
 #define SK_OUT 0
@@ -56,10 +59,13 @@
 #define SK_MB 4
 #define SK_WM 3
 #define SK_WN 4
+#define SK_BMMAX 2
+#define SK_BT 3
 #define SK_ZERO() _mm256_setzero_ps()
 #define SK_LOAD(p) _mm256_loadu_ps(p)
 #define SK_STORE(p, v) _mm256_storeu_ps(p, v)
 #define SK_BCAST(x) _mm256_set1_ps(x)
+#define SK_IN_REG(v) __asm__("" : "+x"(v))
 #define SK_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define SK_HSUM(v) hsum_avx2(v)
 #define SK_OUT 0
@@ -80,14 +86,72 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #define SK_MB 8
 #define SK_WM 4
 #define SK_WN 6
+#define SK_BMMAX 3
+#define SK_BT 9
 #define SK_ZERO() _mm512_setzero_ps()
 #define SK_LOAD(p) _mm512_loadu_ps(p)
 #define SK_STORE(p, v) _mm512_storeu_ps(p, v)
 #define SK_BCAST(x) _mm512_set1_ps(x)
+#define SK_IN_REG(v) __asm__("" : "+v"(v))
 #define SK_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define SK_HSUM(v) _mm512_reduce_add_ps(v)
 #define SK_OUT 1 /* can write straight into an unpadded output (compress stores) */
 #include "shifted_kernel.h"
+#endif
+
+/* x's planes with their channels in blocks of 16: for c < C, h < H, w < W,
+ *   xb[(c/16)*ldx + ((h + pad)*Wp + w + pad)*16 + c%16] = x[(c*H + h)*W + w],
+ * and zeros for the block's channels past C. The border is left alone. */
+static void pad_blocked_c(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad) {
+    for (int cb = 0; cb * 16 < C; cb++)
+        for (int h = 0; h < H; h++) {
+            float *d = xb + cb * ldx + ((ptrdiff_t)(h + pad) * Wp + pad) * 16;
+            for (int w = 0; w < W; w++)
+                for (int l = 0; l < 16; l++)
+                    d[w * 16 + l] = cb * 16 + l < C ? x[((ptrdiff_t)(cb * 16 + l) * H + h) * W + w] : 0.0f;
+        }
+}
+
+#if defined(__x86_64__)
+/* the same, 16 x 16 at a time through registers; xb and ldx 64-byte aligned */
+__attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptrdiff_t ldx, const float *x, int C,
+                                                                  int H, int W, int Wp, int pad) {
+    for (int cb = 0; cb * 16 < C; cb++) {
+        int nc = C - cb * 16 < 16 ? C - cb * 16 : 16;
+        for (int h = 0; h < H; h++) {
+            const float *src = x + ((ptrdiff_t)cb * 16 * H + h) * W;
+            float *d = xb + cb * ldx + ((ptrdiff_t)(h + pad) * Wp + pad) * 16;
+            for (int w0 = 0; w0 < W; w0 += 16) {
+                int nw = W - w0 < 16 ? W - w0 : 16;
+                __mmask16 m = (__mmask16)((1u << nw) - 1);
+                __m512 r[16], t[16];
+                for (int l = 0; l < 16; l++)
+                    r[l] = l < nc ? _mm512_maskz_loadu_ps(m, src + (ptrdiff_t)l * H * W + w0) : _mm512_setzero_ps();
+                /* pairs of rows interleaved, then pairs of pairs: lane group q of u[4i+j] holds rows 4i..4i+3 of column 4q+j */
+                for (int i = 0; i < 8; i++)
+                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]),
+                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                for (int i = 0; i < 4; i++) {
+                    __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+                    __m512d c = _mm512_castps_pd(t[4 * i + 2]), e = _mm512_castps_pd(t[4 * i + 3]);
+                    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+                    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+                    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+                    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+                }
+                /* column 4q+j gathers lane group q of u[j], u[4+j], u[8+j], u[12+j] */
+                for (int j = 0; j < 4; j++) {
+                    __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+                    __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+                    __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+                    t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88), t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+                    t[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88), t[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+                }
+                for (int col = 0; col < nw; col++) _mm512_store_ps(d + (ptrdiff_t)(w0 + col) * 16, t[col]);
+            }
+        }
+    }
+}
 #endif
 
 typedef bool (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
@@ -95,32 +159,49 @@ typedef bool (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *
                        const tg__shift_out *out);
 typedef void (*wgt_fn)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                        const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C, bool accumulate);
+typedef void (*blocked_fn)(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A, ptrdiff_t lda,
+                           ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off,
+                           float *C, bool accumulate);
+typedef void (*pad_fn)(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad);
+typedef struct {
+    fwd_fn fwd;
+    wgt_fn wgt;
+    blocked_fn blocked;
+    pad_fn pad;
+} kernels;
 
-static void pick(fwd_fn *f, wgt_fn *w) {
+static kernels pick(void) {
     const char *isa = tg__gemm_name();
-    *f = shifted_fwd_c, *w = shifted_wgt_c;
+    kernels k = {shifted_fwd_c, shifted_wgt_c, blocked_wgt_c, pad_blocked_c};
 #if defined(__x86_64__)
-    if (!strcmp(isa, "avx512")) *f = shifted_fwd_avx512, *w = shifted_wgt_avx512;
-    else if (!strcmp(isa, "avx2")) *f = shifted_fwd_avx2, *w = shifted_wgt_avx2;
+    if (!strcmp(isa, "avx512"))
+        k = (kernels){shifted_fwd_avx512, shifted_wgt_avx512, blocked_wgt_avx512, pad_blocked_avx512};
+    else if (!strcmp(isa, "avx2"))
+        k = (kernels){shifted_fwd_avx2, shifted_wgt_avx2, blocked_wgt_avx2, pad_blocked_c};
 #else
     (void)isa;
 #endif
+    return k;
 }
 
 bool tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch,
                       const tg__shift_out *out) {
-    fwd_fn f;
-    wgt_fn w;
-    pick(&f, &w);
-    return f(M, P, K, T, A, B, ldb, off, C, ldc, accumulate, scratch, out);
+    return pick().fwd(M, P, K, T, A, B, ldb, off, C, ldc, accumulate, scratch, out);
 }
 
 void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
                          const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C,
                          bool accumulate) {
-    fwd_fn f;
-    wgt_fn w;
-    pick(&f, &w);
-    w(M, P, K, T, G, A, lda, a_img, B, ldb, b_img, off, C, accumulate);
+    pick().wgt(M, P, K, T, G, A, lda, a_img, B, ldb, b_img, off, C, accumulate);
+}
+
+void tg__shifted_wgt_blocked(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A, ptrdiff_t lda,
+                             ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off,
+                             float *C, bool accumulate) {
+    pick().blocked(M, H, W, ldr, Cn, T, G, A, lda, a_img, X, ldx, x_img, off, C, accumulate);
+}
+
+void tg__pad_blocked(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad) {
+    pick().pad(xb, ldx, x, C, H, W, Wp, pad);
 }

@@ -109,6 +109,76 @@ SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, int G, co
         }
 }
 
+/* One tile of blocked_wgt below: BM rows of C from m0, SK_BT taps from t0, block cb */
+SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(blocked_tile)(
+    const int BM, int m0, int t0, int cb, int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A,
+    ptrdiff_t lda, ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, float *C,
+    bool accumulate) {
+    enum { VB = 16 / SK_W }; /* vectors per pixel of a block */
+    ptrdiff_t o[SK_BT];
+    for (int j = 0; j < SK_BT; j++) o[j] = 16 * off[t0 + j < T ? t0 + j : t0];
+    SK_V acc[SK_BMMAX][SK_BT][VB];
+    for (int i = 0; i < BM; i++)
+        for (int j = 0; j < SK_BT; j++)
+            for (int v = 0; v < VB; v++) acc[i][j][v] = SK_ZERO();
+    for (int g = 0; g < G; g++)
+        for (int h = 0; h < H; h++) {
+            const float *a[SK_BMMAX], *x = X + g * x_img + cb * ldx + h * ldr * 16;
+            for (int i = 0; i < BM; i++) a[i] = A + g * a_img + (ptrdiff_t)(m0 + i < M ? m0 + i : m0) * lda + h * ldr;
+            for (int w = 0; w < W; w++, x += 16) {
+                SK_V bc[SK_BMMAX];
+                for (int i = 0; i < BM; i++) bc[i] = SK_BCAST(a[i][w]);
+                for (int j = 0; j < SK_BT; j++)
+                    for (int v = 0; v < VB; v++) {
+                        SK_V xv = SK_LOAD(x + o[j] + v * SK_W);
+                        SK_IN_REG(xv); /* one load for BM FMAs, not one folded into each */
+                        for (int i = 0; i < BM; i++) acc[i][j][v] = SK_FMA(bc[i], xv, acc[i][j][v]);
+                    }
+            }
+        }
+    for (int i = 0; i < BM && m0 + i < M; i++)
+        for (int j = 0; j < SK_BT && t0 + j < T; j++)
+            for (int v = 0; v < VB; v++) {
+                float lane[SK_W];
+                SK_STORE(lane, acc[i][j][v]);
+                for (int l = 0; l < SK_W && cb * 16 + v * SK_W + l < Cn; l++) {
+                    float *c = C + ((ptrdiff_t)(m0 + i) * Cn + cb * 16 + v * SK_W + l) * T + t0 + j;
+                    *c = (accumulate ? *c : 0.0f) + lane[l];
+                }
+            }
+}
+
+/* C[m][c*T + t] (+)= sum over images g < G and pixels h < H, w < W of
+ *   A[g*a_img + m*lda + h*ldr + w] * X[g*x_img + (c/16)*ldx + (h*ldr + w + off[t])*16 + c%16]
+ * for m < M, c < Cn, t < T. X holds the channels in blocks of 16, a pixel's 16
+ * side by side (tg__pad_blocked), so one load serves 16 channels and the taps
+ * of a tile read the same few rows: the operands stay in L1. Tiles are
+ * SK_BMMAX rows of C (SK_BMMAX - 1 at the end when that fits M better) by SK_BT
+ * taps of one block; each sums every pixel of every image in registers, one
+ * FMA chain per element of C. Edge tiles repeat a valid row or tap and store
+ * only the real ones. */
+SK_TARGET static void SK_NAME(blocked_wgt)(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A,
+                                           ptrdiff_t lda, ptrdiff_t a_img, const float *X, ptrdiff_t ldx,
+                                           ptrdiff_t x_img, const ptrdiff_t *off, float *C, bool accumulate) {
+    enum { B = SK_BMMAX };
+    /* rows in full tiles: all but a remainder that (B - 1)-row tiles cover exactly, if there is one */
+    int full = M;
+    for (int r = 0; B > 2 && r <= M && r < B * (B - 1); r += B - 1)
+        if ((M - r) % B == 0) {
+            full = M - r;
+            break;
+        }
+    for (int cb = 0; cb * 16 < Cn; cb++)
+        for (int m0 = 0; m0 < M; m0 += m0 < full ? B : B - 1)
+            for (int t0 = 0; t0 < T; t0 += SK_BT)
+                if (m0 < full)
+                    SK_NAME(blocked_tile)(B, m0, t0, cb, M, H, W, ldr, Cn, T, G, A, lda, a_img, X, ldx, x_img, off,
+                                          C, accumulate);
+                else
+                    SK_NAME(blocked_tile)(B - 1, m0, t0, cb, M, H, W, ldr, Cn, T, G, A, lda, a_img, X, ldx, x_img,
+                                          off, C, accumulate);
+}
+
 #undef SK_NAME
 #undef SK_TARGET
 #undef SK_V
@@ -116,6 +186,9 @@ SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, int G, co
 #undef SK_MB
 #undef SK_WM
 #undef SK_WN
+#undef SK_BMMAX
+#undef SK_BT
+#undef SK_IN_REG
 #undef SK_ZERO
 #undef SK_LOAD
 #undef SK_STORE

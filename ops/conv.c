@@ -156,6 +156,7 @@ typedef struct { /* the padded layouts of one image and group */
     int Hp, Wp, PR, PS;
     int64_t P;       /* forward grid: Ho*Wp rounded up to 16 */
     int64_t xp_size; /* floats of the padded x, slack included */
+    int64_t xb_size; /* floats of the padded x in blocks of 16 channels (tg__pad_blocked) */
     int64_t Lq;      /* floats per padded dy plane */
     int64_t front;   /* zeros before the first dy plane (dx reads up to PS before a plane) */
     int64_t dq_size; /* floats of the padded dy, front and slack included */
@@ -168,6 +169,7 @@ static void shift_geom_of(const conv_dims *d, shift_geom *s) {
     s->Hp = d->H + 2 * d->pad, s->Wp = d->W + 2 * d->pad;
     s->P = round16((int64_t)d->Ho * s->Wp);
     s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 16); /* multiples of 16 keep buffers 64-byte aligned */
+    s->xb_size = (int64_t)(d->Cg + 15) / 16 * s->Hp * s->Wp * 16;
     s->Lq = round16((int64_t)(d->Ho + 2 * s->PR) * s->Wp) + 16;
     /* front: at least PS + 16 zeros, and dy's first row (PR rows in) starts 64-byte aligned */
     s->front = round16(s->PS + 16 + (int64_t)s->PR * s->Wp) - (int64_t)s->PR * s->Wp;
@@ -356,6 +358,10 @@ static float lane_sum(const float *p, int64_t n) {
     return s;
 }
 
+/* The weight gradient reads x in blocks of 16 channels when at most a fifth of
+ * the blocks' lanes would be padding: its operands then stay in L1 (shifted.c) */
+static bool blocked_pays(int Cg) { return Cg >= 12 && (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
+
 /* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
  * of the chunk's images in one product; dx_g += the flipped kernel run over
  * the same dy copy (stored, if dx_set). Chunks of images as in conv_vjp. */
@@ -367,8 +373,10 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     shift_geom_of(d, &s);
     int T = tg__threads_for(chunks, 1), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp;
+    bool blocked = blocked_pays(d->Cg);
+    int64_t xsz = blocked ? s.xb_size : s.xp_size, ldx = (int64_t)s.Hp * s.Wp * 16;
     /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
-    int64_t per = round16(most * (s.xp_size + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg);
+    int64_t per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg);
     float *A = x->requires_grad ? tg_tape_alloc(t, (size_t)d->G * a_size * sizeof(float)) : NULL;
     float *bufs = tg_tape_alloc(t, (size_t)T * per * sizeof(float));
     uint16_t *mask = tg_tape_alloc(t, (size_t)(s.P2 / 16) * sizeof *mask);
@@ -378,9 +386,9 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
     for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w->data + (int64_t)g * d->Kg * d->rows, d, true);
 #pragma omp parallel num_threads(T)
     {
-        float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * s.xp_size;
+        float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
-        ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (s.xp_size + s.dq_size) + Cgp * s.P2));
+        ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
         memset(xps, 0, (size_t)per * sizeof(float)); /* once: the borders pad_x and pad_dy never write */
 #pragma omp for schedule(static)
         for (int c = 0; c < chunks; c++) {
@@ -394,14 +402,18 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
                     for (int k = 0; dbs && k < d->Kg; k++) /* this chunk's bias gradient, from the padded copy */
                         dbs[(size_t)c * d->K + g * d->Kg + k] +=
                             lane_sum(dq + s.front + k * s.Lq + (int64_t)s.PR * s.Wp, (int64_t)d->Ho * s.Wp);
-                    if (dw)
-                        pad_x(xps + (i - i0) * s.xp_size,
-                              x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+                    const float *xi = x->data + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    if (dw && blocked) tg__pad_blocked(xps + (i - i0) * xsz, ldx, xi, d->Cg, d->H, d->W, s.Wp, d->pad);
+                    else if (dw) pad_x(xps + (i - i0) * xsz, xi, d, &s);
                 }
-                if (dw) /* dy on the forward grid starts PR rows into each padded plane */
-                    tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, i1 - i0, dqs + s.front + (int64_t)s.PR * s.Wp,
-                                        s.Lq, s.dq_size, xps, (ptrdiff_t)s.Hp * s.Wp, s.xp_size, s.off,
-                                        dw + (int64_t)g * d->Kg * d->rows, false);
+                /* dy on the forward grid starts PR rows into each padded plane */
+                const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
+                if (dw && blocked)
+                    tg__shifted_wgt_blocked(d->Kg, d->Ho, d->Wo, s.Wp, d->Cg, taps, i1 - i0, dq0, s.Lq, s.dq_size, xps,
+                                            ldx, xsz, s.off, dw + (int64_t)g * d->Kg * d->rows, false);
+                else if (dw)
+                    tg__shifted_gemm_nt(d->Kg, (int)s.P, d->Cg, taps, i1 - i0, dq0, s.Lq, s.dq_size, xps,
+                                        (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, dw + (int64_t)g * d->Kg * d->rows, false);
                 for (int i = i0; x->requires_grad && i < i1; i++) {
                     float *dx = x->grad + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = {dx, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, mask, at};

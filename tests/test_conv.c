@@ -26,6 +26,10 @@ static const conv_case cases[] = {
     {2, 4, 9, 9, 6, 3, 3, 2, 1, 1, 1},     /* stride 2: im2col */
     {2, 5, 6, 6, 7, 1, 1, 1, 0, 1, 1},     /* 1x1: GEMM on x itself */
     {37, 3, 6, 5, 5, 3, 3, 1, 1, 1, 1},    /* more images than weight-gradient chunks: several per chunk */
+    {2, 32, 12, 12, 64, 3, 3, 1, 0, 1, 1}, /* lenet's second conv, smaller: dW reads x in blocks of 16 channels */
+    {2, 52, 6, 7, 10, 3, 3, 1, 1, 1, 2},   /* blocks of 16 of 26 channels, a group of 5 filters: tiles of 3 + 2 */
+    {1, 16, 9, 9, 7, 3, 3, 1, 2, 2, 1},    /* blocks with dilation, 7 filters: tiles of 3 + 2 + 2 */
+    {2, 16, 8, 8, 4, 5, 5, 1, 2, 1, 1},    /* blocks with 25 taps: tap tiles of 9, 9 and 7 */
 };
 
 static double frand(uint64_t *s) {
