@@ -79,31 +79,39 @@ static void conv(void) {
     tg_tape_free(t);
 }
 
-/* The 2x2 stride-2 path takes eight windows at a time: on rows wide enough
- * for that, with many ties and a few NaNs, it must pick what the scalar rule
- * picks (the first maximum in row-major order; a NaN wins, the first one) */
-static void pooling_2x2_wide(void) {
-    enum { N = 2, C = 3, H = 6, W = 42 }; /* 21 windows a row: two blocks of 8 and 5 left over */
+/* The 2x2 stride-2 path takes eight windows at a time and the rest one by one:
+ * on rows of 21 windows (8 + 8 + 5) and of 7 (the resnet's 14x14 planes), with
+ * many ties and a few NaNs, it must pick what the scalar rule picks (the first
+ * maximum in row-major order; a NaN wins, the first one), and its backward
+ * (each element written once) must put dy at that position and zeros on the
+ * window's other three */
+static void pooling_2x2_wide(int W) {
+    enum { N = 2, C = 3, H = 6 };
     uint64_t s = 3;
     tg_tape *t = tg_tape_new();
-    tg_tensor *x = tg_param_new(4, (int[]){N, C, H, W}); /* a parameter, so the argmax is recorded */
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, H, W}), *one = tg_tensor_tape(t, 0, NULL);
     for (int64_t i = 0; i < x->size; i++) {
         float u = frand(&s);
         x->data[i] = u > 0.9f ? NAN : (float)(int)(3 * u); /* -2..2 and NaN: ties everywhere */
     }
-    tg_tensor *y = tg_max_pool2d(t, x, 2, 2, 0);
+    one->data[0] = 1.0f;
+    tg_tensor *xv = tg_mul(t, x, one); /* its gradient starts unset: the backward that writes each element once */
+    tg_tensor *y = tg_max_pool2d(t, xv, 2, 2, 0);
     tg_tensor *y_nograd;
     bool was = tg_tape_set_grad_enabled(t, false);
-    y_nograd = tg_max_pool2d(t, x, 2, 2, 0);
+    y_nograd = tg_max_pool2d(t, xv, 2, 2, 0);
     tg_tape_set_grad_enabled(t, was);
     const int32_t *arg = tg_max_pool2d_argmax(y);
     CHECK(arg != NULL);
     if (!arg) return;
-    int bad = 0, nans = 0;
+    float *dy = malloc((size_t)y->size * sizeof *dy);
+    for (int64_t i = 0; i < y->size; i++) dy[i] = 1.0f + (float)i;
+    CHECK_INT(tg_backward_seed(t, y, dy), 0);
+    int bad = 0, bad_dx = 0, nans = 0;
     for (int p = 0; p < N * C; p++)
         for (int oh = 0; oh < H / 2; oh++)
             for (int ow = 0; ow < W / 2; ow++) {
-                const float *xp = x->data + p * H * W;
+                const float *xp = x->data + p * H * W, *dxp = xv->grad + p * H * W;
                 int order[4] = {2 * oh * W + 2 * ow, 2 * oh * W + 2 * ow + 1, (2 * oh + 1) * W + 2 * ow,
                                 (2 * oh + 1) * W + 2 * ow + 1}, best = order[0];
                 for (int k = 1; k < 4; k++)
@@ -113,9 +121,12 @@ static void pooling_2x2_wide(void) {
                 nans += isnan(v);
                 bad += arg[o] != best || !(v == xp[best] || (isnan(v) && isnan(xp[best])));
                 bad += memcmp(&y_nograd->data[o], &v, sizeof v) != 0;
+                for (int k = 0; k < 4; k++) bad_dx += dxp[order[k]] != (order[k] == best ? dy[o] : 0.0f);
             }
     CHECK_INT(bad, 0);
-    CHECK(nans > 10);
+    CHECK_INT(bad_dx, 0);
+    CHECK(nans > 3);
+    free(dy);
     tg_tape_free(t);
     tg_tensor_free(x);
 }
@@ -473,7 +484,8 @@ static void residual(void) {
 int main(void) {
     conv();
     pooling();
-    pooling_2x2_wide();
+    pooling_2x2_wide(42);
+    pooling_2x2_wide(14);
     dropout();
     batch_norm();
     batch_norm_closed_form();
