@@ -275,6 +275,29 @@ static void batch_norm(void) {
     CHECK_NEAR(y->data[2], -3 / sqrt(5.0001), 1e-5);
     CHECK_NEAR(y->data[7], 3 / sqrt(5.0001), 1e-5);
 
+    /* statistics of values far from zero, several images and runs of odd length:
+     * with momentum 1 the running statistics are the batch's (variance unbiased) */
+    {
+        enum { N = 6, C = 2, L = 35 };
+        tg_tensor *xs = tg_tensor_tape(t, 4, (int[]){N, C, 5, 7});
+        tg_tensor *rm2 = tg_tensor_new(1, (int[]){C}), *rv2 = tg_tensor_new(1, (int[]){C});
+        uint64_t s = 9;
+        for (int64_t i = 0; i < xs->size; i++) xs->data[i] = 1e4f * (float)(1 + i / L % C) + frand(&s);
+        CHECK(tg_batch_norm(t, xs, g2, b2, rm2, rv2, true, 1.0f, 1e-5f) != NULL);
+        for (int c = 0; c < C; c++) {
+            double m = 0, v = 0;
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < L; j++) m += xs->data[(i * C + c) * L + j];
+            m /= N * L;
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < L; j++) v += pow(xs->data[(i * C + c) * L + j] - m, 2);
+            v /= N * L - 1;
+            CHECK_NEAR(rm2->data[c], m, 1e-7 * m);
+            CHECK_NEAR(rv2->data[c], v, 1e-5 * v);
+        }
+        tg_tensor_free(rm2), tg_tensor_free(rv2);
+    }
+
     /* a batch holding NaN leaves the running statistics as they were */
     float rm0 = rm->data[0], rv0 = rv->data[0];
     tg_tensor *bad = make(t, 2, (int[]){4, 1}, (float[]){1, NAN, 3, 4});
