@@ -25,6 +25,7 @@
  * for any thread count. */
 #include "internal.h"
 #include <stdalign.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -525,10 +526,20 @@ int tg__thread_id(void) {
 static _Thread_local float *pack_buf;
 static _Thread_local size_t pack_cap; /* floats */
 
+/* A thread's buffer is also its value under a key whose destructor frees it, so
+ * threads that come and go (a caller's own, or a pool being rebuilt) leave nothing behind */
+static pthread_key_t pack_key;
+static bool pack_key_ok;
+static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
+static void pack_free(void *p) { tg__free(p); }
+static void pack_key_make(void) { pack_key_ok = pthread_key_create(&pack_key, pack_free) == 0; }
+
 static float *pack_buffer(size_t floats) {
     if (floats > pack_cap) {
+        pthread_once(&pack_once, pack_key_make);
         tg__free(pack_buf);
         pack_buf = tg__malloc(floats * sizeof(float) + 64);
+        if (pack_key_ok) pthread_setspecific(pack_key, pack_buf);
         if (!pack_buf) {
             pack_cap = 0;
             return NULL;
