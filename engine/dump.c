@@ -59,7 +59,7 @@ typedef struct {
 
 typedef struct {
     int n;                    /* nodes */
-    int64_t *rf, *jump;       /* receptive field and jump (input pixels per output step), by node id */
+    double *rf, *jump;        /* receptive field and jump (input pixels per output step), by node id */
     leaf *leaves;             /* every distinct leaf input, in order of first use */
     int n_leaves;
     op_total *ops;
@@ -72,11 +72,12 @@ static void survey_release(survey *s) {
     tg__free(s->ops);
 }
 
-/* The receptive field along conv and pool chains: rf_out = rf_in + (k-1)*dilation*jump_in,
- * jump_out = jump_in*stride; other ops keep their inputs' (the largest, for joins). */
+/* The receptive field along windowed ops: rf_out = rf_in + (span-1)*jump_in and
+ * jump_out = jump_in*stride/up (a fraction of a pixel after upsampling); other
+ * ops keep their inputs' (the largest, for joins). */
 static void receptive_fields(const tg_tape *t, survey *s) {
     for (const tg_node *n = t->first; n; n = n->next) {
-        int64_t rf = 1, jump = 1;
+        double rf = 0, jump = 0; /* the inputs' largest; 1 and 1 at the network's input */
         for (int i = 0; i < n->n_in; i++) {
             const tg_node *p = n->in[i]->node;
             if (p && p->id < n->id) {
@@ -84,11 +85,12 @@ static void receptive_fields(const tg_tape *t, survey *s) {
                 jump = s->jump[p->id] > jump ? s->jump[p->id] : jump;
             }
         }
+        if (rf == 0) rf = 1, jump = 1;
         if (n->op->window) {
-            int kernel = 1, stride = 1, dilation = 1;
-            n->op->window(n, &kernel, &stride, &dilation);
-            rf += (int64_t)(kernel - 1) * dilation * jump;
-            jump *= stride;
+            int span = 1, stride = 1, up = 1;
+            n->op->window(n, &span, &stride, &up);
+            rf += (span - 1) * jump;
+            jump = jump * stride / up;
         }
         s->rf[n->id] = rf;
         s->jump[n->id] = jump;
@@ -137,7 +139,7 @@ static void print_node(const tg_node *n, const survey *s, FILE *f) {
     char id[16], shape[64], rf[24] = "-", flops[24] = "-", dy[24] = "-", bwd[24] = "-", buf[512];
     snprintf(id, sizeof id, "%%%d", n->id);
     tg_shape_str(n->out, shape, sizeof shape);
-    if (n->out->ndim == 4) snprintf(rf, sizeof rf, "%lld", (long long)s->rf[n->id]);
+    if (n->out->ndim == 4) snprintf(rf, sizeof rf, "%.0f", ceil(s->rf[n->id] - 1e-9)); /* whole input pixels */
     int64_t fl = node_flops(n);
     if (fl >= 0) snprintf(flops, sizeof flops, "%lld", (long long)fl);
     if (n->out->grad) {

@@ -119,9 +119,10 @@ void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrd
  * planes of rows ldr pixels wide. Only the H x W pixels of A's grid are summed:
  *   C[m][c*T + t] (+)= sum_g sum_{h<H, w<W} A[g*a_img + m*lda + h*ldr + w]
  *                                          * X[g*x_img + (c/16)*ldx + (h*ldr + w + off[t])*16 + c%16]
+ * X must hold every pixel read: (H-1)*ldr + W-1 + max off[t] < ldx/16.
  * tg__pad_blocked fills the inside of such a layout from NCHW planes (C x H x W),
  * pad pixels in from the top and left of rows Wp wide; the caller zeroes the
- * border once. xb and ldx must be 64-byte aligned. */
+ * border once. xb must be 64-byte aligned and ldx a multiple of 16 floats. */
 void tg__shifted_wgt_blocked(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A, ptrdiff_t lda,
                              ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off,
                              float *C, bool accumulate);

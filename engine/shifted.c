@@ -127,7 +127,8 @@ __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptr
                 __m512 r[16], t[16];
                 for (int l = 0; l < 16; l++)
                     r[l] = l < nc ? _mm512_maskz_loadu_ps(m, src + (ptrdiff_t)l * H * W + w0) : _mm512_setzero_ps();
-                /* pairs of rows interleaved, then pairs of pairs: lane group q of u[4i+j] holds rows 4i..4i+3 of column 4q+j */
+                /* pairs of rows interleaved, then pairs of pairs: lane group q of
+                 * u[4i+j] (kept in r) holds rows 4i..4i+3 of column 4q+j */
                 for (int i = 0; i < 8; i++)
                     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]),
                     t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -141,7 +142,8 @@ __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptr
                 }
                 /* column 4q+j gathers lane group q of u[j], u[4+j], u[8+j], u[12+j] */
                 for (int j = 0; j < 4; j++) {
-                    __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+                    __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
+                    __m512 s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
                     __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
                     __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
                     t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88), t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);

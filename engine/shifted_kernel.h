@@ -163,7 +163,7 @@ SK_TARGET static void SK_NAME(blocked_wgt)(int M, int H, int W, ptrdiff_t ldr, i
     enum { B = SK_BMMAX };
     /* rows in full tiles: all but a remainder that (B - 1)-row tiles cover exactly, if there is one */
     int full = M;
-    for (int r = 0; B > 2 && r <= M && r < B * (B - 1); r += B - 1)
+    for (int r = 0; r <= M && r < B * (B - 1); r += B - 1)
         if ((M - r) % B == 0) {
             full = M - r;
             break;

@@ -290,9 +290,12 @@ typedef struct tg_op {
     int64_t (*flops)(const tg_node *n);
     /* Optional, for tape dumps: what the node's data says ("zeros=41.2%"), read after the step. */
     void (*stats)(const tg_node *n, char *buf, size_t len);
-    /* Optional, for the receptive field in tape dumps: an op that slides a window
-     * over H and W gives its kernel height, stride and dilation. */
-    void (*window)(const tg_node *n, int *kernel, int *stride, int *dilation);
+    /* Optional, for the receptive field in tape dumps: an op whose output rows read
+     * a window of input rows gives the window's span (input rows one output row
+     * reads: (kernel-1)*dilation + 1 for a conv), its stride (input rows per
+     * output row) and up (output rows per input row: 1, or the factor of an
+     * upsampling op). Each is preset to 1. */
+    void (*window)(const tg_node *n, int *span, int *stride, int *up);
     /* Optional: point out->data at an input's data instead of allocating (reshape). */
     bool aliases_input;
     /* Optional, for speed: vjp stores rather than adds into an input gradient that

@@ -360,7 +360,7 @@ static float lane_sum(const float *p, int64_t n) {
 
 /* The weight gradient reads x in blocks of 16 channels when at most a fifth of
  * the blocks' lanes would be padding: its operands then stay in L1 (shifted.c) */
-static bool blocked_pays(int Cg) { return Cg >= 12 && (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
+static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
 
 /* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
  * of the chunk's images in one product; dx_g += the flipped kernel run over
@@ -389,7 +389,8 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
         float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
-        memset(xps, 0, (size_t)per * sizeof(float)); /* once: the borders pad_x and pad_dy never write */
+        /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write */
+        memset(xps, 0, (size_t)per * sizeof(float));
 #pragma omp for schedule(static)
         for (int c = 0; c < chunks; c++) {
             float *dw = dws ? dws + (size_t)c * w->size : NULL;
@@ -537,11 +538,11 @@ static void conv_relu_stats(const tg_node *n, char *buf, size_t len) {
 }
 
 /* The window over H, for the receptive field */
-static void conv_window(const tg_node *n, int *kernel, int *stride, int *dilation) {
+static void conv_window(const tg_node *n, int *span, int *stride, int *up) {
     const conv_attr *a = n->attr;
-    *kernel = n->in[1]->shape[2];
+    *span = (n->in[1]->shape[2] - 1) * a->dilation + 1;
     *stride = a->stride;
-    *dilation = a->dilation;
+    (void)up;
 }
 
 const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
@@ -705,9 +706,19 @@ static int64_t convt_flops(const tg_node *n) {
     return 2 * d.rows * d.Ho * d.Wo * d.K * d.N + (n->n_in > 2 ? n->out->size : 0);
 }
 
+/* For the receptive field: output row o gets input row i through tap k when
+ * i*stride + k*dilation = o + pad, so it reads at most (R-1)*dilation/stride + 1
+ * input rows, and moves 1/stride of an input row per output row */
+static void convt_window(const tg_node *n, int *span, int *stride, int *up) {
+    const convt_attr *a = n->attr;
+    *span = (n->in[1]->shape[2] - 1) * a->dilation / a->stride + 1;
+    *up = a->stride;
+    (void)stride;
+}
+
 const tg_op tg__op_conv_transpose2d = {.name = "conv_transpose2d", .attr_size = sizeof(convt_attr),
                                        .shape = convt_shape, .forward = convt_forward, .vjp = convt_vjp,
-                                       .describe = convt_describe, .flops = convt_flops};
+                                       .describe = convt_describe, .flops = convt_flops, .window = convt_window};
 
 tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
                                int output_padding, int dilation, int groups) {

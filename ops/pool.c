@@ -43,11 +43,11 @@ static int64_t pool_flops(const tg_node *n) {
     return n->out->size * a->kernel * a->kernel;
 }
 
-static void pool_window(const tg_node *n, int *kernel, int *stride, int *dilation) {
+static void pool_window(const tg_node *n, int *span, int *stride, int *up) {
     const pool_attr *a = n->attr;
-    *kernel = a->kernel;
+    *span = a->kernel;
     *stride = a->stride;
-    *dilation = 1;
+    (void)up;
 }
 
 // ----------------------------------------------------------------------------

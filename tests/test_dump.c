@@ -277,6 +277,25 @@ static void receptive_field(void) {
     free(d.text);
     tg_tape_reset(t);
 
+    /* going back up: conv 3x3 -> 3; pool 2 -> 4 (jump 2); a 2x2 stride-2 transposed conv reads one
+     * input row per output row: 4 (jump 1); conv 3x3 -> 6; nearest x2: 6 (jump 1/2); conv 3x3:
+     * 6 + 2/2 = 7; bilinear x2 reads two rows: 7 + 1/2 (jump 1/4), shown whole as 8; a 3x3 stride-2
+     * transposed conv reads up to two: 7.5 + 1/4 -> 8 (jump 1/8) */
+    tg_tensor *wt = param(4, (int[]){2, 2, 2, 2}, "wt", &rng), *wt3 = param(4, (int[]){2, 2, 3, 3}, "wt3", &rng);
+    x = tg_tensor_tape(t, 4, (int[]){1, 1, 12, 12});
+    y = tg_max_pool2d(t, tg_conv2d(t, x, w1, NULL, 1, 1, 1, 1), 2, 2, 0);
+    y = tg_conv2d(t, tg_conv_transpose2d(t, y, wt, NULL, 2, 0, 0, 1, 1), w2, NULL, 1, 1, 1, 1);
+    y = tg_conv2d(t, tg_upsample(t, y, 2, TG_UPSAMPLE_NEAREST), w2, NULL, 1, 1, 1, 1);
+    y = tg_conv_transpose2d(t, tg_upsample(t, y, 2, TG_UPSAMPLE_BILINEAR), wt3, NULL, 2, 1, 1, 1, 1);
+    CHECK(y != NULL);
+    d = dump_of(t, tg_tape_dump);
+    CHECK_INT(parse_rows(d.text, rows, 8), 8);
+    const char *up[8] = {"3", "4", "4", "6", "6", "7", "8", "8"};
+    for (int i = 0; i < 8; i++) CHECK_MSG(rows[i].rf, up[i]);
+    free(d.text);
+    tg_tape_reset(t);
+    tg_tensor_free(wt), tg_tensor_free(wt3);
+
     /* argmax histogram by hand: x = 15, 14, ..., 0 on 4x4, kernel 3, stride 2, pad 1 -> 2x2 windows, each
      * won by its top-left real element: window (0,0) spans rows/cols -1..1, wins at (0,0) = position 4;
      * (0,1) rows -1..1 cols 1..3, wins at (0,1) = position 3; (1,0) at (1,0) = 1; (1,1) at (1,1) = 0 */
