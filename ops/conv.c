@@ -289,7 +289,8 @@ static int conv_forward_shifted(tg_tape *t, tg_node *n, const conv_dims *d) {
     {
         float *xp = bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
-        memset(xp, 0, (size_t)per * sizeof(float)); /* once: the borders pad_x never writes */
+        /* once: the borders pad_x never writes (the grid c is written whole before it is read) */
+        memset(xp, 0, (size_t)s.xp_size * sizeof(float));
 #pragma omp for schedule(static)
         for (int i = 0; i < d->N; i++)
             for (int g = 0; g < d->G; g++) {
@@ -389,8 +390,9 @@ static int conv_vjp_shifted(tg_tape *t, tg_node *n, const conv_dims *d, float *d
         float *xps = bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
-        /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write */
-        memset(xps, 0, (size_t)per * sizeof(float));
+        /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
+         * written whole before it is read) */
+        memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
 #pragma omp for schedule(static)
         for (int c = 0; c < chunks; c++) {
             float *dw = dws ? dws + (size_t)c * w->size : NULL;
