@@ -32,9 +32,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 // ----------------------------------------------------------------------------
 // kernels: each fills or updates one MR x NR tile of C from packed panels
@@ -402,30 +399,7 @@ TG_AVX512 static void pack_trans_avx512(float *dst, const float *src, ptrdiff_t 
             __m512 v[16], t[16];
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) v[q] = _mm512_loadu_ps(s + q * ld + k);
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) { /* per 128 bits: rows 2i, 2i+1 interleaved */
-                t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-                t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-            }
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) { /* v[4i+j], block L: rows 4i..4i+3 of column 4L+j */
-                __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
-                __m512d a2 = _mm512_castps_pd(t[4 * i + 2]), a3 = _mm512_castps_pd(t[4 * i + 3]);
-                v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
-                v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
-                v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
-                v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
-            }
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) { /* gather the four blocks of each column */
-                __m512 w0 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0x44), w1 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0xee);
-                __m512 w2 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0x44);
-                __m512 w3 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0xee);
-                t[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
-                t[4 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
-                t[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
-                t[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
-            }
+            tg__transpose16(v, t);
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) _mm512_storeu_ps(dst + (ptrdiff_t)(k + q) * P + r, t[q]);
         }

@@ -84,6 +84,38 @@ typedef int32_t tg_i8 __attribute__((vector_size(32), aligned(4)));
 #define TG_CLONES
 #endif
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* A 16 x 16 transpose in AVX-512 registers: t[q] gets column q of the rows v[0..15]
+ * (v is used as scratch). For the GEMM's packing and the conv's channel blocks. */
+__attribute__((target("avx512f"), always_inline)) static inline void tg__transpose16(__m512 v[16], __m512 t[16]) {
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) { /* per 128 bits: rows 2i, 2i+1 interleaved */
+        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* v[4i+j], block L: rows 4i..4i+3 of column 4L+j */
+        __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * i + 2]), a3 = _mm512_castps_pd(t[4 * i + 3]);
+        v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) { /* gather the four blocks of each column */
+        __m512 w0 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0x44), w1 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0xee);
+        __m512 w2 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0x44);
+        __m512 w3 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0xee);
+        t[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
+        t[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
+    }
+}
+#endif
+
 /* GEMM, row-major: C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T.
  * A is M x K (K x M when transposed), B is K x N (N x K when transposed). */
 void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,

@@ -19,9 +19,6 @@
  * FMAs whatever the tiling, so results are the same for any thread count. */
 #include "internal.h"
 #include <string.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 /* one kernel body, instantiated per ISA through these macros */
 #define SK_NBMAX 3
@@ -127,28 +124,7 @@ __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptr
                 __m512 r[16], t[16];
                 for (int l = 0; l < 16; l++)
                     r[l] = l < nc ? _mm512_maskz_loadu_ps(m, src + (ptrdiff_t)l * H * W + w0) : _mm512_setzero_ps();
-                /* pairs of rows interleaved, then pairs of pairs: lane group q of
-                 * u[4i+j] (kept in r) holds rows 4i..4i+3 of column 4q+j */
-                for (int i = 0; i < 8; i++)
-                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]),
-                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-                for (int i = 0; i < 4; i++) {
-                    __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-                    __m512d c = _mm512_castps_pd(t[4 * i + 2]), e = _mm512_castps_pd(t[4 * i + 3]);
-                    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-                    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-                    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
-                    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
-                }
-                /* column 4q+j gathers lane group q of u[j], u[4+j], u[8+j], u[12+j] */
-                for (int j = 0; j < 4; j++) {
-                    __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
-                    __m512 s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
-                    __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
-                    __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
-                    t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88), t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
-                    t[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88), t[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
-                }
+                tg__transpose16(r, t);
                 for (int col = 0; col < nw; col++) _mm512_store_ps(d + (ptrdiff_t)(w0 + col) * 16, t[col]);
             }
         }
