@@ -70,6 +70,16 @@ int tg__threads_for(int64_t items, int64_t min_items);
 int tg__thread_id(void);
 #define TG_MIN_PER_THREAD 32768 /* elements of an elementwise loop worth a thread */
 
+/* Elementwise work split over threads in blocks of TG_BLOCK elements: the
+ * statement after it runs with i0 the block's first element and n its length.
+ * Every element is computed on its own, so results do not depend on the threads. */
+#define TG_BLOCK 8192
+#define TG_FOR_BLOCKS(size, i0, n)                                                                           \
+    for (int64_t tg__size = (size), tg__once = 1; tg__once; tg__once = 0)                                    \
+        _Pragma("omp parallel for num_threads(tg__threads_for(tg__size, TG_MIN_PER_THREAD)) schedule(static)") \
+        for (int64_t i0 = 0; i0 < tg__size; i0 += TG_BLOCK)                                                  \
+            for (int64_t n = tg__size - i0 < TG_BLOCK ? tg__size - i0 : TG_BLOCK; n; n = 0)
+
 /* Eight floats as one value (a GCC and Clang vector extension). The
  * memory-bound loops are written on these so they vectorise, and sum in the
  * same lanes, on every machine; TG_CLONES also builds a function for AVX2,

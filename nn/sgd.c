@@ -89,8 +89,6 @@ TG_CLONES static void sgd_run(float *restrict p, const float *restrict grad, flo
     }
 }
 
-#define BLOCK 16384 /* elements a thread takes at a time */
-
 void tg_sgd_step(tg_sgd *s) {
     if (!s) return;
     const tg_sgd_opts *o = &s->o;
@@ -99,10 +97,7 @@ void tg_sgd_step(tg_sgd *s) {
         tg_tensor *p = s->params[i];
         float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
         /* every element on its own: the same result for any thread count */
-#pragma omp parallel for num_threads(tg__threads_for(p->size, TG_MIN_PER_THREAD)) schedule(static)
-        for (int64_t j = 0; j < p->size; j += BLOCK)
-            sgd_run(p->data + j, p->grad + j, buf ? buf + j : NULL, p->size - j < BLOCK ? p->size - j : BLOCK, o,
-                    first);
+        TG_FOR_BLOCKS(p->size, j, k) sgd_run(p->data + j, p->grad + j, buf ? buf + j : NULL, k, o, first);
     }
     s->steps->data[0] += 1;
 }
@@ -111,9 +106,7 @@ void tg_sgd_zero_grad(tg_sgd *s) {
     for (int i = 0; s && i < s->n; i++) {
         tg_tensor *p = s->params[i];
         if (!p->grad) continue;
-#pragma omp parallel for num_threads(tg__threads_for(p->size, TG_MIN_PER_THREAD)) schedule(static)
-        for (int64_t j = 0; j < p->size; j += BLOCK)
-            memset(p->grad + j, 0, (size_t)(p->size - j < BLOCK ? p->size - j : BLOCK) * sizeof(float));
+        TG_FOR_BLOCKS(p->size, j, k) memset(p->grad + j, 0, (size_t)k * sizeof(float));
     }
 }
 

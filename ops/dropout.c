@@ -66,7 +66,6 @@ TG_CLONES static void run_dropout_grad(float *restrict dx, const float *restrict
     }
 }
 
-#define BLOCK 8192 /* elements a thread takes at a time */
 
 // training: mask ~ Bernoulli(1-p), y = x * mask * scale; evaluation: y = x * eval_scale
 static int dropout_forward(tg_tape *t, tg_node *n) {
@@ -95,9 +94,7 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
         memset(mask, 1, (size_t)size);
         return 0;
     }
-#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t i = 0; i < size; i += BLOCK)
-        run_dropout(y + i, mask + i, x + i, size - i < BLOCK ? size - i : BLOCK, i, key, below, s);
+    TG_FOR_BLOCKS(size, i, k) run_dropout(y + i, mask + i, x + i, k, i, key, below, s);
     return 0;
 }
 
@@ -111,9 +108,7 @@ static int dropout_vjp(tg_tape *t, tg_node *n) {
     int64_t size = n->out->size;
     bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
     float s = a->training ? train_scale(n) : eval_scale(n);
-#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t i = 0; i < size; i += BLOCK)
-        run_dropout_grad(dx + i, dy + i, mask ? mask + i : NULL, size - i < BLOCK ? size - i : BLOCK, s, set);
+    TG_FOR_BLOCKS(size, i, k) run_dropout_grad(dx + i, dy + i, mask ? mask + i : NULL, k, s, set);
     return 0;
 }
 

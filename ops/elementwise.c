@@ -150,13 +150,8 @@ static int same_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-/* The memory-bound loops below run in blocks over threads; each block is a
- * tg_f8 loop (vectorised, and built for AVX2 too). */
-#define BLOCK 8192
-#define FOR_BLOCKS(size, i0, n)                                                                       \
-    _Pragma("omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)") \
-    for (int64_t i0 = 0; i0 < (size); i0 += BLOCK)                                                    \
-        for (int64_t n = (size) - i0 < BLOCK ? (size) - i0 : BLOCK; n; n = 0)
+/* The memory-bound loops below run in blocks over threads (TG_FOR_BLOCKS); each
+ * block is a tg_f8 loop (vectorised, and built for AVX2 too). */
 
 /* y = max(a (+ b), 0) or a + b: relu, residual_add, residual_add_relu */
 TG_CLONES static void run_add_relu(float *y, const float *a, const float *b, int64_t n, bool relu) {
@@ -191,7 +186,7 @@ static int relu_forward(tg_tape *t, tg_node *n) {
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     int64_t size = n->out->size;
-    FOR_BLOCKS(size, i, k) run_add_relu(y + i, x + i, NULL, k, true);
+    TG_FOR_BLOCKS(size, i, k) run_add_relu(y + i, x + i, NULL, k, true);
     return 0;
 }
 
@@ -202,7 +197,7 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     float *dx = n->in[0]->grad;
     int64_t size = n->out->size;
     bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
-    FOR_BLOCKS(size, i, k) run_relu_grad(dx + i, dy + i, y + i, k, set);
+    TG_FOR_BLOCKS(size, i, k) run_relu_grad(dx + i, dy + i, y + i, k, set);
     return 0;
 }
 
@@ -324,7 +319,7 @@ static int residual_forward(tg_tape *t, tg_node *n) {
     float *y = n->out->data;
     int64_t size = n->out->size;
     bool relu = n->op == &tg__op_residual_add_relu;
-    FOR_BLOCKS(size, i, k) run_add_relu(y + i, a + i, b + i, k, relu);
+    TG_FOR_BLOCKS(size, i, k) run_add_relu(y + i, a + i, b + i, k, relu);
     return 0;
 }
 
@@ -337,7 +332,7 @@ static int residual_vjp(tg_tape *t, tg_node *n) {
         if (!n->in[k]->requires_grad) continue;
         float *dx = n->in[k]->grad;
         bool set = tg_grad_overwrite(n->in[k]); /* dx holds nothing yet: store, don't add */
-        FOR_BLOCKS(size, i, m) run_relu_grad(dx + i, dy + i, y ? y + i : NULL, m, set);
+        TG_FOR_BLOCKS(size, i, m) run_relu_grad(dx + i, dy + i, y ? y + i : NULL, m, set);
     }
     return 0;
 }

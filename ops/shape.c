@@ -46,10 +46,7 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     int64_t size = n->out->size;
     bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: copy, don't add */
-    enum { BLOCK = 16384 };
-#pragma omp parallel for num_threads(tg__threads_for(size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t i = 0; i < size; i += BLOCK) {
-        int64_t k = size - i < BLOCK ? size - i : BLOCK;
+    TG_FOR_BLOCKS(size, i, k) {
         if (set) memcpy(dx + i, dy + i, (size_t)k * sizeof *dx);
         else
             for (int64_t j = i; j < i + k; j++) dx[j] += dy[j];
