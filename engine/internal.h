@@ -27,14 +27,17 @@ void tg__free(void *p);
 /* Arena: chunks of memory handed out by bumping a pointer, all freed at once. */
 typedef struct tg__chunk tg__chunk;
 typedef struct {
-    tg__chunk *head;    /* chunk in use; older ones behind it */
+    tg__chunk *first, *last; /* every chunk, oldest first */
+    tg__chunk *head;    /* the chunk being filled */
     size_t used;        /* bytes in use over all chunks */
     size_t high_water;
     size_t capacity;    /* bytes over all chunks */
 } tg__arena;
 
 void *tg__arena_alloc(tg__arena *a, size_t bytes); /* 64-byte aligned, not zeroed; NULL if out of memory */
-void tg__arena_reset(tg__arena *a);                 /* keeps one chunk as large as the high-water mark */
+/* Frees nothing: every chunk is filled again, the first from byte skip on. */
+void tg__arena_reset(tg__arena *a, size_t skip);
+bool tg__arena_owns(const tg__arena *a, const void *p);
 void tg__arena_release(tg__arena *a);
 
 struct tg_tape {
@@ -44,7 +47,14 @@ struct tg_tape {
     bool grad_enabled;
     bool check_finite;  /* tg_tape_check_finite */
     uint64_t rng;
+    uint64_t generation; /* bumped by every reset: a tensor of an older one is stale */
 };
+
+/* 0 if x may be used on tape t now: a heap or caller-made tensor, or a tensor
+ * of t's current generation. Otherwise a TG_ERR_STATE message from who that says
+ * whether x is stale (made before a tg_tape_reset) or belongs to another tape.
+ * Reads x only where it is sure to be memory: a heap tensor, or t's own arena. */
+int tg__check_tensor(const char *who, const tg_tape *t, const tg_tensor *x, const char *what);
 
 /* At most this many elements in a tensor: kernels index planes and matrices with int. */
 #define TG_MAX_ELEMENTS 2147483647

@@ -31,7 +31,7 @@ void tg__free(void *p) { free(p); }
 #define MIN_CHUNK ((size_t)1 << 20)
 
 struct tg__chunk {
-    tg__chunk *older;
+    tg__chunk *next;     /* the chunk made after this one */
     size_t size, used;
     unsigned char *base; /* aligned start of the usable bytes */
 };
@@ -44,23 +44,31 @@ static tg__chunk *chunk_new(size_t size) {
     c->base = (unsigned char *)((p + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
     c->size = size;
     c->used = 0;
-    c->older = NULL;
+    c->next = NULL;
     return c;
 }
 
+/* Chunks are kept until the arena is released and filled again in the order
+ * they were made, so a step that repeats the last one's allocations lands in
+ * the same places without a malloc, and a pointer into an earlier generation
+ * still points at memory the arena owns (a stale tensor can be recognised
+ * instead of read after free). */
 void *tg__arena_alloc(tg__arena *a, size_t bytes) {
     size_t need = (bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
     if (need < bytes) return NULL; /* overflow */
     tg__chunk *c = a->head;
-    if (!c || c->size - c->used < need) {
+    while (c && c->size - c->used < need) c = c->next; /* what is left of a skipped chunk waits for the reset */
+    if (!c) {
         size_t size = a->capacity > MIN_CHUNK ? a->capacity : MIN_CHUNK; /* doubles capacity */
         if (size < need) size = need;
-        tg__chunk *n = chunk_new(size);
-        if (!n) return NULL;
-        n->older = c;
-        a->head = c = n;
+        c = chunk_new(size);
+        if (!c) return NULL;
+        if (a->last) a->last->next = c;
+        else a->first = c;
+        a->last = c;
         a->capacity += size;
     }
+    a->head = c;
     void *p = c->base + c->used;
     c->used += need;
     a->used += need;
@@ -68,25 +76,26 @@ void *tg__arena_alloc(tg__arena *a, size_t bytes) {
     return p;
 }
 
-void tg__arena_reset(tg__arena *a) {
-    if (a->head && a->head->older) {
-        /* More than one chunk: trade them for one as large as the high-water
-         * mark, so the next step fits without allocating. */
-        tg__arena_release(a);
-        size_t hw = a->high_water;
-        a->head = chunk_new(hw);
-        a->capacity = a->head ? hw : 0;
-        a->high_water = hw;
-    }
-    if (a->head) a->head->used = 0;
+void tg__arena_reset(tg__arena *a, size_t skip) {
+    for (tg__chunk *c = a->first; c; c = c->next) c->used = 0;
+    skip = (skip + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    if (a->first && skip < a->first->size) a->first->used = skip; /* not counted as in use */
+    a->head = a->first;
     a->used = 0;
 }
 
+/* Is p inside memory the arena has handed out (in any generation)? */
+bool tg__arena_owns(const tg__arena *a, const void *p) {
+    for (const tg__chunk *c = a->first; c; c = c->next)
+        if ((const unsigned char *)p >= c->base && (const unsigned char *)p < c->base + c->size) return true;
+    return false;
+}
+
 void tg__arena_release(tg__arena *a) {
-    for (tg__chunk *c = a->head, *o; c; c = o) {
-        o = c->older;
+    for (tg__chunk *c = a->first, *n; c; c = n) {
+        n = c->next;
         tg__free(c);
     }
-    a->head = NULL;
+    a->first = a->last = a->head = NULL;
     a->used = a->capacity = 0;
 }

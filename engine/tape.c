@@ -29,11 +29,28 @@ void tg_tape_free(tg_tape *t) {
     tg__free(t);
 }
 
+/* Each generation starts 0, 64, 128 or 192 bytes into the arena, so a tensor
+ * of one of the last three steps is never in the place where this step makes
+ * one: its stale generation stays there to be recognised. */
 void tg_tape_reset(tg_tape *t) {
     if (!t) return;
-    tg__arena_reset(&t->arena);
+    t->generation++;
+    tg__arena_reset(&t->arena, 64 * (size_t)(t->generation % 4));
     t->first = t->last = NULL;
     t->n_nodes = 0;
+}
+
+int tg__check_tensor(const char *who, const tg_tape *t, const tg_tensor *x, const char *what) {
+    if (!x) return tg_fail(TG_ERR_ARG, "%s: %s is NULL", who, what);
+    if (tg__arena_owns(&t->arena, x)) {
+        if (x->tape == t && x->generation == t->generation) return 0;
+        return tg_fail(TG_ERR_STATE, "%s: %s is stale: it was made on this tape before tg_tape_reset, which freed it",
+                       who, what);
+    }
+    if (x->tape)
+        return tg_fail(TG_ERR_STATE, "%s: %s belongs to another tape (a tensor made or recorded on one tape cannot "
+                       "be used on another)", who, what);
+    return 0;
 }
 
 bool tg_tape_set_grad_enabled(tg_tape *t, bool on) {
@@ -48,12 +65,20 @@ size_t tg_tape_arena_used(const tg_tape *t) { return t ? t->arena.used : 0; }
 size_t tg_tape_arena_high_water(const tg_tape *t) { return t ? t->arena.high_water : 0; }
 
 void *tg_tape_alloc(tg_tape *t, size_t bytes) {
+    if (!t) {
+        tg_fail(TG_ERR_ARG, "tape_alloc: tape is NULL");
+        return NULL;
+    }
     void *p = tg__arena_alloc(&t->arena, bytes);
     if (!p) tg_fail(TG_ERR_NOMEM, "tape: out of memory (arena at %zu bytes)", t->arena.used);
     return p;
 }
 
 void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what) {
+    if (!n) {
+        tg_fail(TG_ERR_ARG, "node_save: node is NULL");
+        return NULL;
+    }
     void *p = tg_tape_alloc(t, bytes);
     if (p) {
         n->saved_bytes += bytes;
@@ -65,10 +90,13 @@ void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what) {
 // ----------------------------------------------------------------------------
 // random numbers: splitmix64, small and good enough for masks and init
 
-void tg_tape_seed(tg_tape *t, uint64_t seed) { t->rng = seed; }
-uint64_t tg_tape_rng_state(const tg_tape *t) { return t->rng; }
+void tg_tape_seed(tg_tape *t, uint64_t seed) {
+    if (t) t->rng = seed;
+}
+uint64_t tg_tape_rng_state(const tg_tape *t) { return t ? t->rng : 0; }
 
 uint64_t tg_rand_u64(uint64_t *s) {
+    if (!s) return 0;
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -82,7 +110,7 @@ float tg_rand_normal(uint64_t *s) {
     return sqrtf(-2.0f * logf(1.0f - u1)) * cosf(6.2831853f * u2);
 }
 
-float tg_tape_uniform(tg_tape *t) { return tg_rand_uniform(&t->rng); }
+float tg_tape_uniform(tg_tape *t) { return t ? tg_rand_uniform(&t->rng) : 0.0f; }
 
 // ----------------------------------------------------------------------------
 // the non-finite check: one branch per op when off
@@ -141,20 +169,62 @@ static int check_backward(const tg_node *n) {
 // ----------------------------------------------------------------------------
 // recording
 
+/* The descriptor has what tg_apply calls (vjp only when it records). */
+static int check_op(const tg_op *op, int n_in, tg_tensor **in, const void *attr) {
+    if (!op) return tg_fail(TG_ERR_ARG, "apply: op is NULL");
+    const char *name = op->name ? op->name : "apply";
+    if (!op->name) return tg_fail(TG_ERR_ARG, "apply: the op has no name");
+    if (!op->shape || !op->forward)
+        return tg_fail(TG_ERR_ARG, "%s: the op's descriptor has no %s function", name, !op->shape ? "shape" : "forward");
+    if (op->attr_size && !attr)
+        return tg_fail(TG_ERR_ARG, "%s: the op takes %zu bytes of attributes, and attr is NULL", name, op->attr_size);
+    if (n_in < 0 || n_in > TG_MAX_INPUTS)
+        return tg_fail(TG_ERR_ARG, "%s: %d inputs, an op takes 0 to %d", name, n_in, TG_MAX_INPUTS);
+    if (n_in && !in) return tg_fail(TG_ERR_ARG, "%s: %d inputs, and the input array is NULL", name, n_in);
+    return 0;
+}
+
+/* Index of the first non-finite element of a leaf input, or -1 (the finite check). */
+static int check_leaves(const tg_tape *t, const tg_op *op, tg_tensor **in, int n_in) {
+    for (int k = 0; k < n_in; k++) {
+        if (in[k]->node) continue; /* an op's output: checked when it was made */
+        int64_t j = first_nonfinite(in[k]->data, in[k]->size);
+        if (j < 0) continue;
+        char l[48], sx[64];
+        return tg_fail(TG_ERR_NONFINITE, "%s: input %d (%s, %s) holds %s at element %lld: a non-finite value "
+                       "entered the tape from a leaf (an input batch or a parameter), before node %%%d",
+                       op->name, k, tg__label(in[k], l, sizeof l), tg_shape_str(in[k], sx, sizeof sx),
+                       kind_of(in[k]->data[j]), (long long)j, t->n_nodes);
+    }
+    return 0;
+}
+
 tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr) {
+    if (check_op(op, n_in, in, attr) < 0) return NULL;
     if (!t) {
         tg_fail(TG_ERR_ARG, "%s: tape is NULL", op->name);
         return NULL;
     }
-    if (n_in < 0 || n_in > TG_MAX_INPUTS) {
-        tg_fail(TG_ERR_ARG, "%s: %d inputs, an op takes 0 to %d", op->name, n_in, TG_MAX_INPUTS);
-        return NULL;
-    }
     bool needs_grad = false;
     for (int i = 0; i < n_in; i++) {
-        if (!in[i]) return NULL; /* an earlier op failed: keep its message */
+        if (!in[i]) { /* an earlier op failed: keep its message */
+            if (!tg_last_error_code()) tg_fail(TG_ERR_ARG, "%s: input %d is NULL", op->name, i);
+            return NULL;
+        }
+        char what[24];
+        snprintf(what, sizeof what, "input %d", i);
+        if (tg__check_tensor(op->name, t, in[i], what) < 0) return NULL;
+        if (!in[i]->data) {
+            tg_fail(TG_ERR_ARG, "%s: input %d has no data", op->name, i);
+            return NULL;
+        }
         needs_grad |= in[i]->requires_grad;
     }
+    if (t->grad_enabled && needs_grad && !op->vjp) {
+        tg_fail(TG_ERR_ARG, "%s: an input requires a gradient, and the op's descriptor has no vjp", op->name);
+        return NULL;
+    }
+    if (t->check_finite && check_leaves(t, op, in, n_in) < 0) return NULL;
     tg_node *n = tg_tape_alloc(t, sizeof *n);
     if (!n) return NULL;
     memset(n, 0, sizeof *n);
@@ -181,6 +251,8 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
             return NULL;
         }
         out->data = in[0]->data;
+        out->tape = t;
+        out->generation = t->generation;
     } else if (!(out = tg__tensor_arena(t, ndim, shape, false))) {
         return NULL;
     }
@@ -229,13 +301,15 @@ static void zero_if_unset(tg_tensor *x) {
 }
 
 bool tg_grad_overwrite(tg_tensor *x) {
+    if (!x) return false;
     bool unset = x->grad_unset;
     x->grad_unset = false;
     return unset;
 }
 
 int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
-    if (!t || !y) return tg_fail(TG_ERR_ARG, "backward: %s is NULL", t ? "tensor" : "tape");
+    if (!t) return tg_fail(TG_ERR_ARG, "backward: tape is NULL");
+    if (tg__check_tensor("backward", t, y, "the tensor") < 0) return tg_last_error_code();
     if (!dy) return tg_fail(TG_ERR_ARG, "backward: seed gradient is NULL");
     if (!y->requires_grad)
         return tg_fail(TG_ERR_STATE, "backward: the tensor does not require a gradient "
@@ -272,7 +346,8 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
 }
 
 int tg_backward(tg_tape *t, tg_tensor *loss) {
-    if (!loss) return tg_fail(TG_ERR_ARG, "backward: tensor is NULL");
+    if (!t) return tg_fail(TG_ERR_ARG, "backward: tape is NULL");
+    if (tg__check_tensor("backward", t, loss, "the tensor") < 0) return tg_last_error_code();
     if (loss->size != 1) {
         char s[64];
         return tg_fail(TG_ERR_SHAPE, "backward: loss has shape %s; a non-scalar needs a seed gradient (tg_backward_seed)",

@@ -95,6 +95,8 @@ typedef struct tg_tensor {
     bool grad_unset;             /* during backward: grad's memory holds no values yet (see overwrites_grads) */
     tg_node *node;               /* the tape node that produced it, NULL for leaves */
     char name[32];               /* a parameter's name, shown in tape dumps */
+    tg_tape *tape;               /* the tape whose arena holds it; NULL for heap (and caller-made) tensors */
+    uint64_t generation;         /* the tape's generation when it was made (see tg_tape_reset) */
 } tg_tensor;
 
 /* A heap tensor, zero-filled, owned by the caller. NULL on bad shape. */

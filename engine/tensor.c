@@ -65,6 +65,8 @@ tg_tensor *tg__tensor_arena(tg_tape *t, int ndim, const int *shape, bool zero) {
     if (!x) goto oom;
     memset(x, 0, sizeof *x);
     set_shape(x, ndim, shape);
+    x->tape = t;
+    x->generation = t->generation;
     x->data = tg__arena_alloc(&t->arena, (size_t)x->size * sizeof(float));
     if (!x->data) goto oom;
     if (zero) memset(x->data, 0, (size_t)x->size * sizeof(float));
@@ -105,7 +107,7 @@ void tg_tensor_set_name(tg_tensor *x, const char *name) {
 }
 
 char *tg_shape_str(const tg_tensor *x, char *buf, size_t len) {
-    if (!len) return buf;
+    if (!buf || !len) return buf;
     buf[0] = '\0';
     if (!x) {
         snprintf(buf, len, "null");
@@ -122,6 +124,7 @@ char *tg_shape_str(const tg_tensor *x, char *buf, size_t len) {
 }
 
 bool tg_same_shape(const tg_tensor *a, const tg_tensor *b) {
+    if (!a || !b) return false;
     if (a->ndim != b->ndim) return false;
     for (int i = 0; i < a->ndim; i++)
         if (a->shape[i] != b->shape[i]) return false;

@@ -354,15 +354,15 @@ static void nonfinite(void) {
     tg_tensor *y = tg_conv2d(t, x, w, NULL, 1, 0, 1, 1);
     CHECK(y != NULL && isnan(y->data[0]));
     tg_tape_reset(t);
-    /* on: the conv that produced it is named, and the input that brought it */
+    /* on: the leaf that brought it is named, before the conv runs */
     tg_tape_check_finite(t, true);
     x = tg_tensor_tape(t, 4, (int[]){1, 1, 4, 4});
     x->data[5] = NAN;
     tg_clear_error();
     CHECK(tg_conv2d(t, x, w, NULL, 1, 0, 1, 1) == NULL);
     CHECK_INT(tg_last_error_code(), TG_ERR_NONFINITE);
-    CHECK_MSG(tg_last_error(), "conv2d: forward output 1x2x2x2 of node %0 holds NaN at element 0; "
-                               "input 0 (input) already holds NaN at element 5");
+    CHECK_MSG(tg_last_error(), "conv2d: input 0 (input, 1x1x4x4) holds NaN at element 5: a non-finite value "
+                               "entered the tape from a leaf (an input batch or a parameter), before node %0");
     CHECK_INT(tg_tape_node_count(t), 0);
     tg_tape_reset(t);
 
