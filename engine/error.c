@@ -15,6 +15,7 @@ void tg_clear_error(void) {
 }
 
 int tg_fail(int code, const char *fmt, ...) {
+    if (!fmt) fmt = "(no message)";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_msg, sizeof last_msg, fmt, ap);

@@ -37,6 +37,9 @@ int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
         if (opts->tol > 0) o.tol = opts->tol;
         o.seed = opts->seed;
     }
+    if (!build) return tg_fail(TG_ERR_ARG, "gradcheck: build is NULL");
+    if (n_inputs < 1 || n_inputs > TG_MAX_INPUTS || !inputs)
+        return tg_fail(TG_ERR_ARG, "gradcheck: %d inputs at %p: need 1 to %d", n_inputs, (void *)inputs, TG_MAX_INPUTS);
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i] || !inputs[i]->on_heap)
             return tg_fail(TG_ERR_ARG, "gradcheck: input %d must be a heap tensor (tg_tensor_new)", i);

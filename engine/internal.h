@@ -55,6 +55,8 @@ struct tg_tape {
  * whether x is stale (made before a tg_tape_reset) or belongs to another tape.
  * Reads x only where it is sure to be memory: a heap tensor, or t's own arena. */
 int tg__check_tensor(const char *who, const tg_tape *t, const tg_tensor *x, const char *what);
+/* x is not NULL, and not a tape tensor of an earlier generation (its tape must be alive). */
+bool tg__tensor_current(const tg_tensor *x);
 
 /* At most this many elements in a tensor: kernels index planes and matrices with int. */
 #define TG_MAX_ELEMENTS 2147483647

@@ -40,6 +40,8 @@ void tg_tape_reset(tg_tape *t) {
     t->n_nodes = 0;
 }
 
+bool tg__tensor_current(const tg_tensor *x) { return x && (!x->tape || x->generation == x->tape->generation); }
+
 int tg__check_tensor(const char *who, const tg_tape *t, const tg_tensor *x, const char *what) {
     if (!x) return tg_fail(TG_ERR_ARG, "%s: %s is NULL", who, what);
     if (tg__arena_owns(&t->arena, x)) {

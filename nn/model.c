@@ -10,8 +10,10 @@ struct tg_model {
     bool training;
     uint64_t rng;             /* initialisation */
     char error[256];          /* the first layer that failed to build */
-    tg_tensor **params, **state;
+    tg_tensor **params, **state; /* made anew by every add, read by the accessors */
     int n_params, n_state;
+    void **retired;           /* earlier lists, kept until the model is freed: arrays handed out stay valid */
+    int n_retired;
 };
 
 static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
@@ -46,6 +48,8 @@ void tg_model_free(tg_model *m) {
     tg__free(m->layers);
     tg__free(m->params);
     tg__free(m->state);
+    for (int i = 0; i < m->n_retired; i++) tg__free(m->retired[i]);
+    tg__free(m->retired);
     tg__free(m);
 }
 
@@ -70,21 +74,57 @@ static tg_layer *layer_new(tg_model *m, const char *kind) {
     return l;
 }
 
+/* A new list of the parameters (then the buffers, if with_buffers) of the
+ * layers, with l after them; NULL if out of memory. */
+static tg_tensor **collect(const tg_model *m, const tg_layer *l, bool with_buffers, int *n_out) {
+    int n = 0;
+    for (int i = 0; i <= m->n_layers; i++) {
+        const tg_layer *x = i < m->n_layers ? m->layers[i] : l;
+        n += x->n_params + (with_buffers ? x->n_buffers : 0);
+    }
+    tg_tensor **list = tg__malloc((size_t)(n ? n : 1) * sizeof *list);
+    if (!list) return NULL;
+    int k = 0;
+    for (int i = 0; i <= m->n_layers; i++) {
+        const tg_layer *x = i < m->n_layers ? m->layers[i] : l;
+        for (int j = 0; j < x->n_params; j++) list[k++] = x->params[j];
+    }
+    for (int i = 0; with_buffers && i <= m->n_layers; i++) {
+        const tg_layer *x = i < m->n_layers ? m->layers[i] : l;
+        for (int j = 0; j < x->n_buffers; j++) list[k++] = x->buffers[j];
+    }
+    *n_out = n;
+    return list;
+}
+
+/* Appends l. The parameter and state lists are made here, once per layer, so
+ * the accessors only read (several threads may call them on a shared model),
+ * and the lists they handed out before stay valid until the model is freed. */
 static tg_layer *add(tg_model *m, tg_layer *l) {
     if (m->n_layers == m->cap) {
         int cap = m->cap ? 2 * m->cap : 16;
         tg_layer **ls = tg__realloc(m->layers, (size_t)cap * sizeof *ls);
-        if (!ls) {
-            tg_fail(TG_ERR_NOMEM, "model: out of memory");
-            return failed(m, l);
-        }
+        if (!ls) goto oom;
         m->layers = ls, m->cap = cap;
     }
+    void **retired = tg__realloc(m->retired, (size_t)(m->n_retired + 2) * sizeof *retired);
+    if (!retired) goto oom;
+    m->retired = retired;
+    int np = 0, ns = 0;
+    tg_tensor **params = collect(m, l, false, &np), **state = collect(m, l, true, &ns);
+    if (!params || !state) {
+        tg__free(params), tg__free(state);
+        goto oom;
+    }
+    if (m->params) m->retired[m->n_retired++] = m->params;
+    if (m->state) m->retired[m->n_retired++] = m->state;
+    m->params = params, m->n_params = np;
+    m->state = state, m->n_state = ns;
     m->layers[m->n_layers++] = l;
-    /* the cached parameter lists are stale */
-    tg__free(m->params), tg__free(m->state);
-    m->params = m->state = NULL;
     return l;
+oom:
+    tg_fail(TG_ERR_NOMEM, "model: out of memory");
+    return failed(m, l);
 }
 
 /* PyTorch's default for conv and linear layers (kaiming_uniform_ with a = sqrt(5)):
@@ -142,39 +182,22 @@ bool tg_model_training(const tg_model *m) { return m && m->training; }
 int tg_model_layer_count(const tg_model *m) { return m ? m->n_layers : 0; }
 tg_layer *tg_model_layer(const tg_model *m, int i) { return m && i >= 0 && i < m->n_layers ? m->layers[i] : NULL; }
 
-static int collect(tg_model *m, bool with_buffers, tg_tensor ***out, int *n_out) {
-    if (!*out) {
-        int n = 0;
-        for (int i = 0; i < m->n_layers; i++) n += m->layers[i]->n_params + (with_buffers ? m->layers[i]->n_buffers : 0);
-        tg_tensor **list = tg__malloc((size_t)(n ? n : 1) * sizeof *list);
-        if (!list) return tg_fail(TG_ERR_NOMEM, "model: out of memory");
-        int k = 0;
-        for (int i = 0; i < m->n_layers; i++)
-            for (int j = 0; j < m->layers[i]->n_params; j++) list[k++] = m->layers[i]->params[j];
-        for (int i = 0; with_buffers && i < m->n_layers; i++)
-            for (int j = 0; j < m->layers[i]->n_buffers; j++) list[k++] = m->layers[i]->buffers[j];
-        *out = list;
-        *n_out = n;
-    }
-    return *n_out;
-}
-
+/* The lists are made by add: reading them is safe from several threads. */
 int tg_model_params(const tg_model *m, tg_tensor ***params) {
-    tg_model *mm = (tg_model *)m; /* the list is a cache */
-    int n = collect(mm, false, &mm->params, &mm->n_params);
-    *params = mm->params;
-    return n;
+    if (!m || !params) return tg_fail(TG_ERR_ARG, "model_params: %s is NULL", !m ? "model" : "params");
+    *params = m->params;
+    return m->n_params;
 }
 
 int tg_model_state(const tg_model *m, tg_tensor ***state) {
-    tg_model *mm = (tg_model *)m;
-    int n = collect(mm, true, &mm->state, &mm->n_state);
-    *state = mm->state;
-    return n;
+    if (!m || !state) return tg_fail(TG_ERR_ARG, "model_state: %s is NULL", !m ? "model" : "state");
+    *state = m->state;
+    return m->n_state;
 }
 
 int64_t tg_model_param_count(const tg_model *m) {
     int64_t n = 0;
+    if (!m) return 0;
     for (int i = 0; i < m->n_layers; i++)
         for (int j = 0; j < m->layers[i]->n_params; j++) n += m->layers[i]->params[j]->size;
     return n;
@@ -186,6 +209,7 @@ void tg_model_zero_grad(tg_model *m) {
 }
 
 void tg_model_print(const tg_model *m, FILE *f) {
+    if (!m || !f) return;
     for (int i = 0; i < m->n_layers; i++) {
         const tg_layer *l = m->layers[i];
         int64_t n = 0;

@@ -14,14 +14,54 @@ struct tg_sgd {
     tg_tensor *steps;     /* a scalar: how many steps were taken (buffers are "None" before the first) */
 };
 
+static int check_lr(float lr) {
+    if (!(lr >= 0) || !isfinite(lr)) return tg_fail(TG_ERR_ARG, "sgd: lr %g: must be finite and >= 0", (double)lr);
+    return 0;
+}
+
+static int cmp_ptr(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (tg_tensor *const *)a, y = (uintptr_t) * (tg_tensor *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Each parameter a heap tensor with a gradient buffer, none listed twice. */
+static int check_params(tg_tensor *const *params, int n) {
+    for (int i = 0; i < n; i++) {
+        if (!params[i]) return tg_fail(TG_ERR_ARG, "sgd: parameter %d is NULL", i);
+        if (!params[i]->on_heap || !params[i]->grad)
+            return tg_fail(TG_ERR_ARG, "sgd: parameter %d (%s) is not a heap tensor with a gradient (tg_param_new)", i,
+                           params[i]->name[0] ? params[i]->name : "unnamed");
+    }
+    tg_tensor **sorted = tg__malloc((size_t)n * sizeof *sorted);
+    if (!sorted) return tg_fail(TG_ERR_NOMEM, "sgd: out of memory");
+    memcpy(sorted, params, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_ptr);
+    int rc = 0;
+    for (int i = 1; i < n && !rc; i++)
+        if (sorted[i] == sorted[i - 1]) {
+            int first = -1, second = -1;
+            for (int k = 0; k < n && second < 0; k++)
+                if (params[k] == sorted[i]) {
+                    if (first < 0) first = k;
+                    else second = k;
+                }
+            rc = tg_fail(TG_ERR_ARG, "sgd: parameters %d and %d are the same tensor (%s): each may be listed once",
+                         first, second, sorted[i]->name[0] ? sorted[i]->name : "unnamed");
+        }
+    tg__free(sorted);
+    return rc;
+}
+
 tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
     if (!params || n < 1) {
         tg_fail(TG_ERR_ARG, "sgd: no parameters");
         return NULL;
     }
-    if (!(o.lr >= 0) || !(o.momentum >= 0) || !(o.weight_decay >= 0) || !(o.dampening >= 0 && o.dampening <= 1)) {
+    if (check_lr(o.lr) < 0) return NULL;
+    if (!(o.momentum >= 0) || !(o.weight_decay >= 0) || !(o.dampening >= 0 && o.dampening <= 1) ||
+        !isfinite(o.momentum) || !isfinite(o.weight_decay)) {
         tg_fail(TG_ERR_ARG, "sgd: lr %g, momentum %g, weight_decay %g, dampening %g: need lr, momentum, "
-                            "weight_decay >= 0 and dampening in [0, 1]",
+                            "weight_decay finite and >= 0 and dampening in [0, 1]",
                 (double)o.lr, (double)o.momentum, (double)o.weight_decay, (double)o.dampening);
         return NULL;
     }
@@ -29,11 +69,7 @@ tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
         tg_fail(TG_ERR_ARG, "sgd: nesterov momentum requires a momentum and zero dampening");
         return NULL;
     }
-    for (int i = 0; i < n; i++)
-        if (!params[i] || !params[i]->grad) {
-            tg_fail(TG_ERR_ARG, "sgd: parameter %d does not require a gradient", i);
-            return NULL;
-        }
+    if (check_params(params, n) < 0) return NULL;
     tg_sgd *s = tg__calloc(1, sizeof *s);
     if (!s) goto oom;
     s->o = o;
@@ -89,17 +125,19 @@ TG_CLONES static void sgd_run(float *restrict p, const float *restrict grad, flo
     }
 }
 
-void tg_sgd_step(tg_sgd *s) {
-    if (!s) return;
+int tg_sgd_step(tg_sgd *s) {
+    if (!s) return tg_fail(TG_ERR_ARG, "sgd_step: optimizer is NULL");
     const tg_sgd_opts *o = &s->o;
     bool first = s->steps->data[0] == 0;
     for (int i = 0; i < s->n; i++) {
         tg_tensor *p = s->params[i];
+        if (!p->requires_grad) continue; /* frozen: PyTorch skips a parameter without a gradient */
         float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
         /* every element on its own: the same result for any thread count */
         TG_FOR_BLOCKS(p->size, j, k) sgd_run(p->data + j, p->grad + j, buf ? buf + j : NULL, k, o, first);
     }
     s->steps->data[0] += 1;
+    return 0;
 }
 
 void tg_sgd_zero_grad(tg_sgd *s) {
@@ -110,10 +148,17 @@ void tg_sgd_zero_grad(tg_sgd *s) {
     }
 }
 
-void tg_sgd_set_lr(tg_sgd *s, float lr) { s->o.lr = lr; }
-float tg_sgd_lr(const tg_sgd *s) { return s->o.lr; }
+int tg_sgd_set_lr(tg_sgd *s, float lr) {
+    if (!s) return tg_fail(TG_ERR_ARG, "sgd_set_lr: optimizer is NULL");
+    if (check_lr(lr) < 0) return TG_ERR_ARG;
+    s->o.lr = lr;
+    return 0;
+}
+
+float tg_sgd_lr(const tg_sgd *s) { return s ? s->o.lr : 0.0f; }
 
 int tg_sgd_state(tg_sgd *s, tg_tensor ***state) {
+    if (!s || !state) return tg_fail(TG_ERR_ARG, "sgd_state: %s is NULL", !s ? "optimizer" : "state");
     *state = s->state;
     return s->n_state;
 }

@@ -184,10 +184,10 @@ void tg_model_print(const tg_model *m, FILE *f);
 // initialisation and SGD
 
 /* fan_in = size / shape[0] (C/groups*R*S for a conv weight), fan_out = shape[0] * R * S. */
-void tg_init_kaiming_normal(tg_tensor *w, uint64_t *rng);   /* N(0, 2/fan_in) */
-void tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b = sqrt(6/fan_in) */
-void tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
-void tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
+int tg_init_kaiming_normal(tg_tensor *w, uint64_t *rng);   /* N(0, 2/fan_in) */
+int tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b = sqrt(6/fan_in) */
+int tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
+int tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
 typedef enum { TG_INIT_KAIMING_NORMAL, TG_INIT_KAIMING_UNIFORM, TG_INIT_XAVIER_NORMAL, TG_INIT_XAVIER_UNIFORM } tg_init;
 /* Re-initialise every conv and linear weight of the model with a scheme; biases to 0,
  * batch-norm gamma to 1. TG_ERR_ARG for an unknown scheme or a NULL model. */
@@ -204,14 +204,19 @@ typedef struct {
 } tg_sgd_opts;
 
 typedef struct tg_sgd tg_sgd;
-/* params: borrowed, must outlive the optimizer. NULL on bad options (nesterov
- * needs momentum > 0 and dampening 0, as in PyTorch; lr and weight_decay >= 0). */
+/* params: borrowed, must outlive the optimizer; heap tensors with a gradient
+ * buffer (tg_param_new), each listed once. NULL on bad options (nesterov
+ * needs momentum > 0 and dampening 0, as in PyTorch; lr and weight_decay
+ * finite and >= 0) or a parameter that is NULL, not a parameter, or listed twice. */
 tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts opts);
 void tg_sgd_free(tg_sgd *o);
-void tg_sgd_step(tg_sgd *o);
+/* One update of every parameter that requires a gradient; a parameter whose
+ * requires_grad is off is skipped whole (no momentum, no weight decay), as
+ * PyTorch skips one without a gradient. */
+int tg_sgd_step(tg_sgd *o);
 void tg_sgd_zero_grad(tg_sgd *o);
-void tg_sgd_set_lr(tg_sgd *o, float lr);
-float tg_sgd_lr(const tg_sgd *o);
+int tg_sgd_set_lr(tg_sgd *o, float lr);   /* TG_ERR_ARG (lr unchanged) unless lr is finite and >= 0 */
+float tg_sgd_lr(const tg_sgd *o);          /* 0 for NULL */
 /* Momentum buffers and the step count as named tensors, for checkpoints. */
 int tg_sgd_state(tg_sgd *o, tg_tensor ***state);
 

@@ -149,7 +149,7 @@ tg_tensor *tg_dropout_vanilla(tg_tape *t, tg_tensor *x, float p, bool training) 
 }
 
 const uint8_t *tg_dropout_mask(const tg_tensor *y) {
-    if (!y || !y->node) return NULL;
+    if (!tg__tensor_current(y) || !y->node) return NULL;
     const tg_op *op = y->node->op;
     return op == &tg__op_dropout || op == &tg__op_dropout_vanilla ? y->node->saved : NULL;
 }

@@ -89,6 +89,7 @@ const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .attr_size = sizeof
 
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels) {
     ce_attr a = {NULL};
+    if (t && logits && tg__check_tensor("cross_entropy", t, logits, "input 0") < 0) return NULL;
     if (t && logits && labels && logits->ndim >= 1) {
         size_t bytes = (size_t)logits->shape[0] * sizeof(int32_t);
         int32_t *copy = tg_tape_alloc(t, bytes);

@@ -2,6 +2,7 @@
 #include "internal.h"
 #include "ops.h"
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -17,18 +18,23 @@ static int pool_shape(tg_node *n, int *ndim, int *shape) {
     tg_shape_str(x, sx, sizeof sx);
     if (x->ndim != 4) return tg_fail(TG_ERR_SHAPE, "%s: input must be (N,C,H,W), got %s", op, sx);
     if (a->kernel < 1 || a->stride < 1 || a->pad < 0 || a->kernel > TG_MAX_WINDOW || a->stride > TG_MAX_WINDOW)
-        return tg_fail(TG_ERR_ARG, "%s: kernel %d, stride %d, pad %d: need kernel >= 1, stride >= 1, pad >= 0", op,
-                       a->kernel, a->stride, a->pad);
+        return tg_fail(TG_ERR_ARG, "%s: kernel %d, stride %d, pad %d: need kernel >= 1, stride >= 1, pad >= 0 (and "
+                                   "kernel, stride at most %d)", op, a->kernel, a->stride, a->pad, TG_MAX_WINDOW);
     if (a->pad > a->kernel / 2)
         return tg_fail(TG_ERR_ARG, "%s: pad %d is more than half the kernel %d", op, a->pad, a->kernel);
-    if (x->shape[2] + 2 * a->pad < a->kernel || x->shape[3] + 2 * a->pad < a->kernel)
-        return tg_fail(TG_ERR_SHAPE, "%s: kernel %d is larger than the padded input %dx%d (x %s, pad %d)", op,
-                       a->kernel, x->shape[2] + 2 * a->pad, x->shape[3] + 2 * a->pad, sx, a->pad);
+    int64_t Hp = x->shape[2] + 2 * (int64_t)a->pad, Wp = x->shape[3] + 2 * (int64_t)a->pad; /* in 64 bits */
+    if (Hp < a->kernel || Wp < a->kernel)
+        return tg_fail(TG_ERR_SHAPE, "%s: kernel %d is larger than the padded input %lldx%lld (x %s, pad %d)", op,
+                       a->kernel, (long long)Hp, (long long)Wp, sx, a->pad);
+    /* the loops index the padded input with int (and the output is never larger) */
+    if (Hp > INT_MAX || Wp > INT_MAX)
+        return tg_fail(TG_ERR_SHAPE, "%s: the padded input %lldx%lld is larger than %d a side (x %s, pad %d)", op,
+                       (long long)Hp, (long long)Wp, INT_MAX, sx, a->pad);
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = x->shape[1];
-    shape[2] = (x->shape[2] + 2 * a->pad - a->kernel) / a->stride + 1;
-    shape[3] = (x->shape[3] + 2 * a->pad - a->kernel) / a->stride + 1;
+    shape[2] = (int)((Hp - a->kernel) / a->stride + 1);
+    shape[3] = (int)((Wp - a->kernel) / a->stride + 1);
     return 0;
 }
 
@@ -37,7 +43,8 @@ static void pool_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "kernel=%d stride=%d pad=%d", a->kernel, a->stride, a->pad);
 }
 
-/* FLOPs of max and average pooling: kernel*kernel (compares or adds) per output element */
+/* FLOPs of max and average pooling: kernel*kernel (compares or adds) per output element
+ * (below 2^31 * 2^32: no overflow) */
 static int64_t pool_flops(const tg_node *n) {
     const pool_attr *a = n->attr;
     return n->out->size * a->kernel * a->kernel;
@@ -171,22 +178,27 @@ static int maxpool_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-/* How often each position of the window (row-major, 0..k*k-1) held the maximum, from the recorded argmax */
+/* How often each position of the window (row-major, 0..k*k-1) held the maximum, from the recorded argmax;
+ * only the first STATS_POSITIONS positions are counted (no more would fit the line) */
+#define STATS_POSITIONS 256
 static void maxpool_stats(const tg_node *n, char *buf, size_t len) {
     const pool_attr *a = n->attr;
     const int32_t *arg = n->saved;
     const tg_tensor *y = n->out;
-    int W = n->in[0]->shape[3], Ho = y->shape[2], Wo = y->shape[3], kk = a->kernel * a->kernel;
-    int64_t *count = arg ? tg__calloc((size_t)kk, sizeof *count) : NULL;
+    int W = n->in[0]->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    int64_t kk = (int64_t)a->kernel * a->kernel, shown = kk < STATS_POSITIONS ? kk : STATS_POSITIONS;
+    int64_t *count = arg ? tg__calloc((size_t)shown, sizeof *count) : NULL;
     buf[0] = '\0';
     if (!count) return;
     for (int64_t o = 0; o < y->size; o++) {
         int oh = (int)(o / Wo % Ho), ow = (int)(o % Wo);
         int r = arg[o] / W - (oh * a->stride - a->pad), c = arg[o] % W - (ow * a->stride - a->pad);
-        count[r * a->kernel + c]++;
+        int64_t pos = (int64_t)r * a->kernel + c;
+        if (pos < shown) count[pos]++;
     }
-    size_t o = (size_t)snprintf(buf, len, "argmax pos 0..%d:", kk - 1);
-    for (int i = 0; i < kk && o < len; i++) o += (size_t)snprintf(buf + o, len - o, " %lld", (long long)count[i]);
+    size_t o = (size_t)snprintf(buf, len, "argmax pos 0..%lld:", (long long)(kk - 1));
+    for (int64_t i = 0; i < shown && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, " %lld", (long long)count[i]);
     tg__free(count);
 }
 
@@ -201,7 +213,7 @@ tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int p
 }
 
 const int32_t *tg_max_pool2d_argmax(const tg_tensor *y) {
-    return y && y->node && y->node->op == &tg__op_max_pool2d ? y->node->saved : NULL;
+    return tg__tensor_current(y) && y->node && y->node->op == &tg__op_max_pool2d ? y->node->saved : NULL;
 }
 
 // ----------------------------------------------------------------------------
@@ -213,7 +225,7 @@ static int avgpool_forward(tg_tape *t, tg_node *n) {
     const tg_tensor *x = n->in[0];
     tg_tensor *y = n->out;
     int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
-    float inv = 1.0f / (float)(a->kernel * a->kernel);
+    float inv = 1.0f / (float)((int64_t)a->kernel * a->kernel); /* kernel*kernel may pass INT_MAX */
     for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
         const float *xp = x->data + p * H * W;
         for (int oh = 0; oh < Ho; oh++)
@@ -235,7 +247,7 @@ static int avgpool_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *x = n->in[0];
     const tg_tensor *y = n->out;
     int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
-    float inv = 1.0f / (float)(a->kernel * a->kernel);
+    float inv = 1.0f / (float)((int64_t)a->kernel * a->kernel); /* kernel*kernel may pass INT_MAX */
     for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
         float *dx = x->grad + p * H * W;
         for (int oh = 0; oh < Ho; oh++)

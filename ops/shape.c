@@ -14,22 +14,23 @@ static int reshape_shape(tg_node *n, int *ndim, int *shape) {
     char sx[64];
     if (a->ndim < 0 || a->ndim > TG_MAX_DIMS)
         return tg_fail(TG_ERR_ARG, "reshape: %d dimensions, at most %d are supported", a->ndim, TG_MAX_DIMS);
-    int64_t known = 1;
+    int64_t known = 1; /* the given dimensions' product, which stops growing past x->size: no overflow */
     int infer = -1;
     for (int i = 0; i < a->ndim; i++) {
-        if (a->shape[i] == -1 && infer < 0) {
-            infer = i;
-        } else if (a->shape[i] < 1) {
+        if (a->shape[i] == -1 && infer < 0) infer = i;
+        else if (a->shape[i] < 1)
             return tg_fail(TG_ERR_ARG, "reshape: dimension %d is %d (only one -1 is allowed)", i, a->shape[i]);
-        } else if ((known *= a->shape[i]) > x->size) {
-            break; /* too many already (and no overflow) */
-        }
+        else if (known <= x->size) known *= a->shape[i];
         shape[i] = a->shape[i];
     }
-    if (infer >= 0 && known > 0 && x->size % known == 0) shape[infer] = (int)(x->size / known), known = x->size;
-    if (known != x->size)
-        return tg_fail(TG_ERR_SHAPE, "reshape: cannot view %s (%lld elements) as %d dimensions with %lld elements",
-                       tg_shape_str(x, sx, sizeof sx), (long long)x->size, a->ndim, (long long)known);
+    if (infer >= 0 && known <= x->size && x->size % known == 0) shape[infer] = (int)(x->size / known), known = x->size;
+    if (known != x->size) {
+        char want[64] = "a scalar";
+        for (int i = 0, o = 0; i < a->ndim; i++)
+            o += snprintf(want + o, sizeof want - (size_t)o, "%s%d", i ? "x" : "", a->shape[i]);
+        return tg_fail(TG_ERR_SHAPE, "reshape: cannot view %s (%lld elements) as %s", tg_shape_str(x, sx, sizeof sx),
+                       (long long)x->size, want);
+    }
     *ndim = a->ndim;
     return 0;
 }
@@ -70,13 +71,20 @@ const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_att
                               .flops = reshape_flops, .aliases_input = true};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
-    reshape_attr a = {.ndim = ndim};
+    reshape_attr a = {.ndim = ndim}; /* an ndim out of range is refused by reshape_shape, naming it */
+    if (x && ndim > 0 && !shape) {
+        tg_fail(TG_ERR_ARG, "reshape: shape is NULL for %d dimensions", ndim);
+        return NULL;
+    }
     if (ndim > 0 && ndim <= TG_MAX_DIMS && shape) memcpy(a.shape, shape, (size_t)ndim * sizeof(int));
-    else if (ndim != 0) a.ndim = -1;
     return tg_apply(t, &tg__op_reshape, &x, 1, &a);
 }
 
 tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x) {
-    if (!x) return NULL;
+    if (!x) { /* an earlier op failed: keep its message */
+        if (!tg_last_error_code()) tg_fail(TG_ERR_ARG, "flatten: input 0 is NULL");
+        return NULL;
+    }
+    if (t && tg__check_tensor("flatten", t, x, "input 0") < 0) return NULL;
     return tg_reshape(t, x, 2, (int[]){x->ndim ? x->shape[0] : 1, -1});
 }

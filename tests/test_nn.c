@@ -106,7 +106,7 @@ static void sgd_like_pytorch(void) {
     CHECK_MSG(tg_last_error(), "sgd: lr -0.1");
     tg_tensor *c = tg_tensor_new(1, (int[]){2});
     CHECK(tg_sgd_new(&c, 1, (tg_sgd_opts){0.1f, 0, 0, 0, false}) == NULL);
-    CHECK_MSG(tg_last_error(), "sgd: parameter 0 does not require a gradient");
+    CHECK_MSG(tg_last_error(), "sgd: parameter 0 (unnamed) is not a heap tensor with a gradient (tg_param_new)");
     tg_tensor_free(p);
     tg_tensor_free(c);
 
@@ -120,7 +120,7 @@ static void sgd_like_pytorch(void) {
 static void init(void) {
     tg_tensor *w = tg_tensor_new(4, (int[]){64, 32, 3, 3}); /* fan_in 288, fan_out 576 */
     struct {
-        void (*fn)(tg_tensor *, uint64_t *);
+        int (*fn)(tg_tensor *, uint64_t *);
         double var;
     } schemes[] = {{tg_init_kaiming_normal, 2.0 / 288}, {tg_init_kaiming_uniform, 2.0 / 288},
                    {tg_init_xavier_normal, 2.0 / (288 + 576)}, {tg_init_xavier_uniform, 2.0 / (288 + 576)}};
