@@ -7,6 +7,7 @@
  * Down: conv 3x3 16, ReLU, max pool 2 (14x14), conv 3x3 8, ReLU, max pool 2 (7x7): 392 numbers.
  * Up: transposed conv 2x2 stride 2 to 16x14x14, ReLU, nearest upsample x2, conv 3x3 to 1x28x28, sigmoid. */
 #include "tapegrad_nn.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,9 @@ int main(int argc, char **argv) {
             tg_dataset_batch(train, perm, start, x, NULL);
             tg_tensor *loss = tg_mse_loss(t, tg_model_forward(m, t, x), x);
             if (!loss || tg_backward(t, loss) < 0) die("training step", NULL);
+            if (!isfinite(loss->data[0]))
+                tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d", (double)loss->data[0], e + 1);
+            if (!isfinite(loss->data[0]) || tg_model_check_finite(m) < 0) die("training step", "lower --lr");
             tg_sgd_set_lr(opt, tg_lr_cosine(lr, e * train->n + start, epochs * train->n, 0));
             tg_sgd_step(opt);
             tg_sgd_zero_grad(opt);

@@ -8,6 +8,7 @@
  * training step as three times its forward FLOPs (backward is about twice the
  * forward). The last column is the process's peak resident memory so far. */
 #include "nets.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,8 @@ static void bench(const char *net, int threads, int steps, const tg_dataset *tra
         if (!x || tg_dataset_batch(train, NULL, (i * B) % (train->n - B), x, labels) < 0) die("batch");
         tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
         if (!loss || tg_backward(t, loss) < 0) die("step");
+        if (!isfinite(loss->data[0])) tg_fail(TG_ERR_NONFINITE, "the loss is %g", (double)loss->data[0]);
+        if (!isfinite(loss->data[0]) || tg_model_check_finite(m) < 0) die("step");
         tg_sgd_step(opt);
         tg_sgd_zero_grad(opt);
         if (i == 0) flops = tg_tape_flops(t);

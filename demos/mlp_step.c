@@ -1,6 +1,7 @@
 /* mlp_step.c: the README's example, whole: an MLP built from ops, one SGD step.
  * Build it against an installed tapegrad:
  *   cc mlp_step.c $(pkg-config --cflags --libs tapegrad) -o mlp_step */
+#include <math.h>
 #include <stdio.h>
 #include <tapegrad.h>
 
@@ -23,6 +24,10 @@ int main(void) {
         tg_tensor *loss = tg_cross_entropy(t, tg_linear(t, h, w2, b2), labels);
         if (!loss || tg_backward(t, loss) < 0) {
             fprintf(stderr, "%s\n", tg_last_error()); /* names the op and the shapes */
+            return 1;
+        }
+        if (!isfinite(loss->data[0])) { /* stop at the first step that went wrong */
+            fprintf(stderr, "the loss is %g\n", (double)loss->data[0]);
             return 1;
         }
         if (step == 0) before = loss->data[0];

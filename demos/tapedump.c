@@ -8,6 +8,7 @@
  * renders tape.svg when `dot` is on the PATH. Then takes the SGD step. */
 #include "nets.h"
 #include "tapegrad_nn.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,7 @@ int main(int argc, char **argv) {
     if (!x || tg_dataset_batch(train, NULL, 0, x, labels) < 0) die("batch", NULL);
     tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
     if (!loss || tg_backward(t, loss) < 0) die("training step", NULL);
+    if (tg_model_check_finite(m) < 0) die("training step", NULL);
     printf("resnet, %lld parameters, batch of %d: loss %.4f, %d nodes on the tape\n",
            (long long)tg_model_param_count(m), B, (double)loss->data[0], tg_tape_node_count(t));
 

@@ -203,6 +203,21 @@ int64_t tg_model_param_count(const tg_model *m) {
     return n;
 }
 
+int tg_model_check_finite(const tg_model *m) {
+    if (!m) return tg_fail(TG_ERR_ARG, "model_check_finite: model is NULL");
+    for (int i = 0; i < m->n_state; i++) {
+        const tg_tensor *x = m->state[i];
+        for (int g = 0; g < 2; g++) {
+            const float *v = g ? x->grad : x->data;
+            for (int64_t j = 0; v && j < x->size; j++)
+                if (!isfinite(v[j]))
+                    return tg_fail(TG_ERR_NONFINITE, "model: the %s of %s holds %s at element %lld", g ? "gradient" : "value",
+                                   x->name, isnan(v[j]) ? "NaN" : v[j] > 0 ? "+Inf" : "-Inf", (long long)j);
+        }
+    }
+    return 0;
+}
+
 void tg_model_zero_grad(tg_model *m) {
     for (int i = 0; m && i < m->n_layers; i++)
         for (int j = 0; j < m->layers[i]->n_params; j++) tg_tensor_zero_grad(m->layers[i]->params[j]);

@@ -177,6 +177,10 @@ int64_t tg_model_param_count(const tg_model *m);            /* elements over all
 /* Parameters then buffers: everything a checkpoint holds of the model. */
 int tg_model_state(const tg_model *m, tg_tensor ***state);
 void tg_model_zero_grad(tg_model *m);
+/* TG_ERR_NONFINITE, naming the tensor and element, if a parameter, a buffer or
+ * a parameter's gradient holds a NaN or an Inf; 0 if all are finite. A training
+ * loop calls it after backward to stop at the first step that went wrong. */
+int tg_model_check_finite(const tg_model *m);
 /* One line per layer: kind, sizes, parameter count. */
 void tg_model_print(const tg_model *m, FILE *f);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test: the MNIST demo trains the resnet on a 5000-image slice for one
-# epoch and must reach at least 90% on the first 1000 test images.
+# epoch and must reach at least 90% on the first 1000 test images; a run whose
+# loss diverges (--lr 1e30) must stop with a message and a non-zero exit.
 # Usage: mnist_smoke.sh MNIST_BINARY DATA_DIR
 set -euo pipefail
 bin=$1 data=$2
@@ -13,3 +14,11 @@ acc=$(sed -n 's/^test accuracy: \([0-9.]*\)%$/\1/p' <<<"$last")
 awk -v a="$acc" 'BEGIN { exit !(a >= 90) }' || { echo "smoke: accuracy $acc% is below 90%"; exit 1; }
 [ -s "$out/mnist_errors.png" ] && [ -s "$out/mnist_filters.png" ] || { echo "smoke: pictures missing"; exit 1; }
 echo "smoke: $acc% >= 90%"
+
+# a run that diverges stops at the first non-finite step, says so, and exits non-zero
+if "$bin" --data "$data" --net lenet --epochs 1 --limit 512 --test-limit 100 --lr 1e30 --out "$out" >"$out/div" 2>&1; then
+  echo "smoke: a diverging run (--lr 1e30) exited 0"; cat "$out/div"; exit 1
+fi
+grep -q "^mnist: training step: the loss is .*nan\|^mnist: training step: model: the .* holds" "$out/div" ||
+  { echo "smoke: a diverging run did not name the non-finite loss or gradient:"; cat "$out/div"; exit 1; }
+echo "smoke: a diverging run stops: $(grep '^mnist:' "$out/div")"
