@@ -57,6 +57,7 @@ int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
      * fills that memory with NaN: an element the VJP never writes is an error. */
     tg_tape_seed(t, o.seed);
     tg_tape_check_finite(t, true);
+    tg_tape_check_inputs(t, true); /* and no VJP writes into an input */
     tg_tensor *one = tg_tensor_tape(t, 0, NULL), *through[TG_MAX_INPUTS] = {0};
     if (!one || n_inputs > TG_MAX_INPUTS) {
         rc = one ? tg_fail(TG_ERR_ARG, "gradcheck: %d inputs, at most %d", n_inputs, TG_MAX_INPUTS) : TG_ERR_NOMEM;

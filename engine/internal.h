@@ -46,6 +46,7 @@ struct tg_tape {
     int n_nodes;
     bool grad_enabled;
     bool check_finite;  /* tg_tape_check_finite */
+    bool check_inputs;  /* tg_tape_check_inputs */
     uint64_t rng;
     uint64_t generation; /* bumped by every reset: a tensor of an older one is stale */
 };

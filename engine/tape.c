@@ -169,6 +169,42 @@ static int check_backward(const tg_node *n) {
 }
 
 // ----------------------------------------------------------------------------
+// the changed-input check
+
+void tg_tape_check_inputs(tg_tape *t, bool on) {
+    if (t) t->check_inputs = on;
+}
+
+/* A 64-bit hash of a tensor's data (multiply-xor over 32-bit words). */
+static uint64_t data_hash(const tg_tensor *x) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)x->size;
+    for (int64_t i = 0; i < x->size; i++) {
+        uint32_t u;
+        memcpy(&u, &x->data[i], 4);
+        h = (h ^ u) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static int hash_inputs(tg_tape *t, tg_node *n) {
+    if (!(n->input_hash = tg_tape_alloc(t, (size_t)(n->n_in ? n->n_in : 1) * sizeof(uint64_t)))) return TG_ERR_NOMEM;
+    for (int k = 0; k < n->n_in; k++) n->input_hash[k] = data_hash(n->in[k]);
+    return 0;
+}
+
+static int check_inputs(const tg_node *n) {
+    for (int k = 0; k < n->n_in; k++)
+        if (data_hash(n->in[k]) != n->input_hash[k]) {
+            char l[48];
+            return tg_fail(TG_ERR_STATE, "%s: input %d (%s) of node %%%d changed between forward and backward (an "
+                           "optimizer step or a refilled batch before backward?): its VJP would read the new values",
+                           n->op->name, k, tg__label(n->in[k], l, sizeof l), n->id);
+        }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // recording
 
 /* The descriptor has what tg_apply calls (vjp only when it records). */
@@ -265,6 +301,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     n->t_forward = tg__now() - t0;
     if (t->check_finite && check_forward(t, n) < 0) return NULL;
 
+    if (n->record && t->check_inputs && hash_inputs(t, n) < 0) return NULL;
     if (n->record) {
         n->id = t->n_nodes++;
         n->prev = t->last;
@@ -335,6 +372,7 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
             if (ensure_grad(t, n->in[i]) < 0) return TG_ERR_NOMEM;
             if (!n->op->overwrites_grads) zero_if_unset(n->in[i]);
         }
+        if (n->input_hash && check_inputs(n) < 0) return TG_ERR_STATE;
         double t0 = tg__now();
         int rc = n->op->vjp(t, n);
         if (rc < 0) return rc;

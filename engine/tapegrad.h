@@ -38,6 +38,26 @@
  *     input returns NULL and keeps the first message, so a chain of calls fails
  *     once, at the end, with the first cause.
  *   - Functions returning int give 0 on success or a negative TG_ERR_* code.
+ *
+ * CALLER MISTAKES (one rule for every function here and in tapegrad_nn.h)
+ *   - NULL, or an impossible number (a negative size, an out-of-range option),
+ *     where a function needs a real one: a function returning a pointer
+ *     returns NULL, one returning int returns TG_ERR_ARG, each with a message
+ *     naming the function; a void function (tg_*_free, tg_tape_reset, the
+ *     setters, tg_tensor_zero_grad) does nothing; an accessor of a NULL
+ *     object returns 0, false or NULL.
+ *   - Tape tensors belong to their tape and its generation: tg_tape_reset
+ *     ends a generation. An op, tg_backward or any function that takes a tape
+ *     refuses (TG_ERR_STATE) a tensor made before the reset ("is stale") or
+ *     on another tape ("belongs to another tape"). Heap tensors (parameters,
+ *     inputs from tg_tensor_new) go with any tape. The check reads the
+ *     tensor's header, so a tensor of a tape that was freed must not be used.
+ *   - tg_backward twice on one tape sweeps again: the leaves' gradients get
+ *     the same contributions added a second time (PyTorch's
+ *     retain_graph=True); tape tensors' gradients start afresh each sweep.
+ *   - Writing into an op's input between its forward and backward is not
+ *     caught unless tg_tape_check_inputs is on (the VJP then reads the new
+ *     values); see there.
  */
 #ifndef TAPEGRAD_H
 #define TAPEGRAD_H
@@ -140,6 +160,14 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy);
  * (TG_ERR_NONFINITE), and tg_last_error() names the op, its node and shape,
  * forward or backward, and for backward which input. */
 void tg_tape_check_finite(tg_tape *t, bool on);
+/* Changed-input check (off by default). A VJP reads its inputs where they are
+ * (x, w), not copies, so writing into an input between forward and backward
+ * (an optimizer step before backward, a batch buffer refilled too early) makes
+ * backward use the new values. Off, that goes unnoticed. On, every recorded
+ * node hashes its inputs' data after forward, and the sweep fails with
+ * TG_ERR_STATE before a VJP whose inputs changed, naming the op, node and
+ * input. It costs a pass over every input per op and per VJP. */
+void tg_tape_check_inputs(tg_tape *t, bool on);
 
 /* Counts every malloc/calloc/realloc the library makes (for the no-malloc test). */
 uint64_t tg_alloc_count(void);
@@ -272,6 +300,7 @@ struct tg_node {
     const char *saved_what;      /* "mask", "argmax", "xhat+rstd", ... */
     bool record;                 /* recorded on the tape: forward may save state */
     double t_forward, t_backward;/* seconds */
+    uint64_t *input_hash;        /* tg_tape_check_inputs: each input's data hashed after forward */
     tg_node *prev, *next;
 };
 

@@ -157,6 +157,10 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
         tg_fail(TG_ERR_ARG, "%s", m->error);
         return NULL;
     }
+    if (!x) { /* an earlier op failed: keep its message */
+        if (!tg_last_error_code()) tg_fail(TG_ERR_ARG, "model_forward: input is NULL");
+        return NULL;
+    }
     /* a conv2d or batch_norm layer followed by a relu layer runs as one op (conv2d_relu, batch_norm_relu) */
     for (int i = 0; i < m->n_layers && x; i++) {
         tg_layer *l = m->layers[i];
