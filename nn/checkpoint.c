@@ -16,15 +16,31 @@
  *     4*prod   the data, float32 (IEEE 754) little-endian, row-major
  *   4          CRC-32 (zlib's crc32) of every byte before it
  *
- * Saving writes <path>.tmp-<pid>-<k> next to path, flushes and fsyncs it,
- * renames it over path and fsyncs the directory, so path always holds either
- * the old checkpoint or the new one, whole. Loading checks the size the header
- * states, then the checksum, then every record against the model, and only
- * then copies the data into the tensors. */
-#include "internal.h"
+ * Saving writes <file>.tmp-<pid>-<k> next to the file, flushes and fsyncs it,
+ * renames it over the file and fsyncs the directory, so the file always holds
+ * either the old checkpoint or the new one, whole. The file is path itself or,
+ * when path is a symbolic link (or a chain of them), the file the links lead
+ * to, existing or not: the links stay links. A file that exists and is not a
+ * regular one (a FIFO, a device, a directory, a socket) is refused, untouched.
+ * A new file gets 0666 less the umask; a file replaced keeps its permission
+ * bits. A save first removes the temporaries that earlier saves of the same
+ * file left when they were killed: the ones whose process is gone.
+ *
+ * Loading reads only from a regular file, through the one descriptor it
+ * opened. It checks the header (the size it states against the file's), then
+ * walks the records' headers alone, seeking over their data, and compares them
+ * with the model's tensors: a file that cannot fit is refused without its data
+ * being read (unless it is no bigger than the model's own checkpoint: then its
+ * checksum is checked first, so that a damaged file is reported as such).
+ * Only then one pass reads every byte for the checksum and stages the data,
+ * and only when that passes are the tensors written. */
+#include "nn_internal.h"
 #include "tapegrad_nn.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -124,18 +140,41 @@ static int check_tensors(const char *who, const char *path, tg_tensor *const *te
     return 0;
 }
 
-/* fsync the directory holding path, so the rename itself is durable */
-static int sync_dir(const char *path) {
+/* The bytes a checkpoint of these tensors takes, header and checksum included. */
+static uint64_t file_bytes(tg_tensor *const *tensors, int n) {
+    uint64_t size = HEADER_BYTES + 4;
+    for (int i = 0; i < n; i++)
+        size += 4 + name_len(tensors[i]) + 4 + 4 * (uint64_t)tensors[i]->ndim + 4 * (uint64_t)tensors[i]->size;
+    return size;
+}
+
+/* A copy of s, or NULL. */
+static char *dup_str(const char *s) {
+    size_t len = strlen(s) + 1;
+    char *d = tg__malloc(len);
+    if (d) memcpy(d, s, len);
+    return d;
+}
+
+/* The directory holding path: ".", "/" or what comes before its last slash. */
+static char *dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     char *dir = tg__malloc(slash ? (size_t)(slash - path) + 2 : 2);
-    if (!dir) return ENOMEM;
+    if (!dir) return NULL;
     if (!slash) strcpy(dir, ".");
     else if (slash == path) strcpy(dir, "/");
     else {
         memcpy(dir, path, (size_t)(slash - path));
         dir[slash - path] = '\0';
     }
-    int err = 0, fd = open(dir, O_RDONLY);
+    return dir;
+}
+
+/* fsync the directory holding path, so the rename itself is durable */
+static int sync_dir(const char *path) {
+    char *dir = dir_of(path);
+    if (!dir) return ENOMEM;
+    int err = 0, fd = open(dir, O_RDONLY | O_CLOEXEC);
     if (fd < 0) err = errno;
     /* some file systems cannot sync a directory; the rename is done all the same */
     else if (fsync(fd) < 0 && errno != EINVAL && errno != ENOTSUP) err = errno;
@@ -144,26 +183,167 @@ static int sync_dir(const char *path) {
     return err;
 }
 
+/* What the symbolic link at path holds, or NULL with errno set. */
+static char *read_link(const char *path) {
+    for (size_t cap = 256;; cap *= 2) {
+        char *buf = tg__malloc(cap);
+        if (!buf) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        ssize_t len = readlink(path, buf, cap);
+        if (len >= 0 && (size_t)len < cap) {
+            buf[len] = '\0';
+            return buf;
+        }
+        tg__free(buf);
+        if (len < 0) return NULL;
+        if (cap > ((size_t)1 << 20)) {
+            errno = ENAMETOOLONG;
+            return NULL;
+        }
+    }
+}
+
+/* Links followed at most, as the kernel does (Linux's MAXSYMLINKS) */
+#define MAX_LINKS 40
+
+/* The file a save replaces: path, or where its chain of symbolic links ends,
+ * whether that file exists or not (a dangling link makes its target). st gets
+ * its lstat and *exists whether it is there. A tg__malloc'd path, or NULL with
+ * the message set. */
+static char *save_target(const char *path, struct stat *st, bool *exists) {
+    char *cur = dup_str(path);
+    for (int hops = 0; cur; hops++) {
+        if (lstat(cur, st) < 0) {
+            /* not there (or a directory on the way is not): the create below says which */
+            if (errno == ENOENT || errno == ENOTDIR) {
+                *exists = false;
+                return cur;
+            }
+            tg_fail(TG_ERR_IO, "checkpoint %s: cannot stat %s: %s", path, cur, strerror(errno));
+            tg__free(cur);
+            return NULL;
+        }
+        if (!S_ISLNK(st->st_mode)) {
+            *exists = true;
+            return cur;
+        }
+        if (hops == MAX_LINKS) {
+            tg_fail(TG_ERR_IO, "checkpoint %s: more than %d symbolic links in a row: %s", path, MAX_LINKS,
+                    strerror(ELOOP));
+            tg__free(cur);
+            return NULL;
+        }
+        char *link = read_link(cur);
+        if (!link) {
+            tg_fail(TG_ERR_IO, "checkpoint %s: cannot read the link %s: %s", path, cur, strerror(errno));
+            tg__free(cur);
+            return NULL;
+        }
+        /* a relative link is relative to the directory that holds it */
+        const char *slash = strrchr(cur, '/');
+        char *next = link;
+        if (link[0] != '/' && slash) {
+            size_t d = (size_t)(slash - cur) + 1, len = strlen(link) + 1;
+            next = tg__malloc(d + len);
+            if (next) {
+                memcpy(next, cur, d);
+                memcpy(next + d, link, len);
+            }
+            tg__free(link);
+        }
+        tg__free(cur);
+        cur = next;
+    }
+    tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+    return NULL;
+}
+
+/* Removes what saves of target that were killed left: files named exactly as
+ * a save names its temporary, "<target>.tmp-<pid>-<k>", in target's directory,
+ * regular files, whose pid no process has (kill(pid, 0) fails with ESRCH).
+ * Nothing else: not a live process's, not a name that merely looks alike (a
+ * sign, leading zeros, anything after k), not a link or a directory. Best
+ * effort: what cannot be read or removed stays. */
+static void remove_stale(const char *target) {
+    const char *slash = strrchr(target, '/');
+    const char *base = slash ? slash + 1 : target;
+    size_t base_len = strlen(base);
+    char *dir = dir_of(target);
+    DIR *d = dir ? opendir(dir) : NULL;
+    tg__free(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp-", 5) != 0) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(name + base_len + 5, &end, 10);
+        if (errno || *end != '-' || pid <= 0 || pid > INT_MAX) continue; /* pid <= 0 would signal groups */
+        long k = strtol(end + 1, &end, 10);
+        if (errno || *end != '\0' || k < 0 || k > INT_MAX) continue;
+        char canonical[512];
+        int len = snprintf(canonical, sizeof canonical, "%s.tmp-%ld-%ld", base, pid, k);
+        if (len < 0 || (size_t)len >= sizeof canonical || strcmp(canonical, name) != 0) continue;
+        if ((pid_t)pid == getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to know (EPERM) */
+        struct stat st;
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            unlinkat(dirfd(d), name, 0);
+    }
+    closedir(d);
+}
+
 int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
     int rc = check_tensors("checkpoint_save", path, tensors, n);
     if (rc < 0) return rc;
-    uint64_t size = HEADER_BYTES + 4;
-    for (int i = 0; i < n; i++)
-        size += 4 + name_len(tensors[i]) + 4 + 4 * (uint64_t)tensors[i]->ndim + 4 * (uint64_t)tensors[i]->size;
+    if (!*path) return tg_fail(TG_ERR_ARG, "checkpoint_save: path is empty");
+    uint64_t size = file_bytes(tensors, n);
 
-    size_t tmp_len = strlen(path) + 48;
+    /* through symbolic links to the file itself: the temporary goes next to it
+     * and is renamed over it, so the link stays a link and the rename is atomic */
+    struct stat st;
+    bool exists = false;
+    char *target = save_target(path, &st, &exists);
+    if (!target) return tg_last_error_code();
+    if (exists && !S_ISREG(st.st_mode)) {
+        /* a FIFO, a device, a directory, a socket: refused, untouched */
+        if (strcmp(target, path) == 0)
+            rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file (%s)", path, tg__file_kind(st.st_mode));
+        else
+            rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file (%s %s, where the link leads)", path,
+                         tg__file_kind(st.st_mode), target);
+        tg__free(target);
+        return rc;
+    }
+    remove_stale(target);
+
+    size_t tmp_len = strlen(target) + 48;
     char *tmp = tg__malloc(tmp_len);
-    if (!tmp) return tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+    if (!tmp) {
+        tg__free(target);
+        return tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+    }
     int fd = -1;
     for (int k = 0; k < 100 && fd < 0; k++) {
-        snprintf(tmp, tmp_len, "%s.tmp-%ld-%d", path, (long)getpid(), k);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        snprintf(tmp, tmp_len, "%s.tmp-%ld-%d", target, (long)getpid(), k);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
         rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot create %s: %s", path, tmp, strerror(errno));
         tg__free(tmp);
+        tg__free(target);
         return rc;
+    }
+    /* a new file gets 0666 less the umask; a file replaced keeps its permissions */
+    if (exists && fchmod(fd, st.st_mode & 0777) < 0) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot give %s the mode %03o of %s: %s", path, tmp,
+                     (unsigned)(st.st_mode & 0777), target, strerror(errno));
+        close(fd);
+        goto fail;
     }
     writer w = {.f = fdopen(fd, "wb"), .crc = crc32(0, NULL, 0)};
     if (!w.f) {
@@ -188,12 +368,13 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
         rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(w.err));
         goto fail;
     }
-    if (rename(tmp, path) < 0) {
+    if (rename(tmp, target) < 0) {
         rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         goto fail;
     }
     tg__free(tmp);
-    int err = sync_dir(path);
+    int err = sync_dir(target);
+    tg__free(target);
     if (err)
         return tg_fail(TG_ERR_IO, "checkpoint %s: written, but syncing its directory failed: %s", path,
                        strerror(err));
@@ -201,6 +382,7 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
 fail:
     unlink(tmp);
     tg__free(tmp);
+    tg__free(target);
     return rc;
 }
 
@@ -211,6 +393,8 @@ typedef struct {
     FILE *f;
     const char *path;
     int64_t pos, end; /* end: where the records stop and the checksum begins */
+    bool sum;         /* what get reads is added to crc */
+    uLong crc;
 } reader;
 
 /* Exactly len bytes, or an error: the size was checked, so a short read is an
@@ -221,7 +405,27 @@ static int get(reader *r, void *p, size_t len) {
     if (fread(p, 1, len, r->f) != len)
         return tg_fail(TG_ERR_IO, "checkpoint %s: cannot read at byte %lld: %s", r->path, (long long)r->pos,
                        errno ? strerror(errno) : "the file ended early");
+    if (r->sum) r->crc = crc32(r->crc, p, (uInt)len);
     r->pos += (int64_t)len;
+    return 0;
+}
+
+static int seek_to(reader *r, int64_t pos) {
+    if (fseeko(r->f, (off_t)pos, SEEK_SET) != 0)
+        return tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", r->path, strerror(errno));
+    r->pos = pos;
+    return 0;
+}
+
+/* Over len bytes: seeking, or reading them into the checksum when it is kept. */
+static int skip(reader *r, int64_t len) {
+    if (!r->sum) return seek_to(r, r->pos + len);
+    unsigned char buf[4 * CHUNK];
+    while (len > 0) {
+        size_t m = len < (int64_t)sizeof buf ? (size_t)len : sizeof buf;
+        if (get(r, buf, m) < 0) return TG_ERR_IO;
+        len -= (int64_t)m;
+    }
     return 0;
 }
 
@@ -308,12 +512,12 @@ static int check_header(reader *r, const unsigned char *h, int64_t file_size, ui
     return 0;
 }
 
+/* The checksum over the whole file, by itself. */
 static int check_crc(reader *r) {
     unsigned char buf[4 * CHUNK];
     uLong crc = crc32(0, NULL, 0);
-    if (fseek(r->f, 0, SEEK_SET) != 0)
-        return tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", r->path, strerror(errno));
-    r->pos = 0;
+    if (seek_to(r, 0) < 0) return TG_ERR_IO;
+    r->sum = false;
     while (r->pos < r->end) {
         size_t m = r->end - r->pos < (int64_t)sizeof buf ? (size_t)(r->end - r->pos) : sizeof buf;
         if (get(r, buf, m) < 0) return TG_ERR_IO;
@@ -327,33 +531,121 @@ static int check_crc(reader *r) {
     return 0;
 }
 
+/* Pass 1: the records' headers only, seeking over their data, each compared
+ * with the model's tensor: whether this file can load into these tensors at
+ * all, at the cost of a few reads per tensor whatever the file's size. */
+static int walk(reader *r, tg_tensor *const *tensors, int n, bool prefix, uint32_t count) {
+    if (seek_to(r, HEADER_BYTES) < 0) return TG_ERR_IO;
+    r->sum = false;
+    int mismatch = 0;
+    char mismatch_msg[512] = "";
+    uint32_t i = 0;
+    for (; i < count; i++) {
+        /* Past the model's n tensors, with a mismatch found or a load that
+         * wants exactly n: the file cannot fit, whatever the rest holds. So
+         * at most n records are walked in a file that cannot fit. */
+        if (i >= (uint32_t)n && (mismatch || !prefix)) break;
+        char name[NAME_MAX_LEN + 1];
+        uint32_t L, dims[TG_MAX_DIMS];
+        int ndim = 0, rc;
+        int64_t c = 0;
+        if ((rc = get_record(r, (int)i, name, &L, &ndim, dims, &c)) < 0) return rc;
+        if (!mismatch && i < (uint32_t)n && (mismatch = compare(r, (int)i, name, ndim, dims, tensors[i])) < 0)
+            /* keep walking: a malformed record later on is reported first */
+            snprintf(mismatch_msg, sizeof mismatch_msg, "%s", tg_last_error());
+        if ((rc = skip(r, 4 * c)) < 0) return rc;
+    }
+    if (i == count && r->pos != r->end)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: %lld bytes after the last of its %lu tensors", r->path,
+                       (long long)(r->end - r->pos), (unsigned long)count);
+    if (mismatch) return tg_fail(mismatch, "%s", mismatch_msg);
+    if (prefix ? count < (uint32_t)n : count != (uint32_t)n)
+        return tg_fail(TG_ERR_SHAPE, "checkpoint %s: holds %lu tensors, the model has %d", r->path,
+                       (unsigned long)count, n);
+    return 0;
+}
+
+/* Pass 2, for a file pass 1 found fit: every byte in order, into the checksum,
+ * the first n records' data into stage. */
+static int read_all(reader *r, const unsigned char *h, tg_tensor *const *tensors, int n, uint32_t count,
+                    float *stage) {
+    if (seek_to(r, 0) < 0) return TG_ERR_IO;
+    r->sum = true;
+    r->crc = crc32(0, NULL, 0);
+    unsigned char again[HEADER_BYTES], buf[4 * CHUNK];
+    int rc;
+    if ((rc = get(r, again, HEADER_BYTES)) < 0) return rc;
+    if (memcmp(again, h, HEADER_BYTES) != 0)
+        return tg_fail(TG_ERR_IO, "checkpoint %s: the file changed while it was read", r->path);
+    float *dst = stage;
+    for (uint32_t i = 0; i < count; i++) {
+        char name[NAME_MAX_LEN + 1];
+        uint32_t L, dims[TG_MAX_DIMS];
+        int ndim = 0;
+        int64_t c = 0;
+        /* checked in pass 1 already: a failure now is a file that changed meanwhile */
+        if ((rc = get_record(r, (int)i, name, &L, &ndim, dims, &c)) < 0) return rc;
+        if (i >= (uint32_t)n) {
+            if ((rc = skip(r, 4 * c)) < 0) return rc;
+            continue;
+        }
+        if ((rc = compare(r, (int)i, name, ndim, dims, tensors[i])) < 0) return rc;
+        for (int64_t k = 0; k < c; k += CHUNK) {
+            int64_t m = c - k < CHUNK ? c - k : CHUNK;
+            if ((rc = get(r, buf, 4 * (size_t)m)) < 0) return rc;
+            for (int64_t j = 0; j < m; j++) {
+                uint32_t u = le32(buf + 4 * j);
+                memcpy(dst++, &u, 4);
+            }
+        }
+    }
+    if (r->pos != r->end)
+        return tg_fail(TG_ERR_IO, "checkpoint %s: the file changed while it was read", r->path);
+    r->sum = false;
+    if ((rc = get(r, buf, 4)) < 0) return rc;
+    uint32_t says = le32(buf);
+    if (says != (uint32_t)r->crc)
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: checksum mismatch: file says %08lx, contents give %08lx",
+                       r->path, (unsigned long)says, (unsigned long)r->crc);
+    return 0;
+}
+
 /* prefix: the file may hold more tensors after the n asked for; they are checked like the rest and ignored */
 static int load(const char *who, const char *path, tg_tensor *const *tensors, int n, bool prefix) {
     int rc = check_tensors(who, path, tensors, n);
     if (rc < 0) return rc;
-    reader r = {.f = fopen(path, "rb"), .path = path};
-    if (!r.f) return tg_fail(TG_ERR_IO, "checkpoint %s: cannot open: %s", path, strerror(errno));
-    float *stage = NULL;
     struct stat st;
-    if (fstat(fileno(r.f), &st) < 0) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot stat: %s", path, strerror(errno));
-        goto done;
+    int fd = tg__open_regular("checkpoint", path, &st);
+    if (fd < 0) return fd;
+    reader r = {.f = fdopen(fd, "rb"), .path = path};
+    if (!r.f) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return rc;
     }
-    if (!S_ISREG(st.st_mode)) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file", path);
-        goto done;
-    }
+    float *stage = NULL;
     int64_t file_size = (int64_t)st.st_size;
     unsigned char h[HEADER_BYTES] = {0};
     size_t head = file_size < HEADER_BYTES ? (size_t)file_size : HEADER_BYTES;
     uint32_t count = 0;
     if ((rc = get(&r, h, head)) < 0 || (rc = check_header(&r, h, file_size, &count)) < 0) goto done;
-
-    // pass 1: the checksum over the whole file
     r.end = file_size - 4;
-    if ((rc = check_crc(&r)) < 0) goto done;
 
-    // pass 2: every record, compared with the model; the data goes to a staging buffer
+    // pass 1: the records' headers against the model, their data skipped
+    if ((rc = walk(&r, tensors, n, prefix, count)) < 0) {
+        /* A file that does not fit may be a damaged one (a flipped bit in a
+         * name): when it is no bigger than these tensors' own checkpoint,
+         * reading it costs no more than a load that works, and its checksum
+         * says which it is. A bigger file is refused from its headers alone. */
+        if (rc == TG_ERR_IO || (uint64_t)file_size > file_bytes(tensors, n)) goto done;
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", tg_last_error());
+        int why = rc;
+        if ((rc = check_crc(&r)) == 0) rc = tg_fail(why, "%s", msg);
+        goto done;
+    }
+
+    // pass 2: the checksum over the whole file, the data into a staging buffer
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += tensors[i]->size;
     stage = tg__malloc((size_t)total * sizeof(float));
@@ -361,63 +653,13 @@ static int load(const char *who, const char *path, tg_tensor *const *tensors, in
         rc = tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory for %lld floats", path, (long long)total);
         goto done;
     }
-    if (fseek(r.f, HEADER_BYTES, SEEK_SET) != 0) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", path, strerror(errno));
-        goto done;
-    }
-    r.pos = HEADER_BYTES;
-    int mismatch = 0;
-    char mismatch_msg[512] = "";
-    float *dst = stage;
-    for (uint32_t i = 0; i < count; i++) {
-        char name[NAME_MAX_LEN + 1];
-        uint32_t L, dims[TG_MAX_DIMS];
-        int ndim = 0;
-        int64_t c = 0;
-        if ((rc = get_record(&r, (int)i, name, &L, &ndim, dims, &c)) < 0) goto done;
-        bool take = !mismatch && i < (uint32_t)n;
-        if (take && (mismatch = compare(&r, (int)i, name, ndim, dims, tensors[i])) < 0) {
-            /* keep reading: a malformed record later on is reported first */
-            snprintf(mismatch_msg, sizeof mismatch_msg, "%s", tg_last_error());
-            take = false;
-        }
-        if (!take) {
-            if (fseeko(r.f, (off_t)(4 * c), SEEK_CUR) != 0) {
-                rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot seek: %s", path, strerror(errno));
-                goto done;
-            }
-            r.pos += 4 * c;
-            continue;
-        }
-        unsigned char buf[4 * CHUNK];
-        for (int64_t k = 0; k < c; k += CHUNK) {
-            int64_t m = c - k < CHUNK ? c - k : CHUNK;
-            if ((rc = get(&r, buf, 4 * (size_t)m)) < 0) goto done;
-            for (int64_t j = 0; j < m; j++) {
-                uint32_t u = le32(buf + 4 * j);
-                memcpy(dst++, &u, 4);
-            }
-        }
-    }
-    if (r.pos != r.end) {
-        rc = tg_fail(TG_ERR_FORMAT, "checkpoint %s: %lld bytes after the last of its %lu tensors", path,
-                     (long long)(r.end - r.pos), (unsigned long)count);
-        goto done;
-    }
-    if (mismatch) {
-        rc = tg_fail(mismatch, "%s", mismatch_msg);
-        goto done;
-    }
-    if (prefix ? count < (uint32_t)n : count != (uint32_t)n) {
-        rc = tg_fail(TG_ERR_SHAPE, "checkpoint %s: holds %lu tensors, the model has %d", path,
-                     (unsigned long)count, n);
-        goto done;
-    }
+    if ((rc = read_all(&r, h, tensors, n, count, stage)) < 0) goto done;
+
     // every check passed: now, and only now, the tensors change
-    dst = stage;
+    const float *src = stage;
     for (int i = 0; i < n; i++) {
-        memcpy(tensors[i]->data, dst, (size_t)tensors[i]->size * sizeof(float));
-        dst += tensors[i]->size;
+        memcpy(tensors[i]->data, src, (size_t)tensors[i]->size * sizeof(float));
+        src += tensors[i]->size;
     }
     rc = 0;
 done:

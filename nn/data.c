@@ -1,13 +1,55 @@
 /* data.c: IDX files (plain or gzip-compressed), image datasets built from
  * them (MNIST, Fashion-MNIST), a seeded permutation and mini-batches. */
-#include "internal.h"
+#include "nn_internal.h"
 #include "tapegrad_nn.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+
+// ----------------------------------------------------------------------------
+// opening a file to read: regular files only
+
+/* What a file that is not a regular one is, for messages: "a FIFO", ... */
+const char *tg__file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISLNK(mode)) return "a symbolic link";
+    return "not a file of a known kind";
+}
+
+/* Opens path to read if it is a regular file, and returns the fd (st: its
+ * fstat), or a negative TG_ERR_* with "<who> <path>: ..." set. A path that is
+ * something else is refused from stat, without opening it (opening a device
+ * can do things); the open itself does not block (O_NONBLOCK: a FIFO put there
+ * meanwhile cannot hang us), and the fd's own fstat decides. Callers read
+ * through this fd, never by the name again. */
+int tg__open_regular(const char *who, const char *path, struct stat *st) {
+    struct stat pre;
+    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode))
+        return tg_fail(TG_ERR_IO, "%s %s: not a regular file (%s)", who, path, tg__file_kind(pre.st_mode));
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return tg_fail(TG_ERR_IO, "%s %s: cannot open: %s", who, path, strerror(errno));
+    if (fstat(fd, st) < 0) {
+        int rc = tg_fail(TG_ERR_IO, "%s %s: cannot stat: %s", who, path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return tg_fail(TG_ERR_IO, "%s %s: not a regular file (%s)", who, path, tg__file_kind(st->st_mode));
+    }
+    /* no effect on a regular file; cleared so that what reads the fd sees a plain one */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    return fd;
+}
 
 // ----------------------------------------------------------------------------
 // IDX: magic 00 00 <type> <ndim>, ndim big-endian uint32 dimensions, then the
@@ -101,12 +143,17 @@ static int read_header(gzFile gz, const char *path, tg_idx *idx, int64_t *header
     return 0;
 }
 
+/* The most a deflate stream expands: 1032 bytes out for each byte in (zlib's
+ * FAQ). A gzip file of n bytes cannot hold more than 1032 n. */
+#define DEFLATE_MAX_RATIO 1032
+
 int tg_idx_load(tg_idx *idx, const char *path) {
     if (!idx) return tg_fail(TG_ERR_ARG, "idx_load: idx is NULL");
     memset(idx, 0, sizeof *idx);
     if (!path) return tg_fail(TG_ERR_ARG, "idx_load: path is NULL");
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return tg_fail(TG_ERR_IO, "idx %s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int fd = tg__open_regular("idx", path, &st);
+    if (fd < 0) return fd;
     gzFile gz = gzdopen(fd, "rb");
     if (!gz) {
         close(fd);
@@ -115,7 +162,24 @@ int tg_idx_load(tg_idx *idx, const char *path) {
     int64_t header = 0;
     int rc = read_header(gz, path, idx, &header);
     if (rc < 0) goto fail;
-    const char *how = gzdirect(gz) ? "" : " uncompressed";
+    bool plain = gzdirect(gz);
+    const char *how = plain ? "" : " uncompressed";
+    int64_t file_size = (int64_t)st.st_size, want = header + idx->size;
+
+    /* Sizes first, before any data is read: a plain file must be exactly the
+     * header and the data; a gzip file must be big enough to hold them. */
+    if (plain && file_size != want) {
+        rc = tg_fail(TG_ERR_FORMAT, "idx %s: %s: header says %lld bytes, file has %lld", path,
+                     file_size < want ? "truncated" : "trailing bytes", (long long)want, (long long)file_size);
+        goto fail;
+    }
+    if (!plain && file_size < (want + DEFLATE_MAX_RATIO - 1) / DEFLATE_MAX_RATIO) {
+        rc = tg_fail(TG_ERR_FORMAT,
+                     "idx %s: truncated: header says %lld bytes, more than a gzip file of %lld bytes can hold "
+                     "(%d:1 at most)",
+                     path, (long long)want, (long long)file_size, DEFLATE_MAX_RATIO);
+        goto fail;
+    }
 
     /* The buffer grows with the data that actually arrives, so a small file
      * claiming a big size never makes us allocate the big size. */
@@ -138,24 +202,22 @@ int tg_idx_load(tg_idx *idx, const char *path) {
     }
     if ((int64_t)got < idx->size) {
         rc = tg_fail(TG_ERR_FORMAT, "idx %s: truncated: header says %lld bytes, file has %lld%s", path,
-                     (long long)(header + idx->size), (long long)(header + (int64_t)got), how);
+                     (long long)want, (long long)(header + (int64_t)got), how);
         goto fail;
     }
-    /* count what follows, without keeping it */
-    int64_t extra = 0;
-    unsigned char scratch[4096];
-    for (;;) {
-        int64_t r = gz_read(gz, path, scratch, sizeof scratch);
-        if (r < 0) {
-            rc = tg_last_error_code();
-            goto fail;
-        }
-        if (r == 0) break;
-        extra += r;
+    /* One byte more, no further: anything there is trailing data. A gzip file
+     * may expand to gigabytes past what its header promised; of those, zlib
+     * inflates one buffer (kilobytes) at most. At the end of the stream this
+     * read also checks gzip's own CRC and length. */
+    unsigned char one;
+    int64_t r = gz_read(gz, path, &one, 1);
+    if (r < 0) {
+        rc = tg_last_error_code();
+        goto fail;
     }
-    if (extra) {
-        rc = tg_fail(TG_ERR_FORMAT, "idx %s: trailing bytes: header says %lld bytes, file has %lld%s", path,
-                     (long long)(header + idx->size), (long long)(header + idx->size + extra), how);
+    if (r > 0) {
+        rc = tg_fail(TG_ERR_FORMAT, "idx %s: trailing bytes: header says %lld bytes, file has more%s", path,
+                     (long long)want, how);
         goto fail;
     }
     gzclose(gz);
@@ -300,12 +362,22 @@ int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor
                        ds->h, ds->w);
     if (start < 0 || start >= ds->n)
         return tg_fail(TG_ERR_ARG, "dataset_batch: start %d is outside [0, %d)", start, ds->n);
-    int b = ds->n - start < x->shape[0] ? ds->n - start : x->shape[0];
+    /* every sample of x is filled, or none: a tensor filled in part would go
+     * on to train or evaluate with whatever its tail held */
+    int b = x->shape[0];
+    if (b > ds->n - start)
+        return tg_fail(TG_ERR_SHAPE,
+                       "dataset_batch: x holds %d samples but only %d are left from start %d: make the last "
+                       "batch's x %d long",
+                       b, ds->n - start, start, ds->n - start);
+    /* the permutation is checked before x changes: a failed batch leaves x as it was */
+    for (int i = 0; perm && i < b; i++)
+        if (perm[start + i] < 0 || perm[start + i] >= ds->n)
+            return tg_fail(TG_ERR_ARG, "dataset_batch: perm[%d] is %d, outside [0, %d)", start + i, perm[start + i],
+                           ds->n);
     size_t plane = (size_t)ds->h * ds->w;
     for (int i = 0; i < b; i++) {
         int k = perm ? perm[start + i] : start + i;
-        if (k < 0 || k >= ds->n)
-            return tg_fail(TG_ERR_ARG, "dataset_batch: perm[%d] is %d, outside [0, %d)", start + i, k, ds->n);
         const uint8_t *p = ds->pixels + (size_t)k * plane;
         for (size_t j = 0; j < plane; j++) x->data[i * plane + j] = ds->value[p[j]];
         if (labels) labels[i] = ds->labels[k];

@@ -10,11 +10,13 @@
  *   4. crop to the ink's bounding box, resample it to 20 pixels on its longer side
  *   5. place it so that its centre of mass lands on pixel (14,14)
  *   6. normalise as tg_dataset_new does */
-#include "internal.h"
+#include "nn_internal.h"
 #include "tapegrad_nn.h"
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "stb_image.h"
 
 #define FIELD 28
@@ -173,8 +175,16 @@ static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) 
 int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels) {
     if (!path) return tg_fail(TG_ERR_ARG, "image_to_mnist: path is NULL");
     if (!out) return tg_fail(TG_ERR_ARG, "image %s: the output is NULL", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return tg_fail(TG_ERR_IO, "image %s: cannot open: %s", path, strerror(errno));
+    /* a regular file only (a FIFO or a device would hang or never end), read through the fd checked */
+    struct stat st;
+    int fd = tg__open_regular("image", path, &st);
+    if (fd < 0) return fd;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int rc = tg_fail(TG_ERR_IO, "image %s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
     int w = 0, h = 0, channels = 0;
     /* the header's size first: a small file may claim a picture of gigabytes */
     if (stbi_info_from_file(f, &w, &h, &channels) && ((int64_t)w * h > IMAGE_MAX_PIXELS)) {

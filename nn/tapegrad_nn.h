@@ -35,7 +35,12 @@ typedef struct {
 
 /* Reads an IDX file, plain or gzip-compressed, into a caller's struct; the
  * header and the size of the data are checked before anything big is
- * allocated. On failure idx is empty. Release with tg_idx_release. */
+ * allocated. Only a regular file is read (a FIFO, a device or a directory is
+ * TG_ERR_IO, without blocking). A plain file whose size is not what its header
+ * promises is refused from its size, unread; a gzip file is refused if it is
+ * too small to hold the promised bytes at deflate's 1032:1, and is never
+ * inflated past them plus one byte (anything more is trailing data).
+ * On failure idx is empty. Release with tg_idx_release. */
 int tg_idx_load(tg_idx *idx, const char *path);
 void tg_idx_release(tg_idx *idx);
 
@@ -65,8 +70,11 @@ void tg_dataset_free(tg_dataset *ds);
 int tg_permutation(int *perm, int n, uint64_t seed);
 
 /* Copies samples perm[start], perm[start+1], ... (start, start+1, ... when perm
- * is NULL) into x:(B,1,H,W) and labels[B] (labels may be NULL). Returns the
- * number filled, min(B, n - start), or a negative TG_ERR_*. */
+ * is NULL) into x:(B,1,H,W) and labels[B] (labels may be NULL). Every one of
+ * x's B samples is filled: B may be at most n - start (make the last, short
+ * batch's x n - start long); a larger x is TG_ERR_SHAPE with a message saying
+ * so, and x is left as it was (so is it when perm holds an index out of
+ * range). Returns B, or a negative TG_ERR_*. */
 int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels);
 
 // ----------------------------------------------------------------------------
@@ -74,11 +82,22 @@ int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor
 
 /* Writes the tensors' names, shapes and data to path: to a temporary file in
  * the same directory first, synced, then renamed over path, so a crash or a
- * failure leaves the old file as it was. */
+ * failure leaves the old file as it was. When path is a symbolic link (or a
+ * chain), the file it leads to is written (made, if the link dangles) and the
+ * link stays a link. A path that exists and is not a regular file (a FIFO, a
+ * device such as /dev/null, a directory, a socket) is refused with TG_ERR_IO,
+ * untouched. A new file gets 0666 less the umask; a replaced one keeps its
+ * permission bits. Temporaries left by earlier saves of the same file whose
+ * process is gone are removed. */
 int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
 /* Reads path into the tensors, which must match the file in count, order,
- * names and shapes. The whole file is checked (checksum included) before any
- * tensor is written: a failed load changes nothing. */
+ * names and shapes. Only a regular file is read. The records' headers are
+ * compared with the tensors first, without reading their data, so a file that
+ * cannot fit is refused after a few small reads whatever its size (one no
+ * bigger than the tensors' own checkpoint has its checksum checked first, so
+ * that a damaged file is reported as damaged); then the whole file is checked
+ * (checksum included) before any tensor is written: a failed load changes
+ * nothing. */
 int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n);
 /* The same for the first n tensors of a file that may hold more after them (a
  * model's state followed by its optimizer's): the rest are checked as part of
@@ -100,7 +119,7 @@ int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n
  * out[784] receives (p/255 - TG_MNIST_MEAN) / TG_MNIST_STD for each byte p,
  * exactly as tg_dataset_new normalises; pixels[784], if not NULL, the bytes
  * (0 paper, 255 ink), row by row. A file that cannot be opened or decoded
- * (stb_image's reason is given), one of more than 16 megapixels (refused from
+ * (stb_image's reason is given; one that is not a regular file: TG_ERR_IO), one of more than 16 megapixels (refused from
  * its header, before decoding), or an image without ink, is an error naming
  * the file; out and pixels are then left as they were. */
 int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);

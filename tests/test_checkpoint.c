@@ -4,10 +4,13 @@
 #include "check.h"
 #include "tapegrad_nn.h"
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -40,6 +43,30 @@ static void clean_dir(void) {
             if (unlink(p) < 0) rmdir(p);
         }
     if (d) closedir(d);
+}
+
+/* Bytes this process has read so far (/proc/self/io's rchar), -1 where that is not known. */
+static long long bytes_read(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    long long n = -1;
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "rchar: %lld", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+
+/* CPU seconds this process has used, user and system */
+static double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec +
+           u.ru_stime.tv_usec * 1e-6;
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
 }
 
 static tg_tensor *tensor(const char *name, int ndim, const int *shape, float seed) {
@@ -204,7 +231,7 @@ static void damaged(void) {
     char want[256];
 
     load_fails(path_of("missing.ckpt"), m, N_MODEL, TG_ERR_IO, "cannot open: No such file or directory");
-    load_fails(dir, m, N_MODEL, TG_ERR_IO, "not a regular file");
+    load_fails(dir, m, N_MODEL, TG_ERR_IO, "not a regular file (a directory)");
 
     snprintf(want, sizeof want, "truncated: header says %zu bytes, file has 100", f.len);
     load_fails(spit("cut.ckpt", f.b, 100), m, N_MODEL, TG_ERR_FORMAT, want);
@@ -378,13 +405,14 @@ static void failed_saves(void) {
     CHECK_INT(tg_checkpoint_load(p, probe, N_MODEL), 0);
     CHECK(same_data(probe, old, N_MODEL));
 
-    /* the rename fails: path is a directory */
+    /* path is a directory: refused before anything is written */
     char d[400];
     snprintf(d, sizeof d, "%s", path_of("a-dir"));
     CHECK(mkdir(d, 0700) == 0);
     CHECK(mkdir(path_of("a-dir/x"), 0700) == 0);
     CHECK_INT(tg_checkpoint_save(d, m, N_MODEL), TG_ERR_IO);
-    CHECK_MSG(tg_last_error(), "into place: ");
+    snprintf(want, sizeof want, "checkpoint %s: not a regular file (a directory)", d);
+    CHECK_MSG(tg_last_error(), want);
     CHECK_INT(count_files(), 2);
     rmdir(path_of("a-dir/x"));
     rmdir(d);
@@ -395,6 +423,338 @@ static void failed_saves(void) {
     CHECK(same_data(probe, m, N_MODEL));
     CHECK_INT(count_files(), 1);
     model_free(old, N_MODEL);
+    model_free(m, N_MODEL);
+    model_free(probe, N_MODEL);
+    clean_dir();
+}
+
+// ----------------------------------------------------------------------------
+// what is not a regular file, and files far bigger than their model
+
+static void not_files(void) {
+    tg_tensor *m[N_MODEL];
+    model(m, 4.0f);
+    const char *fifo = path_of("fifo.ckpt");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    /* neither blocks: a FIFO without a writer is refused, not waited on */
+    load_fails(fifo, m, N_MODEL, TG_ERR_IO, "not a regular file (a FIFO)");
+    load_fails("/dev/null", m, N_MODEL, TG_ERR_IO, "not a regular file (a character device)");
+    load_fails(dir, m, N_MODEL, TG_ERR_IO, "not a regular file (a directory)");
+    const char *link = path_of("null-link.ckpt");
+    CHECK(symlink("/dev/null", link) == 0);
+    load_fails(link, m, N_MODEL, TG_ERR_IO, "not a regular file (a character device)");
+    tg_clear_error();
+    CHECK_INT(tg_checkpoint_load_prefix(fifo, m, 1), TG_ERR_IO);
+    CHECK_MSG(tg_last_error(), "not a regular file (a FIFO)");
+    model_free(m, N_MODEL);
+    clean_dir();
+}
+
+/* A sparse file of 4 GiB whose header claims that size: refused from the
+ * records' headers, with a few kilobytes read, not 4 GiB. */
+static void sparse(void) {
+    tg_tensor *m[N_MODEL];
+    model(m, 6.0f);
+    char p[400], want[256];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), 0);
+    bytes f = slurp(p);
+    const uint64_t big = (uint64_t)4 << 30;
+    const char *q = path_of("sparse.ckpt");
+    for (int k = 0; k < 3; k++) {
+        /* k 0: the model's own records, then a hole; 1: the header alone, zeros after it; 2: zeros
+         * claiming as many tensors as fit */
+        unsigned char h[24];
+        memcpy(h, f.b, 24);
+        for (int i = 0; i < 8; i++) h[16 + i] = (unsigned char)(big >> (8 * i));
+        if (k == 2) put_le32(h + 12, (uint32_t)((big - 28) / 12));
+        int fd = open(q, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        CHECK(fd >= 0);
+        CHECK(write(fd, h, 24) == 24);
+        if (k == 0) CHECK(write(fd, f.b + 24, f.len - 28) == (ssize_t)(f.len - 28));
+        if (ftruncate(fd, (off_t)big) < 0) {
+            printf("cannot make a sparse file of 4 GiB here (%s): skipped\n", strerror(errno));
+            close(fd);
+            break;
+        }
+        close(fd);
+        long long r0 = bytes_read();
+        double t0 = cpu_seconds();
+        if (k == 0) {
+            snprintf(want, sizeof want, "%llu bytes after the last of its 4 tensors",
+                     (unsigned long long)(big - 4 - (f.len - 4)));
+            load_fails(q, m, N_MODEL, TG_ERR_FORMAT, want);
+            /* the first two tensors match, the rest of the file is walked over, unread */
+            tg_clear_error();
+            CHECK_INT(tg_checkpoint_load_prefix(q, m, 2), TG_ERR_FORMAT);
+            CHECK_MSG(tg_last_error(), want);
+        } else if (k == 1) {
+            /* four empty scalars (12 zero bytes each), then nothing but zeros */
+            snprintf(want, sizeof want, "%llu bytes after the last of its 4 tensors",
+                     (unsigned long long)(big - 4 - 24 - 48));
+            load_fails(q, m, N_MODEL, TG_ERR_FORMAT, want);
+            tg_clear_error();
+            CHECK_INT(tg_checkpoint_load_prefix(q, m, 2), TG_ERR_SHAPE);
+            CHECK_MSG(tg_last_error(), "tensor 0 is '' in the file, 'step' in the model");
+        } else {
+            /* only the model's 4 records are walked, however many the header says */
+            load_fails(q, m, N_MODEL, TG_ERR_SHAPE, "tensor 0 is '' in the file, 'step' in the model");
+            tg_clear_error();
+            CHECK_INT(tg_checkpoint_load_prefix(q, m, 2), TG_ERR_SHAPE);
+            CHECK_MSG(tg_last_error(), "tensor 0 is '' in the file, 'step' in the model");
+        }
+        double t = cpu_seconds() - t0;
+        long long r1 = bytes_read();
+        printf("sparse 4 GiB checkpoint %d: refused in %.3f s of CPU, %lld bytes read\n", k, t, r1 - r0);
+        CHECK(t < 1.0); /* milliseconds; reading 4 GiB takes seconds */
+        if (r0 >= 0 && r1 >= 0) CHECK(r1 - r0 < 1 << 20);
+        unlink(q);
+    }
+    /* the model's own checkpoint still loads, and a damaged copy is still reported as damaged */
+    CHECK_INT(tg_checkpoint_load(p, m, N_MODEL), 0);
+    f.b[record(&f, 2) + 6] ^= 0x01; /* "fc.bias" becomes "fc.bhas": the checksum tells */
+    load_fails(spit("flip.ckpt", f.b, f.len), m, N_MODEL, TG_ERR_FORMAT, "checksum mismatch: file says ");
+    free(f.b);
+    model_free(m, N_MODEL);
+    clean_dir();
+}
+
+// ----------------------------------------------------------------------------
+// saving through links, refusing what is not a file, leftovers of killed saves
+
+static bool is_link_to(const char *link, const char *to) {
+    char buf[512];
+    ssize_t n = readlink(link, buf, sizeof buf - 1);
+    if (n < 0) return false;
+    buf[n] = '\0';
+    return strcmp(buf, to) == 0;
+}
+
+static void save_links(void) {
+    tg_tensor *a[N_MODEL], *b[N_MODEL], *probe[N_MODEL];
+    model(a, 1.0f);
+    model(b, 2.0f);
+    model(probe, 0.0f);
+    CHECK(mkdir(path_of("sub"), 0700) == 0);
+    char real[400], link1[400], link2[400];
+    snprintf(real, sizeof real, "%s", path_of("sub/real.ckpt"));
+    snprintf(link1, sizeof link1, "%s", path_of("link1.ckpt"));
+    snprintf(link2, sizeof link2, "%s", path_of("link2.ckpt"));
+    CHECK_INT(tg_checkpoint_save(real, a, N_MODEL), 0);
+    /* link1 -> link2 -> sub/real.ckpt, both relative */
+    CHECK(symlink("link2.ckpt", link1) == 0);
+    CHECK(symlink("sub/real.ckpt", link2) == 0);
+    CHECK_INT(tg_checkpoint_save(link1, b, N_MODEL), 0);
+    CHECK(is_link_to(link1, "link2.ckpt"));
+    CHECK(is_link_to(link2, "sub/real.ckpt"));
+    CHECK_INT(tg_checkpoint_load(real, probe, N_MODEL), 0);
+    CHECK(same_data(probe, b, N_MODEL));
+    CHECK_INT(tg_checkpoint_load(link1, probe, N_MODEL), 0);
+    CHECK(same_data(probe, b, N_MODEL));
+    CHECK_INT(count_files(), 3); /* link1, link2, sub: no temporary here */
+    DIR *d = opendir(path_of("sub"));
+    int in_sub = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) in_sub += e->d_name[0] != '.';
+    if (d) closedir(d);
+    CHECK_INT(in_sub, 1); /* real.ckpt alone: no temporary there either */
+
+    /* an absolute link */
+    const char *abs = path_of("abs.ckpt");
+    CHECK(symlink(real, abs) == 0);
+    CHECK_INT(tg_checkpoint_save(abs, a, N_MODEL), 0);
+    CHECK(is_link_to(abs, real));
+    CHECK_INT(tg_checkpoint_load(real, probe, N_MODEL), 0);
+    CHECK(same_data(probe, a, N_MODEL));
+
+    /* a dangling link: its target is made, the link stays */
+    char dangling[400];
+    snprintf(dangling, sizeof dangling, "%s", path_of("dangling.ckpt"));
+    CHECK(symlink("sub/new.ckpt", dangling) == 0);
+    CHECK_INT(tg_checkpoint_save(dangling, b, N_MODEL), 0);
+    CHECK(is_link_to(dangling, "sub/new.ckpt"));
+    CHECK_INT(tg_checkpoint_load(path_of("sub/new.ckpt"), probe, N_MODEL), 0);
+    CHECK(same_data(probe, b, N_MODEL));
+    /* a link into a directory that is not there */
+    const char *nowhere = path_of("nowhere.ckpt");
+    CHECK(symlink("no-dir/x.ckpt", nowhere) == 0);
+    CHECK_INT(tg_checkpoint_save(nowhere, b, N_MODEL), TG_ERR_IO);
+    CHECK_MSG(tg_last_error(), "no-dir/x.ckpt.tmp-");
+    CHECK_MSG(tg_last_error(), ": No such file or directory");
+    /* a loop of links */
+    const char *loop1 = path_of("loop1.ckpt"), *loop2 = path_of("loop2.ckpt");
+    CHECK(symlink("loop2.ckpt", loop1) == 0);
+    CHECK(symlink("loop1.ckpt", loop2) == 0);
+    CHECK_INT(tg_checkpoint_save(loop1, b, N_MODEL), TG_ERR_IO);
+    CHECK_MSG(tg_last_error(), "more than 40 symbolic links in a row");
+    CHECK(is_link_to(loop1, "loop2.ckpt") && is_link_to(loop2, "loop1.ckpt"));
+
+    /* the mode: a new file gets 0666 less the umask, a file replaced keeps its own */
+    mode_t was = umask(022);
+    struct stat st;
+    const char *fresh = path_of("sub/fresh.ckpt");
+    CHECK_INT(tg_checkpoint_save(fresh, a, N_MODEL), 0);
+    CHECK(stat(fresh, &st) == 0 && (st.st_mode & 0777) == 0644);
+    CHECK(chmod(real, 0600) == 0);
+    CHECK_INT(tg_checkpoint_save(link1, a, N_MODEL), 0);
+    CHECK(stat(real, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(chmod(real, 0440) == 0); /* read-only: replaced all the same, still read-only */
+    CHECK_INT(tg_checkpoint_save(real, b, N_MODEL), 0);
+    CHECK(stat(real, &st) == 0 && (st.st_mode & 0777) == 0440);
+    CHECK_INT(tg_checkpoint_load(real, probe, N_MODEL), 0);
+    CHECK(same_data(probe, b, N_MODEL));
+    umask(was);
+
+    model_free(a, N_MODEL);
+    model_free(b, N_MODEL);
+    model_free(probe, N_MODEL);
+    unlink(path_of("sub/real.ckpt")), unlink(path_of("sub/new.ckpt")), unlink(fresh);
+    rmdir(path_of("sub"));
+    clean_dir();
+}
+
+/* Saving over /dev/null, and through a link to it, must be refused. A build
+ * that did not refuse would, run as root, rename its file over /dev/null (for
+ * the whole machine): so these saves run in a child without root's rights,
+ * where such a rename fails (and the test with it) without harm. */
+static void save_dev_null(tg_tensor **m) {
+    struct stat before, after;
+    CHECK(stat("/dev/null", &before) == 0 && S_ISCHR(before.st_mode));
+    const char *link = path_of("null.ckpt");
+    CHECK(symlink("/dev/null", link) == 0);
+    CHECK(chmod(dir, 0711) == 0); /* the child may look the link up, not write there */
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0)) _exit(77);
+        if (geteuid() == 0) _exit(77);
+        check_failures = 0;
+        tg_clear_error();
+        CHECK_INT(tg_checkpoint_save("/dev/null", m, N_MODEL), TG_ERR_IO);
+        CHECK_MSG(tg_last_error(), "checkpoint /dev/null: not a regular file (a character device)");
+        char want[1024];
+        tg_clear_error();
+        CHECK_INT(tg_checkpoint_save(link, m, N_MODEL), TG_ERR_IO);
+        snprintf(want, sizeof want,
+                 "checkpoint %s: not a regular file (a character device /dev/null, where the link leads)", link);
+        CHECK_MSG(tg_last_error(), want);
+        _exit(check_failures ? 1 : 0);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(chmod(dir, 0700) == 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        printf("cannot drop root's rights here: saving over /dev/null is not tried\n");
+    else
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(stat("/dev/null", &after) == 0 && S_ISCHR(after.st_mode) && after.st_rdev == before.st_rdev &&
+          after.st_ino == before.st_ino);
+    CHECK(is_link_to(link, "/dev/null"));
+}
+
+static void save_refused(void) {
+    tg_tensor *m[N_MODEL];
+    model(m, 3.0f);
+    char want[1024];
+    struct stat after;
+
+    /* /dev/null: a character device, refused and untouched */
+    save_dev_null(m);
+
+    /* a FIFO: not opened (no writer would block, no reader would hang), not replaced */
+    const char *fifo = path_of("fifo.ckpt");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_INT(tg_checkpoint_save(fifo, m, N_MODEL), TG_ERR_IO);
+    snprintf(want, sizeof want, "checkpoint %s: not a regular file (a FIFO)", fifo);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK(lstat(fifo, &after) == 0 && S_ISFIFO(after.st_mode));
+    CHECK_INT(count_files(), 2); /* no temporary made */
+
+    CHECK_INT(tg_checkpoint_save("", m, N_MODEL), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "checkpoint_save: path is empty");
+    model_free(m, N_MODEL);
+    clean_dir();
+}
+
+/* A pid that no process has: above Linux's largest pid_max (2^22), checked. */
+static long dead_pid(void) {
+    for (long pid = (1L << 22) + 12345; pid < (1L << 22) + 1000000; pid += 7919)
+        if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) return pid;
+    return -1;
+}
+
+static void stale_temps(void) {
+    tg_tensor *m[N_MODEL], *probe[N_MODEL];
+    model(m, 8.0f);
+    model(probe, 0.0f);
+    long dead = dead_pid(), live = (long)getppid();
+    CHECK(dead > 0);
+    CHECK(kill((pid_t)live, 0) == 0);
+    char p[400], name[200];
+    snprintf(p, sizeof p, "%s", path_of("model.ckpt"));
+    CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), 0);
+
+    /* what killed saves left: of a dead pid (k 0 and 7), of a live one */
+    const char *gone[] = {"model.ckpt.tmp-%ld-0", "model.ckpt.tmp-%ld-7"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, gone[i], dead);
+        spit(name, (const unsigned char *)"half a checkpoint", 17);
+    }
+    snprintf(name, sizeof name, "model.ckpt.tmp-%ld-0", live);
+    spit(name, (const unsigned char *)"a save going on", 15);
+    /* and what only looks alike, or is not a file: all kept */
+    const char *alike[] = {"model.ckpt.tmp-0%ld-0", "model.ckpt.tmp-%ld-0.bak", "model.ckpt.tmp-%ld-",
+                           "model.ckpt.tmp-%ld", "model.ckpt.tmp-+%ld-0", "other.ckpt.tmp-%ld-0",
+                           "model.ckpt.tmp-%ld-01", "model.ckpt.bak.tmp-%ld-0", "xmodel.ckpt.tmp-%ld-0"};
+    int n_alike = (int)(sizeof alike / sizeof *alike);
+    for (int i = 0; i < n_alike; i++) {
+        snprintf(name, sizeof name, alike[i], dead);
+        spit(name, (const unsigned char *)"x", 1);
+    }
+    spit("model.ckpt.tmp--5-0", (const unsigned char *)"x", 1); /* kill(-5) would signal a group */
+    spit("model.ckpt.tmp-0-0", (const unsigned char *)"x", 1);  /* kill(0) would signal ours */
+    snprintf(name, sizeof name, "model.ckpt.tmp-%ld-8", dead);
+    CHECK(mkdir(path_of(name), 0700) == 0); /* a directory */
+    snprintf(name, sizeof name, "model.ckpt.tmp-%ld-9", dead);
+    CHECK(symlink("model.ckpt", path_of(name)) == 0); /* a link */
+    int files = count_files();
+    CHECK_INT(files, 1 + 2 + 1 + n_alike + 2 + 2);
+
+    CHECK_INT(tg_checkpoint_save(p, m, N_MODEL), 0);
+    CHECK_INT(count_files(), files - 2); /* the dead pid's two, no more */
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, gone[i], dead);
+        CHECK(!exists(path_of(name)));
+    }
+    snprintf(name, sizeof name, "model.ckpt.tmp-%ld-0", live);
+    CHECK(exists(path_of(name)));
+    for (int i = 0; i < n_alike; i++) {
+        snprintf(name, sizeof name, alike[i], dead);
+        CHECK(exists(path_of(name)));
+    }
+    snprintf(name, sizeof name, "model.ckpt.tmp-%ld-9", dead);
+    CHECK(is_link_to(path_of(name), "model.ckpt"));
+    CHECK_INT(tg_checkpoint_load(p, probe, N_MODEL), 0);
+    CHECK(same_data(probe, m, N_MODEL));
+
+    /* through a link: the leftovers next to the file it leads to go */
+    CHECK(mkdir(path_of("sub"), 0700) == 0);
+    CHECK(symlink("sub/real.ckpt", path_of("link.ckpt")) == 0);
+    snprintf(name, sizeof name, "sub/real.ckpt.tmp-%ld-3", dead);
+    spit(name, (const unsigned char *)"x", 1);
+    CHECK_INT(tg_checkpoint_save(path_of("link.ckpt"), m, N_MODEL), 0);
+    CHECK(!exists(path_of(name)));
+    CHECK(exists(path_of("sub/real.ckpt")));
+    unlink(path_of("sub/real.ckpt"));
+    rmdir(path_of("sub"));
+
+    /* a refused save removes nothing */
+    snprintf(name, sizeof name, "fifo.ckpt.tmp-%ld-0", dead);
+    spit(name, (const unsigned char *)"x", 1);
+    CHECK(mkfifo(path_of("fifo.ckpt"), 0600) == 0);
+    CHECK_INT(tg_checkpoint_save(path_of("fifo.ckpt"), m, N_MODEL), TG_ERR_IO);
+    CHECK(exists(path_of(name)));
+
     model_free(m, N_MODEL);
     model_free(probe, N_MODEL);
     clean_dir();
@@ -444,6 +804,7 @@ static void prefix(void) {
 }
 
 int main(void) {
+    alarm(60); /* a loader that blocks (on a FIFO) fails the test instead of hanging it */
     snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-ckpt-XXXXXX");
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
@@ -454,6 +815,11 @@ int main(void) {
     mismatched();
     failed_saves();
     prefix();
+    not_files();
+    sparse();
+    save_links();
+    save_refused();
+    stale_temps();
     clean_dir();
     CHECK(rmdir(dir) == 0);
     CHECK_DONE();

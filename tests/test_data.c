@@ -8,7 +8,10 @@
 #include "check.h"
 #include "tapegrad_nn.h"
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -65,8 +68,30 @@ static void clean_dir(void) {
     DIR *d = opendir(dir);
     struct dirent *e;
     while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') unlink(path_of(e->d_name));
+        if (e->d_name[0] != '.') {
+            const char *p = path_of(e->d_name);
+            if (unlink(p) < 0) rmdir(p);
+        }
     if (d) closedir(d);
+}
+
+/* Bytes this process has read so far (/proc/self/io's rchar), -1 where that is not known. */
+static long long bytes_read(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    long long n = -1;
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "rchar: %lld", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+
+/* CPU seconds this process has used, user and system */
+static double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec +
+           u.ru_stime.tv_usec * 1e-6;
 }
 
 /* Loading path fails with code and a message containing sub (after "idx <path>: "). */
@@ -182,8 +207,14 @@ static void idx_bad(void) {
     idx_fails(write_file("absurd2", &a, true), TG_ERR_FORMAT, "shape 4294967295x60000x60000 is more than");
     /* big but allowed (2^30 bytes): a tiny file claiming it is truncated, and only a small buffer was made */
     bytes c = idx(3, (uint32_t[]){16384, 16384, 4}, 0);
-    idx_fails(write_file("claims-1g.gz", &c, true), TG_ERR_FORMAT,
-              "truncated: header says 1073741840 bytes, file has 16 uncompressed");
+    const char *claims = write_file("claims-1g.gz", &c, true);
+    struct stat st;
+    CHECK(stat(claims, &st) == 0);
+    char want[256];
+    snprintf(want, sizeof want,
+             "truncated: header says 1073741840 bytes, more than a gzip file of %lld bytes can hold (1032:1 at most)",
+             (long long)st.st_size);
+    idx_fails(claims, TG_ERR_FORMAT, want);
 
     t = idx(3, (uint32_t[]){2, 0, 4}, 0);
     idx_fails(write_file("zero", &t, false), TG_ERR_FORMAT, "dimension 1 is 0");
@@ -192,10 +223,96 @@ static void idx_bad(void) {
     t.b[t.len++] = 9, t.b[t.len++] = 9, t.b[t.len++] = 9;
     idx_fails(write_file("trailing", &t, false), TG_ERR_FORMAT, "trailing bytes: header says 40 bytes, file has 43");
     idx_fails(write_file("trailing.gz", &t, true), TG_ERR_FORMAT,
-              "trailing bytes: header says 40 bytes, file has 43 uncompressed");
+              "trailing bytes: header says 40 bytes, file has more uncompressed");
 
     idx_fails(path_of("no-such-file"), TG_ERR_IO, "cannot open: No such file or directory");
-    idx_fails(dir, TG_ERR_IO, "cannot read: Is a directory");
+    clean_dir();
+}
+
+/* Not regular files: refused before anything is read, and a FIFO without a writer never hangs. */
+static void idx_not_files(void) {
+    const char *fifo = path_of("fifo-idx3-ubyte");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    idx_fails(fifo, TG_ERR_IO, "not a regular file (a FIFO)");
+    idx_fails("/dev/null", TG_ERR_IO, "not a regular file (a character device)");
+    idx_fails(dir, TG_ERR_IO, "not a regular file (a directory)");
+    /* through a symbolic link: what it leads to counts */
+    const char *link = path_of("link-idx3-ubyte");
+    CHECK(symlink("/dev/null", link) == 0);
+    idx_fails(link, TG_ERR_IO, "not a regular file (a character device)");
+
+    /* a dataset whose images or labels file is a FIFO */
+    bytes lb = idx(1, (uint32_t[]){2}, 0), im = idx(3, (uint32_t[]){2, 3, 2}, 0);
+    CHECK(mkfifo(path_of("pipe-images-idx3-ubyte"), 0600) == 0);
+    write_file("pipe-labels-idx1-ubyte", &lb, false);
+    CHECK(tg_dataset_new(dir, "pipe", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    CHECK_INT(tg_last_error_code(), TG_ERR_IO);
+    char want[512];
+    snprintf(want, sizeof want, "idx %s/pipe-images-idx3-ubyte: not a regular file (a FIFO)", dir);
+    CHECK_MSG(tg_last_error(), want);
+    write_file("pipe2-images-idx3-ubyte", &im, false);
+    CHECK(mkfifo(path_of("pipe2-labels-idx1-ubyte.gz"), 0600) == 0);
+    CHECK(tg_dataset_new(dir, "pipe2", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    snprintf(want, sizeof want, "idx %s/pipe2-labels-idx1-ubyte.gz: not a regular file (a FIFO)", dir);
+    CHECK_MSG(tg_last_error(), want);
+    CHECK(mkdir(path_of("dir-images-idx3-ubyte"), 0700) == 0);
+    write_file("dir-labels-idx1-ubyte", &lb, false);
+    CHECK(tg_dataset_new(dir, "dir", 0, TG_MNIST_MEAN, TG_MNIST_STD) == NULL);
+    snprintf(want, sizeof want, "idx %s/dir-images-idx3-ubyte: not a regular file (a directory)", dir);
+    CHECK_MSG(tg_last_error(), want);
+    clean_dir();
+}
+
+/* Files whose size cannot be what the header says are refused from their size, unread. */
+static void idx_sizes(void) {
+    /* plain, sparse: 1 GiB promised, half of it there, or one byte more; nothing of the data is read */
+    bytes c = idx(3, (uint32_t[]){16384, 16384, 4}, 0); /* 16 + 2^30 bytes */
+    const char *p = write_file("sparse", &c, false);
+    int fd = open(p, O_WRONLY);
+    CHECK(fd >= 0);
+    long long r0 = bytes_read();
+    if (fd >= 0 && ftruncate(fd, ((off_t)1 << 29) + 16) == 0) {
+        idx_fails(p, TG_ERR_FORMAT, "truncated: header says 1073741840 bytes, file has 536870928");
+        CHECK(ftruncate(fd, ((off_t)1 << 30) + 17) == 0);
+        idx_fails(p, TG_ERR_FORMAT, "trailing bytes: header says 1073741840 bytes, file has 1073741841");
+        long long r1 = bytes_read();
+        if (r0 >= 0 && r1 >= 0) {
+            printf("sparse plain idx files: %lld bytes read to refuse them\n", r1 - r0);
+            CHECK(r1 - r0 < 1 << 20);
+        }
+    } else {
+        printf("cannot make a sparse file here: skipped\n");
+    }
+    if (fd >= 0) close(fd);
+
+    /* a gzip bomb: a header promising 1000 bytes, then 50 MB of zeros; refused after 1001 */
+    const char *bomb = path_of("bomb.gz");
+    gzFile g = gzopen(bomb, "wb9");
+    CHECK(g != NULL);
+    unsigned char h[8] = {0, 0, 8, 1, 0, 0, 0x03, 0xe8};
+    CHECK(gzwrite(g, h, 8) == 8);
+    static unsigned char zeros[1 << 20];
+    for (int i = 0; i < 50; i++) CHECK(gzwrite(g, zeros, sizeof zeros) == (int)sizeof zeros);
+    gzclose(g);
+    struct stat st;
+    CHECK(stat(bomb, &st) == 0);
+    r0 = bytes_read();
+    double t0 = cpu_seconds();
+    idx_fails(bomb, TG_ERR_FORMAT, "trailing bytes: header says 1008 bytes, file has more uncompressed");
+    double t = cpu_seconds() - t0;
+    long long r1 = bytes_read();
+    printf("gzip bomb (%lld bytes compressed, 50 MB and 8 bytes inside): refused in %.3f s of CPU, %lld bytes read\n",
+           (long long)st.st_size, t, r1 - r0);
+    CHECK(t < 1.0); /* a millisecond or so; decompressing all would take tens */
+    if (r0 >= 0 && r1 >= 0) CHECK(r1 - r0 < st.st_size / 2);
+    /* the same with the header's promise kept and nothing after: loads */
+    g = gzopen(bomb, "wb");
+    CHECK(gzwrite(g, h, 8) == 8 && gzwrite(g, zeros, 1000) == 1000);
+    gzclose(g);
+    tg_idx x;
+    CHECK_INT(tg_idx_load(&x, bomb), 0);
+    CHECK_INT(x.size, 1000);
+    tg_idx_release(&x);
     clean_dir();
 }
 
@@ -341,12 +458,20 @@ static void batches(void) {
         tg_tape_reset(t);
     }
     CHECK_INT(seen, 5);
-    /* the last batch is short: a full-size tensor gets 1 sample, the rest untouched */
+    /* the last batch is short: a full-size tensor is refused, untouched, with what to do */
     tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 1, 3, 2});
-    x->data[6] = 123;
-    CHECK_INT(tg_dataset_batch(ds, NULL, 4, x, NULL), 1);
-    for (int j = 0; j < 6; j++) CHECK(x->data[j] == ds->value[ds->pixels[24 + j]]);
-    CHECK_NEAR(x->data[6], 123, 0);
+    for (int j = 0; j < 12; j++) x->data[j] = 123;
+    labels[0] = labels[1] = -1;
+    CHECK_INT(tg_dataset_batch(ds, NULL, 4, x, labels), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(),
+              "dataset_batch: x holds 2 samples but only 1 are left from start 4: make the last batch's x 1 long");
+    bool kept = labels[0] == -1 && labels[1] == -1;
+    for (int j = 0; j < 12; j++) kept &= x->data[j] == 123;
+    CHECK(kept);
+    CHECK_INT(tg_dataset_batch(ds, perm, 3, x, labels), 2); /* two left from 3: fits */
+    tg_tensor *big = tg_tensor_tape(t, 4, (int[]){6, 1, 3, 2});
+    CHECK_INT(tg_dataset_batch(ds, NULL, 0, big, NULL), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "x holds 6 samples but only 5 are left from start 0: make the last batch's x 5 long");
     /* errors */
     CHECK_INT(tg_dataset_batch(ds, NULL, 5, x, NULL), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "dataset_batch: start 5 is outside [0, 5)");
@@ -354,8 +479,10 @@ static void batches(void) {
     CHECK_INT(tg_dataset_batch(ds, perm, 0, wrong, labels), TG_ERR_SHAPE);
     CHECK_MSG(tg_last_error(), "dataset_batch: x is 2x1x3x3, needs (B,1,3,2)");
     int bad[5] = {0, 9, 1, 2, 3};
+    for (int j = 0; j < 12; j++) x->data[j] = 123;
     CHECK_INT(tg_dataset_batch(ds, bad, 0, x, labels), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "perm[1] is 9, outside [0, 5)");
+    CHECK(x->data[0] == 123); /* checked before x changes */
     CHECK_INT(tg_dataset_batch(NULL, perm, 0, x, labels), TG_ERR_ARG);
     tg_tape_free(t);
     tg_dataset_free(ds);
@@ -392,6 +519,7 @@ static int real(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc > 1) return real(argc, argv);
+    alarm(60); /* a loader that blocks (on a FIFO) fails the test instead of hanging it */
     snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-data-XXXXXX");
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
@@ -399,6 +527,8 @@ int main(int argc, char **argv) {
     }
     idx_good();
     idx_bad();
+    idx_not_files();
+    idx_sizes();
     datasets();
     shuffling();
     batches();

@@ -7,6 +7,7 @@
 #include "check.h"
 #include "tapegrad_nn.h"
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "stb_image.h"
 #include "stb_image_write.h"
@@ -197,7 +198,13 @@ static void errors(void) {
     CHECK(strlen(tg_last_error()) > strlen(path_of("empty.png")) + strlen("image : cannot decode: "));
     fails(spit("notes.png", "a digit, honest\n", 16), TG_ERR_FORMAT, "cannot decode: ");
     CHECK_MSG(tg_last_error(), stbi_failure_reason());
-    fails(dir, TG_ERR_FORMAT, "cannot decode: "); /* a directory opens, but reads fail */
+    /* not regular files: refused before stb_image sees them; a FIFO without a writer does not hang */
+    fails(dir, TG_ERR_IO, "not a regular file (a directory)");
+    fails("/dev/null", TG_ERR_IO, "not a regular file (a character device)");
+    const char *fifo = path_of("fifo.png");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    fails(fifo, TG_ERR_IO, "not a regular file (a FIFO)");
+    unlink(fifo);
 
     /* a PNG cut in half */
     const char *whole = draw("whole.png", in_seven, 64, 64, 1, white, black);
@@ -289,6 +296,7 @@ static void clean_dir(void) {
 }
 
 int main(void) {
+    alarm(60); /* a loader that blocks (on a FIFO) fails the test instead of hanging it */
     snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-image-XXXXXX");
     if (!mkdtemp(dir)) {
         perror("mkdtemp");

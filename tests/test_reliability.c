@@ -3,6 +3,7 @@
  * file loadable; a long training loop keeps a flat memory footprint. */
 #include "check.h"
 #include "tapegrad_nn.h"
+#include <glob.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -214,7 +215,11 @@ static void crash_safety(void) {
     printf("crash safety: %d of %d saves killed midway left a checkpoint that loads whole (last holds %g)\n", loads,
            kills, (double)w->data[0]);
     CHECK_INT(loads, kills);
-    /* no temporary files are left behind but the ones of killed processes, which a save ignores */
+    /* the next save removes the temporary files the killed processes left */
+    CHECK_INT(tg_checkpoint_save(ck, &w, 1), 0);
+    glob_t g;
+    CHECK_INT(glob(path("crash.ckpt.tmp-*"), 0, NULL, &g), GLOB_NOMATCH);
+    globfree(&g);
     tg_tensor_free(w);
 }
 
