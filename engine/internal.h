@@ -153,7 +153,7 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
 /* Where tg__shifted_gemm may write straight into an unpadded output instead of
  * C: the lanes set in mask[v] of the grid's 16-column group v are real outputs,
  * stored in order from y + m*plane + at[v] (or added to what is there, if add),
- * with bias[m] added (if bias) and negatives made 0 (if relu). Only the AVX-512
+ * with bias[m] added (if bias) and the ReLU applied (if relu: v <= 0 gives +0, NaN stays NaN). Only the AVX-512
  * kernel does it (it returns true); the others fill C and return false. */
 typedef struct {
     float *y;

@@ -33,7 +33,8 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
                 int g = p0 / 16 + j;
                 SK_V v = acc[i][j] + bias;
                 if (out->add) v += _mm512_maskz_expandloadu_ps(out->mask[g], y + out->at[g]);
-                if (out->relu) v = _mm512_max_ps(v, SK_ZERO()); /* NaN and -0 become +0, as relu's */
+                if (out->relu) /* +0 where v <= 0 (-0 too), else v: a NaN stays NaN, as PyTorch's relu */
+                    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, SK_ZERO(), _CMP_NLE_UQ), v);
                 _mm512_mask_compressstoreu_ps(y + out->at[g], out->mask[g], v);
             }
         }

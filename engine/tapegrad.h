@@ -210,7 +210,7 @@ tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a * b, broadca
 tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);  /* a:(M,K) b:(K,N) -> (M,N) */
 /* x:(N,I) w:(O,I) b:(O) or NULL -> (N,O) = x w^T + b */
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b);
-tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* max(x, 0) */
+tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* x <= 0 ? +0 : x; NaN stays NaN and passes dy, as PyTorch */
 tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);               /* 1 / (1 + e^-x) */
 tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);
 tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);                   /* all elements -> scalar */
@@ -227,7 +227,8 @@ tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels
 /* x:(N,C,H,W) w:(K,C/groups,R,S) b:(K) or NULL -> (N,K,H',W'); groups = C is depthwise */
 tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                      int groups);
-/* relu(conv2d(...)) as one op: the ReLU is applied as y is written, and dy is masked as it is read */
+/* relu(conv2d(...)) as one op: the ReLU is applied as y is written, and dy is masked as it is read;
+ * the ReLU as tg_relu's (NaN kept) */
 tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                           int groups);
 /* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).

@@ -2,6 +2,7 @@
  * For each image and group: Y_g (K/groups, H'W') = W_g (K/groups, C/groups*R*S) col (C/groups*R*S, H'W'). */
 #include "internal.h"
 #include "ops.h"
+#include <limits.h>
 #include <string.h>
 
 typedef struct {
@@ -24,8 +25,6 @@ static conv_dims dims_of(const tg_node *n) {
     return d;
 }
 
-static int out_size(int in, int k, int stride, int pad, int dil) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
-
 static int conv_shape(tg_node *n, int *ndim, int *shape) {
     const conv_attr *a = n->attr;
     const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
@@ -43,26 +42,37 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
     if (x->shape[1] % a->groups || w->shape[0] % a->groups)
         return tg_fail(TG_ERR_ARG, "%s: groups %d must divide the %d input and %d output channels (x %s, w %s)",
                        n->op->name, a->groups, x->shape[1], w->shape[0], sx, sw);
-    if (w->shape[1] * a->groups != x->shape[1])
-        return tg_fail(TG_ERR_SHAPE, "%s: input has %d channels but weight expects %d (x %s, w %s)", n->op->name,
-                       x->shape[1],
-                       w->shape[1] * a->groups, sx, sw);
+    if ((int64_t)w->shape[1] * a->groups != x->shape[1])
+        return tg_fail(TG_ERR_SHAPE, "%s: input has %d channels but weight expects %lld (x %s, w %s)", n->op->name,
+                       x->shape[1], (long long)w->shape[1] * a->groups, sx, sw);
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
         return tg_fail(TG_ERR_SHAPE, "%s: bias has shape %s but weight has %d output channels (w %s)",
                        n->op->name, tg_shape_str(b, sb, sizeof sb), w->shape[0], sw);
-    int Ho = out_size(x->shape[2], w->shape[2], a->stride, a->pad, a->dilation);
-    int Wo = out_size(x->shape[3], w->shape[3], a->stride, a->pad, a->dilation);
-    if (Ho < 1 || Wo < 1 || x->shape[2] + 2 * a->pad < a->dilation * (w->shape[2] - 1) + 1 ||
-        x->shape[3] + 2 * a->pad < a->dilation * (w->shape[3] - 1) + 1)
-        return tg_fail(TG_ERR_SHAPE, "%s: kernel %dx%d (dilation %d) is larger than the padded input %dx%d "
+    /* in 64 bits: the padded input, the kernel's span (dilation * (R - 1) + 1), then (in - span) / stride + 1 */
+    int64_t Hp = x->shape[2] + 2 * (int64_t)a->pad, Wp = x->shape[3] + 2 * (int64_t)a->pad;
+    int64_t spanh = (int64_t)a->dilation * (w->shape[2] - 1) + 1, spanw = (int64_t)a->dilation * (w->shape[3] - 1) + 1;
+    if (Hp < spanh || Wp < spanw)
+        return tg_fail(TG_ERR_SHAPE, "%s: kernel %dx%d (dilation %d) is larger than the padded input %lldx%lld "
                                      "(x %s, w %s, pad %d)", n->op->name, w->shape[2], w->shape[3], a->dilation,
-                       x->shape[2] + 2 * a->pad, x->shape[3] + 2 * a->pad, sx, sw, a->pad);
+                       (long long)Hp, (long long)Wp, sx, sw, a->pad);
+    /* the kernels index the padded input with int (and the output is never larger) */
+    if (Hp > INT_MAX || Wp > INT_MAX)
+        return tg_fail(TG_ERR_SHAPE, "%s: the padded input %lldx%lld is larger than %d a side (x %s, pad %d)",
+                       n->op->name, (long long)Hp, (long long)Wp, INT_MAX, sx, a->pad);
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = w->shape[0];
-    shape[2] = Ho;
-    shape[3] = Wo;
+    shape[2] = (int)((Hp - spanh) / a->stride + 1);
+    shape[3] = (int)((Wp - spanw) / a->stride + 1);
     return 0;
+}
+
+/* Bytes of a * b * c floats, or SIZE_MAX (which no allocation satisfies) if that does not fit */
+static size_t floats_bytes(int64_t a, int64_t b, int64_t c) {
+    int64_t n;
+    if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) || (uint64_t)n > SIZE_MAX / sizeof(float))
+        return SIZE_MAX;
+    return (size_t)n * sizeof(float);
 }
 
 // ----------------------------------------------------------------------------
@@ -70,10 +80,10 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
 
 /* The output columns [lo, hi) whose input column ow*stride + off lies inside [0, W). */
 static void valid_cols(int off, int stride, int W, int Wo, int *lo, int *hi) {
-    int l = off < 0 ? (-off + stride - 1) / stride : 0;
-    int h = W - off <= 0 ? 0 : (W - off + stride - 1) / stride;
-    *lo = l < Wo ? l : Wo;
-    *hi = h < Wo ? h : Wo;
+    int64_t l = off < 0 ? (-(int64_t)off + stride - 1) / stride : 0;
+    int64_t h = (int64_t)W - off <= 0 ? 0 : ((int64_t)W - off + stride - 1) / stride;
+    *lo = (int)(l < Wo ? l : Wo);
+    *hi = (int)(h < Wo ? h : Wo);
     if (*hi < *lo) *hi = *lo;
 }
 
@@ -145,8 +155,10 @@ static bool is_pointwise(const conv_dims *d) { return d->R == 1 && d->S == 1 && 
 // previous row's zero tail.
 
 #define SHIFT_MAX_TAPS 49 /* kernels up to 7x7 */
+#define SHIFT_MAX_SIZE (1 << 26) /* channels and padded plane sizes below this keep the kernels' int grids small */
 static bool is_shifted(const conv_dims *d) {
-    return d->stride == 1 && !is_pointwise(d) && d->R * d->S <= SHIFT_MAX_TAPS;
+    return d->stride == 1 && !is_pointwise(d) && d->R * d->S <= SHIFT_MAX_TAPS && d->Cg < SHIFT_MAX_SIZE &&
+           d->Kg < SHIFT_MAX_SIZE && (int64_t)(d->H + 2 * d->pad) * (d->W + 2 * d->pad) < SHIFT_MAX_SIZE;
 }
 
 static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
@@ -185,8 +197,9 @@ static void shift_geom_of(const conv_dims *d, shift_geom *s) {
 
 /* The short rows of padding and unpadding, copied inline (a libc call per row
  * costs more): for r < rows, j < w, with d = dst[r*sd + j] and v = src[r*ss + j]:
- *   ROWS_COPY d = v;  ROWS_ADD d += v;  ROWS_BIAS d = v + bias;  ROWS_BIAS_RELU d = max(v + bias, 0);
- *   ROWS_MASK d = keep[r*ss + j] > 0 ? v : 0 (the gradient through a ReLU with output keep) */
+ *   ROWS_COPY d = v;  ROWS_ADD d += v;  ROWS_BIAS d = v + bias;  ROWS_BIAS_RELU d = relu(v + bias);
+ *   ROWS_MASK d = keep[r*ss + j] <= 0 ? 0 : v (the gradient through a ReLU with output keep)
+ * relu(u) is u <= 0 ? +0 : u, as PyTorch's: a NaN stays NaN, and passes dy */
 enum { ROWS_COPY, ROWS_ADD, ROWS_BIAS, ROWS_BIAS_RELU, ROWS_MASK };
 TG_CLONES static void copy_rows(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, int64_t rows, int w,
                                 int mode, float bias, const float *keep) {
@@ -204,13 +217,13 @@ TG_CLONES static void copy_rows(float *dst, ptrdiff_t sd, const float *src, ptrd
         case ROWS_BIAS_RELU:
             for (int j = 0; j < w; j++) {
                 float v = src[j] + bias;
-                dst[j] = v > 0.0f ? v : 0.0f;
+                dst[j] = v <= 0.0f ? 0.0f : v;
             }
             break;
         default:
             for (int j = 0; j < w; j++) {
                 float v = src[j];
-                dst[j] = keep[j] > 0.0f ? v : 0.0f;
+                dst[j] = keep[j] <= 0.0f ? 0.0f : v;
             }
         }
     }
@@ -225,7 +238,7 @@ static void pad_x(float *xp, const float *x, const conv_dims *d, const shift_geo
 }
 
 /* dy's planes on the grid described above, into a buffer zeroed once as for
- * pad_x; with y (conv2d_relu's output), dy where y > 0 */
+ * pad_x; with y (conv2d_relu's output), dy where not y <= 0 */
 static void pad_dy(float *dq, const float *dy, const float *y, const conv_dims *d, const shift_geom *s) {
     for (int k = 0; k < d->Kg; k++) {
         int64_t o = (int64_t)k * d->Ho * d->Wo;
@@ -321,7 +334,7 @@ static int conv_forward(tg_tape *t, tg_node *n) {
     float *y = n->out->data;
     int HWo = d.Ho * d.Wo, T = tg__threads_for(d.N, 1);
     bool pw = is_pointwise(&d);
-    float *cols = pw ? NULL : tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
+    float *cols = pw ? NULL : tg_tape_alloc(t, floats_bytes(T, d.rows, HWo));
     if (!pw && !cols) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d.N; i++) {
@@ -340,7 +353,7 @@ static int conv_forward(tg_tape *t, tg_node *n) {
                 for (int k = 0; k < d.Kg; k++)
                     for (int p = 0; p < HWo; p++) yg[(int64_t)k * HWo + p] += b[g * d.Kg + k];
             if (fused_relu(n))
-                for (int64_t p = 0; p < (int64_t)d.Kg * HWo; p++) yg[p] = yg[p] > 0.0f ? yg[p] : 0.0f;
+                for (int64_t p = 0; p < (int64_t)d.Kg * HWo; p++) yg[p] = yg[p] <= 0.0f ? 0.0f : yg[p];
         }
     }
     return 0;
@@ -440,7 +453,7 @@ static int conv_vjp_im2col(tg_tape *t, tg_node *n, const conv_dims *dp, const fl
     tg_tensor *x = n->in[0], *w = n->in[1];
     int HWo = d.Ho * d.Wo, T = tg__threads_for(chunks, 1);
     bool pw = is_pointwise(&d);
-    float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWo * sizeof(float));
+    float *cols = tg_tape_alloc(t, floats_bytes(T, d.rows, HWo));
     if (!cols) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
@@ -491,7 +504,7 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     if (fused_relu(n) && !shifted) { /* the im2col path reads dy where it is: mask a copy first */
         float *m = tg_tape_alloc(t, (size_t)n->out->size * sizeof(float));
         if (!m) return TG_ERR_NOMEM;
-        for (int64_t i = 0; i < n->out->size; i++) m[i] = n->out->data[i] > 0.0f ? dy[i] : 0.0f;
+        for (int64_t i = 0; i < n->out->size; i++) m[i] = n->out->data[i] <= 0.0f ? 0.0f : dy[i];
         dy = m;
     }
     bool dx_set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
@@ -528,7 +541,7 @@ static void conv_describe(const tg_node *n, char *buf, size_t len) {
  * (and as many maxima for conv2d_relu) */
 static int64_t conv_flops(const tg_node *n) {
     conv_dims d = dims_of(n);
-    int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo;
+    int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo; /* it and rows are below 2^31: no overflow */
     return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0) + (fused_relu(n) ? outputs : 0);
 }
 
@@ -542,7 +555,7 @@ static void conv_relu_stats(const tg_node *n, char *buf, size_t len) {
 /* The window over H, for the receptive field */
 static void conv_window(const tg_node *n, int *span, int *stride, int *up) {
     const conv_attr *a = n->attr;
-    *span = (n->in[1]->shape[2] - 1) * a->dilation + 1;
+    *span = (int)((int64_t)(n->in[1]->shape[2] - 1) * a->dilation + 1); /* at most the padded input's height */
     *stride = a->stride;
     (void)up;
 }
@@ -600,8 +613,9 @@ static int convt_shape(tg_node *n, int *ndim, int *shape) {
     if (a->stride < 1 || a->pad < 0 || a->dilation < 1 || a->groups < 1 || a->output_padding < 0 ||
         a->stride > TG_MAX_WINDOW || a->pad > TG_MAX_WINDOW || a->dilation > TG_MAX_WINDOW)
         return tg_fail(TG_ERR_ARG, "conv_transpose2d: stride %d, pad %d, output_padding %d, dilation %d, groups %d: "
-                                   "need stride, dilation, groups >= 1 and pad, output_padding >= 0",
-                       a->stride, a->pad, a->output_padding, a->dilation, a->groups);
+                                   "need stride, dilation, groups >= 1 and pad, output_padding >= 0 (and stride, pad, "
+                                   "dilation at most %d)",
+                       a->stride, a->pad, a->output_padding, a->dilation, a->groups, TG_MAX_WINDOW);
     if (a->output_padding >= a->stride && a->output_padding >= a->dilation)
         return tg_fail(TG_ERR_ARG, "conv_transpose2d: output_padding %d must be smaller than the stride %d or the "
                                    "dilation %d", a->output_padding, a->stride, a->dilation);
@@ -611,20 +625,28 @@ static int convt_shape(tg_node *n, int *ndim, int *shape) {
     if (w->shape[0] != x->shape[1])
         return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: input has %d channels but weight expects %d (x %s, w %s)",
                        x->shape[1], w->shape[0], sx, sw);
-    int Cout = w->shape[1] * a->groups;
+    int64_t Cout = (int64_t)w->shape[1] * a->groups; /* at most w's size: groups divides its Cin */
     if (b && (b->ndim != 1 || b->shape[0] != Cout))
-        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: bias has shape %s but there are %d output channels (w %s)",
-                       tg_shape_str(b, sb, sizeof sb), Cout, sw);
-    int Ho = (x->shape[2] - 1) * a->stride - 2 * a->pad + a->dilation * (w->shape[2] - 1) + a->output_padding + 1;
-    int Wo = (x->shape[3] - 1) * a->stride - 2 * a->pad + a->dilation * (w->shape[3] - 1) + a->output_padding + 1;
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: bias has shape %s but there are %lld output channels (w %s)",
+                       tg_shape_str(b, sb, sizeof sb), (long long)Cout, sw);
+    /* in 64 bits: every term is below 2^48 */
+    int64_t Ho = (int64_t)(x->shape[2] - 1) * a->stride - 2 * (int64_t)a->pad +
+                 (int64_t)a->dilation * (w->shape[2] - 1) + a->output_padding + 1;
+    int64_t Wo = (int64_t)(x->shape[3] - 1) * a->stride - 2 * (int64_t)a->pad +
+                 (int64_t)a->dilation * (w->shape[3] - 1) + a->output_padding + 1;
     if (Ho < 1 || Wo < 1)
-        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: output would be %dx%d (x %s, w %s, stride %d, pad %d)", Ho, Wo,
-                       sx, sw, a->stride, a->pad);
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: output would be %lldx%lld (x %s, w %s, stride %d, pad %d)",
+                       (long long)Ho, (long long)Wo, sx, sw, a->stride, a->pad);
+    /* the kernels index the output padded by pad on each side with int */
+    if (Ho + 2 * a->pad > INT_MAX || Wo + 2 * a->pad > INT_MAX)
+        return tg_fail(TG_ERR_SHAPE, "conv_transpose2d: output would be %lldx%lld, with the pad %d more than %d a side "
+                                     "(x %s, w %s, stride %d, dilation %d)", (long long)Ho, (long long)Wo, a->pad,
+                       INT_MAX, sx, sw, a->stride, a->dilation);
     *ndim = 4;
     shape[0] = x->shape[0];
-    shape[1] = Cout;
-    shape[2] = Ho;
-    shape[3] = Wo;
+    shape[1] = (int)Cout;
+    shape[2] = (int)Ho;
+    shape[3] = (int)Wo;
     return 0;
 }
 
@@ -635,7 +657,7 @@ static int convt_forward(tg_tape *t, tg_node *n) {
     float *y = n->out->data;
     int HWx = d.Ho * d.Wo, T = tg__threads_for(d.N, 1);
     int64_t HWy = (int64_t)d.H * d.W;
-    float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWx * sizeof(float));
+    float *cols = tg_tape_alloc(t, floats_bytes(T, d.rows, HWx));
     if (!cols) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d.N; i++) {
@@ -661,7 +683,7 @@ static int convt_vjp(tg_tape *t, tg_node *n) {
     int HWx = d.Ho * d.Wo;
     int64_t HWy = (int64_t)d.H * d.W;
     int chunks = d.N < CONV_CHUNKS ? d.N : CONV_CHUNKS, T = tg__threads_for(chunks, 1);
-    float *cols = tg_tape_alloc(t, (size_t)T * d.rows * HWx * sizeof(float));
+    float *cols = tg_tape_alloc(t, floats_bytes(T, d.rows, HWx));
     float *dws = w->requires_grad ? tg_tape_alloc(t, (size_t)chunks * w->size * sizeof(float)) : NULL;
     if (!cols || (w->requires_grad && !dws)) return TG_ERR_NOMEM;
 #pragma omp parallel for num_threads(T) schedule(static)
@@ -705,7 +727,7 @@ static void convt_describe(const tg_node *n, char *buf, size_t len) {
  * counted), plus N*Cout*H'*W' bias adds */
 static int64_t convt_flops(const tg_node *n) {
     conv_dims d = convt_dims(n);
-    return 2 * d.rows * d.Ho * d.Wo * d.K * d.N + (n->n_in > 2 ? n->out->size : 0);
+    return 2 * d.rows * n->in[0]->size + (n->n_in > 2 ? n->out->size : 0); /* each below 2^31: no overflow */
 }
 
 /* For the receptive field: output row o gets input row i through tap k when
@@ -713,7 +735,7 @@ static int64_t convt_flops(const tg_node *n) {
  * input rows, and moves 1/stride of an input row per output row */
 static void convt_window(const tg_node *n, int *span, int *stride, int *up) {
     const convt_attr *a = n->attr;
-    *span = (n->in[1]->shape[2] - 1) * a->dilation / a->stride + 1;
+    *span = (int)((int64_t)(n->in[1]->shape[2] - 1) * a->dilation / a->stride + 1);
     *up = a->stride;
     (void)stride;
 }

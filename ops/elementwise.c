@@ -153,30 +153,34 @@ static int same_shape(tg_node *n, int *ndim, int *shape) {
 /* The memory-bound loops below run in blocks over threads (TG_FOR_BLOCKS); each
  * block is a tg_f8 loop (vectorised, and built for AVX2 too). */
 
-/* y = max(a (+ b), 0) or a + b: relu, residual_add, residual_add_relu */
+/* v where PyTorch's ReLU keeps y, NOT y <= 0, else +0: relu(NaN) is NaN and
+ * passes dy, as threshold_backward does; -0 and -Inf give +0 */
+#define RELU_KEEP(v, y, zero) TG_F8_KEEP(v, ~((y) <= (zero)))
+
+/* y = relu(a (+ b)) or a + b: relu, residual_add, residual_add_relu */
 TG_CLONES static void run_add_relu(float *y, const float *a, const float *b, int64_t n, bool relu) {
     tg_f8 zero = {0};
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
         tg_f8 v = b ? TG_F8(a + j) + TG_F8(b + j) : TG_F8(a + j);
-        *(tg_f8 *)(y + j) = relu ? TG_F8_KEEP(v, v > zero) : v;
+        *(tg_f8 *)(y + j) = relu ? RELU_KEEP(v, v, zero) : v;
     }
     for (; j < n; j++) {
         float v = b ? a[j] + b[j] : a[j];
-        y[j] = relu && !(v > 0.0f) ? 0.0f : v;
+        y[j] = relu && v <= 0.0f ? 0.0f : v;
     }
 }
 
-/* dx (=, or += unless set) dy where y > 0 (every dy if y is NULL) */
+/* dx (=, or += unless set) dy where not y <= 0 (every dy if y is NULL) */
 TG_CLONES static void run_relu_grad(float *dx, const float *dy, const float *y, int64_t n, bool set) {
     tg_f8 zero = {0};
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        tg_f8 d = y ? TG_F8_KEEP(TG_F8(dy + j), TG_F8(y + j) > zero) : TG_F8(dy + j);
+        tg_f8 d = y ? RELU_KEEP(TG_F8(dy + j), TG_F8(y + j), zero) : TG_F8(dy + j);
         *(tg_f8 *)(dx + j) = set ? d : TG_F8(dx + j) + d;
     }
     for (; j < n; j++) {
-        float d = !y || y[j] > 0.0f ? dy[j] : 0.0f;
+        float d = y && y[j] <= 0.0f ? 0.0f : dy[j];
         dx[j] = set ? d : dx[j] + d;
     }
 }
@@ -190,7 +194,7 @@ static int relu_forward(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-// dx += dy * (y > 0)
+// dx += dy where not y <= 0 (y > 0, or NaN: PyTorch's threshold_backward)
 static int relu_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *y = n->out->data, *dy = n->out->grad;
@@ -323,7 +327,7 @@ static int residual_forward(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-// dx += dy, dfx += dy (where y > 0, for residual_add_relu)
+// dx += dy, dfx += dy (where not y <= 0, for residual_add_relu)
 static int residual_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     const float *dy = n->out->grad, *y = n->op == &tg__op_residual_add_relu ? n->out->data : NULL;

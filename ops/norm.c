@@ -27,6 +27,9 @@ static double lanes(const float v[8]) {
     return s;
 }
 #define LANES(v) lanes((const float *)&(v)) /* a vector's lanes in order, in double */
+/* v where PyTorch's ReLU keeps y, NOT y <= 0, else +0: relu(NaN) is NaN and
+ * passes dy, as threshold_backward does; -0 and -Inf give +0 */
+#define RELU_KEEP(v, y, zero) TG_F8_KEEP(v, ~((y) <= (zero)))
 
 /* sum of p */
 TG_CLONES static double run_sum(const float *p, int64_t n) {
@@ -51,7 +54,7 @@ TG_CLONES static double run_sqdev(const float *p, int64_t n, float m) {
     return s;
 }
 
-/* sum of a and of a*(b - m); with y, only where y > 0 (the gradient through a ReLU
+/* sum of a and of a*(b - m); with y, only where not y <= 0 (the gradient through a ReLU
  * with output y). With ds, also stores (set) or adds that masked a there: the
  * shortcut's gradient in batch_norm_add_relu. */
 TG_CLONES static void run_dot(const float *a, const float *y, const float *b, float m, int64_t n, double *sa,
@@ -59,19 +62,19 @@ TG_CLONES static void run_dot(const float *a, const float *y, const float *b, fl
     tg_f8 s1 = {0}, s2 = {0}, zero = {0}, mv = zero + m;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        tg_f8 d = y ? TG_F8_KEEP(TG_F8(a + j), TG_F8(y + j) > zero) : TG_F8(a + j);
+        tg_f8 d = y ? RELU_KEEP(TG_F8(a + j), TG_F8(y + j), zero) : TG_F8(a + j);
         s1 += d, s2 += d * (TG_F8(b + j) - mv);
         if (ds) *(tg_f8 *)(ds + j) = ds_set ? d : TG_F8(ds + j) + d;
     }
     *sa += LANES(s1), *sab += LANES(s2);
     for (; j < n; j++) {
-        float d = !y || y[j] > 0.0f ? a[j] : 0.0f;
+        float d = y && y[j] <= 0.0f ? 0.0f : a[j];
         *sa += d, *sab += (double)d * (b[j] - m);
         if (ds) ds[j] = ds_set ? d : ds[j] + d;
     }
 }
 
-/* y = g * ((x - mu) * rstd) + b (+ sc, a shortcut, if given), then max(y, 0) if relu */
+/* y = g * ((x - mu) * rstd) + b (+ sc, a shortcut, if given), then relu(y) if relu */
 TG_CLONES static void run_normalize(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd,
                                     float g, float b, bool relu) {
     tg_f8 zero = {0}, mv = zero + mu, rv = zero + rstd, gv = zero + g, bv = zero + b;
@@ -79,28 +82,28 @@ TG_CLONES static void run_normalize(float *y, const float *x, const float *sc, i
     for (; j + 8 <= n; j += 8) {
         tg_f8 v = gv * ((TG_F8(x + j) - mv) * rv) + bv;
         if (sc) v += TG_F8(sc + j);
-        *(tg_f8 *)(y + j) = relu ? TG_F8_KEEP(v, v > zero) : v;
+        *(tg_f8 *)(y + j) = relu ? RELU_KEEP(v, v, zero) : v;
     }
     for (; j < n; j++) {
         float v = g * ((x[j] - mu) * rstd) + b;
         if (sc) v += sc[j];
-        y[j] = relu && !(v > 0.0f) ? 0.0f : v;
+        y[j] = relu && v <= 0.0f ? 0.0f : v;
     }
 }
 
-/* dx (=, or += unless set) kn * (k1 * dy' - s1 - (x - mu) * rstd * s2), dy' = dy where yr > 0 if yr is given */
+/* dx (=, or += unless set) kn * (k1 * dy' - s1 - (x - mu) * rstd * s2), dy' = dy where not yr <= 0 if yr is given */
 TG_CLONES static void run_dx(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn,
                              float k1, float s1, float s2, float mu, float rstd, bool set) {
     tg_f8 zero = {0}, knv = zero + kn, k1v = zero + k1, s1v = zero + s1, s2v = zero + s2, mv = zero + mu,
           rv = zero + rstd;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        tg_f8 d = yr ? TG_F8_KEEP(TG_F8(dy + j), TG_F8(yr + j) > zero) : TG_F8(dy + j);
+        tg_f8 d = yr ? RELU_KEEP(TG_F8(dy + j), TG_F8(yr + j), zero) : TG_F8(dy + j);
         tg_f8 v = knv * (k1v * d - s1v - (TG_F8(x + j) - mv) * rv * s2v);
         *(tg_f8 *)(dx + j) = set ? v : TG_F8(dx + j) + v;
     }
     for (; j < n; j++) {
-        float d = !yr || yr[j] > 0.0f ? dy[j] : 0.0f;
+        float d = yr && yr[j] <= 0.0f ? 0.0f : dy[j];
         float v = kn * (k1 * d - s1 - (x[j] - mu) * rstd * s2);
         dx[j] = set ? v : dx[j] + v;
     }
@@ -253,9 +256,9 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
-    const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is > 0 */
+    const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is not <= 0 */
     tg_tensor *sct = shortcut(n);
-    float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where y > 0 */
+    float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where not y <= 0 */
     bool ds_set = ds && tg_grad_overwrite(sct); /* first: if the shortcut is x itself, dx then adds to it */
     bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
 #pragma omp parallel for num_threads(b.T) schedule(static)
@@ -357,6 +360,10 @@ static tg_tensor *bn_apply(tg_tape *t, const tg_op *op, tg_tensor *x, tg_tensor 
         tg_fail(TG_ERR_ARG, "%s: %s are required", op->name, add ? "gamma, beta and the shortcut" : "gamma and beta");
         return NULL;
     }
+    /* the running statistics are attributes, not inputs: tg_apply does not see them */
+    if (t && ((running_mean && tg__check_tensor(op->name, t, running_mean, "running_mean") < 0) ||
+              (running_var && tg__check_tensor(op->name, t, running_var, "running_var") < 0)))
+        return NULL;
     return tg_apply(t, op, (tg_tensor *[]){x, gamma, beta, shortcut}, add ? 4 : 3, &a);
 }
 

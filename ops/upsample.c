@@ -7,22 +7,27 @@ typedef struct {
     tg_upsample_mode mode;
 } upsample_attr;
 
+#define UPSAMPLE_MAX_SIDE (1 << 20) /* the output's height and width are at most this */
+
 static int upsample_shape(tg_node *n, int *ndim, int *shape) {
     const upsample_attr *a = n->attr;
     const tg_tensor *x = n->in[0];
     char sx[64];
     if (x->ndim != 4)
         return tg_fail(TG_ERR_SHAPE, "upsample: input must be (N,C,H,W), got %s", tg_shape_str(x, sx, sizeof sx));
-    if (a->factor < 1 || (int64_t)x->shape[2] * a->factor > (1 << 20) || (int64_t)x->shape[3] * a->factor > (1 << 20))
-        return tg_fail(TG_ERR_ARG, "upsample: factor %d must be >= 1 (and the output at most 2^20 on a side)",
-                       a->factor);
+    if (a->factor < 1)
+        return tg_fail(TG_ERR_ARG, "upsample: factor %d must be >= 1", a->factor);
+    int64_t Ho = (int64_t)x->shape[2] * a->factor, Wo = (int64_t)x->shape[3] * a->factor; /* in 64 bits */
+    if (Ho > UPSAMPLE_MAX_SIDE || Wo > UPSAMPLE_MAX_SIDE)
+        return tg_fail(TG_ERR_ARG, "upsample: factor %d would make the output %lldx%lld, more than %d a side (x %s)",
+                       a->factor, (long long)Ho, (long long)Wo, UPSAMPLE_MAX_SIDE, tg_shape_str(x, sx, sizeof sx));
     if (a->mode != TG_UPSAMPLE_NEAREST && a->mode != TG_UPSAMPLE_BILINEAR)
         return tg_fail(TG_ERR_ARG, "upsample: unknown mode %d", (int)a->mode);
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = x->shape[1];
-    shape[2] = x->shape[2] * a->factor;
-    shape[3] = x->shape[3] * a->factor;
+    shape[2] = (int)Ho;
+    shape[3] = (int)Wo;
     return 0;
 }
 

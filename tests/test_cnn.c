@@ -1,7 +1,9 @@
 /* test_cnn.c: conv2d, pooling, dropout, batch norm and residual_add on small
- * hand-computed cases, their documented semantics, and their errors. */
+ * hand-computed cases, their documented semantics, and their errors; NaN and
+ * infinities through every ReLU and pool as in PyTorch; extreme attributes. */
 #include "check.h"
-#include "tapegrad.h"
+#include "internal.h" /* tg__gemm_use: each conv kernel in turn */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -504,6 +506,386 @@ static void residual(void) {
     tg_tape_free(t);
 }
 
+
+// ----------------------------------------------------------------------------
+// NaN and infinities through the ReLUs and pools, as in PyTorch: relu(NaN) is
+// NaN, relu(x) is +0 for x <= 0 (-0 and -Inf too), and threshold_backward passes
+// dy where NOT y <= 0 (so where y is NaN); a pool window holding a NaN gives NaN
+
+static const float specials[7] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1.5f, -2.0f};
+
+static float torch_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+static float torch_mask(float y, float dy) { return y <= 0.0f ? 0.0f : dy; }
+/* the same float: the same bits, or both NaN */
+static bool same_float(float a, float b) { return isnan(a) ? isnan(b) : memcmp(&a, &b, sizeof a) == 0; }
+static int64_t count_differ(const float *a, const float *b, int64_t n) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) k += !same_float(a[i], b[i]);
+    return k;
+}
+
+/* relu and residual_add_relu on every pair of special values, in the vector loop and its tail
+ * (49 elements: 6 vectors of 8 and 1 more); dx stored (via a multiply by 1) and added */
+static void relu_nan(void) {
+    enum { N = 49 };
+    for (int via = 0; via < 2; via++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor *a = tg_param_new(1, (int[]){N}), *b = tg_param_new(1, (int[]){N});
+        tg_tensor *one = tg_tensor_tape(t, 0, NULL);
+        one->data[0] = 1.0f;
+        float dy[N], want[N];
+        for (int i = 0; i < N; i++) a->data[i] = specials[i % 7], b->data[i] = specials[i / 7], dy[i] = 1.0f + i;
+        tg_tensor *y = tg_relu(t, via ? tg_mul(t, a, one) : a);
+        for (int i = 0; i < N; i++) want[i] = torch_relu(a->data[i]);
+        CHECK_INT(count_differ(y->data, want, N), 0);
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        for (int i = 0; i < N; i++) want[i] = torch_mask(y->data[i], dy[i]);
+        CHECK_INT(count_differ(a->grad, want, N), 0);
+        tg_tensor_zero_grad(a);
+        tg_tape_reset(t);
+        one = tg_tensor_tape(t, 0, NULL);
+        one->data[0] = 1.0f;
+        y = tg_residual_add_relu(t, via ? tg_mul(t, a, one) : a, via ? tg_mul(t, b, one) : b);
+        for (int i = 0; i < N; i++) want[i] = torch_relu(a->data[i] + b->data[i]);
+        CHECK_INT(count_differ(y->data, want, N), 0);
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        for (int i = 0; i < N; i++) want[i] = torch_mask(y->data[i], dy[i]);
+        CHECK_INT(count_differ(a->grad, want, N), 0);
+        CHECK_INT(count_differ(b->grad, want, N), 0);
+        int nans = 0, minus_zeros = 0;
+        for (int i = 0; i < N; i++) nans += isnan(y->data[i]), minus_zeros += y->data[i] == 0 && signbit(y->data[i]);
+        CHECK_INT(nans, 13 + 2); /* a or b NaN, and Inf + -Inf */
+        CHECK_INT(minus_zeros, 0);
+        tg_tensor_free(a), tg_tensor_free(b);
+        tg_tape_free(t);
+    }
+}
+
+/* batch_norm_relu and batch_norm_add_relu in evaluation with mean 0 and variance + eps = 1,
+ * so y = relu(x + beta (+ s)) element by element: special values in x, in beta (a whole
+ * channel NaN, +Inf or -Inf) and in the shortcut s. Where x is finite dx = gamma * rstd * dy'
+ * = dy' exactly, dy' = dy masked by PyTorch's rule; the shortcut's gradient is dy' itself. */
+static void batch_norm_relu_nan(void) {
+    enum { N = 3, C = 4, L = 7 * 3 }; /* runs of 21: 2 vectors and a tail of 5 */
+    const float eps = 1.0f / 1024;
+    tg_tensor *x = tg_param_new(3, (int[]){N, C, L}), *sc = tg_param_new(3, (int[]){N, C, L});
+    tg_tensor *g = tg_param_new(1, (int[]){C}), *b = tg_param_new(1, (int[]){C});
+    tg_tensor *rm = tg_tensor_new(1, (int[]){C}), *rv = tg_tensor_new(1, (int[]){C});
+    const float beta[C] = {0.0f, NAN, INFINITY, -INFINITY};
+    static float dy[N * C * L], want[N * C * L];
+    for (int c = 0; c < C; c++) g->data[c] = 1.0f, b->data[c] = beta[c], rv->data[c] = 1.0f - eps;
+    for (int add = 0; add < 2; add++) {
+        uint64_t s = 31;
+        for (int i = 0; i < N * C * L; i++) {
+            /* batch_norm_relu: the special values in x; batch_norm_add_relu: in the shortcut, x finite */
+            x->data[i] = add ? frand(&s) : specials[i % 7];
+            sc->data[i] = specials[(i + i / L) % 7];
+            dy[i] = 1.0f + (float)i;
+        }
+        tg_tensor *all[4] = {x, sc, g, b};
+        for (int k = 0; k < 4; k++) tg_tensor_zero_grad(all[k]);
+        tg_tape *t = tg_tape_new();
+        tg_tensor *y = add ? tg_batch_norm_add_relu(t, x, g, b, rm, rv, false, 0.1f, eps, sc)
+                           : tg_batch_norm_relu(t, x, g, b, rm, rv, false, 0.1f, eps);
+        CHECK(y != NULL);
+        if (!y) return;
+        for (int i = 0; i < N * C * L; i++) {
+            float v = x->data[i] + b->data[i / L % C];
+            want[i] = torch_relu(add ? v + sc->data[i] : v);
+        }
+        CHECK_INT(count_differ(y->data, want, N * C * L), 0);
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        int64_t bad_dx = 0, passed_nan = 0;
+        double dbeta[C] = {0};
+        for (int i = 0; i < N * C * L; i++) {
+            float d = torch_mask(y->data[i], dy[i]);
+            bad_dx += isfinite(x->data[i]) && !same_float(x->grad[i], d);
+            if (add) bad_dx += !same_float(sc->grad[i], d);
+            passed_nan += isnan(y->data[i]) && d != 0;
+            dbeta[i / L % C] += d;
+        }
+        CHECK_INT(bad_dx, 0);
+        CHECK(passed_nan > L); /* beta NaN: the whole channel */
+        for (int c = 0; c < C; c++) CHECK_NEAR(b->grad[c], dbeta[c], 1e-6 * dbeta[c]);
+        tg_tape_free(t);
+    }
+    tg_tensor *all[] = {x, sc, g, b, rm, rv};
+    for (int k = 0; k < 6; k++) tg_tensor_free(all[k]);
+}
+
+/* max_pool2d and avg_pool2d over windows holding NaN and infinities: the 2x2 stride-2
+ * path (9 windows a row: 8 at a time and 1) and the general one (3x3, stride 1, pad 1) */
+static void pooling_nan(void) {
+    enum { H = 4, W = 18 };
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){1, 2, H, W});
+    uint64_t s = 41;
+    for (int64_t i = 0; i < x->size; i++) {
+        float u = frand(&s);
+        x->data[i] = u > 0.5f ? specials[i % 4] : u; /* NaN, Inf, -Inf, -0 in a quarter of the places */
+    }
+    const int cfg[2][3] = {{2, 2, 0}, {3, 1, 1}};
+    for (int k = 0; k < 2; k++) {
+        int K = cfg[k][0], S = cfg[k][1], P = cfg[k][2];
+        tg_tensor *mx = tg_max_pool2d(t, x, K, S, P), *av = tg_avg_pool2d(t, x, K, S, P);
+        int bad = 0, nans = 0;
+        for (int p = 0; p < 2; p++)
+            for (int oh = 0; oh < mx->shape[2]; oh++)
+                for (int ow = 0; ow < mx->shape[3]; ow++) {
+                    bool nan = false, pinf = false, ninf = false;
+                    float best = -INFINITY;
+                    for (int ih = oh * S - P; ih < oh * S - P + K; ih++)
+                        for (int iw = ow * S - P; iw < ow * S - P + K; iw++) {
+                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                            float v = x->data[(p * H + ih) * W + iw];
+                            nan |= isnan(v), pinf |= v == INFINITY, ninf |= v == -INFINITY;
+                            best = v > best ? v : best;
+                        }
+                    int o = (p * mx->shape[2] + oh) * mx->shape[3] + ow;
+                    float m = mx->data[o], a = av->data[o];
+                    bad += nan ? !isnan(m) : !(m == best);
+                    bad += isnan(a) != (nan || (pinf && ninf));
+                    bad += !nan && !(pinf && ninf) && (pinf || ninf) && a != (pinf ? INFINITY : -INFINITY);
+                    nans += nan;
+                }
+        CHECK_INT(bad, 0);
+        CHECK(nans > 3);
+    }
+    tg_tape_free(t);
+}
+
+/* conv2d_relu against conv2d on x holding NaN and infinities, with a NaN, a +Inf and a
+ * -Inf bias: y = relu(conv2d) by PyTorch's rule, and the gradients are conv2d's for dy
+ * masked by that rule. On each path (stride 1: the image shifted by tap, whose AVX-512
+ * kernel applies the ReLU as it stores; stride 2: im2col; 1x1: GEMM on x) and kernel. */
+static void conv2d_relu_nan(void) {
+    static const int cases[][11] = {/* N, C, H, W, K, R, S, stride, pad, dilation, groups */
+                                    {2, 5, 9, 7, 11, 3, 3, 1, 1, 1, 1},
+                                    {2, 4, 9, 9, 6, 3, 3, 2, 1, 1, 1},
+                                    {2, 5, 6, 6, 7, 1, 1, 1, 0, 1, 1}};
+    static const char *kernels[] = {"avx512", "avx2", "generic"};
+    for (int kk = 0; kk < 3; kk++) {
+        if (tg__gemm_use(kernels[kk]) < 0) continue;
+        for (int ci = 0; ci < 3; ci++) {
+            const int *c = cases[ci];
+            uint64_t s = 13;
+            tg_tensor *x = tg_param_new(4, (int[]){c[0], c[1], c[2], c[3]});
+            tg_tensor *w = tg_param_new(4, (int[]){c[4], c[1] / c[10], c[5], c[6]}), *b = tg_param_new(1, &c[4]);
+            for (int64_t i = 0; i < x->size; i++) x->data[i] = frand(&s);
+            for (int64_t i = 0; i < w->size; i++) w->data[i] = frand(&s);
+            for (int64_t i = 0; i < b->size; i++) b->data[i] = i < 3 ? specials[i] : frand(&s);
+            x->data[c[3] + 2] = NAN, x->data[x->size - 3] = INFINITY, x->data[x->size / 2] = -INFINITY;
+            tg_tape *t = tg_tape_new();
+            tg_tensor *y0 = tg_conv2d(t, x, w, b, c[7], c[8], c[9], c[10]);
+            int64_t n = y0->size;
+            float *dy = malloc((size_t)n * sizeof *dy), *dym = malloc((size_t)n * sizeof *dym);
+            float *want = malloc((size_t)n * sizeof *want), *keep[3];
+            int nans = 0, infs = 0, cut = 0;
+            for (int64_t i = 0; i < n; i++) {
+                dy[i] = frand(&s), dym[i] = torch_mask(y0->data[i], dy[i]), want[i] = torch_relu(y0->data[i]);
+                nans += isnan(y0->data[i]), infs += y0->data[i] == INFINITY, cut += y0->data[i] == -INFINITY;
+            }
+            CHECK(nans > 0 && infs > 0 && cut > 0);
+            CHECK_INT(tg_backward_seed(t, y0, dym), 0);
+            tg_tensor *p[3] = {x, w, b};
+            for (int k = 0; k < 3; k++) {
+                keep[k] = malloc((size_t)p[k]->size * sizeof(float));
+                memcpy(keep[k], p[k]->grad, (size_t)p[k]->size * sizeof(float));
+                tg_tensor_zero_grad(p[k]);
+            }
+            tg_tensor *y = tg_conv2d_relu(t, x, w, b, c[7], c[8], c[9], c[10]);
+            int64_t bad = count_differ(y->data, want, n);
+            CHECK_INT(tg_backward_seed(t, y, dy), 0);
+            for (int k = 0; k < 3; k++) bad += count_differ(p[k]->grad, keep[k], p[k]->size), free(keep[k]);
+            if (bad) fprintf(stderr, "conv2d_relu NaN: %s, case %d: %lld differ\n", kernels[kk], ci, (long long)bad);
+            CHECK_INT(bad, 0);
+            free(dy), free(dym), free(want);
+            tg_tape_free(t);
+            tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b);
+        }
+    }
+    tg__gemm_use(NULL);
+}
+
+// ----------------------------------------------------------------------------
+// extreme attributes: every shape callback computes in 64 bits and refuses what
+// does not fit; the few that fit run forward, backward and a tape dump (UBSan watches)
+
+enum { E_CONV, E_CONV_RELU, E_CONVT, E_MAXPOOL, E_AVGPOOL, E_UPSAMPLE, E_RESHAPE };
+#define BIG INT_MAX
+#define MIN INT_MIN
+
+typedef struct {
+    int op;
+    int x[4], w[4]; /* x of more than 2^24 elements is a tensor of shape alone (refused before its data is read) */
+    int a[5];       /* the constructor's int attributes in order; reshape: ndim, then in w the shape */
+    const char *msg; /* a substring of the message, or NULL: accepted with output shape out */
+    int out[4];
+} extreme;
+
+static const extreme extremes[] = {
+    /* conv2d: stride, pad, dilation, groups */
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {BIG, 0, 1, 1},
+     "conv2d: stride 2147483647, pad 0, dilation 1, groups 1: need"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {MIN, 0, 1, 1}, "conv2d: stride -2147483648, pad 0"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {0, 0, 1, 1}, "conv2d: stride 0, pad 0"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, BIG, 1, 1}, "conv2d: stride 1, pad 2147483647, dilation 1"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, -1, 1, 1}, "conv2d: stride 1, pad -1, dilation 1"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, MIN, 1, 1}, "conv2d: stride 1, pad -2147483648,"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 65537, 1, 1}, "(and each at most 65536)"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 0, BIG, 1}, "conv2d: stride 1, pad 0, dilation 2147483647, groups 1"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 0, 0, 1}, "conv2d: stride 1, pad 0, dilation 0, groups 1"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 0, MIN, 1}, "dilation -2147483648, groups 1"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 0, 1, 0}, "conv2d: stride 1, pad 0, dilation 1, groups 0: need"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 0, 1, MIN}, "groups -2147483648: need"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 0, 1, BIG}, "conv2d: groups 2147483647 must divide the 2 input"},
+    /* a huge dilation over a big kernel: the span (2^31 + 1) does not fit an int */
+    {E_CONV, {1, 1, 8, 8}, {1, 1, 32769, 1}, {1, 0, 65536, 1},
+     "conv2d: kernel 32769x1 (dilation 65536) is larger than the padded input 8x8"},
+    {E_CONV, {1, 1, 8, 8}, {1, 1, 32769, 1}, {1, 65536, 65536, 1}, "is larger than the padded input 131080x131080"},
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {1, 65536, 1, 1}, "conv2d: more than 2147483647 elements"},
+    {E_CONV, {1, 1, BIG, 1}, {1, 1, 1, 1}, {1, 1, 1, 1},
+     "conv2d: the padded input 2147483649x3 is larger than 2147483647 a side (x 1x1x2147483647x1, pad 1)"},
+    {E_CONV, {1, 1, 1, BIG}, {1, 1, 1, 1}, {65536, 65536, 1, 1}, "conv2d: the padded input 131073x2147614719"},
+    {E_CONV, {1, 1, 1, 1}, {1, 1, 2, 2}, {1, 32768, 65536, 1}, NULL, {1, 1, 1, 1}}, /* one output, 2^32 padded */
+    {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {65536, 0, 1, 1}, NULL, {1, 4, 1, 1}},
+    {E_CONV_RELU, {1, 2, 8, 8}, {4, 2, 3, 3}, {BIG, MIN, BIG, MIN}, "conv2d_relu: stride 2147483647, pad -2147483648"},
+    {E_CONV_RELU, {1, 1, 8, 8}, {1, 1, 1, 32769}, {1, 0, 65536, 1}, "conv2d_relu: kernel 1x32769 (dilation 65536)"},
+    {E_CONV_RELU, {1, 1, 1, 1}, {1, 1, 2, 2}, {1, 32768, 65536, 1}, NULL, {1, 1, 1, 1}},
+    /* conv_transpose2d: stride, pad, output_padding, dilation, groups */
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {BIG, 0, 0, 1, 1},
+     "conv_transpose2d: stride 2147483647, pad 0, output_padding 0"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {MIN, 0, 0, 1, 1}, "conv_transpose2d: stride -2147483648,"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {0, 0, 0, 1, 1}, "conv_transpose2d: stride 0,"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, BIG, 0, 1, 1}, "conv_transpose2d: stride 1, pad 2147483647,"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, -1, 0, 1, 1}, "conv_transpose2d: stride 1, pad -1,"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, BIG, 1, 1},
+     "conv_transpose2d: output_padding 2147483647 must be smaller than the stride 1 or the dilation 1"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, MIN, 1, 1}, "output_padding -2147483648, dilation 1, groups 1: need"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, -1, 1, 1}, "output_padding -1, dilation 1"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, 0, BIG, 1}, "dilation 2147483647, groups 1: need"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, 0, 0, 1}, "dilation 0, groups 1: need"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, 0, 1, MIN}, "groups -2147483648: need"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 0, 0, 1, BIG}, "conv_transpose2d: groups 2147483647 must divide"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 65537, 0, 1, 1}, "(and stride, pad, dilation at most 65536)"},
+    {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {1, 65536, 0, 1, 1}, "conv_transpose2d: output would be -131066x-131066"},
+    /* (H-1)*stride and dilation*(R-1) reach 2^31 */
+    {E_CONVT, {1, 1, 32769, 1}, {1, 1, 1, 1}, {65536, 0, 0, 1, 1},
+     "conv_transpose2d: output would be 2147483649x1, with the pad 0 more than 2147483647 a side"},
+    {E_CONVT, {1, 1, 32769, 1}, {1, 1, 1, 1}, {65536, 1, 0, 1, 1},
+     "conv_transpose2d: output would be 2147483647x-1 (x 1x1x32769x1"},
+    {E_CONVT, {1, 1, 32769, 2}, {1, 1, 1, 1}, {65536, 1, 0, 1, 1},
+     "conv_transpose2d: output would be 2147483647x65535, with the pad 1 more than 2147483647 a side"},
+    {E_CONVT, {1, 1, 4, 4}, {1, 1, 32769, 1}, {1, 0, 0, 65536, 1}, "conv_transpose2d: output would be 2147483652x4,"},
+    {E_CONVT, {1, 1, 2, 2}, {1, 1, 1, 1}, {65536, 0, 65535, 1, 1}, "conv_transpose2d: more than 2147483647 elements"},
+    {E_CONVT, {1, 1, 1, 1}, {1, 1, 2, 2}, {1, 32768, 0, 65536, 1}, NULL, {1, 1, 1, 1}},
+    /* max_pool2d and avg_pool2d: kernel, stride, pad */
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {BIG, 1, 0}, "max_pool2d: kernel 2147483647, stride 1, pad 0: need kernel >= 1"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {MIN, 1, 0}, "max_pool2d: kernel -2147483648, stride 1, pad 0: need"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {65537, 1, 0}, "(and kernel, stride at most 65536)"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {2, BIG, 0}, "max_pool2d: kernel 2, stride 2147483647, pad 0: need"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {2, MIN, 0}, "max_pool2d: kernel 2, stride -2147483648, pad 0: need"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {2, 0, 0}, "max_pool2d: kernel 2, stride 0, pad 0: need"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {2, 2, BIG}, "max_pool2d: pad 2147483647 is more than half the kernel 2"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {2, 2, MIN}, "max_pool2d: kernel 2, stride 2, pad -2147483648: need"},
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {65536, 1, 0}, "max_pool2d: kernel 65536 is larger than the padded input 8x8"},
+    {E_MAXPOOL, {1, 1, BIG, 1}, {0}, {2, 1, 1},
+     "max_pool2d: the padded input 2147483649x3 is larger than 2147483647 a side (x 1x1x2147483647x1, pad 1)"},
+    {E_MAXPOOL, {1, 1, 1, 1}, {0}, {65536, 1, 32768}, NULL, {1, 1, 2, 2}}, /* 2^32 windows, all holding x */
+    {E_MAXPOOL, {1, 1, 8, 8}, {0}, {3, 65536, 1}, NULL, {1, 1, 1, 1}},
+    {E_AVGPOOL, {1, 1, 8, 8}, {0}, {-1, -1, -1}, "avg_pool2d: kernel -1, stride -1, pad -1: need"},
+    {E_AVGPOOL, {1, 1, 8, 8}, {0}, {0, BIG, BIG}, "avg_pool2d: kernel 0, stride 2147483647, pad 2147483647: need"},
+    {E_AVGPOOL, {1, 1, 8, 8}, {0}, {4, 1, 3}, "avg_pool2d: pad 3 is more than half the kernel 4"},
+    {E_AVGPOOL, {1, 1, 1, BIG}, {0}, {65536, 1, 32768}, "avg_pool2d: the padded input 65537x2147549183 is larger"},
+    {E_AVGPOOL, {1, 1, 1, 1}, {0}, {65536, 1, 32768}, NULL, {1, 1, 2, 2}},
+    /* upsample: factor, mode */
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {BIG, TG_UPSAMPLE_NEAREST},
+     "upsample: factor 2147483647 would make the output 4294967294x6442450941, more than 1048576 a side (x 1x1x2x3)"},
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {MIN, TG_UPSAMPLE_NEAREST}, "upsample: factor -2147483648 must be >= 1"},
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {-1, TG_UPSAMPLE_BILINEAR}, "upsample: factor -1 must be >= 1"},
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {524288, TG_UPSAMPLE_NEAREST}, "upsample: factor 524288 would make the output"},
+    {E_UPSAMPLE, {1, 1, 2, 2}, {0}, {524288, TG_UPSAMPLE_NEAREST}, "upsample: more than 2147483647 elements"},
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {2, BIG}, "upsample: unknown mode 2147483647"},
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {2, MIN}, "upsample: unknown mode -2147483648"},
+    {E_UPSAMPLE, {1, 1, 2, 3}, {0}, {3, TG_UPSAMPLE_BILINEAR}, NULL, {1, 1, 6, 9}},
+    /* reshape: ndim, and the shape in w */
+    {E_RESHAPE, {1, 2, 3, 4}, {2, 12}, {BIG}, "reshape: 2147483647 dimensions, at most 4 are supported"},
+    {E_RESHAPE, {1, 2, 3, 4}, {2, 12}, {MIN}, "reshape: -2147483648 dimensions, at most 4 are supported"},
+    {E_RESHAPE, {1, 2, 3, 4}, {2, 12}, {-1}, "reshape: -1 dimensions"},
+    {E_RESHAPE, {1, 2, 3, 4}, {BIG, BIG, BIG, BIG}, {4},
+     "reshape: cannot view 1x2x3x4 (24 elements) as 2147483647x2147483647x2147483647x2147483647"},
+    {E_RESHAPE, {1, 2, 3, 4}, {65536, 65536, 65536, -1}, {4},
+     "reshape: cannot view 1x2x3x4 (24 elements) as 65536x65536x65536x-1"},
+    {E_RESHAPE, {1, 2, 3, 4}, {BIG, -1}, {2}, "reshape: cannot view 1x2x3x4 (24 elements) as 2147483647x-1"},
+    {E_RESHAPE, {1, 2, 3, 4}, {MIN, 24}, {2}, "reshape: dimension 0 is -2147483648 (only one -1 is allowed)"},
+    {E_RESHAPE, {1, 2, 3, 4}, {-1, 0}, {2}, "reshape: dimension 1 is 0"},
+    {E_RESHAPE, {1, 2, 3, 4}, {-1, -1}, {2}, "reshape: dimension 1 is -1 (only one -1 is allowed)"},
+    {E_RESHAPE, {1, 2, 3, 4}, {0}, {0}, "reshape: cannot view 1x2x3x4 (24 elements) as a scalar"},
+    {E_RESHAPE, {1, 2, 3, 4}, {4, -1, 2}, {3}, NULL, {4, 3, 2, 1}},
+};
+
+static tg_tensor *extreme_apply(tg_tape *t, const extreme *e, tg_tensor *x, tg_tensor *w) {
+    const int *a = e->a;
+    switch (e->op) {
+    case E_CONV: return tg_conv2d(t, x, w, NULL, a[0], a[1], a[2], a[3]);
+    case E_CONV_RELU: return tg_conv2d_relu(t, x, w, NULL, a[0], a[1], a[2], a[3]);
+    case E_CONVT: return tg_conv_transpose2d(t, x, w, NULL, a[0], a[1], a[2], a[3], a[4]);
+    case E_MAXPOOL: return tg_max_pool2d(t, x, a[0], a[1], a[2]);
+    case E_AVGPOOL: return tg_avg_pool2d(t, x, a[0], a[1], a[2]);
+    case E_UPSAMPLE: return tg_upsample(t, x, a[0], (tg_upsample_mode)a[1]);
+    default: return tg_reshape(t, x, a[0], e->w);
+    }
+}
+
+static void extreme_attributes(void) {
+    static float dummy[1];
+    FILE *devnull = fopen("/dev/null", "w");
+    int accepted = 0;
+    for (size_t i = 0; i < sizeof extremes / sizeof *extremes; i++) {
+        const extreme *e = &extremes[i];
+        bool conv = e->op == E_CONV || e->op == E_CONV_RELU || e->op == E_CONVT;
+        int64_t nx = (int64_t)e->x[0] * e->x[1] * e->x[2] * e->x[3];
+        tg_tape *t = tg_tape_new();
+        /* too big to allocate: a tensor of shape alone, refused before its data is read */
+        tg_tensor shape_only = {.data = dummy, .ndim = 4, .shape = {e->x[0], e->x[1], e->x[2], e->x[3]}, .size = nx};
+        tg_tensor *x = nx > (1 << 24) ? &shape_only : tg_param_new(4, e->x);
+        tg_tensor *w = conv ? tg_param_new(4, e->w) : NULL;
+        for (int64_t j = 0; x != &shape_only && j < x->size; j++) x->data[j] = 1.0f + (float)j;
+        for (int64_t j = 0; w && j < w->size; j++) w->data[j] = 0.5f;
+        tg_clear_error();
+        tg_tensor *y = extreme_apply(t, e, x, w);
+        if (e->msg) {
+            CHECK(y == NULL);
+            CHECK_MSG(tg_last_error(), e->msg);
+            if (y || !strstr(tg_last_error(), e->msg)) fprintf(stderr, "  (row %zu)\n", i);
+        } else {
+            CHECK(y != NULL);
+            if (!y) fprintf(stderr, "row %zu: %s\n", i, tg_last_error());
+            CHECK(y && memcmp(y->shape, e->out, sizeof e->out) == 0);
+            if (y && memcmp(y->shape, e->out, sizeof e->out))
+                fprintf(stderr, "  (row %zu: %dx%dx%dx%d)\n", i, y->shape[0], y->shape[1], y->shape[2], y->shape[3]);
+            /* the rest of the op's callbacks on these attributes: backward and a tape dump */
+            if (y) CHECK_INT(tg_backward(t, tg_sum(t, y)), 0);
+            CHECK_INT(tg_tape_dump(t, devnull), 0);
+            accepted++;
+        }
+        if (x != &shape_only) tg_tensor_free(x);
+        tg_tensor_free(w);
+        tg_tape_free(t);
+    }
+    fclose(devnull);
+    printf("extreme attributes: %zu cases, %d accepted\n", sizeof extremes / sizeof *extremes, accepted);
+    /* the values of two that ran: a one-pixel image in 2^32 windows */
+    tg_tape *t = tg_tape_new();
+    tg_tensor *one = tg_tensor_tape(t, 4, (int[]){1, 1, 1, 1});
+    one->data[0] = 4294967296.0f;
+    CHECK_NEAR(tg_avg_pool2d(t, one, 65536, 1, 32768)->data[0], 1.0, 0);
+    CHECK_NEAR(tg_max_pool2d(t, one, 65536, 1, 32768)->data[0], 4294967296.0, 0);
+    CHECK(tg_reshape(t, one, 2, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "reshape: shape is NULL for 2 dimensions");
+    tg_tape_free(t);
+}
+
 int main(void) {
     conv();
     pooling();
@@ -515,5 +897,10 @@ int main(void) {
     batch_norm_relu();
     batch_norm_add_relu();
     residual();
+    relu_nan();
+    batch_norm_relu_nan();
+    pooling_nan();
+    conv2d_relu_nan();
+    extreme_attributes();
     CHECK_DONE();
 }

@@ -38,7 +38,7 @@ static double frand(uint64_t *s) {
 }
 
 /* y, dx, dw and db for dy, by the definition, in double; with relu_y (conv2d_relu's
- * computed output), y = max(y, 0) and dy passes only where relu_y > 0 */
+ * computed output), y = relu(y) and dy passes only where not relu_y <= 0 (PyTorch's rule) */
 static void reference(const conv_case *c, int Ho, int Wo, const float *x, const float *w, const float *b,
                       const float *dy, const float *relu_y, double *y, double *dx, double *dw, double *db) {
     int Cg = c->C / c->groups, Kg = c->K / c->groups;
@@ -47,7 +47,7 @@ static void reference(const conv_case *c, int Ho, int Wo, const float *x, const 
             for (int oh = 0; oh < Ho; oh++)
                 for (int ow = 0; ow < Wo; ow++) {
                     int64_t yi = (((int64_t)n * c->K + k) * Ho + oh) * Wo + ow;
-                    double acc = 0, g = !relu_y || relu_y[yi] > 0 ? dy[yi] : 0.0;
+                    double acc = 0, g = relu_y && relu_y[yi] <= 0 ? 0.0 : dy[yi];
                     for (int ci = 0; ci < Cg; ci++)
                         for (int r = 0; r < c->R; r++)
                             for (int s = 0; s < c->S; s++) {
@@ -60,7 +60,7 @@ static void reference(const conv_case *c, int Ho, int Wo, const float *x, const 
                                 dx[xi] += (double)w[wi] * g;
                                 dw[wi] += (double)x[xi] * g;
                             }
-                    y[yi] = relu_y && acc + b[k] < 0 ? 0 : acc + b[k];
+                    y[yi] = relu_y && acc + b[k] <= 0 ? 0 : acc + b[k];
                     db[k] += g;
                 }
 }

@@ -228,6 +228,7 @@ static void stale_and_foreign(void) {
     /* a tensor of another tape: refused by ops and by backward, so nothing of u
      * is recorded on t and freeing u later leaves t whole */
     tg_tape_reset(t);
+    tg_tensor *xt0 = tg_tensor_tape(t, 2, (int[]){3, 3});
     tg_tensor *xu = tg_tensor_tape(u, 2, (int[]){3, 3});
     tg_tensor *yu = tg_matmul(u, xu, w);
     FAILS_PTR(tg_matmul(t, xu, w), TG_ERR_STATE, "matmul: input 0 belongs to another tape");
@@ -236,6 +237,10 @@ static void stale_and_foreign(void) {
     FAILS_PTR(tg_cross_entropy(t, yu, (int32_t[]){0, 1, 2}), TG_ERR_STATE, "cross_entropy: input 0 belongs to "
                                                                            "another tape");
     FAILS_PTR(tg_flatten(t, yu), TG_ERR_STATE, "flatten: input 0 belongs to another tape");
+    tg_tensor *g3 = tg_param_new(1, (int[]){3}), *stat = tg_tensor_tape(u, 1, (int[]){3});
+    FAILS_PTR(tg_batch_norm(t, xt0, g3, g3, stat, stat, true, 0.1f, 1e-5f), TG_ERR_STATE,
+              "batch_norm: running_mean belongs to another tape");
+    tg_tensor_free(g3);
     tg_tape_free(u);
     tg_tensor *xt = tg_tensor_tape(t, 2, (int[]){3, 3});
     for (int i = 0; i < 9; i++) xt->data[i] = 1;
