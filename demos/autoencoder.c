@@ -108,11 +108,13 @@ int main(int argc, char **argv) {
             tg_dataset_batch(train, perm, start, x, NULL);
             tg_tensor *loss = tg_mse_loss(t, tg_model_forward(m, t, x), x);
             if (!loss || tg_backward(t, loss) < 0) die("training step", NULL);
-            if (!isfinite(loss->data[0]))
-                tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d", (double)loss->data[0], e + 1);
-            if (!isfinite(loss->data[0]) || tg_model_check_finite(m) < 0) die("training step", "lower --lr");
+            if (!isfinite(loss->data[0])) {
+                if (tg_model_check_finite(m) == 0)
+                    tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d", (double)loss->data[0], e + 1);
+                die("training step", "lower --lr");
+            }
             tg_sgd_set_lr(opt, tg_lr_cosine(lr, e * train->n + start, epochs * train->n, 0));
-            tg_sgd_step(opt);
+            if (tg_sgd_step(opt) < 0) die("training step", "lower --lr"); /* a NaN or Inf gradient */
             tg_sgd_zero_grad(opt);
             sum += (double)loss->data[0] * b;
             tg_tape_reset(t);

@@ -233,17 +233,17 @@ int main(int argc, char **argv) {
             tg_tensor *logits = tg_model_forward(m, t, x);
             tg_tensor *loss = tg_cross_entropy(t, logits, labels);
             if (!loss || tg_backward(t, loss) < 0) die("training step", NULL);
-            if (!isfinite(loss->data[0])) {
-                tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d, step %d", (double)loss->data[0], epoch + 1, s);
+            if (!isfinite(loss->data[0])) { /* name the weight that went bad, if one did */
+                if (tg_model_check_finite(m) == 0)
+                    tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d, step %d", (double)loss->data[0], epoch + 1, s);
                 die("training step", "lower --lr, or check the data");
             }
-            if (tg_model_check_finite(m) < 0) die("training step", "lower --lr, or check the data");
             if (step == 0 && getenv("TG_TAPE_DUMP")) { /* the first step's tape, gradients and all */
                 FILE *f = fopen(getenv("TG_TAPE_DUMP"), "w");
                 if (!f || tg_tape_dump(t, f) < 0 || fclose(f) != 0) die("TG_TAPE_DUMP", "give a writable file");
                 printf("wrote the tape of the first step to %s\n", getenv("TG_TAPE_DUMP"));
             }
-            tg_sgd_step(opt);
+            if (tg_sgd_step(opt) < 0) die("training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
             tg_sgd_zero_grad(opt);
             loss_sum += loss->data[0] * b, seen += b;
             for (int i = 0; i < b; i++) right += argmax(logits->data + i * 10, 10) == labels[i];

@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
         printf("no `dot` on the PATH: install graphviz to render %s\n", paths[1]);
     }
 
-    tg_sgd_step(opt);
+    if (tg_sgd_step(opt) < 0) die("training step", NULL);
     tg_tape_free(t);
     tg_sgd_free(opt);
     tg_model_free(m);

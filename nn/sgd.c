@@ -3,6 +3,7 @@
 #include "internal.h"
 #include "tapegrad_nn.h"
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 struct tg_sgd {
@@ -105,39 +106,71 @@ void tg_sgd_free(tg_sgd *s) {
     tg__free(s);
 }
 
+/* The largest exponent field among the gradients read: 0x7f800000 means a NaN
+ * or an Inf (an integer max, so the loops still vectorise; reading it costs nothing). */
+#define EXPONENT(g, e)                                                                                               \
+    do {                                                                                                             \
+        uint32_t u_;                                                                                                 \
+        memcpy(&u_, &(g), 4);                                                                                        \
+        u_ &= 0x7f800000u;                                                                                           \
+        e = e > u_ ? e : u_;                                                                                         \
+    } while (0)
+
 /* One block of one parameter: the update written out per case so that each
- * loop vectorises (and is built for AVX2 too); the arithmetic is the same. */
-TG_CLONES static void sgd_run(float *restrict p, const float *restrict grad, float *restrict buf, int64_t n,
-                              const tg_sgd_opts *o, bool first) {
+ * loop vectorises (and is built for AVX2 too); the arithmetic is the same.
+ * Returns the largest exponent field of the gradients (see EXPONENT). */
+TG_CLONES static uint32_t sgd_run(float *restrict p, const float *restrict grad, float *restrict buf, int64_t n,
+                                  const tg_sgd_opts *o, bool first) {
     float lr = o->lr, wd = o->weight_decay, mom = o->momentum, keep = 1 - o->dampening;
+    uint32_t e = 0;
     if (!buf) {
         if (wd != 0)
-            for (int64_t j = 0; j < n; j++) p[j] -= lr * (grad[j] + wd * p[j]);
+            for (int64_t j = 0; j < n; j++) {
+                EXPONENT(grad[j], e);
+                p[j] -= lr * (grad[j] + wd * p[j]);
+            }
         else
-            for (int64_t j = 0; j < n; j++) p[j] -= lr * grad[j];
-        return;
+            for (int64_t j = 0; j < n; j++) {
+                EXPONENT(grad[j], e);
+                p[j] -= lr * grad[j];
+            }
+        return e;
     }
     for (int64_t j = 0; j < n; j++) {
+        EXPONENT(grad[j], e);
         float g = wd != 0 ? grad[j] + wd * p[j] : grad[j];
         float b = first ? g : mom * buf[j] + keep * g;
         buf[j] = b;
         p[j] -= lr * (o->nesterov ? g + mom * b : b);
     }
+    return e;
 }
 
 int tg_sgd_step(tg_sgd *s) {
     if (!s) return tg_fail(TG_ERR_ARG, "sgd_step: optimizer is NULL");
     const tg_sgd_opts *o = &s->o;
     bool first = s->steps->data[0] == 0;
+    int bad = -1; /* the first parameter whose gradient holds a NaN or an Inf */
     for (int i = 0; i < s->n; i++) {
         tg_tensor *p = s->params[i];
         if (!p->requires_grad) continue; /* frozen: PyTorch skips a parameter without a gradient */
         float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
+        _Atomic uint32_t e = 0;
         /* every element on its own: the same result for any thread count */
-        TG_FOR_BLOCKS(p->size, j, k) sgd_run(p->data + j, p->grad + j, buf ? buf + j : NULL, k, o, first);
+        TG_FOR_BLOCKS(p->size, j, k) {
+            uint32_t eb = sgd_run(p->data + j, p->grad + j, buf ? buf + j : NULL, k, o, first);
+            if (eb == 0x7f800000u) atomic_store(&e, eb);
+        }
+        if (bad < 0 && atomic_load(&e)) bad = i;
     }
     s->steps->data[0] += 1;
-    return 0;
+    if (bad < 0) return 0;
+    const tg_tensor *p = s->params[bad];
+    int64_t j = 0;
+    while (j < p->size && isfinite(p->grad[j])) j++;
+    return tg_fail(TG_ERR_NONFINITE, "sgd: the gradient of %s holds %s at element %lld; the step was taken, and the "
+                   "weights it made are not to be trusted", p->name[0] ? p->name : "a parameter",
+                   isnan(p->grad[j]) ? "NaN" : p->grad[j] > 0 ? "+Inf" : "-Inf", (long long)j);
 }
 
 void tg_sgd_zero_grad(tg_sgd *s) {

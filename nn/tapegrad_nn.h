@@ -197,8 +197,9 @@ int64_t tg_model_param_count(const tg_model *m);            /* elements over all
 int tg_model_state(const tg_model *m, tg_tensor ***state);
 void tg_model_zero_grad(tg_model *m);
 /* TG_ERR_NONFINITE, naming the tensor and element, if a parameter, a buffer or
- * a parameter's gradient holds a NaN or an Inf; 0 if all are finite. A training
- * loop calls it after backward to stop at the first step that went wrong. */
+ * a parameter's gradient holds a NaN or an Inf; 0 if all are finite. One pass
+ * over them all: a training loop checks its loss every step (and
+ * tg_sgd_step's result) and calls this to name what went bad. */
 int tg_model_check_finite(const tg_model *m);
 /* One line per layer: kind, sizes, parameter count. */
 void tg_model_print(const tg_model *m, FILE *f);
@@ -235,7 +236,10 @@ tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts opts);
 void tg_sgd_free(tg_sgd *o);
 /* One update of every parameter that requires a gradient; a parameter whose
  * requires_grad is off is skipped whole (no momentum, no weight decay), as
- * PyTorch skips one without a gradient. */
+ * PyTorch skips one without a gradient. TG_ERR_NONFINITE, naming the first
+ * parameter and element, if a gradient held a NaN or an Inf: the step is
+ * taken all the same (the check rides along the update's loop at no cost),
+ * so a training loop should stop. */
 int tg_sgd_step(tg_sgd *o);
 void tg_sgd_zero_grad(tg_sgd *o);
 int tg_sgd_set_lr(tg_sgd *o, float lr);   /* TG_ERR_ARG (lr unchanged) unless lr is finite and >= 0 */

@@ -518,6 +518,19 @@ static void sgd_mistakes(void) {
     /* a: g = 1 + 0.1 * 1 = 1.1, buf = 1.1, p = 1 - 0.25 * 1.1 = 0.725; then g = 1 + 0.0725 = 1.0725,
      * buf = 0.9 * 1.1 + 1.0725 = 2.0625, p = 0.725 - 0.25 * 2.0625 = 0.209375 */
     CHECK_NEAR(a->data[1], 0.209375, 1e-6);
+    /* a NaN or Inf gradient is reported by the step that reads it */
+    a->grad[2] = -INFINITY;
+    FAILS_INT(tg_sgd_step(s), TG_ERR_NONFINITE, "sgd: the gradient of a parameter holds -Inf at element 2; the step "
+                                                "was taken");
+    tg_tensor *big = tg_param_new(1, (int[]){100000});
+    tg_tensor_set_name(big, "big");
+    big->grad[99999] = NAN;
+    tg_sgd *s2 = tg_sgd_new(&big, 1, (tg_sgd_opts){0.1f, 0, 0, 0, false});
+    FAILS_INT(tg_sgd_step(s2), TG_ERR_NONFINITE, "sgd: the gradient of big holds NaN at element 99999");
+    big->grad[99999] = 0;
+    CHECK_INT(tg_sgd_step(s2), 0);
+    tg_sgd_free(s2);
+    tg_tensor_free(big);
     tg_sgd_free(s);
     tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(c);
 }
