@@ -27,17 +27,21 @@ void tg__free(void *p);
 /* Arena: chunks of memory handed out by bumping a pointer, all freed at once. */
 typedef struct tg__chunk tg__chunk;
 typedef struct {
+    const void *owner;  /* what owns the arena (its tape), for tg__arena_owner */
     tg__chunk *first, *last; /* every chunk, oldest first */
     tg__chunk *head;    /* the chunk being filled */
+    size_t skip;        /* where this generation starts in each chunk */
     size_t used;        /* bytes in use over all chunks */
     size_t high_water;
     size_t capacity;    /* bytes over all chunks */
 } tg__arena;
 
 void *tg__arena_alloc(tg__arena *a, size_t bytes); /* 64-byte aligned, not zeroed; NULL if out of memory */
-/* Frees nothing: every chunk is filled again, the first from byte skip on. */
+/* Frees nothing: every chunk is filled again, from byte skip (at most 192) on. */
 void tg__arena_reset(tg__arena *a, size_t skip);
-bool tg__arena_owns(const tg__arena *a, const void *p);
+/* The owner of the live arena whose chunks hold address p, or NULL (p is not
+ * in any: heap memory, or a freed arena's). Reads no memory at p. */
+const void *tg__arena_owner(const void *p);
 void tg__arena_release(tg__arena *a);
 
 struct tg_tape {

@@ -18,6 +18,7 @@ tg_tape *tg_tape_new(void) {
         tg_fail(TG_ERR_NOMEM, "tape_new: out of memory");
         return NULL;
     }
+    t->arena.owner = t;
     t->grad_enabled = true;
     tg_tape_seed(t, 0x7a9e);
     return t;
@@ -40,16 +41,25 @@ void tg_tape_reset(tg_tape *t) {
     t->n_nodes = 0;
 }
 
-bool tg__tensor_current(const tg_tensor *x) { return x && (!x->tape || x->generation == x->tape->generation); }
+/* Where x lives decides what may be read of it: the arena of a live tape
+ * (then its header is memory, current or stale), or elsewhere: a heap or
+ * caller-made tensor, whose header is the caller's (tape NULL). */
+bool tg__tensor_current(const tg_tensor *x) {
+    if (!x) return false;
+    const tg_tape *owner = tg__arena_owner(x);
+    if (owner) return x->tape == owner && x->generation == owner->generation;
+    return !x->tape;
+}
 
 int tg__check_tensor(const char *who, const tg_tape *t, const tg_tensor *x, const char *what) {
     if (!x) return tg_fail(TG_ERR_ARG, "%s: %s is NULL", who, what);
-    if (tg__arena_owns(&t->arena, x)) {
+    const tg_tape *owner = tg__arena_owner(x);
+    if (owner == t) {
         if (x->tape == t && x->generation == t->generation) return 0;
         return tg_fail(TG_ERR_STATE, "%s: %s is stale: it was made on this tape before tg_tape_reset, which freed it",
                        who, what);
     }
-    if (x->tape)
+    if (owner || x->tape)
         return tg_fail(TG_ERR_STATE, "%s: %s belongs to another tape (a tensor made or recorded on one tape cannot "
                        "be used on another)", who, what);
     return 0;

@@ -81,12 +81,13 @@ static char *shape_str(int ndim, const uint32_t *dims, char *buf, size_t len) {
     return buf;
 }
 
-/* A name from the file, for messages: unprintable bytes become '?'. */
-static const char *printable(char *name, size_t len) {
-    for (size_t i = 0; i < len; i++)
-        if (name[i] < 0x20 || name[i] > 0x7e) name[i] = '?';
-    name[len] = '\0';
-    return name;
+/* A copy of a name from the file for messages (out holds NAME_MAX_LEN + 1):
+ * bytes outside printable ASCII become '?'. Names are compared as they are. */
+static const char *printable(char *out, const char *name) {
+    size_t i = 0;
+    for (; name[i] && i < (size_t)NAME_MAX_LEN; i++) out[i] = name[i] < 0x20 || name[i] > 0x7e ? '?' : name[i];
+    out[i] = '\0';
+    return out;
 }
 
 // ----------------------------------------------------------------------------
@@ -329,7 +330,8 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
     int fd = -1;
     for (int k = 0; k < 100 && fd < 0; k++) {
         snprintf(tmp, tmp_len, "%s.tmp-%ld-%d", target, (long)getpid(), k);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        /* made with the old file's permissions at once: no moment when others may read it */
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, exists ? st.st_mode & 0777 : 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
@@ -366,6 +368,14 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
     if (fclose(w.f) != 0 && !w.err) w.err = errno;
     if (w.err) {
         rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(w.err));
+        goto fail;
+    }
+    /* the target may have been replaced while we wrote: look again just before
+     * the rename (what is left is the moment between the two calls) */
+    struct stat now;
+    if (lstat(target, &now) == 0 && !S_ISREG(now.st_mode)) {
+        rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file (%s %s, which it became while we wrote)", path,
+                     tg__file_kind(now.st_mode), target);
         goto fail;
     }
     if (rename(tmp, target) < 0) {
@@ -443,22 +453,24 @@ static int get_record(reader *r, int i, char *name, uint32_t *L, int *ndim, uint
     if (r->end - r->pos < (int64_t)*L + 4)
         return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d's name runs past the end of the data", r->path, i);
     if (get(r, name, *L) < 0 || get(r, b, 4) < 0) return TG_ERR_IO;
-    printable(name, *L);
+    name[*L] = '\0';
+    char shown[NAME_MAX_LEN + 1];
+    printable(shown, name);
     uint32_t nd = le32(b);
     if (nd > TG_MAX_DIMS)
         return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' has %lu dimensions, at most %d", r->path, i,
-                       name, (unsigned long)nd, TG_MAX_DIMS);
+                       shown, (unsigned long)nd, TG_MAX_DIMS);
     *ndim = (int)nd;
     if (r->end - r->pos < 4 * (int64_t)nd)
         return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s''s shape runs past the end of the data",
-                       r->path, i, name);
+                       r->path, i, shown);
     if (get(r, b, 4 * (size_t)nd) < 0) return TG_ERR_IO;
     int64_t left = (r->end - r->pos) / 4, c = 1;
     bool fits = true;
     for (int d = 0; d < *ndim; d++) {
         dims[d] = le32(b + 4 * d);
         if (dims[d] == 0)
-            return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' dimension %d is 0", r->path, i, name, d);
+            return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' dimension %d is 0", r->path, i, shown, d);
         /* stop multiplying before the product can overflow */
         if (fits && (int64_t)dims[d] > left / c) fits = false;
         if (fits) c *= dims[d];
@@ -466,7 +478,7 @@ static int get_record(reader *r, int i, char *name, uint32_t *L, int *ndim, uint
     if (!fits) {
         char s[96];
         return tg_fail(TG_ERR_FORMAT, "checkpoint %s: tensor %d '%s' is %s, more than the %lld floats left in the file",
-                       r->path, i, name, shape_str(*ndim, dims, s, sizeof s), (long long)left);
+                       r->path, i, shown, shape_str(*ndim, dims, s, sizeof s), (long long)left);
     }
     *count = c;
     return 0;
@@ -474,15 +486,16 @@ static int get_record(reader *r, int i, char *name, uint32_t *L, int *ndim, uint
 
 /* Compares record i of the file with the model's tensor; the message of the first mismatch. */
 static int compare(reader *r, int i, const char *name, int ndim, const uint32_t *dims, const tg_tensor *x) {
-    char a[64], b[64];
+    char a[64], b[64], shown[NAME_MAX_LEN + 1];
+    printable(shown, name);
     if (strncmp(name, x->name, sizeof x->name) != 0)
         return tg_fail(TG_ERR_SHAPE, "checkpoint %s: tensor %d is '%s' in the file, '%.*s' in the model", r->path,
-                       i, name, (int)name_len(x), x->name);
+                       i, shown, (int)name_len(x), x->name);
     bool same = ndim == x->ndim;
     for (int d = 0; same && d < ndim; d++) same = dims[d] == (uint32_t)x->shape[d];
     if (!same)
         return tg_fail(TG_ERR_SHAPE, "checkpoint %s: tensor %d '%s' is %s in the file, %s in the model", r->path, i,
-                       name, shape_str(ndim, dims, a, sizeof a), tg_shape_str(x, b, sizeof b));
+                       shown, shape_str(ndim, dims, a, sizeof a), tg_shape_str(x, b, sizeof b));
     return 0;
 }
 
