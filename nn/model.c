@@ -17,9 +17,14 @@ struct tg_model {
     int n_retired;
 };
 
-static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
-static tg_tensor *conv_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
-static tg_tensor *relu_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
+/* Named slots of each kind's tensors in params[] and buffers[] (the order
+ * they are made in, which is the order of their names in a checkpoint). */
+enum { WEIGHT, BIAS };                                     /* linear, conv2d, conv_transpose2d */
+enum { GAMMA, BETA };                                      /* batch norm's params */
+enum { RUNNING_MEAN, RUNNING_VAR };                        /* batch norm's buffers */
+enum { CONV1, BN1 = CONV1 + 1, CONV2 = BN1 + 2, BN2 = CONV2 + 1, SHORTCUT = BN2 + 2, SHORTCUT_BN = SHORTCUT + 1 };
+enum { BN1_STATS = 0, BN2_STATS = 2, SHORTCUT_BN_STATS = 4 }; /* residual: each a running mean, then var */
+
 static tg_tensor *bn_relu_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training);
 
 // ----------------------------------------------------------------------------
@@ -165,13 +170,13 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
     /* a conv2d or batch_norm layer followed by a relu layer runs as one op (conv2d_relu, batch_norm_relu) */
     for (int i = 0; i < m->n_layers && x; i++) {
         tg_layer *l = m->layers[i];
-        bool then_relu = i + 1 < m->n_layers && m->layers[i + 1]->forward == relu_fwd;
-        if (then_relu && l->forward == bn_fwd) {
-            x = bn_relu_at(l, 0, 0, t, x, m->training);
+        bool then_relu = i + 1 < m->n_layers && m->layers[i + 1]->type == TG_LAYER_RELU;
+        if (then_relu && l->type == TG_LAYER_BATCH_NORM) {
+            x = bn_relu_at(l, GAMMA, RUNNING_MEAN, t, x, m->training);
             i++;
-        } else if (then_relu && l->forward == conv_fwd) {
-            x = tg_conv2d_relu(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL, l->stride, l->pad, 1,
-                               l->groups);
+        } else if (then_relu && l->type == TG_LAYER_CONV2D) {
+            x = tg_conv2d_relu(t, x, l->params[WEIGHT], l->attr.conv.bias ? l->params[BIAS] : NULL,
+                               l->attr.conv.stride, l->attr.conv.pad, 1, l->attr.conv.groups);
             i++;
         } else {
             x = l->forward(l, t, x, m->training);
@@ -257,12 +262,29 @@ void tg_model_print(const tg_model *m, FILE *f) {
     if (!m || !f) return;
     for (int i = 0; i < m->n_layers; i++) {
         const tg_layer *l = m->layers[i];
+        const tg_layer_attr *a = &l->attr;
         int64_t n = 0;
         for (int j = 0; j < l->n_params; j++) n += l->params[j]->size;
         fprintf(f, "%3d %-16s", i, l->kind);
-        if (l->in || l->out) fprintf(f, " %d -> %d", l->in, l->out);
-        if (l->kernel) fprintf(f, " kernel %d stride %d", l->kernel, l->stride);
-        if (l->p > 0) fprintf(f, " p %g", (double)l->p);
+        switch (l->type) {
+        case TG_LAYER_LINEAR: fprintf(f, " %d -> %d%s", a->linear.in, a->linear.out, a->linear.bias ? "" : " no bias"); break;
+        case TG_LAYER_CONV2D:
+        case TG_LAYER_CONV_TRANSPOSE2D:
+            fprintf(f, " %d -> %d kernel %d stride %d pad %d", a->conv.in, a->conv.out, a->conv.kernel, a->conv.stride,
+                    a->conv.pad);
+            if (a->conv.groups > 1) fprintf(f, " groups %d", a->conv.groups);
+            if (!a->conv.bias) fprintf(f, " no bias");
+            break;
+        case TG_LAYER_BATCH_NORM: fprintf(f, " %d -> %d", a->batch_norm.channels, a->batch_norm.channels); break;
+        case TG_LAYER_DROPOUT: fprintf(f, " p %g", (double)a->dropout.p); break;
+        case TG_LAYER_MAX_POOL:
+        case TG_LAYER_AVG_POOL: fprintf(f, " kernel %d stride %d", a->pool.kernel, a->pool.stride); break;
+        case TG_LAYER_UPSAMPLE: fprintf(f, " factor %d", a->upsample.factor); break;
+        case TG_LAYER_RESIDUAL:
+            fprintf(f, " %d -> %d kernel 3 stride %d", a->residual.in, a->residual.out, a->residual.stride);
+            break;
+        default: break;
+        }
         fprintf(f, "  %lld params\n", (long long)n);
     }
     fprintf(f, "    total %lld parameters\n", (long long)tg_model_param_count(m));
@@ -273,7 +295,7 @@ void tg_model_print(const tg_model *m, FILE *f) {
 
 static tg_tensor *linear_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_linear(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL);
+    return tg_linear(t, x, l->params[WEIGHT], l->attr.linear.bias ? l->params[BIAS] : NULL);
 }
 
 tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias) {
@@ -283,7 +305,8 @@ tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias) {
         tg_fail(TG_ERR_ARG, "linear: %d inputs, %d outputs: both must be >= 1", in, out);
         return failed(m, l);
     }
-    l->in = in, l->out = out, l->forward = linear_fwd;
+    l->type = TG_LAYER_LINEAR, l->forward = linear_fwd;
+    l->attr.linear.in = in, l->attr.linear.out = out, l->attr.linear.bias = bias;
     tg_tensor *w = tensor(m, l, true, "", "weight", 2, (int[]){out, in});
     tg_tensor *b = w && bias ? tensor(m, l, true, "", "bias", 1, (int[]){out}) : NULL;
     if (!w || (bias && !b)) return failed(m, l);
@@ -293,7 +316,9 @@ tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias) {
 
 static tg_tensor *conv_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_conv2d(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL, l->stride, l->pad, 1, l->groups);
+    const tg_layer_attr *a = &l->attr;
+    return tg_conv2d(t, x, l->params[WEIGHT], a->conv.bias ? l->params[BIAS] : NULL, a->conv.stride, a->conv.pad, 1,
+                     a->conv.groups);
 }
 
 /* A conv's weight (and bias) into l, named with prefix ("" or "conv1."). */
@@ -315,8 +340,9 @@ tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int s
                             "pad >= 0 and groups dividing both channel counts", in, out, kernel, stride, pad, groups);
         return failed(m, l);
     }
-    l->in = in, l->out = out, l->kernel = kernel, l->stride = stride, l->pad = pad, l->groups = groups;
-    l->forward = conv_fwd;
+    l->type = TG_LAYER_CONV2D, l->forward = conv_fwd;
+    l->attr.conv.in = in, l->attr.conv.out = out, l->attr.conv.kernel = kernel, l->attr.conv.stride = stride;
+    l->attr.conv.pad = pad, l->attr.conv.groups = groups, l->attr.conv.bias = bias;
     if (!conv_weight(m, l, "", in, out, kernel, groups, bias)) return failed(m, l);
     return add(m, l);
 }
@@ -336,19 +362,27 @@ static bool bn_tensors(tg_model *m, tg_layer *l, const char *prefix, int c) {
     return true;
 }
 
-/* batch norm with the params at index p and buffers at index b of layer l */
+/* The batch norm of layer l whose gamma is params[p] (beta next) and running
+ * mean buffers[b] (var next): alone, or with the ReLU after it as one op. */
 static tg_tensor *bn_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training) {
-    return tg_batch_norm(t, x, l->params[p], l->params[p + 1], l->buffers[b], l->buffers[b + 1], training,
-                         l->momentum, l->eps);
+    bool res = l->type == TG_LAYER_RESIDUAL;
+    float momentum = res ? l->attr.residual.momentum : l->attr.batch_norm.momentum;
+    float eps = res ? l->attr.residual.eps : l->attr.batch_norm.eps;
+    return tg_batch_norm(t, x, l->params[p + GAMMA], l->params[p + BETA], l->buffers[b + RUNNING_MEAN],
+                         l->buffers[b + RUNNING_VAR], training, momentum, eps);
 }
 
-/* relu(batch norm) as one op, the same way */
 static tg_tensor *bn_relu_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x, bool training) {
-    return tg_batch_norm_relu(t, x, l->params[p], l->params[p + 1], l->buffers[b], l->buffers[b + 1], training,
-                              l->momentum, l->eps);
+    bool res = l->type == TG_LAYER_RESIDUAL;
+    float momentum = res ? l->attr.residual.momentum : l->attr.batch_norm.momentum;
+    float eps = res ? l->attr.residual.eps : l->attr.batch_norm.eps;
+    return tg_batch_norm_relu(t, x, l->params[p + GAMMA], l->params[p + BETA], l->buffers[b + RUNNING_MEAN],
+                              l->buffers[b + RUNNING_VAR], training, momentum, eps);
 }
 
-static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) { return bn_at(l, 0, 0, t, x, training); }
+static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    return bn_at(l, GAMMA, RUNNING_MEAN, t, x, training);
+}
 
 tg_layer *tg_model_batch_norm(tg_model *m, int channels) {
     tg_layer *l = layer_new(m, "batch_norm");
@@ -357,7 +391,8 @@ tg_layer *tg_model_batch_norm(tg_model *m, int channels) {
         tg_fail(TG_ERR_ARG, "batch_norm: %d channels", channels);
         return failed(m, l);
     }
-    l->in = l->out = channels, l->momentum = 0.1f, l->eps = 1e-5f, l->forward = bn_fwd;
+    l->type = TG_LAYER_BATCH_NORM, l->forward = bn_fwd;
+    l->attr.batch_norm.channels = channels, l->attr.batch_norm.momentum = 0.1f, l->attr.batch_norm.eps = 1e-5f;
     if (!bn_tensors(m, l, "", channels)) return failed(m, l);
     return add(m, l);
 }
@@ -367,15 +402,8 @@ static tg_tensor *relu_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training)
     return tg_relu(t, x);
 }
 
-tg_layer *tg_model_relu(tg_model *m) {
-    tg_layer *l = layer_new(m, "relu");
-    if (!l) return NULL;
-    l->forward = relu_fwd;
-    return add(m, l);
-}
-
 static tg_tensor *dropout_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
-    return tg_dropout(t, x, l->p, training);
+    return tg_dropout(t, x, l->attr.dropout.p, training);
 }
 
 tg_layer *tg_model_dropout(tg_model *m, float p) {
@@ -385,45 +413,42 @@ tg_layer *tg_model_dropout(tg_model *m, float p) {
         tg_fail(TG_ERR_ARG, "dropout: p = %g is outside [0, 1]", (double)p);
         return failed(m, l);
     }
-    l->p = p, l->forward = dropout_fwd;
+    l->type = TG_LAYER_DROPOUT, l->forward = dropout_fwd, l->attr.dropout.p = p;
     return add(m, l);
 }
 
 static tg_tensor *maxpool_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_max_pool2d(t, x, l->kernel, l->stride, 0);
+    return tg_max_pool2d(t, x, l->attr.pool.kernel, l->attr.pool.stride, 0);
 }
 
 static tg_tensor *avgpool_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_avg_pool2d(t, x, l->kernel, l->stride, 0);
+    return tg_avg_pool2d(t, x, l->attr.pool.kernel, l->attr.pool.stride, 0);
 }
 
-static tg_layer *pool(tg_model *m, const char *kind, int kernel, int stride,
-                      tg_tensor *(*fwd)(tg_layer *, tg_tape *, tg_tensor *, bool)) {
+static tg_layer *pool(tg_model *m, tg_layer_type type, const char *kind, int kernel, int stride) {
     tg_layer *l = layer_new(m, kind);
     if (!l) return NULL;
     if (kernel < 1 || stride < 1) {
         tg_fail(TG_ERR_ARG, "%s: kernel %d, stride %d: both must be >= 1", kind, kernel, stride);
         return failed(m, l);
     }
-    l->kernel = kernel, l->stride = stride, l->forward = fwd;
+    l->type = type, l->forward = type == TG_LAYER_MAX_POOL ? maxpool_fwd : avgpool_fwd;
+    l->attr.pool.kernel = kernel, l->attr.pool.stride = stride;
     return add(m, l);
 }
 
-tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride) { return pool(m, "max_pool2d", kernel, stride, maxpool_fwd); }
-tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride) { return pool(m, "avg_pool2d", kernel, stride, avgpool_fwd); }
+tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride) {
+    return pool(m, TG_LAYER_MAX_POOL, "max_pool2d", kernel, stride);
+}
+tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride) {
+    return pool(m, TG_LAYER_AVG_POOL, "avg_pool2d", kernel, stride);
+}
 
 static tg_tensor *gap_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)l, (void)training;
     return tg_global_avg_pool(t, x);
-}
-
-tg_layer *tg_model_global_avg_pool(tg_model *m) {
-    tg_layer *l = layer_new(m, "global_avg_pool");
-    if (!l) return NULL;
-    l->forward = gap_fwd;
-    return add(m, l);
 }
 
 static tg_tensor *flatten_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
@@ -431,16 +456,32 @@ static tg_tensor *flatten_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool traini
     return tg_flatten(t, x);
 }
 
-tg_layer *tg_model_flatten(tg_model *m) {
-    tg_layer *l = layer_new(m, "flatten");
+static tg_tensor *sigmoid_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_sigmoid(t, x);
+}
+
+/* A layer without parameters or attributes. */
+static tg_layer *plain(tg_model *m, tg_layer_type type, const char *kind,
+                       tg_tensor *(*fwd)(tg_layer *, tg_tape *, tg_tensor *, bool)) {
+    tg_layer *l = layer_new(m, kind);
     if (!l) return NULL;
-    l->forward = flatten_fwd;
+    l->type = type, l->forward = fwd;
     return add(m, l);
 }
 
+tg_layer *tg_model_relu(tg_model *m) { return plain(m, TG_LAYER_RELU, "relu", relu_fwd); }
+tg_layer *tg_model_global_avg_pool(tg_model *m) {
+    return plain(m, TG_LAYER_GLOBAL_AVG_POOL, "global_avg_pool", gap_fwd);
+}
+tg_layer *tg_model_flatten(tg_model *m) { return plain(m, TG_LAYER_FLATTEN, "flatten", flatten_fwd); }
+tg_layer *tg_model_sigmoid(tg_model *m) { return plain(m, TG_LAYER_SIGMOID, "sigmoid", sigmoid_fwd); }
+
 static tg_tensor *convt_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_conv_transpose2d(t, x, l->params[0], l->n_params > 1 ? l->params[1] : NULL, l->stride, l->pad, 0, 1, 1);
+    const tg_layer_attr *a = &l->attr;
+    return tg_conv_transpose2d(t, x, l->params[WEIGHT], a->conv.bias ? l->params[BIAS] : NULL, a->conv.stride,
+                               a->conv.pad, 0, 1, 1);
 }
 
 tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias) {
@@ -451,13 +492,14 @@ tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, in
                             "pad >= 0", in, out, kernel, stride, pad);
         return failed(m, l);
     }
-    l->in = in, l->out = out, l->kernel = kernel, l->stride = stride, l->pad = pad, l->groups = 1;
-    l->forward = convt_fwd;
+    l->type = TG_LAYER_CONV_TRANSPOSE2D, l->forward = convt_fwd;
+    l->attr.conv.in = in, l->attr.conv.out = out, l->attr.conv.kernel = kernel, l->attr.conv.stride = stride;
+    l->attr.conv.pad = pad, l->attr.conv.groups = 1, l->attr.conv.bias = bias;
     /* weight (in, out, k, k); PyTorch's fan_in for it is out*k*k */
     tg_tensor *w = tensor(m, l, true, "", "weight", 4, (int[]){in, out, kernel, kernel});
     tg_tensor *b = w && bias ? tensor(m, l, true, "", "bias", 1, (int[]){out}) : NULL;
     if (!w || (bias && !b)) return failed(m, l);
-    float bound = 1.0f / sqrtf((float)(out * kernel * kernel));
+    float bound = 1.0f / sqrtf((float)out * (float)kernel * (float)kernel);
     for (int64_t i = 0; i < w->size; i++) w->data[i] = bound * (2.0f * tg_rand_uniform(&m->rng) - 1.0f);
     for (int64_t i = 0; b && i < b->size; i++) b->data[i] = bound * (2.0f * tg_rand_uniform(&m->rng) - 1.0f);
     return add(m, l);
@@ -465,7 +507,7 @@ tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, in
 
 static tg_tensor *upsample_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_upsample(t, x, l->kernel, (tg_upsample_mode)l->groups);
+    return tg_upsample(t, x, l->attr.upsample.factor, l->attr.upsample.mode);
 }
 
 tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode) {
@@ -475,44 +517,40 @@ tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode) {
         tg_fail(TG_ERR_ARG, "upsample: factor %d must be >= 1", factor);
         return failed(m, l);
     }
-    l->kernel = factor, l->stride = factor, l->groups = (int)mode, l->forward = upsample_fwd;
-    return add(m, l);
-}
-
-static tg_tensor *sigmoid_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
-    (void)l, (void)training;
-    return tg_sigmoid(t, x);
-}
-
-tg_layer *tg_model_sigmoid(tg_model *m) {
-    tg_layer *l = layer_new(m, "sigmoid");
-    if (!l) return NULL;
-    l->forward = sigmoid_fwd;
+    l->type = TG_LAYER_UPSAMPLE, l->forward = upsample_fwd;
+    l->attr.upsample.factor = factor, l->attr.upsample.mode = mode;
     return add(m, l);
 }
 
 // ----------------------------------------------------------------------------
-// residual blocks. params: conv1.w, bn1.g, bn1.b, conv2.w, bn2.g, bn2.b, then the
-// shortcut's conv.w (+ bn.g, bn.b in v1); buffers: bn1, bn2 (+ shortcut bn) stats.
+// residual blocks: the slots CONV1, BN1, CONV2, BN2, then the shortcut's
+// SHORTCUT conv (+ SHORTCUT_BN in v1) when channels or stride change.
+
+static bool has_shortcut(const tg_layer *l) { return l->n_params > SHORTCUT; }
 
 /* v1: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) */
 static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
-    tg_tensor *h = tg_conv2d(t, x, l->params[0], NULL, l->stride, 1, 1, 1);
-    h = bn_relu_at(l, 1, 0, t, h, training);
-    h = tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1);
+    const tg_layer_attr *a = &l->attr;
+    tg_tensor *h = tg_conv2d(t, x, l->params[CONV1], NULL, a->residual.stride, 1, 1, 1);
+    h = bn_relu_at(l, BN1, BN1_STATS, t, h, training);
+    h = tg_conv2d(t, h, l->params[CONV2], NULL, 1, 1, 1, 1);
     tg_tensor *s = x;
-    if (l->n_params > 6) s = bn_at(l, 7, 4, t, tg_conv2d(t, x, l->params[6], NULL, l->stride, 0, 1, 1), training);
-    return tg_batch_norm_add_relu(t, h, l->params[4], l->params[5], l->buffers[2], l->buffers[3], training,
-                                  l->momentum, l->eps, s); /* relu(bn2(h) + s) */
+    if (has_shortcut(l))
+        s = bn_at(l, SHORTCUT_BN, SHORTCUT_BN_STATS, t,
+                  tg_conv2d(t, x, l->params[SHORTCUT], NULL, a->residual.stride, 0, 1, 1), training);
+    return tg_batch_norm_add_relu(t, h, l->params[BN2 + GAMMA], l->params[BN2 + BETA],
+                                  l->buffers[BN2_STATS + RUNNING_MEAN], l->buffers[BN2_STATS + RUNNING_VAR], training,
+                                  a->residual.momentum, a->residual.eps, s); /* relu(bn2(h) + s) */
 }
 
 /* v2: a = relu(bn1(x)); y = conv2(relu(bn2(conv1(a)))) + (x or conv_1x1(a)) */
 static tg_tensor *res_v2_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
-    tg_tensor *a = bn_relu_at(l, 1, 0, t, x, training);
-    tg_tensor *h = tg_conv2d(t, a, l->params[0], NULL, l->stride, 1, 1, 1);
-    h = bn_relu_at(l, 4, 2, t, h, training);
-    h = tg_conv2d(t, h, l->params[3], NULL, 1, 1, 1, 1);
-    tg_tensor *s = l->n_params > 6 ? tg_conv2d(t, a, l->params[6], NULL, l->stride, 0, 1, 1) : x;
+    int stride = l->attr.residual.stride;
+    tg_tensor *a = bn_relu_at(l, BN1, BN1_STATS, t, x, training);
+    tg_tensor *h = tg_conv2d(t, a, l->params[CONV1], NULL, stride, 1, 1, 1);
+    h = bn_relu_at(l, BN2, BN2_STATS, t, h, training);
+    h = tg_conv2d(t, h, l->params[CONV2], NULL, 1, 1, 1, 1);
+    tg_tensor *s = has_shortcut(l) ? tg_conv2d(t, a, l->params[SHORTCUT], NULL, stride, 0, 1, 1) : x;
     return tg_residual_add(t, s, h);
 }
 
@@ -524,9 +562,10 @@ tg_layer *tg_model_residual(tg_model *m, int in, int out, int stride, int versio
                 in, out, stride, version);
         return failed(m, l);
     }
-    l->in = in, l->out = out, l->kernel = 3, l->stride = stride, l->groups = 1;
-    l->momentum = 0.1f, l->eps = 1e-5f;
-    l->forward = version == 2 ? res_v2_fwd : res_v1_fwd;
+    l->type = TG_LAYER_RESIDUAL, l->forward = version == 2 ? res_v2_fwd : res_v1_fwd;
+    l->attr.residual.in = in, l->attr.residual.out = out, l->attr.residual.stride = stride;
+    l->attr.residual.version = version, l->attr.residual.momentum = 0.1f, l->attr.residual.eps = 1e-5f;
+    /* made in slot order: CONV1, BN1, CONV2, BN2, SHORTCUT, SHORTCUT_BN */
     bool ok = conv_weight(m, l, "conv1.", in, out, 3, 1, false) && bn_tensors(m, l, "bn1.", version == 2 ? in : out) &&
               conv_weight(m, l, "conv2.", out, out, 3, 1, false) && bn_tensors(m, l, "bn2.", out);
     if (ok && (in != out || stride != 1)) {

@@ -145,15 +145,41 @@ int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
 
 #define TG_LAYER_MAX_TENSORS 12
 
+typedef enum {
+    TG_LAYER_LINEAR,
+    TG_LAYER_CONV2D,
+    TG_LAYER_BATCH_NORM,
+    TG_LAYER_RELU,
+    TG_LAYER_DROPOUT,
+    TG_LAYER_MAX_POOL,
+    TG_LAYER_AVG_POOL,
+    TG_LAYER_GLOBAL_AVG_POOL,
+    TG_LAYER_FLATTEN,
+    TG_LAYER_SIGMOID,
+    TG_LAYER_CONV_TRANSPOSE2D,
+    TG_LAYER_UPSAMPLE,
+    TG_LAYER_RESIDUAL,
+} tg_layer_type;
+
+/* What each kind of layer was made with (the member its type names). */
+typedef union {
+    struct { int in, out; bool bias; } linear;
+    struct { int in, out, kernel, stride, pad, groups; bool bias; } conv; /* conv2d, conv_transpose2d */
+    struct { int channels; float momentum, eps; } batch_norm;             /* 0.1, 1e-5 */
+    struct { float p; } dropout;
+    struct { int kernel, stride; } pool;                                  /* max and average */
+    struct { int factor; tg_upsample_mode mode; } upsample;
+    struct { int in, out, stride, version; float momentum, eps; } residual;
+} tg_layer_attr;
+
 typedef struct tg_layer {
-    const char *kind;                           /* "conv2d", "batch_norm", "residual_v1", ... */
-    tg_tensor *params[TG_LAYER_MAX_TENSORS];    /* trainable, weights first */
+    tg_layer_type type;
+    const char *kind;                           /* its name: "conv2d", "batch_norm", "residual_v1", ... */
+    tg_layer_attr attr;
+    tg_tensor *params[TG_LAYER_MAX_TENSORS];    /* trainable, in the order of their names (weights first) */
     int n_params;
     tg_tensor *buffers[TG_LAYER_MAX_TENSORS];   /* running statistics */
     int n_buffers;
-    int in, out, kernel, stride, pad, groups;   /* as given to the constructor */
-    float p;                                    /* dropout */
-    float momentum, eps;                        /* batch norm: 0.1, 1e-5 */
     tg_tensor *(*forward)(struct tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
 } tg_layer;
 
