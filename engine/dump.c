@@ -7,14 +7,8 @@
 #include <math.h>
 #include <string.h>
 
-/* A leaf that takes a gradient is a parameter; other leaves are inputs. */
+/* A leaf that takes a gradient is a parameter; other leaves are inputs (as tg__label says). */
 static bool is_param(const tg_tensor *x) { return !x->node && x->requires_grad; }
-
-const char *tg__label(const tg_tensor *x, char *buf, size_t len) {
-    if (x->node) snprintf(buf, len, "%%%d", x->node->id);
-    else snprintf(buf, len, "%s", x->name[0] ? x->name : is_param(x) ? "param" : "input");
-    return buf;
-}
 
 static double l2_norm(const float *v, int64_t n) {
     double s = 0;

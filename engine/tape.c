@@ -106,6 +106,7 @@ void tg_tape_seed(tg_tape *t, uint64_t seed) {
     if (t) t->rng = seed;
 }
 uint64_t tg_tape_rng_state(const tg_tape *t) { return t ? t->rng : 0; }
+uint64_t *tg_tape_rng(tg_tape *t) { return t ? &t->rng : NULL; }
 
 uint64_t tg_rand_u64(uint64_t *s) {
     if (!s) return 0;

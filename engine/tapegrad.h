@@ -5,7 +5,8 @@
  *   While your C code builds the forward pass, a tape records one node per op.
  *   Every op carries its own vector-Jacobian product (VJP); tg_backward sweeps
  *   the tape in reverse and accumulates gradients into every input that
- *   requires one.
+ *   requires one. An op of your own is a descriptor handed to the same engine:
+ *   see tapegrad_op.h.
  *
  * WORKED EXAMPLE (one SGD step of y = relu(x W1^T + b1) W2^T + b2)
  *
@@ -39,7 +40,7 @@
  *     once, at the end, with the first cause.
  *   - Functions returning int give 0 on success or a negative TG_ERR_* code.
  *
- * CALLER MISTAKES (one rule for every function here and in tapegrad_nn.h)
+ * CALLER MISTAKES (one rule for every function here, in tapegrad_op.h and in tapegrad_nn.h)
  *   - NULL, or an impossible number (a negative size, an out-of-range option),
  *     where a function needs a real one: a function returning a pointer
  *     returns NULL, one returning int returns TG_ERR_ARG, each with a message
@@ -67,6 +68,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* TG_API marks what the shared library exports: the library is built with
+ * -fvisibility=hidden, so everything else (the tg__ helpers) stays inside it. */
+#if defined(__GNUC__)
+#define TG_API __attribute__((visibility("default")))
+#else
+#define TG_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -93,10 +102,10 @@ typedef enum {
 #undef XX
 } tg_err;
 
-const char *tg_last_error(void);      /* message of the last failure in this thread ("" if none) */
-int tg_last_error_code(void);          /* its TG_ERR_* code, 0 if none */
-void tg_clear_error(void);
-const char *tg_strerror(int code);     /* "shape mismatch" for TG_ERR_SHAPE, ... */
+TG_API const char *tg_last_error(void);      /* message of the last failure in this thread ("" if none) */
+TG_API int tg_last_error_code(void);          /* its TG_ERR_* code, 0 if none */
+TG_API void tg_clear_error(void);
+TG_API const char *tg_strerror(int code);     /* "shape mismatch" for TG_ERR_SHAPE, ... */
 
 // ----------------------------------------------------------------------------
 // tensors
@@ -120,46 +129,46 @@ typedef struct tg_tensor {
 } tg_tensor;
 
 /* A heap tensor, zero-filled, owned by the caller. NULL on bad shape. */
-tg_tensor *tg_tensor_new(int ndim, const int *shape);
+TG_API tg_tensor *tg_tensor_new(int ndim, const int *shape);
 /* A heap tensor that requires a gradient (its grad buffer is allocated, zeroed). */
-tg_tensor *tg_param_new(int ndim, const int *shape);
-void tg_tensor_free(tg_tensor *x);
+TG_API tg_tensor *tg_param_new(int ndim, const int *shape);
+TG_API void tg_tensor_free(tg_tensor *x);
 /* A tensor allocated from the tape's arena (an input batch, say); zero-filled. */
-tg_tensor *tg_tensor_tape(tg_tape *t, int ndim, const int *shape);
+TG_API tg_tensor *tg_tensor_tape(tg_tape *t, int ndim, const int *shape);
 /* Turn on gradient tracking for a heap tensor (allocates its grad buffer). */
-int tg_tensor_set_requires_grad(tg_tensor *x, bool on);
-void tg_tensor_zero_grad(tg_tensor *x);
-void tg_tensor_set_name(tg_tensor *x, const char *name);
+TG_API int tg_tensor_set_requires_grad(tg_tensor *x, bool on);
+TG_API void tg_tensor_zero_grad(tg_tensor *x);
+TG_API void tg_tensor_set_name(tg_tensor *x, const char *name);
 /* "8x3x28x28" into buf; returns buf. */
-char *tg_shape_str(const tg_tensor *x, char *buf, size_t len);
-bool tg_same_shape(const tg_tensor *a, const tg_tensor *b);
+TG_API char *tg_shape_str(const tg_tensor *x, char *buf, size_t len);
+TG_API bool tg_same_shape(const tg_tensor *a, const tg_tensor *b);
 
 // ----------------------------------------------------------------------------
 // the tape
 
-tg_tape *tg_tape_new(void);
-void tg_tape_free(tg_tape *t);
+TG_API tg_tape *tg_tape_new(void);
+TG_API void tg_tape_free(tg_tape *t);
 /* Forget every node and free every tape tensor at once; keeps the memory. */
-void tg_tape_reset(tg_tape *t);
+TG_API void tg_tape_reset(tg_tape *t);
 /* No-grad mode: ops still compute, but nothing is recorded or saved. Returns the previous mode. */
-bool tg_tape_set_grad_enabled(tg_tape *t, bool on);
+TG_API bool tg_tape_set_grad_enabled(tg_tape *t, bool on);
 /* Seed of the tape's random generator (dropout masks). Same seed, same masks. */
-void tg_tape_seed(tg_tape *t, uint64_t seed);
-uint64_t tg_tape_rng_state(const tg_tape *t);
-int tg_tape_node_count(const tg_tape *t);
-size_t tg_tape_arena_used(const tg_tape *t);       /* bytes in use now */
-size_t tg_tape_arena_high_water(const tg_tape *t); /* most bytes ever in use */
+TG_API void tg_tape_seed(tg_tape *t, uint64_t seed);
+TG_API uint64_t tg_tape_rng_state(const tg_tape *t);
+TG_API int tg_tape_node_count(const tg_tape *t);
+TG_API size_t tg_tape_arena_used(const tg_tape *t);       /* bytes in use now */
+TG_API size_t tg_tape_arena_high_water(const tg_tape *t); /* most bytes ever in use */
 
 /* Backward from a scalar: seeds d(loss) = 1 and sweeps the tape in reverse. */
-int tg_backward(tg_tape *t, tg_tensor *loss);
+TG_API int tg_backward(tg_tape *t, tg_tensor *loss);
 /* Backward from any tensor with an explicit seed gradient dy (same size as y). */
-int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy);
+TG_API int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy);
 /* Non-finite check (off by default; off, it costs one branch per op). On, every
  * op's output is scanned after its forward and every input gradient after its
- * VJP: the first NaN or Inf fails the op (tg_apply returns NULL) or the sweep
+ * VJP: the first NaN or Inf fails the op (it returns NULL) or the sweep
  * (TG_ERR_NONFINITE), and tg_last_error() names the op, its node and shape,
  * forward or backward, and for backward which input. */
-void tg_tape_check_finite(tg_tape *t, bool on);
+TG_API void tg_tape_check_finite(tg_tape *t, bool on);
 /* Changed-input check (off by default). A VJP reads its inputs where they are
  * (x, w), not copies, so writing into an input between forward and backward
  * (an optimizer step before backward, a batch buffer refilled too early) makes
@@ -167,10 +176,7 @@ void tg_tape_check_finite(tg_tape *t, bool on);
  * node hashes its inputs' data after forward, and the sweep fails with
  * TG_ERR_STATE before a VJP whose inputs changed, naming the op, node and
  * input. It costs a pass over every input per op and per VJP. */
-void tg_tape_check_inputs(tg_tape *t, bool on);
-
-/* Counts every malloc/calloc/realloc the library makes (for the no-malloc test). */
-uint64_t tg_alloc_count(void);
+TG_API void tg_tape_check_inputs(tg_tape *t, bool on);
 
 // ----------------------------------------------------------------------------
 // tape dumps: see what the network did
@@ -182,12 +188,12 @@ uint64_t tg_alloc_count(void);
  * attributes and statistics. Then every parameter with |w| and |dw|, and totals
  * (saved bytes, the arena's high-water mark, FLOPs, times). An op without a
  * flops or stats callback shows "-". Returns 0, TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
-int tg_tape_dump(const tg_tape *t, FILE *f);
+TG_API int tg_tape_dump(const tg_tape *t, FILE *f);
 /* Forward FLOPs of the recorded nodes (ops without a flops callback count 0). */
-int64_t tg_tape_flops(const tg_tape *t);
+TG_API int64_t tg_tape_flops(const tg_tape *t);
 /* The tape as a Graphviz digraph (dot -Tsvg tape.dot -o tape.svg): ops are
  * boxes, parameters ellipses, other leaves (inputs) parallelograms; edges carry shapes. */
-int tg_tape_dot(const tg_tape *t, FILE *f);
+TG_API int tg_tape_dot(const tg_tape *t, FILE *f);
 
 // ----------------------------------------------------------------------------
 // threads
@@ -196,78 +202,79 @@ int tg_tape_dot(const tg_tape *t, FILE *f);
  * n < 1 means all cores (or OMP_NUM_THREADS). Results are bit-for-bit the same
  * for any count. A product called from inside an OpenMP parallel region runs
  * in the calling thread. Without OpenMP there is one thread. */
-void tg_set_threads(int n);
-int tg_get_threads(void);
+TG_API void tg_set_threads(int n);
+TG_API int tg_get_threads(void);
 
 // ----------------------------------------------------------------------------
 // ops: each returns a tape tensor, or NULL with tg_last_error() set.
 // Broadcasting (add, sub, mul) follows NumPy: shapes align on the right; a
 // dimension of 1 stretches. A per-channel bias for (N,C,H,W) has shape (C,1,1).
 
-tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a + b, broadcast */
-tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a - b, broadcast */
-tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a * b, broadcast */
-tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);  /* a:(M,K) b:(K,N) -> (M,N) */
+TG_API tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a + b, broadcast */
+TG_API tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a - b, broadcast */
+TG_API tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a * b, broadcast */
+TG_API tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);  /* a:(M,K) b:(K,N) -> (M,N) */
 /* x:(N,I) w:(O,I) b:(O) or NULL -> (N,O) = x w^T + b */
-tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b);
-tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* x <= 0 ? +0 : x; NaN stays NaN and passes dy, as PyTorch */
-tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);               /* 1 / (1 + e^-x) */
-tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);
-tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);                   /* all elements -> scalar */
-tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);                  /* all elements -> scalar */
+TG_API tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b);
+TG_API tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* x <= 0 ? +0 : x; NaN stays NaN and passes dy, as PyTorch */
+TG_API tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);               /* 1 / (1 + e^-x) */
+TG_API tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);
+TG_API tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);                   /* all elements -> scalar */
+TG_API tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);                  /* all elements -> scalar */
 /* Same data, new shape; one dimension may be -1 (inferred). */
-tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape);
-tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N, prod) */
+TG_API tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape);
+TG_API tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N, prod) */
 /* logits:(N,C), labels[N] in [0,C) -> scalar mean over the batch of -log softmax(logits)[label] */
-tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
+TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
 
 // ----------------------------------------------------------------------------
 // CNN ops. Images are (N,C,H,W). H' = (H + 2*pad - dilation*(R-1) - 1) / stride + 1.
 
 /* x:(N,C,H,W) w:(K,C/groups,R,S) b:(K) or NULL -> (N,K,H',W'); groups = C is depthwise */
-tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
-                     int groups);
+TG_API tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                            int groups);
 /* relu(conv2d(...)) as one op: the ReLU is applied as y is written, and dy is masked as it is read;
  * the ReLU as tg_relu's (NaN kept) */
-tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
-                          int groups);
+TG_API tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                                 int dilation, int groups);
 /* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).
  * Records the argmax of each window; ties go to the first maximum in row-major order. */
-tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
+TG_API tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
 /* The argmax recorded by a max_pool2d output y: one index ih*W + iw into its input
  * plane per output element; NULL if y is not such an output or nothing was recorded. */
-const int32_t *tg_max_pool2d_argmax(const tg_tensor *y);
+TG_API const int32_t *tg_max_pool2d_argmax(const tg_tensor *y);
 /* x:(N,C,H,W) -> (N,C,H',W'), mean over each k x k window; padded zeros count
  * (the divisor is always k*k, PyTorch's count_include_pad=True). */
-tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
+TG_API tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
 /* x:(N,C,H,W) -> (N,C), the mean over H and W */
-tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x);
+TG_API tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x);
 /* Inverted dropout, p = probability of dropping. Training: y = x * mask / (1-p),
  * mask ~ Bernoulli(1-p) from the tape's generator, stored on the tape.
  * Evaluation: y = x. p = 1 gives zeros; p outside [0,1] is an error. */
-tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training);
+TG_API tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training);
 /* Vanilla dropout: training y = x * mask (no scaling); evaluation y = x * (1-p). */
-tg_tensor *tg_dropout_vanilla(tg_tape *t, tg_tensor *x, float p, bool training);
+TG_API tg_tensor *tg_dropout_vanilla(tg_tape *t, tg_tensor *x, float p, bool training);
 /* The mask (1 kept, 0 dropped) recorded by a dropout output y, or NULL. */
-const uint8_t *tg_dropout_mask(const tg_tensor *y);
+TG_API const uint8_t *tg_dropout_mask(const tg_tensor *y);
 /* x:(N,C) or (N,C,...) gamma, beta:(C) -> same shape as x, per channel C.
  * Training: normalise with the batch mean and biased variance, and when the
  * running tensors (C) are given, running = (1-momentum)*running + momentum*batch,
  * with the unbiased variance in running_var. Evaluation: use the running statistics.
  * y = gamma * (x - mean) / sqrt(var + eps) + beta. PyTorch: momentum 0.1, eps 1e-5. */
-tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
-                         tg_tensor *running_var, bool training, float momentum, float eps);
+TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                                tg_tensor *running_var, bool training, float momentum, float eps);
 /* relu(batch_norm(...)) as one op, one pass over memory each way instead of two */
-tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
-                              tg_tensor *running_var, bool training, float momentum, float eps);
+TG_API tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                     tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
+                                     float eps);
 /* relu(batch_norm(x) + shortcut) as one op: the end of a v1 residual block (shortcut: x's shape) */
-tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
-                                  tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
-                                  float eps, tg_tensor *shortcut);
+TG_API tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                         tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
+                                         float eps, tg_tensor *shortcut);
 /* y = x + fx for exactly equal shapes: the join of a residual block */
-tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
+TG_API tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 /* relu(x + fx) as one op: the end of a v1 residual block */
-tg_tensor *tg_residual_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *fx);
+TG_API tg_tensor *tg_residual_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 
 // ----------------------------------------------------------------------------
 // going back up: transposed convolution, upsampling; layer norm; mean squared error
@@ -275,91 +282,24 @@ tg_tensor *tg_residual_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 /* x:(N,Cin,H,W) w:(Cin,Cout/groups,R,S) b:(Cout) or NULL -> (N,Cout,H',W'),
  * H' = (H-1)*stride - 2*pad + dilation*(R-1) + output_padding + 1; the adjoint of conv2d
  * (PyTorch's F.conv_transpose2d). output_padding must be below stride or dilation. */
-tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
-                               int output_padding, int dilation, int groups);
+TG_API tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                                      int output_padding, int dilation, int groups);
 typedef enum { TG_UPSAMPLE_NEAREST, TG_UPSAMPLE_BILINEAR } tg_upsample_mode;
 /* x:(N,C,H,W) -> (N,C,H*f,W*f); bilinear with align_corners=False, PyTorch's default */
-tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode);
+TG_API tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode);
 /* Normalise each run of the last D = gamma->size elements of x (D must be the product of
  * x's last dimensions): y = gamma * (x - mean) / sqrt(var + eps) + beta, biased variance. */
-tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps);
+TG_API tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps);
 /* mean((pred - target)^2) over every element -> scalar */
-tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target);
+TG_API tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target);
 
 // ----------------------------------------------------------------------------
-// ops: each op is a descriptor; a user's own op is a descriptor too.
+// random numbers
 
-struct tg_node {
-    const struct tg_op *op;
-    int id;                      /* index on the tape, from 0 */
-    int n_in;
-    tg_tensor *in[TG_MAX_INPUTS];
-    tg_tensor *out;
-    void *attr;                  /* the op's attributes (op->attr_size bytes, a copy) */
-    void *saved;                 /* what the VJP needs from forward (tg_node_save) */
-    size_t saved_bytes;
-    const char *saved_what;      /* "mask", "argmax", "xhat+rstd", ... */
-    bool record;                 /* recorded on the tape: forward may save state */
-    double t_forward, t_backward;/* seconds */
-    uint64_t *input_hash;        /* tg_tape_check_inputs: each input's data hashed after forward */
-    tg_node *prev, *next;
-};
-
-typedef struct tg_op {
-    const char *name;
-    size_t attr_size;
-    /* Check the inputs and attributes; set out_ndim/out_shape, or fail with tg__fail-style message and return < 0. */
-    int (*shape)(tg_node *n, int *out_ndim, int *out_shape);
-    /* Compute n->out from n->in; save what vjp needs with tg_node_save when n->record.
-     * Returns 0, or a negative TG_ERR_* (out of arena memory) with the message set. */
-    int (*forward)(tg_tape *t, tg_node *n);
-    /* Add into n->in[i]->grad for each input i with requires_grad; n->out->grad is dy.
-     * Returns 0 or a negative TG_ERR_*. */
-    int (*vjp)(tg_tape *t, tg_node *n);
-    /* Attributes as text for tape dumps ("stride=2 pad=1"), may be NULL. */
-    void (*describe)(const tg_node *n, char *buf, size_t len);
-    /* Optional, for tape dumps: forward floating-point operations of the node. */
-    int64_t (*flops)(const tg_node *n);
-    /* Optional, for tape dumps: what the node's data says ("zeros=41.2%"), read after the step. */
-    void (*stats)(const tg_node *n, char *buf, size_t len);
-    /* Optional, for the receptive field in tape dumps: an op whose output rows read
-     * a window of input rows gives the window's span (input rows one output row
-     * reads: (kernel-1)*dilation + 1 for a conv), its stride (input rows per
-     * output row) and up (output rows per input row: 1, or the factor of an
-     * upsampling op). Each is preset to 1. */
-    void (*window)(const tg_node *n, int *span, int *stride, int *up);
-    /* Optional: point out->data at an input's data instead of allocating (reshape). */
-    bool aliases_input;
-    /* Optional, for speed: vjp stores rather than adds into an input gradient that
-     * holds no values yet (tg_grad_overwrite), so backward need not zero it first. */
-    bool overwrites_grads;
-} tg_op;
-
-/* Apply an op: checks inputs (a NULL input returns NULL and keeps the first
- * message), calls shape, allocates the output, runs forward, and records a
- * node when gradients are enabled and an input requires one. */
-tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr);
-/* In the vjp of an op with overwrites_grads: true if x's gradient holds no values
- * yet, so this vjp must store into every element instead of adding; clears the
- * mark. Call it once per input before writing (an input given twice is then
- * stored once and added once). */
-bool tg_grad_overwrite(tg_tensor *x);
-/* Memory for saved state, from the tape's arena (counted in the node's saved bytes). */
-void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
-/* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */
-void *tg_tape_alloc(tg_tape *t, size_t bytes);
-/* Set the error message (printf-style) and return code; for op shape functions. */
-int tg_fail(int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-/* Uniform random number in [0,1) from the tape's generator. */
-float tg_tape_uniform(tg_tape *t);
 /* The generator itself (splitmix64) on a caller's state: the same numbers on every machine. */
-uint64_t tg_rand_u64(uint64_t *state);
-float tg_rand_uniform(uint64_t *state); /* [0,1) */
-float tg_rand_normal(uint64_t *state);  /* N(0,1) */
+TG_API uint64_t tg_rand_u64(uint64_t *state);
+TG_API float tg_rand_uniform(uint64_t *state); /* [0,1) */
+TG_API float tg_rand_normal(uint64_t *state);  /* N(0,1) */
 
 // ----------------------------------------------------------------------------
 // gradcheck: compares every VJP on the tape against central differences.
@@ -378,8 +318,8 @@ typedef struct {
  * max(|analytic|, |numeric|, 1e-2 * the largest |numeric| of that input)).
  * Returns 0 if every error is within tol, TG_ERR_STATE if not (message says
  * which input), another negative code if the build failed. opts may be NULL. */
-int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
-                 const tg_gradcheck_opts *opts, double *max_rel);
+TG_API int tg_gradcheck(tg_build_fn build, tg_tensor **inputs, int n_inputs, void *ctx,
+                        const tg_gradcheck_opts *opts, double *max_rel);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,4 @@
-/* tensor.c: heap and tape tensors, shapes, gradient buffers. */
+/* tensor.c: heap and tape tensors, shapes, gradient buffers, how messages and dumps name a tensor. */
 #include "internal.h"
 #include <string.h>
 
@@ -120,6 +120,13 @@ char *tg_shape_str(const tg_tensor *x, char *buf, size_t len) {
     size_t o = 0;
     for (int i = 0; i < x->ndim && o < len; i++)
         o += (size_t)snprintf(buf + o, len - o, i ? "x%d" : "%d", x->shape[i]);
+    return buf;
+}
+
+/* Used by the tape's messages and by dumps: a leaf that takes a gradient is a parameter. */
+const char *tg__label(const tg_tensor *x, char *buf, size_t len) {
+    if (x->node) snprintf(buf, len, "%%%d", x->node->id);
+    else snprintf(buf, len, "%s", x->name[0] ? x->name : x->requires_grad ? "param" : "input");
     return buf;
 }
 

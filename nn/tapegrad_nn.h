@@ -41,8 +41,8 @@ typedef struct {
  * too small to hold the promised bytes at deflate's 1032:1, and is never
  * inflated past them plus one byte (anything more is trailing data).
  * On failure idx is empty. Release with tg_idx_release. */
-int tg_idx_load(tg_idx *idx, const char *path);
-void tg_idx_release(tg_idx *idx);
+TG_API int tg_idx_load(tg_idx *idx, const char *path);
+TG_API void tg_idx_release(tg_idx *idx);
 
 /* Images (N,1,H,W) as bytes, normalised to (x/255 - mean)/std as batches are
  * filled (a quarter of the memory of floats), and their labels. */
@@ -62,12 +62,12 @@ typedef struct {
 /* Loads dir/<split>-images-idx3-ubyte and dir/<split>-labels-idx1-ubyte, each
  * plain or with .gz (split is "train" or "t10k" for MNIST and Fashion-MNIST).
  * limit > 0 keeps the first limit samples; 0 keeps all. */
-tg_dataset *tg_dataset_new(const char *dir, const char *split, int limit, float mean, float std);
-void tg_dataset_free(tg_dataset *ds);
+TG_API tg_dataset *tg_dataset_new(const char *dir, const char *split, int limit, float mean, float std);
+TG_API void tg_dataset_free(tg_dataset *ds);
 
 /* Fills perm[0..n) with 0..n-1 in an order fixed by seed (Fisher-Yates with
  * splitmix64): the same on every machine. */
-int tg_permutation(int *perm, int n, uint64_t seed);
+TG_API int tg_permutation(int *perm, int n, uint64_t seed);
 
 /* Copies samples perm[start], perm[start+1], ... (start, start+1, ... when perm
  * is NULL) into x:(B,1,H,W) and labels[B] (labels may be NULL). Every one of
@@ -75,7 +75,7 @@ int tg_permutation(int *perm, int n, uint64_t seed);
  * batch's x n - start long); a larger x is TG_ERR_SHAPE with a message saying
  * so, and x is left as it was (so is it when perm holds an index out of
  * range). Returns B, or a negative TG_ERR_*. */
-int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels);
+TG_API int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels);
 
 // ----------------------------------------------------------------------------
 // checkpoints: named tensors in a versioned, checksummed file, written atomically
@@ -89,7 +89,7 @@ int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor
  * untouched. A new file gets 0666 less the umask; a replaced one keeps its
  * permission bits. Temporaries left by earlier saves of the same file whose
  * process is gone are removed. */
-int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
+TG_API int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
 /* Reads path into the tensors, which must match the file in count, order,
  * names and shapes. Only a regular file is read. The records' headers are
  * compared with the tensors first, without reading their data, so a file that
@@ -98,11 +98,11 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
  * that a damaged file is reported as damaged); then the whole file is checked
  * (checksum included) before any tensor is written: a failed load changes
  * nothing. */
-int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n);
+TG_API int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n);
 /* The same for the first n tensors of a file that may hold more after them (a
  * model's state followed by its optimizer's): the rest are checked as part of
  * the file and ignored. Fails if the file holds fewer than n. */
-int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n);
+TG_API int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n);
 
 // ----------------------------------------------------------------------------
 // images: any picture of a digit made into an MNIST sample
@@ -122,7 +122,7 @@ int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n
  * (stb_image's reason is given; one that is not a regular file: TG_ERR_IO), one of more than 16 megapixels (refused from
  * its header, before decoding), or an image without ink, is an error naming
  * the file; out and pixels are then left as they were. */
-int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
+TG_API int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
 
 // ----------------------------------------------------------------------------
 // layers and models
@@ -185,63 +185,63 @@ typedef struct tg_layer {
 
 typedef struct tg_model tg_model;
 
-tg_model *tg_model_new(uint64_t seed);
-void tg_model_free(tg_model *m);
+TG_API tg_model *tg_model_new(uint64_t seed);
+TG_API void tg_model_free(tg_model *m);
 /* Each adds a layer and returns it (borrowed), or NULL with a message; a model
  * with a failed layer fails tg_model_forward with that message. */
-tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias);                       /* (N,in) -> (N,out) */
-tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
-tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int stride, int pad, int groups,
-                                 bool bias);                                                /* depthwise: groups = in */
-tg_layer *tg_model_batch_norm(tg_model *m, int channels);   /* momentum 0.1, eps 1e-5, running var starts at 1 */
-tg_layer *tg_model_relu(tg_model *m);
-tg_layer *tg_model_dropout(tg_model *m, float p);            /* inverted dropout, p = drop probability */
-tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride);
-tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride);
-tg_layer *tg_model_global_avg_pool(tg_model *m);
-tg_layer *tg_model_flatten(tg_model *m);
-tg_layer *tg_model_sigmoid(tg_model *m);
+TG_API tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias);                       /* (N,in) -> (N,out) */
+TG_API tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
+TG_API tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int stride, int pad, int groups,
+                                        bool bias);                                         /* depthwise: groups = in */
+TG_API tg_layer *tg_model_batch_norm(tg_model *m, int channels);   /* momentum 0.1, eps 1e-5, running var starts at 1 */
+TG_API tg_layer *tg_model_relu(tg_model *m);
+TG_API tg_layer *tg_model_dropout(tg_model *m, float p);            /* inverted dropout, p = drop probability */
+TG_API tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride);
+TG_API tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride);
+TG_API tg_layer *tg_model_global_avg_pool(tg_model *m);
+TG_API tg_layer *tg_model_flatten(tg_model *m);
+TG_API tg_layer *tg_model_sigmoid(tg_model *m);
 /* weight (in, out, k, k); output size (H-1)*stride - 2*pad + k */
-tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
-tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode);
+TG_API tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
+TG_API tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode);
 /* A residual block in -> out channels. version 1: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x));
  * version 2 (pre-activation): conv(relu(bn(conv(relu(bn(x)))))) + shortcut. All convs 3x3 without
  * bias; the first has the stride. The shortcut is x itself, or a 1x1 conv (+ BN in v1) with the
  * stride when the channels or the stride change. */
-tg_layer *tg_model_residual(tg_model *m, int in, int out, int stride, int version);
+TG_API tg_layer *tg_model_residual(tg_model *m, int in, int out, int stride, int version);
 
-tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x);
+TG_API tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x);
 /* The model-wide switch dropout and batch norm follow (a new model trains). */
-void tg_model_train(tg_model *m, bool training);
-bool tg_model_training(const tg_model *m);
-int tg_model_layer_count(const tg_model *m);
-tg_layer *tg_model_layer(const tg_model *m, int i);
+TG_API void tg_model_train(tg_model *m, bool training);
+TG_API bool tg_model_training(const tg_model *m);
+TG_API int tg_model_layer_count(const tg_model *m);
+TG_API tg_layer *tg_model_layer(const tg_model *m, int i);
 /* The trainable parameters, in order (a borrowed array); returns how many. */
-int tg_model_params(const tg_model *m, tg_tensor ***params);
-int64_t tg_model_param_count(const tg_model *m);            /* elements over all parameters */
+TG_API int tg_model_params(const tg_model *m, tg_tensor ***params);
+TG_API int64_t tg_model_param_count(const tg_model *m);            /* elements over all parameters */
 /* Parameters then buffers: everything a checkpoint holds of the model. */
-int tg_model_state(const tg_model *m, tg_tensor ***state);
-void tg_model_zero_grad(tg_model *m);
+TG_API int tg_model_state(const tg_model *m, tg_tensor ***state);
+TG_API void tg_model_zero_grad(tg_model *m);
 /* TG_ERR_NONFINITE, naming the tensor and element, if a parameter, a buffer or
  * a parameter's gradient holds a NaN or an Inf; 0 if all are finite. One pass
  * over them all: a training loop checks its loss every step (and
  * tg_sgd_step's result) and calls this to name what went bad. */
-int tg_model_check_finite(const tg_model *m);
+TG_API int tg_model_check_finite(const tg_model *m);
 /* One line per layer: kind, sizes, parameter count. */
-void tg_model_print(const tg_model *m, FILE *f);
+TG_API void tg_model_print(const tg_model *m, FILE *f);
 
 // ----------------------------------------------------------------------------
 // initialisation and SGD
 
 /* fan_in = size / shape[0] (C/groups*R*S for a conv weight), fan_out = shape[0] * R * S. */
-int tg_init_kaiming_normal(tg_tensor *w, uint64_t *rng);   /* N(0, 2/fan_in) */
-int tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b = sqrt(6/fan_in) */
-int tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
-int tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
+TG_API int tg_init_kaiming_normal(tg_tensor *w, uint64_t *rng);   /* N(0, 2/fan_in) */
+TG_API int tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b = sqrt(6/fan_in) */
+TG_API int tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
+TG_API int tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
 typedef enum { TG_INIT_KAIMING_NORMAL, TG_INIT_KAIMING_UNIFORM, TG_INIT_XAVIER_NORMAL, TG_INIT_XAVIER_UNIFORM } tg_init;
 /* Re-initialise every conv and linear weight of the model with a scheme; biases to 0,
  * batch-norm gamma to 1. TG_ERR_ARG for an unknown scheme or a NULL model. */
-int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
+TG_API int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
 
 /* SGD exactly as PyTorch 1.13's torch.optim.SGD (without maximize):
  *   g = grad + weight_decay * p
@@ -258,25 +258,25 @@ typedef struct tg_sgd tg_sgd;
  * buffer (tg_param_new), each listed once. NULL on bad options (nesterov
  * needs momentum > 0 and dampening 0, as in PyTorch; lr and weight_decay
  * finite and >= 0) or a parameter that is NULL, not a parameter, or listed twice. */
-tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts opts);
-void tg_sgd_free(tg_sgd *o);
+TG_API tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts opts);
+TG_API void tg_sgd_free(tg_sgd *o);
 /* One update of every parameter that requires a gradient; a parameter whose
  * requires_grad is off is skipped whole (no momentum, no weight decay), as
  * PyTorch skips one without a gradient. TG_ERR_NONFINITE, naming the first
  * parameter and element, if a gradient held a NaN or an Inf: the step is
  * taken all the same (the check rides along the update's loop at no cost),
  * so a training loop should stop. */
-int tg_sgd_step(tg_sgd *o);
-void tg_sgd_zero_grad(tg_sgd *o);
-int tg_sgd_set_lr(tg_sgd *o, float lr);   /* TG_ERR_ARG (lr unchanged) unless lr is finite and >= 0 */
-float tg_sgd_lr(const tg_sgd *o);          /* 0 for NULL */
+TG_API int tg_sgd_step(tg_sgd *o);
+TG_API void tg_sgd_zero_grad(tg_sgd *o);
+TG_API int tg_sgd_set_lr(tg_sgd *o, float lr);   /* TG_ERR_ARG (lr unchanged) unless lr is finite and >= 0 */
+TG_API float tg_sgd_lr(const tg_sgd *o);          /* 0 for NULL */
 /* Momentum buffers and the step count as named tensors, for checkpoints. */
-int tg_sgd_state(tg_sgd *o, tg_tensor ***state);
+TG_API int tg_sgd_state(tg_sgd *o, tg_tensor ***state);
 
 /* Learning-rate schedules, as functions of the epoch (or step) e:
  * step: lr * gamma^floor(e / step_size); cosine: eta_min + (lr - eta_min)(1 + cos(pi e / t_max)) / 2. */
-float tg_lr_step(float lr, int e, int step_size, float gamma);
-float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
+TG_API float tg_lr_step(float lr, int e, int step_size, float gamma);
+TG_API float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,7 @@
 #ifndef TG_OPS_H
 #define TG_OPS_H
 
-#include "tapegrad.h"
+#include "tapegrad_op.h"
 
 #define TG_OP_LIST(X)                   \
     X(ADD, add)                         \

@@ -2,6 +2,7 @@
  * and every mismatched model is refused with its message and changes nothing;
  * a failed save leaves the old file as it was and no temporary behind. */
 #include "check.h"
+#include "internal.h" /* tg_alloc_count */
 #include "tapegrad_nn.h"
 #include <dirent.h>
 #include <errno.h>

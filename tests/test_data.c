@@ -6,6 +6,7 @@
  *     test_data DIR [DIR...]    e.g. data/mnist /usr/share/datasets/fashion-mnist
  * loads DIR's train and t10k sets and prints what it found. */
 #include "check.h"
+#include "internal.h" /* tg_alloc_count */
 #include "tapegrad_nn.h"
 #include <dirent.h>
 #include <fcntl.h>

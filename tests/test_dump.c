@@ -2,7 +2,7 @@
  * receptive field, per-op statistics), the Graphviz export (rendered by `dot`
  * when it is installed; required when CI is set), and the non-finite check. */
 #include "check.h"
-#include "tapegrad.h"
+#include "tapegrad_op.h" /* two ops of its own */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /* test_engine.c: the tape, the reverse sweep, no-grad mode, the arena. */
 #include "check.h"
+#include "internal.h" /* tg_alloc_count */
 #include "tapegrad.h"
 
 static tg_tensor *param(int ndim, const int *shape, float v0, float step) {
@@ -135,6 +136,10 @@ static void rng(void) {
     }
     CHECK(same);
     CHECK_NEAR(mean, 0.5, 0.02);
+    /* an op's own draws (tapegrad_op.h) advance the same state */
+    uint64_t copy = tg_tape_rng_state(a);
+    CHECK(tg_tape_rng(a) && *tg_tape_rng(a) == copy);
+    CHECK(tg_rand_u64(tg_tape_rng(a)) == tg_rand_u64(&copy) && tg_tape_rng_state(a) == copy);
     tg_tape_free(a);
     tg_tape_free(b);
 }

@@ -2,6 +2,7 @@
  * leak or huge allocation); a checkpoint save killed midway leaves the old
  * file loadable; a long training loop keeps a flat memory footprint. */
 #include "check.h"
+#include "internal.h" /* tg_alloc_count */
 #include "tapegrad_nn.h"
 #include <glob.h>
 #include <signal.h>

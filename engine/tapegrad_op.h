@@ -1,0 +1,115 @@
+/* tapegrad_op.h: writing an op. tapegrad.h is all a program that uses the ops
+ * needs; this header adds what an op's author needs: the tape node an op works
+ * on, the op descriptor, and the engine calls its functions make. The library's
+ * own ops (ops/) are written against it too.
+ *
+ * AN OP OF YOUR OWN (y = x^2)
+ *
+ *     static int square_shape(tg_node *n, int *ndim, int *shape) {
+ *         *ndim = n->in[0]->ndim;
+ *         for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
+ *         return 0;
+ *     }
+ *     static int square_forward(tg_tape *t, tg_node *n) {
+ *         const float *x = n->in[0]->data;
+ *         for (int64_t i = 0; i < n->out->size; i++) n->out->data[i] = x[i] * x[i];
+ *         return 0;
+ *     }
+ *     static int square_vjp(tg_tape *t, tg_node *n) {   // dx += dy * 2x
+ *         const float *x = n->in[0]->data, *dy = n->out->grad;
+ *         for (int64_t i = 0; i < n->out->size; i++) n->in[0]->grad[i] += dy[i] * 2 * x[i];
+ *         return 0;
+ *     }
+ *     static const tg_op square_op = {.name = "square", .shape = square_shape,
+ *                                     .forward = square_forward, .vjp = square_vjp};
+ *     tg_tensor *square(tg_tape *t, tg_tensor *x) { return tg_apply(t, &square_op, &x, 1, NULL); }
+ *
+ *   tg_apply checks the inputs (NULL, stale, another tape's) before shape runs
+ *   and allocates the output; vjp runs only for a recorded node (an input
+ *   required a gradient) and adds into the gradient of every input whose
+ *   requires_grad is set. tg_gradcheck checks the VJP against finite differences.
+ */
+#ifndef TAPEGRAD_OP_H
+#define TAPEGRAD_OP_H
+
+#include "tapegrad.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct tg_node {
+    const struct tg_op *op;
+    int id;                      /* index on the tape, from 0 */
+    int n_in;
+    tg_tensor *in[TG_MAX_INPUTS];
+    tg_tensor *out;
+    void *attr;                  /* the op's attributes (op->attr_size bytes, a copy) */
+    void *saved;                 /* what the VJP needs from forward (tg_node_save) */
+    size_t saved_bytes;
+    const char *saved_what;      /* "mask", "argmax", "xhat+rstd", ... */
+    bool record;                 /* recorded on the tape: forward may save state */
+    double t_forward, t_backward;/* seconds */
+    uint64_t *input_hash;        /* tg_tape_check_inputs: each input's data hashed after forward */
+    tg_node *prev, *next;
+};
+
+typedef struct tg_op {
+    const char *name;
+    size_t attr_size;
+    /* Check the inputs and attributes; set out_ndim/out_shape, or fail with tg_fail's message and return < 0. */
+    int (*shape)(tg_node *n, int *out_ndim, int *out_shape);
+    /* Compute n->out from n->in; save what vjp needs with tg_node_save when n->record.
+     * Returns 0, or a negative TG_ERR_* (out of arena memory) with the message set. */
+    int (*forward)(tg_tape *t, tg_node *n);
+    /* Add into n->in[i]->grad for each input i with requires_grad; n->out->grad is dy.
+     * Returns 0 or a negative TG_ERR_*. */
+    int (*vjp)(tg_tape *t, tg_node *n);
+    /* Attributes as text for tape dumps ("stride=2 pad=1"), may be NULL. */
+    void (*describe)(const tg_node *n, char *buf, size_t len);
+    /* Optional, for tape dumps: forward floating-point operations of the node. */
+    int64_t (*flops)(const tg_node *n);
+    /* Optional, for tape dumps: what the node's data says ("zeros=41.2%"), read after the step. */
+    void (*stats)(const tg_node *n, char *buf, size_t len);
+    /* Optional, for the receptive field in tape dumps: an op whose output rows read
+     * a window of input rows gives the window's span (input rows one output row
+     * reads: (kernel-1)*dilation + 1 for a conv), its stride (input rows per
+     * output row) and up (output rows per input row: 1, or the factor of an
+     * upsampling op). Each is preset to 1. */
+    void (*window)(const tg_node *n, int *span, int *stride, int *up);
+    /* Optional: point out->data at an input's data instead of allocating (reshape). */
+    bool aliases_input;
+    /* Optional, for speed: vjp stores rather than adds into an input gradient that
+     * holds no values yet (tg_grad_overwrite), so backward need not zero it first. */
+    bool overwrites_grads;
+} tg_op;
+
+/* Apply an op: checks inputs (a NULL input returns NULL and keeps the first
+ * message), calls shape, allocates the output, runs forward, and records a
+ * node when gradients are enabled and an input requires one. */
+TG_API tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr);
+/* In the vjp of an op with overwrites_grads: true if x's gradient holds no values
+ * yet, so this vjp must store into every element instead of adding; clears the
+ * mark. Call it once per input before writing (an input given twice is then
+ * stored once and added once). */
+TG_API bool tg_grad_overwrite(tg_tensor *x);
+/* Memory for saved state, from the tape's arena (counted in the node's saved bytes). */
+TG_API void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
+/* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */
+TG_API void *tg_tape_alloc(tg_tape *t, size_t bytes);
+/* Set the error message (printf-style) and return code; for op shape functions. */
+TG_API int tg_fail(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Uniform random number in [0,1) from the tape's generator. */
+TG_API float tg_tape_uniform(tg_tape *t);
+/* The state of the tape's generator (tg_tape_seed sets it), for an op that draws
+ * its own numbers with tg_rand_u64(tg_tape_rng(t)); NULL for a NULL tape. */
+TG_API uint64_t *tg_tape_rng(tg_tape *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
