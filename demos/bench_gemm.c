@@ -3,7 +3,7 @@
  *
  *   ./bench_gemm            the best kernel this CPU has
  *   ./bench_gemm avx2       force a kernel: avx512, avx2 or generic */
-#include "internal.h"
+#include "kernels/kernels.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -66,13 +66,13 @@ static double bench(const shape *s, const float *A, const float *B, float *C) {
     int reps = 1;
     for (;;) { /* calibrate, warming up the caches and packing buffers too */
         double t0 = tg__now();
-        for (int r = 0; r < reps; r++) tg__sgemm(s->ta, s->tb, s->M, s->N, s->K, 1, A, lda, B, ldb, 0, C, s->N);
+        for (int r = 0; r < reps; r++) tg__sgemm(C, s->N, A, lda, B, ldb, s->M, s->N, s->K, s->ta, s->tb, 1, 0);
         if (tg__now() - t0 > 0.02) break;
         reps *= 2;
     }
     for (int i = 0; i < 7; i++) {
         double t0 = tg__now();
-        for (int r = 0; r < reps; r++) tg__sgemm(s->ta, s->tb, s->M, s->N, s->K, 1, A, lda, B, ldb, 0, C, s->N);
+        for (int r = 0; r < reps; r++) tg__sgemm(C, s->N, A, lda, B, ldb, s->M, s->N, s->K, s->ta, s->tb, 1, 0);
         rate[i] = flops * reps / (tg__now() - t0) * 1e-9;
     }
     qsort(rate, 7, sizeof *rate, cmp_double);
@@ -80,9 +80,8 @@ static double bench(const shape *s, const float *A, const float *B, float *C) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && tg__gemm_use(argv[1]) < 0) {
-        fprintf(stderr, "bench_gemm: no kernel '%s' on this CPU\n---> HINT: try avx512, avx2 or generic\n",
-                argv[1]);
+    if (argc > 1 && tg__isa_use(argv[1]) < 0) {
+        fprintf(stderr, "bench_gemm: %s\n---> HINT: try avx512, avx2 or generic\n", tg_last_error());
         return 1;
     }
     size_t most = 0;
@@ -99,7 +98,7 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < most; i++) A[i] = (float)(i % 17) * 0.1f - 0.8f, B[i] = (float)(i % 13) * 0.1f - 0.6f;
 
-    printf("kernel %s, GFLOP/s (median of 7)\n", tg__gemm_name());
+    printf("kernel %s, GFLOP/s (median of 7)\n", tg__isa_name());
     printf("%-11s %5s %5s %5s %2s %2s  %8s %8s\n", "what", "M", "N", "K", "tA", "tB", "1 thread", "2 threads");
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         const shape *s = &shapes[i];

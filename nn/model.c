@@ -1,5 +1,6 @@
 /* model.c: layers that own their parameters, composed in order into a model. */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "tapegrad_nn.h"
 #include <math.h>
 #include <stdatomic.h>
@@ -213,23 +214,11 @@ int64_t tg_model_param_count(const tg_model *m) {
     return n;
 }
 
-/* NaN if x[0..n) holds a NaN or an Inf (v * 0 is NaN only for those), else 0:
- * a vectorised pass with no branch, so a training loop can afford it every step. */
-TG_CLONES static float nonfinite_probe(const float *x, int64_t n) {
-    tg_f8 acc = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) acc += TG_F8(x + j) * 0.0f;
-    float r = 0;
-    for (int k = 0; k < 8; k++) r += acc[k];
-    for (; j < n; j++) r += x[j] * 0.0f;
-    return r;
-}
-
 /* Index of the first NaN or Inf in x[0..n), or -1. */
 static int64_t first_nonfinite(const float *x, int64_t n) {
     int64_t blocks = (n + TG_BLOCK - 1) / TG_BLOCK;
     _Atomic int64_t first = blocks; /* the first block that holds one */
-    TG_FOR_BLOCKS(n, j, k) if (nonfinite_probe(x + j, k) != 0.0f) {
+    TG_FOR_BLOCKS(n, j, k) if (tg__nonfinite_probe(x + j, k) != 0.0f) {
         int64_t b = j / TG_BLOCK, f = atomic_load(&first);
         while (b < f && !atomic_compare_exchange_weak(&first, &f, b)) {}
     }

@@ -1,6 +1,7 @@
 /* sgd.c: stochastic gradient descent as PyTorch 1.13's torch.optim.SGD, and
  * learning-rate schedules. */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "tapegrad_nn.h"
 #include <math.h>
 #include <stdatomic.h>
@@ -106,46 +107,6 @@ void tg_sgd_free(tg_sgd *s) {
     tg__free(s);
 }
 
-/* The largest exponent field among the gradients read: 0x7f800000 means a NaN
- * or an Inf (an integer max, so the loops still vectorise; reading it costs nothing). */
-#define EXPONENT(g, e)                                                                                               \
-    do {                                                                                                             \
-        uint32_t u_;                                                                                                 \
-        memcpy(&u_, &(g), 4);                                                                                        \
-        u_ &= 0x7f800000u;                                                                                           \
-        e = e > u_ ? e : u_;                                                                                         \
-    } while (0)
-
-/* One block of one parameter: the update written out per case so that each
- * loop vectorises (and is built for AVX2 too); the arithmetic is the same.
- * Returns the largest exponent field of the gradients (see EXPONENT). */
-TG_CLONES static uint32_t sgd_run(float *restrict p, const float *restrict grad, float *restrict buf, int64_t n,
-                                  const tg_sgd_opts *o, bool first) {
-    float lr = o->lr, wd = o->weight_decay, mom = o->momentum, keep = 1 - o->dampening;
-    uint32_t e = 0;
-    if (!buf) {
-        if (wd != 0)
-            for (int64_t j = 0; j < n; j++) {
-                EXPONENT(grad[j], e);
-                p[j] -= lr * (grad[j] + wd * p[j]);
-            }
-        else
-            for (int64_t j = 0; j < n; j++) {
-                EXPONENT(grad[j], e);
-                p[j] -= lr * grad[j];
-            }
-        return e;
-    }
-    for (int64_t j = 0; j < n; j++) {
-        EXPONENT(grad[j], e);
-        float g = wd != 0 ? grad[j] + wd * p[j] : grad[j];
-        float b = first ? g : mom * buf[j] + keep * g;
-        buf[j] = b;
-        p[j] -= lr * (o->nesterov ? g + mom * b : b);
-    }
-    return e;
-}
-
 int tg_sgd_step(tg_sgd *s) {
     if (!s) return tg_fail(TG_ERR_ARG, "sgd_step: optimizer is NULL");
     const tg_sgd_opts *o = &s->o;
@@ -156,10 +117,12 @@ int tg_sgd_step(tg_sgd *s) {
         if (!p->requires_grad) continue; /* frozen: PyTorch skips a parameter without a gradient */
         float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
         _Atomic uint32_t e = 0;
-        /* every element on its own: the same result for any thread count */
+        /* every element on its own: the same result for any thread count; the update's loop
+         * (ops/kernels/elementwise.c) also returns the largest exponent of the gradients it read */
         TG_FOR_BLOCKS(p->size, j, k) {
-            uint32_t eb = sgd_run(p->data + j, p->grad + j, buf ? buf + j : NULL, k, o, first);
-            if (eb == 0x7f800000u) atomic_store(&e, eb);
+            uint32_t eb = tg__sgd_update(p->data + j, buf ? buf + j : NULL, p->grad + j, k, o->lr, o->weight_decay,
+                                         o->momentum, o->dampening, o->nesterov, first);
+            if (eb == 0x7f800000u) atomic_store(&e, eb); /* a NaN or an Inf */
         }
         if (bad < 0 && atomic_load(&e)) bad = i;
     }

@@ -2,8 +2,8 @@
  * older vanilla dropout (no scaling in training, scale by 1-p in evaluation).
  * p is the probability of dropping, as in PyTorch. */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "ops.h"
-#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -32,41 +32,6 @@ static float eval_scale(const tg_node *n) {
     return n->op == &tg__op_dropout_vanilla ? 1.0f - a->p : 1.0f;
 }
 
-/* 32 well-mixed bits from a 32-bit counter (a two-multiply xorshift hash) */
-static inline uint32_t mix32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    return x ^ (x >> 16);
-}
-
-/* Elements i0.. i0+n-1: keep element i when the hash of (key, i) is below
- * `below`; y = x * s where kept, else 0; mask 1 where kept. */
-TG_CLONES static void run_dropout(float *restrict y, uint8_t *restrict mask, const float *restrict x, int64_t n,
-                                  int64_t i0, uint64_t key, uint32_t below, float s) {
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32), c0 = (uint32_t)i0;
-    for (int64_t j = 0; j < n; j++) { /* written branch-free (an and with all ones or zeros) so it vectorises */
-        uint32_t h = mix32(((c0 + (uint32_t)j) ^ k0) * 0x9E3779B9u + k1);
-        int32_t keep = -(int32_t)(h < below);
-        union { float f; int32_t i; } v = {x[j] * s};
-        v.i &= keep;
-        y[j] = v.f;
-        mask[j] = (uint8_t)(keep & 1);
-    }
-}
-
-/* dx (=, or += unless set) dy * s where the mask kept the element (every element without a mask) */
-TG_CLONES static void run_dropout_grad(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask,
-                                       int64_t n, float s, bool set) {
-    for (int64_t j = 0; j < n; j++) { /* branch-free, as in run_dropout */
-        union { float f; int32_t i; } g = {dy[j] * s};
-        if (mask) g.i &= -(int32_t)mask[j];
-        dx[j] = set ? g.f : dx[j] + g.f;
-    }
-}
-
-
 // training: mask ~ Bernoulli(1-p), y = x * mask * scale; evaluation: y = x * eval_scale
 static int dropout_forward(tg_tape *t, tg_node *n) {
     const dropout_attr *a = n->attr;
@@ -85,7 +50,7 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
     /* One draw from the tape's generator per op, whatever the mode, so the same
      * seed gives the same mask. Element i keeps with probability 1-p by a hash
      * of (that draw, i): the same mask for any thread count. */
-    uint64_t key = tg_rand_u64(&t->rng);
+    uint64_t key = tg_rand_u64(tg_tape_rng(t));
     double keep = 1.0 - (double)a->p;
     uint32_t below = keep >= 1.0 ? 0 : (uint32_t)(keep * 4294967296.0);
     float s = train_scale(n);
@@ -94,7 +59,7 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
         memset(mask, 1, (size_t)size);
         return 0;
     }
-    TG_FOR_BLOCKS(size, i, k) run_dropout(y + i, mask + i, x + i, k, i, key, below, s);
+    TG_FOR_BLOCKS(size, i, k) tg__dropout(y + i, mask + i, x + i, k, i, key, below, s);
     return 0;
 }
 
@@ -108,7 +73,7 @@ static int dropout_vjp(tg_tape *t, tg_node *n) {
     int64_t size = n->out->size;
     bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
     float s = a->training ? train_scale(n) : eval_scale(n);
-    TG_FOR_BLOCKS(size, i, k) run_dropout_grad(dx + i, dy + i, mask ? mask + i : NULL, k, s, set);
+    TG_FOR_BLOCKS(size, i, k) tg__dropout_backward(dx + i, dy + i, mask ? mask + i : NULL, k, s, set);
     return 0;
 }
 

@@ -1,8 +1,8 @@
 /* elementwise.c: add, sub, mul with NumPy broadcasting; relu, sigmoid, tanh;
  * the reductions sum and mean. */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "ops.h"
-#include <string.h>
 #include <math.h>
 
 // ----------------------------------------------------------------------------
@@ -150,47 +150,15 @@ static int same_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-/* The memory-bound loops below run in blocks over threads (TG_FOR_BLOCKS); each
- * block is a tg_f8 loop (vectorised, and built for AVX2 too). */
-
-/* v where PyTorch's ReLU keeps y, NOT y <= 0, else +0: relu(NaN) is NaN and
- * passes dy, as threshold_backward does; -0 and -Inf give +0 */
-#define RELU_KEEP(v, y, zero) TG_F8_KEEP(v, ~((y) <= (zero)))
-
-/* y = relu(a (+ b)) or a + b: relu, residual_add, residual_add_relu */
-TG_CLONES static void run_add_relu(float *y, const float *a, const float *b, int64_t n, bool relu) {
-    tg_f8 zero = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        tg_f8 v = b ? TG_F8(a + j) + TG_F8(b + j) : TG_F8(a + j);
-        *(tg_f8 *)(y + j) = relu ? RELU_KEEP(v, v, zero) : v;
-    }
-    for (; j < n; j++) {
-        float v = b ? a[j] + b[j] : a[j];
-        y[j] = relu && v <= 0.0f ? 0.0f : v;
-    }
-}
-
-/* dx (=, or += unless set) dy where not y <= 0 (every dy if y is NULL) */
-TG_CLONES static void run_relu_grad(float *dx, const float *dy, const float *y, int64_t n, bool set) {
-    tg_f8 zero = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        tg_f8 d = y ? RELU_KEEP(TG_F8(dy + j), TG_F8(y + j), zero) : TG_F8(dy + j);
-        *(tg_f8 *)(dx + j) = set ? d : TG_F8(dx + j) + d;
-    }
-    for (; j < n; j++) {
-        float d = y && y[j] <= 0.0f ? 0.0f : dy[j];
-        dx[j] = set ? d : dx[j] + d;
-    }
-}
+/* relu and the residual adds run in blocks over threads (TG_FOR_BLOCKS), each
+ * block one call of a memory-bound kernel (ops/kernels/elementwise.c). */
 
 static int relu_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     int64_t size = n->out->size;
-    TG_FOR_BLOCKS(size, i, k) run_add_relu(y + i, x + i, NULL, k, true);
+    TG_FOR_BLOCKS(size, i, k) tg__add_relu(y + i, x + i, NULL, k, true);
     return 0;
 }
 
@@ -201,7 +169,7 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     float *dx = n->in[0]->grad;
     int64_t size = n->out->size;
     bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
-    TG_FOR_BLOCKS(size, i, k) run_relu_grad(dx + i, dy + i, y + i, k, set);
+    TG_FOR_BLOCKS(size, i, k) tg__relu_backward(dx + i, dy + i, y + i, k, set);
     return 0;
 }
 
@@ -323,7 +291,7 @@ static int residual_forward(tg_tape *t, tg_node *n) {
     float *y = n->out->data;
     int64_t size = n->out->size;
     bool relu = n->op == &tg__op_residual_add_relu;
-    TG_FOR_BLOCKS(size, i, k) run_add_relu(y + i, a + i, b + i, k, relu);
+    TG_FOR_BLOCKS(size, i, k) tg__add_relu(y + i, a + i, b + i, k, relu);
     return 0;
 }
 
@@ -336,7 +304,7 @@ static int residual_vjp(tg_tape *t, tg_node *n) {
         if (!n->in[k]->requires_grad) continue;
         float *dx = n->in[k]->grad;
         bool set = tg_grad_overwrite(n->in[k]); /* dx holds nothing yet: store, don't add */
-        TG_FOR_BLOCKS(size, i, m) run_relu_grad(dx + i, dy + i, y ? y + i : NULL, m, set);
+        TG_FOR_BLOCKS(size, i, m) tg__relu_backward(dx + i, dy + i, y ? y + i : NULL, m, set);
     }
     return 0;
 }

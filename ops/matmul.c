@@ -1,5 +1,6 @@
-/* matmul.c: matmul and linear, both on the engine's GEMM. */
+/* matmul.c: matmul and linear, both on the GEMM kernel (ops/kernels/gemm.c). */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "ops.h"
 #include <string.h>
 
@@ -22,7 +23,7 @@ static int matmul_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const tg_tensor *a = n->in[0], *b = n->in[1];
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
-    tg__sgemm(false, false, M, N, K, 1.0f, a->data, K, b->data, N, 0.0f, n->out->data, N);
+    tg__sgemm(n->out->data, N, a->data, K, b->data, N, M, N, K, false, false, 1.0f, 0.0f);
     return 0;
 }
 
@@ -34,9 +35,9 @@ static int matmul_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     /* beta 0 stores into a gradient that holds nothing yet (a and b given twice: store, then add) */
     if (a->requires_grad)
-        tg__sgemm(false, true, M, K, N, 1.0f, dy, N, b->data, N, tg_grad_overwrite(a) ? 0.0f : 1.0f, a->grad, K);
+        tg__sgemm(a->grad, K, dy, N, b->data, N, M, K, N, false, true, 1.0f, tg_grad_overwrite(a) ? 0.0f : 1.0f);
     if (b->requires_grad)
-        tg__sgemm(true, false, K, N, M, 1.0f, a->data, K, dy, N, tg_grad_overwrite(b) ? 0.0f : 1.0f, b->grad, N);
+        tg__sgemm(b->grad, N, a->data, K, dy, N, K, N, M, true, false, 1.0f, tg_grad_overwrite(b) ? 0.0f : 1.0f);
     return 0;
 }
 
@@ -79,7 +80,7 @@ static int linear_forward(tg_tape *t, tg_node *n) {
     if (b)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) y[(size_t)i * O + o] = b->data[o];
-    tg__sgemm(false, true, N, O, I, 1.0f, x->data, I, w->data, I, b ? 1.0f : 0.0f, y, O);
+    tg__sgemm(y, O, x->data, I, w->data, I, N, O, I, false, true, 1.0f, b ? 1.0f : 0.0f);
     return 0;
 }
 
@@ -91,9 +92,9 @@ static int linear_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     /* beta 0 stores into a gradient that holds nothing yet */
     if (x->requires_grad)
-        tg__sgemm(false, false, N, I, O, 1.0f, dy, O, w->data, I, tg_grad_overwrite(x) ? 0.0f : 1.0f, x->grad, I);
+        tg__sgemm(x->grad, I, dy, O, w->data, I, N, I, O, false, false, 1.0f, tg_grad_overwrite(x) ? 0.0f : 1.0f);
     if (w->requires_grad)
-        tg__sgemm(true, false, O, I, N, 1.0f, dy, O, x->data, I, tg_grad_overwrite(w) ? 0.0f : 1.0f, w->grad, I);
+        tg__sgemm(w->grad, I, dy, O, x->data, I, O, I, N, true, false, 1.0f, tg_grad_overwrite(w) ? 0.0f : 1.0f);
     if (b && b->requires_grad && tg_grad_overwrite(b)) memset(b->grad, 0, (size_t)O * sizeof(float));
     if (b && b->requires_grad)
         for (int i = 0; i < N; i++)

@@ -1,7 +1,9 @@
 /* norm.c: batch normalisation per channel over (N,C) or (N,C,...) inputs.
  * Training normalises with the batch statistics and updates the running ones;
- * evaluation uses the running statistics. */
+ * evaluation uses the running statistics. The loops are in ops/kernels/norm.c.
+ * Also layer normalisation. */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "ops.h"
 #include <math.h>
 #include <string.h>
@@ -16,98 +18,6 @@ typedef struct { /* what the VJP needs: the mean and rstd used, per channel (x-h
     float *mean, *rstd;
     float *batch; /* training: the batch mean, then the biased variance, per channel (for tape dumps) */
 } bn_saved;
-
-/* The loops over one contiguous run of a channel (L elements of one image).
- * Sums go in 8 float lanes (tg_f8, always the same lanes, so the result is the
- * same on every run and machine), then in double. */
-
-static double lanes(const float v[8]) {
-    double s = 0;
-    for (int k = 0; k < 8; k++) s += v[k];
-    return s;
-}
-#define LANES(v) lanes((const float *)&(v)) /* a vector's lanes in order, in double */
-/* v where PyTorch's ReLU keeps y, NOT y <= 0, else +0: relu(NaN) is NaN and
- * passes dy, as threshold_backward does; -0 and -Inf give +0 */
-#define RELU_KEEP(v, y, zero) TG_F8_KEEP(v, ~((y) <= (zero)))
-
-/* sum of p */
-TG_CLONES static double run_sum(const float *p, int64_t n) {
-    tg_f8 acc = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) acc += TG_F8(p + j);
-    double s = LANES(acc);
-    for (; j < n; j++) s += p[j];
-    return s;
-}
-
-/* sum of (p - m)^2 */
-TG_CLONES static double run_sqdev(const float *p, int64_t n, float m) {
-    tg_f8 acc = {0}, mv = acc + m;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        tg_f8 d = TG_F8(p + j) - mv;
-        acc += d * d;
-    }
-    double s = LANES(acc);
-    for (; j < n; j++) s += (double)(p[j] - m) * (p[j] - m);
-    return s;
-}
-
-/* sum of a and of a*(b - m); with y, only where not y <= 0 (the gradient through a ReLU
- * with output y). With ds, also stores (set) or adds that masked a there: the
- * shortcut's gradient in batch_norm_add_relu. */
-TG_CLONES static void run_dot(const float *a, const float *y, const float *b, float m, int64_t n, double *sa,
-                              double *sab, float *ds, bool ds_set) {
-    tg_f8 s1 = {0}, s2 = {0}, zero = {0}, mv = zero + m;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        tg_f8 d = y ? RELU_KEEP(TG_F8(a + j), TG_F8(y + j), zero) : TG_F8(a + j);
-        s1 += d, s2 += d * (TG_F8(b + j) - mv);
-        if (ds) *(tg_f8 *)(ds + j) = ds_set ? d : TG_F8(ds + j) + d;
-    }
-    *sa += LANES(s1), *sab += LANES(s2);
-    for (; j < n; j++) {
-        float d = y && y[j] <= 0.0f ? 0.0f : a[j];
-        *sa += d, *sab += (double)d * (b[j] - m);
-        if (ds) ds[j] = ds_set ? d : ds[j] + d;
-    }
-}
-
-/* y = g * ((x - mu) * rstd) + b (+ sc, a shortcut, if given), then relu(y) if relu */
-TG_CLONES static void run_normalize(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd,
-                                    float g, float b, bool relu) {
-    tg_f8 zero = {0}, mv = zero + mu, rv = zero + rstd, gv = zero + g, bv = zero + b;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        tg_f8 v = gv * ((TG_F8(x + j) - mv) * rv) + bv;
-        if (sc) v += TG_F8(sc + j);
-        *(tg_f8 *)(y + j) = relu ? RELU_KEEP(v, v, zero) : v;
-    }
-    for (; j < n; j++) {
-        float v = g * ((x[j] - mu) * rstd) + b;
-        if (sc) v += sc[j];
-        y[j] = relu && v <= 0.0f ? 0.0f : v;
-    }
-}
-
-/* dx (=, or += unless set) kn * (k1 * dy' - s1 - (x - mu) * rstd * s2), dy' = dy where not yr <= 0 if yr is given */
-TG_CLONES static void run_dx(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn,
-                             float k1, float s1, float s2, float mu, float rstd, bool set) {
-    tg_f8 zero = {0}, knv = zero + kn, k1v = zero + k1, s1v = zero + s1, s2v = zero + s2, mv = zero + mu,
-          rv = zero + rstd;
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        tg_f8 d = yr ? RELU_KEEP(TG_F8(dy + j), TG_F8(yr + j), zero) : TG_F8(dy + j);
-        tg_f8 v = knv * (k1v * d - s1v - (TG_F8(x + j) - mv) * rv * s2v);
-        *(tg_f8 *)(dx + j) = set ? v : TG_F8(dx + j) + v;
-    }
-    for (; j < n; j++) {
-        float d = yr && yr[j] <= 0.0f ? 0.0f : dy[j];
-        float v = kn * (k1 * d - s1 - (x[j] - mu) * rstd * s2);
-        dx[j] = set ? v : dx[j] + v;
-    }
-}
 
 /* x viewed as (N, C, L): L is the product of the dimensions after the channel. */
 static void bn_dims(const tg_tensor *x, int64_t *N, int64_t *C, int64_t *L) {
@@ -154,35 +64,12 @@ static bool fused_relu(const tg_node *n) {
 /* batch_norm_add_relu: relu(batch_norm(x) + shortcut), the end of a v1 residual block; the shortcut is input 3 */
 static tg_tensor *shortcut(const tg_node *n) { return n->n_in > 3 ? n->in[3] : NULL; }
 
-/* Work is split over fixed chunks of images (the same images each thread took
- * in the op before, so they are still in its cache); per-channel sums are
- * made per chunk, then added over the chunks in order: the same result for
- * any thread count. */
-#define BN_CHUNKS 16
-
-typedef struct {
-    int64_t N, C, L;
-    int chunks, T;
-} bn_split;
-
-static bn_split split_of(const tg_tensor *x) {
-    bn_split b;
-    bn_dims(x, &b.N, &b.C, &b.L);
-    b.chunks = b.N < BN_CHUNKS ? (int)b.N : BN_CHUNKS;
-    int T = tg__threads_for(x->size, TG_MIN_PER_THREAD);
-    b.T = T < b.chunks ? T : b.chunks;
-    return b;
-}
-#define CHUNK_IMAGES(b, k, i) for (int64_t i = (b).N * (k) / (b).chunks; i < (b).N * ((k) + 1) / (b).chunks; i++)
-
 static int bn_forward(tg_tape *t, tg_node *n) {
     const bn_attr *a = n->attr;
-    bool relu = fused_relu(n);
     const tg_tensor *x = n->in[0];
-    const float *sc = shortcut(n) ? shortcut(n)->data : NULL;
-    const float *gamma = n->in[1]->data, *beta = n->in[2]->data;
-    bn_split b = split_of(x);
-    int64_t C = b.C, L = b.L, cnt = b.N * L;
+    int64_t N, C, L;
+    bn_dims(x, &N, &C, &L);
+    int64_t cnt = N * L;
     bn_saved *sv = NULL;
     if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
         if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
@@ -193,27 +80,10 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     }
     n->saved = sv;
     float *mr = sv ? sv->mean : tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)); /* mean, then rstd */
-    double *part = tg_tape_alloc(t, (size_t)b.chunks * C * sizeof(double));
+    double *part = tg_tape_alloc(t, (size_t)TG_BN_CHUNKS * C * sizeof(double));
     double *stat = tg_tape_alloc(t, 2 * (size_t)C * sizeof(double)); /* batch mean, then variance */
     if (!mr || !part || !stat) return TG_ERR_NOMEM;
-    for (int pass = 0; a->training && pass < 2; pass++) { /* the mean, then the biased variance */
-#pragma omp parallel for num_threads(b.T) schedule(static)
-        for (int k = 0; k < b.chunks; k++) {
-            double *pk = part + (size_t)k * C;
-            for (int64_t c = 0; c < C; c++) pk[c] = 0;
-            CHUNK_IMAGES(b, k, i) {
-                for (int64_t c = 0; c < C; c++) {
-                    const float *xp = x->data + (i * C + c) * L;
-                    pk[c] += pass == 0 ? run_sum(xp, L) : run_sqdev(xp, L, (float)stat[c]);
-                }
-            }
-        }
-        for (int64_t c = 0; c < C; c++) {
-            double s = 0;
-            for (int k = 0; k < b.chunks; k++) s += part[(size_t)k * C + c];
-            stat[pass * C + c] = s / (double)cnt;
-        }
-    }
+    if (a->training) tg__bn_stats(stat, stat + C, part, x->data, N, C, L);
     for (int64_t c = 0; c < C; c++) {
         double mean = a->training ? stat[c] : a->running_mean->data[c];
         double var = a->training ? stat[C + c] : a->running_var->data[c];
@@ -228,14 +98,8 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         }
         mr[c] = (float)mean, mr[C + c] = (float)(1.0 / sqrt(var + a->eps));
     }
-#pragma omp parallel for num_threads(b.T) schedule(static)
-    for (int k = 0; k < b.chunks; k++) {
-        CHUNK_IMAGES(b, k, i) {
-            for (int64_t c = 0; c < C; c++)
-                run_normalize(n->out->data + (i * C + c) * L, x->data + (i * C + c) * L,
-                              sc ? sc + (i * C + c) * L : NULL, L, mr[c], mr[C + c], gamma[c], beta[c], relu);
-        }
-    }
+    tg__bn_forward(n->out->data, x->data, shortcut(n) ? shortcut(n)->data : NULL, mr, mr + C, n->in[1]->data,
+                   n->in[2]->data, N, C, L, fused_relu(n));
     return 0;
 }
 
@@ -247,12 +111,13 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *x = n->in[0], *g = n->in[1], *bt = n->in[2];
     const bn_saved *sv = n->saved;
     const float *dy = n->out->grad, *mean = sv->mean, *rstd = sv->rstd;
-    bn_split b = split_of(x);
-    int64_t C = b.C, L = b.L;
-    float cnt = (float)(b.N * L);
-    double *part = tg_tape_alloc(t, 2 * (size_t)b.chunks * C * sizeof(double));
-    float *coef = tg_tape_alloc(t, 4 * (size_t)C * sizeof(float)); /* per channel: kn, k1, s1, s2 */
-    if (!part || !coef) return TG_ERR_NOMEM;
+    int64_t N, C, L;
+    bn_dims(x, &N, &C, &L);
+    float cnt = (float)(N * L);
+    double *part = tg_tape_alloc(t, 2 * (size_t)TG_BN_CHUNKS * C * sizeof(double));
+    double *sums = tg_tape_alloc(t, 2 * (size_t)C * sizeof(double)); /* sum(dy), then sum(dy * (x - mean)) */
+    float *coef = tg_tape_alloc(t, 4 * (size_t)C * sizeof(float));  /* per channel: kn, k1, s1, s2 */
+    if (!part || !sums || !coef) return TG_ERR_NOMEM;
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
         if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
@@ -261,23 +126,9 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where not y <= 0 */
     bool ds_set = ds && tg_grad_overwrite(sct); /* first: if the shortcut is x itself, dx then adds to it */
     bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
-#pragma omp parallel for num_threads(b.T) schedule(static)
-    for (int k = 0; k < b.chunks; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
-        double *p1 = part + 2 * (size_t)k * C, *p2 = p1 + C;
-        for (int64_t c = 0; c < C; c++) p1[c] = p2[c] = 0;
-        CHUNK_IMAGES(b, k, i) {
-            for (int64_t c = 0; c < C; c++) {
-                int64_t o = (i * C + c) * L;
-                run_dot(dy + o, yr ? yr + o : NULL, x->data + o, mean[c], L, &p1[c], &p2[c], ds ? ds + o : NULL,
-                        ds_set);
-            }
-        }
-    }
+    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, N, C, L, ds_set);
     for (int64_t c = 0; c < C; c++) {
-        double sdy = 0, sdyx = 0;
-        for (int k = 0; k < b.chunks; k++)
-            sdy += part[2 * (size_t)k * C + c], sdyx += part[(2 * (size_t)k + 1) * C + c];
-        sdyx *= rstd[c]; /* sum dy * xhat */
+        double sdy = sums[c], sdyx = sums[C + c] * rstd[c]; /* sum dy * xhat */
         if (g->requires_grad) g->grad[c] += (float)sdyx;
         if (bt->requires_grad) bt->grad[c] += (float)sdy;
         /* training: dx = kn * (cnt*dy - s1 - xhat*s2); evaluation: dx = k * dy */
@@ -285,17 +136,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         coef[c] = a->training ? kk / cnt : kk, coef[C + c] = a->training ? cnt : 1.0f;
         coef[2 * C + c] = a->training ? (float)sdy : 0.0f, coef[3 * C + c] = a->training ? (float)sdyx : 0.0f;
     }
-    if (!x->requires_grad) return 0;
-#pragma omp parallel for num_threads(b.T) schedule(static)
-    for (int k = 0; k < b.chunks; k++) {
-        CHUNK_IMAGES(b, k, i) {
-            for (int64_t c = 0; c < C; c++) {
-                int64_t o = (i * C + c) * L;
-                run_dx(x->grad + o, dy + o, yr ? yr + o : NULL, x->data + o, L, coef[c], coef[C + c],
-                       coef[2 * C + c], coef[3 * C + c], mean[c], rstd[c], set);
-            }
-        }
-    }
+    if (x->requires_grad) tg__bn_backward_dx(x->grad, dy, yr, x->data, coef, mean, rstd, N, C, L, set);
     return 0;
 }
 

@@ -1,10 +1,9 @@
-/* pool.c: max pooling (recording its argmax), average pooling, global average pooling. */
+/* pool.c: max pooling (recording its argmax), average pooling, global average
+ * pooling; their loops are in ops/kernels/pool.c. */
 #include "internal.h"
+#include "kernels/kernels.h"
 #include "ops.h"
-#include <float.h>
 #include <limits.h>
-#include <math.h>
-#include <string.h>
 
 typedef struct {
     int kernel, stride, pad;
@@ -60,121 +59,27 @@ static void pool_window(const tg_node *n, int *span, int *stride, int *up) {
 // ----------------------------------------------------------------------------
 // max pooling
 
-/* Does v win over the best so far? Strictly greater keeps the first maximum; a NaN
- * wins over numbers (it propagates, as in PyTorch). */
-static inline bool wins(float v, float best) { return v > best || (v != v && best == best); }
-
-/* wins() on 8 lanes: all ones where v wins over best; and a where m, else b */
-#define WINS8(v, best) (((v) > (best)) | (((v) != (v)) & ((best) == (best))))
-#define PICK8(m, a, b) ((tg_f8)(((tg_i8)(a) & (m)) | ((tg_i8)(b) & ~(m))))
-
-/* The 2x2, stride 2, unpadded pool of most CNNs, without bounds checks. Eight
- * windows at a time: the better of each row's two columns (the left one on a
- * tie), then the lower row's if it wins over the upper: the same first maximum
- * in row-major order that the scalar scan finds. */
-TG_CLONES static void maxpool_2x2(const float *xp, int W, int Ho, int Wo, float *y, int32_t *arg) {
-    const tg_i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    for (int oh = 0; oh < Ho; oh++) {
-        const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
-        float *yo = y + oh * Wo;
-        int ow = 0;
-        for (; ow + 8 <= Wo; ow += 8) {
-            tg_f8 a0 = TG_F8(r0 + 2 * ow), a1 = TG_F8(r0 + 2 * ow + 8);
-            tg_f8 b0 = TG_F8(r1 + 2 * ow), b1 = TG_F8(r1 + 2 * ow + 8);
-            tg_f8 ae = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14);
-            tg_f8 ao = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15);
-            tg_f8 be = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
-            tg_f8 bo = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
-            tg_i8 wa = WINS8(ao, ae), wb = WINS8(bo, be);
-            tg_f8 ma = PICK8(wa, ao, ae), mb = PICK8(wb, bo, be);
-            tg_i8 down = WINS8(mb, ma);
-            *(tg_f8 *)(yo + ow) = PICK8(down, mb, ma);
-            if (arg) /* window start, then + W for the lower row, + 1 for the right column */
-                *(tg_i8 *)(arg + oh * Wo + ow) =
-                    2 * oh * W + 2 * (lane + ow) + ((W + (wb & 1)) & down) + ((wa & 1) & ~down);
-        }
-        for (; ow < Wo; ow++) {
-            int i = 2 * oh * W + 2 * ow, best = i;
-            if (wins(xp[i + 1], xp[best])) best = i + 1;
-            if (wins(xp[i + W], xp[best])) best = i + W;
-            if (wins(xp[i + W + 1], xp[best])) best = i + W + 1;
-            yo[ow] = xp[best];
-            if (arg) arg[oh * Wo + ow] = best;
-        }
-    }
-}
-
 static int maxpool_forward(tg_tape *t, tg_node *n) {
     const pool_attr *a = n->attr;
     const tg_tensor *x = n->in[0];
     tg_tensor *y = n->out;
-    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
-    int64_t planes = (int64_t)x->shape[0] * x->shape[1];
     int32_t *arg = NULL;
     if (n->record && !(arg = tg_node_save(t, n, (size_t)y->size * sizeof(int32_t), "argmax"))) return TG_ERR_NOMEM;
     n->saved = arg;
-#pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        const float *xp = x->data + p * H * W;
-        if (a->kernel == 2 && a->stride == 2 && a->pad == 0) {
-            maxpool_2x2(xp, W, Ho, Wo, y->data + p * Ho * Wo, arg ? arg + p * Ho * Wo : NULL);
-            continue;
-        }
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
-                int h1 = h0 + a->kernel < H ? h0 + a->kernel : H, w1 = w0 + a->kernel < W ? w0 + a->kernel : W;
-                if (h0 < 0) h0 = 0;
-                if (w0 < 0) w0 = 0;
-                /* padding never wins: only real positions compete */
-                int best = h0 * W + w0;
-                for (int ih = h0; ih < h1; ih++)
-                    for (int iw = w0; iw < w1; iw++)
-                        if (wins(xp[ih * W + iw], xp[best])) best = ih * W + iw;
-                int64_t o = (p * Ho + oh) * Wo + ow;
-                y->data[o] = xp[best];
-                if (arg) arg[o] = best;
-            }
-    }
+    tg__max_pool2d(y->data, arg, x->data, (int64_t)x->shape[0] * x->shape[1], x->shape[2], x->shape[3], y->shape[2],
+                   y->shape[3], a->kernel, a->stride, a->pad);
     return 0;
 }
 
 // dx[argmax] += dy
 static int maxpool_vjp(tg_tape *t, tg_node *n) {
     (void)t;
+    const pool_attr *a = n->attr;
     tg_tensor *x = n->in[0];
     const tg_tensor *y = n->out;
-    const int32_t *arg = n->saved;
-    int64_t HW = (int64_t)x->shape[2] * x->shape[3], HWo = (int64_t)y->shape[2] * y->shape[3];
-    int64_t planes = (int64_t)x->shape[0] * x->shape[1];
-    const pool_attr *a = n->attr;
-    int W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
-    bool set = tg_grad_overwrite(x); /* dx holds nothing yet: zero each plane just before its scatter */
-    /* 2x2 windows that tile the plane: every input lies in at most one window, so one pass
-     * writes each element once, the gradient at the argmax and zeros around it */
-    bool tiles = set && a->kernel == 2 && a->stride == 2 && a->pad == 0;
-    /* planes are independent (windows may overlap, but only within a plane) */
-#pragma omp parallel for num_threads(tg__threads_for(x->size, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        float *dx = x->grad + p * HW;
-        const float *dy = y->grad + p * HWo;
-        const int32_t *ap = arg + p * HWo;
-        if (!tiles) {
-            if (set) memset(dx, 0, (size_t)HW * sizeof(float));
-            for (int64_t o = 0; o < HWo; o++) dx[ap[o]] += dy[o];
-            continue;
-        }
-        if (x->shape[2] > 2 * Ho || W > 2 * Wo) memset(dx, 0, (size_t)HW * sizeof(float)); /* an odd edge */
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                int o = oh * Wo + ow, i = 2 * oh * W + 2 * ow;
-                float g = dy[o];
-                dx[i] = ap[o] == i ? g : 0.0f;
-                dx[i + 1] = ap[o] == i + 1 ? g : 0.0f;
-                dx[i + W] = ap[o] == i + W ? g : 0.0f;
-                dx[i + W + 1] = ap[o] == i + W + 1 ? g : 0.0f;
-            }
-    }
+    bool set = tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    tg__max_pool2d_backward(x->grad, y->grad, n->saved, (int64_t)x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
+                            y->shape[2], y->shape[3], a->kernel, a->stride, a->pad, set);
     return 0;
 }
 
@@ -222,21 +127,9 @@ const int32_t *tg_max_pool2d_argmax(const tg_tensor *y) {
 static int avgpool_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const pool_attr *a = n->attr;
-    const tg_tensor *x = n->in[0];
-    tg_tensor *y = n->out;
-    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
-    float inv = 1.0f / (float)((int64_t)a->kernel * a->kernel); /* kernel*kernel may pass INT_MAX */
-    for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
-        const float *xp = x->data + p * H * W;
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
-                float s = 0;
-                for (int ih = h0 < 0 ? 0 : h0; ih < h0 + a->kernel && ih < H; ih++)
-                    for (int iw = w0 < 0 ? 0 : w0; iw < w0 + a->kernel && iw < W; iw++) s += xp[ih * W + iw];
-                y->data[(p * Ho + oh) * Wo + ow] = s * inv;
-            }
-    }
+    const tg_tensor *x = n->in[0], *y = n->out;
+    tg__avg_pool2d(y->data, x->data, (int64_t)x->shape[0] * x->shape[1], x->shape[2], x->shape[3], y->shape[2],
+                   y->shape[3], a->kernel, a->stride, a->pad);
     return 0;
 }
 
@@ -246,18 +139,8 @@ static int avgpool_vjp(tg_tape *t, tg_node *n) {
     const pool_attr *a = n->attr;
     tg_tensor *x = n->in[0];
     const tg_tensor *y = n->out;
-    int H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
-    float inv = 1.0f / (float)((int64_t)a->kernel * a->kernel); /* kernel*kernel may pass INT_MAX */
-    for (int64_t p = 0; p < (int64_t)x->shape[0] * x->shape[1]; p++) {
-        float *dx = x->grad + p * H * W;
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                int h0 = oh * a->stride - a->pad, w0 = ow * a->stride - a->pad;
-                float g = y->grad[(p * Ho + oh) * Wo + ow] * inv;
-                for (int ih = h0 < 0 ? 0 : h0; ih < h0 + a->kernel && ih < H; ih++)
-                    for (int iw = w0 < 0 ? 0 : w0; iw < w0 + a->kernel && iw < W; iw++) dx[ih * W + iw] += g;
-            }
-    }
+    tg__avg_pool2d_backward(x->grad, y->grad, (int64_t)x->shape[0] * x->shape[1], x->shape[2], x->shape[3], y->shape[2],
+                            y->shape[3], a->kernel, a->stride, a->pad);
     return 0;
 }
 
@@ -287,12 +170,7 @@ static int gap_shape(tg_node *n, int *ndim, int *shape) {
 static int gap_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const tg_tensor *x = n->in[0];
-    int64_t HW = (int64_t)x->shape[2] * x->shape[3];
-    for (int64_t p = 0; p < n->out->size; p++) {
-        float s = 0;
-        for (int64_t j = 0; j < HW; j++) s += x->data[p * HW + j];
-        n->out->data[p] = s / (float)HW;
-    }
+    tg__global_avg_pool(n->out->data, x->data, n->out->size, (int64_t)x->shape[2] * x->shape[3]);
     return 0;
 }
 
@@ -300,11 +178,7 @@ static int gap_forward(tg_tape *t, tg_node *n) {
 static int gap_vjp(tg_tape *t, tg_node *n) {
     (void)t;
     tg_tensor *x = n->in[0];
-    int64_t HW = (int64_t)x->shape[2] * x->shape[3];
-    for (int64_t p = 0; p < n->out->size; p++) {
-        float g = n->out->grad[p] / (float)HW;
-        for (int64_t j = 0; j < HW; j++) x->grad[p * HW + j] += g;
-    }
+    tg__global_avg_pool_backward(x->grad, n->out->grad, n->out->size, (int64_t)x->shape[2] * x->shape[3]);
     return 0;
 }
 

@@ -11,9 +11,9 @@ bash "$root/scripts/install-deps.sh" clang libclang-rt-14-dev >/dev/null
 mkdir -p "$build"
 exe=$build/fuzz_$target
 # the library's sources, built into each target (no OpenMP: one thread is what a fuzzer wants)
-srcs=("$root"/engine/*.c "$root"/ops/*.c "$root"/nn/*.c)
+srcs=("$root"/engine/*.c "$root"/ops/*.c "$root"/ops/kernels/*.c "$root"/nn/*.c)
 clang -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -Wno-unknown-pragmas -I"$root/engine" -I"$root/ops" -I"$root/nn" -I/usr/include/stb \
+  -Wno-unknown-pragmas -I"$root/engine" -I"$root/ops" -I"$root/ops/kernels" -I"$root/nn" -I/usr/include/stb \
   "$here/fuzz/fuzz_$target.c" "${srcs[@]}" -o "$exe" -lz -lstb -lm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -2,7 +2,7 @@
  * hand-computed cases, their documented semantics, and their errors; NaN and
  * infinities through every ReLU and pool as in PyTorch; extreme attributes. */
 #include "check.h"
-#include "internal.h" /* tg__gemm_use: each conv kernel in turn */
+#include "kernels/kernels.h" /* tg__isa_use: each conv kernel in turn */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,7 +665,7 @@ static void conv2d_relu_nan(void) {
                                     {2, 5, 6, 6, 7, 1, 1, 1, 0, 1, 1}};
     static const char *kernels[] = {"avx512", "avx2", "generic"};
     for (int kk = 0; kk < 3; kk++) {
-        if (tg__gemm_use(kernels[kk]) < 0) continue;
+        if (tg__isa_use(kernels[kk]) < 0) continue;
         for (int ci = 0; ci < 3; ci++) {
             const int *c = cases[ci];
             uint64_t s = 13;
@@ -704,7 +704,7 @@ static void conv2d_relu_nan(void) {
             tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b);
         }
     }
-    tg__gemm_use(NULL);
+    tg__isa_use(NULL);
 }
 
 // ----------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  * strides go through im2col, 1x1 straight to GEMM), with every kernel this CPU
  * has, and bit-for-bit the same with 1 and 2 threads; conv2d_relu the same way. */
 #include "check.h"
-#include "internal.h"
+#include "kernels/kernels.h"
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -199,7 +199,7 @@ static void fused_same_bits(const conv_case *c) {
 int main(void) {
     static const char *kernels[] = {"avx512", "avx2", "generic"};
     for (int k = 0; k < 3; k++) {
-        if (tg__gemm_use(kernels[k]) < 0) {
+        if (tg__isa_use(kernels[k]) < 0) {
             printf("%s: not on this CPU, skipped\n", kernels[k]);
             continue;
         }
@@ -211,7 +211,7 @@ int main(void) {
                sizeof cases / sizeof *cases,
                check_failures == before ? "match the reference" : "FAILED");
     }
-    tg__gemm_use(NULL);
+    tg__isa_use(NULL);
     int before = check_failures;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fused_same_bits(&cases[i]);
     printf("conv2d_relu against relu(conv2d), bit for bit, %zu shapes: %s\n", sizeof cases / sizeof *cases,

@@ -4,7 +4,9 @@
  * non-finite values: each gets its exact error (or its documented no-op),
  * never a crash. Run under ASan and UBSan by tests/run.sh. */
 #include "check.h"
+#include "internal.h" /* tg_alloc_count */
 #include "tapegrad_nn.h"
+#include "tapegrad_op.h"
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -96,6 +98,7 @@ static void null_engine(void) {
     tg_tape_check_inputs(NULL, true);
     CHECK_INT(tg_tape_flops(NULL), 0);
     CHECK(tg_tape_uniform(NULL) == 0.0f);
+    CHECK(tg_tape_rng(NULL) == NULL);
     CHECK_INT(tg_rand_u64(NULL), 0);
     CHECK(tg_rand_uniform(NULL) == 0.0f && tg_rand_normal(NULL) == 0.0f);
     CHECK(!tg_grad_overwrite(NULL));

@@ -3,7 +3,7 @@
  * beta, padded strides; bit-identical results for any thread count; and no
  * buffer left behind by a thread that exits. */
 #include "check.h"
-#include "internal.h"
+#include "kernels/kernels.h"
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,7 +50,7 @@ static int run_case(const gemm_case *g) {
         for (int i = 0; i < g->M; i++)
             for (int j = 0; j < g->N; j++) C[(size_t)i * ldc + j] = NAN;
     memcpy(C0, C, (size_t)g->M * ldc * sizeof *C);
-    tg__sgemm(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, lda, B, ldb, g->beta, C, ldc);
+    tg__sgemm(C, ldc, A, lda, B, ldb, g->M, g->N, g->K, g->ta, g->tb, g->alpha, g->beta);
     int bad = 0;
     for (int i = 0; i < g->M; i++) {
         for (int j = 0; j < g->N; j++) {
@@ -118,15 +118,15 @@ static void sizes(void) {
 static void degenerate(void) {
     float A[4] = {NAN, NAN, NAN, NAN}, B[4] = {NAN, NAN, NAN, NAN};
     float C[4] = {1, 2, 3, 4};
-    tg__sgemm(false, false, 2, 2, 2, 0.0f, A, 2, B, 2, 0.5f, C, 2);
+    tg__sgemm(C, 2, A, 2, B, 2, 2, 2, 2, false, false, 0.0f, 0.5f);
     CHECK_NEAR(C[0], 0.5, 0);
     CHECK_NEAR(C[3], 2, 0);
-    tg__sgemm(true, true, 2, 2, 0, 1.0f, A, 2, B, 2, 2.0f, C, 2);
+    tg__sgemm(C, 2, A, 2, B, 2, 2, 2, 0, true, true, 1.0f, 2.0f);
     CHECK_NEAR(C[3], 4, 0);
     float D[4] = {NAN, NAN, NAN, NAN};
-    tg__sgemm(false, true, 2, 2, 0, 1.0f, A, 2, B, 2, 0.0f, D, 2);
+    tg__sgemm(D, 2, A, 2, B, 2, 2, 2, 0, false, true, 1.0f, 0.0f);
     CHECK_NEAR(D[1], 0, 0);
-    tg__sgemm(false, false, 0, 2, 2, 1.0f, A, 2, B, 2, 0.0f, D, 2); /* M = 0: nothing */
+    tg__sgemm(D, 2, A, 2, B, 2, 0, 2, 2, false, false, 1.0f, 0.0f); /* M = 0: nothing */
 }
 
 // ----------------------------------------------------------------------------
@@ -142,7 +142,7 @@ static const gemm_case det_cases[] = {
 static void compute(const gemm_case *g, const float *A, const float *B, const float *C0, float *out) {
     int lda = (g->ta ? g->M : g->K) + g->pad, ldb = (g->tb ? g->K : g->N) + g->pad, ldc = g->N + g->pad;
     memcpy(out, C0, (size_t)g->M * ldc * sizeof *out);
-    tg__sgemm(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, lda, B, ldb, g->beta, out, ldc);
+    tg__sgemm(out, ldc, A, lda, B, ldb, g->M, g->N, g->K, g->ta, g->tb, g->alpha, g->beta);
 }
 
 static void threads(void) {
@@ -198,14 +198,14 @@ static void no_malloc(void) {
     float *A = matrix(g->M, g->K, g->K), *B = matrix(g->K, g->N, g->N), *C = matrix(g->M, g->N, g->N);
     for (int t = 1; t <= 2; t++) {
         tg_set_threads(t);
-        tg__sgemm(false, false, g->M, g->N, g->K, 1, A, g->K, B, g->N, 0, C, g->N);
+        tg__sgemm(C, g->N, A, g->K, B, g->N, g->M, g->N, g->K, false, false, 1, 0);
     }
     uint64_t before = tg_alloc_count();
     for (int r = 0; r < 3; r++)
         for (int t = 1; t <= 2; t++) {
             tg_set_threads(t);
-            tg__sgemm(false, false, g->M, g->N, g->K, 1, A, g->K, B, g->N, 0, C, g->N);
-            tg__sgemm(true, true, 20, 30, 40, 1, A, 20, B, 40, 0, C, 30); /* smaller: fits */
+            tg__sgemm(C, g->N, A, g->K, B, g->N, g->M, g->N, g->K, false, false, 1, 0);
+            tg__sgemm(C, 30, A, 20, B, 40, 20, 30, 40, true, true, 1, 0); /* smaller: fits */
         }
     CHECK_INT(tg_alloc_count() - before, 0);
     tg_set_threads(0);
@@ -221,7 +221,7 @@ enum { SL_M = 48, SL_N = 300, SL_K = 200 };
 static void *short_lived(void *c) {
     const float *A = c, *B = A + SL_M * SL_K;
     float *C = (float *)B + SL_K * SL_N;
-    tg__sgemm(false, false, SL_M, SL_N, SL_K, 1, A, SL_K, B, SL_N, 0, C, SL_N);
+    tg__sgemm(C, SL_N, A, SL_K, B, SL_N, SL_M, SL_N, SL_K, false, false, 1, 0);
     return NULL;
 }
 
@@ -244,10 +244,10 @@ static void short_lived_threads(void) {
 }
 
 int main(void) {
-    CHECK_INT(tg__gemm_use("no such kernel"), TG_ERR_ARG);
+    CHECK_INT(tg__isa_use("no such kernel"), TG_ERR_ARG);
     static const char *kernels[] = {"avx512", "avx2", "generic"};
     for (int i = 0; i < 3; i++) {
-        if (tg__gemm_use(kernels[i]) < 0) {
+        if (tg__isa_use(kernels[i]) < 0) {
             printf("%s: not on this CPU, skipped\n", kernels[i]);
             continue;
         }
@@ -257,7 +257,7 @@ int main(void) {
         threads();
         printf("%s: %s\n", kernels[i], check_failures == before ? "ok" : "FAILED");
     }
-    tg__gemm_use(NULL);
+    tg__isa_use(NULL);
     no_malloc();
     short_lived_threads();
     CHECK_DONE();

@@ -14,11 +14,12 @@
  * multiplies by zeros it put there (weights). No im2col copy and no packing:
  * a tile of C stays in registers while the loads stream from L1.
  *
- * Kernels: AVX-512 and AVX2 with FMA, and portable C, picked by the same
- * choice as the GEMM (tg__gemm_name). Each C element is one fixed chain of
- * FMAs whatever the tiling, so results are the same for any thread count. */
-#include "internal.h"
-#include <string.h>
+ * Kernels: AVX-512 and AVX2 with FMA, and portable C, picked by the
+ * instruction-set switch (isa.c). Each C element is one fixed chain of FMAs
+ * whatever the tiling, so results are the same for any thread count. The
+ * references (at the end) compute each formula with plain loops, summing in
+ * the portable build's order. */
+#include "kernels.h"
 
 /* one kernel body, instantiated per ISA through these macros */
 #define SK_NBMAX 3
@@ -50,7 +51,7 @@
 // AVX2 + FMA: 8 lanes, 4 x 3 forward tiles (12 of the 16 registers)
 
 #define SK_NAME(x) x##_avx2
-#define SK_TARGET __attribute__((target("avx2,fma")))
+#define SK_TARGET TG_TARGET_AVX2
 #define SK_V __m256
 #define SK_W 8
 #define SK_MB 4
@@ -96,10 +97,8 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #include "shifted_kernel.h"
 #endif
 
-/* x's planes with their channels in blocks of 16: for c < C, h < H, w < W,
- *   xb[(c/16)*ldx + ((h + pad)*Wp + w + pad)*16 + c%16] = x[(c*H + h)*W + w],
- * and zeros for the block's channels past C. The border is left alone. */
-static void pad_blocked_c(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad) {
+/* tg__pad_blocked, element by element: the reference, and the build for AVX2 and plain C */
+void tg__pad_blocked_ref(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad) {
     for (int cb = 0; cb * 16 < C; cb++)
         for (int h = 0; h < H; h++) {
             float *d = xb + cb * ldx + ((ptrdiff_t)(h + pad) * Wp + pad) * 16;
@@ -110,7 +109,7 @@ static void pad_blocked_c(float *xb, ptrdiff_t ldx, const float *x, int C, int H
 }
 
 #if defined(__x86_64__)
-/* the same, 16 x 16 at a time through registers; xb and ldx 64-byte aligned */
+/* tg__pad_blocked 16 x 16 at a time through registers; xb and ldx 64-byte aligned */
 __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptrdiff_t ldx, const float *x, int C,
                                                                   int H, int W, int Wp, int pad) {
     for (int cb = 0; cb * 16 < C; cb++) {
@@ -132,14 +131,14 @@ __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptr
 }
 #endif
 
-typedef bool (*fwd_fn)(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                       const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *boff,
-                       const tg__shift_out *out);
-typedef void (*wgt_fn)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
-                       const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C, bool accumulate);
-typedef void (*blocked_fn)(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A, ptrdiff_t lda,
-                           ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off,
-                           float *C, bool accumulate);
+typedef bool (*fwd_fn)(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A, const float *B,
+                       ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K, int T, bool accumulate,
+                       ptrdiff_t *boff);
+typedef void (*wgt_fn)(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B, ptrdiff_t ldb,
+                       ptrdiff_t b_img, const ptrdiff_t *off, int M, int P, int K, int T, int G, bool accumulate);
+typedef void (*blocked_fn)(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *X, ptrdiff_t ldx,
+                           ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W, ptrdiff_t ldr, int Cn, int T,
+                           int G, bool accumulate);
 typedef void (*pad_fn)(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad);
 typedef struct {
     fwd_fn fwd;
@@ -149,37 +148,81 @@ typedef struct {
 } kernels;
 
 static kernels pick(void) {
-    const char *isa = tg__gemm_name();
-    kernels k = {shifted_fwd_c, shifted_wgt_c, blocked_wgt_c, pad_blocked_c};
+    kernels k = {shifted_fwd_c, shifted_wgt_c, blocked_wgt_c, tg__pad_blocked_ref};
 #if defined(__x86_64__)
-    if (!strcmp(isa, "avx512"))
+    switch (tg__isa()) {
+    case TG_ISA_AVX512:
         k = (kernels){shifted_fwd_avx512, shifted_wgt_avx512, blocked_wgt_avx512, pad_blocked_avx512};
-    else if (!strcmp(isa, "avx2"))
-        k = (kernels){shifted_fwd_avx2, shifted_wgt_avx2, blocked_wgt_avx2, pad_blocked_c};
-#else
-    (void)isa;
+        break;
+    case TG_ISA_AVX2: k = (kernels){shifted_fwd_avx2, shifted_wgt_avx2, blocked_wgt_avx2, tg__pad_blocked_ref}; break;
+    }
 #endif
     return k;
 }
 
-bool tg__shifted_gemm(int M, int P, int K, int T, const float *A, const float *B, ptrdiff_t ldb,
-                      const ptrdiff_t *off, float *C, ptrdiff_t ldc, bool accumulate, ptrdiff_t *scratch,
-                      const tg__shift_out *out) {
-    return pick().fwd(M, P, K, T, A, B, ldb, off, C, ldc, accumulate, scratch, out);
+bool tg__shifted_gemm(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A, const float *B, ptrdiff_t ldb,
+                      const ptrdiff_t *off, int M, int P, int K, int T, bool accumulate, ptrdiff_t *scratch) {
+    return pick().fwd(C, ldc, out, A, B, ldb, off, M, P, K, T, accumulate, scratch);
 }
 
-void tg__shifted_gemm_nt(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda, ptrdiff_t a_img,
-                         const float *B, ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, float *C,
-                         bool accumulate) {
-    pick().wgt(M, P, K, T, G, A, lda, a_img, B, ldb, b_img, off, C, accumulate);
+void tg__shifted_gemm_nt(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B, ptrdiff_t ldb,
+                         ptrdiff_t b_img, const ptrdiff_t *off, int M, int P, int K, int T, int G, bool accumulate) {
+    pick().wgt(C, A, lda, a_img, B, ldb, b_img, off, M, P, K, T, G, accumulate);
 }
 
-void tg__shifted_wgt_blocked(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A, ptrdiff_t lda,
-                             ptrdiff_t a_img, const float *X, ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off,
-                             float *C, bool accumulate) {
-    pick().blocked(M, H, W, ldr, Cn, T, G, A, lda, a_img, X, ldx, x_img, off, C, accumulate);
+void tg__shifted_wgt_blocked(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *X, ptrdiff_t ldx,
+                             ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W, ptrdiff_t ldr, int Cn, int T,
+                             int G, bool accumulate) {
+    pick().blocked(C, A, lda, a_img, X, ldx, x_img, off, M, H, W, ldr, Cn, T, G, accumulate);
 }
 
 void tg__pad_blocked(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad) {
     pick().pad(xb, ldx, x, C, H, W, Wp, pad);
+}
+
+// ----------------------------------------------------------------------------
+// references: each formula as plain loops, summed in the order of the portable build
+
+bool tg__shifted_gemm_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A, const float *B,
+                          ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K, int T, bool accumulate,
+                          ptrdiff_t *scratch) {
+    (void)out, (void)scratch;
+    for (int m = 0; m < ((M + 7) & ~7); m++)
+        for (int p = 0; p < P; p++) {
+            float *c = C + m * ldc + p, acc = accumulate ? *c : 0.0f;
+            for (int t = 0; t < T; t++)
+                for (int k = 0; k < K; k++)
+                    acc += A[((ptrdiff_t)(m / 8) * T * K + t * K + k) * 8 + m % 8] * B[k * ldb + off[t] + p];
+            *c = acc;
+        }
+    return false;
+}
+
+void tg__shifted_gemm_nt_ref(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B, ptrdiff_t ldb,
+                             ptrdiff_t b_img, const ptrdiff_t *off, int M, int P, int K, int T, int G,
+                             bool accumulate) {
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++)
+            for (int t = 0; t < T; t++) {
+                float acc = 0, *c = C + (ptrdiff_t)m * K * T + k * T + t;
+                for (int g = 0; g < G; g++)
+                    for (int p = 0; p < P; p++) acc += A[g * a_img + m * lda + p] * B[g * b_img + k * ldb + off[t] + p];
+                *c = (accumulate ? *c : 0.0f) + acc;
+            }
+}
+
+void tg__shifted_wgt_blocked_ref(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *X,
+                                 ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                 ptrdiff_t ldr, int Cn, int T, int G, bool accumulate) {
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < Cn; c++)
+            for (int t = 0; t < T; t++) {
+                float acc = 0, *out = C + ((ptrdiff_t)m * Cn + c) * T + t;
+                for (int g = 0; g < G; g++)
+                    for (int h = 0; h < H; h++)
+                        for (int w = 0; w < W; w++)
+                            acc += A[g * a_img + m * lda + h * ldr + w] *
+                                   X[g * x_img + (c / 16) * ldx + (h * ldr + w + off[t]) * 16 + c % 16];
+                *out = (accumulate ? *out : 0.0f) + acc;
+            }
 }

@@ -51,9 +51,9 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
  * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16.
  * A comes in blocks of 8 rows of C, each block's whole sum contiguous, so a tile reads whole cache lines.
  * boff has room for T*K offsets. */
-SK_TARGET static bool SK_NAME(shifted_fwd)(int M, int P, int K, int T, const float *A, const float *B,
-                                           ptrdiff_t ldb, const ptrdiff_t *off, float *C, ptrdiff_t ldc,
-                                           bool accumulate, ptrdiff_t *boff, const tg__shift_out *out) {
+SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A,
+                                           const float *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K,
+                                           int T, bool accumulate, ptrdiff_t *boff) {
     if (!SK_OUT || accumulate) out = NULL;
     const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W, KT = T * K;
     for (int t = 0; t < T; t++)
@@ -75,9 +75,9 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(int M, int P, int K, int T, const flo
  * for m < M, k < K, t < T. C is dense, M x K*T; P is a multiple of 16. Each tile
  * sums every image in registers before its one horizontal sum. Edge tiles
  * repeat a valid row or column and store only the real ones. */
-SK_TARGET static void SK_NAME(shifted_wgt)(int M, int P, int K, int T, int G, const float *A, ptrdiff_t lda,
-                                           ptrdiff_t a_img, const float *B, ptrdiff_t ldb, ptrdiff_t b_img,
-                                           const ptrdiff_t *off, float *C, bool accumulate) {
+SK_TARGET static void SK_NAME(shifted_wgt)(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B,
+                                           ptrdiff_t ldb, ptrdiff_t b_img, const ptrdiff_t *off, int M, int P, int K,
+                                           int T, int G, bool accumulate) {
     const int N = K * T;
     for (int m0 = 0; m0 < M; m0 += SK_WM)
         for (int j0 = 0; j0 < N; j0 += SK_WN) {
@@ -158,9 +158,9 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(blocked_tile
  * taps of one block; each sums every pixel of every image in registers, one
  * FMA chain per element of C. Edge tiles repeat a valid row or tap and store
  * only the real ones. */
-SK_TARGET static void SK_NAME(blocked_wgt)(int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A,
-                                           ptrdiff_t lda, ptrdiff_t a_img, const float *X, ptrdiff_t ldx,
-                                           ptrdiff_t x_img, const ptrdiff_t *off, float *C, bool accumulate) {
+SK_TARGET static void SK_NAME(blocked_wgt)(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *X,
+                                           ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                           ptrdiff_t ldr, int Cn, int T, int G, bool accumulate) {
     enum { B = SK_BMMAX };
     /* rows in full tiles: all but a remainder that (B - 1)-row tiles cover exactly, if there is one */
     int full = M;

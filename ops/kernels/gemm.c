@@ -1,5 +1,4 @@
-/* gemm.c: single-precision matrix multiply behind matmul, linear and conv,
- * and the thread count it runs with.
+/* gemm.c: single-precision matrix multiply behind matmul, linear and conv.
  *
  * Row-major: C = alpha * op(A) op(B) + beta * C, blocked the classic way:
  *
@@ -12,8 +11,9 @@
  *
  * Packing turns both transposes into one layout, pads edges with zeros so
  * the micro-kernel always runs full width, and makes every load it does
- * contiguous. The micro-kernel comes in three builds chosen at run time:
- * AVX-512 (8 x 32), AVX2+FMA (4 x 24) and portable C (4 x 16). Two shortcuts
+ * contiguous. The micro-kernel comes in three builds, picked by the
+ * instruction-set switch (isa.c): AVX-512 (8 x 32), AVX2+FMA (4 x 24) and
+ * portable C (4 x 16). Two shortcuts
  * matter for the small M of conv and linear: with few rows of C the kernel
  * reads an untransposed B in place, and A B^T with M or N tiny goes to a
  * dot-product kernel (AVX-512) that reads both in place.
@@ -23,10 +23,9 @@
  * slices and the kernel depend only on the shape. Threads split C into blocks
  * of rows and columns, never the sum, so the result is bit-for-bit the same
  * for any thread count. */
-#include "internal.h"
+#include "kernels.h"
 #include <stdalign.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -92,14 +91,10 @@ static const tg__gemm_isa isa_c = {.name = "generic", .mr = C_MR, .nr = C_NR, .k
 // ----------------------------------------------------------------------------
 // x86: packing with AVX2 (the AVX-512 build transposes 16 x 16, further down)
 
-#define TG_AVX2 __attribute__((target("avx2,fma")))
-#define TG_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-#define TG_INLINE static inline __attribute__((always_inline))
-
 /* lanes 0..n-1 on (n in 0..8) */
 static const int32_t mask8_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-TG_AVX2 static void pack_copy_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+TG_TARGET_AVX2 static void pack_copy_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
     /* P is a multiple of 4; lanes past nvalid are loaded as zeros (masked loads never fault) */
     for (int k = 0; k < kc; k++, dst += P, src += ld) {
         int r = 0;
@@ -119,7 +114,7 @@ TG_AVX2 static void pack_copy_avx2(float *dst, const float *src, ptrdiff_t ld, i
     }
 }
 
-TG_AVX2 TG_INLINE void transpose8(__m256 *r) {
+TG_TARGET_AVX2 TG_INLINE void transpose8(__m256 *r) {
     __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
     __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -140,7 +135,7 @@ TG_AVX2 TG_INLINE void transpose8(__m256 *r) {
 
 /* dst[k*P + r] = src[r*ld + k] for rows [r0, r1), k in [k0, k1): 8 x 8 and 4 x 4
  * register transposes for the bulk, scalar for the ragged edges */
-TG_AVX2 static void trans_block_avx2(float *dst, const float *src, ptrdiff_t ld, int r0, int r1, int P, int k0,
+TG_TARGET_AVX2 static void trans_block_avx2(float *dst, const float *src, ptrdiff_t ld, int r0, int r1, int P, int k0,
                                      int k1) {
     int r = r0;
     for (; r + 8 <= r1; r += 8) {
@@ -181,7 +176,7 @@ static void zero_rows(float *dst, int nvalid, int P, int kc) {
         for (int k = 0; k < kc; k++) memset(dst + (ptrdiff_t)k * P + nvalid, 0, (size_t)(P - nvalid) * sizeof *dst);
 }
 
-TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+TG_TARGET_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
     trans_block_avx2(dst, src, ld, 0, nvalid, P, 0, kc);
     zero_rows(dst, nvalid, P, kc);
 }
@@ -191,7 +186,7 @@ TG_AVX2 static void pack_trans_avx2(float *dst, const float *src, ptrdiff_t ld, 
 
 enum { A2_MR = 4, A2_NR = 24 };
 
-TG_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float *a, const float *b, ptrdiff_t ldb,
+TG_TARGET_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float *a, const float *b, ptrdiff_t ldb,
                                  float *c, ptrdiff_t ldc, float alpha, float beta, __m256i mlast) {
     __m256 acc[A2_MR][3];
 #pragma GCC unroll 4
@@ -225,7 +220,7 @@ TG_AVX2 TG_INLINE void tile_avx2(const int mr, const int nv, int kc, const float
     }
 }
 
-TG_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr, float *c,
+TG_TARGET_AVX2 static void kernel_avx2(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr, float *c,
                                 ptrdiff_t ldc, float alpha, float beta) {
     int nv = (nr + 7) / 8;
     __m256i m = _mm256_loadu_si256((const __m256i *)(mask8_tab + 8 - (nr - 8 * (nv - 1))));
@@ -250,7 +245,7 @@ static const tg__gemm_isa isa_avx2 = {.name = "avx2", .mr = A2_MR, .nr = A2_NR, 
 
 enum { A5_MR = 8, A5_NR = 32 };
 
-TG_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const float *a, const float *b,
+TG_TARGET_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const float *a, const float *b,
                                      ptrdiff_t ldb, float *c, ptrdiff_t ldc, float alpha, float beta,
                                      __mmask16 mlast) {
     __m512 acc[A5_MR][2];
@@ -282,7 +277,7 @@ TG_AVX512 TG_INLINE void tile_avx512(const int mr, const int nv, int kc, const f
     }
 }
 
-TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr,
+TG_TARGET_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, ptrdiff_t ldb, int mr, int nr,
                                     float *c, ptrdiff_t ldc, float alpha, float beta) {
     int nv = nr > 16 ? 2 : 1;
     __mmask16 m = (__mmask16)((1u << (nr - 16 * (nv - 1))) - 1u);
@@ -309,7 +304,7 @@ TG_AVX512 static void kernel_avx512(int kc, const float *a, const float *b, ptrd
 enum { DOT_M = 4, DOT_N = 4, DOT_KC = 1024 };
 
 /* out lane t = the sum of the lanes of v[t] */
-TG_AVX512 TG_INLINE __m512 reduce16(const __m512 *v) {
+TG_TARGET_AVX512 TG_INLINE __m512 reduce16(const __m512 *v) {
     __m512 x[8], y[4], z[2];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) /* lanes alternate v[2i], v[2i+1]: two partial sums each per 128 bits */
@@ -328,7 +323,7 @@ TG_AVX512 TG_INLINE __m512 reduce16(const __m512 *v) {
 }
 
 /* c[i*ldc + j] = alpha * dot(a[i*lda:], b[j*ldb:]) over kc + beta * c, i < mr, j < nr */
-TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const float *a, ptrdiff_t lda,
+TG_TARGET_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const float *a, ptrdiff_t lda,
                                   const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, float alpha,
                                   float beta) {
     __m512 acc[DOT_M * DOT_N];
@@ -369,7 +364,7 @@ TG_AVX512 TG_INLINE void dot_tile(const int mr, const int nr, int kc, const floa
     }
 }
 
-TG_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, int mr,
+TG_TARGET_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, int mr,
                                  int nr, float *c, ptrdiff_t ldc, float alpha, float beta) {
 #define TG_CASE(MR_)                                                                  \
     case MR_:                                                                         \
@@ -391,7 +386,7 @@ TG_AVX512 static void dot_kernel(int kc, const float *a, ptrdiff_t lda, const fl
 // x86: AVX-512 packing
 
 /* 16 x 16 register transposes: fewer shuffles per element than the 8 x 8 ones */
-TG_AVX512 static void pack_trans_avx512(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
+TG_TARGET_AVX512 static void pack_trans_avx512(float *dst, const float *src, ptrdiff_t ld, int nvalid, int P, int kc) {
     int r = 0, kc16 = kc & ~15;
     for (; r + 16 <= nvalid; r += 16) {
         const float *s = src + r * ld;
@@ -417,81 +412,16 @@ static const tg__gemm_isa isa_avx512 = {.name = "avx512", .mr = A5_MR, .nr = A5_
 #endif
 
 // ----------------------------------------------------------------------------
-// choosing the kernel
+// the builds by instruction set (TG_ISA_*): AVX-512 machines run the AVX2 one under "avx2"
 
-static _Atomic(const tg__gemm_isa *) isa_forced;
-
-static bool isa_supported(const tg__gemm_isa *isa) {
+static const tg__gemm_isa *isa_table(void) {
 #if defined(__x86_64__)
-    if (isa == &isa_avx512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                   __builtin_cpu_supports("avx512dq");
-    if (isa == &isa_avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return isa == &isa_c;
-}
-
-static const tg__gemm_isa *isa_best(void) {
-    const tg__gemm_isa *f = atomic_load(&isa_forced);
-    if (f) return f;
-#if defined(__x86_64__)
-    if (isa_supported(&isa_avx512)) return &isa_avx512;
-    if (isa_supported(&isa_avx2)) return &isa_avx2;
+    switch (tg__isa()) {
+    case TG_ISA_AVX512: return &isa_avx512;
+    case TG_ISA_AVX2: return &isa_avx2;
+    }
 #endif
     return &isa_c;
-}
-
-int tg__gemm_use(const char *name) {
-    static const tg__gemm_isa *all[] = {
-#if defined(__x86_64__)
-        &isa_avx512, &isa_avx2,
-#endif
-        &isa_c};
-    if (!name) {
-        atomic_store(&isa_forced, NULL);
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        if (!strcmp(all[i]->name, name)) {
-            if (!isa_supported(all[i])) return TG_ERR_ARG;
-            atomic_store(&isa_forced, all[i]);
-            return 0;
-        }
-    return TG_ERR_ARG;
-}
-
-const char *tg__gemm_name(void) { return isa_best()->name; }
-
-// ----------------------------------------------------------------------------
-// threads
-
-static atomic_int n_threads_set; /* 0: all cores */
-
-void tg_set_threads(int n) { atomic_store(&n_threads_set, n < 1 ? 0 : n); }
-
-int tg_get_threads(void) {
-#ifdef _OPENMP
-    int n = atomic_load(&n_threads_set);
-    return n > 0 ? n : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-int tg__threads_for(int64_t items, int64_t min_items) {
-#ifdef _OPENMP
-    if (omp_in_parallel()) return 1;
-#endif
-    int T = tg_get_threads();
-    int64_t most = min_items > 0 ? items / min_items : items;
-    return most < T ? (most < 1 ? 1 : (int)most) : T;
-}
-
-int tg__thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
 }
 
 // ----------------------------------------------------------------------------
@@ -679,14 +609,14 @@ static void scale_c(int M, int N, float beta, float *C, ptrdiff_t ldc) {
     }
 }
 
-void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-               const float *B, int ldb, float beta, float *C, int ldc) {
+void tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, bool trans_a,
+               bool trans_b, float alpha, float beta) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
         return;
     }
-    const tg__gemm_isa *isa = isa_best();
+    const tg__gemm_isa *isa = isa_table();
     tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, false, isa->mr, isa->nr};
     int kc_max = isa->kc, align = 8;
     if (isa->dot && !trans_a && trans_b && (M <= isa->dot_below || N <= isa->dot_below)) {
@@ -709,4 +639,15 @@ void tg__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
     }
 #endif
     gemm_part(isa, &g, 0, 1);
+}
+
+void tg__sgemm_ref(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+                   bool trans_a, bool trans_b, float alpha, float beta) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, K, false, 1, 1};
+    gemm_plain(&g, 0, M, 0, N);
 }

@@ -1,0 +1,656 @@
+/* conv.c: the kernels of conv2d and conv_transpose2d.
+ *
+ * Three paths, by the shape: stride 1 multiplies by the zero-padded image
+ * shifted by each tap (shifted.c); a 1x1 conv with stride 1 and no padding is
+ * one GEMM on x itself; anything else copies each image's windows into columns
+ * (im2col) and multiplies those. Per image and group g:
+ *   Y_g (Kg, Ho*Wo) = W_g (Kg, Cg*R*S) col (Cg*R*S, Ho*Wo)
+ * Work is split over images, each thread with its own part of the scratch; the
+ * weight and bias gradients are summed per fixed chunk of images, then over the
+ * chunks in order, so no result depends on the thread count. */
+#include "kernels.h"
+#include <string.h>
+
+#define CONV_CHUNKS 16 /* the weight gradient is summed over at most this many chunks of images */
+
+static int chunks_of(const tg__conv_dims *d) { return d->N < CONV_CHUNKS ? d->N : CONV_CHUNKS; }
+
+/* A 1x1 convolution with stride 1 and no padding needs no im2col: col is x itself. */
+static bool is_pointwise(const tg__conv_dims *d) { return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad == 0; }
+
+// ----------------------------------------------------------------------------
+// scratch: the kernels and their _scratch functions lay it out with the same
+// calls, which only count bytes when there is no memory yet
+
+typedef struct {
+    char *base; /* NULL: count only */
+    size_t used;
+} carver;
+
+/* a * b * c things of `size` bytes, 64-byte aligned; NULL when counting, or when
+ * the total no longer fits a size_t (which then stays SIZE_MAX) */
+static void *carve(carver *c, int64_t a, int64_t b, int64_t n, size_t size) {
+    int64_t k;
+    if (c->used == SIZE_MAX || __builtin_mul_overflow(a, b, &k) || __builtin_mul_overflow(k, n, &k) || k < 0 ||
+        (uint64_t)k > (SIZE_MAX - 64 - c->used) / size) {
+        c->used = SIZE_MAX;
+        return NULL;
+    }
+    void *p = c->base ? c->base + c->used : NULL;
+    c->used += ((size_t)k * size + 63) & ~(size_t)63;
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// im2col / col2im for one image and one group: x (Cg,H,W) <-> col (Cg*R*S, Ho*Wo)
+
+/* The output columns [lo, hi) whose input column ow*stride + off lies inside [0, W). */
+static void valid_cols(int off, int stride, int W, int Wo, int *lo, int *hi) {
+    int64_t l = off < 0 ? (-(int64_t)off + stride - 1) / stride : 0;
+    int64_t h = (int64_t)W - off <= 0 ? 0 : ((int64_t)W - off + stride - 1) / stride;
+    *lo = (int)(l < Wo ? l : Wo);
+    *hi = (int)(h < Wo ? h : Wo);
+    if (*hi < *lo) *hi = *lo;
+}
+
+void tg__im2col(float *col, const float *x, const tg__conv_dims *d) {
+    int HWo = d->Ho * d->Wo;
+    for (int c = 0; c < d->Cg; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                float *row = col + ((int64_t)(c * d->R + r) * d->S + s) * HWo;
+                const float *xc = x + (int64_t)c * d->H * d->W;
+                int off = s * d->dil - d->pad, lo, hi;
+                valid_cols(off, d->stride, d->W, d->Wo, &lo, &hi);
+                for (int oh = 0; oh < d->Ho; oh++) {
+                    int ih = oh * d->stride - d->pad + r * d->dil;
+                    float *out = row + oh * d->Wo;
+                    if (ih < 0 || ih >= d->H) {
+                        memset(out, 0, (size_t)d->Wo * sizeof *out);
+                        continue;
+                    }
+                    const float *xr = xc + (int64_t)ih * d->W; /* input column ow*stride + off */
+                    for (int ow = 0; ow < lo; ow++) out[ow] = 0.0f;
+                    if (d->stride == 1) memcpy(out + lo, xr + lo + off, (size_t)(hi - lo) * sizeof *out);
+                    else
+                        for (int ow = lo; ow < hi; ow++) out[ow] = xr[ow * d->stride + off];
+                    for (int ow = hi; ow < d->Wo; ow++) out[ow] = 0.0f;
+                }
+            }
+}
+
+void tg__im2col_ref(float *col, const float *x, const tg__conv_dims *d) {
+    int64_t HWo = (int64_t)d->Ho * d->Wo;
+    for (int c = 0; c < d->Cg; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++)
+                for (int oh = 0; oh < d->Ho; oh++)
+                    for (int ow = 0; ow < d->Wo; ow++) {
+                        int64_t ih = (int64_t)oh * d->stride - d->pad + (int64_t)r * d->dil;
+                        int64_t iw = (int64_t)ow * d->stride - d->pad + (int64_t)s * d->dil;
+                        bool in = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W;
+                        col[((int64_t)(c * d->R + r) * d->S + s) * HWo + (int64_t)oh * d->Wo + ow] =
+                            in ? x[((int64_t)c * d->H + ih) * d->W + iw] : 0.0f;
+                    }
+}
+
+void tg__col2im(float *dx, const float *col, const tg__conv_dims *d) {
+    int HWo = d->Ho * d->Wo;
+    for (int c = 0; c < d->Cg; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                const float *row = col + ((int64_t)(c * d->R + r) * d->S + s) * HWo;
+                float *xc = dx + (int64_t)c * d->H * d->W;
+                int off = s * d->dil - d->pad, lo, hi;
+                valid_cols(off, d->stride, d->W, d->Wo, &lo, &hi);
+                for (int oh = 0; oh < d->Ho; oh++) {
+                    int ih = oh * d->stride - d->pad + r * d->dil;
+                    if (ih < 0 || ih >= d->H) continue;
+                    float *xr = xc + (int64_t)ih * d->W;
+                    const float *in = row + oh * d->Wo;
+                    if (d->stride == 1) {
+                        float *xo = xr + lo + off;
+                        const float *io = in + lo;
+                        for (int k = 0; k < hi - lo; k++) xo[k] += io[k];
+                    } else {
+                        for (int ow = lo; ow < hi; ow++) xr[ow * d->stride + off] += in[ow];
+                    }
+                }
+            }
+}
+
+void tg__col2im_ref(float *dx, const float *col, const tg__conv_dims *d) {
+    int64_t HWo = (int64_t)d->Ho * d->Wo;
+    for (int c = 0; c < d->Cg; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++)
+                for (int oh = 0; oh < d->Ho; oh++)
+                    for (int ow = 0; ow < d->Wo; ow++) {
+                        int64_t ih = (int64_t)oh * d->stride - d->pad + (int64_t)r * d->dil;
+                        int64_t iw = (int64_t)ow * d->stride - d->pad + (int64_t)s * d->dil;
+                        if (ih >= 0 && ih < d->H && iw >= 0 && iw < d->W)
+                            dx[((int64_t)c * d->H + ih) * d->W + iw] +=
+                                col[((int64_t)(c * d->R + r) * d->S + s) * HWo + (int64_t)oh * d->Wo + ow];
+                    }
+}
+
+// ----------------------------------------------------------------------------
+// the short rows of padding and unpadding (TG_ROWS_*), copied inline: a libc
+// call per row costs more
+
+TG_INLINE void copy_rows_body(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, const float *keep,
+                              int64_t rows, int w, int mode, float bias) {
+    for (int64_t r = 0; r < rows; r++, dst += sd, src += ss, keep = keep ? keep + ss : NULL) {
+        switch (mode) {
+        case TG_ROWS_COPY:
+            for (int j = 0; j < w; j++) dst[j] = src[j];
+            break;
+        case TG_ROWS_ADD:
+            for (int j = 0; j < w; j++) dst[j] += src[j];
+            break;
+        case TG_ROWS_BIAS:
+            for (int j = 0; j < w; j++) dst[j] = src[j] + bias;
+            break;
+        case TG_ROWS_BIAS_RELU:
+            for (int j = 0; j < w; j++) {
+                float v = src[j] + bias;
+                dst[j] = v <= 0.0f ? 0.0f : v;
+            }
+            break;
+        default:
+            for (int j = 0; j < w; j++) {
+                float v = src[j];
+                dst[j] = keep[j] <= 0.0f ? 0.0f : v;
+            }
+        }
+    }
+}
+TG_LOOP(copy_rows,
+        (float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, const float *keep, int64_t rows, int w, int mode,
+         float bias),
+        (dst, sd, src, ss, keep, rows, w, mode, bias))
+
+void tg__copy_rows_ref(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, const float *keep, int64_t rows,
+                       int w, int mode, float bias) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < w; j++) {
+            float *o = dst + r * sd + j, v = src[r * ss + j];
+            switch (mode) {
+            case TG_ROWS_COPY: *o = v; break;
+            case TG_ROWS_ADD: *o += v; break;
+            case TG_ROWS_BIAS: *o = v + bias; break;
+            case TG_ROWS_BIAS_RELU: *o = v + bias <= 0.0f ? 0.0f : v + bias; break;
+            default: *o = keep[r * ss + j] <= 0.0f ? 0.0f : v;
+            }
+        }
+}
+
+/* sum of a run in 16 lanes (they vectorise, always in the same order) */
+static float lane_sum(const float *p, int64_t n) {
+    float acc[16] = {0}, s = 0;
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) acc[k] += p[j + k];
+    for (; j < n; j++) acc[j % 16] += p[j];
+    for (int k = 0; k < 16; k++) s += acc[k];
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// stride 1: no im2col. Each plane is copied once into a zero border, row after
+// row, Wp = W + 2*pad floats a row, and tap (r, s) becomes a constant shift of
+// that copy (shifted.c). Outputs are computed on the padded grid; the columns
+// past Wo are dropped.
+//
+// Backward keeps dy on the same grid: rows Wp wide whose last PS = (S-1)*dil
+// columns are zeros, with PR = (R-1)*dil zero rows above and below. That one
+// copy is the left operand of the weight gradient, and, read through the
+// flipped kernel, the right operand of dx: a dy column left of 0 wraps into the
+// previous row's zero tail.
+
+#define SHIFT_MAX_TAPS 49 /* kernels up to 7x7 */
+#define SHIFT_MAX_SIZE (1 << 26) /* channels and padded plane sizes below this keep the kernels' int grids small */
+static bool is_shifted(const tg__conv_dims *d) {
+    return d->stride == 1 && !is_pointwise(d) && d->R * d->S <= SHIFT_MAX_TAPS && d->Cg < SHIFT_MAX_SIZE &&
+           d->Kg < SHIFT_MAX_SIZE && (int64_t)(d->H + 2 * d->pad) * (d->W + 2 * d->pad) < SHIFT_MAX_SIZE;
+}
+
+static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+static int round8(int n) { return (n + 7) & ~7; }
+
+typedef struct { /* the padded layouts of one image and group */
+    int Hp, Wp, PR, PS;
+    int64_t P;       /* forward grid: Ho*Wp rounded up to 16 */
+    int64_t xp_size; /* floats of the padded x, slack included */
+    int64_t xb_size; /* floats of the padded x in blocks of 16 channels (tg__pad_blocked) */
+    int64_t Lq;      /* floats per padded dy plane */
+    int64_t front;   /* zeros before the first dy plane (dx reads up to PS before a plane) */
+    int64_t dq_size; /* floats of the padded dy, front and slack included */
+    int64_t P2;      /* dx grid: H*Wp rounded up to 16 */
+    ptrdiff_t off[SHIFT_MAX_TAPS], off2[SHIFT_MAX_TAPS];
+} shift_geom;
+
+static void shift_geom_of(const tg__conv_dims *d, shift_geom *s) {
+    s->PR = (d->R - 1) * d->dil, s->PS = (d->S - 1) * d->dil;
+    s->Hp = d->H + 2 * d->pad, s->Wp = d->W + 2 * d->pad;
+    s->P = round16((int64_t)d->Ho * s->Wp);
+    s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 16); /* multiples of 16 keep buffers 64-byte aligned */
+    s->xb_size = (int64_t)(d->Cg + 15) / 16 * s->Hp * s->Wp * 16;
+    s->Lq = round16((int64_t)(d->Ho + 2 * s->PR) * s->Wp) + 16;
+    /* front: at least PS + 16 zeros, and dy's first row (PR rows in) starts 64-byte aligned */
+    s->front = round16(s->PS + 16 + (int64_t)s->PR * s->Wp) - (int64_t)s->PR * s->Wp;
+    s->P2 = round16((int64_t)d->H * s->Wp);
+    s->dq_size = round16(s->front + (int64_t)d->Kg * s->Lq + s->P2 + (int64_t)(d->pad + s->PR + 1) * s->Wp + 16);
+    for (int r = 0; r < d->R; r++)
+        for (int c = 0; c < d->S; c++) {
+            s->off[r * d->S + c] = (ptrdiff_t)r * d->dil * s->Wp + c * d->dil;
+            /* dx tap t reads the kernel's tap R*S-1-t: dy row h + pad + r*dil, column w + pad - PS + c*dil */
+            s->off2[r * d->S + c] = (ptrdiff_t)(d->pad + r * d->dil) * s->Wp + d->pad - s->PS + c * d->dil;
+        }
+}
+
+/* x's planes into a buffer whose border and slack are already zero (the
+ * buffers are zeroed once per call; the copies only ever write the inside) */
+static void pad_x(float *xp, const float *x, const tg__conv_dims *d, const shift_geom *s) {
+    for (int c = 0; c < d->Cg; c++)
+        tg__copy_rows(xp + ((int64_t)c * s->Hp + d->pad) * s->Wp + d->pad, s->Wp, x + (int64_t)c * d->H * d->W, d->W,
+                      NULL, d->H, d->W, TG_ROWS_COPY, 0.0f);
+}
+
+/* dy's planes on the grid described above, into a buffer zeroed once as for
+ * pad_x; with y (conv2d_relu's output), dy where not y <= 0 */
+static void pad_dy(float *dq, const float *dy, const float *y, const tg__conv_dims *d, const shift_geom *s) {
+    for (int k = 0; k < d->Kg; k++) {
+        int64_t o = (int64_t)k * d->Ho * d->Wo;
+        tg__copy_rows(dq + s->front + k * s->Lq + (int64_t)s->PR * s->Wp, s->Wp, dy + o, d->Wo, y ? y + o : NULL,
+                      d->Ho, d->Wo, y ? TG_ROWS_MASK : TG_ROWS_COPY, 0.0f);
+    }
+}
+
+/* For writing straight into an unpadded output (tg__shift_out): on a grid of
+ * rows Wp wide, of which `rows` rows and the first `cols` columns are real,
+ * which lanes of each 16-column group are real and where the first goes */
+static void grid_map(uint16_t *mask, int32_t *at, int64_t P, int Wp, int rows, int cols) {
+    for (int64_t g = 0; g < P / 16; g++) {
+        mask[g] = 0, at[g] = 0;
+        for (int l = 15; l >= 0; l--) {
+            int64_t p = g * 16 + l;
+            if (p < (int64_t)rows * Wp && p % Wp < cols) {
+                mask[g] |= (uint16_t)(1u << l);
+                at[g] = (int32_t)(p / Wp * cols + p % Wp);
+            }
+        }
+    }
+}
+
+/* The weights of group g by tap, in blocks of 8 output rows (tg__shifted_gemm's
+ * layout): fwd A[((k/8)*T*Cg + t*Cg + c)*8 + k%8] = w[k][c][t], for dx
+ * A[((c/8)*T*Kg + t*Kg + k)*8 + c%8] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
+static void pack_taps(float *A, const float *w, const tg__conv_dims *d, bool for_dx) {
+    int T = d->R * d->S, Kgp = round8(d->Kg), Cgp = round8(d->Cg);
+    memset(A, 0, (size_t)T * (for_dx ? (int64_t)d->Kg * Cgp : (int64_t)d->Cg * Kgp) * sizeof *A);
+    for (int k = 0; k < d->Kg; k++)
+        for (int c = 0; c < d->Cg; c++)
+            for (int t = 0; t < T; t++) {
+                float v = w[((int64_t)k * d->Cg + c) * T + t];
+                if (for_dx) A[((int64_t)c / 8 * T * d->Kg + (int64_t)(T - 1 - t) * d->Kg + k) * 8 + c % 8] = v;
+                else A[((int64_t)k / 8 * T * d->Cg + (int64_t)t * d->Cg + c) * 8 + k % 8] = v;
+            }
+}
+
+/* The weight gradient reads x in blocks of 16 channels when at most a fifth of
+ * the blocks' lanes would be padding: its operands then stay in L1 (shifted.c) */
+static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
+
+// ----------------------------------------------------------------------------
+// conv2d forward
+
+typedef struct {
+    float *A;              /* shifted: the packed weights of every group */
+    float *bufs;           /* shifted: per thread, `per` floats */
+    int64_t per;
+    uint16_t *mask;        /* shifted: tg__shift_out's map of the grid */
+    int32_t *at;
+    float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
+} fwd_work;
+
+static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int T) {
+    carver c = {scratch, 0};
+    memset(k, 0, sizeof *k);
+    if (is_shifted(d)) {
+        shift_geom s;
+        shift_geom_of(d, &s);
+        int taps = d->R * d->S, Kgp = round8(d->Kg);
+        /* per thread: the padded x and the output grid, then the (tap, channel) offsets, 2 floats each */
+        k->per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg);
+        k->A = carve(&c, d->G, (int64_t)taps * d->Cg, Kgp, sizeof(float));
+        k->bufs = carve(&c, T, k->per, 1, sizeof(float));
+        k->mask = carve(&c, s.P / 16, 1, 1, sizeof *k->mask);
+        k->at = carve(&c, s.P / 16, 1, 1, sizeof *k->at);
+    } else if (!is_pointwise(d)) {
+        k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
+    }
+    return c.used;
+}
+
+size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads) {
+    fwd_work k;
+    *threads = tg__threads_for(d->N, 1);
+    return fwd_layout(&k, NULL, d, *threads);
+}
+
+static void forward_shifted(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                            bool relu, const fwd_work *k, int T) {
+    shift_geom s;
+    shift_geom_of(d, &s);
+    int taps = d->R * d->S, Kgp = round8(d->Kg);
+    int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Cg * Kgp, per = k->per;
+    float *A = k->A;
+    grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
+    for (int g = 0; g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
+#pragma omp parallel num_threads(T)
+    {
+        float *xp = k->bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
+        ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
+        /* once: the borders pad_x never writes (the grid c is written whole before it is read) */
+        memset(xp, 0, (size_t)s.xp_size * sizeof(float));
+#pragma omp for schedule(static)
+        for (int i = 0; i < d->N; i++)
+            for (int g = 0; g < d->G; g++) {
+                pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+                float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at};
+                if (tg__shifted_gemm(c, s.P, &out, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off, d->Kg, (int)s.P,
+                                     d->Cg, taps, false, offs))
+                    continue; /* written into y already */
+                for (int kk = 0; kk < d->Kg; kk++)
+                    tg__copy_rows(yg + kk * HWo, d->Wo, c + kk * s.P, s.Wp, NULL, d->Ho, d->Wo,
+                                  relu ? TG_ROWS_BIAS_RELU : TG_ROWS_BIAS, b ? b[g * d->Kg + kk] : 0.0f);
+            }
+    }
+}
+
+void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d, bool relu,
+                        void *scratch, int T) {
+    fwd_work k;
+    fwd_layout(&k, scratch, d, T);
+    if (is_shifted(d)) {
+        forward_shifted(y, x, w, b, d, relu, &k, T);
+        return;
+    }
+    int HWo = d->Ho * d->Wo;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < d->N; i++) {
+        float *col = k.cols ? k.cols + (size_t)tg__thread_id() * d->rows * HWo : NULL;
+        for (int g = 0; g < d->G; g++) {
+            const float *xg = x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+            float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+            const float *src = xg;
+            if (col) {
+                tg__im2col(col, xg, d);
+                src = col;
+            }
+            tg__sgemm(yg, HWo, w + (int64_t)g * d->Kg * d->rows, (int)d->rows, src, HWo, d->Kg, HWo, (int)d->rows,
+                      false, false, 1.0f, 0.0f);
+            if (b)
+                for (int kk = 0; kk < d->Kg; kk++)
+                    for (int p = 0; p < HWo; p++) yg[(int64_t)kk * HWo + p] += b[g * d->Kg + kk];
+            if (relu)
+                for (int64_t p = 0; p < (int64_t)d->Kg * HWo; p++) yg[p] = yg[p] <= 0.0f ? 0.0f : yg[p];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// conv2d backward
+
+typedef struct {
+    float *dws;            /* the weight gradient of each chunk of images */
+    float *dbs;            /* shifted: the bias gradient of each chunk */
+    float *A;              /* shifted, for dx: the flipped packed weights of every group */
+    float *bufs;           /* shifted: per thread, `per` floats */
+    int64_t per;
+    uint16_t *mask;        /* shifted: tg__shift_out's map of the dx grid */
+    int32_t *at;
+    float *dym;            /* im2col with a ReLU: dy masked by it */
+    float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
+} bwd_work;
+
+static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu,
+                         int T) {
+    carver c = {scratch, 0};
+    int chunks = chunks_of(d);
+    memset(k, 0, sizeof *k);
+    if (dw) k->dws = carve(&c, chunks, d->K, d->rows, sizeof(float));
+    if (is_shifted(d)) {
+        shift_geom s;
+        shift_geom_of(d, &s);
+        int taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
+        int64_t xsz = blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
+        /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
+        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg);
+        if (db) k->dbs = carve(&c, chunks, d->K, 1, sizeof(float));
+        if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
+        k->bufs = carve(&c, T, k->per, 1, sizeof(float));
+        k->mask = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask);
+        k->at = carve(&c, s.P2 / 16, 1, 1, sizeof *k->at);
+    } else {
+        if (relu) k->dym = carve(&c, d->N, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
+        k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
+    }
+    return c.used;
+}
+
+size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads) {
+    bwd_work k;
+    *threads = tg__threads_for(chunks_of(d), 1);
+    return bwd_layout(&k, NULL, d, dx, dw, db, relu, *threads);
+}
+
+/* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
+ * of the chunk's images in one product; dx_g += the flipped kernel run over
+ * the same dy copy (stored, if dx_set) */
+static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy, const float *ymask, const float *x,
+                             const float *w, const tg__conv_dims *d, bool dx_set, const bwd_work *k, int T) {
+    shift_geom s;
+    shift_geom_of(d, &s);
+    int chunks = chunks_of(d), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
+    int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp, wsize = (int64_t)d->K * d->rows;
+    bool blocked = blocked_pays(d->Cg);
+    int64_t xsz = blocked ? s.xb_size : s.xp_size, ldx = (int64_t)s.Hp * s.Wp * 16, per = k->per;
+    float *A = k->A;
+    grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
+    for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
+#pragma omp parallel num_threads(T)
+    {
+        float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
+        float *cx = dqs + most * s.dq_size;
+        ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
+        /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
+         * written whole before it is read) */
+        memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int c = 0; c < chunks; c++) {
+            float *dw = dws ? dws + (size_t)c * wsize : NULL;
+            int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
+            for (int g = 0; g < d->G; g++) {
+                for (int i = i0; i < i1; i++) {
+                    int64_t o = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                    float *dq = dqs + (i - i0) * s.dq_size;
+                    pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
+                    for (int kk = 0; dbs && kk < d->Kg; kk++) /* this chunk's bias gradient, from the padded copy */
+                        dbs[(size_t)c * d->K + g * d->Kg + kk] +=
+                            lane_sum(dq + s.front + kk * s.Lq + (int64_t)s.PR * s.Wp, (int64_t)d->Ho * s.Wp);
+                    const float *xi = x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    if (dw && blocked) tg__pad_blocked(xps + (i - i0) * xsz, ldx, xi, d->Cg, d->H, d->W, s.Wp, d->pad);
+                    else if (dw) pad_x(xps + (i - i0) * xsz, xi, d, &s);
+                }
+                /* dy on the forward grid starts PR rows into each padded plane */
+                const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
+                if (dw && blocked)
+                    tg__shifted_wgt_blocked(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps, ldx, xsz,
+                                            s.off, d->Kg, d->Ho, d->Wo, s.Wp, d->Cg, taps, i1 - i0, false);
+                else if (dw)
+                    tg__shifted_gemm_nt(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps,
+                                        (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, d->Kg, (int)s.P, d->Cg, taps, i1 - i0,
+                                        false);
+                for (int i = i0; dx && i < i1; i++) {
+                    float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at};
+                    if (tg__shifted_gemm(cx, s.P2, &out, A + g * a_size, dqs + (i - i0) * s.dq_size + s.front, s.Lq,
+                                         s.off2, d->Cg, (int)s.P2, d->Kg, taps, false, offs))
+                        continue; /* stored or added into dx already */
+                    for (int ch = 0; ch < d->Cg; ch++)
+                        tg__copy_rows(dxi + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, NULL, d->H, d->W,
+                                      dx_set ? TG_ROWS_COPY : TG_ROWS_ADD, 0.0f);
+                }
+            }
+        }
+    }
+}
+
+/* dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol); weight gradients per chunk into dws */
+static void backward_im2col(float *dx, float *dws, const float *dy, const float *x, const float *w,
+                            const tg__conv_dims *d, const bwd_work *k, int T) {
+    int HWo = d->Ho * d->Wo, chunks = chunks_of(d);
+    int64_t wsize = (int64_t)d->K * d->rows;
+    bool pw = is_pointwise(d);
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int c = 0; c < chunks; c++) {
+        float *col = k->cols + (size_t)tg__thread_id() * d->rows * HWo;
+        float *dw = dws ? dws + (size_t)c * wsize : NULL;
+        for (int i = (int)((int64_t)d->N * c / chunks); i < (int)((int64_t)d->N * (c + 1) / chunks); i++)
+            for (int g = 0; g < d->G; g++) {
+                int64_t xoff = ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                const float *dyg = dy + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                const float *wg = w + (int64_t)g * d->Kg * d->rows;
+                if (dw) {
+                    const float *src = x + xoff;
+                    if (!pw) {
+                        tg__im2col(col, src, d);
+                        src = col;
+                    }
+                    bool first = i == (int)((int64_t)d->N * c / chunks);
+                    tg__sgemm(dw + (int64_t)g * d->Kg * d->rows, (int)d->rows, dyg, HWo, src, HWo, d->Kg,
+                              (int)d->rows, HWo, false, true, 1.0f, first ? 0.0f : 1.0f);
+                }
+                if (dx) {
+                    if (pw) {
+                        tg__sgemm(dx + xoff, HWo, wg, (int)d->rows, dyg, HWo, (int)d->rows, HWo, d->Kg, true, false,
+                                  1.0f, 1.0f);
+                    } else {
+                        tg__sgemm(col, HWo, wg, (int)d->rows, dyg, HWo, (int)d->rows, HWo, d->Kg, true, false, 1.0f,
+                                  0.0f);
+                        tg__col2im(dx + xoff, col, d);
+                    }
+                }
+            }
+    }
+}
+
+void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
+                         const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int T) {
+    bwd_work k;
+    bwd_layout(&k, scratch, d, dx != NULL, dw != NULL, db != NULL, y != NULL, T);
+    int chunks = chunks_of(d);
+    int64_t HWo = (int64_t)d->Ho * d->Wo, wsize = (int64_t)d->K * d->rows;
+    if (k.dbs) memset(k.dbs, 0, (size_t)chunks * d->K * sizeof(float));
+    if (is_shifted(d)) {
+        backward_shifted(dx, k.dws, k.dbs, dy, y, x, w, d, dx_set, &k, T);
+    } else {
+        if (y) { /* the im2col path reads dy where it is: mask a copy first */
+            for (int64_t i = 0; i < (int64_t)d->N * d->K * HWo; i++) k.dym[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+            dy = k.dym;
+        }
+        if (dx && dx_set) /* col2im adds */
+            memset(dx, 0, (size_t)d->N * d->C * d->H * d->W * sizeof(float));
+        backward_im2col(dx, k.dws, dy, x, w, d, &k, T);
+    }
+    if (dw) /* over the chunks in order, for each element */
+#pragma omp parallel for num_threads(tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD)) schedule(static)
+        for (int64_t j = 0; j < wsize; j++)
+            for (int c = 0; c < chunks; c++) dw[j] += k.dws[(size_t)c * wsize + j];
+    for (int c = 0; k.dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
+        for (int kk = 0; kk < d->K; kk++) db[kk] += k.dbs[(size_t)c * d->K + kk];
+    if (db && !k.dbs)
+#pragma omp parallel for num_threads(tg__threads_for(d->K, 4)) schedule(static)
+        for (int kk = 0; kk < d->K; kk++)
+            for (int i = 0; i < d->N; i++) db[kk] += lane_sum(dy + ((int64_t)i * d->K + kk) * HWo, HWo);
+}
+
+// ----------------------------------------------------------------------------
+// conv_transpose2d: the conv2d d maps its output back onto x, so its forward is
+// that conv's input gradient and its weight gradient reads im2col of dy
+
+size_t tg__conv_transpose2d_forward_scratch(const tg__conv_dims *d, int *threads) {
+    carver c = {NULL, 0};
+    *threads = tg__threads_for(d->N, 1);
+    carve(&c, *threads, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
+    return c.used;
+}
+
+// y_g = col2im(W_g^T x_g) + b
+void tg__conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                                  void *scratch, int T) {
+    int HWx = d->Ho * d->Wo;
+    int64_t HWy = (int64_t)d->H * d->W;
+    float *cols = scratch;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < d->N; i++) {
+        float *col = cols + (size_t)tg__thread_id() * d->rows * HWx;
+        float *yi = y + (int64_t)i * d->C * HWy;
+        for (int64_t c = 0; c < d->C; c++)
+            for (int64_t p = 0; p < HWy; p++) yi[c * HWy + p] = b ? b[c] : 0.0f;
+        for (int g = 0; g < d->G; g++) {
+            const float *xg = x + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWx;
+            tg__sgemm(col, HWx, w + (int64_t)g * d->Kg * d->rows, (int)d->rows, xg, HWx, (int)d->rows, HWx, d->Kg,
+                      true, false, 1.0f, 0.0f);
+            tg__col2im(yi + (int64_t)g * d->Cg * HWy, col, d);
+        }
+    }
+}
+
+size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads) {
+    carver c = {NULL, 0};
+    *threads = tg__threads_for(chunks_of(d), 1);
+    carve(&c, *threads, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
+    if (dw) carve(&c, chunks_of(d), d->K, d->rows, sizeof(float));
+    return c.used;
+}
+
+// dx_g += W_g im2col(dy_g), dW_g += x_g im2col(dy_g)^T, db += sum of dy over N, H', W'
+void tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                                   const tg__conv_dims *d, void *scratch, int T) {
+    carver sc = {scratch, 0};
+    int HWx = d->Ho * d->Wo, chunks = chunks_of(d);
+    int64_t HWy = (int64_t)d->H * d->W, wsize = (int64_t)d->K * d->rows;
+    float *cols = carve(&sc, T, d->rows, HWx, sizeof(float));
+    float *dws = dw ? carve(&sc, chunks, d->K, d->rows, sizeof(float)) : NULL;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int c = 0; c < chunks; c++) {
+        float *col = cols + (size_t)tg__thread_id() * d->rows * HWx;
+        float *dwc = dws ? dws + (size_t)c * wsize : NULL;
+        int i0 = (int)((int64_t)d->N * c / chunks);
+        for (int i = i0; i < (int)((int64_t)d->N * (c + 1) / chunks); i++)
+            for (int g = 0; g < d->G; g++) {
+                tg__im2col(col, dy + (int64_t)i * d->C * HWy + (int64_t)g * d->Cg * HWy, d);
+                int64_t xoff = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWx;
+                const float *wg = w + (int64_t)g * d->Kg * d->rows;
+                if (dx)
+                    tg__sgemm(dx + xoff, HWx, wg, (int)d->rows, col, HWx, d->Kg, HWx, (int)d->rows, false, false, 1.0f,
+                              1.0f);
+                if (dwc)
+                    tg__sgemm(dwc + (int64_t)g * d->Kg * d->rows, (int)d->rows, x + xoff, HWx, col, HWx, d->Kg,
+                              (int)d->rows, HWx, false, true, 1.0f, i == i0 ? 0.0f : 1.0f);
+            }
+    }
+    for (int c = 0; dws && c < chunks; c++)
+        for (int64_t j = 0; j < wsize; j++) dw[j] += dws[(size_t)c * wsize + j];
+    if (db)
+        for (int i = 0; i < d->N; i++)
+            for (int c = 0; c < d->C; c++) {
+                float s = 0;
+                for (int64_t p = 0; p < HWy; p++) s += dy[((int64_t)i * d->C + c) * HWy + p];
+                db[c] += s;
+            }
+}

@@ -1,0 +1,325 @@
+/* kernels.h: the numeric kernels beneath the ops, private to the library.
+ *
+ * Plain functions on arrays, in llm.c's order: outputs, inputs, sizes (then
+ * flags). Each fast path has a plain reference version beside it, NAME_ref: its
+ * fallback where there is one, and the oracle of tests/test_kernels.c. One
+ * switch (isa.c) picks the instruction set of every kernel, GEMMs and
+ * memory-bound loops alike, and a test can force each choice. Kernels split
+ * their work over threads as the ops did (engine/threads.c); none of their
+ * results depends on the thread count. */
+#ifndef TG_KERNELS_H
+#define TG_KERNELS_H
+
+#include "internal.h"
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// ----------------------------------------------------------------------------
+// the instruction-set switch (isa.c)
+
+/* In order: a CPU that has one has those before it. */
+enum { TG_ISA_GENERIC, TG_ISA_AVX2, TG_ISA_AVX512 };
+/* Use "avx512" (AVX-512 F, VL and DQ), "avx2" (AVX2 and FMA) or "generic"
+ * (plain C) for every kernel from now on; NULL goes back to the best this CPU
+ * has. TG_ERR_ARG, with a message, if the name is unknown or the CPU lacks it. */
+int tg__isa_use(const char *name);
+const char *tg__isa_name(void); /* the one in use */
+/* The one in use, TG_ISA_*: one relaxed load on every kernel call (-1 until the
+ * first call finds the best the CPU has) */
+extern atomic_int tg__isa_now;
+int tg__isa_first(void);
+static inline int tg__isa(void) {
+    int isa = atomic_load_explicit(&tg__isa_now, memory_order_relaxed);
+    return isa >= 0 ? isa : tg__isa_first();
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define TG_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TG_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+/* The memory-bound loops' AVX2 build leaves FMA out: a compiler that contracts
+ * a * b + c (clang does by default) would otherwise round unlike the plain build. */
+#define TG_TARGET_LOOP __attribute__((target("avx2")))
+#endif
+#define TG_INLINE static inline __attribute__((always_inline))
+
+/* A memory-bound loop built twice from one body, NAME_body (TG_INLINE): for
+ * AVX2 and for the baseline. tg__NAME runs the AVX2 build when the switch is at
+ * AVX2 or above (the loops have no AVX-512 build), else the baseline one.
+ * TG_LOOP_RET is the same for a body that returns a value. */
+#if defined(__x86_64__)
+#define TG_LOOP(name, params, args)                                                                                    \
+    TG_TARGET_LOOP static void name##_avx2 params { name##_body args; }                                               \
+    static void name##_generic params { name##_body args; }                                                           \
+    void tg__##name params {                                                                                          \
+        if (tg__isa() >= TG_ISA_AVX2) name##_avx2 args;                                                               \
+        else name##_generic args;                                                                                     \
+    }
+#define TG_LOOP_RET(type, name, params, args)                                                                          \
+    TG_TARGET_LOOP static type name##_avx2 params { return name##_body args; }                                        \
+    static type name##_generic params { return name##_body args; }                                                    \
+    type tg__##name params { return tg__isa() >= TG_ISA_AVX2 ? name##_avx2 args : name##_generic args; }
+#else
+#define TG_LOOP(name, params, args) \
+    void tg__##name params { name##_body args; }
+#define TG_LOOP_RET(type, name, params, args) \
+    type tg__##name params { return name##_body args; }
+#endif
+
+/* Eight floats as one value (a GCC and Clang vector extension). The
+ * memory-bound loops are written on these so they vectorise, and sum in the
+ * same lanes, on every machine and in every build. Loads and stores may be unaligned. */
+typedef float tg_f8 __attribute__((vector_size(32), aligned(4)));
+typedef int32_t tg_i8 __attribute__((vector_size(32), aligned(4)));
+#define TG_F8(p) (*(const tg_f8 *)(p))
+#define TG_F8_KEEP(v, m) ((tg_f8)((tg_i8)(v) & (m))) /* v where the comparison m holds, else 0 */
+/* v where PyTorch's ReLU keeps y, NOT y <= 0, else +0: relu(NaN) is NaN and
+ * passes dy, as threshold_backward does; -0 and -Inf give +0 */
+#define TG_F8_RELU_KEEP(v, y, zero) TG_F8_KEEP(v, ~((y) <= (zero)))
+
+#if defined(__x86_64__)
+/* A 16 x 16 transpose in AVX-512 registers: t[q] gets column q of the rows v[0..15]
+ * (v is used as scratch). For the GEMM's packing and the conv's channel blocks. */
+__attribute__((target("avx512f"), always_inline)) static inline void tg__transpose16(__m512 v[16], __m512 t[16]) {
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) { /* per 128 bits: rows 2i, 2i+1 interleaved */
+        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* v[4i+j], block L: rows 4i..4i+3 of column 4L+j */
+        __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * i + 2]), a3 = _mm512_castps_pd(t[4 * i + 3]);
+        v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) { /* gather the four blocks of each column */
+        __m512 w0 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0x44), w1 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0xee);
+        __m512 w2 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0x44);
+        __m512 w3 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0xee);
+        t[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
+        t[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
+    }
+}
+#endif
+
+// ----------------------------------------------------------------------------
+// GEMM (gemm.c)
+
+/* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, op(X) = X or X^T:
+ * A is (M,K), or (K,M) if trans_a; B is (K,N), or (N,K) if trans_b. C is not
+ * read when beta is 0. Split over threads (not inside a parallel region). */
+void tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, bool trans_a,
+               bool trans_b, float alpha, float beta);
+/* The same, one dot product at a time in k order: tg__sgemm's fallback when
+ * its packing buffer cannot be had. */
+void tg__sgemm_ref(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+                   bool trans_a, bool trans_b, float alpha, float beta);
+
+// ----------------------------------------------------------------------------
+// shifted matrix products, the core of a stride-1 convolution (shifted.c)
+
+/* Where tg__shifted_gemm may write straight into an unpadded output instead of
+ * C: the lanes set in mask[v] of the grid's 16-column group v are real outputs,
+ * stored in order from y + m*plane + at[v] (or added to what is there, if add),
+ * with bias[m] added (if bias) and the ReLU applied (if relu: v <= 0 gives +0,
+ * NaN stays NaN). Only the AVX-512 build does it (and returns true); the others
+ * fill C and return false. */
+typedef struct {
+    float *y;
+    ptrdiff_t plane;
+    const float *bias;
+    bool relu, add;
+    const uint16_t *mask;
+    const int32_t *at;
+} tg__shift_out;
+
+/* C (Mp,P) (+)= sum over taps t < T and k < K of A_t (Mp,K) times B shifted by off[t]:
+ *   C[m*ldc + p] (+)= sum_t sum_k A[((m/8)*T*K + t*K + k)*8 + m%8] * B[k*ldb + off[t] + p]
+ * for p < P, a multiple of 16. Mp is M rounded up to 8: A's extra rows are
+ * zeros. B must be readable up to (K-1)*ldb + max(off) + P; scratch has room
+ * for T*K offsets. With out (and not accumulate), may write y instead (see above). */
+bool tg__shifted_gemm(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A, const float *B, ptrdiff_t ldb,
+                      const ptrdiff_t *off, int M, int P, int K, int T, bool accumulate, ptrdiff_t *scratch);
+bool tg__shifted_gemm_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A, const float *B,
+                          ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K, int T, bool accumulate,
+                          ptrdiff_t *scratch);
+/* C (M, K*T) (+)= sum over images g < G and p < P (a multiple of 16):
+ *   C[m][k*T + t] (+)= A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p] */
+void tg__shifted_gemm_nt(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B, ptrdiff_t ldb,
+                         ptrdiff_t b_img, const ptrdiff_t *off, int M, int P, int K, int T, int G, bool accumulate);
+void tg__shifted_gemm_nt_ref(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B, ptrdiff_t ldb,
+                             ptrdiff_t b_img, const ptrdiff_t *off, int M, int P, int K, int T, int G,
+                             bool accumulate);
+/* The weight gradient again, for X laid out by tg__pad_blocked: channels in
+ * blocks of 16 (block stride ldx, a multiple of 16), a pixel's 16 side by side,
+ * planes of rows ldr pixels wide. Only the H x W pixels of A's grid are summed:
+ *   C[m][c*T + t] (+)= sum_g sum_{h<H, w<W} A[g*a_img + m*lda + h*ldr + w]
+ *                                          * X[g*x_img + (c/16)*ldx + (h*ldr + w + off[t])*16 + c%16]
+ * for m < M, c < Cn, t < T. X must hold every pixel read: (H-1)*ldr + W-1 + max off[t] < ldx/16. */
+void tg__shifted_wgt_blocked(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *X, ptrdiff_t ldx,
+                             ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W, ptrdiff_t ldr, int Cn, int T,
+                             int G, bool accumulate);
+void tg__shifted_wgt_blocked_ref(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *X,
+                                 ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                 ptrdiff_t ldr, int Cn, int T, int G, bool accumulate);
+/* xb: x (C,H,W) in blocks of 16 channels, pad pixels in from the top and left of rows Wp wide:
+ *   xb[(c/16)*ldx + ((h + pad)*Wp + w + pad)*16 + c%16] = x[(c*H + h)*W + w]
+ * and zeros for the last block's channels past C. The border is left alone
+ * (the caller zeroes it once). xb must be 64-byte aligned and ldx a multiple of 16. */
+void tg__pad_blocked(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad);
+void tg__pad_blocked_ref(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int W, int Wp, int pad);
+
+// ----------------------------------------------------------------------------
+// convolution (conv.c): x (N,C,H,W), w (K,C/G,R,S), b (K) -> y (N,K,Ho,Wo)
+
+typedef struct { /* a conv2d's sizes; Cg = C/G, Kg = K/G, rows = Cg*R*S */
+    int N, C, H, W, K, R, S, Ho, Wo, G, Cg, Kg;
+    int stride, pad, dil;
+    int64_t rows;
+} tg__conv_dims;
+
+/* The kernels below take 64-byte aligned scratch of the size their _scratch
+ * function gives (SIZE_MAX if that does not fit a size_t), with the thread
+ * count it set. */
+
+/* y = conv2d(x, w) + b (b may be NULL), relu(y) if relu. Stride 1 multiplies by
+ * the padded image shifted by tap (tg__shifted_gemm), a 1x1 stride-1 unpadded
+ * conv is one GEMM on x, anything else goes through im2col and GEMM. */
+size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads);
+void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d, bool relu,
+                        void *scratch, int threads);
+/* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL). With
+ * y (conv2d_relu's output), dy counts only where not y <= 0. dw and db are
+ * summed per fixed chunk of images, then over the chunks in order. */
+size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads);
+void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
+                         const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int threads);
+/* conv_transpose2d: x (N,Cin,H,W) w (Cin,Cout/G,R,S) b (Cout) -> y (N,Cout,H',W'), with d
+ * the conv2d that maps y back onto x (C = Cout, H,W = H',W', K = Cin, Ho,Wo = H,W):
+ * y = col2im(w^T x) + b; backward dx += w im2col(dy), dw += x im2col(dy)^T, db += sum of dy */
+size_t tg__conv_transpose2d_forward_scratch(const tg__conv_dims *d, int *threads);
+void tg__conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                                  void *scratch, int threads);
+size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads);
+void tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                                   const tg__conv_dims *d, void *scratch, int threads);
+/* col (Cg*R*S, Ho*Wo) = the windows of one image's group x (Cg,H,W), zeros where they hang over */
+void tg__im2col(float *col, const float *x, const tg__conv_dims *d);
+void tg__im2col_ref(float *col, const float *x, const tg__conv_dims *d);
+/* dx (Cg,H,W) += each column of col (Cg*R*S, Ho*Wo) added back where its window read */
+void tg__col2im(float *dx, const float *col, const tg__conv_dims *d);
+void tg__col2im_ref(float *dx, const float *col, const tg__conv_dims *d);
+/* The short rows of the conv's padding and unpadding: for r < rows, j < w, with
+ * d = dst[r*sd + j] and v = src[r*ss + j]:
+ *   TG_ROWS_COPY d = v;  TG_ROWS_ADD d += v;  TG_ROWS_BIAS d = v + bias;  TG_ROWS_BIAS_RELU d = relu(v + bias);
+ *   TG_ROWS_MASK d = keep[r*ss + j] <= 0 ? 0 : v (the gradient through a ReLU with output keep)
+ * relu(u) is u <= 0 ? +0 : u, as PyTorch's: a NaN stays NaN, and passes dy */
+enum { TG_ROWS_COPY, TG_ROWS_ADD, TG_ROWS_BIAS, TG_ROWS_BIAS_RELU, TG_ROWS_MASK };
+void tg__copy_rows(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, const float *keep, int64_t rows, int w,
+                   int mode, float bias);
+void tg__copy_rows_ref(float *dst, ptrdiff_t sd, const float *src, ptrdiff_t ss, const float *keep, int64_t rows,
+                       int w, int mode, float bias);
+
+// ----------------------------------------------------------------------------
+// pooling (pool.c): x (P,H,W) -> y (P,Ho,Wo) over P = N*C planes
+
+/* y = the maximum of each window (kernel x kernel, stride, pad); arg (if not
+ * NULL) its index ih*W + iw in the plane. Padding never wins; ties go to the
+ * first maximum in row-major order; a NaN wins over numbers. */
+void tg__max_pool2d(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
+                    int stride, int pad);
+void tg__max_pool2d_ref(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
+                        int stride, int pad);
+/* dx (= if set, else +=) dy at arg: dx[p][arg[p][o]] += dy[p][o] */
+void tg__max_pool2d_backward(float *dx, const float *dy, const int32_t *arg, int64_t P, int H, int W, int Ho, int Wo,
+                             int kernel, int stride, int pad, bool set);
+void tg__max_pool2d_backward_ref(float *dx, const float *dy, const int32_t *arg, int64_t P, int H, int W, int Ho,
+                                 int Wo, int kernel, int stride, int pad, bool set);
+/* y = the window's sum / kernel^2 (padded zeros count); dx += dy / kernel^2 over each window */
+void tg__avg_pool2d(float *y, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel, int stride, int pad);
+void tg__avg_pool2d_backward(float *dx, const float *dy, int64_t P, int H, int W, int Ho, int Wo, int kernel,
+                             int stride, int pad);
+/* y (P) = the mean of each plane of x (P,HW); dx += dy / HW */
+void tg__global_avg_pool(float *y, const float *x, int64_t P, int64_t HW);
+void tg__global_avg_pool_backward(float *dx, const float *dy, int64_t P, int64_t HW);
+
+// ----------------------------------------------------------------------------
+// batch normalisation (norm.c): x (N,C,L), statistics per channel c over N and L
+//
+// Work goes in fixed chunks of images (TG_BN_CHUNKS at most), per-channel sums
+// per chunk, then over the chunks in order: the same result for any thread
+// count. The loops over one run of a channel (L elements of one image) sum in
+// the 8 lanes of tg_f8, then in double.
+
+#define TG_BN_CHUNKS 16
+/* mean[c] and the biased variance var[c] of x, in double; part holds TG_BN_CHUNKS*C doubles */
+void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L);
+/* y = gamma[c] * ((x - mean[c]) * rstd[c]) + beta[c] (+ sc, a shortcut, if not NULL), relu(y) if relu */
+void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
+                    const float *beta, int64_t N, int64_t C, int64_t L, bool relu);
+/* sdy[c] = sum of dy', sdyx[c] = sum of dy' (x - mean[c]), dy' = dy where not yr <= 0 (all of dy
+ * if yr is NULL); ds (if not NULL) = (if ds_set) or += dy'. part holds 2*TG_BN_CHUNKS*C doubles */
+void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
+                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set);
+/* dx (= if set, else +=) kn[c] * (k1[c] * dy' - s1[c] - (x - mean[c]) * rstd[c] * s2[c]),
+ * with coef = kn, k1, s1, s2, C floats each */
+void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
+                        const float *mean, const float *rstd, int64_t N, int64_t C, int64_t L, bool set);
+/* the loops over one run, each with its reference (same lanes, plain C) */
+double tg__bn_sum(const float *p, int64_t n);
+double tg__bn_sum_ref(const float *p, int64_t n);
+double tg__bn_sqdev(const float *p, int64_t n, float m); /* sum of (p - m)^2 */
+double tg__bn_sqdev_ref(const float *p, int64_t n, float m);
+/* *sa += sum of a', *sab += sum of a' (b - m), a' = a where not y <= 0 (if y); ds (=, or +=) a' */
+void tg__bn_dot(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m, int64_t n,
+                bool ds_set);
+void tg__bn_dot_ref(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m,
+                    int64_t n, bool ds_set);
+void tg__bn_normalize(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd, float g, float b,
+                      bool relu);
+void tg__bn_normalize_ref(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd, float g, float b,
+                          bool relu);
+void tg__bn_dx(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1, float s1,
+               float s2, float mu, float rstd, bool set);
+void tg__bn_dx_ref(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1,
+                   float s1, float s2, float mu, float rstd, bool set);
+
+// ----------------------------------------------------------------------------
+// memory-bound elementwise loops (elementwise.c), on one block of n elements;
+// the callers split the work over threads (TG_FOR_BLOCKS)
+
+/* y = a + b (b may be NULL: y = a), relu(y) if relu */
+void tg__add_relu(float *y, const float *a, const float *b, int64_t n, bool relu);
+void tg__add_relu_ref(float *y, const float *a, const float *b, int64_t n, bool relu);
+/* dx (= if set, else +=) dy where not y <= 0 (all of dy if y is NULL) */
+void tg__relu_backward(float *dx, const float *dy, const float *y, int64_t n, bool set);
+void tg__relu_backward_ref(float *dx, const float *dy, const float *y, int64_t n, bool set);
+/* Dropout of elements i0 .. i0+n-1: keep element i when a hash of (key, i) is
+ * below `below`; y = x * s where kept, else +0; mask 1 where kept, else 0 */
+void tg__dropout(float *y, uint8_t *mask, const float *x, int64_t n, int64_t i0, uint64_t key, uint32_t below,
+                 float s);
+void tg__dropout_ref(float *y, uint8_t *mask, const float *x, int64_t n, int64_t i0, uint64_t key, uint32_t below,
+                     float s);
+/* dx (= if set, else +=) dy * s where mask kept (everywhere if mask is NULL), else +0 */
+void tg__dropout_backward(float *dx, const float *dy, const uint8_t *mask, int64_t n, float s, bool set);
+void tg__dropout_backward_ref(float *dx, const float *dy, const uint8_t *mask, int64_t n, float s, bool set);
+/* One SGD step as PyTorch's, on p (and its momentum buffer buf, NULL without momentum):
+ *   g = grad + wd * p;  buf = first ? g : momentum * buf + (1 - dampening) * g;
+ *   p -= lr * (nesterov ? g + momentum * buf : buf)            (p -= lr * g without buf)
+ * Returns the largest exponent field of grad: 0x7f800000 if it holds a NaN or an Inf. */
+uint32_t tg__sgd_update(float *p, float *buf, const float *grad, int64_t n, float lr, float wd, float momentum,
+                        float dampening, bool nesterov, bool first);
+uint32_t tg__sgd_update_ref(float *p, float *buf, const float *grad, int64_t n, float lr, float wd, float momentum,
+                            float dampening, bool nesterov, bool first);
+/* NaN if x holds a NaN or an Inf, else 0: a pass with no branch */
+float tg__nonfinite_probe(const float *x, int64_t n);
+float tg__nonfinite_probe_ref(const float *x, int64_t n);
+
+#endif

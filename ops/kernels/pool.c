@@ -1,0 +1,179 @@
+/* pool.c: the loops of max pooling (recording the argmax), average pooling and
+ * global average pooling, over P planes. Planes are independent: max pooling
+ * splits them over threads. */
+#include "kernels.h"
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// max pooling
+
+/* Does v win over the best so far? Strictly greater keeps the first maximum; a NaN
+ * wins over numbers (it propagates, as in PyTorch). */
+static inline bool wins(float v, float best) { return v > best || (v != v && best == best); }
+
+/* One plane, any window: only real positions compete, so padding never wins */
+static void max_plane(float *y, int32_t *arg, const float *xp, int H, int W, int Ho, int Wo, int kernel, int stride,
+                      int pad) {
+    for (int oh = 0; oh < Ho; oh++)
+        for (int ow = 0; ow < Wo; ow++) {
+            int h0 = oh * stride - pad, w0 = ow * stride - pad;
+            int h1 = h0 + kernel < H ? h0 + kernel : H, w1 = w0 + kernel < W ? w0 + kernel : W;
+            if (h0 < 0) h0 = 0;
+            if (w0 < 0) w0 = 0;
+            int best = h0 * W + w0;
+            for (int ih = h0; ih < h1; ih++)
+                for (int iw = w0; iw < w1; iw++)
+                    if (wins(xp[ih * W + iw], xp[best])) best = ih * W + iw;
+            y[oh * Wo + ow] = xp[best];
+            if (arg) arg[oh * Wo + ow] = best;
+        }
+}
+
+/* wins() on 8 lanes: all ones where v wins over best; and a where m, else b */
+#define WINS8(v, best) (((v) > (best)) | (((v) != (v)) & ((best) == (best))))
+#define PICK8(m, a, b) ((tg_f8)(((tg_i8)(a) & (m)) | ((tg_i8)(b) & ~(m))))
+
+/* The 2x2, stride 2, unpadded pool of most CNNs, one plane, without bounds
+ * checks. Eight windows at a time: the better of each row's two columns (the
+ * left one on a tie), then the lower row's if it wins over the upper: the same
+ * first maximum in row-major order that the scalar scan finds. */
+TG_INLINE void max2x2_body(float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo) {
+    const tg_i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int oh = 0; oh < Ho; oh++) {
+        const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+        float *yo = y + oh * Wo;
+        int ow = 0;
+        for (; ow + 8 <= Wo; ow += 8) {
+            tg_f8 a0 = TG_F8(r0 + 2 * ow), a1 = TG_F8(r0 + 2 * ow + 8);
+            tg_f8 b0 = TG_F8(r1 + 2 * ow), b1 = TG_F8(r1 + 2 * ow + 8);
+            tg_f8 ae = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14);
+            tg_f8 ao = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15);
+            tg_f8 be = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
+            tg_f8 bo = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
+            tg_i8 wa = WINS8(ao, ae), wb = WINS8(bo, be);
+            tg_f8 ma = PICK8(wa, ao, ae), mb = PICK8(wb, bo, be);
+            tg_i8 down = WINS8(mb, ma);
+            *(tg_f8 *)(yo + ow) = PICK8(down, mb, ma);
+            if (arg) /* window start, then + W for the lower row, + 1 for the right column */
+                *(tg_i8 *)(arg + oh * Wo + ow) =
+                    2 * oh * W + 2 * (lane + ow) + ((W + (wb & 1)) & down) + ((wa & 1) & ~down);
+        }
+        for (; ow < Wo; ow++) {
+            int i = 2 * oh * W + 2 * ow, best = i;
+            if (wins(xp[i + 1], xp[best])) best = i + 1;
+            if (wins(xp[i + W], xp[best])) best = i + W;
+            if (wins(xp[i + W + 1], xp[best])) best = i + W + 1;
+            yo[ow] = xp[best];
+            if (arg) arg[oh * Wo + ow] = best;
+        }
+    }
+}
+TG_LOOP(max2x2, (float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo), (y, arg, xp, W, Ho, Wo))
+
+void tg__max_pool2d(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
+                    int stride, int pad) {
+#pragma omp parallel for num_threads(tg__threads_for(P * H * W, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t p = 0; p < P; p++) {
+        const float *xp = x + p * H * W;
+        int32_t *ap = arg ? arg + p * Ho * Wo : NULL;
+        if (kernel == 2 && stride == 2 && pad == 0) tg__max2x2(y + p * Ho * Wo, ap, xp, W, Ho, Wo);
+        else max_plane(y + p * Ho * Wo, ap, xp, H, W, Ho, Wo, kernel, stride, pad);
+    }
+}
+
+void tg__max_pool2d_ref(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
+                        int stride, int pad) {
+    for (int64_t p = 0; p < P; p++)
+        max_plane(y + p * Ho * Wo, arg ? arg + p * Ho * Wo : NULL, x + p * H * W, H, W, Ho, Wo, kernel, stride, pad);
+}
+
+void tg__max_pool2d_backward(float *dx, const float *dy, const int32_t *arg, int64_t P, int H, int W, int Ho, int Wo,
+                             int kernel, int stride, int pad, bool set) {
+    int64_t HW = (int64_t)H * W, HWo = (int64_t)Ho * Wo;
+    /* 2x2 windows that tile the plane: every input lies in at most one window, so one pass
+     * writes each element once, the gradient at the argmax and zeros around it */
+    bool tiles = set && kernel == 2 && stride == 2 && pad == 0;
+    /* planes are independent (windows may overlap, but only within a plane) */
+#pragma omp parallel for num_threads(tg__threads_for(P * HW, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t p = 0; p < P; p++) {
+        float *dxp = dx + p * HW;
+        const float *dyp = dy + p * HWo;
+        const int32_t *ap = arg + p * HWo;
+        if (!tiles) {
+            if (set) memset(dxp, 0, (size_t)HW * sizeof(float));
+            for (int64_t o = 0; o < HWo; o++) dxp[ap[o]] += dyp[o];
+            continue;
+        }
+        if (H > 2 * Ho || W > 2 * Wo) memset(dxp, 0, (size_t)HW * sizeof(float)); /* an odd edge */
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int o = oh * Wo + ow, i = 2 * oh * W + 2 * ow;
+                float g = dyp[o];
+                dxp[i] = ap[o] == i ? g : 0.0f;
+                dxp[i + 1] = ap[o] == i + 1 ? g : 0.0f;
+                dxp[i + W] = ap[o] == i + W ? g : 0.0f;
+                dxp[i + W + 1] = ap[o] == i + W + 1 ? g : 0.0f;
+            }
+    }
+}
+
+void tg__max_pool2d_backward_ref(float *dx, const float *dy, const int32_t *arg, int64_t P, int H, int W, int Ho,
+                                 int Wo, int kernel, int stride, int pad, bool set) {
+    (void)kernel, (void)stride, (void)pad;
+    int64_t HW = (int64_t)H * W, HWo = (int64_t)Ho * Wo;
+    if (set) memset(dx, 0, (size_t)(P * HW) * sizeof(float));
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t o = 0; o < HWo; o++) dx[p * HW + arg[p * HWo + o]] += dy[p * HWo + o];
+}
+
+// ----------------------------------------------------------------------------
+// average pooling: the divisor is always kernel*kernel (padded zeros count)
+
+void tg__avg_pool2d(float *y, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel, int stride,
+                    int pad) {
+    float inv = 1.0f / (float)((int64_t)kernel * kernel); /* kernel*kernel may pass INT_MAX */
+    for (int64_t p = 0; p < P; p++) {
+        const float *xp = x + p * H * W;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int h0 = oh * stride - pad, w0 = ow * stride - pad;
+                float s = 0;
+                for (int ih = h0 < 0 ? 0 : h0; ih < h0 + kernel && ih < H; ih++)
+                    for (int iw = w0 < 0 ? 0 : w0; iw < w0 + kernel && iw < W; iw++) s += xp[ih * W + iw];
+                y[(p * Ho + oh) * Wo + ow] = s * inv;
+            }
+    }
+}
+
+void tg__avg_pool2d_backward(float *dx, const float *dy, int64_t P, int H, int W, int Ho, int Wo, int kernel,
+                             int stride, int pad) {
+    float inv = 1.0f / (float)((int64_t)kernel * kernel);
+    for (int64_t p = 0; p < P; p++) {
+        float *dxp = dx + p * H * W;
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                int h0 = oh * stride - pad, w0 = ow * stride - pad;
+                float g = dy[(p * Ho + oh) * Wo + ow] * inv;
+                for (int ih = h0 < 0 ? 0 : h0; ih < h0 + kernel && ih < H; ih++)
+                    for (int iw = w0 < 0 ? 0 : w0; iw < w0 + kernel && iw < W; iw++) dxp[ih * W + iw] += g;
+            }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// global average pooling
+
+void tg__global_avg_pool(float *y, const float *x, int64_t P, int64_t HW) {
+    for (int64_t p = 0; p < P; p++) {
+        float s = 0;
+        for (int64_t j = 0; j < HW; j++) s += x[p * HW + j];
+        y[p] = s / (float)HW;
+    }
+}
+
+void tg__global_avg_pool_backward(float *dx, const float *dy, int64_t P, int64_t HW) {
+    for (int64_t p = 0; p < P; p++) {
+        float g = dy[p] / (float)HW;
+        for (int64_t j = 0; j < HW; j++) dx[p * HW + j] += g;
+    }
+}

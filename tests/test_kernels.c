@@ -1,0 +1,596 @@
+/* test_kernels.c: every kernel of ops/kernels/ against its plain reference,
+ * under each instruction set this CPU has (tg__isa_use): the GEMM (all four
+ * transposes, edge sizes, alpha and beta, padded strides) within rounding; the
+ * shifted products (forward, dx with negative shifts, the epilogue that writes
+ * an unpadded output, the weight gradient, the blocked weight gradient and its
+ * layout) within rounding, the layouts bit for bit; im2col, col2im and the
+ * conv's row copies; max pooling forward and backward; the batch-norm loops,
+ * relu, the residual adds, dropout and the SGD update bit for bit, on inputs
+ * holding NaN, -0, infinities and denormals in vector lanes and tails; the
+ * non-finite probe; and the switch itself. */
+#include "check.h"
+#include "kernels/kernels.h"
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng = 7;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rng >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+static int irand(int lo, int hi) { /* in [lo, hi] */
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return lo + (int)((rng >> 33) % (uint64_t)(hi - lo + 1));
+}
+
+static const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e-40f, -1e-40f, 3e38f, -3e38f};
+#define N_SPECIALS (int)(sizeof specials / sizeof *specials)
+
+/* n random floats; with odds > 0, about one in odds is a special value */
+static float *randv(int64_t n, int odds) {
+    float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
+    for (int64_t i = 0; i < n; i++) x[i] = odds && irand(1, odds) == 1 ? specials[irand(0, N_SPECIALS - 1)] : frand();
+    return x;
+}
+
+static float *copyv(const float *x, int64_t n) {
+    float *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
+    memcpy(y, x, (size_t)n * sizeof *y);
+    return y;
+}
+
+/* The same bits, or both NaN (a NaN's sign and payload depend on operand order, which compilers may swap) */
+static bool same_float(float a, float b) { return (isnan(a) && isnan(b)) || memcmp(&a, &b, sizeof a) == 0; }
+static bool same_double(double a, double b) { return (isnan(a) && isnan(b)) || memcmp(&a, &b, sizeof a) == 0; }
+
+/* Elements that differ (same_float), reporting the first few under `what` */
+static int64_t count_differ(const char *what, const float *got, const float *want, int64_t n) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!same_float(got[i], want[i]) && bad++ < 3)
+            fprintf(stderr, "%s [%s]: element %lld is %.9g, want %.9g\n", what, tg__isa_name(), (long long)i, got[i],
+                    want[i]);
+    return bad;
+}
+
+/* Elements where got and want differ by more than tol[i] (NaN only with NaN) */
+static int64_t count_far(const char *what, const float *got, const float *want, const float *tol, int64_t n) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        bool ok = isnan(want[i]) ? isnan(got[i]) : fabsf(got[i] - want[i]) <= tol[i];
+        if (!ok && bad++ < 3)
+            fprintf(stderr, "%s [%s]: element %lld is %.9g, want %.9g (tol %.3g)\n", what, tg__isa_name(),
+                    (long long)i, got[i], want[i], tol[i]);
+    }
+    return bad;
+}
+
+static float *absv(const float *x, int64_t n) {
+    float *y = copyv(x, n);
+    for (int64_t i = 0; i < n; i++) y[i] = fabsf(y[i]);
+    return y;
+}
+
+// ----------------------------------------------------------------------------
+// GEMM
+
+/* One product against the reference; rounding of a K-term sum allowed */
+static void gemm_case(bool ta, bool tb, int M, int N, int K, int pad, float alpha, float beta) {
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int lda = ac + pad, ldb = bc + pad, ldc = N + pad;
+    int64_t na = (int64_t)ar * lda, nb = (int64_t)br * ldb, nc = (int64_t)M * ldc;
+    float *A = randv(na, 0), *B = randv(nb, 0), *C = randv(nc, 0);
+    if (beta == 0.0f)
+        for (int64_t i = 0; i < nc; i++) C[i] = NAN; /* beta 0 must not read C */
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) C[(int64_t)i * ldc + j] = 12345.0f; /* the row padding stays */
+    float *want = copyv(C, nc), *bound = copyv(C, nc), *Aa = absv(A, na), *Ba = absv(B, nb), *tol = copyv(C, nc);
+    tg__sgemm(C, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta);
+    tg__sgemm_ref(want, ldc, A, lda, B, ldb, M, N, K, ta, tb, alpha, beta);
+    tg__sgemm_ref(bound, ldc, Aa, lda, Ba, ldb, M, N, K, ta, tb, fabsf(alpha), 0.0f);
+    for (int64_t i = 0; i < nc; i++)
+        tol[i] = (float)((2.0 * K + 8) * 1.2e-7 * (fabsf(bound[i]) + (beta == 0.0f ? 0 : fabsf(beta * want[i])))) +
+                 1e-30f;
+    char what[96];
+    snprintf(what, sizeof what, "gemm %c%c %dx%dx%d pad %d alpha %g beta %g", ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K,
+             pad, alpha, beta);
+    CHECK_INT(count_far(what, C, want, tol, nc), 0);
+    free(A), free(B), free(C), free(want), free(bound), free(Aa), free(Ba), free(tol);
+}
+
+static void gemm(void) {
+    static const float ab[][2] = {{1, 0}, {1, 1}, {1, 0.5f}, {-0.75f, 0}, {2, 1}};
+    int n = 0;
+    for (int s = 1; s <= 40; s += s < 12 ? 1 : 7)
+        for (int t = 0; t < 4; t++, n++) {
+            gemm_case(t & 1, t >> 1, s, s, s, (s + t) % 3 ? 3 : 0, ab[n % 5][0], ab[n % 5][1]);
+            int M = irand(1, 50), N = irand(1, 50), K = irand(1, 50); /* in this order on every compiler */
+            gemm_case(t & 1, t >> 1, M, N, K, irand(0, 4), ab[n % 5][0], ab[n % 5][1]);
+        }
+    /* long sums (several K slices, the dot-product kernel's too), blocks past MC and NC, conv and linear shapes */
+    static const int big[][3] = {{16, 784, 144}, {9, 97, 600}, {6, 10, 2100}, {530, 40, 20}, {5, 1200, 9},
+                                 {67, 131, 513}, {40, 9, 1100}, {1, 1, 3000}, {3, 70, 1}};
+    for (size_t i = 0; i < sizeof big / sizeof *big; i++)
+        for (int t = 0; t < 4; t++, n++) gemm_case(t & 1, t >> 1, big[i][0], big[i][1], big[i][2], t == 2 ? 5 : 0,
+                                                    ab[n % 5][0], ab[n % 5][1]);
+    /* K = 0 or alpha = 0: C = beta C, A and B never read */
+    float A[4] = {NAN, NAN, NAN, NAN}, C[4] = {1, 2, 3, 4}, D[4] = {NAN, NAN, NAN, NAN};
+    tg__sgemm(C, 2, A, 2, A, 2, 2, 2, 2, false, false, 0.0f, 0.5f);
+    CHECK(C[0] == 0.5f && C[3] == 2.0f);
+    tg__sgemm(D, 2, A, 2, A, 2, 2, 2, 0, true, true, 1.0f, 0.0f);
+    CHECK(D[0] == 0.0f && D[3] == 0.0f);
+    tg__sgemm(D, 2, A, 2, A, 2, 0, 2, 2, false, false, 1.0f, 0.0f); /* M = 0: nothing */
+}
+
+// ----------------------------------------------------------------------------
+// shifted products
+
+/* tg__shifted_gemm on a grid of `rows` rows Wp wide whose first `cols` columns
+ * are real, with shifts off[t] = r*Wp + s - neg (negative ones if neg > 0, as
+ * dx reads): C against the reference, and where the kernel wrote straight into
+ * the unpadded y, y against the reference's C with the epilogue applied. */
+static void shifted_case(int M, int K, int R, int S, int rows, int Wp, int cols, bool accumulate, bool bias, bool relu,
+                         bool add, int neg) {
+    int T = R * S, Mp = (M + 7) & ~7;
+    int64_t P = ((int64_t)rows * Wp + 15) & ~15, ldb = (rows + R) * (int64_t)Wp + 16, ldc = P + 16;
+    ptrdiff_t off[64], scratch[64 * 32];
+    for (int t = 0; t < T; t++) off[t] = (ptrdiff_t)(t / S) * Wp + t % S - neg;
+    int64_t na = (int64_t)Mp * T * K, nbuf = K * ldb + 64, nc = Mp * ldc, plane = (int64_t)rows * cols;
+    float *A = randv(na, 0), *Bbuf = randv(nbuf, 0), *B = Bbuf + 32, *C = randv(nc, 0), *yold = randv(M * plane, 0);
+    float *bv = randv(M, 0);
+    for (int m = M; m < Mp; m++) /* A's padding rows are zeros */
+        for (int q = 0; q < T * K; q++) A[((m / 8) * T * K + q) * 8 + m % 8] = 0.0f;
+    uint16_t mask[256];
+    int32_t at[256];
+    for (int64_t g = 0; g < P / 16; g++) { /* which lanes of each 16-column group are real, where the first goes */
+        mask[g] = 0, at[g] = 0;
+        for (int l = 15; l >= 0; l--) {
+            int64_t p = g * 16 + l;
+            if (p < (int64_t)rows * Wp && p % Wp < cols)
+                mask[g] |= (uint16_t)(1u << l), at[g] = (int32_t)(p / Wp * cols + p % Wp);
+        }
+    }
+    float *y = copyv(yold, M * plane), *want = copyv(C, nc), *bound = copyv(C, nc), *Aa = absv(A, na);
+    float *Ba = absv(Bbuf, nbuf), *tol = malloc((size_t)nc * sizeof *tol);
+    tg__shift_out out = {y, plane, bias ? bv : NULL, relu, add, mask, at};
+    bool wrote = tg__shifted_gemm(C, ldc, &out, A, B, ldb, off, M, (int)P, K, T, accumulate, scratch);
+    tg__shifted_gemm_ref(want, ldc, NULL, A, B, ldb, off, M, (int)P, K, T, accumulate, scratch);
+    tg__shifted_gemm_ref(bound, ldc, NULL, Aa, Ba + 32, ldb, off, M, (int)P, K, T, false, scratch);
+    for (int64_t i = 0; i < nc; i++)
+        tol[i] = (float)((2.0 * T * K + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) + 1e-30f;
+    char what[128];
+    snprintf(what, sizeof what, "shifted_gemm M %d K %d %dx%d grid %dx%d of %d%s%s%s%s shift -%d", M, K, R, S, rows,
+             Wp, cols, accumulate ? " accumulate" : "", bias ? " bias" : "", relu ? " relu" : "", add ? " add" : "",
+             neg);
+    CHECK(!wrote || (tg__isa() == TG_ISA_AVX512 && !accumulate));
+    if (!wrote) {
+        CHECK_INT(count_far(what, C, want, tol, nc), 0);
+        CHECK_INT(count_differ(what, y, yold, M * plane), 0); /* y untouched */
+    } else { /* y = relu(C + bias (+ y)) at the real lanes */
+        float *wy = malloc((size_t)(M * plane) * sizeof *wy), *ty = malloc((size_t)(M * plane) * sizeof *ty);
+        for (int m = 0; m < M; m++)
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++) {
+                    int64_t p = (int64_t)r * Wp + c, o = m * plane + (int64_t)r * cols + c;
+                    float v = want[m * ldc + p] + (bias ? bv[m] : 0.0f);
+                    if (add) v += yold[o];
+                    wy[o] = relu && v <= 0.0f ? 0.0f : v;
+                    ty[o] = tol[m * ldc + p] + 1.2e-7f * (fabsf(v) + (add ? fabsf(yold[o]) : 0));
+                }
+        CHECK_INT(count_far(what, y, wy, ty, M * plane), 0);
+        free(wy), free(ty);
+    }
+    free(A), free(Bbuf), free(C), free(yold), free(bv), free(y), free(want), free(bound), free(Aa), free(Ba), free(tol);
+}
+
+/* tg__shifted_gemm_nt: C (M, K*T) over G images */
+static void shifted_nt_case(int M, int K, int T, int G, int P, bool accumulate) {
+    ptrdiff_t off[32], lda = P + 5, ldb = P + 40, a_img = M * lda + 3, b_img = K * ldb + 7;
+    for (int t = 0; t < T; t++) off[t] = irand(0, 40);
+    int64_t na = G * a_img, nb = G * b_img, nc = (int64_t)M * K * T;
+    float *A = randv(na, 0), *B = randv(nb, 0), *C = randv(nc, 0), *want = copyv(C, nc), *bound = copyv(C, nc);
+    float *Aa = absv(A, na), *Ba = absv(B, nb), *tol = malloc((size_t)nc * sizeof *tol);
+    tg__shifted_gemm_nt(C, A, lda, a_img, B, ldb, b_img, off, M, P, K, T, G, accumulate);
+    tg__shifted_gemm_nt_ref(want, A, lda, a_img, B, ldb, b_img, off, M, P, K, T, G, accumulate);
+    tg__shifted_gemm_nt_ref(bound, Aa, lda, a_img, Ba, ldb, b_img, off, M, P, K, T, G, false);
+    for (int64_t i = 0; i < nc; i++)
+        tol[i] = (float)((2.0 * G * P + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) + 1e-30f;
+    char what[96];
+    snprintf(what, sizeof what, "shifted_gemm_nt M %d K %d T %d G %d P %d%s", M, K, T, G, P,
+             accumulate ? " accumulate" : "");
+    CHECK_INT(count_far(what, C, want, tol, nc), 0);
+    free(A), free(B), free(C), free(want), free(bound), free(Aa), free(Ba), free(tol);
+}
+
+/* x (G images of Cn channels, H0 x W0) laid out by tg__pad_blocked (bit for bit
+ * as the reference), then the blocked weight gradient of an R x S kernel with A
+ * on the Ho x Wo output grid (rows Wp wide), within rounding */
+static void blocked_case(int M, int Cn, int H0, int W0, int pad, int R, int S, int G, bool accumulate) {
+    int Hp = H0 + 2 * pad, Wp = W0 + 2 * pad, Ho = Hp - R + 1, Wo = Wp - S + 1, T = R * S, blocks = (Cn + 15) / 16;
+    ptrdiff_t ldx = (ptrdiff_t)Hp * Wp * 16, x_img = blocks * ldx, lda = (ptrdiff_t)Ho * Wp + 3, a_img = M * lda + 5;
+    ptrdiff_t off[64];
+    for (int t = 0; t < T; t++) off[t] = (ptrdiff_t)(t / S) * Wp + t % S;
+    size_t xbytes = (size_t)(G * x_img) * sizeof(float); /* a multiple of 64 */
+    float *X = aligned_alloc(64, xbytes), *Xr = aligned_alloc(64, xbytes);
+    memset(X, 0, xbytes), memset(Xr, 0, xbytes);
+    float *x = randv((int64_t)G * Cn * H0 * W0, 20);
+    for (int g = 0; g < G; g++) {
+        tg__pad_blocked(X + g * x_img, ldx, x + (int64_t)g * Cn * H0 * W0, Cn, H0, W0, Wp, pad);
+        tg__pad_blocked_ref(Xr + g * x_img, ldx, x + (int64_t)g * Cn * H0 * W0, Cn, H0, W0, Wp, pad);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "pad_blocked C %d %dx%d pad %d", Cn, H0, W0, pad);
+    CHECK_INT(count_differ(what, X, Xr, G * x_img), 0);
+    for (int64_t i = 0; i < G * x_img; i++) /* no specials in the product */
+        if (!isfinite(X[i]) || fabsf(X[i]) > 1) X[i] = 0.5f;
+    int64_t na = G * a_img, nc = (int64_t)M * Cn * T;
+    float *A = randv(na, 0), *C = randv(nc, 0), *want = copyv(C, nc), *bound = copyv(C, nc), *Aa = absv(A, na);
+    float *Xa = absv(X, G * x_img), *tol = malloc((size_t)nc * sizeof *tol);
+    tg__shifted_wgt_blocked(C, A, lda, a_img, X, ldx, x_img, off, M, Ho, Wo, Wp, Cn, T, G, accumulate);
+    tg__shifted_wgt_blocked_ref(want, A, lda, a_img, X, ldx, x_img, off, M, Ho, Wo, Wp, Cn, T, G, accumulate);
+    tg__shifted_wgt_blocked_ref(bound, Aa, lda, a_img, Xa, ldx, x_img, off, M, Ho, Wo, Wp, Cn, T, G, false);
+    for (int64_t i = 0; i < nc; i++)
+        tol[i] = (float)((2.0 * G * Ho * Wo + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) +
+                 1e-30f;
+    snprintf(what, sizeof what, "shifted_wgt_blocked M %d C %d %dx%d kernel %dx%d G %d%s", M, Cn, Ho, Wo, R, S, G,
+             accumulate ? " accumulate" : "");
+    CHECK_INT(count_far(what, C, want, tol, nc), 0);
+    free(X), free(Xr), free(x), free(A), free(C), free(want), free(bound), free(Aa), free(Xa), free(tol);
+}
+
+static void shifted(void) {
+    static const int ms[] = {1, 5, 8, 13, 19}, ks[] = {1, 3, 16, 21};
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 4; j++) {
+            int R = irand(1, 3), S = irand(1, 3), Wp = irand(3, 20), rows = irand(1, 6);
+            shifted_case(ms[i], ks[j], R, S, rows, Wp, irand(1, Wp), (i + j) % 3 == 0, false, false, false, 0);
+            /* forward: bias and ReLU into y; dx: negative shifts, added into y or stored */
+            shifted_case(ms[i], ks[j], R, S, rows, Wp, irand(1, Wp), false, (i + j) % 2, (i + j) % 3 != 1, false, 0);
+            int cols = irand(1, Wp);
+            shifted_case(ms[i], ks[j], R, S, rows, Wp, cols, false, false, false, j % 2, irand(1, 20));
+        }
+    shifted_case(16, 32, 3, 3, 28, 30, 28, false, true, true, false, 0); /* the resnet's 28x28 block */
+    for (int i = 0; i < 12; i++) {
+        int M = irand(1, 9), K = irand(1, 7), T = irand(1, 9), G = irand(1, 3);
+        shifted_nt_case(M, K, T, G, 16 * irand(1, 6), i % 3 == 0);
+    }
+    static const int bl[][8] = {/* M, C, H0, W0, pad, R, S, G */
+                                {1, 1, 5, 6, 1, 3, 3, 1},  {2, 5, 4, 4, 0, 2, 3, 2}, {3, 16, 6, 5, 1, 3, 3, 1},
+                                {5, 26, 5, 7, 1, 3, 3, 2}, {7, 40, 4, 4, 2, 5, 5, 1}, {4, 17, 3, 9, 0, 1, 7, 1},
+                                {6, 32, 6, 6, 1, 3, 3, 3}, {9, 48, 5, 5, 1, 3, 3, 1}};
+    for (size_t i = 0; i < sizeof bl / sizeof *bl; i++)
+        blocked_case(bl[i][0], bl[i][1], bl[i][2], bl[i][3], bl[i][4], bl[i][5], bl[i][6], bl[i][7], i % 2 == 1);
+}
+
+// ----------------------------------------------------------------------------
+// the conv's layouts: im2col, col2im, row copies
+
+static void im2col(void) {
+    for (int i = 0; i < 40; i++) {
+        tg__conv_dims d = {0};
+        d.Cg = irand(1, 3), d.H = irand(1, 9), d.W = irand(1, 9), d.R = irand(1, 3), d.S = irand(1, 3);
+        d.stride = irand(1, 3), d.pad = irand(0, 3), d.dil = irand(1, 2);
+        int Hp = d.H + 2 * d.pad - d.dil * (d.R - 1), Wp = d.W + 2 * d.pad - d.dil * (d.S - 1);
+        if (Hp < 1 || Wp < 1) continue;
+        d.Ho = (Hp - 1) / d.stride + 1, d.Wo = (Wp - 1) / d.stride + 1, d.rows = (int64_t)d.Cg * d.R * d.S;
+        int64_t nx = (int64_t)d.Cg * d.H * d.W, ncol = d.rows * d.Ho * d.Wo;
+        float *x = randv(nx, 5), *col = randv(ncol, 0), *want = randv(ncol, 0);
+        int before = check_failures;
+        tg__im2col(col, x, &d);
+        tg__im2col_ref(want, x, &d);
+        char what[96];
+        snprintf(what, sizeof what, "C %d %dx%d kernel %dx%d stride %d pad %d dilation %d", d.Cg, d.H, d.W, d.R, d.S,
+                 d.stride, d.pad, d.dil);
+        CHECK_INT(count_differ("im2col", col, want, ncol), 0);
+        float *dx = randv(nx, 0), *dxw = copyv(dx, nx);
+        tg__col2im(dx, col, &d);
+        tg__col2im_ref(dxw, col, &d);
+        CHECK_INT(count_differ("col2im", dx, dxw, nx), 0);
+        if (check_failures > before) fprintf(stderr, "  (im2col/col2im %s)\n", what);
+        free(x), free(col), free(want), free(dx), free(dxw);
+    }
+}
+
+static void copy_rows(void) {
+    for (int mode = TG_ROWS_COPY; mode <= TG_ROWS_MASK; mode++)
+        for (int i = 0; i < 12; i++) {
+            int rows = irand(1, 5), w = i < 10 ? irand(1, 20) : 37;
+            ptrdiff_t sd = w + irand(0, 4), ss = w + irand(0, 4);
+            float *src = randv(rows * ss, 4), *keep = randv(rows * ss, 4), *dst = randv(rows * sd, 4);
+            float *want = copyv(dst, rows * sd), bias = i % 3 ? frand() : specials[i % N_SPECIALS];
+            tg__copy_rows(dst, sd, src, ss, mode == TG_ROWS_MASK ? keep : NULL, rows, w, mode, bias);
+            tg__copy_rows_ref(want, sd, src, ss, mode == TG_ROWS_MASK ? keep : NULL, rows, w, mode, bias);
+            char what[64];
+            snprintf(what, sizeof what, "copy_rows mode %d %dx%d", mode, rows, w);
+            CHECK_INT(count_differ(what, dst, want, rows * sd), 0);
+            free(src), free(keep), free(dst), free(want);
+        }
+}
+
+// ----------------------------------------------------------------------------
+// pooling
+
+static void pooling(void) {
+    static const int cfg[][3] = {{2, 2, 0}, {2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {2, 1, 0}, {5, 3, 2}};
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++)
+        for (int i = 0; i < 8; i++) {
+            int k = cfg[c][0], s = cfg[c][1], pad = cfg[c][2], P = irand(1, 3);
+            int H = irand(k, 19), W = i == 0 ? 33 : irand(k, 19);
+            int Ho = (H + 2 * pad - k) / s + 1, Wo = (W + 2 * pad - k) / s + 1;
+            int64_t nx = (int64_t)P * H * W, ny = (int64_t)P * Ho * Wo;
+            float *x = randv(nx, c == 1 ? 3 : 0);
+            for (int64_t j = 0; c == 0 && j < nx; j++) x[j] = (float)irand(0, 2); /* ties */
+            float *y = randv(ny, 0), *yw = randv(ny, 0);
+            int32_t *arg = malloc((size_t)ny * sizeof *arg), *argw = malloc((size_t)ny * sizeof *argw);
+            tg__max_pool2d(y, arg, x, P, H, W, Ho, Wo, k, s, pad);
+            tg__max_pool2d_ref(yw, argw, x, P, H, W, Ho, Wo, k, s, pad);
+            char what[96];
+            snprintf(what, sizeof what, "max_pool2d %dx%d kernel %d stride %d pad %d", H, W, k, s, pad);
+            CHECK_INT(count_differ(what, y, yw, ny), 0);
+            CHECK(memcmp(arg, argw, (size_t)ny * sizeof *arg) == 0);
+            for (int set = 0; set < 2; set++) {
+                float *dy = randv(ny, 0), *dx = randv(nx, 0), *dxw = copyv(dx, nx);
+                tg__max_pool2d_backward(dx, dy, arg, P, H, W, Ho, Wo, k, s, pad, set);
+                tg__max_pool2d_backward_ref(dxw, dy, arg, P, H, W, Ho, Wo, k, s, pad, set);
+                snprintf(what, sizeof what, "max_pool2d backward %dx%d kernel %d stride %d pad %d%s", H, W, k, s, pad,
+                         set ? " set" : "");
+                CHECK_INT(count_differ(what, dx, dxw, nx), 0);
+                free(dy), free(dx), free(dxw);
+            }
+            free(x), free(y), free(yw), free(arg), free(argw);
+        }
+    /* average pooling, by hand: a 4x4 plane, 2x2 windows; the global mean */
+    float x[16], y[4], dx[16] = {0}, dy[4] = {1, 2, 3, 4}, m;
+    for (int i = 0; i < 16; i++) x[i] = (float)i;
+    tg__avg_pool2d(y, x, 1, 4, 4, 2, 2, 2, 2, 0);
+    CHECK(y[0] == 2.5f && y[1] == 4.5f && y[2] == 10.5f && y[3] == 12.5f);
+    tg__avg_pool2d_backward(dx, dy, 1, 4, 4, 2, 2, 2, 2, 0);
+    CHECK(dx[0] == 0.25f && dx[5] == 0.25f && dx[2] == 0.5f && dx[15] == 1.0f);
+    tg__global_avg_pool(&m, x, 1, 16);
+    CHECK(m == 7.5f);
+}
+
+// ----------------------------------------------------------------------------
+// batch normalisation
+
+static const int lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 33, 100, 1003};
+#define N_LENS (int)(sizeof lens / sizeof *lens)
+
+static void bn_loops(void) {
+    for (int li = 0; li < N_LENS; li++)
+        for (int sp = 0; sp < 2; sp++) { /* sp: specials among the inputs */
+            int64_t n = lens[li];
+            int odds = sp ? 5 : 0;
+            float *x = randv(n, odds), *y = randv(n, odds), *b = randv(n, odds), m = frand();
+            char what[64];
+            snprintf(what, sizeof what, "bn n %lld%s", (long long)n, sp ? " specials" : "");
+            CHECK(same_double(tg__bn_sum(x, n), tg__bn_sum_ref(x, n)));
+            CHECK(same_double(tg__bn_sqdev(x, n, m), tg__bn_sqdev_ref(x, n, m)));
+            for (int v = 0; v < 4; v++) { /* with or without y and ds; ds stored or added */
+                double sa = 0.5, sab = -0.25, sa2 = 0.5, sab2 = -0.25;
+                float *ds = v & 2 ? randv(n, odds) : NULL, *dsw = ds ? copyv(ds, n) : NULL;
+                tg__bn_dot(&sa, &sab, ds, x, v & 1 ? y : NULL, b, m, n, v == 3);
+                tg__bn_dot_ref(&sa2, &sab2, dsw, x, v & 1 ? y : NULL, b, m, n, v == 3);
+                CHECK(same_double(sa, sa2) && same_double(sab, sab2));
+                if (ds) CHECK_INT(count_differ(what, ds, dsw, n), 0);
+                free(ds), free(dsw);
+            }
+            for (int v = 0; v < 4; v++) { /* with or without the shortcut, the ReLU */
+                float *o = randv(n, 0), *ow = copyv(o, n);
+                tg__bn_normalize(o, x, v & 1 ? b : NULL, n, m, 1.7f, -0.8f, 0.1f, v & 2);
+                tg__bn_normalize_ref(ow, x, v & 1 ? b : NULL, n, m, 1.7f, -0.8f, 0.1f, v & 2);
+                CHECK_INT(count_differ(what, o, ow, n), 0);
+                free(o), free(ow);
+            }
+            for (int v = 0; v < 4; v++) { /* with or without the ReLU's output; stored or added */
+                float *dx = randv(n, odds), *dxw = copyv(dx, n);
+                tg__bn_dx(dx, b, v & 1 ? y : NULL, x, n, 0.3f, 64.0f, 1.5f, -2.5f, m, 1.7f, v & 2);
+                tg__bn_dx_ref(dxw, b, v & 1 ? y : NULL, x, n, 0.3f, 64.0f, 1.5f, -2.5f, m, 1.7f, v & 2);
+                CHECK_INT(count_differ(what, dx, dxw, n), 0);
+                free(dx), free(dxw);
+            }
+            free(x), free(y), free(b);
+        }
+}
+
+/* The whole-tensor kernels against the run loops' references in the same chunks
+ * (the sums bit for bit), with 1 and 2 threads */
+static void bn_tensor(void) {
+    static const int shapes[][3] = {{2, 3, 17}, {20, 5, 49}, {37, 4, 9}, {64, 16, 196}};
+    for (int si = 0; si < 4; si++)
+        for (int th = 1; th <= 2; th++) {
+            tg_set_threads(th);
+            int64_t N = shapes[si][0], C = shapes[si][1], L = shapes[si][2], n = N * C * L;
+            int chunks = N < TG_BN_CHUNKS ? (int)N : TG_BN_CHUNKS;
+            float *x = randv(n, 0), *dy = randv(n, 0), *y = randv(n, 0), *sc = randv(n, 0);
+            double *stat = malloc((size_t)(2 * C) * sizeof *stat);
+            double *part = malloc((size_t)(2 * TG_BN_CHUNKS * C) * sizeof *part);
+            double *want = calloc((size_t)(2 * C), sizeof *want);
+            float *mean = malloc((size_t)C * sizeof *mean), *rstd = malloc((size_t)C * sizeof *rstd);
+            float *gamma = randv(C, 0), *beta = randv(C, 0), *coef = randv(4 * C, 0);
+            tg__bn_stats(stat, stat + C, part, x, N, C, L);
+            for (int pass = 0; pass < 2; pass++)
+                for (int64_t c = 0; c < C; c++) {
+                    double s = 0;
+                    for (int k = 0; k < chunks; k++) {
+                        double pk = 0;
+                        for (int64_t i = N * k / chunks; i < N * (k + 1) / chunks; i++)
+                            pk += pass ? tg__bn_sqdev_ref(x + (i * C + c) * L, L, (float)want[c])
+                                       : tg__bn_sum_ref(x + (i * C + c) * L, L);
+                        s += pk;
+                    }
+                    want[pass * C + c] = s / (double)(N * L);
+                }
+            CHECK(memcmp(stat, want, (size_t)(2 * C) * sizeof *stat) == 0);
+            for (int64_t c = 0; c < C; c++) mean[c] = (float)stat[c], rstd[c] = (float)(1 / sqrt(stat[C + c] + 1e-5));
+            float *o = randv(n, 0), *ow = randv(n, 0), *ds = randv(n, 0), *dsw = copyv(ds, n);
+            tg__bn_forward(o, x, sc, mean, rstd, gamma, beta, N, C, L, true);
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t c = 0; c < C; c++) {
+                    int64_t q = (i * C + c) * L;
+                    tg__bn_normalize_ref(ow + q, x + q, sc + q, L, mean[c], rstd[c], gamma[c], beta[c], true);
+                }
+            CHECK_INT(count_differ("bn_forward", o, ow, n), 0);
+            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, N, C, L, false);
+            for (int64_t c = 0; c < C; c++) {
+                double s1 = 0, s2 = 0;
+                for (int k = 0; k < chunks; k++) {
+                    double p1 = 0, p2 = 0;
+                    for (int64_t i = N * k / chunks; i < N * (k + 1) / chunks; i++) {
+                        int64_t q = (i * C + c) * L;
+                        tg__bn_dot_ref(&p1, &p2, dsw + q, dy + q, y + q, x + q, mean[c], L, false);
+                    }
+                    s1 += p1, s2 += p2;
+                }
+                CHECK(same_double(stat[c], s1) && same_double(stat[C + c], s2));
+            }
+            CHECK_INT(count_differ("bn_backward_sums ds", ds, dsw, n), 0);
+            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, N, C, L, true);
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t c = 0; c < C; c++) {
+                    int64_t q = (i * C + c) * L;
+                    tg__bn_dx_ref(ow + q, dy + q, y + q, x + q, L, coef[c], coef[C + c], coef[2 * C + c],
+                                  coef[3 * C + c], mean[c], rstd[c], true);
+                }
+            CHECK_INT(count_differ("bn_backward_dx", o, ow, n), 0);
+            free(x), free(dy), free(y), free(sc), free(stat), free(part), free(want), free(mean), free(rstd);
+            free(gamma), free(beta), free(coef), free(o), free(ow), free(ds), free(dsw);
+        }
+    tg_set_threads(0);
+}
+
+// ----------------------------------------------------------------------------
+// memory-bound elementwise loops
+
+static void elementwise(void) {
+    for (int li = 0; li < N_LENS; li++)
+        for (int sp = 0; sp < 2; sp++) {
+            int64_t n = lens[li];
+            int odds = sp ? 4 : 0;
+            float *a = randv(n, odds), *b = randv(n, odds), *y = randv(n, odds);
+            char what[64];
+            snprintf(what, sizeof what, "n %lld%s", (long long)n, sp ? " specials" : "");
+            for (int v = 0; v < 4; v++) { /* relu, add, add+relu, copy */
+                float *o = randv(n, 0), *ow = copyv(o, n);
+                tg__add_relu(o, a, v & 1 ? b : NULL, n, !(v & 2));
+                tg__add_relu_ref(ow, a, v & 1 ? b : NULL, n, !(v & 2));
+                CHECK_INT(count_differ(what, o, ow, n), 0);
+                free(o), free(ow);
+            }
+            for (int v = 0; v < 4; v++) { /* relu backward with or without y, stored or added */
+                float *dx = randv(n, odds), *dxw = copyv(dx, n);
+                tg__relu_backward(dx, a, v & 1 ? y : NULL, n, v & 2);
+                tg__relu_backward_ref(dxw, a, v & 1 ? y : NULL, n, v & 2);
+                CHECK_INT(count_differ(what, dx, dxw, n), 0);
+                free(dx), free(dxw);
+            }
+            static const uint32_t belows[] = {0, 1u << 31, 3435973836u, 4294967295u};
+            for (int v = 0; v < 4; v++) { /* dropout at several offsets, keys and rates */
+                int64_t i0 = v == 3 ? 4294967290LL : 8192 * v + 3;
+                uint64_t key = 0x9e3779b97f4a7c15ull * (uint64_t)(v + 1);
+                float s = v ? 1.0f / (1.0f - 0.25f * v) : 1.0f;
+                float *o = randv(n, 0), *ow = randv(n, 0);
+                uint8_t *mk = malloc((size_t)n + 1), *mkw = malloc((size_t)n + 1);
+                tg__dropout(o, mk, a, n, i0, key, belows[v], s);
+                tg__dropout_ref(ow, mkw, a, n, i0, key, belows[v], s);
+                CHECK_INT(count_differ(what, o, ow, n), 0);
+                CHECK(memcmp(mk, mkw, (size_t)n) == 0);
+                for (int w = 0; w < 4; w++) {
+                    float *dx = randv(n, odds), *dxw = copyv(dx, n);
+                    tg__dropout_backward(dx, b, w & 1 ? mk : NULL, n, s, w & 2);
+                    tg__dropout_backward_ref(dxw, b, w & 1 ? mk : NULL, n, s, w & 2);
+                    CHECK_INT(count_differ(what, dx, dxw, n), 0);
+                    free(dx), free(dxw);
+                }
+                free(o), free(ow), free(mk), free(mkw);
+            }
+            free(a), free(b), free(y);
+        }
+}
+
+/* Every case of the update, bit for bit, and the exponent it reports */
+static void sgd(void) {
+    static const float opts[][4] = {/* lr, weight decay, momentum, dampening */
+                                    {0.05f, 0, 0, 0}, {0.05f, 5e-4f, 0, 0}, {0.1f, 0, 0.9f, 0},
+                                    {0.05f, 5e-4f, 0.9f, 0}, {0.01f, 1e-2f, 0.8f, 0.3f}};
+    for (int li = 0; li < N_LENS; li++)
+        for (size_t oi = 0; oi < sizeof opts / sizeof *opts; oi++)
+            for (int v = 0; v < 8; v++) { /* v: first step, Nesterov, a non-finite gradient */
+                int64_t n = lens[li];
+                bool mom = opts[oi][2] != 0, nesterov = (v & 2) && mom && opts[oi][3] == 0, bad = v & 4;
+                float *p = randv(n, 0), *g = randv(n, 0), *buf = mom ? randv(n, 0) : NULL;
+                if (bad && n) {
+                    int at = irand(0, (int)n - 1);
+                    g[at] = specials[irand(0, 3)];
+                }
+                float *pw = copyv(p, n), *bufw = buf ? copyv(buf, n) : NULL;
+                uint32_t e = tg__sgd_update(p, buf, g, n, opts[oi][0], opts[oi][1], opts[oi][2], opts[oi][3], nesterov,
+                                            v & 1);
+                uint32_t ew = tg__sgd_update_ref(pw, bufw, g, n, opts[oi][0], opts[oi][1], opts[oi][2], opts[oi][3],
+                                                 nesterov, v & 1);
+                char what[64];
+                snprintf(what, sizeof what, "sgd n %lld case %zu/%d", (long long)n, oi, v);
+                CHECK_INT(e, ew);
+                CHECK_INT(e == 0x7f800000u, bad && n);
+                CHECK(memcmp(p, pw, (size_t)n * sizeof *p) == 0 || count_differ(what, p, pw, n) == 0);
+                if (buf) CHECK(memcmp(buf, bufw, (size_t)n * sizeof *p) == 0 || count_differ(what, buf, bufw, n) == 0);
+                free(p), free(g), free(buf), free(pw), free(bufw);
+            }
+}
+
+static void probe(void) {
+    for (int li = 0; li < N_LENS; li++) {
+        int64_t n = lens[li];
+        float *x = randv(n, 0);
+        CHECK(tg__nonfinite_probe(x, n) == 0.0f && tg__nonfinite_probe_ref(x, n) == 0.0f);
+        for (int64_t j = 0; j < n; j += n > 40 ? 37 : 1) /* one bad value at each position (vector lanes, tail) */
+            for (int s = 0; s < 4; s++) {
+                float keep = x[j];
+                x[j] = specials[s];
+                CHECK(isnan(tg__nonfinite_probe(x, n)) && isnan(tg__nonfinite_probe_ref(x, n)));
+                x[j] = keep;
+            }
+        x[n ? n - 1 : 0] = n ? 3e38f : 0; /* large but finite */
+        CHECK(tg__nonfinite_probe(x, n) == 0.0f);
+        free(x);
+    }
+}
+
+// ----------------------------------------------------------------------------
+
+int main(void) {
+    CHECK_INT(tg__isa_use("no such set"), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "no such set");
+    CHECK_INT(tg__isa_use(NULL), 0);
+    const char *best = tg__isa_name();
+    static const char *sets[] = {"avx512", "avx2", "generic"};
+    static const struct {
+        const char *name;
+        void (*run)(void);
+    } groups[] = {{"gemm", gemm},         {"shifted", shifted}, {"im2col", im2col},   {"copy_rows", copy_rows},
+                  {"pooling", pooling},   {"bn_loops", bn_loops}, {"bn_tensor", bn_tensor},
+                  {"elementwise", elementwise}, {"sgd", sgd},  {"probe", probe}};
+    for (int i = 0; i < 3; i++) {
+        if (tg__isa_use(sets[i]) < 0) {
+            CHECK_MSG(tg_last_error(), sets[i]);
+            printf("%s: not on this CPU, skipped\n", sets[i]);
+            continue;
+        }
+        CHECK(!strcmp(tg__isa_name(), sets[i]));
+        printf("%s:", sets[i]);
+        for (size_t g = 0; g < sizeof groups / sizeof *groups; g++) {
+            int before = check_failures;
+            groups[g].run();
+            printf(" %s %s", groups[g].name, check_failures == before ? "ok" : "FAILED");
+            fflush(stdout);
+        }
+        printf("\n");
+    }
+    CHECK_INT(tg__isa_use(NULL), 0);
+    CHECK(!strcmp(tg__isa_name(), best));
+    CHECK_DONE();
+}
