@@ -7,7 +7,6 @@
  * Down: conv 3x3 16, ReLU, max pool 2 (14x14), conv 3x3 8, ReLU, max pool 2 (7x7): 392 numbers.
  * Up: transposed conv 2x2 stride 2 to 16x14x14, ReLU, nearest upsample x2, conv 3x3 to 1x28x28, sigmoid. */
 #include "tapegrad_nn.h"
-#include "tapegrad_op.h" /* tg_fail: the loss's message for die() */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,6 @@
  * training step as three times its forward FLOPs (backward is about twice the
  * forward). The last column is the process's peak resident memory so far. */
 #include "nets.h"
-#include "tapegrad_op.h" /* tg_fail: the loss's message for die() */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,7 +9,6 @@
  * training loop (forward, loss, backward, step, reset), evaluation, pictures. */
 #include "nets.h"
 #include "tapegrad_nn.h"
-#include "tapegrad_op.h" /* tg_fail: messages of its own for die() */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

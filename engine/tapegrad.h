@@ -106,6 +106,13 @@ TG_API const char *tg_last_error(void);      /* message of the last failure in t
 TG_API int tg_last_error_code(void);          /* its TG_ERR_* code, 0 if none */
 TG_API void tg_clear_error(void);
 TG_API const char *tg_strerror(int code);     /* "shape mismatch" for TG_ERR_SHAPE, ... */
+/* Set this thread's message (printf-style) and code, and return the code: how
+ * ops' shape functions fail, and how a program reports its own errors the same way. */
+TG_API int tg_fail(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 // ----------------------------------------------------------------------------
 // tensors

@@ -97,12 +97,6 @@ TG_API bool tg_grad_overwrite(tg_tensor *x);
 TG_API void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
 /* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */
 TG_API void *tg_tape_alloc(tg_tape *t, size_t bytes);
-/* Set the error message (printf-style) and return code; for op shape functions. */
-TG_API int tg_fail(int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 /* Uniform random number in [0,1) from the tape's generator. */
 TG_API float tg_tape_uniform(tg_tape *t);
 /* The state of the tape's generator (tg_tape_seed sets it), for an op that draws
