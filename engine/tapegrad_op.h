@@ -77,6 +77,9 @@ typedef struct tg_op {
      * output row) and up (output rows per input row: 1, or the factor of an
      * upsampling op). Each is preset to 1. */
     void (*window)(const tg_node *n, int *span, int *stride, int *up);
+    /* Optional, for tape dumps: what this node fuses into the op ("relu", "add+relu"),
+     * shown after the name (conv2d+relu), or NULL for the plain op. */
+    const char *(*variant)(const tg_node *n);
     /* Optional: point out->data at an input's data instead of allocating (reshape). */
     bool aliases_input;
     /* Optional, for speed: vjp stores rather than adds into an input gradient that

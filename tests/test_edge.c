@@ -153,7 +153,8 @@ static void null_ops(void) {
     FAILS_PTR(tg_cross_entropy(NULL, v, labels), TG_ERR_ARG, "cross_entropy: tape is NULL");
     FAILS_PTR(tg_conv2d(t, NULL, w, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: input 0 is NULL");
     FAILS_PTR(tg_conv2d(t, a, NULL, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: input 1 is NULL");
-    FAILS_PTR(tg_conv2d_relu(NULL, a, w, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d_relu: tape is NULL");
+    FAILS_PTR(tg_conv2d_act(NULL, a, w, NULL, 1, 1, 1, 1, TG_ACT_RELU), TG_ERR_ARG, "conv2d: tape is NULL");
+    FAILS_PTR(tg_conv2d_act(t, a, w, NULL, 1, 1, 1, 1, (tg_act)7), TG_ERR_ARG, "conv2d: unknown activation 7");
     FAILS_PTR(tg_max_pool2d(t, NULL, 2, 2, 0), TG_ERR_ARG, "max_pool2d: input 0 is NULL");
     FAILS_PTR(tg_avg_pool2d(NULL, a, 2, 2, 0), TG_ERR_ARG, "avg_pool2d: tape is NULL");
     FAILS_PTR(tg_global_avg_pool(t, NULL), TG_ERR_ARG, "global_avg_pool: input 0 is NULL");
@@ -162,12 +163,15 @@ static void null_ops(void) {
     FAILS_PTR(tg_batch_norm(t, NULL, g, g, NULL, NULL, true, 0.1f, 1e-5f), TG_ERR_ARG, "batch_norm: input 0 is NULL");
     FAILS_PTR(tg_batch_norm(t, a, NULL, g, NULL, NULL, true, 0.1f, 1e-5f), TG_ERR_ARG,
               "batch_norm: gamma and beta are required");
-    FAILS_PTR(tg_batch_norm_relu(NULL, a, g, g, NULL, NULL, true, 0.1f, 1e-5f), TG_ERR_ARG,
-              "batch_norm_relu: tape is NULL");
-    FAILS_PTR(tg_batch_norm_add_relu(t, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL), TG_ERR_ARG,
-              "batch_norm_add_relu: gamma, beta and the shortcut are required");
+    FAILS_PTR(tg_batch_norm_act(NULL, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL, TG_ACT_RELU), TG_ERR_ARG,
+              "batch_norm: tape is NULL");
+    FAILS_PTR(tg_batch_norm_act(t, a, g, NULL, NULL, NULL, true, 0.1f, 1e-5f, a, TG_ACT_RELU), TG_ERR_ARG,
+              "batch_norm: gamma and beta are required");
+    FAILS_PTR(tg_batch_norm_act(t, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL, (tg_act)7), TG_ERR_ARG,
+              "batch_norm: unknown activation 7");
     FAILS_PTR(tg_residual_add(t, a, NULL), TG_ERR_ARG, "residual_add: input 1 is NULL");
-    FAILS_PTR(tg_residual_add_relu(NULL, a, a), TG_ERR_ARG, "residual_add_relu: tape is NULL");
+    FAILS_PTR(tg_residual_add_act(NULL, a, a, TG_ACT_RELU), TG_ERR_ARG, "residual_add: tape is NULL");
+    FAILS_PTR(tg_residual_add_act(t, a, a, (tg_act)7), TG_ERR_ARG, "residual_add: unknown activation 7");
     FAILS_PTR(tg_conv_transpose2d(t, NULL, w, NULL, 1, 0, 0, 1, 1), TG_ERR_ARG, "conv_transpose2d: input 0 is NULL");
     FAILS_PTR(tg_upsample(NULL, a, 2, TG_UPSAMPLE_NEAREST), TG_ERR_ARG, "upsample: tape is NULL");
     FAILS_PTR(tg_layer_norm(t, NULL, g, g, 1e-5f), TG_ERR_ARG, "layer_norm: input 0 is NULL");
@@ -363,7 +367,7 @@ static void descriptors(void) {
 // backward twice; an input changed between forward and backward
 
 static tg_tensor *small_net(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *g, tg_tensor *b) {
-    tg_tensor *h = tg_conv2d_relu(t, x, w, NULL, 1, 1, 1, 1);
+    tg_tensor *h = tg_conv2d_act(t, x, w, NULL, 1, 1, 1, 1, TG_ACT_RELU);
     h = tg_batch_norm(t, h, g, b, NULL, NULL, true, 0.1f, 1e-5f);
     h = tg_dropout(t, tg_max_pool2d(t, h, 2, 2, 0), 0.25f, true);
     return tg_mean(t, tg_mul(t, h, h));
@@ -398,11 +402,11 @@ static void twice_and_changed(void) {
     loss = small_net(t, x, w, g, b);
     CHECK_INT(tg_backward(t, loss), 0); /* unchanged: fine */
     w->data[4] += 0.5f;                 /* an optimizer step too early */
-    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d_relu: input 1 (param) of node %0 changed between forward "
+    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d: input 1 (param) of node %0 changed between forward "
                                                   "and backward");
     w->data[4] -= 0.5f;
     x->data[0] += 1; /* the batch refilled too early */
-    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d_relu: input 0 (input) of node %0 changed");
+    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d: input 0 (input) of node %0 changed");
     tg_tensor_free(w), tg_tensor_free(g), tg_tensor_free(b);
     tg_tape_free(t);
 }
