@@ -90,9 +90,9 @@ static int conv_forward(tg_tape *t, tg_node *n) {
 static int conv_vjp(tg_tape *t, tg_node *n) {
     tg__conv_dims d = dims_of(n);
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
-    bool dx_set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    bool dx_set = n->store[0]; /* dx holds nothing yet: store, don't add */
     for (int i = 1; i < n->n_in; i++) /* weight and bias are small: zero them if unset, then add */
-        if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
+        if (n->store[i])
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     float *dx = x->requires_grad ? x->grad : NULL, *dw = w->requires_grad ? w->grad : NULL;
     float *db = b && b->requires_grad ? b->grad : NULL;

@@ -168,7 +168,7 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     int64_t size = n->out->size;
-    bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
+    bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
     TG_FOR_BLOCKS(size, i, k) tg__relu_backward(dx + i, dy + i, y + i, k, set);
     return 0;
 }
@@ -311,7 +311,7 @@ static int residual_vjp(tg_tape *t, tg_node *n) {
     for (int k = 0; k < 2; k++) {
         if (!n->in[k]->requires_grad) continue;
         float *dx = n->in[k]->grad;
-        bool set = tg_grad_overwrite(n->in[k]); /* dx holds nothing yet: store, don't add */
+        bool set = n->store[k]; /* dx holds nothing yet: store, don't add */
         TG_FOR_BLOCKS(size, i, m) tg__relu_backward(dx + i, dy + i, y ? y + i : NULL, m, set);
     }
     return 0;

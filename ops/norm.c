@@ -120,13 +120,15 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     float *coef = tg_tape_alloc(t, 4 * (size_t)C * sizeof(float));  /* per channel: kn, k1, s1, s2 */
     if (!part || !sums || !coef) return TG_ERR_NOMEM;
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
-        if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
+        if (n->store[i])
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is not <= 0 */
     tg_tensor *sct = shortcut(n);
     float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where not y <= 0 */
-    bool ds_set = ds && tg_grad_overwrite(sct); /* first: if the shortcut is x itself, dx then adds to it */
-    bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    /* store, don't add, into a gradient that holds nothing yet; the shortcut's is written first, so if the
+     * shortcut is x itself (the engine marks x's first position) it stores and dx then adds to it */
+    bool ds_set = ds && (n->store[3] || (sct == x && n->store[0]));
+    bool set = n->store[0] && !(ds && sct == x);
     tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, N, C, L, ds_set);
     for (int64_t c = 0; c < C; c++) {
         double sdy = sums[c], sdyx = sums[C + c] * rstd[c]; /* sum dy * xhat */

@@ -101,7 +101,6 @@ static void null_engine(void) {
     CHECK(tg_tape_rng(NULL) == NULL);
     CHECK_INT(tg_rand_u64(NULL), 0);
     CHECK(tg_rand_uniform(NULL) == 0.0f && tg_rand_normal(NULL) == 0.0f);
-    CHECK(!tg_grad_overwrite(NULL));
     CHECK(strcmp(tg_strerror(12345), "unknown error") == 0);
     CHECK_INT(tg_fail(TG_ERR_ARG, NULL), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "(no message)");
@@ -669,6 +668,70 @@ static void files(void) {
     tg_tensor_free(w);
 }
 
+// ----------------------------------------------------------------------------
+// the store-or-add decision the engine hands an op with overwrites_grads
+
+static bool seen_store[3][TG_MAX_INPUTS];
+static int seen_calls;
+static int sum3_shape(tg_node *n, int *ndim, int *shape) {
+    *ndim = n->in[0]->ndim;
+    for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
+    return 0;
+}
+static int sum3_forward(tg_tape *t, tg_node *n) { /* y = a + b + c */
+    (void)t;
+    for (int64_t i = 0; i < n->out->size; i++)
+        n->out->data[i] = n->in[0]->data[i] + n->in[1]->data[i] + n->in[2]->data[i];
+    return 0;
+}
+static int sum3_vjp(tg_tape *t, tg_node *n) { /* each input: dy, stored or added as the engine says */
+    (void)t;
+    if (seen_calls < 3) memcpy(seen_store[seen_calls], n->store, sizeof n->store);
+    seen_calls++;
+    for (int k = 0; k < 3; k++) {
+        if (!n->in[k]->requires_grad) continue;
+        for (int64_t i = 0; i < n->out->size; i++)
+            n->in[k]->grad[i] = (n->store[k] ? 0 : n->in[k]->grad[i]) + n->out->grad[i];
+    }
+    return 0;
+}
+
+static void store_decision(void) {
+    const tg_op sum3 = {.name = "sum3", .shape = sum3_shape, .forward = sum3_forward, .vjp = sum3_vjp,
+                        .overwrites_grads = true};
+    tg_tape *t = tg_tape_new();
+    tg_tape_check_finite(t, true); /* unset gradients hold NaN: one added into is caught */
+    tg_tensor *p = tg_param_new(1, (int[]){4}), *q = tg_param_new(1, (int[]){4});
+    for (int i = 0; i < 4; i++) p->data[i] = (float)i, q->data[i] = 1;
+    tg_tensor *c = tg_tensor_tape(t, 1, (int[]){4}); /* takes no gradient */
+    tg_tensor *h = tg_relu(t, p), *g = tg_relu(t, q);
+    /* h given twice (store at its first position, then add), c without a gradient, then g and h
+     * again once h's gradient holds values */
+    tg_tensor *y1 = tg_apply(t, &sum3, (tg_tensor *[]){h, c, h}, 3, NULL);
+    tg_tensor *y2 = tg_apply(t, &sum3, (tg_tensor *[]){y1, g, h}, 3, NULL);
+    CHECK(y1 && y2);
+    seen_calls = 0;
+    CHECK_INT(tg_backward(t, tg_sum(t, y2)), 0);
+    CHECK_INT(seen_calls, 2);
+    /* y2 first: y1 and g unset (store), h unset (store); then y1: h already holds values */
+    CHECK(seen_store[0][0] && seen_store[0][1] && seen_store[0][2]);
+    CHECK(!seen_store[1][0] && !seen_store[1][1] && !seen_store[1][2]);
+    for (int i = 0; i < 4; i++) { /* dh = 1 (y2) + 2 (y1); relu passes where p > 0 */
+        CHECK(p->grad[i] == (i > 0 ? 3.0f : 0.0f));
+        CHECK(q->grad[i] == 1.0f);
+    }
+    tg_tape_reset(t);
+    h = tg_relu(t, p);
+    y1 = tg_apply(t, &sum3, (tg_tensor *[]){h, h, h}, 3, NULL);
+    seen_calls = 0;
+    tg_tensor_zero_grad(p);
+    CHECK_INT(tg_backward(t, tg_sum(t, y1)), 0);
+    CHECK(seen_store[0][0] && !seen_store[0][1] && !seen_store[0][2]);
+    for (int i = 0; i < 4; i++) CHECK(p->grad[i] == (i > 0 ? 3.0f : 0.0f));
+    tg_tensor_free(p), tg_tensor_free(q);
+    tg_tape_free(t);
+}
+
 int main(void) {
     alarm(300); /* a loader that blocks fails the test instead of hanging it */
     if (!mkdtemp(dir)) return 1;
@@ -678,6 +741,7 @@ int main(void) {
     arena();
     descriptors();
     twice_and_changed();
+    store_decision();
     nonfinite();
     null_nn();
     sgd_mistakes();

@@ -224,7 +224,7 @@ static int mul_vjp_one_off(tg_tape *t, tg_node *n) { /* right but for one elemen
 static int store_mode; /* 0 right, 1 skips the last element, 2 always adds */
 static int scale3_vjp_store(tg_tape *t, tg_node *n) {
     (void)t;
-    bool set = tg_grad_overwrite(n->in[0]) && store_mode != 2;
+    bool set = n->store[0] && store_mode != 2;
     int64_t end = n->out->size - (store_mode == 1);
     for (int64_t i = 0; i < end; i++)
         n->in[0]->grad[i] = (set ? 0 : n->in[0]->grad[i]) + 3 * n->out->grad[i];
