@@ -461,6 +461,46 @@ static void batch_norm_add_act_relu(void) {
     for (int i = 0; i < 5; i++) tg_tensor_free(all[i]);
 }
 
+/* The add given x itself (a tape tensor, so its gradient starts unset): the shortcut's
+ * gradient is written first and stored, dx then added; the same as the separate ops, bit for bit */
+static void batch_norm_add_self(void) {
+    enum { N = 3, C = 2, L = 9 };
+    uint64_t s = 41;
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, 3, 3}), *g = tg_param_new(1, (int[]){C}),
+              *b = tg_param_new(1, (int[]){C});
+    static float dy[N * C * L], keep[3][N * C * L], y0[N * C * L];
+    for (int i = 0; i < N * C * L; i++) x->data[i] = 2 * frand(&s), dy[i] = frand(&s);
+    for (int c = 0; c < C; c++) g->data[c] = 1 + 0.5f * frand(&s), b->data[c] = 0.3f * frand(&s);
+    for (int fused = 0; fused < 2; fused++) {
+        tg_tape *t = tg_tape_new();
+        tg_tape_check_finite(t, true);
+        tg_tensor *all[3] = {x, g, b};
+        for (int k = 0; k < 3; k++) tg_tensor_zero_grad(all[k]);
+        tg_tensor *one = tg_tensor_tape(t, 0, NULL);
+        one->data[0] = 1.0f;
+        tg_tensor *h = tg_mul(t, x, one);
+        tg_tensor *y = fused ? tg_batch_norm_act(t, h, g, b, NULL, NULL, true, 0.1f, 1e-5f, h, TG_ACT_RELU)
+                             : tg_residual_add_act(t, h, tg_batch_norm(t, h, g, b, NULL, NULL, true, 0.1f, 1e-5f),
+                                                   TG_ACT_RELU);
+        CHECK(y != NULL);
+        if (!y) return;
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        int same = 1;
+        for (int k = 0; k < 3; k++)
+            for (int64_t i = 0; i < all[k]->size; i++) {
+                if (!fused) keep[k][i] = all[k]->grad[i];
+                else same &= keep[k][i] == all[k]->grad[i];
+            }
+        for (int i = 0; i < N * C * L; i++) {
+            if (!fused) y0[i] = y->data[i];
+            else same &= y0[i] == y->data[i];
+        }
+        CHECK(same);
+        tg_tape_free(t);
+    }
+    tg_tensor_free(x), tg_tensor_free(g), tg_tensor_free(b);
+}
+
 /* In a residual block x feeds both branches: its gradient is the sum over both paths. */
 static void residual(void) {
     uint64_t s = 5;
@@ -896,6 +936,7 @@ int main(void) {
     batch_norm_closed_form();
     batch_norm_act_relu();
     batch_norm_add_act_relu();
+    batch_norm_add_self();
     residual();
     relu_nan();
     batch_norm_relu_nan();
