@@ -2,7 +2,8 @@
  * (shapes, saved state, FLOPs, times, gradient norms, the op's own statistics),
  * then the parameters and totals; tg_tape_dot writes the same tape as a
  * Graphviz graph. The engine knows no op by name: everything op-specific comes
- * from the descriptor's optional describe, flops, stats and window callbacks. */
+ * from the descriptor's optional describe, flops, stats, window and variant
+ * callbacks (conv2d+relu: the op's name, then what the node fuses). */
 #include "internal.h"
 #include <math.h>
 #include <string.h>
@@ -28,6 +29,21 @@ static const char *human(double v, bool bytes, char *buf, size_t len) {
 
 static int64_t node_flops(const tg_node *n) { return n->op->flops ? n->op->flops(n) : -1; }
 
+/* What the node fuses into its op ("relu"), or NULL */
+static const char *node_variant(const tg_node *n) { return n->op->variant ? n->op->variant(n) : NULL; }
+
+/* The op's name as dumps show it: "conv2d", or "conv2d+relu" for a fused variant */
+static const char *node_name(const tg_node *n, char *buf, size_t len) {
+    const char *v = node_variant(n);
+    if (!v || !v[0]) return n->op->name;
+    snprintf(buf, len, "%s+%s", n->op->name, v);
+    return buf;
+}
+
+static bool same_variant(const char *a, const char *b) {
+    return (!a || !a[0]) ? (!b || !b[0]) : (b && strcmp(a, b) == 0);
+}
+
 static int64_t node_params(const tg_node *n) {
     int64_t p = 0;
     for (int i = 0; i < n->n_in; i++)
@@ -45,6 +61,7 @@ typedef struct {
 
 typedef struct {
     const tg_op *op;
+    const tg_node *first;     /* the first node of this op and variant, for its name */
     int nodes;
     int64_t flops;            /* -1 when the op has no flops callback */
     double t_forward, t_backward;
@@ -113,8 +130,9 @@ static int survey_init(survey *s, const tg_tape *t) {
             if (j == s->n_leaves) s->leaves[s->n_leaves++] = (leaf){x, n->id};
         }
         int k = 0;
-        while (k < s->n_ops && s->ops[k].op != n->op) k++;
-        if (k == s->n_ops) s->ops[s->n_ops++] = (op_total){n->op, 0, 0, 0, 0, 0};
+        while (k < s->n_ops && (s->ops[k].op != n->op || !same_variant(node_variant(s->ops[k].first), node_variant(n))))
+            k++;
+        if (k == s->n_ops) s->ops[s->n_ops++] = (op_total){n->op, n, 0, 0, 0, 0, 0};
         op_total *o = &s->ops[k];
         int64_t f = node_flops(n);
         o->nodes++;
@@ -130,7 +148,7 @@ static int survey_init(survey *s, const tg_tape *t) {
 // the text dump
 
 static void print_node(const tg_node *n, const survey *s, FILE *f) {
-    char id[16], shape[64], rf[24] = "-", flops[24] = "-", dy[24] = "-", bwd[24] = "-", buf[512];
+    char id[16], shape[64], rf[24] = "-", flops[24] = "-", dy[24] = "-", bwd[24] = "-", buf[512], name[64];
     snprintf(id, sizeof id, "%%%d", n->id);
     tg_shape_str(n->out, shape, sizeof shape);
     if (n->out->ndim == 4) snprintf(rf, sizeof rf, "%.0f", ceil(s->rf[n->id] - 1e-9)); /* whole input pixels */
@@ -140,7 +158,7 @@ static void print_node(const tg_node *n, const survey *s, FILE *f) {
         snprintf(dy, sizeof dy, "%.3e", l2_norm(n->out->grad, n->out->size));
         snprintf(bwd, sizeof bwd, "%.3f", 1e3 * n->t_backward);
     }
-    fprintf(f, "%6s %-19s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, n->op->name, shape, rf,
+    fprintf(f, "%6s %-19s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, node_name(n, name, sizeof name), shape, rf,
             n->saved_bytes, n->saved_bytes ? (n->saved_what ? n->saved_what : "?") : "-", flops,
             (long long)node_params(n), 1e3 * n->t_forward, bwd, dy);
     for (int i = 0; i < n->n_in; i++) fprintf(f, "%s%s", i ? " " : "", tg__label(n->in[i], buf, sizeof buf));
@@ -196,9 +214,9 @@ static void print_totals(const tg_tape *t, const survey *s, FILE *f) {
     fprintf(f, "\n# by op %14s %5s %13s %9s %9s %11s\n", "", "nodes", "flops", "fwd ms", "bwd ms", "saved");
     for (int k = 0; k < s->n_ops; k++) {
         const op_total *o = &s->ops[k];
-        char fl[24] = "-";
+        char fl[24] = "-", name[64];
         if (o->flops >= 0) snprintf(fl, sizeof fl, "%lld", (long long)o->flops);
-        fprintf(f, "#  %-19s %5d %13s %9.3f %9.3f %11zu\n", o->op->name, o->nodes, fl, 1e3 * o->t_forward,
+        fprintf(f, "#  %-19s %5d %13s %9.3f %9.3f %11zu\n", node_name(o->first, name, sizeof name), o->nodes, fl, 1e3 * o->t_forward,
                 1e3 * o->t_backward, o->saved);
     }
     fprintf(f, "\n# total: %d nodes, %lld parameter elements, %zu bytes saved for backward (%sB), arena high-water "
@@ -249,7 +267,7 @@ int tg_tape_dot(const tg_tape *t, FILE *f) {
     if (!t || !f) return tg_fail(TG_ERR_ARG, "tape_dot: %s is NULL", t ? "file" : "tape");
     survey s;
     if (survey_init(&s, t) < 0) return TG_ERR_NOMEM;
-    char buf[512], shape[64];
+    char buf[512], shape[64], name[64];
     fprintf(f, "digraph tape {\n"
                "  graph [rankdir=TB, fontname=\"Helvetica\"];\n"
                "  node [fontname=\"Helvetica\", fontsize=10];\n"
@@ -263,7 +281,7 @@ int tg_tape_dot(const tg_tape *t, FILE *f) {
     }
     for (const tg_node *n = t->first; n; n = n->next) {
         fprintf(f, "  n%d [shape=box, style=\"rounded,filled\", fillcolor=\"#d6e4f5\", label=\"%%%d ", n->id, n->id);
-        dot_text(f, n->op->name);
+        dot_text(f, node_name(n, name, sizeof name));
         buf[0] = '\0';
         if (n->op->describe) n->op->describe(n, buf, sizeof buf);
         if (buf[0]) fprintf(f, "\\n"), dot_text(f, buf);

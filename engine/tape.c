@@ -329,8 +329,9 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
 // the reverse sweep
 
 /* Gradients of tape tensors start each sweep "unset": their memory is not
- * zeroed. An op with overwrites_grads stores into them (tg_grad_overwrite);
- * for any other op the sweep zeroes them just before its vjp runs. Leaves
+ * zeroed. For an op with overwrites_grads the sweep decides, just before the
+ * vjp, which inputs it must store into (n->store[i]); for any other op it
+ * zeroes them just before its vjp runs. Leaves
  * (heap tensors) always accumulate. With the finite check on, unset memory is
  * filled with NaN first, so an element an op forgets to store is reported. */
 static void mark_unset(tg_tape *t, tg_tensor *x) {
@@ -350,11 +351,17 @@ static void zero_if_unset(tg_tensor *x) {
     x->grad_unset = false;
 }
 
-bool tg_grad_overwrite(tg_tensor *x) {
-    if (!x) return false;
-    bool unset = x->grad_unset;
-    x->grad_unset = false;
-    return unset;
+/* The store-or-add decision, made once per vjp: store into input i when the op
+ * overwrites, i takes a gradient that holds no values yet, and i is the first
+ * position of that tensor among the node's inputs (a tensor given twice is
+ * stored at its first position, then added). */
+static void decide_store(tg_node *n) {
+    for (int i = 0; i < n->n_in; i++) {
+        tg_tensor *x = n->in[i];
+        bool s = n->op->overwrites_grads && x->requires_grad && x->grad_unset;
+        for (int j = 0; j < i && s; j++) s = n->in[j] != x;
+        n->store[i] = s;
+    }
 }
 
 int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
@@ -368,7 +375,7 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
     for (tg_node *n = t->first; n; n = n->next)
         if (n->out->grad) mark_unset(t, n->out);
     if (ensure_grad(t, y) < 0) return TG_ERR_NOMEM;
-    if (tg_grad_overwrite(y)) memcpy(y->grad, dy, (size_t)y->size * sizeof(float));
+    if (y->grad_unset) memcpy(y->grad, dy, (size_t)y->size * sizeof(float)), y->grad_unset = false;
     else
         for (int64_t i = 0; i < y->size; i++) y->grad[i] += dy[i];
     int64_t bad = t->check_finite ? first_nonfinite(y->grad, y->size) : -1;
@@ -384,12 +391,15 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
             if (!n->op->overwrites_grads) zero_if_unset(n->in[i]);
         }
         if (n->input_hash && check_inputs(n) < 0) return TG_ERR_STATE;
+        decide_store(n);
         double t0 = tg__now();
         int rc = n->op->vjp(t, n);
         if (rc < 0) return rc;
         n->t_backward = tg__now() - t0;
-        for (int i = 0; i < n->n_in; i++) /* an input the vjp left alone got nothing: zero */
+        for (int i = 0; i < n->n_in; i++) { /* stored into: set; an input the vjp left alone got nothing: zero */
+            if (n->store[i]) n->in[i]->grad_unset = false;
             if (n->in[i]->requires_grad) zero_if_unset(n->in[i]);
+        }
         if (t->check_finite && check_backward(n) < 0) return TG_ERR_NONFINITE;
     }
     for (tg_node *n = t->first; n; n = n->next) zero_if_unset(n->out); /* off the path to y: zeros, as before */

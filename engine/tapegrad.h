@@ -237,13 +237,17 @@ TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t 
 // ----------------------------------------------------------------------------
 // CNN ops. Images are (N,C,H,W). H' = (H + 2*pad - dilation*(R-1) - 1) / stride + 1.
 
+/* An activation fused into an op as an epilogue (the _act constructors): applied as
+ * the output is written, its gradient as dy is read; bit for bit the separate op's. */
+typedef enum { TG_ACT_NONE, TG_ACT_RELU } tg_act;
+
 /* x:(N,C,H,W) w:(K,C/groups,R,S) b:(K) or NULL -> (N,K,H',W'); groups = C is depthwise */
 TG_API tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                             int groups);
-/* relu(conv2d(...)) as one op: the ReLU is applied as y is written, and dy is masked as it is read;
- * the ReLU as tg_relu's (NaN kept) */
-TG_API tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
-                                 int dilation, int groups);
+/* act(conv2d(...)) as one op: with TG_ACT_RELU the ReLU is applied as y is written, and dy is
+ * masked as it is read; the ReLU as tg_relu's (NaN kept). Tape dumps show it as conv2d+relu. */
+TG_API tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                                int dilation, int groups, tg_act act);
 /* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).
  * Records the argmax of each window; ties go to the first maximum in row-major order. */
 TG_API tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
@@ -270,18 +274,16 @@ TG_API const uint8_t *tg_dropout_mask(const tg_tensor *y);
  * y = gamma * (x - mean) / sqrt(var + eps) + beta. PyTorch: momentum 0.1, eps 1e-5. */
 TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                                 tg_tensor *running_var, bool training, float momentum, float eps);
-/* relu(batch_norm(...)) as one op, one pass over memory each way instead of two */
-TG_API tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
-                                     tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
-                                     float eps);
-/* relu(batch_norm(x) + shortcut) as one op: the end of a v1 residual block (shortcut: x's shape) */
-TG_API tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
-                                         tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
-                                         float eps, tg_tensor *shortcut);
+/* act(batch_norm(...) + add) as one op, one pass over memory each way instead of two or three;
+ * add (x's shape) may be NULL. With add and TG_ACT_RELU: the end of a v1 residual block.
+ * Tape dumps show it as batch_norm+relu, batch_norm+add+relu, batch_norm+add. */
+TG_API tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                    tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
+                                    float eps, tg_tensor *add, tg_act act);
 /* y = x + fx for exactly equal shapes: the join of a residual block */
 TG_API tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
-/* relu(x + fx) as one op: the end of a v1 residual block */
-TG_API tg_tensor *tg_residual_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *fx);
+/* act(x + fx) as one op (TG_ACT_RELU: the end of a v1 residual block); dumps show residual_add+relu */
+TG_API tg_tensor *tg_residual_add_act(tg_tape *t, tg_tensor *x, tg_tensor *fx, tg_act act);
 
 // ----------------------------------------------------------------------------
 // going back up: transposed convolution, upsampling; layer norm; mean squared error

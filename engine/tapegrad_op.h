@@ -28,6 +28,8 @@
  *   and allocates the output; vjp runs only for a recorded node (an input
  *   required a gradient) and adds into the gradient of every input whose
  *   requires_grad is set. tg_gradcheck checks the VJP against finite differences.
+ *   An op that sets overwrites_grads instead stores (=) into n->in[i]->grad when
+ *   n->store[i] is true, which the engine decides before each vjp, and adds otherwise.
  */
 #ifndef TAPEGRAD_OP_H
 #define TAPEGRAD_OP_H
@@ -51,6 +53,11 @@ struct tg_node {
     bool record;                 /* recorded on the tape: forward may save state */
     double t_forward, t_backward;/* seconds */
     uint64_t *input_hash;        /* tg_tape_check_inputs: each input's data hashed after forward */
+    /* During backward, set by the sweep just before vjp (op with overwrites_grads):
+     * store[i] true means input i's gradient holds no values yet, so the vjp must
+     * store into every element of it instead of adding. Only at the first position
+     * of a tensor given twice; false for every input of other ops. */
+    bool store[TG_MAX_INPUTS];
     tg_node *prev, *next;
 };
 
@@ -77,10 +84,13 @@ typedef struct tg_op {
      * output row) and up (output rows per input row: 1, or the factor of an
      * upsampling op). Each is preset to 1. */
     void (*window)(const tg_node *n, int *span, int *stride, int *up);
+    /* Optional, for tape dumps: what this node fuses into the op ("relu", "add+relu"),
+     * shown after the name (conv2d+relu), or NULL for the plain op. */
+    const char *(*variant)(const tg_node *n);
     /* Optional: point out->data at an input's data instead of allocating (reshape). */
     bool aliases_input;
-    /* Optional, for speed: vjp stores rather than adds into an input gradient that
-     * holds no values yet (tg_grad_overwrite), so backward need not zero it first. */
+    /* Optional, for speed: vjp stores rather than adds into input i's gradient when
+     * n->store[i] is set (it holds no values yet), so backward need not zero it first. */
     bool overwrites_grads;
 } tg_op;
 
@@ -88,11 +98,6 @@ typedef struct tg_op {
  * message), calls shape, allocates the output, runs forward, and records a
  * node when gradients are enabled and an input requires one. */
 TG_API tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const void *attr);
-/* In the vjp of an op with overwrites_grads: true if x's gradient holds no values
- * yet, so this vjp must store into every element instead of adding; clears the
- * mark. Call it once per input before writing (an input given twice is then
- * stored once and added once). */
-TG_API bool tg_grad_overwrite(tg_tensor *x);
 /* Memory for saved state, from the tape's arena (counted in the node's saved bytes). */
 TG_API void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
 /* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */

@@ -168,7 +168,8 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
         if (!tg_last_error_code()) tg_fail(TG_ERR_ARG, "model_forward: input is NULL");
         return NULL;
     }
-    /* a conv2d or batch_norm layer followed by a relu layer runs as one op (conv2d_relu, batch_norm_relu) */
+    /* a conv2d or batch_norm layer followed by a relu layer runs as one op with a ReLU epilogue
+     * (conv2d+relu, batch_norm+relu) */
     for (int i = 0; i < m->n_layers && x; i++) {
         tg_layer *l = m->layers[i];
         bool then_relu = i + 1 < m->n_layers && m->layers[i + 1]->type == TG_LAYER_RELU;
@@ -176,8 +177,8 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
             x = bn_relu_at(l, GAMMA, RUNNING_MEAN, t, x, m->training);
             i++;
         } else if (then_relu && l->type == TG_LAYER_CONV2D) {
-            x = tg_conv2d_relu(t, x, l->params[WEIGHT], l->attr.conv.bias ? l->params[BIAS] : NULL,
-                               l->attr.conv.stride, l->attr.conv.pad, 1, l->attr.conv.groups);
+            x = tg_conv2d_act(t, x, l->params[WEIGHT], l->attr.conv.bias ? l->params[BIAS] : NULL,
+                              l->attr.conv.stride, l->attr.conv.pad, 1, l->attr.conv.groups, TG_ACT_RELU);
             i++;
         } else {
             x = l->forward(l, t, x, m->training);
@@ -365,8 +366,8 @@ static tg_tensor *bn_relu_at(tg_layer *l, int p, int b, tg_tape *t, tg_tensor *x
     bool res = l->type == TG_LAYER_RESIDUAL;
     float momentum = res ? l->attr.residual.momentum : l->attr.batch_norm.momentum;
     float eps = res ? l->attr.residual.eps : l->attr.batch_norm.eps;
-    return tg_batch_norm_relu(t, x, l->params[p + GAMMA], l->params[p + BETA], l->buffers[b + RUNNING_MEAN],
-                              l->buffers[b + RUNNING_VAR], training, momentum, eps);
+    return tg_batch_norm_act(t, x, l->params[p + GAMMA], l->params[p + BETA], l->buffers[b + RUNNING_MEAN],
+                             l->buffers[b + RUNNING_VAR], training, momentum, eps, NULL, TG_ACT_RELU);
 }
 
 static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
@@ -527,9 +528,10 @@ static tg_tensor *res_v1_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool trainin
     if (has_shortcut(l))
         s = bn_at(l, SHORTCUT_BN, SHORTCUT_BN_STATS, t,
                   tg_conv2d(t, x, l->params[SHORTCUT], NULL, a->residual.stride, 0, 1, 1), training);
-    return tg_batch_norm_add_relu(t, h, l->params[BN2 + GAMMA], l->params[BN2 + BETA],
-                                  l->buffers[BN2_STATS + RUNNING_MEAN], l->buffers[BN2_STATS + RUNNING_VAR], training,
-                                  a->residual.momentum, a->residual.eps, s); /* relu(bn2(h) + s) */
+    if (!s) return NULL; /* the shortcut failed: keep its message (a NULL add would mean no add) */
+    return tg_batch_norm_act(t, h, l->params[BN2 + GAMMA], l->params[BN2 + BETA],
+                             l->buffers[BN2_STATS + RUNNING_MEAN], l->buffers[BN2_STATS + RUNNING_VAR], training,
+                             a->residual.momentum, a->residual.eps, s, TG_ACT_RELU); /* relu(bn2(h) + s) */
 }
 
 /* v2: a = relu(bn1(x)); y = conv2(relu(bn2(conv1(a)))) + (x or conv_1x1(a)) */

@@ -1,4 +1,4 @@
-/* conv.c: the ops conv2d, conv2d_relu (stride, padding, dilation, groups) and
+/* conv.c: the ops conv2d (stride, padding, dilation, groups, an optional ReLU epilogue) and
  * conv_transpose2d: their attributes, shape checks, and forward and VJP
  * functions that hand the tensors' arrays to the convolution kernels
  * (ops/kernels/conv.c: padded images shifted by tap for stride 1, else im2col
@@ -11,6 +11,7 @@
 
 typedef struct {
     int stride, pad, dilation, groups;
+    tg_act act; /* TG_ACT_RELU: relu(conv2d) as one node */
 } conv_attr;
 
 /* the sizes every kernel needs, from the node */
@@ -38,6 +39,8 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
                                    "dilation >= 1, groups >= 1 (and each at most %d)", n->op->name, a->stride, a->pad,
                        a->dilation,
                        a->groups, TG_MAX_WINDOW);
+    if (a->act != TG_ACT_NONE && a->act != TG_ACT_RELU)
+        return tg_fail(TG_ERR_ARG, "%s: unknown activation %d", n->op->name, (int)a->act);
     if (x->shape[1] % a->groups || w->shape[0] % a->groups)
         return tg_fail(TG_ERR_ARG, "%s: groups %d must divide the %d input and %d output channels (x %s, w %s)",
                        n->op->name, a->groups, x->shape[1], w->shape[0], sx, sw);
@@ -66,8 +69,8 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-/* conv2d_relu: relu(conv2d) as one op; forward clamps as it writes y, backward masks dy as it pads it */
-static bool fused_relu(const tg_node *n) { return n->op == &tg__op_conv2d_relu; }
+/* act relu: relu(conv2d) as one node; forward clamps as it writes y, backward masks dy as it pads it */
+static bool fused_relu(const tg_node *n) { return ((const conv_attr *)n->attr)->act == TG_ACT_RELU; }
 
 /* The kernels' scratch, from the tape: bytes as the kernel asked (SIZE_MAX fails) */
 static void *scratch(tg_tape *t, size_t bytes) { return tg_tape_alloc(t, bytes ? bytes : 1); }
@@ -83,13 +86,13 @@ static int conv_forward(tg_tape *t, tg_node *n) {
 }
 
 // dx (= or +=) conv_transpose2d(dy, w), dw += dy correlated with x, db += sum of dy over N, H', W'
-// (for conv2d_relu, dy only where the output is not <= 0)
+// (with the ReLU epilogue, dy only where the output is not <= 0)
 static int conv_vjp(tg_tape *t, tg_node *n) {
     tg__conv_dims d = dims_of(n);
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
-    bool dx_set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    bool dx_set = n->store[0]; /* dx holds nothing yet: store, don't add */
     for (int i = 1; i < n->n_in; i++) /* weight and bias are small: zero them if unset, then add */
-        if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
+        if (n->store[i])
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     float *dx = x->requires_grad ? x->grad : NULL, *dw = w->requires_grad ? w->grad : NULL;
     float *db = b && b->requires_grad ? b->grad : NULL;
@@ -108,15 +111,17 @@ static void conv_describe(const tg_node *n, char *buf, size_t len) {
 }
 
 /* FLOPs: 2*(C/groups)*R*S multiply-adds for each of the N*K*H'*W' outputs, plus N*K*H'*W' bias adds
- * (and as many maxima for conv2d_relu) */
+ * (and as many maxima with the ReLU epilogue) */
 static int64_t conv_flops(const tg_node *n) {
     tg__conv_dims d = dims_of(n);
     int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo; /* it and rows are below 2^31: no overflow */
     return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0) + (fused_relu(n) ? outputs : 0);
 }
 
-/* conv2d_relu: the ReLU's share of zeros, as relu's dump shows it */
-static void conv_relu_stats(const tg_node *n, char *buf, size_t len) {
+/* with the ReLU epilogue: the ReLU's share of zeros, as relu's dump shows it */
+static void conv_stats(const tg_node *n, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (!fused_relu(n)) return;
     int64_t k = 0;
     for (int64_t i = 0; i < n->out->size; i++) k += n->out->data[i] == 0.0f;
     snprintf(buf, len, "zeros=%.1f%%", 100.0 * (double)k / (double)n->out->size);
@@ -130,25 +135,23 @@ static void conv_window(const tg_node *n, int *span, int *stride, int *up) {
     (void)up;
 }
 
+/* For tape dumps: "conv2d+relu" */
+static const char *conv_variant(const tg_node *n) { return fused_relu(n) ? "relu" : NULL; }
+
 const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
                              .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
-                             .flops = conv_flops, .window = conv_window, .overwrites_grads = true};
+                             .flops = conv_flops, .stats = conv_stats, .window = conv_window,
+                             .variant = conv_variant, .overwrites_grads = true};
 
-const tg_op tg__op_conv2d_relu = {.name = "conv2d_relu", .attr_size = sizeof(conv_attr), .shape = conv_shape,
-                                  .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
-                                  .flops = conv_flops, .stats = conv_relu_stats, .window = conv_window,
-                                  .overwrites_grads = true};
-
-tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
-                     int groups) {
-    conv_attr a = {stride, pad, dilation, groups};
+tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                         int groups, tg_act act) {
+    conv_attr a = {stride, pad, dilation, groups, act};
     return tg_apply(t, &tg__op_conv2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
 }
 
-tg_tensor *tg_conv2d_relu(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
-                          int groups) {
-    conv_attr a = {stride, pad, dilation, groups};
-    return tg_apply(t, &tg__op_conv2d_relu, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
+tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
+                     int groups) {
+    return tg_conv2d_act(t, x, w, b, stride, pad, dilation, groups, TG_ACT_NONE);
 }
 
 // ----------------------------------------------------------------------------

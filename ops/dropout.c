@@ -71,7 +71,7 @@ static int dropout_vjp(tg_tape *t, tg_node *n) {
     float *dx = n->in[0]->grad;
     const uint8_t *mask = a->training ? n->saved : NULL;
     int64_t size = n->out->size;
-    bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
+    bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
     float s = a->training ? train_scale(n) : eval_scale(n);
     TG_FOR_BLOCKS(size, i, k) tg__dropout_backward(dx + i, dy + i, mask ? mask + i : NULL, k, s, set);
     return 0;

@@ -168,7 +168,7 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     const float *y = n->out->data, *dy = n->out->grad;
     float *dx = n->in[0]->grad;
     int64_t size = n->out->size;
-    bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: store, don't add */
+    bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
     TG_FOR_BLOCKS(size, i, k) tg__relu_backward(dx + i, dy + i, y + i, k, set);
     return 0;
 }
@@ -276,49 +276,64 @@ tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_mean, 
 // ----------------------------------------------------------------------------
 // residual_add: y = x + fx for equal shapes, its own node so blocks show in dumps
 
+typedef struct {
+    tg_act act; /* TG_ACT_RELU: relu(x + fx) in one pass */
+} residual_attr;
+
+static bool residual_relu(const tg_node *n) { return ((const residual_attr *)n->attr)->act == TG_ACT_RELU; }
+
 static int residual_shape(tg_node *n, int *ndim, int *shape) {
     char sa[64], sb[64];
+    if (!residual_relu(n) && ((const residual_attr *)n->attr)->act != TG_ACT_NONE)
+        return tg_fail(TG_ERR_ARG, "%s: unknown activation %d", n->op->name, (int)((const residual_attr *)n->attr)->act);
     if (!tg_same_shape(n->in[0], n->in[1]))
         return tg_fail(TG_ERR_SHAPE, "%s: shapes %s and %s differ (use a 1x1 conv on the shortcut)", n->op->name,
                        tg_shape_str(n->in[0], sa, sizeof sa), tg_shape_str(n->in[1], sb, sizeof sb));
     return same_shape(n, ndim, shape);
 }
 
-/* equal shapes: a flat loop, split over threads; residual_add_relu is relu(x + fx) in one pass */
+/* equal shapes: a flat loop, split over threads */
 static int residual_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const float *a = n->in[0]->data, *b = n->in[1]->data;
     float *y = n->out->data;
     int64_t size = n->out->size;
-    bool relu = n->op == &tg__op_residual_add_relu;
+    bool relu = residual_relu(n);
     TG_FOR_BLOCKS(size, i, k) tg__add_relu(y + i, a + i, b + i, k, relu);
     return 0;
 }
 
-// dx += dy, dfx += dy (where not y <= 0, for residual_add_relu)
+// dx += dy, dfx += dy (where not y <= 0, with the ReLU epilogue)
 static int residual_vjp(tg_tape *t, tg_node *n) {
     (void)t;
-    const float *dy = n->out->grad, *y = n->op == &tg__op_residual_add_relu ? n->out->data : NULL;
+    const float *dy = n->out->grad, *y = residual_relu(n) ? n->out->data : NULL;
     int64_t size = n->out->size;
     for (int k = 0; k < 2; k++) {
         if (!n->in[k]->requires_grad) continue;
         float *dx = n->in[k]->grad;
-        bool set = tg_grad_overwrite(n->in[k]); /* dx holds nothing yet: store, don't add */
+        bool set = n->store[k]; /* dx holds nothing yet: store, don't add */
         TG_FOR_BLOCKS(size, i, m) tg__relu_backward(dx + i, dy + i, y ? y + i : NULL, m, set);
     }
     return 0;
 }
 
-const tg_op tg__op_residual_add = {.name = "residual_add", .shape = residual_shape, .forward = residual_forward,
-                                   .vjp = residual_vjp, .flops = per_output_flops, .overwrites_grads = true};
-const tg_op tg__op_residual_add_relu = {.name = "residual_add_relu", .shape = residual_shape,
-                                        .forward = residual_forward, .vjp = residual_vjp,
-                                        .flops = per_output_flops, .stats = relu_stats, .overwrites_grads = true};
-
-tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx) {
-    return tg_apply(t, &tg__op_residual_add, (tg_tensor *[]){x, fx}, 2, NULL);
+/* with the ReLU epilogue: the ReLU's share of zeros */
+static void residual_stats(const tg_node *n, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (residual_relu(n)) relu_stats(n, buf, len);
 }
 
-tg_tensor *tg_residual_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *fx) {
-    return tg_apply(t, &tg__op_residual_add_relu, (tg_tensor *[]){x, fx}, 2, NULL);
+/* For tape dumps: "residual_add+relu" */
+static const char *residual_variant(const tg_node *n) { return residual_relu(n) ? "relu" : NULL; }
+
+const tg_op tg__op_residual_add = {.name = "residual_add", .attr_size = sizeof(residual_attr),
+                                   .shape = residual_shape, .forward = residual_forward, .vjp = residual_vjp,
+                                   .flops = per_output_flops, .stats = residual_stats, .variant = residual_variant,
+                                   .overwrites_grads = true};
+
+tg_tensor *tg_residual_add_act(tg_tape *t, tg_tensor *x, tg_tensor *fx, tg_act act) {
+    residual_attr a = {act};
+    return tg_apply(t, &tg__op_residual_add, (tg_tensor *[]){x, fx}, 2, &a);
 }
+
+tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx) { return tg_residual_add_act(t, x, fx, TG_ACT_NONE); }

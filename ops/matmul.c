@@ -35,9 +35,9 @@ static int matmul_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     /* beta 0 stores into a gradient that holds nothing yet (a and b given twice: store, then add) */
     if (a->requires_grad)
-        tg__sgemm(a->grad, K, dy, N, b->data, N, M, K, N, false, true, 1.0f, tg_grad_overwrite(a) ? 0.0f : 1.0f);
+        tg__sgemm(a->grad, K, dy, N, b->data, N, M, K, N, false, true, 1.0f, n->store[0] ? 0.0f : 1.0f);
     if (b->requires_grad)
-        tg__sgemm(b->grad, N, a->data, K, dy, N, K, N, M, true, false, 1.0f, tg_grad_overwrite(b) ? 0.0f : 1.0f);
+        tg__sgemm(b->grad, N, a->data, K, dy, N, K, N, M, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
     return 0;
 }
 
@@ -92,10 +92,10 @@ static int linear_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad;
     /* beta 0 stores into a gradient that holds nothing yet */
     if (x->requires_grad)
-        tg__sgemm(x->grad, I, dy, O, w->data, I, N, I, O, false, false, 1.0f, tg_grad_overwrite(x) ? 0.0f : 1.0f);
+        tg__sgemm(x->grad, I, dy, O, w->data, I, N, I, O, false, false, 1.0f, n->store[0] ? 0.0f : 1.0f);
     if (w->requires_grad)
-        tg__sgemm(w->grad, I, dy, O, x->data, I, O, I, N, true, false, 1.0f, tg_grad_overwrite(w) ? 0.0f : 1.0f);
-    if (b && b->requires_grad && tg_grad_overwrite(b)) memset(b->grad, 0, (size_t)O * sizeof(float));
+        tg__sgemm(w->grad, I, dy, O, x->data, I, O, I, N, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
+    if (b && n->store[2]) memset(b->grad, 0, (size_t)O * sizeof(float));
     if (b && b->requires_grad)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) b->grad[o] += dy[(size_t)i * O + o];

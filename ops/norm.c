@@ -12,6 +12,7 @@ typedef struct {
     tg_tensor *running_mean, *running_var; /* heap tensors (C), may be NULL in training */
     bool training;
     float momentum, eps;
+    tg_act act; /* TG_ACT_RELU: relu(batch_norm(x) [+ add]) as one node */
 } bn_attr;
 
 typedef struct { /* what the VJP needs: the mean and rstd used, per channel (x-hat is recomputed from x) */
@@ -33,7 +34,7 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
     char sx[64], s2[64];
     tg_shape_str(x, sx, sizeof sx);
     if (sc && !tg_same_shape(x, sc))
-        return tg_fail(TG_ERR_SHAPE, "%s: the shortcut has shape %s but x has %s", n->op->name,
+        return tg_fail(TG_ERR_SHAPE, "%s: the added tensor has shape %s but x has %s", n->op->name,
                        tg_shape_str(sc, s2, sizeof s2), sx);
     if (x->ndim < 2) return tg_fail(TG_ERR_SHAPE, "%s: input must be (N,C) or (N,C,...), got %s", n->op->name, sx);
     int C = x->shape[1];
@@ -43,6 +44,8 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
         if (per_channel[i] && (per_channel[i]->ndim != 1 || per_channel[i]->shape[0] != C))
             return tg_fail(TG_ERR_SHAPE, "%s: %s has shape %s but the input has %d channels (x %s)", n->op->name, names[i],
                            tg_shape_str(per_channel[i], s2, sizeof s2), C, sx);
+    if (a->act != TG_ACT_NONE && a->act != TG_ACT_RELU)
+        return tg_fail(TG_ERR_ARG, "%s: unknown activation %d", n->op->name, (int)a->act);
     if ((a->running_mean == NULL) != (a->running_var == NULL))
         return tg_fail(TG_ERR_ARG, "%s: give both running_mean and running_var, or neither", n->op->name);
     if (!a->training && !a->running_mean)
@@ -57,11 +60,9 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
     return 0;
 }
 
-/* batch_norm_relu: relu(batch_norm(x)) in one pass each way */
-static bool fused_relu(const tg_node *n) {
-    return n->op == &tg__op_batch_norm_relu || n->op == &tg__op_batch_norm_add_relu;
-}
-/* batch_norm_add_relu: relu(batch_norm(x) + shortcut), the end of a v1 residual block; the shortcut is input 3 */
+/* act relu: relu(batch_norm(x)) in one pass each way */
+static bool fused_relu(const tg_node *n) { return ((const bn_attr *)n->attr)->act == TG_ACT_RELU; }
+/* the optional add (the shortcut): act(batch_norm(x) + shortcut), the end of a v1 residual block; input 3 */
 static tg_tensor *shortcut(const tg_node *n) { return n->n_in > 3 ? n->in[3] : NULL; }
 
 static int bn_forward(tg_tape *t, tg_node *n) {
@@ -119,13 +120,15 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     float *coef = tg_tape_alloc(t, 4 * (size_t)C * sizeof(float));  /* per channel: kn, k1, s1, s2 */
     if (!part || !sums || !coef) return TG_ERR_NOMEM;
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
-        if (n->in[i]->requires_grad && tg_grad_overwrite(n->in[i]))
+        if (n->store[i])
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is not <= 0 */
     tg_tensor *sct = shortcut(n);
     float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where not y <= 0 */
-    bool ds_set = ds && tg_grad_overwrite(sct); /* first: if the shortcut is x itself, dx then adds to it */
-    bool set = x->requires_grad && tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    /* store, don't add, into a gradient that holds nothing yet; the shortcut's is written first, so if the
+     * shortcut is x itself (the engine marks x's first position) it stores and dx then adds to it */
+    bool ds_set = ds && (n->store[3] || (sct == x && n->store[0]));
+    bool set = n->store[0] && !(ds && sct == x);
     tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, N, C, L, ds_set);
     for (int64_t c = 0; c < C; c++) {
         double sdy = sums[c], sdyx = sums[C + c] * rstd[c]; /* sum dy * xhat */
@@ -180,50 +183,37 @@ static void bn_stats(const tg_node *n, char *buf, size_t len) {
         snprintf(buf + o, len - o, " |mean-running|=%.3g var/running=%.3g", dm / C, rv / C);
 }
 
+/* For tape dumps: "batch_norm+relu", "batch_norm+add+relu", "batch_norm+add" */
+static const char *bn_variant(const tg_node *n) {
+    bool add = shortcut(n) != NULL;
+    return fused_relu(n) ? (add ? "add+relu" : "relu") : (add ? "add" : NULL);
+}
+
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_attr), .shape = bn_shape,
                                  .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
-                                 .flops = bn_flops, .stats = bn_stats, .overwrites_grads = true};
-const tg_op tg__op_batch_norm_relu = {.name = "batch_norm_relu", .attr_size = sizeof(bn_attr), .shape = bn_shape,
-                                      .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
-                                      .flops = bn_flops, .stats = bn_stats, .overwrites_grads = true};
-const tg_op tg__op_batch_norm_add_relu = {.name = "batch_norm_add_relu", .attr_size = sizeof(bn_attr),
-                                          .shape = bn_shape, .forward = bn_forward, .vjp = bn_vjp,
-                                          .describe = bn_describe, .flops = bn_flops, .stats = bn_stats,
-                                          .overwrites_grads = true};
+                                 .flops = bn_flops, .stats = bn_stats, .variant = bn_variant,
+                                 .overwrites_grads = true};
 
-/* the three batch-norm constructors: the shortcut only for batch_norm_add_relu */
-static tg_tensor *bn_apply(tg_tape *t, const tg_op *op, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
-                           tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum, float eps,
-                           tg_tensor *shortcut) {
-    bn_attr a = {running_mean, running_var, training, momentum, eps};
-    bool add = op == &tg__op_batch_norm_add_relu;
-    if (x && (!gamma || !beta || (add && !shortcut))) {
-        tg_fail(TG_ERR_ARG, "%s: %s are required", op->name, add ? "gamma, beta and the shortcut" : "gamma and beta");
+/* act(batch_norm(x) + add), add may be NULL */
+tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                             tg_tensor *running_var, bool training, float momentum, float eps, tg_tensor *add,
+                             tg_act act) {
+    const tg_op *op = &tg__op_batch_norm;
+    bn_attr a = {running_mean, running_var, training, momentum, eps, act};
+    if (x && (!gamma || !beta)) {
+        tg_fail(TG_ERR_ARG, "%s: gamma and beta are required", op->name);
         return NULL;
     }
     /* the running statistics are attributes, not inputs: tg_apply does not see them */
     if (t && ((running_mean && tg__check_tensor(op->name, t, running_mean, "running_mean") < 0) ||
               (running_var && tg__check_tensor(op->name, t, running_var, "running_var") < 0)))
         return NULL;
-    return tg_apply(t, op, (tg_tensor *[]){x, gamma, beta, shortcut}, add ? 4 : 3, &a);
+    return tg_apply(t, op, (tg_tensor *[]){x, gamma, beta, add}, add ? 4 : 3, &a);
 }
 
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps) {
-    return bn_apply(t, &tg__op_batch_norm, x, gamma, beta, running_mean, running_var, training, momentum, eps, NULL);
-}
-
-tg_tensor *tg_batch_norm_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
-                              tg_tensor *running_var, bool training, float momentum, float eps) {
-    return bn_apply(t, &tg__op_batch_norm_relu, x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                    NULL);
-}
-
-tg_tensor *tg_batch_norm_add_relu(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
-                                  tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
-                                  float eps, tg_tensor *shortcut) {
-    return bn_apply(t, &tg__op_batch_norm_add_relu, x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                    shortcut);
+    return tg_batch_norm_act(t, x, gamma, beta, running_mean, running_var, training, momentum, eps, NULL, TG_ACT_NONE);
 }
 
 // ----------------------------------------------------------------------------

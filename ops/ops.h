@@ -20,17 +20,13 @@
     X(RESHAPE, reshape)                 \
     X(CROSS_ENTROPY, cross_entropy)     \
     X(RESIDUAL_ADD, residual_add)       \
-    X(RESIDUAL_ADD_RELU, residual_add_relu) \
     X(CONV2D, conv2d)                   \
-    X(CONV2D_RELU, conv2d_relu)         \
     X(MAX_POOL2D, max_pool2d)           \
     X(AVG_POOL2D, avg_pool2d)           \
     X(GLOBAL_AVG_POOL, global_avg_pool) \
     X(DROPOUT, dropout)                 \
     X(DROPOUT_VANILLA, dropout_vanilla) \
     X(BATCH_NORM, batch_norm)           \
-    X(BATCH_NORM_RELU, batch_norm_relu) \
-    X(BATCH_NORM_ADD_RELU, batch_norm_add_relu) \
     X(CONV_TRANSPOSE2D, conv_transpose2d) \
     X(UPSAMPLE, upsample)               \
     X(LAYER_NORM, layer_norm)           \

@@ -77,7 +77,7 @@ static int maxpool_vjp(tg_tape *t, tg_node *n) {
     const pool_attr *a = n->attr;
     tg_tensor *x = n->in[0];
     const tg_tensor *y = n->out;
-    bool set = tg_grad_overwrite(x); /* dx holds nothing yet: store, don't add */
+    bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
     tg__max_pool2d_backward(x->grad, y->grad, n->saved, (int64_t)x->shape[0] * x->shape[1], x->shape[2], x->shape[3],
                             y->shape[2], y->shape[3], a->kernel, a->stride, a->pad, set);
     return 0;

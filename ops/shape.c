@@ -46,7 +46,7 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     float *dx = n->in[0]->grad;
     const float *dy = n->out->grad;
     int64_t size = n->out->size;
-    bool set = tg_grad_overwrite(n->in[0]); /* dx holds nothing yet: copy, don't add */
+    bool set = n->store[0]; /* dx holds nothing yet: copy, don't add */
     TG_FOR_BLOCKS(size, i, k) {
         if (set) memcpy(dx + i, dy + i, (size_t)k * sizeof *dx);
         else

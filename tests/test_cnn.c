@@ -370,9 +370,9 @@ static void batch_norm_closed_form(void) {
     tg_tape_free(t);
 }
 
-/* batch_norm_relu is relu(batch_norm): the same output bit for bit, the same
+/* batch_norm with the ReLU epilogue is relu(batch_norm): the same output bit for bit, the same
  * gradients to rounding, in training and in evaluation, and the same running statistics */
-static void batch_norm_relu(void) {
+static void batch_norm_act_relu(void) {
     enum { N = 4, C = 3, L = 9 };
     uint64_t s = 17;
     tg_tensor *x = tg_param_new(4, (int[]){N, C, 3, 3}), *g = tg_param_new(1, (int[]){C}),
@@ -390,9 +390,9 @@ static void batch_norm_relu(void) {
         for (int fused = 0; fused < 2; fused++) {
             tg_tape *t = tg_tape_new();
             tg_tensor_zero_grad(x), tg_tensor_zero_grad(g), tg_tensor_zero_grad(b);
-            tg_tensor *y = fused ? tg_batch_norm_relu(t, x, g, b, rm[1], rv[1], training, 0.1f, 1e-5f)
+            tg_tensor *y = fused ? tg_batch_norm_act(t, x, g, b, rm[1], rv[1], training, 0.1f, 1e-5f, NULL, TG_ACT_RELU)
                                  : tg_relu(t, tg_batch_norm(t, x, g, b, rm[0], rv[0], training, 0.1f, 1e-5f));
-            CHECK(y && strcmp(y->node->op->name, fused ? "batch_norm_relu" : "relu") == 0);
+            CHECK(y && strcmp(y->node->op->name, fused ? "batch_norm" : "relu") == 0);
             CHECK_INT(tg_backward_seed(t, y, dy), 0);
             if (!fused) {
                 memcpy(y0, y->data, sizeof y0), memcpy(dx0, x->grad, sizeof dx0);
@@ -415,16 +415,16 @@ static void batch_norm_relu(void) {
         }
     tg_tensor *bad = tg_param_new(1, (int[]){C + 1});
     tg_tape *t = tg_tape_new();
-    CHECK(tg_batch_norm_relu(t, x, bad, b, NULL, NULL, true, 0.1f, 1e-5f) == NULL);
-    CHECK_MSG(tg_last_error(), "batch_norm_relu: gamma has shape 4 but the input has 3 channels");
+    CHECK(tg_batch_norm_act(t, x, bad, b, NULL, NULL, true, 0.1f, 1e-5f, NULL, TG_ACT_RELU) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm: gamma has shape 4 but the input has 3 channels");
     tg_tape_free(t);
     tg_tensor *all[] = {x, g, b, rm[0], rv[0], rm[1], rv[1], bad};
     for (int i = 0; i < 8; i++) tg_tensor_free(all[i]);
 }
 
-/* batch_norm_add_relu is relu(batch_norm(x) + s): the same output and gradients
+/* batch_norm with an add and the ReLU epilogue is relu(batch_norm(x) + s): the same output and gradients
  * (x, gamma, beta and the shortcut s), bit for bit, as the three ops */
-static void batch_norm_add_relu(void) {
+static void batch_norm_add_act_relu(void) {
     enum { N = 4, C = 3, L = 16 };
     uint64_t s = 23;
     tg_tensor *x = tg_param_new(4, (int[]){N, C, 4, 4}), *sc = tg_param_new(4, (int[]){N, C, 4, 4});
@@ -436,8 +436,9 @@ static void batch_norm_add_relu(void) {
         tg_tape *t = tg_tape_new();
         tg_tensor *all[4] = {x, g, b, sc};
         for (int k = 0; k < 4; k++) tg_tensor_zero_grad(all[k]);
-        tg_tensor *y = fused ? tg_batch_norm_add_relu(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, sc)
-                             : tg_residual_add_relu(t, sc, tg_batch_norm(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f));
+        tg_tensor *y = fused ? tg_batch_norm_act(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, sc, TG_ACT_RELU)
+                             : tg_residual_add_act(t, sc, tg_batch_norm(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f),
+                                                   TG_ACT_RELU);
         CHECK(y != NULL);
         CHECK_INT(tg_backward_seed(t, y, dy), 0);
         int same = 1, zeros = 0;
@@ -453,11 +454,51 @@ static void batch_norm_add_relu(void) {
     }
     tg_tape *t = tg_tape_new();
     tg_tensor *bad = tg_param_new(4, (int[]){N, C, 4, 5});
-    CHECK(tg_batch_norm_add_relu(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, bad) == NULL);
-    CHECK_MSG(tg_last_error(), "batch_norm_add_relu: the shortcut has shape 4x3x4x5 but x has 4x3x4x4");
+    CHECK(tg_batch_norm_act(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, bad, TG_ACT_RELU) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm: the added tensor has shape 4x3x4x5 but x has 4x3x4x4");
     tg_tape_free(t);
     tg_tensor *all[] = {x, sc, g, b, bad};
     for (int i = 0; i < 5; i++) tg_tensor_free(all[i]);
+}
+
+/* The add given x itself (a tape tensor, so its gradient starts unset): the shortcut's
+ * gradient is written first and stored, dx then added; the same as the separate ops, bit for bit */
+static void batch_norm_add_self(void) {
+    enum { N = 3, C = 2, L = 9 };
+    uint64_t s = 41;
+    tg_tensor *x = tg_param_new(4, (int[]){N, C, 3, 3}), *g = tg_param_new(1, (int[]){C}),
+              *b = tg_param_new(1, (int[]){C});
+    static float dy[N * C * L], keep[3][N * C * L], y0[N * C * L];
+    for (int i = 0; i < N * C * L; i++) x->data[i] = 2 * frand(&s), dy[i] = frand(&s);
+    for (int c = 0; c < C; c++) g->data[c] = 1 + 0.5f * frand(&s), b->data[c] = 0.3f * frand(&s);
+    for (int fused = 0; fused < 2; fused++) {
+        tg_tape *t = tg_tape_new();
+        tg_tape_check_finite(t, true);
+        tg_tensor *all[3] = {x, g, b};
+        for (int k = 0; k < 3; k++) tg_tensor_zero_grad(all[k]);
+        tg_tensor *one = tg_tensor_tape(t, 0, NULL);
+        one->data[0] = 1.0f;
+        tg_tensor *h = tg_mul(t, x, one);
+        tg_tensor *y = fused ? tg_batch_norm_act(t, h, g, b, NULL, NULL, true, 0.1f, 1e-5f, h, TG_ACT_RELU)
+                             : tg_residual_add_act(t, h, tg_batch_norm(t, h, g, b, NULL, NULL, true, 0.1f, 1e-5f),
+                                                   TG_ACT_RELU);
+        CHECK(y != NULL);
+        if (!y) return;
+        CHECK_INT(tg_backward_seed(t, y, dy), 0);
+        int same = 1;
+        for (int k = 0; k < 3; k++)
+            for (int64_t i = 0; i < all[k]->size; i++) {
+                if (!fused) keep[k][i] = all[k]->grad[i];
+                else same &= keep[k][i] == all[k]->grad[i];
+            }
+        for (int i = 0; i < N * C * L; i++) {
+            if (!fused) y0[i] = y->data[i];
+            else same &= y0[i] == y->data[i];
+        }
+        CHECK(same);
+        tg_tape_free(t);
+    }
+    tg_tensor_free(x), tg_tensor_free(g), tg_tensor_free(b);
 }
 
 /* In a residual block x feeds both branches: its gradient is the sum over both paths. */
@@ -483,14 +524,14 @@ static void residual(void) {
     CHECK(worst < 1e-6);
     CHECK(tg_residual_add(t, x, tg_tensor_tape(t, 4, (int[]){2, 3, 4, 5})) == NULL);
     CHECK_MSG(tg_last_error(), "residual_add: shapes 2x3x4x4 and 2x3x4x5 differ");
-    /* residual_add_relu is relu(residual_add): the same output and gradients, bit for bit */
+    /* residual_add with the ReLU epilogue is relu(residual_add): the same output and gradients, bit for bit */
     static float y0[2 * 3 * 4 * 4], g0[2 * 3 * 4 * 4];
     for (int fused = 0; fused < 2; fused++) {
         tg_tape_reset(t);
         tg_tensor_zero_grad(x);
         tg_tensor *f = tg_conv2d(t, x, w, NULL, 1, 1, 1, 1);
-        y = fused ? tg_residual_add_relu(t, x, f) : tg_relu(t, tg_residual_add(t, x, f));
-        CHECK(y && strcmp(y->node->op->name, fused ? "residual_add_relu" : "relu") == 0);
+        y = fused ? tg_residual_add_act(t, x, f, TG_ACT_RELU) : tg_relu(t, tg_residual_add(t, x, f));
+        CHECK(y && strcmp(y->node->op->name, fused ? "residual_add" : "relu") == 0);
         CHECK_INT(tg_backward_seed(t, y, r), 0);
         int same = 1, zeros = 0;
         for (int i = 0; i < x->size; i++) {
@@ -524,7 +565,7 @@ static int64_t count_differ(const float *a, const float *b, int64_t n) {
     return k;
 }
 
-/* relu and residual_add_relu on every pair of special values, in the vector loop and its tail
+/* relu and residual_add with the ReLU epilogue on every pair of special values, in the vector loop and its tail
  * (49 elements: 6 vectors of 8 and 1 more); dx stored (via a multiply by 1) and added */
 static void relu_nan(void) {
     enum { N = 49 };
@@ -545,7 +586,7 @@ static void relu_nan(void) {
         tg_tape_reset(t);
         one = tg_tensor_tape(t, 0, NULL);
         one->data[0] = 1.0f;
-        y = tg_residual_add_relu(t, via ? tg_mul(t, a, one) : a, via ? tg_mul(t, b, one) : b);
+        y = tg_residual_add_act(t, via ? tg_mul(t, a, one) : a, via ? tg_mul(t, b, one) : b, TG_ACT_RELU);
         for (int i = 0; i < N; i++) want[i] = torch_relu(a->data[i] + b->data[i]);
         CHECK_INT(count_differ(y->data, want, N), 0);
         CHECK_INT(tg_backward_seed(t, y, dy), 0);
@@ -561,7 +602,7 @@ static void relu_nan(void) {
     }
 }
 
-/* batch_norm_relu and batch_norm_add_relu in evaluation with mean 0 and variance + eps = 1,
+/* batch_norm with the ReLU epilogue, without and with an add, in evaluation with mean 0 and variance + eps = 1,
  * so y = relu(x + beta (+ s)) element by element: special values in x, in beta (a whole
  * channel NaN, +Inf or -Inf) and in the shortcut s. Where x is finite dx = gamma * rstd * dy'
  * = dy' exactly, dy' = dy masked by PyTorch's rule; the shortcut's gradient is dy' itself. */
@@ -577,7 +618,7 @@ static void batch_norm_relu_nan(void) {
     for (int add = 0; add < 2; add++) {
         uint64_t s = 31;
         for (int i = 0; i < N * C * L; i++) {
-            /* batch_norm_relu: the special values in x; batch_norm_add_relu: in the shortcut, x finite */
+            /* without the add: the special values in x; with it: in the shortcut, x finite */
             x->data[i] = add ? frand(&s) : specials[i % 7];
             sc->data[i] = specials[(i + i / L) % 7];
             dy[i] = 1.0f + (float)i;
@@ -585,8 +626,7 @@ static void batch_norm_relu_nan(void) {
         tg_tensor *all[4] = {x, sc, g, b};
         for (int k = 0; k < 4; k++) tg_tensor_zero_grad(all[k]);
         tg_tape *t = tg_tape_new();
-        tg_tensor *y = add ? tg_batch_norm_add_relu(t, x, g, b, rm, rv, false, 0.1f, eps, sc)
-                           : tg_batch_norm_relu(t, x, g, b, rm, rv, false, 0.1f, eps);
+        tg_tensor *y = tg_batch_norm_act(t, x, g, b, rm, rv, false, 0.1f, eps, add ? sc : NULL, TG_ACT_RELU);
         CHECK(y != NULL);
         if (!y) return;
         for (int i = 0; i < N * C * L; i++) {
@@ -654,7 +694,7 @@ static void pooling_nan(void) {
     tg_tape_free(t);
 }
 
-/* conv2d_relu against conv2d on x holding NaN and infinities, with a NaN, a +Inf and a
+/* conv2d with the ReLU epilogue against conv2d on x holding NaN and infinities, with a NaN, a +Inf and a
  * -Inf bias: y = relu(conv2d) by PyTorch's rule, and the gradients are conv2d's for dy
  * masked by that rule. On each path (stride 1: the image shifted by tap, whose AVX-512
  * kernel applies the ReLU as it stores; stride 2: im2col; 1x1: GEMM on x) and kernel. */
@@ -693,11 +733,11 @@ static void conv2d_relu_nan(void) {
                 memcpy(keep[k], p[k]->grad, (size_t)p[k]->size * sizeof(float));
                 tg_tensor_zero_grad(p[k]);
             }
-            tg_tensor *y = tg_conv2d_relu(t, x, w, b, c[7], c[8], c[9], c[10]);
+            tg_tensor *y = tg_conv2d_act(t, x, w, b, c[7], c[8], c[9], c[10], TG_ACT_RELU);
             int64_t bad = count_differ(y->data, want, n);
             CHECK_INT(tg_backward_seed(t, y, dy), 0);
             for (int k = 0; k < 3; k++) bad += count_differ(p[k]->grad, keep[k], p[k]->size), free(keep[k]);
-            if (bad) fprintf(stderr, "conv2d_relu NaN: %s, case %d: %lld differ\n", kernels[kk], ci, (long long)bad);
+            if (bad) fprintf(stderr, "conv2d+relu NaN: %s, case %d: %lld differ\n", kernels[kk], ci, (long long)bad);
             CHECK_INT(bad, 0);
             free(dy), free(dym), free(want);
             tg_tape_free(t);
@@ -749,8 +789,8 @@ static const extreme extremes[] = {
     {E_CONV, {1, 1, 1, BIG}, {1, 1, 1, 1}, {65536, 65536, 1, 1}, "conv2d: the padded input 131073x2147614719"},
     {E_CONV, {1, 1, 1, 1}, {1, 1, 2, 2}, {1, 32768, 65536, 1}, NULL, {1, 1, 1, 1}}, /* one output, 2^32 padded */
     {E_CONV, {1, 2, 8, 8}, {4, 2, 3, 3}, {65536, 0, 1, 1}, NULL, {1, 4, 1, 1}},
-    {E_CONV_RELU, {1, 2, 8, 8}, {4, 2, 3, 3}, {BIG, MIN, BIG, MIN}, "conv2d_relu: stride 2147483647, pad -2147483648"},
-    {E_CONV_RELU, {1, 1, 8, 8}, {1, 1, 1, 32769}, {1, 0, 65536, 1}, "conv2d_relu: kernel 1x32769 (dilation 65536)"},
+    {E_CONV_RELU, {1, 2, 8, 8}, {4, 2, 3, 3}, {BIG, MIN, BIG, MIN}, "conv2d: stride 2147483647, pad -2147483648"},
+    {E_CONV_RELU, {1, 1, 8, 8}, {1, 1, 1, 32769}, {1, 0, 65536, 1}, "conv2d: kernel 1x32769 (dilation 65536)"},
     {E_CONV_RELU, {1, 1, 1, 1}, {1, 1, 2, 2}, {1, 32768, 65536, 1}, NULL, {1, 1, 1, 1}},
     /* conv_transpose2d: stride, pad, output_padding, dilation, groups */
     {E_CONVT, {1, 2, 4, 4}, {2, 3, 3, 3}, {BIG, 0, 0, 1, 1},
@@ -828,7 +868,7 @@ static tg_tensor *extreme_apply(tg_tape *t, const extreme *e, tg_tensor *x, tg_t
     const int *a = e->a;
     switch (e->op) {
     case E_CONV: return tg_conv2d(t, x, w, NULL, a[0], a[1], a[2], a[3]);
-    case E_CONV_RELU: return tg_conv2d_relu(t, x, w, NULL, a[0], a[1], a[2], a[3]);
+    case E_CONV_RELU: return tg_conv2d_act(t, x, w, NULL, a[0], a[1], a[2], a[3], TG_ACT_RELU);
     case E_CONVT: return tg_conv_transpose2d(t, x, w, NULL, a[0], a[1], a[2], a[3], a[4]);
     case E_MAXPOOL: return tg_max_pool2d(t, x, a[0], a[1], a[2]);
     case E_AVGPOOL: return tg_avg_pool2d(t, x, a[0], a[1], a[2]);
@@ -894,8 +934,9 @@ int main(void) {
     dropout();
     batch_norm();
     batch_norm_closed_form();
-    batch_norm_relu();
-    batch_norm_add_relu();
+    batch_norm_act_relu();
+    batch_norm_add_act_relu();
+    batch_norm_add_self();
     residual();
     relu_nan();
     batch_norm_relu_nan();

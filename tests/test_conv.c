@@ -2,7 +2,7 @@
  * double-precision loop written from the definition, for the shapes that go
  * through each path (stride 1 reads the padded image shifted by tap, other
  * strides go through im2col, 1x1 straight to GEMM), with every kernel this CPU
- * has, and bit-for-bit the same with 1 and 2 threads; conv2d_relu the same way. */
+ * has, and bit-for-bit the same with 1 and 2 threads; conv2d+relu the same way. */
 #include "check.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -37,7 +37,7 @@ static double frand(uint64_t *s) {
     return (double)(*s >> 40) / 16777216.0 * 2 - 1;
 }
 
-/* y, dx, dw and db for dy, by the definition, in double; with relu_y (conv2d_relu's
+/* y, dx, dw and db for dy, by the definition, in double; with relu_y (conv2d+relu's
  * computed output), y = relu(y) and dy passes only where not relu_y <= 0 (PyTorch's rule) */
 static void reference(const conv_case *c, int Ho, int Wo, const float *x, const float *w, const float *b,
                       const float *dy, const float *relu_y, double *y, double *dx, double *dw, double *db) {
@@ -75,7 +75,7 @@ static double worst(const float *a, const double *b, int64_t n) {
 
 static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
 
-/* relu: conv2d_relu; via: x reaches the conv through a multiply by 1, so the conv's
+/* relu: conv2d+relu; via: x reaches the conv through a multiply by 1, so the conv's
  * input gradient is tape memory that starts unset and dx is stored, not added */
 static void one_case(const conv_case *c, const char *kernel, bool relu, bool via) {
     uint64_t seed = 7;
@@ -98,8 +98,8 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
         for (int64_t i = 0; i < x->size; i++) x->grad[i] = 0.25f * (float)(i % 7); /* dx must add to this */
         tg_tensor *one = tg_tensor_tape(t, 0, NULL);
         one->data[0] = 1.0f;
-        y = (relu ? tg_conv2d_relu : tg_conv2d)(t, via ? tg_mul(t, x, one) : x, w, b, c->stride, c->pad, c->dil,
-                                                c->groups);
+        y = tg_conv2d_act(t, via ? tg_mul(t, x, one) : x, w, b, c->stride, c->pad, c->dil, c->groups,
+                          relu ? TG_ACT_RELU : TG_ACT_NONE);
         CHECK(y != NULL);
         if (!y) {
             fprintf(stderr, "%s\n", tg_last_error());
@@ -133,7 +133,7 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
             double eb = worst(b->grad, rdb, b->size);
             if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
                 fprintf(stderr, "%s: %s N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
-                        "dw %.2g db %.2g\n", kernel, relu ? "conv2d_relu" : "conv2d", c->N, c->C, c->H, c->W, c->K,
+                        "dw %.2g db %.2g\n", kernel, relu ? "conv2d+relu" : "conv2d", c->N, c->C, c->H, c->W, c->K,
                         c->R, c->S, c->stride, c->pad, c->dil, c->groups, ey, ex, ew, eb);
             CHECK(ey <= 1e-5);
             CHECK(ex <= 1e-5);
@@ -162,7 +162,7 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
     tg_set_threads(0);
 }
 
-/* conv2d_relu against tg_relu(tg_conv2d(...)) on the same data: output, dx, dW and db bit for bit */
+/* conv2d+relu against tg_relu(tg_conv2d(...)) on the same data: output, dx, dW and db bit for bit */
 static void fused_same_bits(const conv_case *c) {
     uint64_t seed = 11;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
@@ -176,7 +176,7 @@ static void fused_same_bits(const conv_case *c) {
     for (int fused = 0; fused < 2; fused++) {
         tg_tape *t = tg_tape_new();
         tg_tensor_zero_grad(x), tg_tensor_zero_grad(w), tg_tensor_zero_grad(b);
-        tg_tensor *y = fused ? tg_conv2d_relu(t, x, w, b, c->stride, c->pad, c->dil, c->groups)
+        tg_tensor *y = fused ? tg_conv2d_act(t, x, w, b, c->stride, c->pad, c->dil, c->groups, TG_ACT_RELU)
                              : tg_relu(t, tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups));
         float *dy = malloc((size_t)y->size * sizeof *dy);
         uint64_t s2 = 5;
@@ -207,14 +207,14 @@ int main(void) {
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
             for (int mode = 0; mode < 4; mode++) one_case(&cases[i], kernels[k], mode & 1, mode & 2);
         }
-        printf("%s: %zu shapes, conv2d and conv2d_relu, dx added or stored, %s\n", kernels[k],
+        printf("%s: %zu shapes, conv2d and conv2d+relu, dx added or stored, %s\n", kernels[k],
                sizeof cases / sizeof *cases,
                check_failures == before ? "match the reference" : "FAILED");
     }
     tg__isa_use(NULL);
     int before = check_failures;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fused_same_bits(&cases[i]);
-    printf("conv2d_relu against relu(conv2d), bit for bit, %zu shapes: %s\n", sizeof cases / sizeof *cases,
+    printf("conv2d+relu against relu(conv2d), bit for bit, %zu shapes: %s\n", sizeof cases / sizeof *cases,
            check_failures == before ? "same" : "DIFFERENT");
     CHECK_DONE();
 }

@@ -461,8 +461,54 @@ static void graphviz(void) {
     tg_tape_free(t);
 }
 
+/* Fused epilogues: one node each, named in dumps by op and variant (conv2d+relu), and
+ * totalled by op apart from the plain op's nodes */
+static void fused_names(void) {
+    uint64_t rng = 9;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 2, 4, 4});
+    tg_tensor *w = param(4, (int[]){2, 2, 3, 3}, "w", &rng), *g = param(1, (int[]){2}, "g", &rng);
+    tg_tensor *b = param(1, (int[]){2}, "b", &rng);
+    tg_tensor *h = tg_conv2d_act(t, x, w, NULL, 1, 1, 1, 1, TG_ACT_RELU);
+    tg_tensor *c = tg_conv2d(t, h, w, NULL, 1, 1, 1, 1);
+    tg_tensor *r = tg_batch_norm_act(t, c, g, b, NULL, NULL, true, 0.1f, 1e-5f, NULL, TG_ACT_RELU);
+    tg_tensor *s = tg_batch_norm_act(t, r, g, b, NULL, NULL, true, 0.1f, 1e-5f, h, TG_ACT_RELU);
+    tg_tensor *a = tg_batch_norm_act(t, s, g, b, NULL, NULL, true, 0.1f, 1e-5f, r, TG_ACT_NONE);
+    tg_tensor *y = tg_residual_add_act(t, a, h, TG_ACT_RELU);
+    tg_tensor *loss = tg_mean(t, tg_residual_add(t, y, c));
+    CHECK(loss != NULL);
+    CHECK_INT(tg_backward(t, loss), 0);
+    dump_text dt = dump_of(t, tg_tape_dump);
+    const char *text = dt.text ? dt.text : "";
+    CHECK_MSG(text, "%0 conv2d+relu ");
+    CHECK_MSG(text, "%1 conv2d ");
+    CHECK_MSG(text, "%2 batch_norm+relu ");
+    CHECK_MSG(text, "%3 batch_norm+add+relu ");
+    CHECK_MSG(text, "%4 batch_norm+add ");
+    CHECK_MSG(text, "%5 residual_add+relu ");
+    CHECK_MSG(text, "%6 residual_add ");
+    CHECK_MSG(text, "zeros="); /* the ReLU's statistics */
+    CHECK_MSG(text, "#  conv2d+relu             1");
+    CHECK_MSG(text, "#  conv2d                  1");
+    CHECK_MSG(text, "#  batch_norm+relu         1");
+    CHECK_MSG(text, "#  batch_norm+add+relu     1");
+    CHECK_MSG(text, "#  batch_norm+add          1");
+    CHECK_MSG(text, "#  residual_add+relu       1");
+    CHECK_MSG(text, "#  residual_add            1");
+    CHECK(strstr(text, "_relu") == NULL);
+    free(dt.text);
+    dump_text dot = dump_of(t, tg_tape_dot);
+    CHECK_MSG(dot.text ? dot.text : "", "label=\"%0 conv2d+relu\\n");
+    CHECK_MSG(dot.text ? dot.text : "", "label=\"%3 batch_norm+add+relu\\n");
+    CHECK_MSG(dot.text ? dot.text : "", "label=\"%5 residual_add+relu\"");
+    free(dot.text);
+    tg_tensor_free(w), tg_tensor_free(g), tg_tensor_free(b);
+    tg_tape_free(t);
+}
+
 int main(void) {
     small_net();
+    fused_names();
     decoder_flops();
     receptive_field();
     nonfinite();

@@ -101,7 +101,6 @@ static void null_engine(void) {
     CHECK(tg_tape_rng(NULL) == NULL);
     CHECK_INT(tg_rand_u64(NULL), 0);
     CHECK(tg_rand_uniform(NULL) == 0.0f && tg_rand_normal(NULL) == 0.0f);
-    CHECK(!tg_grad_overwrite(NULL));
     CHECK(strcmp(tg_strerror(12345), "unknown error") == 0);
     CHECK_INT(tg_fail(TG_ERR_ARG, NULL), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "(no message)");
@@ -153,7 +152,8 @@ static void null_ops(void) {
     FAILS_PTR(tg_cross_entropy(NULL, v, labels), TG_ERR_ARG, "cross_entropy: tape is NULL");
     FAILS_PTR(tg_conv2d(t, NULL, w, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: input 0 is NULL");
     FAILS_PTR(tg_conv2d(t, a, NULL, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: input 1 is NULL");
-    FAILS_PTR(tg_conv2d_relu(NULL, a, w, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d_relu: tape is NULL");
+    FAILS_PTR(tg_conv2d_act(NULL, a, w, NULL, 1, 1, 1, 1, TG_ACT_RELU), TG_ERR_ARG, "conv2d: tape is NULL");
+    FAILS_PTR(tg_conv2d_act(t, a, w, NULL, 1, 1, 1, 1, (tg_act)7), TG_ERR_ARG, "conv2d: unknown activation 7");
     FAILS_PTR(tg_max_pool2d(t, NULL, 2, 2, 0), TG_ERR_ARG, "max_pool2d: input 0 is NULL");
     FAILS_PTR(tg_avg_pool2d(NULL, a, 2, 2, 0), TG_ERR_ARG, "avg_pool2d: tape is NULL");
     FAILS_PTR(tg_global_avg_pool(t, NULL), TG_ERR_ARG, "global_avg_pool: input 0 is NULL");
@@ -162,12 +162,15 @@ static void null_ops(void) {
     FAILS_PTR(tg_batch_norm(t, NULL, g, g, NULL, NULL, true, 0.1f, 1e-5f), TG_ERR_ARG, "batch_norm: input 0 is NULL");
     FAILS_PTR(tg_batch_norm(t, a, NULL, g, NULL, NULL, true, 0.1f, 1e-5f), TG_ERR_ARG,
               "batch_norm: gamma and beta are required");
-    FAILS_PTR(tg_batch_norm_relu(NULL, a, g, g, NULL, NULL, true, 0.1f, 1e-5f), TG_ERR_ARG,
-              "batch_norm_relu: tape is NULL");
-    FAILS_PTR(tg_batch_norm_add_relu(t, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL), TG_ERR_ARG,
-              "batch_norm_add_relu: gamma, beta and the shortcut are required");
+    FAILS_PTR(tg_batch_norm_act(NULL, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL, TG_ACT_RELU), TG_ERR_ARG,
+              "batch_norm: tape is NULL");
+    FAILS_PTR(tg_batch_norm_act(t, a, g, NULL, NULL, NULL, true, 0.1f, 1e-5f, a, TG_ACT_RELU), TG_ERR_ARG,
+              "batch_norm: gamma and beta are required");
+    FAILS_PTR(tg_batch_norm_act(t, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL, (tg_act)7), TG_ERR_ARG,
+              "batch_norm: unknown activation 7");
     FAILS_PTR(tg_residual_add(t, a, NULL), TG_ERR_ARG, "residual_add: input 1 is NULL");
-    FAILS_PTR(tg_residual_add_relu(NULL, a, a), TG_ERR_ARG, "residual_add_relu: tape is NULL");
+    FAILS_PTR(tg_residual_add_act(NULL, a, a, TG_ACT_RELU), TG_ERR_ARG, "residual_add: tape is NULL");
+    FAILS_PTR(tg_residual_add_act(t, a, a, (tg_act)7), TG_ERR_ARG, "residual_add: unknown activation 7");
     FAILS_PTR(tg_conv_transpose2d(t, NULL, w, NULL, 1, 0, 0, 1, 1), TG_ERR_ARG, "conv_transpose2d: input 0 is NULL");
     FAILS_PTR(tg_upsample(NULL, a, 2, TG_UPSAMPLE_NEAREST), TG_ERR_ARG, "upsample: tape is NULL");
     FAILS_PTR(tg_layer_norm(t, NULL, g, g, 1e-5f), TG_ERR_ARG, "layer_norm: input 0 is NULL");
@@ -363,7 +366,7 @@ static void descriptors(void) {
 // backward twice; an input changed between forward and backward
 
 static tg_tensor *small_net(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *g, tg_tensor *b) {
-    tg_tensor *h = tg_conv2d_relu(t, x, w, NULL, 1, 1, 1, 1);
+    tg_tensor *h = tg_conv2d_act(t, x, w, NULL, 1, 1, 1, 1, TG_ACT_RELU);
     h = tg_batch_norm(t, h, g, b, NULL, NULL, true, 0.1f, 1e-5f);
     h = tg_dropout(t, tg_max_pool2d(t, h, 2, 2, 0), 0.25f, true);
     return tg_mean(t, tg_mul(t, h, h));
@@ -398,11 +401,11 @@ static void twice_and_changed(void) {
     loss = small_net(t, x, w, g, b);
     CHECK_INT(tg_backward(t, loss), 0); /* unchanged: fine */
     w->data[4] += 0.5f;                 /* an optimizer step too early */
-    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d_relu: input 1 (param) of node %0 changed between forward "
+    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d: input 1 (param) of node %0 changed between forward "
                                                   "and backward");
     w->data[4] -= 0.5f;
     x->data[0] += 1; /* the batch refilled too early */
-    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d_relu: input 0 (input) of node %0 changed");
+    FAILS_INT(tg_backward(t, loss), TG_ERR_STATE, "conv2d: input 0 (input) of node %0 changed");
     tg_tensor_free(w), tg_tensor_free(g), tg_tensor_free(b);
     tg_tape_free(t);
 }
@@ -665,6 +668,70 @@ static void files(void) {
     tg_tensor_free(w);
 }
 
+// ----------------------------------------------------------------------------
+// the store-or-add decision the engine hands an op with overwrites_grads
+
+static bool seen_store[3][TG_MAX_INPUTS];
+static int seen_calls;
+static int sum3_shape(tg_node *n, int *ndim, int *shape) {
+    *ndim = n->in[0]->ndim;
+    for (int i = 0; i < *ndim; i++) shape[i] = n->in[0]->shape[i];
+    return 0;
+}
+static int sum3_forward(tg_tape *t, tg_node *n) { /* y = a + b + c */
+    (void)t;
+    for (int64_t i = 0; i < n->out->size; i++)
+        n->out->data[i] = n->in[0]->data[i] + n->in[1]->data[i] + n->in[2]->data[i];
+    return 0;
+}
+static int sum3_vjp(tg_tape *t, tg_node *n) { /* each input: dy, stored or added as the engine says */
+    (void)t;
+    if (seen_calls < 3) memcpy(seen_store[seen_calls], n->store, sizeof n->store);
+    seen_calls++;
+    for (int k = 0; k < 3; k++) {
+        if (!n->in[k]->requires_grad) continue;
+        for (int64_t i = 0; i < n->out->size; i++)
+            n->in[k]->grad[i] = (n->store[k] ? 0 : n->in[k]->grad[i]) + n->out->grad[i];
+    }
+    return 0;
+}
+
+static void store_decision(void) {
+    const tg_op sum3 = {.name = "sum3", .shape = sum3_shape, .forward = sum3_forward, .vjp = sum3_vjp,
+                        .overwrites_grads = true};
+    tg_tape *t = tg_tape_new();
+    tg_tape_check_finite(t, true); /* unset gradients hold NaN: one added into is caught */
+    tg_tensor *p = tg_param_new(1, (int[]){4}), *q = tg_param_new(1, (int[]){4});
+    for (int i = 0; i < 4; i++) p->data[i] = (float)i, q->data[i] = 1;
+    tg_tensor *c = tg_tensor_tape(t, 1, (int[]){4}); /* takes no gradient */
+    tg_tensor *h = tg_relu(t, p), *g = tg_relu(t, q);
+    /* h given twice (store at its first position, then add), c without a gradient, then g and h
+     * again once h's gradient holds values */
+    tg_tensor *y1 = tg_apply(t, &sum3, (tg_tensor *[]){h, c, h}, 3, NULL);
+    tg_tensor *y2 = tg_apply(t, &sum3, (tg_tensor *[]){y1, g, h}, 3, NULL);
+    CHECK(y1 && y2);
+    seen_calls = 0;
+    CHECK_INT(tg_backward(t, tg_sum(t, y2)), 0);
+    CHECK_INT(seen_calls, 2);
+    /* y2 first: y1 and g unset (store), h unset (store); then y1: h already holds values */
+    CHECK(seen_store[0][0] && seen_store[0][1] && seen_store[0][2]);
+    CHECK(!seen_store[1][0] && !seen_store[1][1] && !seen_store[1][2]);
+    for (int i = 0; i < 4; i++) { /* dh = 1 (y2) + 2 (y1); relu passes where p > 0 */
+        CHECK(p->grad[i] == (i > 0 ? 3.0f : 0.0f));
+        CHECK(q->grad[i] == 1.0f);
+    }
+    tg_tape_reset(t);
+    h = tg_relu(t, p);
+    y1 = tg_apply(t, &sum3, (tg_tensor *[]){h, h, h}, 3, NULL);
+    seen_calls = 0;
+    tg_tensor_zero_grad(p);
+    CHECK_INT(tg_backward(t, tg_sum(t, y1)), 0);
+    CHECK(seen_store[0][0] && !seen_store[0][1] && !seen_store[0][2]);
+    for (int i = 0; i < 4; i++) CHECK(p->grad[i] == (i > 0 ? 3.0f : 0.0f));
+    tg_tensor_free(p), tg_tensor_free(q);
+    tg_tape_free(t);
+}
+
 int main(void) {
     alarm(300); /* a loader that blocks fails the test instead of hanging it */
     if (!mkdtemp(dir)) return 1;
@@ -674,6 +741,7 @@ int main(void) {
     arena();
     descriptors();
     twice_and_changed();
+    store_decision();
     nonfinite();
     null_nn();
     sgd_mistakes();

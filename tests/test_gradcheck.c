@@ -23,12 +23,14 @@ typedef struct {
     tg_build_fn build;
     int n_in;
     in_spec in[TG_MAX_INPUTS];
+    tg_act act;     /* attributes a row may carry: the fused activation (conv2d, batch_norm, residual_add) */
 } row;
 
 static const int32_t labels[8] = {2, 0, 1, 3, 3, 1, 0, 2};
 
 #define BUILD(fn, expr) \
     static tg_tensor *fn(tg_tape *t, tg_tensor **x, void *ctx) { (void)ctx; return expr; }
+#define ACT (((const row *)ctx)->act) /* the row's activation, in a BUILD expression */
 
 BUILD(b_add, tg_add(t, x[0], x[1]))
 BUILD(b_sub, tg_sub(t, x[0], x[1]))
@@ -44,14 +46,14 @@ BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
 BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
 BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
 BUILD(b_residual, tg_residual_add(t, x[0], x[1]))
-BUILD(b_residual_relu, tg_residual_add_relu(t, x[0], x[1]))
+BUILD(b_residual_act, tg_residual_add_act(t, x[0], x[1], ACT))
 BUILD(b_conv, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 1))
 BUILD(b_conv_s2d2, tg_conv2d(t, x[0], x[1], x[2], 2, 1, 2, 1))
 BUILD(b_conv_groups, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 2))
 BUILD(b_conv_depthwise, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 4))
 BUILD(b_conv_1x1, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 1))
-BUILD(b_conv_relu, tg_conv2d_relu(t, x[0], x[1], x[2], 1, 1, 1, 1))
-BUILD(b_conv_relu_s2, tg_conv2d_relu(t, x[0], x[1], x[2], 2, 1, 1, 1))
+BUILD(b_conv_act, tg_conv2d_act(t, x[0], x[1], x[2], 1, 1, 1, 1, ACT))
+BUILD(b_conv_act_s2, tg_conv2d_act(t, x[0], x[1], x[2], 2, 1, 1, 1, ACT))
 BUILD(b_maxpool, tg_max_pool2d(t, x[0], 2, 2, 0))
 BUILD(b_maxpool_pad, tg_max_pool2d(t, x[0], 3, 2, 1))
 BUILD(b_avgpool, tg_avg_pool2d(t, x[0], 3, 2, 1))
@@ -71,8 +73,8 @@ BUILD(b_mse, tg_mse_loss(t, x[0], x[1]))
 static tg_tensor *running[2]; /* batch norm's running mean and variance, made in main */
 BUILD(b_bn, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
 BUILD(b_bn_eval, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], false, 0.1f, 1e-5f))
-BUILD(b_bn_relu, tg_batch_norm_relu(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f))
-BUILD(b_bn_add_relu, tg_batch_norm_add_relu(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, x[3]))
+BUILD(b_bn_act, tg_batch_norm_act(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, NULL, ACT))
+BUILD(b_bn_add_act, tg_batch_norm_act(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, x[3], ACT))
 
 static const row rows[] = {
     {"add", b_add, 2, {{2, {3, 4}}, {2, {3, 4}}}},
@@ -90,15 +92,15 @@ static const row rows[] = {
     {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
     {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
     {"residual_add", b_residual, 2, {{4, {2, 3, 2, 2}}, {4, {2, 3, 2, 2}}}},
-    {"residual_add_relu", b_residual_relu, 2, {{4, {2, 3, 2, 2}, AWAY0}, {4, {2, 3, 2, 2}, SMALL}}},
+    {"residual_add", b_residual_act, 2, {{4, {2, 3, 2, 2}, AWAY0}, {4, {2, 3, 2, 2}, SMALL}}, TG_ACT_RELU},
     {"conv2d", b_conv, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}}}},
     {"conv2d", b_conv_s2d2, 3, {{4, {1, 2, 7, 6}}, {4, {3, 2, 3, 2}}, {1, {3}}}},
     {"conv2d", b_conv_groups, 2, {{4, {2, 4, 4, 4}}, {4, {6, 2, 2, 2}}}},
     {"conv2d", b_conv_depthwise, 3, {{4, {2, 4, 4, 4}}, {4, {4, 1, 3, 3}}, {1, {4}}}},
     {"conv2d", b_conv_1x1, 2, {{4, {2, 3, 3, 3}}, {4, {5, 3, 1, 1}}}},
     /* the bias puts whole channels far below or above the ReLU's kink (test_conv checks the mask element-wise) */
-    {"conv2d_relu", b_conv_relu, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}, SPLIT}}},
-    {"conv2d_relu", b_conv_relu_s2, 3, {{4, {1, 2, 7, 6}}, {4, {4, 2, 3, 3}}, {1, {4}, SPLIT}}},
+    {"conv2d", b_conv_act, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}, SPLIT}}, TG_ACT_RELU},
+    {"conv2d", b_conv_act_s2, 3, {{4, {1, 2, 7, 6}}, {4, {4, 2, 3, 3}}, {1, {4}, SPLIT}}, TG_ACT_RELU},
     {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 4, 6}, DISTINCT}}},
     {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 5, 7}, DISTINCT}}}, /* odd sizes: the last row and column in no window */
     {"max_pool2d", b_maxpool_pad, 1, {{4, {1, 2, 5, 5}, DISTINCT}}},
@@ -117,8 +119,10 @@ static const row rows[] = {
     {"layer_norm", b_layer_norm, 3, {{3, {2, 3, 5}}, {2, {3, 5}, POSITIVE}, {2, {3, 5}}}},
     {"mse_loss", b_mse, 2, {{3, {2, 3, 4}}, {3, {2, 3, 4}}}},
     {"batch_norm", b_bn_eval, 3, {{4, {2, 3, 3, 2}}, {1, {3}, POSITIVE}, {1, {3}}}},
-    {"batch_norm_relu", b_bn_relu, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}}},
-    {"batch_norm_add_relu", b_bn_add_relu, 4, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}, {4, {3, 3, 2, 3}}}},
+    {"batch_norm", b_bn_act, 3, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}}, TG_ACT_RELU},
+    {"batch_norm", b_bn_add_act, 4, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}, {4, {3, 3, 2, 3}}},
+     TG_ACT_RELU},
+    {"batch_norm", b_bn_add_act, 4, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}}, {4, {3, 3, 2, 3}}}},
 };
 
 // ----------------------------------------------------------------------------
@@ -161,15 +165,23 @@ static int run_row(const row *r, double *worst) {
     }
     /* the row must really exercise its op: the output's node is that op */
     tg_tape *t = tg_tape_new();
-    tg_tensor *y = r->build(t, in, NULL);
+    tg_tensor *y = r->build(t, in, (void *)r);
     int rc = 0;
     if (!y || !y->node || strcmp(y->node->op->name, r->op) != 0) {
         fprintf(stderr, "%s: row builds %s\n", r->op, y && y->node ? y->node->op->name : tg_last_error());
         rc = -1;
+    } else { /* and its activation: the node's variant ends in "relu" exactly when the row asks for one */
+        const char *v = y->node->op->variant ? y->node->op->variant(y->node) : NULL;
+        size_t lv = v ? strlen(v) : 0;
+        bool relu = lv >= 4 && strcmp(v + lv - 4, "relu") == 0;
+        if (relu != (r->act == TG_ACT_RELU)) {
+            fprintf(stderr, "%s: row builds the variant %s\n", r->op, v ? v : "(none)");
+            rc = -1;
+        }
     }
     tg_tape_free(t);
     double rel[TG_MAX_INPUTS] = {0};
-    if (rc == 0) rc = tg_gradcheck(r->build, in, r->n_in, NULL, NULL, rel);
+    if (rc == 0) rc = tg_gradcheck(r->build, in, r->n_in, (void *)r, NULL, rel);
     *worst = 0;
     for (int i = 0; i < r->n_in; i++) {
         if (rel[i] > *worst) *worst = rel[i];
@@ -212,7 +224,7 @@ static int mul_vjp_one_off(tg_tape *t, tg_node *n) { /* right but for one elemen
 static int store_mode; /* 0 right, 1 skips the last element, 2 always adds */
 static int scale3_vjp_store(tg_tape *t, tg_node *n) {
     (void)t;
-    bool set = tg_grad_overwrite(n->in[0]) && store_mode != 2;
+    bool set = n->store[0] && store_mode != 2;
     int64_t end = n->out->size - (store_mode == 1);
     for (int64_t i = 0; i < end; i++)
         n->in[0]->grad[i] = (set ? 0 : n->in[0]->grad[i]) + 3 * n->out->grad[i];
@@ -290,7 +302,8 @@ int main(void) {
     for (int r = 0; r < nrows; r++) {
         double worst;
         int rc = run_row(&rows[r], &worst);
-        printf("%s: %s maxrel=%.2e\n", rows[r].op, rc == 0 ? "ok" : "FAIL", worst);
+        printf("%s%s: %s maxrel=%.2e\n", rows[r].op, rows[r].act == TG_ACT_RELU ? "+relu" : "", rc == 0 ? "ok" : "FAIL",
+               worst);
         if (rc) fprintf(stderr, "  %s\n", tg_last_error());
         CHECK_INT(rc, 0);
     }

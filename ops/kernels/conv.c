@@ -258,7 +258,7 @@ static void pad_x(float *xp, const float *x, const tg__conv_dims *d, const shift
 }
 
 /* dy's planes on the grid described above, into a buffer zeroed once as for
- * pad_x; with y (conv2d_relu's output), dy where not y <= 0 */
+ * pad_x; with y (the output of conv2d+relu), dy where not y <= 0 */
 static void pad_dy(float *dq, const float *dy, const float *y, const tg__conv_dims *d, const shift_geom *s) {
     for (int k = 0; k < d->Kg; k++) {
         int64_t o = (int64_t)k * d->Ho * d->Wo;

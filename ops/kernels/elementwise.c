@@ -7,7 +7,7 @@
 #include <string.h>
 
 // ----------------------------------------------------------------------------
-// relu, residual_add, residual_add_relu
+// relu, residual_add, residual_add with the ReLU epilogue
 
 TG_INLINE void add_relu_body(float *y, const float *a, const float *b, int64_t n, bool relu) {
     tg_f8 zero = {0};

@@ -196,7 +196,7 @@ size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads);
 void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d, bool relu,
                         void *scratch, int threads);
 /* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL). With
- * y (conv2d_relu's output), dy counts only where not y <= 0. dw and db are
+ * y (the output of conv2d with the ReLU epilogue), dy counts only where not y <= 0. dw and db are
  * summed per fixed chunk of images, then over the chunks in order. */
 size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads);
 void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
