@@ -24,7 +24,7 @@ void *tg__calloc(size_t n, size_t size);
 void *tg__realloc(void *p, size_t bytes);
 void tg__free(void *p);
 /* How many mallocs, callocs and reallocs the library made (for the no-malloc tests; not exported). */
-uint64_t tg_alloc_count(void);
+uint64_t tg__alloc_count(void);
 
 /* Arena: chunks of memory handed out by bumping a pointer, all freed at once. */
 typedef struct tg__chunk tg__chunk;

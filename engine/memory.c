@@ -6,7 +6,7 @@
 
 static atomic_uint_fast64_t n_allocs;
 
-uint64_t tg_alloc_count(void) { return atomic_load(&n_allocs); }
+uint64_t tg__alloc_count(void) { return atomic_load(&n_allocs); }
 
 void *tg__malloc(size_t bytes) {
     atomic_fetch_add(&n_allocs, 1);

@@ -85,7 +85,7 @@ fi
 for f in tg_tape_new tg_backward tg_conv2d tg_gradcheck tg_apply tg_tape_rng tg_model_new tg_sgd_step; do
   grep -qx "$f" <<<"$exported" || { echo "install: $so does not export $f"; fail=1; }
 done
-for f in tg_alloc_count tg_op_table tg__malloc tg__op_mul; do
+for f in tg__alloc_count tg_op_table tg__malloc tg__op_mul; do
   ! grep -qx "$f" <<<"$exported" || { echo "install: $so exports the private $f"; fail=1; }
 done
 [ "$fail" = 0 ] || exit 1

@@ -2,7 +2,7 @@
  * and every mismatched model is refused with its message and changes nothing;
  * a failed save leaves the old file as it was and no temporary behind. */
 #include "check.h"
-#include "internal.h" /* tg_alloc_count */
+#include "internal.h" /* tg__alloc_count */
 #include "tapegrad_nn.h"
 #include <dirent.h>
 #include <errno.h>
@@ -164,13 +164,13 @@ static void load_fails(const char *path, tg_tensor **m, int n, int code, const c
     }
     char want[1024];
     snprintf(want, sizeof want, "checkpoint %s: %s", path, sub);
-    uint64_t allocs = tg_alloc_count();
+    uint64_t allocs = tg__alloc_count();
     tg_clear_error();
     CHECK_INT(tg_checkpoint_load(path, m, n), code);
     CHECK_INT(tg_last_error_code(), code);
     CHECK_MSG(tg_last_error(), want);
     CHECK(same_data(m, before, n));
-    CHECK(tg_alloc_count() - allocs <= 1); /* a staging buffer the model's size, at most */
+    CHECK(tg__alloc_count() - allocs <= 1); /* a staging buffer the model's size, at most */
     model_free(before, n);
 }
 

@@ -6,7 +6,7 @@
  *     test_data DIR [DIR...]    e.g. data/mnist /usr/share/datasets/fashion-mnist
  * loads DIR's train and t10k sets and prints what it found. */
 #include "check.h"
-#include "internal.h" /* tg_alloc_count */
+#include "internal.h" /* tg__alloc_count */
 #include "tapegrad_nn.h"
 #include <dirent.h>
 #include <fcntl.h>
@@ -101,12 +101,12 @@ static void idx_fails(const char *path, int code, const char *sub) {
     snprintf(want, sizeof want, "idx %s: %s", path, sub);
     tg_idx x;
     tg_clear_error();
-    uint64_t allocs = tg_alloc_count();
+    uint64_t allocs = tg__alloc_count();
     CHECK_INT(tg_idx_load(&x, path), code);
     CHECK_INT(tg_last_error_code(), code);
     CHECK_MSG(tg_last_error(), want);
     CHECK(x.data == NULL && x.size == 0);
-    CHECK(tg_alloc_count() - allocs <= 2); /* nothing big, nothing per byte */
+    CHECK(tg__alloc_count() - allocs <= 2); /* nothing big, nothing per byte */
 }
 
 // ----------------------------------------------------------------------------

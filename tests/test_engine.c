@@ -1,6 +1,6 @@
 /* test_engine.c: the tape, the reverse sweep, no-grad mode, the arena. */
 #include "check.h"
-#include "internal.h" /* tg_alloc_count */
+#include "internal.h" /* tg__alloc_count */
 #include "tapegrad.h"
 
 static tg_tensor *param(int ndim, const int *shape, float v0, float step) {
@@ -86,7 +86,7 @@ static void steady_state_no_malloc(void) {
     int32_t labels[16];
     uint64_t before = 0;
     for (int step = 0; step < 60; step++) {
-        if (step == 10) before = tg_alloc_count();
+        if (step == 10) before = tg__alloc_count();
         tg_tensor *x = tg_tensor_tape(t, 2, (int[]){16, 32});
         for (int i = 0; i < 16 * 32; i++) x->data[i] = (float)((i * 7 + step) % 13) / 13.0f;
         for (int i = 0; i < 16; i++) labels[i] = (i + step) % 10;
@@ -99,7 +99,7 @@ static void steady_state_no_malloc(void) {
         }
         tg_tape_reset(t);
     }
-    uint64_t allocs = tg_alloc_count() - before;
+    uint64_t allocs = tg__alloc_count() - before;
     printf("steady state: %llu allocations in 50 steps, arena high water %zu bytes\n", (unsigned long long)allocs,
            tg_tape_arena_high_water(t));
     CHECK_INT(allocs, 0);
@@ -111,10 +111,10 @@ static void arena_growth(void) {
     /* many small and one huge tensor: the arena grows, then fits in one chunk after a reset */
     tg_tape *t = tg_tape_new();
     for (int round = 0; round < 3; round++) {
-        uint64_t before = tg_alloc_count();
+        uint64_t before = tg__alloc_count();
         for (int i = 0; i < 100; i++) CHECK(tg_tensor_tape(t, 1, (int[]){1000}) != NULL);
         CHECK(tg_tensor_tape(t, 2, (int[]){1000, 1000}) != NULL);
-        if (round == 2) CHECK_INT(tg_alloc_count() - before, 0);
+        if (round == 2) CHECK_INT(tg__alloc_count() - before, 0);
         tg_tape_reset(t);
     }
     tg_tape_free(t);

@@ -200,14 +200,14 @@ static void no_malloc(void) {
         tg_set_threads(t);
         tg__sgemm(C, g->N, A, g->K, B, g->N, g->M, g->N, g->K, false, false, 1, 0);
     }
-    uint64_t before = tg_alloc_count();
+    uint64_t before = tg__alloc_count();
     for (int r = 0; r < 3; r++)
         for (int t = 1; t <= 2; t++) {
             tg_set_threads(t);
             tg__sgemm(C, g->N, A, g->K, B, g->N, g->M, g->N, g->K, false, false, 1, 0);
             tg__sgemm(C, 30, A, 20, B, 40, 20, 30, 40, true, true, 1, 0); /* smaller: fits */
         }
-    CHECK_INT(tg_alloc_count() - before, 0);
+    CHECK_INT(tg__alloc_count() - before, 0);
     tg_set_threads(0);
     free(A);
     free(B);

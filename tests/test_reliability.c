@@ -2,7 +2,7 @@
  * leak or huge allocation); a checkpoint save killed midway leaves the old
  * file loadable; a long training loop keeps a flat memory footprint. */
 #include "check.h"
-#include "internal.h" /* tg_alloc_count */
+#include "internal.h" /* tg__alloc_count */
 #include "tapegrad_nn.h"
 #include <glob.h>
 #include <signal.h>
@@ -174,7 +174,7 @@ static const bad_input table[] = {
 };
 
 static void bad_inputs(void) {
-    uint64_t before = tg_alloc_count();
+    uint64_t before = tg__alloc_count();
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         tg_clear_error();
         int rc = table[i].run();
@@ -182,7 +182,7 @@ static void bad_inputs(void) {
         CHECK(rc < 0);
         CHECK_MSG(tg_last_error(), table[i].want);
     }
-    printf("%llu allocations over the whole table\n", (unsigned long long)(tg_alloc_count() - before));
+    printf("%llu allocations over the whole table\n", (unsigned long long)(tg__alloc_count() - before));
 }
 
 // ----------------------------------------------------------------------------
@@ -253,7 +253,7 @@ static void flat_memory(void) {
     long at100 = 0;
     uint64_t allocs = 0;
     for (int step = 0; step < 1000; step++) {
-        if (step == 100) at100 = rss_kib(), allocs = tg_alloc_count();
+        if (step == 100) at100 = rss_kib(), allocs = tg__alloc_count();
         tg_tensor *x = tg_tensor_tape(t, 4, (int[]){16, 1, 12, 12});
         for (int i = 0; i < x->size; i++) x->data[i] = (float)((i * 31 + step * 7) % 11) / 11.0f;
         for (int i = 0; i < 16; i++) labels[i] = (i + step) % 10;
@@ -268,9 +268,9 @@ static void flat_memory(void) {
     }
     long at1000 = rss_kib();
     printf("1000 steps: resident %ld KiB at step 100, %ld KiB at step 1000; %llu allocations in between\n", at100,
-           at1000, (unsigned long long)(tg_alloc_count() - allocs));
+           at1000, (unsigned long long)(tg__alloc_count() - allocs));
     CHECK(at1000 - at100 < 512);
-    CHECK_INT(tg_alloc_count() - allocs, 0);
+    CHECK_INT(tg__alloc_count() - allocs, 0);
     tg_tape_free(t);
     tg_sgd_free(o);
     tg_model_free(m);

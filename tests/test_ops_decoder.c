@@ -1,4 +1,4 @@
-/* test_up.c: transposed convolution (and that it is conv2d's adjoint),
+/* test_ops_decoder.c: transposed convolution (and that it is conv2d's adjoint),
  * upsampling, layer norm and mean squared error on hand-computed cases. */
 #include "check.h"
 #include "tapegrad.h"

@@ -1,4 +1,4 @@
-/* test_cnn.c: conv2d, pooling, dropout, batch norm and residual_add on small
+/* test_ops_cnn.c: conv2d, pooling, dropout, batch norm and residual_add on small
  * hand-computed cases, their documented semantics, and their errors; NaN and
  * infinities through every ReLU and pool as in PyTorch; extreme attributes. */
 #include "check.h"

@@ -1,10 +1,10 @@
-/* test_edge.c: the table of caller mistakes. Every public function given NULL
+/* test_caller_mistakes.c: the table of caller mistakes. Every public function given NULL
  * or an impossible argument, stale and foreign tape tensors, descriptors with
  * parts missing, files that are not regular, frozen and duplicate parameters,
  * non-finite values: each gets its exact error (or its documented no-op),
  * never a crash. Run under ASan and UBSan by tests/run.sh. */
 #include "check.h"
-#include "internal.h" /* tg_alloc_count */
+#include "internal.h" /* tg__alloc_count */
 #include "tapegrad_nn.h"
 #include "tapegrad_op.h"
 #include <fcntl.h>
@@ -298,12 +298,12 @@ static void arena(void) {
     FAILS_PTR(tg_tape_alloc(t, SIZE_MAX / 2 + 1), TG_ERR_NOMEM, "tape: out of memory");
     /* the first chunk filled to within 64 bytes, then 8 MiB: every generation's offset must fit alike */
     for (int step = 0; step < 8; step++) {
-        uint64_t before = tg_alloc_count();
+        uint64_t before = tg__alloc_count();
         tg_tape_reset(t);
         CHECK(tg_tape_alloc(t, ((size_t)1 << 20) - 64) != NULL);
         CHECK(tg_tape_alloc(t, (size_t)8 << 20) != NULL);
         CHECK(tg_tape_alloc(t, 100) != NULL);
-        if (step > 0) CHECK_INT(tg_alloc_count() - before, 0);
+        if (step > 0) CHECK_INT(tg__alloc_count() - before, 0);
     }
     tg_tape_free(t);
 }

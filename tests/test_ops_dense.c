@@ -1,4 +1,4 @@
-/* test_ops.c: the first ops on small hand-computed cases, and their errors. */
+/* test_ops_dense.c: elementwise ops, matmul and linear, reshape and cross-entropy on small hand-computed cases, and their errors. */
 #include "check.h"
 #include "ops.h"
 #include "tapegrad.h"
