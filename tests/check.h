@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static int check_failures, check_count;
 
@@ -49,6 +50,25 @@ static int check_failures, check_count;
             fprintf(stderr, "%s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, m_ ? m_ : "(null)", sub); \
         }                                                                                \
     } while (0)
+
+/* Bytes this process has read so far (/proc/self/io's rchar), -1 where that is not known. */
+static inline long long bytes_read(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    long long n = -1;
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "rchar: %lld", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+
+/* CPU seconds this process has used, user and system */
+static inline double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec +
+           u.ru_stime.tv_usec * 1e-6;
+}
 
 #define CHECK_DONE()                                                                     \
     do {                                                                                 \

@@ -46,25 +46,6 @@ static void clean_dir(void) {
     if (d) closedir(d);
 }
 
-/* Bytes this process has read so far (/proc/self/io's rchar), -1 where that is not known. */
-static long long bytes_read(void) {
-    FILE *f = fopen("/proc/self/io", "r");
-    long long n = -1;
-    char line[128];
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "rchar: %lld", &n) == 1) break;
-    if (f) fclose(f);
-    return n;
-}
-
-/* CPU seconds this process has used, user and system */
-static double cpu_seconds(void) {
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + (double)u.ru_stime.tv_sec +
-           u.ru_stime.tv_usec * 1e-6;
-}
-
 static bool exists(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0;
