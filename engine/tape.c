@@ -233,7 +233,7 @@ static int check_op(const tg_op *op, int n_in, tg_tensor **in, const void *attr)
     return 0;
 }
 
-/* Index of the first non-finite element of a leaf input, or -1 (the finite check). */
+/* The finite check on the leaves among the inputs: 0, or TG_ERR_NONFINITE naming the first bad one. */
 static int check_leaves(const tg_tape *t, const tg_op *op, tg_tensor **in, int n_in) {
     for (int k = 0; k < n_in; k++) {
         if (in[k]->node) continue; /* an op's output: checked when it was made */
