@@ -43,7 +43,7 @@ static double test_error(tg_model *m, tg_tape *t, const tg_dataset *ds, float *k
     for (int start = 0; start < ds->n; start += 500) {
         int b = ds->n - start < 500 ? ds->n - start : 500;
         tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
-        tg_dataset_batch(ds, NULL, start, x, NULL);
+        if (!x || tg_dataset_batch(ds, NULL, start, x, NULL) < 0) die("evaluation", NULL);
         tg_tensor *loss = tg_mse_loss(t, tg_model_forward(m, t, x), x);
         if (!loss) die("evaluation", NULL);
         sum += (double)loss->data[0] * b;
@@ -51,8 +51,9 @@ static double test_error(tg_model *m, tg_tape *t, const tg_dataset *ds, float *k
     }
     /* the first reconstructions, for the picture */
     tg_tensor *x = tg_tensor_tape(t, 4, (int[]){nkeep, 1, 28, 28});
-    tg_dataset_batch(ds, NULL, 0, x, NULL);
+    if (!x || tg_dataset_batch(ds, NULL, 0, x, NULL) < 0) die("evaluation", NULL);
     tg_tensor *y = tg_model_forward(m, t, x);
+    if (!y) die("evaluation", NULL);
     memcpy(keep, y->data, (size_t)nkeep * 784 * sizeof(float));
     tg_tape_reset(t);
     tg_tape_set_grad_enabled(t, true);
@@ -105,7 +106,7 @@ int main(int argc, char **argv) {
         for (int start = 0; start < train->n; start += batch) {
             int b = train->n - start < batch ? train->n - start : batch;
             tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
-            tg_dataset_batch(train, perm, start, x, NULL);
+            if (!x || tg_dataset_batch(train, perm, start, x, NULL) < 0) die("batch", NULL);
             tg_tensor *loss = tg_mse_loss(t, tg_model_forward(m, t, x), x);
             if (!loss || tg_backward(t, loss) < 0) die("training step", NULL);
             if (!isfinite(loss->data[0])) {

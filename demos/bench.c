@@ -62,8 +62,7 @@ static void bench(const char *net, int threads, int steps, const tg_dataset *tra
     for (int start = 0; start < n; start += 100) {
         int b = n - start < 100 ? n - start : 100;
         tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
-        tg_dataset_batch(test, NULL, start, x, NULL);
-        if (!tg_model_forward(m, t, x)) die("eval");
+        if (!x || tg_dataset_batch(test, NULL, start, x, NULL) < 0 || !tg_model_forward(m, t, x)) die("eval");
         tg_tape_reset(t);
     }
     double eval_s = now() - t0;
@@ -95,6 +94,11 @@ int main(int argc, char **argv) {
     tg_dataset *train = tg_dataset_new(data, "train", 0, TG_MNIST_MEAN, TG_MNIST_STD);
     tg_dataset *test = tg_dataset_new(data, "t10k", 0, TG_MNIST_MEAN, TG_MNIST_STD);
     if (!train || !test) die("data (run scripts/fetch-mnist.sh)");
+    if (train->n <= 64 || train->h != 28 || train->w != 28) { /* steps take consecutive batches of 64 */
+        tg_fail(TG_ERR_ARG, "%d training images of %dx%d: the nets need more than 64 of 28x28", train->n, train->h,
+                train->w);
+        die("data");
+    }
     printf("%-7s %7s %12s %12s %10s %10s\n", "net", "threads", "train img/s", "eval img/s", "GFLOP/s", "maxRSS MiB");
     for (int k = 0; k < 3; k++) {
         if (only && strcmp(only, net_names[k])) continue;
