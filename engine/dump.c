@@ -158,7 +158,8 @@ static void print_node(const tg_node *n, const survey *s, FILE *f) {
         snprintf(dy, sizeof dy, "%.3e", l2_norm(n->out->grad, n->out->size));
         snprintf(bwd, sizeof bwd, "%.3f", 1e3 * n->t_backward);
     }
-    fprintf(f, "%6s %-19s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, node_name(n, name, sizeof name), shape, rf,
+    fprintf(f, "%6s %-19s %-14s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, node_name(n, name, sizeof name),
+            n->scope ? n->scope : "-", shape, rf,
             n->saved_bytes, n->saved_bytes ? (n->saved_what ? n->saved_what : "?") : "-", flops,
             (long long)node_params(n), 1e3 * n->t_forward, bwd, dy);
     for (int i = 0; i < n->n_in; i++) fprintf(f, "%s%s", i ? " " : "", tg__label(n->in[i], buf, sizeof buf));
@@ -242,7 +243,7 @@ int tg_tape_dump(const tg_tape *t, FILE *f) {
     bool after_backward = t->last && t->last->out->grad;
     fprintf(f, "# tape: %d nodes%s\n", s.n,
             after_backward ? ", after backward" : " (before backward: no gradients yet)");
-    fprintf(f, "#%5s %-19s %-13s %4s %9s %-10s %11s %8s %8s %8s %10s  %s\n", "id", "op", "output", "rf", "saved",
+    fprintf(f, "#%5s %-19s %-14s %-13s %4s %9s %-10s %11s %8s %8s %8s %10s  %s\n", "id", "op", "layer", "output", "rf", "saved",
             "(what)", "flops", "params", "fwd ms", "bwd ms", "|dy|", "inputs | attributes | stats");
     for (const tg_node *n = t->first; n; n = n->next) print_node(n, &s, f);
     print_params(&s, f);
@@ -282,6 +283,7 @@ int tg_tape_dot(const tg_tape *t, FILE *f) {
     for (const tg_node *n = t->first; n; n = n->next) {
         fprintf(f, "  n%d [shape=box, style=\"rounded,filled\", fillcolor=\"#d6e4f5\", label=\"%%%d ", n->id, n->id);
         dot_text(f, node_name(n, name, sizeof name));
+        if (n->scope) fprintf(f, " ["), dot_text(f, n->scope), fprintf(f, "]");
         buf[0] = '\0';
         if (n->op->describe) n->op->describe(n, buf, sizeof buf);
         if (buf[0]) fprintf(f, "\\n"), dot_text(f, buf);

@@ -55,6 +55,7 @@ struct tg_tape {
     bool check_inputs;  /* tg_tape_check_inputs */
     uint64_t rng;
     uint64_t generation; /* bumped by every reset: a tensor of an older one is stale */
+    const char *scope;   /* tg_tape_set_scope: a copy in the arena, or NULL */
 };
 
 /* 0 if x may be used on tape t now: a heap or caller-made tensor, or a tensor

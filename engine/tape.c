@@ -39,7 +39,28 @@ void tg_tape_reset(tg_tape *t) {
     tg__arena_reset(&t->arena, 64 * (size_t)(t->generation % 4));
     t->first = t->last = NULL;
     t->n_nodes = 0;
+    t->scope = NULL;
 }
+
+int tg_tape_set_scope(tg_tape *t, const char *scope) {
+    if (!t) return tg_fail(TG_ERR_ARG, "tape_set_scope: tape is NULL");
+    if (scope == t->scope) return 0;
+    if (!scope || !scope[0]) {
+        t->scope = NULL;
+        return 0;
+    }
+    size_t len = strlen(scope) + 1;
+    for (const char *c = scope; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return tg_fail(TG_ERR_ARG, "tape_set_scope: \"%s\" holds a space or a control character", scope);
+    char *copy = tg_tape_alloc(t, len);
+    if (!copy) return TG_ERR_NOMEM;
+    memcpy(copy, scope, len);
+    t->scope = copy;
+    return 0;
+}
+
+const char *tg_tape_scope(const tg_tape *t) { return t && t->scope ? t->scope : ""; }
 
 /* Where x lives decides what may be read of it: the arena of a live tape
  * (then its header is memory, current or stale), or elsewhere: a heap or
@@ -278,6 +299,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     if (!n) return NULL;
     memset(n, 0, sizeof *n);
     n->op = op;
+    n->scope = t->scope;
     n->n_in = n_in;
     for (int i = 0; i < n_in; i++) n->in[i] = in[i];
     if (op->attr_size) {

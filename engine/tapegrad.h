@@ -162,6 +162,11 @@ TG_API bool tg_tape_set_grad_enabled(tg_tape *t, bool on);
 /* Seed of the tape's random generator (dropout masks). Same seed, same masks. */
 TG_API void tg_tape_seed(tg_tape *t, uint64_t seed);
 TG_API uint64_t tg_tape_rng_state(const tg_tape *t);
+/* Names the nodes made from now on: scope is what made them, shown in tape dumps
+ * (a model's layer path, "3.conv1", as PyTorch names modules). The tape keeps a
+ * copy until tg_tape_reset, which clears it; NULL or "" for none. */
+TG_API int tg_tape_set_scope(tg_tape *t, const char *scope);
+TG_API const char *tg_tape_scope(const tg_tape *t);        /* "" for none */
 TG_API int tg_tape_node_count(const tg_tape *t);
 TG_API size_t tg_tape_arena_used(const tg_tape *t);       /* bytes in use now */
 TG_API size_t tg_tape_arena_high_water(const tg_tape *t); /* most bytes ever in use */

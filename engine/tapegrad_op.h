@@ -58,6 +58,7 @@ struct tg_node {
      * store into every element of it instead of adding. Only at the first position
      * of a tensor given twice; false for every input of other ops. */
     bool store[TG_MAX_INPUTS];
+    const char *scope;           /* the tape's scope when the node was made ("3.conv1"), or NULL */
     tg_node *prev, *next;
 };
 

@@ -26,10 +26,10 @@ static dump_text dump_of(const tg_tape *t, int (*fn)(const tg_tape *, FILE *)) {
     return d;
 }
 
-/* One node line: "%3 op output rf saved what flops params fwd bwd |dy|  inputs | attributes | stats" */
+/* One node line: "%3 op layer output rf saved what flops params fwd bwd |dy|  inputs | attributes | stats" */
 typedef struct {
     int id;
-    char op[32], shape[32], rf[16], saved[24], what[24], flops[24], params[24], fwd[24], bwd[24], dy[24];
+    char op[32], layer[32], shape[32], rf[16], saved[24], what[24], flops[24], params[24], fwd[24], bwd[24], dy[24];
     char rest[512];
 } row;
 
@@ -41,8 +41,8 @@ static int parse_rows(const char *text, row *rows, int max) {
         if (*p != '%') continue;
         row *r = &rows[n];
         int used = 0;
-        if (sscanf(p, "%%%d %31s %31s %15s %23s %23s %23s %23s %23s %23s %23s %n", &r->id, r->op, r->shape, r->rf,
-                   r->saved, r->what, r->flops, r->params, r->fwd, r->bwd, r->dy, &used) != 11)
+        if (sscanf(p, "%%%d %31s %31s %31s %15s %23s %23s %23s %23s %23s %23s %23s %n", &r->id, r->op, r->layer, r->shape,
+                   r->rf, r->saved, r->what, r->flops, r->params, r->fwd, r->bwd, r->dy, &used) != 12)
             continue;
         const char *end = strchr(p, '\n');
         size_t k = end ? (size_t)(end - p) - (size_t)used : strlen(p + used);
