@@ -184,7 +184,7 @@ static void print_params(const survey *s, FILE *f) {
     for (int i = 0; i < s->n_leaves; i++) {
         const tg_tensor *x = s->leaves[i].x;
         if (!is_param(x)) continue;
-        char name[48], shape[64], use[16], dw[24] = "-", ratio[24] = "-";
+        char name[TG_NAME_LEN], shape[64], use[16], dw[24] = "-", ratio[24] = "-";
         double w = l2_norm(x->data, x->size);
         if (x->grad) {
             double g = l2_norm(x->grad, x->size);

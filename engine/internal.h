@@ -79,6 +79,8 @@ tg_tensor *tg__tensor_arena(tg_tape *t, int ndim, const int *shape, bool zero);
 int64_t tg__numel(int ndim, const int *shape);
 /* Clock in seconds. */
 double tg__now(void);
+/* A buffer that holds any tensor's name and its NUL (tg_tensor's name). */
+#define TG_NAME_LEN ((int)sizeof(((tg_tensor *)0)->name))
 /* How dumps and messages call a tensor: "%3" for a node's output, else its
  * name, else "param" (a leaf that takes a gradient) or "input". */
 const char *tg__label(const tg_tensor *x, char *buf, size_t len);

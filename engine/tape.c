@@ -44,9 +44,12 @@ void tg_tape_reset(tg_tape *t) {
 
 int tg_tape_set_scope(tg_tape *t, const char *scope) {
     if (!t) return tg_fail(TG_ERR_ARG, "tape_set_scope: tape is NULL");
-    if (scope == t->scope) return 0;
     if (!scope || !scope[0]) {
         t->scope = NULL;
+        return 0;
+    }
+    if (scope == t->scope || tg__arena_owner(scope) == t) { /* a scope this tape copied (tg_tape_scope's) */
+        t->scope = scope;
         return 0;
     }
     size_t len = strlen(scope) + 1;
@@ -173,7 +176,7 @@ static int check_forward(const tg_tape *t, const tg_node *n) {
     for (int k = 0; k < n->n_in; k++) {
         int64_t j = first_nonfinite(n->in[k]->data, n->in[k]->size);
         if (j >= 0) {
-            char l[48];
+            char l[TG_NAME_LEN];
             snprintf(cause, sizeof cause, "; input %d (%s) already holds %s at element %lld", k,
                      tg__label(n->in[k], l, sizeof l), kind_of(n->in[k]->data[j]), (long long)j);
             break;
@@ -190,7 +193,7 @@ static int check_backward(const tg_node *n) {
         if (!x->requires_grad || !x->grad) continue;
         int64_t i = first_nonfinite(x->grad, x->size);
         if (i < 0) continue;
-        char l[48], sx[64], sdy[160] = "";
+        char l[TG_NAME_LEN], sx[64], sdy[160] = "";
         if (first_nonfinite(n->out->grad, n->out->size) >= 0)
             snprintf(sdy, sizeof sdy, "; the gradient dy at its output already was not finite");
         return tg_fail(TG_ERR_NONFINITE, "%s: backward of node %%%d gave input %d (%s, %s) a gradient holding %s at "
@@ -228,7 +231,7 @@ static int hash_inputs(tg_tape *t, tg_node *n) {
 static int check_inputs(const tg_node *n) {
     for (int k = 0; k < n->n_in; k++)
         if (data_hash(n->in[k]) != n->input_hash[k]) {
-            char l[48];
+            char l[TG_NAME_LEN];
             return tg_fail(TG_ERR_STATE, "%s: input %d (%s) of node %%%d changed between forward and backward (an "
                            "optimizer step or a refilled batch before backward?): its VJP would read the new values",
                            n->op->name, k, tg__label(n->in[k], l, sizeof l), n->id);
@@ -260,7 +263,7 @@ static int check_leaves(const tg_tape *t, const tg_op *op, tg_tensor **in, int n
         if (in[k]->node) continue; /* an op's output: checked when it was made */
         int64_t j = first_nonfinite(in[k]->data, in[k]->size);
         if (j < 0) continue;
-        char l[48], sx[64];
+        char l[TG_NAME_LEN], sx[64];
         return tg_fail(TG_ERR_NONFINITE, "%s: input %d (%s, %s) holds %s at element %lld: a non-finite value "
                        "entered the tape from a leaf (an input batch or a parameter), before node %%%d",
                        op->name, k, tg__label(in[k], l, sizeof l), tg_shape_str(in[k], sx, sizeof sx),

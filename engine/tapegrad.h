@@ -130,7 +130,7 @@ typedef struct tg_tensor {
     bool on_heap;                /* created by tg_tensor_new / tg_param_new */
     bool grad_unset;             /* during backward: grad's memory holds no values yet (see overwrites_grads) */
     tg_node *node;               /* the tape node that produced it, NULL for leaves */
-    char name[32];               /* a parameter's name, shown in tape dumps */
+    char name[64];               /* a parameter's name ("3.conv1.weight"), shown in tape dumps */
     tg_tape *tape;               /* the tape whose arena holds it; NULL for heap (and caller-made) tensors */
     uint64_t generation;         /* the tape's generation when it was made (see tg_tape_reset) */
 } tg_tensor;

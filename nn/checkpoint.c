@@ -9,7 +9,7 @@
  *   4          count: how many tensors follow
  *   8          size of the whole file in bytes, this header and the checksum included
  *   count times:
- *     4        name length L, 0 to 31
+ *     4        name length L, 0 to 63
  *     L        the name, no NUL
  *     4        ndim, 0 to 4
  *     4*ndim   the dimensions, each at least 1

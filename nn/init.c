@@ -2,7 +2,6 @@
 #include "internal.h"
 #include "tapegrad_nn.h"
 #include <math.h>
-#include <string.h>
 
 static void fans(const tg_tensor *w, float *fan_in, float *fan_out) {
     int64_t receptive = 1;
@@ -57,25 +56,23 @@ int tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng) {
     return 0;
 }
 
+/* Every parameter of l and the layers inside it, in model order, by how it starts. */
+static void init_layer(tg_layer *l, int (*fn)(tg_tensor *, uint64_t *), uint64_t *rng) {
+    for (int j = 0; j < l->n_params; j++) {
+        tg_tensor *p = l->params[j];
+        if (l->param_init[j] == TG_PARAM_WEIGHT) fn(p, rng);
+        else
+            for (int64_t k = 0; k < p->size; k++) p->data[k] = l->param_init[j] == TG_PARAM_ONES ? 1.0f : 0.0f;
+    }
+    for (int i = 0; i < l->n_children; i++) init_layer(l->children[i], fn, rng);
+}
+
 int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed) {
     if (!m) return tg_fail(TG_ERR_ARG, "model_init: model is NULL");
     if ((unsigned)scheme > TG_INIT_XAVIER_UNIFORM) return tg_fail(TG_ERR_ARG, "model_init: unknown scheme %d", (int)scheme);
     static int (*const fn[])(tg_tensor *, uint64_t *) = {tg_init_kaiming_normal, tg_init_kaiming_uniform,
                                                          tg_init_xavier_normal, tg_init_xavier_uniform};
     uint64_t rng = seed;
-    for (int i = 0; i < tg_model_layer_count(m); i++) {
-        tg_layer *l = tg_model_layer(m, i);
-        for (int j = 0; j < l->n_params; j++) {
-            tg_tensor *p = l->params[j];
-            if (p->ndim >= 2) { /* conv and linear weights */
-                fn[scheme](p, &rng);
-                continue;
-            }
-            /* 1-D: batch-norm gamma ("...weight") back to 1, every bias to 0 */
-            size_t n = strlen(p->name);
-            float v = n >= 6 && strcmp(p->name + n - 6, "weight") == 0 ? 1.0f : 0.0f;
-            for (int64_t k = 0; k < p->size; k++) p->data[k] = v;
-        }
-    }
+    for (int i = 0; i < tg_model_layer_count(m); i++) init_layer(tg_model_layer(m, i), fn[scheme], &rng);
     return 0;
 }

@@ -84,7 +84,7 @@ tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
         for (int i = 0; i < n; i++) {
             tg_tensor *b = tg_tensor_new(params[i]->ndim, params[i]->shape);
             if (!b) goto oom;
-            char name[64];
+            char name[sizeof params[i]->name + 4]; /* tg_tensor_set_name keeps the first 63 characters */
             snprintf(name, sizeof name, "sgd.%s", params[i]->name);
             tg_tensor_set_name(b, name);
             s->state[s->n_state++] = b;

@@ -127,23 +127,39 @@ TG_API int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
 // ----------------------------------------------------------------------------
 // layers and models
 //
-//     tg_model *m = tg_model_new(seed);                 // layers are added in order
-//     tg_model_conv2d(m, 1, 16, 3, 1, 1, false);        // conv 3x3, pad 1, no bias
-//     tg_model_batch_norm(m, 16);
-//     tg_model_relu(m);
-//     tg_model_residual(m, 16, 16, 1, 1);               // a v1 residual block
-//     tg_model_max_pool(m, 2, 2);
-//     tg_model_flatten(m);
-//     tg_model_linear(m, 16 * 14 * 14, 10, true);
-//     tg_tensor *logits = tg_model_forward(m, t, x);    // NULL and a message if anything failed
+// A model is a tree of layers, as a PyTorch model is a tree of modules. Layers
+// are added in order; a block holds layers of its own (everything added between
+// tg_model_begin and tg_model_end), runs them in order (forward NULL: PyTorch's
+// nn.Sequential) or through a forward function of the user's.
+//
+//     tg_model *m = tg_model_new(seed);
+//     tg_model_conv2d(m, 1, 16, 3, 1, 1, false);        // "0": conv 3x3, pad 1, no bias
+//     tg_model_batch_norm(m, 16);                       // "1"
+//     tg_model_relu(m);                                 // "2" (runs fused with "1")
+//     tg_model_residual(m, 16, 32, 2, 1);               // "3": a block of conv1, bn1, conv2, bn2, shortcut
+//     tg_model_global_avg_pool(m);
+//     tg_model_linear(m, 32, 10, true);
+//     tg_tensor *logits = tg_model_forward(m, t, x);    // NULL and a message naming the layer if anything failed
+//
+// A layer of your own: a forward over tapegrad's ops, and tensors it registers
+// (named "<path>.<name>", so checkpoints, tg_model_state, SGD, initialisation
+// and tape dumps see them like built-in ones):
+//
+//     static tg_tensor *scale_forward(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+//         return tg_mul(t, x, l->params[0]);                  // x * s, s per channel
+//     }
+//     tg_layer *l = tg_model_custom(m, "scale", scale_forward, NULL);
+//     tg_layer_param(l, "s", 3, (int[]){16, 1, 1}, TG_PARAM_ONES);
+//
+// A block of your own: its children are run with tg_layer_forward (see
+// tg_model_residual in nn/model.c, written this way).
 //
 // The model owns its layers, their parameters and buffers. Conv and linear
 // weights and biases start as PyTorch's do, U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-// drawn from the model's seed; batch-norm gamma 1 and beta 0. tg_model_init
-// re-initialises with He or Xavier. Parameter names follow
-// PyTorch's state_dict ("3.conv1.weight", "1.running_var").
-
-#define TG_LAYER_MAX_TENSORS 12
+// drawn from the model's seed in the order they are made; batch-norm gamma 1
+// and beta 0. tg_model_init re-initialises with He or Xavier. Names follow
+// PyTorch's state_dict: a layer is named by its index in its parent unless
+// tg_layer_set_name names it ("3.conv1.weight", "1.running_var").
 
 typedef enum {
     TG_LAYER_LINEAR,
@@ -158,10 +174,11 @@ typedef enum {
     TG_LAYER_SIGMOID,
     TG_LAYER_CONV_TRANSPOSE2D,
     TG_LAYER_UPSAMPLE,
-    TG_LAYER_RESIDUAL,
+    TG_LAYER_SEQUENTIAL,        /* a block that runs its layers in order */
+    TG_LAYER_CUSTOM,            /* a layer or block whose forward is the user's (the residual blocks are) */
 } tg_layer_type;
 
-/* What each kind of layer was made with (the member its type names). */
+/* What each kind of built-in layer was made with (the member its type names). */
 typedef union {
     struct { int in, out; bool bias; } linear;
     struct { int in, out, kernel, stride, pad, groups; bool bias; } conv; /* conv2d, conv_transpose2d */
@@ -169,26 +186,51 @@ typedef union {
     struct { float p; } dropout;
     struct { int kernel, stride; } pool;                                  /* max and average */
     struct { int factor; tg_upsample_mode mode; } upsample;
-    struct { int in, out, stride, version; float momentum, eps; } residual;
 } tg_layer_attr;
 
-typedef struct tg_layer {
-    tg_layer_type type;
-    const char *kind;                           /* its name: "conv2d", "batch_norm", "residual_v1", ... */
-    tg_layer_attr attr;
-    tg_tensor *params[TG_LAYER_MAX_TENSORS];    /* trainable, in the order of their names (weights first) */
-    int n_params;
-    tg_tensor *buffers[TG_LAYER_MAX_TENSORS];   /* running statistics */
-    int n_buffers;
-    tg_tensor *(*forward)(struct tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
-} tg_layer;
+/* How a parameter of one's own starts, and what tg_model_init makes it. */
+typedef enum {
+    TG_PARAM_WEIGHT,  /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = size / shape[0]; tg_model_init redraws it */
+    TG_PARAM_ZEROS,   /* 0 (a bias); tg_model_init sets 0 */
+    TG_PARAM_ONES,    /* 1 (a gain); tg_model_init sets 1 */
+} tg_param_init;
+
+#define TG_NAME_MAX 64  /* a tensor's full name ("12.se.fc1.weight") and its NUL: tg_tensor's name */
 
 typedef struct tg_model tg_model;
+typedef struct tg_layer tg_layer;
+/* A layer's forward: x in, its output out (a tape tensor), or NULL with a
+ * message. training is the layer's own flag (see tg_layer_train). */
+typedef tg_tensor *(*tg_forward_fn)(tg_layer *l, tg_tape *t, tg_tensor *x, bool training);
+
+struct tg_layer {
+    tg_layer_type type;
+    char kind[24];                  /* "conv2d", "batch_norm", "residual_v1", "sequential", or yours */
+    char name[24];                  /* in its parent: "3", "conv1" */
+    char path[TG_NAME_MAX];         /* from the model: "3.conv1" (PyTorch's module path) */
+    tg_layer_attr attr;             /* built-in layers */
+    char info[64];                  /* what tg_model_print shows of a block or a custom layer */
+    tg_tensor **params;             /* its own trainable tensors, in the order they were made (weights first) */
+    tg_param_init *param_init;      /* how each starts */
+    int n_params;
+    tg_tensor **buffers;            /* its own running statistics and other state */
+    int n_buffers;
+    tg_layer **children;            /* a block's layers, in order */
+    int n_children;
+    tg_layer *parent;               /* NULL for the model's own layers */
+    bool training;                  /* see tg_layer_train */
+    tg_forward_fn forward;          /* NULL for a sequential block */
+    void *ctx;                      /* the user's, for a custom layer (borrowed) */
+    tg_model *model;
+    int cap_params, cap_buffers, cap_children;
+    int out_ndim, out_shape[TG_MAX_DIMS]; /* recorded by tg_model_print */
+};
 
 TG_API tg_model *tg_model_new(uint64_t seed);
 TG_API void tg_model_free(tg_model *m);
-/* Each adds a layer and returns it (borrowed), or NULL with a message; a model
- * with a failed layer fails tg_model_forward with that message. */
+/* Each adds a layer (into the open block, if one is) and returns it (borrowed),
+ * or NULL with a message; a model with a failed layer fails tg_model_forward
+ * with that message. */
 TG_API tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias);                       /* (N,in) -> (N,out) */
 TG_API tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
 TG_API tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int stride, int pad, int groups,
@@ -198,25 +240,75 @@ TG_API tg_layer *tg_model_relu(tg_model *m);
 TG_API tg_layer *tg_model_dropout(tg_model *m, float p);            /* inverted dropout, p = drop probability */
 TG_API tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride);
 TG_API tg_layer *tg_model_avg_pool(tg_model *m, int kernel, int stride);
-TG_API tg_layer *tg_model_global_avg_pool(tg_model *m);
+TG_API tg_layer *tg_model_global_avg_pool(tg_model *m);            /* PyTorch's adaptive_avg_pool2d(1) + flatten */
 TG_API tg_layer *tg_model_flatten(tg_model *m);
 TG_API tg_layer *tg_model_sigmoid(tg_model *m);
 /* weight (in, out, k, k); output size (H-1)*stride - 2*pad + k */
 TG_API tg_layer *tg_model_conv_transpose2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
 TG_API tg_layer *tg_model_upsample(tg_model *m, int factor, tg_upsample_mode mode);
-/* A residual block in -> out channels. version 1: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x));
- * version 2 (pre-activation): conv(relu(bn(conv(relu(bn(x)))))) + shortcut. All convs 3x3 without
- * bias; the first has the stride. The shortcut is x itself, or a 1x1 conv (+ BN in v1) with the
- * stride when the channels or the stride change. */
+/* A residual block in -> out channels, a block whose layers are conv1, bn1, conv2, bn2 and, when
+ * the channels or the stride change, shortcut (a sequential block: 0 a 1x1 conv with the stride,
+ * then in v1 1 a batch norm). version 1: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x));
+ * version 2 (pre-activation): conv2(relu(bn2(conv1(relu(bn1(x)))))) + (x or shortcut(relu(bn1(x)))).
+ * All convs 3x3 pad 1 without bias; conv1 has the stride. Names as torchvision's BasicBlock. */
 TG_API tg_layer *tg_model_residual(tg_model *m, int in, int out, int stride, int version);
 
+/* A layer of your own, added like the built-in ones: forward is called with it
+ * (l->ctx is ctx, borrowed: it must outlive the model). Register its tensors
+ * with tg_layer_param and tg_layer_buffer before the first forward. kind names
+ * it in summaries (at most 23 characters). */
+TG_API tg_layer *tg_model_custom(tg_model *m, const char *kind, tg_forward_fn forward, void *ctx);
+/* The same, and opens it: the layers added until tg_model_end go inside it.
+ * forward NULL makes a sequential block (kind "sequential" if kind is NULL).
+ * Blocks nest. */
+TG_API tg_layer *tg_model_begin(tg_model *m, const char *kind, tg_forward_fn forward, void *ctx);
+/* A builder of one's own refusing its arguments: sets the message (printf-style)
+ * and code (TG_ERR_ARG if code is not negative) as tg_fail does, and the model
+ * then refuses to run with it, as after a built-in layer's failure. Returns the code. */
+TG_API int tg_model_fail(tg_model *m, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Closes the innermost open block and returns it; NULL (and the model fails) if none is open. */
+TG_API tg_layer *tg_model_end(tg_model *m);
+/* A parameter (gradient on) or a buffer (running statistics: no gradient) of a
+ * layer, named "<its path>.<name>" and listed in the model's state in the order
+ * made: parameters first, then buffers, each in layer order. A buffer starts
+ * filled with value. NULL with a message for a bad shape or name (letters,
+ * digits and '_', unique in the layer), or a full name of TG_NAME_MAX or more. */
+TG_API tg_tensor *tg_layer_param(tg_layer *l, const char *name, int ndim, const int *shape, tg_param_init init);
+TG_API tg_tensor *tg_layer_buffer(tg_layer *l, const char *name, int ndim, const int *shape, float value);
+/* Names a layer in its parent (instead of its index) and renames its tensors
+ * and its children's: "conv1" makes "3.conv1.weight". Letters, digits and '_',
+ * unique among its siblings; returns l, or NULL with a message (the name unchanged). */
+TG_API tg_layer *tg_layer_set_name(tg_layer *l, const char *name);
+/* Runs a layer (a block's child, from the block's forward): the tape names
+ * the nodes it makes with its path, and a failure says which layer failed. */
+TG_API tg_tensor *tg_layer_forward(tg_layer *l, tg_tape *t, tg_tensor *x);
+/* act(layer(x) + add) (add may be NULL): one op for a batch norm (tg_batch_norm_act) and for a
+ * conv2d without add (tg_conv2d_act), else the layer, tg_residual_add_act or tg_relu after it;
+ * the same values either way. */
+TG_API tg_tensor *tg_layer_forward_act(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_act act);
+/* Training (dropout drops, batch norm uses and updates batch statistics) or
+ * evaluation, for l and every layer inside it: PyTorch's module.train(on),
+ * so one layer may evaluate while the rest of the model trains. */
+TG_API void tg_layer_train(tg_layer *l, bool training);
+/* Every parameter (then, in state, every buffer) of l and the layers inside it,
+ * in model order; a borrowed array valid until the model is changed or freed
+ * (or NULL on NOMEM); returns how many. */
+TG_API int tg_layer_params(tg_layer *l, tg_tensor ***params);
+
 TG_API tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x);
-/* The model-wide switch dropout and batch norm follow (a new model trains). */
+/* The model-wide switch: tg_layer_train on every layer (a new model trains). */
 TG_API void tg_model_train(tg_model *m, bool training);
 TG_API bool tg_model_training(const tg_model *m);
+/* The model's own layers (not the ones inside blocks). */
 TG_API int tg_model_layer_count(const tg_model *m);
 TG_API tg_layer *tg_model_layer(const tg_model *m, int i);
-/* The trainable parameters, in order (a borrowed array); returns how many. */
+/* The layer at a path ("3", "3.conv1", "3.shortcut.0"), or NULL. */
+TG_API tg_layer *tg_model_find(const tg_model *m, const char *path);
+/* The trainable parameters, in order (a borrowed array, valid until the model is freed); returns how many. */
 TG_API int tg_model_params(const tg_model *m, tg_tensor ***params);
 TG_API int64_t tg_model_param_count(const tg_model *m);            /* elements over all parameters */
 /* Parameters then buffers: everything a checkpoint holds of the model. */
@@ -227,8 +319,39 @@ TG_API void tg_model_zero_grad(tg_model *m);
  * over them all: a training loop checks its loss every step (and
  * tg_sgd_step's result) and calls this to name what went bad. */
 TG_API int tg_model_check_finite(const tg_model *m);
-/* One line per layer: kind, sizes, parameter count. */
-TG_API void tg_model_print(const tg_model *m, FILE *f);
+/* A summary like torchinfo's: one line per layer (blocks' layers indented
+ * under them) with its path, kind, attributes (kernel, stride, pad,
+ * dilation, groups, bias...), output shape and parameter count, then totals.
+ * With an input shape (ndim 2 to 4) the model is run once in evaluation mode,
+ * without gradients, on zeros of that shape to find the output shapes
+ * (batch norm's running statistics untouched); ndim 0 prints no shapes.
+ * Returns 0, or the forward's error (the lines are printed up to the layer
+ * that failed). Not to be called while another thread runs the model. */
+TG_API int tg_model_print(tg_model *m, FILE *f, int ndim, const int *input_shape);
+
+// ----------------------------------------------------------------------------
+// evaluation
+
+/* The index of the largest of each row of x:(N,C) (or (N,...): the rest of
+ * each sample) into out[N]: the first maximum, a NaN counting as the largest
+ * (torch.argmax). Returns N, or a negative TG_ERR_*. */
+TG_API int tg_argmax(const tg_tensor *x, int32_t *out);
+
+typedef struct {
+    int64_t n, correct;   /* samples, and how many the model got right */
+    double accuracy;      /* correct / n */
+    double loss;          /* the mean cross-entropy */
+} tg_eval;
+
+/* Runs the model over a whole dataset in batches of batch (the last may be
+ * short), in evaluation mode (every layer's own flag restored afterwards),
+ * without gradients, on a tape of its own that is reset after every batch (so
+ * memory stays that of one batch). confusion, if not NULL, receives
+ * classes x classes counts, row the true label and column the predicted one
+ * (zeroed first); the model must then give classes outputs. Returns 0, or a
+ * negative TG_ERR_* naming the batch (out is then zeroed). */
+TG_API int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *out, int64_t *confusion,
+                             int classes);
 
 // ----------------------------------------------------------------------------
 // initialisation and SGD
@@ -239,8 +362,9 @@ TG_API int tg_init_kaiming_uniform(tg_tensor *w, uint64_t *rng);  /* U(-b, b), b
 TG_API int tg_init_xavier_normal(tg_tensor *w, uint64_t *rng);    /* N(0, 2/(fan_in+fan_out)) */
 TG_API int tg_init_xavier_uniform(tg_tensor *w, uint64_t *rng);   /* U(-b, b), b = sqrt(6/(fan_in+fan_out)) */
 typedef enum { TG_INIT_KAIMING_NORMAL, TG_INIT_KAIMING_UNIFORM, TG_INIT_XAVIER_NORMAL, TG_INIT_XAVIER_UNIFORM } tg_init;
-/* Re-initialise every conv and linear weight of the model with a scheme; biases to 0,
- * batch-norm gamma to 1. TG_ERR_ARG for an unknown scheme or a NULL model. */
+/* Re-initialise every weight of the model (TG_PARAM_WEIGHT: conv and linear weights, and
+ * yours) with a scheme, in model order; TG_PARAM_ZEROS to 0 (biases), TG_PARAM_ONES to 1
+ * (batch-norm gamma). TG_ERR_ARG for an unknown scheme or a NULL model. */
 TG_API int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
 
 /* SGD exactly as PyTorch 1.13's torch.optim.SGD (without maximize):

@@ -481,7 +481,7 @@ static void null_nn(void) {
     tg_model_free(NULL);
     tg_model_train(NULL, false);
     tg_model_zero_grad(NULL);
-    tg_model_print(NULL, stdout);
+    FAILS_INT(tg_model_print(NULL, stdout, 0, NULL), TG_ERR_ARG, "model_print: model is NULL");
     CHECK(!tg_model_training(NULL));
     CHECK_INT(tg_model_layer_count(NULL), 0);
     CHECK(tg_model_layer(NULL, 0) == NULL);
@@ -493,6 +493,21 @@ static void null_nn(void) {
     FAILS_INT(tg_model_init(NULL, TG_INIT_KAIMING_NORMAL, 1), TG_ERR_ARG, "model_init: model is NULL");
     tg_tape *t = tg_tape_new();
     FAILS_PTR(tg_model_forward(NULL, t, NULL), TG_ERR_ARG, "model: NULL model");
+    /* layers and blocks of one's own */
+    FAILS_PTR(tg_model_custom(NULL, "mine", NULL, NULL), TG_ERR_ARG, "model: mine added to a NULL model");
+    FAILS_PTR(tg_model_begin(NULL, NULL, NULL, NULL), TG_ERR_ARG, "model: sequential added to a NULL model");
+    FAILS_PTR(tg_model_end(NULL), TG_ERR_ARG, "model_end: model is NULL");
+    FAILS_PTR(tg_layer_param(NULL, "w", 1, (int[]){2}, TG_PARAM_WEIGHT), TG_ERR_ARG, "layer_param: layer is NULL");
+    FAILS_PTR(tg_layer_buffer(NULL, "b", 1, (int[]){2}, 0), TG_ERR_ARG, "layer_buffer: layer is NULL");
+    FAILS_PTR(tg_layer_forward(NULL, t, NULL), TG_ERR_ARG, "layer_forward: layer is NULL");
+    FAILS_PTR(tg_layer_forward_act(NULL, t, NULL, NULL, TG_ACT_RELU), TG_ERR_ARG, "layer_forward: layer is NULL");
+    FAILS_INT(tg_layer_params(NULL, &list), TG_ERR_ARG, "layer_params: layer is NULL");
+    FAILS_INT(tg_model_fail(NULL, TG_ERR_ARG, "mine: %d", 3), TG_ERR_ARG, "mine: 3");
+    FAILS_INT(tg_model_evaluate(NULL, NULL, 1, NULL, NULL, 0), TG_ERR_ARG, "model_evaluate: model is NULL");
+    FAILS_INT(tg_argmax(NULL, NULL), TG_ERR_ARG, "argmax: tensor is NULL");
+    CHECK(tg_layer_set_name(NULL, "x") == NULL);
+    CHECK(tg_model_find(NULL, "0") == NULL);
+    tg_layer_train(NULL, false);
 
     tg_model *m = tg_model_new(3);
     tg_model_linear(m, 4, 3, true);
@@ -500,9 +515,17 @@ static void null_nn(void) {
     FAILS_INT(tg_model_state(m, NULL), TG_ERR_ARG, "model_state: state is NULL");
     FAILS_INT(tg_model_init(m, (tg_init)99, 1), TG_ERR_ARG, "model_init: unknown scheme 99");
     FAILS_PTR(tg_model_forward(m, t, NULL), TG_ERR_ARG, "model_forward: input is NULL");
-    FAILS_PTR(tg_model_forward(m, NULL, tg_tensor_tape(t, 2, (int[]){1, 4})), TG_ERR_ARG, "linear: tape is NULL");
+    FAILS_PTR(tg_model_forward(m, NULL, tg_tensor_tape(t, 2, (int[]){1, 4})), TG_ERR_ARG, "model_forward: tape is NULL");
     CHECK(tg_model_layer(m, -1) == NULL && tg_model_layer(m, 1) == NULL);
-    tg_model_print(m, NULL);
+    FAILS_INT(tg_model_print(m, NULL, 0, NULL), TG_ERR_ARG, "model_print: file is NULL");
+    FAILS_INT(tg_model_print(m, stdout, 5, (int[]){1, 1, 1, 1, 1}), TG_ERR_ARG, "input shape has 2 to 4");
+    FAILS_INT(tg_model_print(m, stdout, 2, NULL), TG_ERR_ARG, "shape NULL");
+    FAILS_PTR(tg_layer_forward(tg_model_layer(m, 0), NULL, NULL), TG_ERR_ARG, "layer_forward: tape is NULL");
+    FAILS_PTR(tg_layer_forward(tg_model_layer(m, 0), t, NULL), TG_ERR_ARG, "layer_forward: 0: input is NULL");
+    FAILS_PTR(tg_layer_forward_act(tg_model_layer(m, 0), t, tg_tensor_tape(t, 2, (int[]){1, 4}), NULL, (tg_act)9),
+              TG_ERR_ARG, "layer_forward: 0: unknown activation 9");
+    FAILS_INT(tg_layer_params(tg_model_layer(m, 0), NULL), TG_ERR_ARG, "layer_params: params is NULL");
+    CHECK(tg_model_find(m, NULL) == NULL);
     /* an array handed out stays valid after more layers are added (ASan would see a use after free) */
     tg_tensor **before;
     CHECK_INT(tg_model_params(m, &before), 2);

@@ -261,7 +261,7 @@ static void damaged(void) {
     size_t r1 = record(&f, 1); /* fc.weight: L, "fc.weight", ndim, 3, 5, data */
     g = slurp(p);
     put_le32(g.b + r1, 1000);
-    load_fails(spit_fixed("name.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT, "tensor 1 has a name of 1000 bytes, at most 31");
+    load_fails(spit_fixed("name.ckpt", &g), m, N_MODEL, TG_ERR_FORMAT, "tensor 1 has a name of 1000 bytes, at most 63");
     free(g.b);
     g = slurp(p);
     put_le32(g.b + r1 + 13, 9);

@@ -7,55 +7,57 @@
 
 /* A residual block computes what its definition says, forward and backward:
  * the model's output and every gradient match the ops composed by hand. */
-static tg_tensor *bn(tg_tape *t, tg_tensor *x, tg_layer *l, int p, int b) {
-    return tg_batch_norm(t, x, l->params[p], l->params[p + 1], NULL, NULL, true, 0.1f, 1e-5f);
-    (void)b;
+static tg_tensor *bn(tg_tape *t, tg_tensor *x, tg_tensor **P, int p) {
+    return tg_batch_norm(t, x, P[p], P[p + 1], NULL, NULL, true, 0.1f, 1e-5f);
 }
 
-static tg_tensor *by_hand(tg_tape *t, tg_layer *l, tg_tensor *x, int version, int stride) {
-    tg_tensor **P = l->params;
+/* P: the block's parameters in order: conv1, bn1 (2), conv2, bn2 (2), then the shortcut's conv (and bn) */
+static tg_tensor *by_hand(tg_tape *t, tg_tensor **P, int np, tg_tensor *x, int version, int stride) {
     if (version == 1) {
-        tg_tensor *h = tg_relu(t, bn(t, tg_conv2d(t, x, P[0], NULL, stride, 1, 1, 1), l, 1, 0));
-        h = bn(t, tg_conv2d(t, h, P[3], NULL, 1, 1, 1, 1), l, 4, 2);
-        tg_tensor *s = l->n_params > 6 ? bn(t, tg_conv2d(t, x, P[6], NULL, stride, 0, 1, 1), l, 7, 4) : x;
+        tg_tensor *h = tg_relu(t, bn(t, tg_conv2d(t, x, P[0], NULL, stride, 1, 1, 1), P, 1));
+        h = bn(t, tg_conv2d(t, h, P[3], NULL, 1, 1, 1, 1), P, 4);
+        tg_tensor *s = np > 6 ? bn(t, tg_conv2d(t, x, P[6], NULL, stride, 0, 1, 1), P, 7) : x;
         return tg_relu(t, tg_add(t, s, h));
     }
-    tg_tensor *a = tg_relu(t, bn(t, x, l, 1, 0));
-    tg_tensor *h = tg_relu(t, bn(t, tg_conv2d(t, a, P[0], NULL, stride, 1, 1, 1), l, 4, 2));
+    tg_tensor *a = tg_relu(t, bn(t, x, P, 1));
+    tg_tensor *h = tg_relu(t, bn(t, tg_conv2d(t, a, P[0], NULL, stride, 1, 1, 1), P, 4));
     h = tg_conv2d(t, h, P[3], NULL, 1, 1, 1, 1);
-    return tg_add(t, l->n_params > 6 ? tg_conv2d(t, a, P[6], NULL, stride, 0, 1, 1) : x, h);
+    return tg_add(t, np > 6 ? tg_conv2d(t, a, P[6], NULL, stride, 0, 1, 1) : x, h);
 }
 
 static void residual_block(int version, int in, int out, int stride) {
     tg_model *m = tg_model_new(11);
     tg_layer *l = tg_model_residual(m, in, out, stride, version);
     CHECK(l != NULL);
+    tg_tensor **P;
+    int np = tg_layer_params(l, &P);
+    CHECK_INT(np, in != out || stride != 1 ? 7 + (version == 1 ? 2 : 0) : 6);
     tg_tensor *x = tg_param_new(4, (int[]){3, in, 6, 6});
     uint64_t s = 5;
     for (int i = 0; i < x->size; i++) x->data[i] = tg_rand_normal(&s);
-    for (int j = 0; j < l->n_params; j++) /* gamma and beta away from 1 and 0 */
-        if (l->params[j]->ndim == 1)
-            for (int i = 0; i < l->params[j]->size; i++) l->params[j]->data[i] += 0.3f * tg_rand_normal(&s);
+    for (int j = 0; j < np; j++) /* gamma and beta away from 1 and 0 */
+        if (P[j]->ndim == 1)
+            for (int i = 0; i < P[j]->size; i++) P[j]->data[i] += 0.3f * tg_rand_normal(&s);
     tg_tape *t = tg_tape_new();
     static float r[3 * 16 * 6 * 6], gm[16][4096];
     tg_tensor *y = tg_model_forward(m, t, x);
     CHECK(y && y->shape[1] == out && y->shape[2] == (6 - 1) / stride + 1);
     for (int i = 0; i < y->size; i++) r[i] = tg_rand_uniform(&s) - 0.5f;
     CHECK_INT(tg_backward_seed(t, y, r), 0);
-    for (int j = 0; j < l->n_params; j++) memcpy(gm[j], l->params[j]->grad, l->params[j]->size * sizeof(float));
+    for (int j = 0; j < np; j++) memcpy(gm[j], P[j]->grad, P[j]->size * sizeof(float));
     static float gx[3 * 16 * 36], ym[3 * 16 * 36];
     memcpy(gx, x->grad, x->size * sizeof(float));
     memcpy(ym, y->data, y->size * sizeof(float));
     tg_model_zero_grad(m);
     tg_tensor_zero_grad(x);
     tg_tape_reset(t);
-    tg_tensor *yh = by_hand(t, l, x, version, stride);
+    tg_tensor *yh = by_hand(t, P, np, x, version, stride);
     CHECK_INT(tg_backward_seed(t, yh, r), 0);
     double worst = 0;
     for (int i = 0; i < yh->size; i++) worst = fmax(worst, fabs(yh->data[i] - ym[i]));
     for (int i = 0; i < x->size; i++) worst = fmax(worst, fabs(x->grad[i] - gx[i]));
-    for (int j = 0; j < l->n_params; j++)
-        for (int i = 0; i < l->params[j]->size; i++) worst = fmax(worst, fabs(l->params[j]->grad[i] - gm[j][i]));
+    for (int j = 0; j < np; j++)
+        for (int i = 0; i < P[j]->size; i++) worst = fmax(worst, fabs(P[j]->grad[i] - gm[j][i]));
     printf("residual v%d %d->%d stride %d: model vs ops by hand, worst difference %.1e\n", version, in, out, stride,
            worst);
     CHECK(worst < 1e-6);
@@ -189,13 +191,13 @@ static void models(void) {
     tg_model_linear(m, 4, 4, true);
     CHECK(tg_model_conv2d(m, 3, 8, 3, 0, 1, false) == NULL);
     CHECK(tg_model_forward(m, t, v) == NULL);
-    CHECK_MSG(tg_last_error(), "model: layer 1: conv2d: in 3, out 8, kernel 3, stride 0");
+    CHECK_MSG(tg_last_error(), "model: layer 1 (conv2d): conv2d: in 3, out 8, kernel 3, stride 0");
     tg_model_free(m);
     /* shapes that do not fit fail at forward, naming the op */
     m = tg_model_new(1);
     tg_model_linear(m, 3, 4, true);
     CHECK(tg_model_forward(m, t, v) == NULL);
-    CHECK_MSG(tg_last_error(), "linear: input has 1 features but weight expects 3");
+    CHECK_MSG(tg_last_error(), "model_forward: layer 0 (linear): linear: input has 1 features but weight expects 3");
     tg_model_free(m);
     tg_model_free(NULL);
     tg_tape_free(t);
