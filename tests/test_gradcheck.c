@@ -81,6 +81,7 @@ static const row rows[] = {
     {"add", b_add, 2, {{4, {2, 3, 2, 2}}, {3, {3, 1, 1}}}}, /* per-channel bias */
     {"sub", b_sub, 2, {{2, {3, 4}}, {1, {4}}}},             /* per-row bias */
     {"mul", b_mul, 2, {{3, {2, 3, 4}}, {3, {2, 1, 4}}}},
+    {"mul", b_mul, 2, {{4, {2, 3, 4, 5}}, {4, {2, 3, 1, 1}}}}, /* a squeeze-and-excitation gate */
     {"relu", b_relu, 1, {{2, {4, 5}, AWAY0}}},
     {"sigmoid", b_sigmoid, 1, {{2, {4, 5}}}},
     {"tanh", b_tanh, 1, {{2, {4, 5}}}},

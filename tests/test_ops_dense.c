@@ -1,4 +1,5 @@
-/* test_ops_dense.c: elementwise ops, matmul and linear, reshape and cross-entropy on small hand-computed cases, and their errors. */
+/* test_ops_dense.c: elementwise ops (a squeeze-and-excitation gate among the broadcasts), matmul
+ * and linear, reshape and cross-entropy on small hand-computed cases, and their errors. */
 #include "check.h"
 #include "ops.h"
 #include "tapegrad.h"
@@ -55,6 +56,25 @@ static void elementwise(void) {
     CHECK_NEAR(y->data[0], 0.5, 0);
     y = tg_mean(t, x);
     CHECK_NEAR(y->data[0], 0.125, 0);
+    tg_tape_free(t);
+}
+
+/* x (N,C,H,W) times a gate (N,C,1,1): dx = dy * gate, dgate = the sum over H,W of dy * x per (n,c) */
+static void se_gate(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = param(4, (int[]){2, 2, 1, 2}, (float[]){1, 2, 3, 4, 5, 6, 7, 8});
+    tg_tensor *g = param(4, (int[]){2, 2, 1, 1}, (float[]){0.5f, -2, 1, 3});
+    tg_tensor *y = tg_mul(t, x, g);
+    CHECK_INT(y->ndim, 4);
+    CHECK_INT(y->shape[1], 2);
+    CHECK_INT(y->shape[3], 2);
+    const float fwd[8] = {0.5f, 1, -6, -8, 5, 6, 21, 24};
+    for (int i = 0; i < 8; i++) CHECK_NEAR(y->data[i], fwd[i], 0);
+    CHECK_INT(tg_backward_seed(t, y, (float[]){1, 0, 2, -1, 0, 1, 1, 1}), 0);
+    const float dx[8] = {0.5f, 0, -4, 2, 0, 1, 3, 3}, dg[4] = {1 * 1 + 0 * 2, 2 * 3 - 1 * 4, 0 * 5 + 1 * 6, 7 + 8};
+    for (int i = 0; i < 8; i++) CHECK_NEAR(x->grad[i], dx[i], 0);
+    for (int i = 0; i < 4; i++) CHECK_NEAR(g->grad[i], dg[i], 0);
+    tg_tensor_free(x), tg_tensor_free(g);
     tg_tape_free(t);
 }
 
@@ -164,6 +184,7 @@ static void errors(void) {
 
 int main(void) {
     elementwise();
+    se_gate();
     matmul_linear();
     cross_entropy();
     errors();
