@@ -229,6 +229,18 @@ TG_API tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);  /* a:(M,K)
 /* x:(N,I) w:(O,I) b:(O) or NULL -> (N,O) = x w^T + b */
 TG_API tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b);
 TG_API tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* x <= 0 ? +0 : x; NaN stays NaN and passes dy, as PyTorch */
+/* min(max(x,0),6), F.relu6 (hardtanh(x,0,6)): dy passes where 0 < x < 6 only, so not at exactly
+ * 0 or 6. NaN stays NaN and passes dy (hardtanh_backward's rule as PyTorch's scalar and CUDA code
+ * apply it; its vectorised CPU loop gives 0 there instead). -0 stays -0, as in PyTorch. */
+TG_API tg_tensor *tg_relu6(tg_tape *t, tg_tensor *x);
+/* x * relu6(x+3) / 6, F.hardswish: x <= -3 gives +0, x >= 3 gives x, between x*(x+3)/6 rounded
+ * as PyTorch rounds it. dx = 0 where x < -3, dy*(x/3 + 1/2) where -3 <= x <= 3 (-dy/2 at -3,
+ * 1.5 dy at 3), dy above 3: PyTorch's rule up to 2.6 (its scalar and CUDA code); its main branch
+ * since pull request 148049 (2025) gives 0 at -3 and dy at 3, and 1.13's vectorised CPU loop dy
+ * at 3. NaN stays NaN and passes dy (that loop gives NaN). Also unlike PyTorch, which multiplies
+ * by x: +0 below -3 where it gives -0, +0 at -Inf where it gives NaN, and x above 3 where its
+ * x*6/6 can be 1 ulp off. */
+TG_API tg_tensor *tg_hardswish(tg_tape *t, tg_tensor *x);
 TG_API tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);               /* 1 / (1 + e^-x) */
 TG_API tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);
 TG_API tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);                   /* all elements -> scalar */

@@ -11,6 +11,8 @@
     X(SUB, sub)                         \
     X(MUL, mul)                         \
     X(RELU, relu)                       \
+    X(RELU6, relu6)                     \
+    X(HARDSWISH, hardswish)             \
     X(SIGMOID, sigmoid)                 \
     X(TANH, tanh)                       \
     X(SUM, sum)                         \

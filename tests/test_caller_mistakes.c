@@ -175,6 +175,10 @@ static void null_ops(void) {
     FAILS_PTR(tg_upsample(NULL, a, 2, TG_UPSAMPLE_NEAREST), TG_ERR_ARG, "upsample: tape is NULL");
     FAILS_PTR(tg_layer_norm(t, NULL, g, g, 1e-5f), TG_ERR_ARG, "layer_norm: input 0 is NULL");
     FAILS_PTR(tg_mse_loss(t, a, NULL), TG_ERR_ARG, "mse_loss: input 1 is NULL");
+    FAILS_PTR(tg_relu6(NULL, a), TG_ERR_ARG, "relu6: tape is NULL");
+    FAILS_PTR(tg_relu6(t, NULL), TG_ERR_ARG, "relu6: input 0 is NULL");
+    FAILS_PTR(tg_hardswish(NULL, a), TG_ERR_ARG, "hardswish: tape is NULL");
+    FAILS_PTR(tg_hardswish(t, NULL), TG_ERR_ARG, "hardswish: input 0 is NULL");
     /* a NULL input after a failed op keeps the first message */
     tg_clear_error();
     tg_tensor *bad = tg_matmul(t, a, m);

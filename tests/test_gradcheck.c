@@ -7,14 +7,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT };
+enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT, KINKS6 };
 
 typedef struct {
     int ndim;
     int shape[4];
     int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5];
                     * SMALL in [-0.1,0.1] (added to AWAY0, the sum stays off the kink);
-                    * SPLIT -30, +30, ... (a bias that puts a fused ReLU's channels far off or far on) */
+                    * SPLIT -30, +30, ... (a bias that puts a fused ReLU's channels far off or far on);
+                    * KINKS6 in [-4,8], 0.2 clear of -3, 0, 3 and 6 (the kinks of relu6 and hardswish) */
     bool no_grad;  /* an input that takes no gradient (running statistics, say) */
 } in_spec;
 
@@ -36,6 +37,8 @@ BUILD(b_add, tg_add(t, x[0], x[1]))
 BUILD(b_sub, tg_sub(t, x[0], x[1]))
 BUILD(b_mul, tg_mul(t, x[0], x[1]))
 BUILD(b_relu, tg_relu(t, x[0]))
+BUILD(b_relu6, tg_relu6(t, x[0]))
+BUILD(b_hardswish, tg_hardswish(t, x[0]))
 BUILD(b_sigmoid, tg_sigmoid(t, x[0]))
 BUILD(b_tanh, tg_tanh(t, x[0]))
 BUILD(b_sum, tg_sum(t, x[0]))
@@ -83,6 +86,8 @@ static const row rows[] = {
     {"mul", b_mul, 2, {{3, {2, 3, 4}}, {3, {2, 1, 4}}}},
     {"mul", b_mul, 2, {{4, {2, 3, 4, 5}}, {4, {2, 3, 1, 1}}}}, /* a squeeze-and-excitation gate */
     {"relu", b_relu, 1, {{2, {4, 5}, AWAY0}}},
+    {"relu6", b_relu6, 1, {{2, {5, 6}, KINKS6}}},
+    {"hardswish", b_hardswish, 1, {{3, {2, 3, 5}, KINKS6}}},
     {"sigmoid", b_sigmoid, 1, {{2, {4, 5}}}},
     {"tanh", b_tanh, 1, {{2, {4, 5}}}},
     {"sum", b_sum, 1, {{3, {2, 3, 4}}}},
@@ -143,6 +148,12 @@ static void fill(tg_tensor *x, int init) {
         case POSITIVE: x->data[j] = 0.5f + u; break;
         case SMALL: x->data[j] = 0.2f * u - 0.1f; break;
         case SPLIT: x->data[j] = j % 2 ? 30.0f : -30.0f; break;
+        case KINKS6: { /* one of five bands, then a place in it */
+            static const float lo[5] = {-4.0f, -2.8f, 0.2f, 3.2f, 6.2f}, hi[5] = {-3.2f, -0.2f, 2.8f, 5.8f, 8.0f};
+            int b = (int)(uniform() * 5) % 5;
+            x->data[j] = lo[b] + (hi[b] - lo[b]) * u;
+            break;
+        }
         case DISTINCT: x->data[j] = 0; break; /* below */
         }
     }

@@ -1,5 +1,6 @@
-/* test_ops_dense.c: elementwise ops (a squeeze-and-excitation gate among the broadcasts), matmul
- * and linear, reshape and cross-entropy on small hand-computed cases, and their errors. */
+/* test_ops_dense.c: elementwise ops (relu6 and hardswish at their kinks, a squeeze-and-excitation
+ * gate), matmul and linear, reshape and cross-entropy on small hand-computed cases and values
+ * PyTorch printed, and their errors. */
 #include "check.h"
 #include "ops.h"
 #include "tapegrad.h"
@@ -75,6 +76,57 @@ static void se_gate(void) {
     for (int i = 0; i < 8; i++) CHECK_NEAR(x->grad[i], dx[i], 0);
     for (int i = 0; i < 4; i++) CHECK_NEAR(g->grad[i], dg[i], 0);
     tg_tensor_free(x), tg_tensor_free(g);
+    tg_tape_free(t);
+}
+
+/* relu6 and hardswish at their kinks, one float either side, and at NaN and the infinities:
+ * the values and gradients (dy = 1) PyTorch 1.13 printed for each element alone (its scalar path),
+ *   x = torch.tensor([v], requires_grad=True); y = F.hardswish(x); y.backward(torch.ones_like(y))
+ * except where tapegrad.h says it differs: +0 where PyTorch gives hardswish -0 below -3, and NaN at -Inf */
+static void relu6_hardswish(void) {
+    const float nan = NAN, inf = INFINITY;
+    const float r6x[9] = {-1, -0.0f, 0, 3, 6, 7, nan, inf, -inf};
+    const float r6y[9] = {0, -0.0f, 0, 3, 6, 6, nan, 6, 0}, r6g[9] = {0, 0, 0, 1, 0, 0, 1, 0, 0};
+    const float hx[14] = {-4, nextafterf(-3, -4), -3, nextafterf(-3, 0), -1.5f, 0, 1, nextafterf(3, 0), 3,
+                          nextafterf(3, 4), 3.5f, nan, inf, -inf};
+    const float hy[14] = {0, 0, 0, -1.1920928244535389e-07f, -0.375f, 0, 0.6666666865348816f, 2.999999761581421f,
+                          3, 3.000000238418579f, 3.5f, nan, inf, 0};
+    const float hg[14] = {0, 0, -0.5f, -0.4999999403953552f, 0, 0.5f, 0.8333333730697632f, 1.5f, 1.5f, 1, 1, 1, 1, 0};
+    struct { const char *name; tg_tensor *(*op)(tg_tape *, tg_tensor *); int n; const float *x, *y, *g; } cases[2] = {
+        {"relu6", tg_relu6, 9, r6x, r6y, r6g}, {"hardswish", tg_hardswish, 14, hx, hy, hg}};
+    for (int c = 0; c < 2; c++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor *x = param(1, (int[]){cases[c].n}, cases[c].x);
+        tg_tensor *y = tg_sum(t, cases[c].op(t, x));
+        CHECK_INT(tg_backward(t, y), 0);
+        tg_tensor *out = y->node->in[0];
+        for (int i = 0; i < cases[c].n; i++) {
+            float v = out->data[i], want = cases[c].y[i];
+            bool same = isnan(want) ? isnan(v) : v == want && signbit(v) == signbit(want);
+            if (!same) fprintf(stderr, "%s(%g) = %g, want %g\n", cases[c].name, (double)cases[c].x[i], (double)v,
+                               (double)want);
+            CHECK(same);
+            CHECK_NEAR(x->grad[i], cases[c].g[i], 0);
+        }
+        tg_tensor_free(x);
+        tg_tape_free(t);
+    }
+    /* past one block of TG_FOR_BLOCKS and over threads: every element as alone */
+    tg_tape *t = tg_tape_new();
+    int n = 100000;
+    tg_tensor *x = tg_param_new(1, &n);
+    for (int i = 0; i < n; i++) x->data[i] = 0.01f * (float)(i % 1301) - 5;
+    tg_tensor *y6 = tg_relu6(t, x), *yh = tg_hardswish(t, x);
+    CHECK_INT(tg_backward(t, tg_add(t, tg_sum(t, y6), tg_sum(t, yh))), 0);
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        float v = x->data[i];
+        float r6 = v < 0 ? 0 : v > 6 ? 6 : v, h = v <= -3 ? 0 : v >= 3 ? v : v * (v + 3) / 6;
+        float g = (v > 0 && v < 6 ? 1.0f : 0.0f) + (v < -3 ? 0 : v <= 3 ? v / 3 + 0.5f : 1);
+        bad += y6->data[i] != r6 || yh->data[i] != h || x->grad[i] != g;
+    }
+    CHECK_INT(bad, 0);
+    tg_tensor_free(x);
     tg_tape_free(t);
 }
 
@@ -185,6 +237,7 @@ static void errors(void) {
 int main(void) {
     elementwise();
     se_gate();
+    relu6_hardswish();
     matmul_linear();
     cross_entropy();
     errors();
