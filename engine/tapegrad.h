@@ -250,6 +250,11 @@ TG_API tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shap
 TG_API tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N, prod) */
 /* logits:(N,C), labels[N] in [0,C) -> scalar mean over the batch of -log softmax(logits)[label] */
 TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
+/* torch.softmax(x, dim=-1): each run along the last dimension of x (any shape, at least 1-D;
+ * PyTorch also takes a scalar and other dims) becomes e^x / sum e^x, computed with the run's
+ * max subtracted, so large values do not overflow. As in PyTorch a run holding NaN or +Inf, or
+ * only -Inf, gives NaN throughout; -Inf among finite values gives 0. */
+TG_API tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x);
 
 // ----------------------------------------------------------------------------
 // CNN ops. Images are (N,C,H,W). H' = (H + 2*pad - dilation*(R-1) - 1) / stride + 1.

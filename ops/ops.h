@@ -21,6 +21,7 @@
     X(LINEAR, linear)                   \
     X(RESHAPE, reshape)                 \
     X(CROSS_ENTROPY, cross_entropy)     \
+    X(SOFTMAX, softmax)                 \
     X(RESIDUAL_ADD, residual_add)       \
     X(CONV2D, conv2d)                   \
     X(MAX_POOL2D, max_pool2d)           \

@@ -179,6 +179,10 @@ static void null_ops(void) {
     FAILS_PTR(tg_relu6(t, NULL), TG_ERR_ARG, "relu6: input 0 is NULL");
     FAILS_PTR(tg_hardswish(NULL, a), TG_ERR_ARG, "hardswish: tape is NULL");
     FAILS_PTR(tg_hardswish(t, NULL), TG_ERR_ARG, "hardswish: input 0 is NULL");
+    FAILS_PTR(tg_softmax(NULL, v), TG_ERR_ARG, "softmax: tape is NULL");
+    FAILS_PTR(tg_softmax(t, NULL), TG_ERR_ARG, "softmax: input 0 is NULL");
+    FAILS_PTR(tg_softmax(t, tg_tensor_tape(t, 0, NULL)), TG_ERR_SHAPE, "softmax: input 0 is a scalar; it needs a "
+                                                                       "last dimension");
     /* a NULL input after a failed op keeps the first message */
     tg_clear_error();
     tg_tensor *bad = tg_matmul(t, a, m);

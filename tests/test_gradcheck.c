@@ -48,6 +48,7 @@ BUILD(b_linear, tg_linear(t, x[0], x[1], x[2]))
 BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
 BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
 BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
+BUILD(b_softmax, tg_softmax(t, x[0]))
 BUILD(b_residual, tg_residual_add(t, x[0], x[1]))
 BUILD(b_residual_act, tg_residual_add_act(t, x[0], x[1], ACT))
 BUILD(b_conv, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 1))
@@ -97,6 +98,8 @@ static const row rows[] = {
     {"linear", b_linear_nobias, 2, {{2, {4, 6}}, {2, {3, 6}}}},
     {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
     {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
+    {"softmax", b_softmax, 1, {{2, {3, 5}}}},
+    {"softmax", b_softmax, 1, {{3, {2, 3, 4}}}},
     {"residual_add", b_residual, 2, {{4, {2, 3, 2, 2}}, {4, {2, 3, 2, 2}}}},
     {"residual_add", b_residual_act, 2, {{4, {2, 3, 2, 2}, AWAY0}, {4, {2, 3, 2, 2}, SMALL}}, TG_ACT_RELU},
     {"conv2d", b_conv, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}}}},

@@ -1,5 +1,5 @@
 /* test_ops_dense.c: elementwise ops (relu6 and hardswish at their kinks, a squeeze-and-excitation
- * gate), matmul and linear, reshape and cross-entropy on small hand-computed cases and values
+ * gate), matmul and linear, reshape, softmax and cross-entropy on small hand-computed cases and values
  * PyTorch printed, and their errors. */
 #include "check.h"
 #include "ops.h"
@@ -185,6 +185,54 @@ static void cross_entropy(void) {
     tg_tape_free(t);
 }
 
+static void softmax(void) {
+    tg_tape *t = tg_tape_new();
+    /* PyTorch 1.13:
+     *   x = torch.tensor([[1., 2., 3., 4.], [-1., 0., 0.5, 2.]], requires_grad=True)
+     *   y = torch.softmax(x, dim=-1)
+     *   y.backward(torch.tensor([[0.1, -0.2, 0.3, 0.4], [1., 0., 0., -1.]]))  */
+    tg_tensor *x = param(2, (int[]){2, 4}, (float[]){1, 2, 3, 4, -1, 0, 0.5f, 2});
+    tg_tensor *y = tg_softmax(t, x);
+    const float py[8] = {0.03205860f, 0.08714432f, 0.23688284f, 0.64391428f,
+                         0.03535379f, 0.09610157f, 0.15844472f, 0.71009994f};
+    const float pg[8] = {-0.00687361f, -0.04482770f, -0.00341290f, 0.05511420f,
+                         0.05920863f,  0.06484417f,  0.10690996f, -0.23096274f};
+    CHECK_INT(tg_backward_seed(t, y, (float[]){0.1f, -0.2f, 0.3f, 0.4f, 1, 0, 0, -1}), 0);
+    for (int i = 0; i < 8; i++) {
+        CHECK_NEAR(y->data[i], py[i], 1e-7);
+        CHECK_NEAR(x->grad[i], pg[i], 1e-7);
+    }
+    /* by hand: [0, ln 2, 0] -> [1/4, 1/2, 1/4]; dy = [1, 0, 0]: sum dy y = 1/4, dx = y (dy - 1/4) */
+    tg_tensor *h = param(3, (int[]){1, 1, 3}, (float[]){0, 0.69314718f, 0});
+    y = tg_softmax(t, h);
+    CHECK_INT(y->ndim, 3);
+    CHECK_NEAR(y->data[0], 0.25, 1e-7);
+    CHECK_NEAR(y->data[1], 0.5, 1e-7);
+    CHECK_INT(tg_backward_seed(t, y, (float[]){1, 0, 0}), 0);
+    CHECK_NEAR(h->grad[0], 0.25 * 0.75, 1e-7);
+    CHECK_NEAR(h->grad[1], 0.5 * -0.25, 1e-7);
+    CHECK_NEAR(h->grad[2], 0.25 * -0.25, 1e-7);
+    /* rows of each 3-D slice alone; a last dimension of 1 gives 1; huge values stay finite */
+    y = tg_softmax(t, make(t, 3, (int[]){2, 1, 2}, (float[]){0, 0, 5, 5}));
+    for (int i = 0; i < 4; i++) CHECK_NEAR(y->data[i], 0.5, 0);
+    y = tg_softmax(t, make(t, 2, (int[]){2, 1}, (float[]){-3, 1e30f}));
+    CHECK(y->data[0] == 1 && y->data[1] == 1);
+    y = tg_softmax(t, make(t, 1, (int[]){3}, (float[]){1000, 1000, -1000}));
+    CHECK_NEAR(y->data[0], 0.5, 0);
+    CHECK_NEAR(y->data[2], 0, 0);
+    /* non-finite rows, as torch.softmax prints them: [-inf]*3 -> nan; [0,-inf,1] -> 0.2689, 0, 0.7311;
+     * a NaN anywhere, or +inf, -> nan across the row */
+    const float inf = INFINITY;
+    y = tg_softmax(t, make(t, 2, (int[]){5, 3}, (float[]){-inf, -inf, -inf, 0, -inf, 1, NAN, 0, 1, 0, NAN, 1, inf, 0, 1}));
+    for (int j = 0; j < 3; j++) CHECK(isnan(y->data[j]) && isnan(y->data[6 + j]) && isnan(y->data[9 + j]) &&
+                                      isnan(y->data[12 + j]));
+    CHECK_NEAR(y->data[3], 0.26894142, 1e-7);
+    CHECK(y->data[4] == 0);
+    CHECK_NEAR(y->data[5], 0.73105858, 1e-7);
+    tg_tensor_free(x), tg_tensor_free(h);
+    tg_tape_free(t);
+}
+
 static void errors(void) {
     tg_tape *t = tg_tape_new();
     tg_tensor *a = tg_tensor_tape(t, 2, (int[]){8, 3});
@@ -239,6 +287,7 @@ int main(void) {
     se_gate();
     relu6_hardswish();
     matmul_linear();
+    softmax();
     cross_entropy();
     errors();
     CHECK_DONE();
