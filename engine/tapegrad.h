@@ -248,6 +248,12 @@ TG_API tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);                  /* all ele
 /* Same data, new shape; one dimension may be -1 (inferred). */
 TG_API tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape);
 TG_API tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N, prod) */
+/* torch.cat(xs[0..n-1], dim): 1 <= n <= TG_MAX_INPUTS tensors of one ndim (at least 1), equal in
+ * every dimension but dim -> that shape with dim the sum; the channels of (N,C,H,W) are dim 1.
+ * dim < 0 counts from the end (-1 the last). A copy, not a view. Differences from PyTorch: at most
+ * 5 tensors; no empty tensors (PyTorch skips a legacy 1-D empty one). A NULL element (an earlier
+ * op failed) returns NULL and keeps that op's message. */
+TG_API tg_tensor *tg_cat(tg_tape *t, tg_tensor *const *xs, int n, int dim);
 /* logits:(N,C), labels[N] in [0,C) -> scalar mean over the batch of -log softmax(logits)[label] */
 TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
 /* torch.softmax(x, dim=-1): each run along the last dimension of x (any shape, at least 1-D;

@@ -20,6 +20,7 @@
     X(MATMUL, matmul)                   \
     X(LINEAR, linear)                   \
     X(RESHAPE, reshape)                 \
+    X(CAT, cat)                         \
     X(CROSS_ENTROPY, cross_entropy)     \
     X(SOFTMAX, softmax)                 \
     X(RESIDUAL_ADD, residual_add)       \

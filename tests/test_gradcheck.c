@@ -47,6 +47,11 @@ BUILD(b_matmul, tg_matmul(t, x[0], x[1]))
 BUILD(b_linear, tg_linear(t, x[0], x[1], x[2]))
 BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
 BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
+BUILD(b_cat_ch2, tg_cat(t, x, 2, 1))
+BUILD(b_cat_ch3, tg_cat(t, x, 3, 1))
+BUILD(b_cat_first, tg_cat(t, x, 2, 0))
+BUILD(b_cat_last, tg_cat(t, x, 2, -1))
+BUILD(b_cat_twice, tg_cat(t, (tg_tensor *[]){x[0], x[1], x[0]}, 3, -3)) /* x[0] stored, then added */
 BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
 BUILD(b_softmax, tg_softmax(t, x[0]))
 BUILD(b_residual, tg_residual_add(t, x[0], x[1]))
@@ -97,6 +102,11 @@ static const row rows[] = {
     {"linear", b_linear, 3, {{2, {4, 6}}, {2, {3, 6}}, {1, {3}}}},
     {"linear", b_linear_nobias, 2, {{2, {4, 6}}, {2, {3, 6}}}},
     {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
+    {"cat", b_cat_ch2, 2, {{4, {2, 3, 2, 3}}, {4, {2, 2, 2, 3}}}}, /* two branches' channels */
+    {"cat", b_cat_ch3, 3, {{4, {2, 1, 3, 2}}, {4, {2, 3, 3, 2}}, {4, {2, 2, 3, 2}, UNIFORM, true}}},
+    {"cat", b_cat_first, 2, {{2, {2, 3}}, {2, {4, 3}}}},
+    {"cat", b_cat_last, 2, {{3, {2, 3, 2}}, {3, {2, 3, 4}}}},
+    {"cat", b_cat_twice, 2, {{3, {2, 3, 2}}, {3, {1, 3, 2}}}},
     {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
     {"softmax", b_softmax, 1, {{2, {3, 5}}}},
     {"softmax", b_softmax, 1, {{3, {2, 3, 4}}}},

@@ -1,6 +1,6 @@
 /* test_ops_dense.c: elementwise ops (relu6 and hardswish at their kinks, a squeeze-and-excitation
- * gate), matmul and linear, reshape, softmax and cross-entropy on small hand-computed cases and values
- * PyTorch printed, and their errors. */
+ * gate), matmul and linear, reshape, cat, softmax and cross-entropy on small hand-computed cases and
+ * values PyTorch printed, and their errors. */
 #include "check.h"
 #include "ops.h"
 #include "tapegrad.h"
@@ -185,6 +185,52 @@ static void cross_entropy(void) {
     tg_tape_free(t);
 }
 
+static void cat(void) {
+    tg_tape *t = tg_tape_new();
+    /* channels: (2,2,1,1) and (2,1,1,1) -> (2,3,1,1), each image's channels side by side */
+    tg_tensor *a = param(4, (int[]){2, 2, 1, 1}, (float[]){1, 2, 3, 4});
+    tg_tensor *b = param(4, (int[]){2, 1, 1, 1}, (float[]){5, 6});
+    tg_tensor *y = tg_cat(t, (tg_tensor *[]){a, b}, 2, 1);
+    CHECK_INT(y->ndim, 4);
+    CHECK_INT(y->shape[0], 2);
+    CHECK_INT(y->shape[1], 3);
+    const float ch[6] = {1, 2, 5, 3, 4, 6};
+    for (int i = 0; i < 6; i++) CHECK_NEAR(y->data[i], ch[i], 0);
+    /* dy's slices go back: da = dy[:, 0:2], db = dy[:, 2:3] */
+    CHECK_INT(tg_backward_seed(t, y, (float[]){10, 20, 30, 40, 50, 60}), 0);
+    const float da[4] = {10, 20, 40, 50};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(a->grad[i], da[i], 0);
+    CHECK_NEAR(b->grad[0], 30, 0);
+    CHECK_NEAR(b->grad[1], 60, 0);
+
+    /* the last dimension (-1), the first, and one tensor (a copy) */
+    tg_tensor *m = make(t, 2, (int[]){2, 2}, (float[]){1, 2, 3, 4});
+    tg_tensor *c = make(t, 2, (int[]){2, 1}, (float[]){9, 8}), *r = make(t, 2, (int[]){1, 2}, (float[]){7, 7});
+    y = tg_cat(t, (tg_tensor *[]){m, c}, 2, -1);
+    const float last[6] = {1, 2, 9, 3, 4, 8};
+    CHECK_INT(y->shape[0], 2);
+    CHECK_INT(y->shape[1], 3);
+    for (int i = 0; i < 6; i++) CHECK_NEAR(y->data[i], last[i], 0);
+    y = tg_cat(t, (tg_tensor *[]){m, r}, 2, 0);
+    const float first[6] = {1, 2, 3, 4, 7, 7};
+    CHECK_INT(y->shape[0], 3);
+    CHECK_INT(y->shape[1], 2);
+    for (int i = 0; i < 6; i++) CHECK_NEAR(y->data[i], first[i], 0);
+    y = tg_cat(t, &m, 1, 1);
+    CHECK(y->data != m->data && y->data[3] == 4 && tg_same_shape(y, m));
+
+    /* one tensor twice, beside one that takes no gradient: the gradients of both places add */
+    tg_tensor_zero_grad(a);
+    tg_tensor *h = tg_relu(t, a), *z = tg_tensor_tape(t, 4, (int[]){2, 1, 1, 1});
+    y = tg_cat(t, (tg_tensor *[]){h, z, h}, 3, 1);
+    CHECK_INT(y->shape[1], 5);
+    CHECK_INT(tg_backward_seed(t, y, (float[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10}), 0);
+    const float twice[4] = {1 + 4, 2 + 5, 6 + 9, 7 + 10};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(a->grad[i], twice[i], 0);
+    tg_tensor_free(a), tg_tensor_free(b);
+    tg_tape_free(t);
+}
+
 static void softmax(void) {
     tg_tape *t = tg_tape_new();
     /* PyTorch 1.13:
@@ -287,6 +333,7 @@ int main(void) {
     se_gate();
     relu6_hardswish();
     matmul_linear();
+    cat();
     softmax();
     cross_entropy();
     errors();
