@@ -229,6 +229,18 @@ TG_API tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);  /* a:(M,K)
 /* x:(N,I) w:(O,I) b:(O) or NULL -> (N,O) = x w^T + b */
 TG_API tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b);
 TG_API tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                  /* x <= 0 ? +0 : x; NaN stays NaN and passes dy, as PyTorch */
+/* min(max(x,0),6), F.relu6 (hardtanh(x,0,6)): dy passes where 0 < x < 6 only, so not at exactly
+ * 0 or 6. NaN stays NaN and passes dy (hardtanh_backward's rule as PyTorch's scalar and CUDA code
+ * apply it; its vectorised CPU loop gives 0 there instead). -0 stays -0, as in PyTorch. */
+TG_API tg_tensor *tg_relu6(tg_tape *t, tg_tensor *x);
+/* x * relu6(x+3) / 6, F.hardswish: x <= -3 gives +0, x >= 3 gives x, between x*(x+3)/6 rounded
+ * as PyTorch rounds it. dx = 0 where x < -3, dy*(x/3 + 1/2) where -3 <= x <= 3 (-dy/2 at -3,
+ * 1.5 dy at 3), dy above 3: PyTorch's rule up to 2.6 (its scalar and CUDA code); its main branch
+ * since pull request 148049 (2025) gives 0 at -3 and dy at 3, and 1.13's vectorised CPU loop dy
+ * at 3. NaN stays NaN and passes dy (that loop gives NaN). Also unlike PyTorch, which multiplies
+ * by x: +0 below -3 where it gives -0, +0 at -Inf where it gives NaN, and x above 3 where its
+ * x*6/6 can be 1 ulp off. */
+TG_API tg_tensor *tg_hardswish(tg_tape *t, tg_tensor *x);
 TG_API tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);               /* 1 / (1 + e^-x) */
 TG_API tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);
 TG_API tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);                   /* all elements -> scalar */
@@ -236,8 +248,19 @@ TG_API tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);                  /* all ele
 /* Same data, new shape; one dimension may be -1 (inferred). */
 TG_API tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape);
 TG_API tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x);               /* (N,...) -> (N, prod) */
+/* torch.cat(xs[0..n-1], dim): 1 <= n <= TG_MAX_INPUTS tensors of one ndim (at least 1), equal in
+ * every dimension but dim -> that shape with dim the sum; the channels of (N,C,H,W) are dim 1.
+ * dim < 0 counts from the end (-1 the last). A copy, not a view. Differences from PyTorch: at most
+ * 5 tensors; no empty tensors (PyTorch skips a legacy 1-D empty one). A NULL element (an earlier
+ * op failed) returns NULL and keeps that op's message. */
+TG_API tg_tensor *tg_cat(tg_tape *t, tg_tensor *const *xs, int n, int dim);
 /* logits:(N,C), labels[N] in [0,C) -> scalar mean over the batch of -log softmax(logits)[label] */
 TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels);
+/* torch.softmax(x, dim=-1): each run along the last dimension of x (any shape, at least 1-D;
+ * PyTorch also takes a scalar and other dims) becomes e^x / sum e^x, computed with the run's
+ * max subtracted, so large values do not overflow. As in PyTorch a run holding NaN or +Inf, or
+ * only -Inf, gives NaN throughout; -Inf among finite values gives 0. */
+TG_API tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x);
 
 // ----------------------------------------------------------------------------
 // CNN ops. Images are (N,C,H,W). H' = (H + 2*pad - dilation*(R-1) - 1) / stride + 1.

@@ -1,4 +1,4 @@
-/* elementwise.c: add, sub, mul with NumPy broadcasting; relu, sigmoid, tanh;
+/* elementwise.c: add, sub, mul with NumPy broadcasting; relu, relu6, hardswish, sigmoid, tanh;
  * the reductions sum and mean. */
 #include "internal.h"
 #include "kernels/kernels.h"
@@ -142,7 +142,7 @@ tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &
 tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_mul, (tg_tensor *[]){a, b}, 2, NULL); }
 
 // ----------------------------------------------------------------------------
-// unary: relu, sigmoid, tanh; the VJPs use the output y only
+// unary: relu, relu6, hardswish, sigmoid, tanh; the VJPs of relu, sigmoid and tanh use the output y only
 
 static int same_shape(tg_node *n, int *ndim, int *shape) {
     *ndim = n->in[0]->ndim;
@@ -170,6 +170,57 @@ static int relu_vjp(tg_tape *t, tg_node *n) {
     int64_t size = n->out->size;
     bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
     TG_FOR_BLOCKS(size, i, k) tg__relu_backward(dx + i, dy + i, y + i, k, set);
+    return 0;
+}
+
+/* relu6 and hardswish: plain loops, each block of TG_FOR_BLOCKS one call. The comparisons
+ * are PyTorch's (clamp, hardtanh_backward, hardswish and its backward as their scalar code
+ * reads), so NaN falls through every test: it stays NaN, and its gradient is dy. */
+
+static void relu6_block(float *y, const float *x, int64_t n) {
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] < 0.0f ? 0.0f : x[j] > 6.0f ? 6.0f : x[j]; /* -0 stays -0 */
+}
+
+// dx (=, +=) dy where not x <= 0 and not x >= 6 (0 < x < 6, or NaN)
+static void relu6_backward_block(float *dx, const float *dy, const float *x, int64_t n, bool set) {
+    for (int64_t j = 0; j < n; j++) {
+        float d = x[j] <= 0.0f || x[j] >= 6.0f ? 0.0f : dy[j];
+        dx[j] = set ? d : dx[j] + d;
+    }
+}
+
+/* x <= -3: +0; x >= 3: x itself; between, x (x + 3) / 6, rounded as PyTorch rounds it */
+static void hardswish_block(float *y, const float *x, int64_t n) {
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] <= -3.0f ? 0.0f : x[j] >= 3.0f ? x[j] : x[j] * (x[j] + 3.0f) / 6.0f;
+}
+
+// dx (=, +=) 0 where x < -3, dy (x/3 + 1/2) where x <= 3, else dy (NaN too)
+static void hardswish_backward_block(float *dx, const float *dy, const float *x, int64_t n, bool set) {
+    for (int64_t j = 0; j < n; j++) {
+        float d = x[j] < -3.0f ? 0.0f : x[j] <= 3.0f ? dy[j] * (x[j] / 3.0f + 0.5f) : dy[j];
+        dx[j] = set ? d : dx[j] + d;
+    }
+}
+
+/* one forward and one vjp for both, each calling its op's block */
+static int hard_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *x = n->in[0]->data;
+    float *y = n->out->data;
+    void (*block)(float *, const float *, int64_t) = n->op == &tg__op_relu6 ? relu6_block : hardswish_block;
+    TG_FOR_BLOCKS(n->out->size, i, k) block(y + i, x + i, k);
+    return 0;
+}
+
+/* reads x: hardswish's y does not tell x <= -3 from x = 0 */
+static int hard_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    const float *x = n->in[0]->data, *dy = n->out->grad;
+    float *dx = n->in[0]->grad;
+    bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
+    void (*block)(float *, const float *, const float *, int64_t, bool) =
+        n->op == &tg__op_relu6 ? relu6_backward_block : hardswish_backward_block;
+    TG_FOR_BLOCKS(n->out->size, i, k) block(dx + i, dy + i, x + i, k, set);
     return 0;
 }
 
@@ -223,15 +274,25 @@ static void sigmoid_stats(const tg_node *n, char *buf, size_t len) {
     flat_fraction(n, 0.01f, 0.99f, "saturated", buf, len);
 }
 static void tanh_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, -0.99f, 0.99f, "saturated", buf, len); }
+/* relu6: y at 0 or 6, where no gradient passes */
+static void relu6_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, 0.0f, 6.0f, "saturated", buf, len); }
 
 const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp,
                            .flops = per_output_flops, .stats = relu_stats, .overwrites_grads = true};
+const tg_op tg__op_relu6 = {.name = "relu6", .shape = same_shape, .forward = hard_forward, .vjp = hard_vjp,
+                            .flops = per_output_flops, .stats = relu6_stats, .overwrites_grads = true};
+/* hardswish's zeros: x <= -3 (dead units), and x = 0 */
+const tg_op tg__op_hardswish = {.name = "hardswish", .shape = same_shape, .forward = hard_forward,
+                                .vjp = hard_vjp, .flops = per_output_flops, .stats = relu_stats,
+                                .overwrites_grads = true};
 const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp,
                               .flops = per_output_flops, .stats = sigmoid_stats};
 const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp,
                            .flops = per_output_flops, .stats = tanh_stats};
 
 tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu, &x, 1, NULL); }
+tg_tensor *tg_relu6(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu6, &x, 1, NULL); }
+tg_tensor *tg_hardswish(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_hardswish, &x, 1, NULL); }
 tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sigmoid, &x, 1, NULL); }
 tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_tanh, &x, 1, NULL); }
 

@@ -1,4 +1,4 @@
-/* loss.c: fused, numerically stable log-softmax + cross-entropy. */
+/* loss.c: fused, numerically stable log-softmax + cross-entropy; softmax on its own; mean squared error. */
 #include "internal.h"
 #include "ops.h"
 #include <math.h>
@@ -99,6 +99,64 @@ tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels
     }
     return tg_apply(t, &tg__op_cross_entropy, &logits, 1, &a);
 }
+
+// ----------------------------------------------------------------------------
+// softmax over the last dimension: torch.softmax(x, dim=-1)
+
+static int softmax_shape(tg_node *n, int *ndim, int *shape) {
+    const tg_tensor *x = n->in[0];
+    if (x->ndim < 1)
+        return tg_fail(TG_ERR_SHAPE, "softmax: input 0 is a scalar; it needs a last dimension to normalise over");
+    *ndim = x->ndim;
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    return 0;
+}
+
+/* y = e^(x - max) / sum e^(x - max), a row at a time: the largest term is 1, so nothing
+ * overflows. NaN or +Inf in a row, or a row of -Inf only, make every term NaN (as PyTorch). */
+static int softmax_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    int C = n->in[0]->shape[n->in[0]->ndim - 1];
+    for (int64_t r = 0; r < n->out->size / C; r++) {
+        const float *x = n->in[0]->data + r * C;
+        float *y = n->out->data + r * C, mx = x[0];
+        for (int j = 1; j < C; j++) mx = x[j] > mx ? x[j] : mx;
+        double s = 0;
+        for (int j = 0; j < C; j++) {
+            y[j] = expf(x[j] - mx);
+            s += y[j];
+        }
+        float inv = (float)(1.0 / s);
+        for (int j = 0; j < C; j++) y[j] *= inv;
+    }
+    return 0;
+}
+
+// dx (=, +=) y * (dy - sum_j dy_j y_j), per row
+static int softmax_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    int C = n->out->shape[n->out->ndim - 1];
+    bool set = n->store[0]; /* dx holds nothing yet: store, don't add */
+    for (int64_t r = 0; r < n->out->size / C; r++) {
+        const float *y = n->out->data + r * C, *dy = n->out->grad + r * C;
+        float *dx = n->in[0]->grad + r * C;
+        double dot = 0;
+        for (int j = 0; j < C; j++) dot += (double)dy[j] * y[j];
+        for (int j = 0; j < C; j++) {
+            float g = y[j] * (dy[j] - (float)dot);
+            dx[j] = set ? g : dx[j] + g;
+        }
+    }
+    return 0;
+}
+
+/* FLOPs: 4 per element (the row max, subtract and exp, sum, scale) */
+static int64_t softmax_flops(const tg_node *n) { return 4 * n->out->size; }
+
+const tg_op tg__op_softmax = {.name = "softmax", .shape = softmax_shape, .forward = softmax_forward,
+                              .vjp = softmax_vjp, .flops = softmax_flops, .overwrites_grads = true};
+
+tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_softmax, &x, 1, NULL); }
 
 // ----------------------------------------------------------------------------
 // mse_loss: mean((pred - target)^2) over every element

@@ -11,6 +11,8 @@
     X(SUB, sub)                         \
     X(MUL, mul)                         \
     X(RELU, relu)                       \
+    X(RELU6, relu6)                     \
+    X(HARDSWISH, hardswish)             \
     X(SIGMOID, sigmoid)                 \
     X(TANH, tanh)                       \
     X(SUM, sum)                         \
@@ -18,7 +20,9 @@
     X(MATMUL, matmul)                   \
     X(LINEAR, linear)                   \
     X(RESHAPE, reshape)                 \
+    X(CAT, cat)                         \
     X(CROSS_ENTROPY, cross_entropy)     \
+    X(SOFTMAX, softmax)                 \
     X(RESIDUAL_ADD, residual_add)       \
     X(CONV2D, conv2d)                   \
     X(MAX_POOL2D, max_pool2d)           \

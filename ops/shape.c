@@ -1,6 +1,7 @@
-/* shape.c: reshape and flatten; the output shares the input's data. */
+/* shape.c: reshape and flatten, whose output shares the input's data; cat, which copies. */
 #include "internal.h"
 #include "ops.h"
+#include <limits.h>
 #include <string.h>
 
 typedef struct {
@@ -55,8 +56,8 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-/* FLOPs: none, the output is the input's data */
-static int64_t reshape_flops(const tg_node *n) {
+/* FLOPs: none; reshape's output is the input's data, cat only copies */
+static int64_t no_flops(const tg_node *n) {
     (void)n;
     return 0;
 }
@@ -68,7 +69,7 @@ static void reshape_describe(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
                               .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe, .overwrites_grads = true,
-                              .flops = reshape_flops, .aliases_input = true};
+                              .flops = no_flops, .aliases_input = true};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
     reshape_attr a = {.ndim = ndim}; /* an ndim out of range is refused by reshape_shape, naming it */
@@ -87,4 +88,104 @@ tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x) {
     }
     if (t && tg__check_tensor("flatten", t, x, "input 0") < 0) return NULL;
     return tg_reshape(t, x, 2, (int[]){x->ndim ? x->shape[0] : 1, -1});
+}
+
+// ----------------------------------------------------------------------------
+// cat: torch.cat, inputs side by side along one dimension
+
+typedef struct {
+    int dim; /* as given; cat_shape turns a negative one into its index from 0 */
+} cat_attr;
+
+static int cat_shape(tg_node *n, int *ndim, int *shape) {
+    cat_attr *a = n->attr;
+    const tg_tensor *x0 = n->in[0];
+    int nd = x0->ndim, d = a->dim;
+    char s0[64], sk[64];
+    if (nd == 0) return tg_fail(TG_ERR_SHAPE, "cat: input 0 is a scalar: there is no dimension to concatenate along");
+    if (d < -nd || d >= nd)
+        return tg_fail(TG_ERR_ARG, "cat: dim %d is out of range for %d-dimensional inputs (-%d to %d)", d, nd, nd,
+                       nd - 1);
+    if (d < 0) d += nd;
+    a->dim = d; /* once, here: forward, vjp and describe read the index */
+    int64_t along = 0;
+    for (int k = 0; k < n->n_in; k++) {
+        const tg_tensor *x = n->in[k];
+        if (x->ndim != nd)
+            return tg_fail(TG_ERR_SHAPE, "cat: input %d has %d dimensions (%s) but input 0 has %d (%s)", k, x->ndim,
+                           tg_shape_str(x, sk, sizeof sk), nd, tg_shape_str(x0, s0, sizeof s0));
+        for (int i = 0; i < nd; i++)
+            if (i != d && x->shape[i] != x0->shape[i])
+                return tg_fail(TG_ERR_SHAPE, "cat: input %d is %s but input 0 is %s: dimension %d differs (%d vs %d); "
+                               "only dimension %d (dim) may", k, tg_shape_str(x, sk, sizeof sk),
+                               tg_shape_str(x0, s0, sizeof s0), i, x->shape[i], x0->shape[i], d);
+        along += x->shape[d];
+    }
+    if (along > INT_MAX)
+        return tg_fail(TG_ERR_SHAPE, "cat: dimension %d would be %lld long, more than %d", d, (long long)along, INT_MAX);
+    *ndim = nd;
+    for (int i = 0; i < nd; i++) shape[i] = i == d ? (int)along : x0->shape[i];
+    return 0;
+}
+
+/* The output is outer runs (outer: the product of the dimensions before dim); in each,
+ * input k's run of len[k] elements follows those of the inputs before it. */
+static int64_t cat_runs(const tg_node *n, int64_t *len) {
+    int d = ((const cat_attr *)n->attr)->dim;
+    int64_t outer = 1;
+    for (int i = 0; i < d; i++) outer *= n->out->shape[i];
+    for (int k = 0; k < n->n_in; k++) len[k] = n->in[k]->size / outer;
+    return outer;
+}
+
+static int cat_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    int64_t len[TG_MAX_INPUTS], outer = cat_runs(n, len);
+    float *y = n->out->data;
+    for (int64_t o = 0; o < outer; o++)
+        for (int k = 0; k < n->n_in; k++) {
+            memcpy(y, n->in[k]->data + o * len[k], (size_t)len[k] * sizeof *y);
+            y += len[k];
+        }
+    return 0;
+}
+
+// dx_k (=, +=) its runs of dy
+static int cat_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    int64_t len[TG_MAX_INPUTS], outer = cat_runs(n, len), row = n->out->size / outer, at = 0;
+    for (int k = 0; k < n->n_in; at += len[k], k++) {
+        if (!n->in[k]->requires_grad) continue;
+        for (int64_t o = 0; o < outer; o++) {
+            const float *dy = n->out->grad + o * row + at;
+            float *dx = n->in[k]->grad + o * len[k];
+            /* dx holds nothing yet: copy (a tensor given twice is stored at its first place, added at the next) */
+            if (n->store[k]) memcpy(dx, dy, (size_t)len[k] * sizeof *dx);
+            else
+                for (int64_t j = 0; j < len[k]; j++) dx[j] += dy[j];
+        }
+    }
+    return 0;
+}
+
+static void cat_describe(const tg_node *n, char *buf, size_t len) {
+    snprintf(buf, len, "dim=%d inputs=%d", ((const cat_attr *)n->attr)->dim, n->n_in);
+}
+
+const tg_op tg__op_cat = {.name = "cat", .attr_size = sizeof(cat_attr), .shape = cat_shape, .forward = cat_forward,
+                          .vjp = cat_vjp, .describe = cat_describe, .flops = no_flops, .overwrites_grads = true};
+
+tg_tensor *tg_cat(tg_tape *t, tg_tensor *const *xs, int n, int dim) {
+    if (n < 1 || n > TG_MAX_INPUTS) {
+        tg_fail(TG_ERR_ARG, "cat: n is %d, must be 1 to %d", n, TG_MAX_INPUTS);
+        return NULL;
+    }
+    if (!xs) {
+        tg_fail(TG_ERR_ARG, "cat: xs is NULL for %d tensors", n);
+        return NULL;
+    }
+    tg_tensor *in[TG_MAX_INPUTS]; /* tg_apply takes a mutable array; it changes nothing in it */
+    memcpy(in, xs, (size_t)n * sizeof *in);
+    cat_attr a = {dim};
+    return tg_apply(t, &tg__op_cat, in, n, &a); /* a NULL element: an earlier op failed, its message is kept */
 }

@@ -175,6 +175,35 @@ static void null_ops(void) {
     FAILS_PTR(tg_upsample(NULL, a, 2, TG_UPSAMPLE_NEAREST), TG_ERR_ARG, "upsample: tape is NULL");
     FAILS_PTR(tg_layer_norm(t, NULL, g, g, 1e-5f), TG_ERR_ARG, "layer_norm: input 0 is NULL");
     FAILS_PTR(tg_mse_loss(t, a, NULL), TG_ERR_ARG, "mse_loss: input 1 is NULL");
+    FAILS_PTR(tg_relu6(NULL, a), TG_ERR_ARG, "relu6: tape is NULL");
+    FAILS_PTR(tg_relu6(t, NULL), TG_ERR_ARG, "relu6: input 0 is NULL");
+    FAILS_PTR(tg_hardswish(NULL, a), TG_ERR_ARG, "hardswish: tape is NULL");
+    FAILS_PTR(tg_hardswish(t, NULL), TG_ERR_ARG, "hardswish: input 0 is NULL");
+    FAILS_PTR(tg_softmax(NULL, v), TG_ERR_ARG, "softmax: tape is NULL");
+    FAILS_PTR(tg_softmax(t, NULL), TG_ERR_ARG, "softmax: input 0 is NULL");
+    FAILS_PTR(tg_softmax(t, tg_tensor_tape(t, 0, NULL)), TG_ERR_SHAPE, "softmax: input 0 is a scalar; it needs a "
+                                                                       "last dimension");
+    /* cat: the array, its length, dim, and shapes that do not line up */
+    tg_tensor *b = tg_tensor_tape(t, 4, (int[]){2, 3, 4, 4});
+    FAILS_PTR(tg_cat(NULL, (tg_tensor *[]){a, b}, 2, 1), TG_ERR_ARG, "cat: tape is NULL");
+    FAILS_PTR(tg_cat(t, NULL, 2, 1), TG_ERR_ARG, "cat: xs is NULL for 2 tensors");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){NULL, b}, 2, 1), TG_ERR_ARG, "cat: input 0 is NULL");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, NULL}, 2, 1), TG_ERR_ARG, "cat: input 1 is NULL");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b}, 0, 1), TG_ERR_ARG, "cat: n is 0, must be 1 to 5");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b}, -1, 1), TG_ERR_ARG, "cat: n is -1, must be 1 to 5");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b, a, b, a, b}, 6, 1), TG_ERR_ARG, "cat: n is 6, must be 1 to 5");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b}, 2, 4), TG_ERR_ARG, "cat: dim 4 is out of range for 4-dimensional "
+                                                                 "inputs (-4 to 3)");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b}, 2, -5), TG_ERR_ARG, "cat: dim -5 is out of range");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b}, 2, 2), TG_ERR_SHAPE, "cat: input 1 is 2x3x4x4 but input 0 is 2x2x4x4: "
+                                                                   "dimension 1 differs (3 vs 2); only dimension 2 "
+                                                                   "(dim) may");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, b, tg_tensor_tape(t, 4, (int[]){2, 1, 4, 5})}, 3, -3), TG_ERR_SHAPE,
+              "cat: input 2 is 2x1x4x5 but input 0 is 2x2x4x4: dimension 3 differs (5 vs 4)");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){a, v}, 2, 0), TG_ERR_SHAPE, "cat: input 1 has 2 dimensions (2x2) but input 0 "
+                                                                   "has 4 (2x2x4x4)");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){tg_tensor_tape(t, 0, NULL)}, 1, 0), TG_ERR_SHAPE, "cat: input 0 is a scalar");
+    CHECK(tg_cat(t, (tg_tensor *[]){a, b}, 2, -3) != NULL); /* dim 1 counted from the end */
     /* a NULL input after a failed op keeps the first message */
     tg_clear_error();
     tg_tensor *bad = tg_matmul(t, a, m);
@@ -182,6 +211,8 @@ static void null_ops(void) {
     char first[512];
     snprintf(first, sizeof first, "%s", tg_last_error());
     CHECK(tg_relu(t, tg_add(t, bad, a)) == NULL);
+    CHECK(strcmp(tg_last_error(), first) == 0);
+    CHECK(tg_cat(t, (tg_tensor *[]){a, bad}, 2, 1) == NULL);
     CHECK(strcmp(tg_last_error(), first) == 0);
     CHECK(tg_max_pool2d_argmax(NULL) == NULL && tg_dropout_mask(NULL) == NULL);
     tg_tensor_free(w), tg_tensor_free(g), tg_tensor_free(m);
@@ -209,6 +240,7 @@ static void stale_and_foreign(void) {
             FAILS_PTR(tg_matmul(t, x, w), TG_ERR_STATE, "matmul: input 0 is stale: it was made on this tape before "
                                                         "tg_tape_reset");
             FAILS_PTR(tg_relu(t, y), TG_ERR_STATE, "relu: input 0 is stale");
+            FAILS_PTR(tg_cat(t, (tg_tensor *[]){w, y}, 2, 0), TG_ERR_STATE, "cat: input 1 is stale");
             FAILS_INT(tg_backward(t, y), TG_ERR_STATE, "backward: the tensor is stale");
             CHECK_INT(tg_tape_node_count(t), 0);
         }
@@ -263,6 +295,7 @@ static void stale_and_foreign(void) {
     FAILS_PTR(tg_cross_entropy(t, yu, (int32_t[]){0, 1, 2}), TG_ERR_STATE, "cross_entropy: input 0 belongs to "
                                                                            "another tape");
     FAILS_PTR(tg_flatten(t, yu), TG_ERR_STATE, "flatten: input 0 belongs to another tape");
+    FAILS_PTR(tg_cat(t, (tg_tensor *[]){xt0, yu}, 2, 0), TG_ERR_STATE, "cat: input 1 belongs to another tape");
     tg_tensor *g3 = tg_param_new(1, (int[]){3}), *stat = tg_tensor_tape(u, 1, (int[]){3});
     FAILS_PTR(tg_batch_norm(t, xt0, g3, g3, stat, stat, true, 0.1f, 1e-5f), TG_ERR_STATE,
               "batch_norm: running_mean belongs to another tape");

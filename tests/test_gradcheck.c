@@ -7,14 +7,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT };
+enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT, KINKS6 };
 
 typedef struct {
     int ndim;
     int shape[4];
     int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5];
                     * SMALL in [-0.1,0.1] (added to AWAY0, the sum stays off the kink);
-                    * SPLIT -30, +30, ... (a bias that puts a fused ReLU's channels far off or far on) */
+                    * SPLIT -30, +30, ... (a bias that puts a fused ReLU's channels far off or far on);
+                    * KINKS6 in [-4,8], 0.2 clear of -3, 0, 3 and 6 (the kinks of relu6 and hardswish) */
     bool no_grad;  /* an input that takes no gradient (running statistics, say) */
 } in_spec;
 
@@ -36,6 +37,8 @@ BUILD(b_add, tg_add(t, x[0], x[1]))
 BUILD(b_sub, tg_sub(t, x[0], x[1]))
 BUILD(b_mul, tg_mul(t, x[0], x[1]))
 BUILD(b_relu, tg_relu(t, x[0]))
+BUILD(b_relu6, tg_relu6(t, x[0]))
+BUILD(b_hardswish, tg_hardswish(t, x[0]))
 BUILD(b_sigmoid, tg_sigmoid(t, x[0]))
 BUILD(b_tanh, tg_tanh(t, x[0]))
 BUILD(b_sum, tg_sum(t, x[0]))
@@ -44,7 +47,13 @@ BUILD(b_matmul, tg_matmul(t, x[0], x[1]))
 BUILD(b_linear, tg_linear(t, x[0], x[1], x[2]))
 BUILD(b_linear_nobias, tg_linear(t, x[0], x[1], NULL))
 BUILD(b_reshape, tg_reshape(t, x[0], 2, (int[]){4, -1}))
+BUILD(b_cat_ch2, tg_cat(t, x, 2, 1))
+BUILD(b_cat_ch3, tg_cat(t, x, 3, 1))
+BUILD(b_cat_first, tg_cat(t, x, 2, 0))
+BUILD(b_cat_last, tg_cat(t, x, 2, -1))
+BUILD(b_cat_twice, tg_cat(t, (tg_tensor *[]){x[0], x[1], x[0]}, 3, -3)) /* x[0] stored, then added */
 BUILD(b_ce, tg_cross_entropy(t, x[0], labels))
+BUILD(b_softmax, tg_softmax(t, x[0]))
 BUILD(b_residual, tg_residual_add(t, x[0], x[1]))
 BUILD(b_residual_act, tg_residual_add_act(t, x[0], x[1], ACT))
 BUILD(b_conv, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 1))
@@ -81,7 +90,10 @@ static const row rows[] = {
     {"add", b_add, 2, {{4, {2, 3, 2, 2}}, {3, {3, 1, 1}}}}, /* per-channel bias */
     {"sub", b_sub, 2, {{2, {3, 4}}, {1, {4}}}},             /* per-row bias */
     {"mul", b_mul, 2, {{3, {2, 3, 4}}, {3, {2, 1, 4}}}},
+    {"mul", b_mul, 2, {{4, {2, 3, 4, 5}}, {4, {2, 3, 1, 1}}}}, /* a squeeze-and-excitation gate */
     {"relu", b_relu, 1, {{2, {4, 5}, AWAY0}}},
+    {"relu6", b_relu6, 1, {{2, {5, 6}, KINKS6}}},
+    {"hardswish", b_hardswish, 1, {{3, {2, 3, 5}, KINKS6}}},
     {"sigmoid", b_sigmoid, 1, {{2, {4, 5}}}},
     {"tanh", b_tanh, 1, {{2, {4, 5}}}},
     {"sum", b_sum, 1, {{3, {2, 3, 4}}}},
@@ -90,7 +102,14 @@ static const row rows[] = {
     {"linear", b_linear, 3, {{2, {4, 6}}, {2, {3, 6}}, {1, {3}}}},
     {"linear", b_linear_nobias, 2, {{2, {4, 6}}, {2, {3, 6}}}},
     {"reshape", b_reshape, 1, {{3, {2, 3, 4}}}},
+    {"cat", b_cat_ch2, 2, {{4, {2, 3, 2, 3}}, {4, {2, 2, 2, 3}}}}, /* two branches' channels */
+    {"cat", b_cat_ch3, 3, {{4, {2, 1, 3, 2}}, {4, {2, 3, 3, 2}}, {4, {2, 2, 3, 2}, UNIFORM, true}}},
+    {"cat", b_cat_first, 2, {{2, {2, 3}}, {2, {4, 3}}}},
+    {"cat", b_cat_last, 2, {{3, {2, 3, 2}}, {3, {2, 3, 4}}}},
+    {"cat", b_cat_twice, 2, {{3, {2, 3, 2}}, {3, {1, 3, 2}}}},
     {"cross_entropy", b_ce, 1, {{2, {8, 4}}}},
+    {"softmax", b_softmax, 1, {{2, {3, 5}}}},
+    {"softmax", b_softmax, 1, {{3, {2, 3, 4}}}},
     {"residual_add", b_residual, 2, {{4, {2, 3, 2, 2}}, {4, {2, 3, 2, 2}}}},
     {"residual_add", b_residual_act, 2, {{4, {2, 3, 2, 2}, AWAY0}, {4, {2, 3, 2, 2}, SMALL}}, TG_ACT_RELU},
     {"conv2d", b_conv, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}}}},
@@ -142,6 +161,12 @@ static void fill(tg_tensor *x, int init) {
         case POSITIVE: x->data[j] = 0.5f + u; break;
         case SMALL: x->data[j] = 0.2f * u - 0.1f; break;
         case SPLIT: x->data[j] = j % 2 ? 30.0f : -30.0f; break;
+        case KINKS6: { /* one of five bands, then a place in it */
+            static const float lo[5] = {-4.0f, -2.8f, 0.2f, 3.2f, 6.2f}, hi[5] = {-3.2f, -0.2f, 2.8f, 5.8f, 8.0f};
+            int b = (int)(uniform() * 5) % 5;
+            x->data[j] = lo[b] + (hi[b] - lo[b]) * u;
+            break;
+        }
         case DISTINCT: x->data[j] = 0; break; /* below */
         }
     }
