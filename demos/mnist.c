@@ -89,36 +89,13 @@ static void progress(int epoch, int epochs, int step, int steps, double loss, do
     fflush(stdout);
 }
 
-static int argmax(const float *row, int n) {
-    int best = 0;
-    for (int j = 1; j < n; j++)
-        if (row[j] > row[best]) best = j;
-    return best;
-}
-
 // ----------------------------------------------------------------------------
 // evaluation: accuracy on a dataset, predictions kept for the pictures
 
-static double evaluate(tg_model *m, tg_tape *t, const tg_dataset *ds, int *pred) {
-    bool was = tg_model_training(m);
-    tg_model_train(m, false);
-    tg_tape_set_grad_enabled(t, false);
-    int correct = 0, B = 100; /* small batches keep the arena within what training needs */
-    for (int start = 0; start < ds->n; start += B) {
-        int b = ds->n - start < B ? ds->n - start : B;
-        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, ds->h, ds->w});
-        if (!x || tg_dataset_batch(ds, NULL, start, x, NULL) < 0) die("evaluation", NULL);
-        tg_tensor *logits = tg_model_forward(m, t, x);
-        if (!logits) die("evaluation", NULL);
-        for (int i = 0; i < b; i++) {
-            pred[start + i] = argmax(logits->data + i * 10, 10);
-            correct += pred[start + i] == ds->labels[start + i];
-        }
-        tg_tape_reset(t);
-    }
-    tg_tape_set_grad_enabled(t, true);
-    tg_model_train(m, was);
-    return (double)correct / ds->n;
+static double evaluate(tg_model *m, const tg_dataset *ds, int32_t *pred) {
+    tg_eval e = {.pred = pred};
+    if (tg_model_evaluate(m, ds, 100, &e) < 0) die("evaluation", NULL);
+    return e.accuracy;
 }
 
 // ----------------------------------------------------------------------------
@@ -134,7 +111,7 @@ static void draw_digit(uint8_t *img, int stride, int x0, int y0, int d, uint8_t 
             if (font[d][r * 3 + c] == '1') img[(y0 + r) * stride + x0 + c] = v;
 }
 
-static void write_errors_png(const char *path, const tg_dataset *ds, const int *pred) {
+static void write_errors_png(const char *path, const tg_dataset *ds, const int32_t *pred) {
     enum { COLS = 10, ROWS = 10, CW = 30, CH = 38 };
     static uint8_t img[ROWS * CH * COLS * CW];
     memset(img, 255, sizeof img);
@@ -207,14 +184,16 @@ int main(int argc, char **argv) {
     memcpy(ck, mstate, (size_t)nm * sizeof *ck);
     memcpy(ck + nm, ostate, (size_t)no * sizeof *ck);
     if (o.load && tg_checkpoint_load(o.load, ck, nm + no) < 0) die("--load", "was it saved with the same --net?");
+    if (tg_model_print(m, stdout, 4, (int[]){1, 1, 28, 28}) < 0) die("model", NULL);
     printf("%s: %lld parameters; %d training and %d test images from %s; batch %d, lr %g, %d epochs, %d threads\n",
            o.net, (long long)tg_model_param_count(m), train->n, test->n, o.data, o.batch, (double)o.lr, o.epochs,
            tg_get_threads());
 
     tg_tape *t = tg_tape_new();
     tg_tape_seed(t, o.seed);
-    int *perm = malloc((size_t)train->n * sizeof *perm), *pred = malloc((size_t)test->n * sizeof *pred);
-    int32_t *labels = malloc((size_t)o.batch * sizeof *labels);
+    int *perm = malloc((size_t)train->n * sizeof *perm);
+    int32_t *labels = malloc((size_t)o.batch * sizeof *labels), *guess = malloc((size_t)o.batch * sizeof *guess);
+    int32_t *pred = malloc((size_t)test->n * sizeof *pred);
     bool tty = isatty(fileno(stdout));
     int steps = (train->n + o.batch - 1) / o.batch, total = steps * o.epochs;
     double t0 = now(), acc = 0;
@@ -246,7 +225,8 @@ int main(int argc, char **argv) {
             if (tg_sgd_step(opt) < 0) die("training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
             tg_sgd_zero_grad(opt);
             loss_sum += loss->data[0] * b, seen += b;
-            for (int i = 0; i < b; i++) right += argmax(logits->data + i * 10, 10) == labels[i];
+            tg_argmax(logits, guess);
+            for (int i = 0; i < b; i++) right += guess[i] == labels[i];
             tg_tape_reset(t);
             if ((tty && (s % 10 == 0 || s == steps - 1)) || (!tty && (s + 1) % (steps / 10 + 1) == 0)) {
                 double ips = seen / (now() - te), done = epoch * steps + s + 1;
@@ -255,12 +235,12 @@ int main(int argc, char **argv) {
             }
         }
         if (tty) printf("\n");
-        acc = evaluate(m, t, test, pred);
+        acc = evaluate(m, test, pred);
         printf("epoch %d: train loss %.4f, test accuracy %.2f%% (%.1f s)\n", epoch + 1, loss_sum / seen, 100 * acc,
                now() - t0);
         if (o.save && tg_checkpoint_save(o.save, ck, nm + no) < 0) die("--save", NULL);
     }
-    if (o.epochs == 0) acc = evaluate(m, t, test, pred);
+    if (o.epochs == 0) acc = evaluate(m, test, pred);
 
     char path[4096];
     snprintf(path, sizeof path, "%s/mnist_errors.png", o.out);
@@ -269,7 +249,7 @@ int main(int argc, char **argv) {
     write_filters_png(path, m);
     printf("test accuracy: %.2f%%\n", 100 * acc);
 
-    free(perm), free(pred), free(labels), free(ck);
+    free(perm), free(pred), free(labels), free(guess), free(ck);
     tg_tape_free(t);
     tg_sgd_free(opt);
     tg_model_free(m);

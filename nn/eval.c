@@ -21,10 +21,11 @@ int tg_argmax(const tg_tensor *x, int32_t *out) {
     return n;
 }
 
-int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *out, int64_t *confusion, int classes) {
-    if (!m || !ds || !out)
-        return tg_fail(TG_ERR_ARG, "model_evaluate: %s is NULL", !m ? "model" : !ds ? "dataset" : "out");
-    memset(out, 0, sizeof *out);
+int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *e) {
+    if (!m || !ds || !e) return tg_fail(TG_ERR_ARG, "model_evaluate: %s is NULL", !m ? "model" : !ds ? "dataset" : "e");
+    int64_t *confusion = e->confusion;
+    int classes = e->classes;
+    e->n = e->correct = 0, e->accuracy = e->loss = 0;
     if (batch < 1 || ds->n < 1 || (confusion && classes < 1))
         return tg_fail(TG_ERR_ARG, "model_evaluate: batch %d, %d samples%s: need at least one of each", batch, ds->n,
                        confusion && classes < 1 ? ", and a confusion matrix of at least 1 class" : "");
@@ -57,6 +58,7 @@ int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *out
             break;
         }
         loss += (double)ce->data[0] * b;
+        if (e->pred) memcpy(e->pred + start, pred, (size_t)b * sizeof *pred);
         for (int i = 0; i < b; i++) {
             correct += pred[i] == labels[i];
             if (confusion) confusion[(int64_t)labels[i] * classes + pred[i]]++;
@@ -66,9 +68,9 @@ int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *out
     tg__model_evaluating(m, was);
     tg_tape_free(t), tg__free(labels), tg__free(pred);
     if (rc) return rc;
-    out->n = ds->n;
-    out->correct = correct;
-    out->accuracy = (double)correct / (double)ds->n;
-    out->loss = loss / (double)ds->n;
+    e->n = ds->n;
+    e->correct = correct;
+    e->accuracy = (double)correct / (double)ds->n;
+    e->loss = loss / (double)ds->n;
     return 0;
 }

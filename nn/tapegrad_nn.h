@@ -337,21 +337,29 @@ TG_API int tg_model_print(tg_model *m, FILE *f, int ndim, const int *input_shape
  * (torch.argmax). Returns N, or a negative TG_ERR_*. */
 TG_API int tg_argmax(const tg_tensor *x, int32_t *out);
 
+/* What tg_model_evaluate fills in, and what it may also give if asked:
+ *
+ *     int32_t pred[10000];
+ *     int64_t confusion[10 * 10];
+ *     tg_eval e = {.pred = pred, .confusion = confusion, .classes = 10};
+ *     if (tg_model_evaluate(m, test, 100, &e) < 0) ...;
+ *     printf("test accuracy: %.2f%%\n", 100 * e.accuracy); */
 typedef struct {
-    int64_t n, correct;   /* samples, and how many the model got right */
-    double accuracy;      /* correct / n */
-    double loss;          /* the mean cross-entropy */
+    int64_t n, correct;   /* out: samples, and how many the model got right */
+    double accuracy;      /* out: correct / n */
+    double loss;          /* out: the mean cross-entropy */
+    int32_t *pred;        /* in: NULL, or room for the dataset's n predictions (argmax), filled in order */
+    int64_t *confusion;   /* in: NULL, or room for classes x classes counts: row the true label, column the
+                           * predicted one (zeroed first); the model must then give classes outputs */
+    int classes;
 } tg_eval;
 
 /* Runs the model over a whole dataset in batches of batch (the last may be
- * short), in evaluation mode (every layer's own flag restored afterwards),
+ * short), in evaluation mode (every layer's own flag as it was afterwards),
  * without gradients, on a tape of its own that is reset after every batch (so
- * memory stays that of one batch). confusion, if not NULL, receives
- * classes x classes counts, row the true label and column the predicted one
- * (zeroed first); the model must then give classes outputs. Returns 0, or a
- * negative TG_ERR_* naming the batch (out is then zeroed). */
-TG_API int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *out, int64_t *confusion,
-                             int classes);
+ * memory stays that of one batch, whatever the dataset's size). Returns 0, or
+ * a negative TG_ERR_* naming the batch (the out fields are then zero). */
+TG_API int tg_model_evaluate(tg_model *m, const tg_dataset *ds, int batch, tg_eval *e);
 
 // ----------------------------------------------------------------------------
 // initialisation and SGD

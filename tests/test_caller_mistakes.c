@@ -536,7 +536,7 @@ static void null_nn(void) {
     FAILS_PTR(tg_layer_forward_act(NULL, t, NULL, NULL, TG_ACT_RELU), TG_ERR_ARG, "layer_forward: layer is NULL");
     FAILS_INT(tg_layer_params(NULL, &list), TG_ERR_ARG, "layer_params: layer is NULL");
     FAILS_INT(tg_model_fail(NULL, TG_ERR_ARG, "mine: %d", 3), TG_ERR_ARG, "mine: 3");
-    FAILS_INT(tg_model_evaluate(NULL, NULL, 1, NULL, NULL, 0), TG_ERR_ARG, "model_evaluate: model is NULL");
+    FAILS_INT(tg_model_evaluate(NULL, NULL, 1, NULL), TG_ERR_ARG, "model_evaluate: model is NULL");
     FAILS_INT(tg_argmax(NULL, NULL), TG_ERR_ARG, "argmax: tensor is NULL");
     CHECK(tg_layer_set_name(NULL, "x") == NULL);
     CHECK(tg_model_find(NULL, "0") == NULL);

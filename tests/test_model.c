@@ -2,6 +2,7 @@
  * names, checkpoints, tape dumps, per-layer training, error messages, the
  * summary, evaluation. */
 #include "check.h"
+#include "internal.h" /* tg__alloc_count */
 #include "tapegrad_nn.h"
 #include <stdlib.h>
 #include <unistd.h>
@@ -465,10 +466,11 @@ static void evaluation(void) {
 
     tg_model *m = net(12);
     tg_layer_train(tg_model_layer(m, 1), false); /* restored afterwards, each layer's own */
-    tg_eval e7, e5;
     int64_t conf[9];
-    CHECK_INT(tg_model_evaluate(m, &ds, 7, &e7, conf, 3), 0);
-    CHECK_INT(tg_model_evaluate(m, &ds, 5, &e5, NULL, 0), 0);
+    int32_t p7[N];
+    tg_eval e7 = {.pred = p7, .confusion = conf, .classes = 3}, e5 = {0};
+    CHECK_INT(tg_model_evaluate(m, &ds, 7, &e7), 0);
+    CHECK_INT(tg_model_evaluate(m, &ds, 5, &e5), 0);
     CHECK(tg_model_training(m) && !tg_model_layer(m, 1)->training && tg_model_layer(m, 5)->training);
     /* by hand: one batch of all N in evaluation mode */
     tg_model_train(m, false);
@@ -495,20 +497,30 @@ static void evaluation(void) {
     CHECK_NEAR(e7.loss, loss / N, 1e-5);
     CHECK_NEAR(e5.loss, loss / N, 1e-5);
     CHECK(!memcmp(conf, want, sizeof want));
+    CHECK(!memcmp(p7, pred, sizeof pred));
+    /* memory stays that of one batch: 7 samples or 37 cost the same allocations */
+    tg_dataset few = ds;
+    few.n = 7;
+    uint64_t a0 = tg__alloc_count();
+    CHECK_INT(tg_model_evaluate(m, &few, 7, &e5), 0);
+    uint64_t a1 = tg__alloc_count();
+    CHECK_INT(tg_model_evaluate(m, &ds, 7, &e5), 0);
+    CHECK_INT(tg__alloc_count() - a1, a1 - a0);
     printf("evaluate: %d of %d right, loss %.4f\n", correct, N, e7.loss);
     /* a confusion matrix of the wrong size, and bad arguments */
     int64_t conf4[16];
-    CHECK_INT(tg_model_evaluate(m, &ds, 7, &e7, conf4, 4), TG_ERR_SHAPE);
+    e7.confusion = conf4, e7.classes = 4;
+    CHECK_INT(tg_model_evaluate(m, &ds, 7, &e7), TG_ERR_SHAPE);
     CHECK_MSG(tg_last_error(), "model_evaluate: the batch of samples 0 to 6: the model gives 3 outputs per sample, the "
                                "confusion matrix has 4 classes");
     CHECK(e7.n == 0);
-    CHECK_INT(tg_model_evaluate(m, &ds, 0, &e7, NULL, 0), TG_ERR_ARG);
-    CHECK_INT(tg_model_evaluate(NULL, &ds, 1, &e7, NULL, 0), TG_ERR_ARG);
+    CHECK_INT(tg_model_evaluate(m, &ds, 0, &e5), TG_ERR_ARG);
+    CHECK_INT(tg_model_evaluate(NULL, &ds, 1, &e5), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "model_evaluate: model is NULL");
     /* a model that does not fit the data names the batch and the layer */
     tg_model *bad = tg_model_new(1);
     tg_model_linear(bad, 3, 3, true);
-    CHECK(tg_model_evaluate(bad, &ds, 8, &e7, NULL, 0) < 0);
+    CHECK(tg_model_evaluate(bad, &ds, 8, &e5) < 0);
     CHECK_MSG(tg_last_error(), "model_evaluate: the batch of samples 0 to 7: model_forward: layer 0 (linear)");
     tg_model_free(bad);
     tg_model_free(m);
