@@ -72,6 +72,13 @@ static tg_layer *inverted_residual(tg_model *m, int c, int expand) {
     return b;
 }
 
+/* Two branches concatenated along channels (torch.cat(dim=1)): a 1x1 conv and a 3x3 conv */
+static tg_tensor *branches_forward(tg_layer *b, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    tg_tensor *two[2] = {tg_layer_forward(b->children[0], t, x), tg_layer_forward(b->children[1], t, x)};
+    return tg_cat(t, two, 2, 1);
+}
+
 /* 0 conv, 1 bn, 2 relu, 3 inverted residual, 4 scale, 5 dropout, 6 gap, 7 linear */
 static tg_model *net(uint64_t seed) {
     tg_model *m = tg_model_new(seed);
@@ -545,6 +552,37 @@ static void init(void) {
     tg_model_free(m);
 }
 
+/* A block of two branches joined by tg_cat: names, shapes, gradients through both. */
+static void branches(void) {
+    tg_model *m = tg_model_new(14);
+    tg_model_begin(m, "branches", branches_forward, NULL);
+    tg_layer_set_name(tg_model_begin(m, NULL, NULL, NULL), "a");
+    tg_model_conv2d(m, 2, 3, 1, 1, 0, true);
+    tg_model_relu(m);
+    tg_model_end(m);
+    tg_layer_set_name(tg_model_conv2d(m, 2, 5, 3, 1, 1, false), "b");
+    tg_model_end(m);
+    tg_tensor **st;
+    CHECK_INT(tg_model_state(m, &st), 3);
+    CHECK(!strcmp(st[0]->name, "0.a.0.weight") && !strcmp(st[1]->name, "0.a.0.bias") && !strcmp(st[2]->name, "0.b.weight"));
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 2, 5, 5});
+    fill(x, 15);
+    tg_tensor *y = tg_model_forward(m, t, x);
+    CHECK(y && y->shape[1] == 8 && y->shape[2] == 5);
+    /* by hand: channel 3 + c of sample 1 is the 3x3 branch's channel c */
+    tg_tensor *a = tg_relu(t, tg_conv2d(t, x, st[0], st[1], 1, 0, 1, 1)), *b = tg_conv2d(t, x, st[2], NULL, 1, 1, 1, 1);
+    CHECK(!memcmp(y->data + 25 * 8 + 25 * 3, b->data + 25 * 5, 25 * 5 * sizeof(float)));
+    CHECK(!memcmp(y->data, a->data, 25 * 3 * sizeof(float)));
+    tg_tensor *loss = tg_sum(t, y);
+    CHECK(loss && tg_backward(t, loss) == 0);
+    float mx = 0;
+    for (int i = 0; i < st[2]->size; i++) mx = fmaxf(mx, fabsf(st[2]->grad[i]));
+    CHECK(mx > 0 && st[1]->grad[0] > 0); /* both branches learn */
+    tg_model_free(m);
+    tg_tape_free(t);
+}
+
 int main(void) {
     char dir[] = "/tmp/tapegrad-model-XXXXXX";
     if (!mkdtemp(dir)) {
@@ -561,6 +599,7 @@ int main(void) {
     argmax();
     evaluation();
     init();
+    branches();
     rmdir(dir);
     CHECK_DONE();
 }
