@@ -23,6 +23,7 @@ struct tg_model {
     char error[256];          /* the first layer that failed to build */
     tg_tensor **params, **state; /* made anew by every change, read by the accessors */
     int n_params, n_state;
+    uint64_t version;         /* counts those changes */
     void **retired;           /* earlier lists, kept until the model is freed: arrays handed out stay valid */
     int n_retired, cap_retired;
 };
@@ -54,7 +55,7 @@ static void layer_release(tg_layer *l) {
         layer_release(l->children[i]);
         tg__free(l->children[i]);
     }
-    tg__free(l->params), tg__free(l->param_init), tg__free(l->buffers), tg__free(l->children);
+    tg__free(l->params), tg__free(l->param_init), tg__free(l->buffers), tg__free(l->children), tg__free(l->all_params);
 }
 
 void tg_model_free(tg_model *m) {
@@ -130,6 +131,7 @@ static int update_lists(tg_model *m) {
     tg_tensor **s = relist(m, &m->root, true, m->state, &ns);
     if (!s) return tg_fail(TG_ERR_NOMEM, "model: out of memory");
     m->state = s, m->n_state = ns;
+    m->version++;
     return 0;
 }
 
@@ -379,11 +381,14 @@ void tg_layer_train(tg_layer *l, bool training) {
 
 int tg_layer_params(tg_layer *l, tg_tensor ***params) {
     if (!l || !params) return tg_fail(TG_ERR_ARG, "layer_params: %s is NULL", !l ? "layer" : "params");
-    int n;
-    tg_tensor **list = relist(l->model, l, false, NULL, &n);
-    if (!list) return tg_fail(TG_ERR_NOMEM, "layer_params: out of memory");
-    l->model->retired[l->model->n_retired++] = list; /* freed with the model */
-    *params = list;
+    tg_model *m = l->model;
+    int n = count_tensors(l, false);
+    if (!l->all_params || l->all_params_version != m->version) { /* made again only after a change */
+        tg_tensor **list = relist(m, l, false, l->all_params, &n);
+        if (!list) return tg_fail(TG_ERR_NOMEM, "layer_params: out of memory");
+        l->all_params = list, l->all_params_version = m->version;
+    }
+    *params = l->all_params;
     return n;
 }
 

@@ -222,8 +222,11 @@ struct tg_layer {
     tg_forward_fn forward;          /* NULL for a sequential block */
     void *ctx;                      /* the user's, for a custom layer (borrowed) */
     tg_model *model;
-    int cap_params, cap_buffers, cap_children;
     int out_ndim, out_shape[TG_MAX_DIMS]; /* recorded by tg_model_print */
+    /* private: room in the arrays; tg_layer_params' list and the model's version it was made at */
+    int cap_params, cap_buffers, cap_children;
+    tg_tensor **all_params;
+    uint64_t all_params_version;
 };
 
 TG_API tg_model *tg_model_new(uint64_t seed);
@@ -294,9 +297,8 @@ TG_API tg_tensor *tg_layer_forward_act(tg_layer *l, tg_tape *t, tg_tensor *x, tg
  * evaluation, for l and every layer inside it: PyTorch's module.train(on),
  * so one layer may evaluate while the rest of the model trains. */
 TG_API void tg_layer_train(tg_layer *l, bool training);
-/* Every parameter (then, in state, every buffer) of l and the layers inside it,
- * in model order; a borrowed array valid until the model is changed or freed
- * (or NULL on NOMEM); returns how many. */
+/* Every parameter of l and the layers inside it, in model order (a borrowed
+ * array, valid until the model is freed); returns how many. */
 TG_API int tg_layer_params(tg_layer *l, tg_tensor ***params);
 
 TG_API tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x);

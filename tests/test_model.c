@@ -124,6 +124,11 @@ static void names(void) {
     CHECK_INT(tg_model_layer_count(m), 8);
     CHECK_INT(tg_model_layer(m, 3)->n_children, 5);
     CHECK(tg_model_layer(m, 3)->children[2]->parent == tg_model_layer(m, 3));
+    tg_tensor **bp, **bp2;
+    CHECK_INT(tg_layer_params(tg_model_layer(m, 3), &bp), 13);
+    CHECK(bp[0] == ps[3] && bp[12] == ps[15]);
+    CHECK_INT(tg_layer_params(tg_model_layer(m, 3), &bp2), 13);
+    CHECK(bp2 == bp); /* the same list while nothing changes */
 
     /* a rename reaches the tensors of the layers inside */
     CHECK(tg_layer_set_name(tg_model_layer(m, 3), "block") != NULL);
