@@ -407,6 +407,17 @@ TG_API float tg_sgd_lr(const tg_sgd *o);          /* 0 for NULL */
 /* Momentum buffers and the step count as named tensors, for checkpoints. */
 TG_API int tg_sgd_state(tg_sgd *o, tg_tensor ***state);
 
+/* Gradient clipping, as PyTorch 1.13's torch.nn.utils.clip_grad_norm_ and clip_grad_value_,
+ * between backward and the optimizer's step.
+ * By norm: the norm of all the gradients together (norm_type 2 is the L2 norm of them as one
+ * vector; INFINITY the largest |g|) into *total (may be NULL); if it is above max_norm every
+ * gradient is scaled by max_norm / (total + 1e-6). A total that is NaN or Inf is
+ * TG_ERR_NONFINITE naming the parameter, and no gradient changes (PyTorch's
+ * error_if_nonfinite=True; by default PyTorch scales them all to NaN instead).
+ * By value: each gradient element clamped to [-clip, clip]; a NaN stays NaN. */
+TG_API int tg_clip_grad_norm(tg_tensor *const *params, int n, float max_norm, float norm_type, float *total);
+TG_API int tg_clip_grad_value(tg_tensor *const *params, int n, float clip);
+
 /* Learning-rate schedules, as functions of the epoch (or step) e:
  * step: lr * gamma^floor(e / step_size); cosine: eta_min + (lr - eta_min)(1 + cos(pi e / t_max)) / 2. */
 TG_API float tg_lr_step(float lr, int e, int step_size, float gamma);

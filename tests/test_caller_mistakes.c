@@ -538,6 +538,8 @@ static void null_nn(void) {
     FAILS_INT(tg_model_fail(NULL, TG_ERR_ARG, "mine: %d", 3), TG_ERR_ARG, "mine: 3");
     FAILS_INT(tg_model_evaluate(NULL, NULL, 1, NULL), TG_ERR_ARG, "model_evaluate: model is NULL");
     FAILS_INT(tg_argmax(NULL, NULL), TG_ERR_ARG, "argmax: tensor is NULL");
+    FAILS_INT(tg_clip_grad_norm(NULL, 1, 1.0f, 2.0f, NULL), TG_ERR_ARG, "clip_grad_norm: no parameters");
+    FAILS_INT(tg_clip_grad_value((tg_tensor *[]){NULL}, 1, 1.0f), TG_ERR_ARG, "clip_grad_value: parameter 0 (NULL)");
     CHECK(tg_layer_set_name(NULL, "x") == NULL);
     CHECK(tg_model_find(NULL, "0") == NULL);
     tg_layer_train(NULL, false);

@@ -232,6 +232,103 @@ static void model_checkpoint(void) {
     tg_model_free(a), tg_model_free(b), tg_model_free(c);
 }
 
+/* Clipping as PyTorch 1.13 printed it:
+ *   a = torch.zeros(2,3, requires_grad=True); b = torch.zeros(4, requires_grad=True)
+ *   a.grad = torch.tensor([[0.5,-1.25,2.0],[3.0,-0.75,0.125]]); b.grad = torch.tensor([1.5,-2.5,0.25,4.0])
+ *   torch.nn.utils.clip_grad_norm_([a,b], 2.0)                        # 6.3208489418029785
+ *   torch.nn.utils.clip_grad_norm_([a,b], 3.0, norm_type=float('inf')) # 4.0 (from fresh gradients)
+ *   torch.nn.utils.clip_grad_norm_([a,b], 100.0, norm_type=1.0)        # 15.875, unchanged
+ *   torch.nn.utils.clip_grad_norm_([a,b], 5.0, norm_type=3.0)          # 4.9395060539245605, unchanged
+ *   torch.nn.utils.clip_grad_value_([a], 1.0)                          # [0.5,-1,1,1,-0.75,0.125] */
+static void clipping(void) {
+    const float ga[6] = {0.5f, -1.25f, 2.0f, 3.0f, -0.75f, 0.125f}, gb[4] = {1.5f, -2.5f, 0.25f, 4.0f};
+    tg_tensor *a = tg_param_new(2, (int[]){2, 3}), *b = tg_param_new(1, (int[]){4}), *ps[2] = {a, b};
+    float total = 0;
+#define FRESH() memcpy(a->grad, ga, sizeof ga), memcpy(b->grad, gb, sizeof gb)
+    FRESH();
+    CHECK_INT(tg_clip_grad_norm(ps, 2, 2.0f, 2.0f, &total), 0);
+    CHECK_NEAR(total, 6.3208489418029785, 1e-6);
+    const float want_a[6] = {0.15820656716823578f, -0.39551642537117004f, 0.6328262686729431f,
+                             0.9492393732070923f, -0.23730984330177307f, 0.039551641792058945f};
+    const float want_b[4] = {0.47461968660354614f, -0.7910328507423401f, 0.07910328358411789f, 1.2656525373458862f};
+    /* within 2 ulps: the norms are summed in double here, in float there */
+    for (int i = 0; i < 6; i++) CHECK_NEAR(a->grad[i], want_a[i], 2.4e-7 * fabsf(want_a[i]));
+    for (int i = 0; i < 4; i++) CHECK_NEAR(b->grad[i], want_b[i], 2.4e-7 * fabsf(want_b[i]));
+    FRESH();
+    CHECK_INT(tg_clip_grad_norm(ps, 2, 3.0f, INFINITY, &total), 0);
+    CHECK_NEAR(total, 4.0, 0);
+    CHECK_NEAR(a->grad[3], 2.249999523162842, 1e-7);
+    CHECK_NEAR(b->grad[3], 2.9999992847442627, 1e-7);
+    FRESH();
+    CHECK_INT(tg_clip_grad_norm(ps, 2, 100.0f, 1.0f, &total), 0);
+    CHECK_NEAR(total, 15.875, 0);
+    CHECK(!memcmp(a->grad, ga, sizeof ga) && !memcmp(b->grad, gb, sizeof gb)); /* below max_norm: untouched */
+    CHECK_INT(tg_clip_grad_norm(ps, 2, 5.0f, 3.0f, &total), 0);
+    CHECK_NEAR(total, 4.9395060539245605, 1e-6);
+    CHECK(!memcmp(b->grad, gb, sizeof gb));
+    CHECK_INT(tg_clip_grad_value(ps, 1, 1.0f), 0);
+    const float want_v[6] = {0.5f, -1.0f, 1.0f, 1.0f, -0.75f, 0.125f};
+    CHECK(!memcmp(a->grad, want_v, sizeof want_v));
+    /* a non-finite gradient is named, and nothing changes */
+    FRESH();
+    tg_tensor_set_name(b, "b");
+    b->grad[2] = NAN;
+    CHECK_INT(tg_clip_grad_norm(ps, 2, 1.0f, 2.0f, &total), TG_ERR_NONFINITE);
+    CHECK_MSG(tg_last_error(), "clip_grad_norm: the total norm is nan: the gradient of parameter 1 (b) holds a NaN");
+    CHECK(!memcmp(a->grad, ga, sizeof ga));
+    CHECK_INT(tg_clip_grad_value(ps, 2, 1.0f), 0);
+    CHECK(isnan(b->grad[2]) && b->grad[3] == 1.0f);
+    CHECK_INT(tg_clip_grad_norm(ps, 2, -1.0f, 2.0f, NULL), TG_ERR_ARG);
+    CHECK_INT(tg_clip_grad_norm(ps, 2, 1.0f, 0.0f, NULL), TG_ERR_ARG);
+    CHECK_INT(tg_clip_grad_norm(NULL, 2, 1.0f, 2.0f, NULL), TG_ERR_ARG);
+    CHECK_INT(tg_clip_grad_value(ps, 2, -1.0f), TG_ERR_ARG);
+    tg_tensor *c = tg_tensor_new(1, (int[]){2}), *pc[1] = {c};
+    CHECK_INT(tg_clip_grad_value(pc, 1, 1.0f), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "clip_grad_value: parameter 0 (unnamed) has no gradient");
+#undef FRESH
+    tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(c);
+}
+
+/* Gradient accumulation: gradients add up, so k micro-batches, each loss
+ * scaled by 1/k, give one large batch's gradient (a net without batch norm:
+ * its statistics are per batch). Equal up to the order of the float sums. */
+static void accumulation(void) {
+    tg_model *m = tg_model_new(3);
+    tg_model_conv2d(m, 1, 4, 3, 1, 1, true);
+    tg_model_relu(m);
+    tg_model_flatten(m);
+    tg_model_linear(m, 4 * 6 * 6, 3, true);
+    tg_tensor **ps;
+    int np = tg_model_params(m, &ps);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_new(4, (int[]){8, 1, 6, 6});
+    uint64_t s = 2;
+    for (int i = 0; i < x->size; i++) x->data[i] = tg_rand_normal(&s);
+    int32_t labels[8] = {0, 1, 2, 0, 1, 2, 2, 1};
+    tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
+    CHECK(loss && tg_backward(t, loss) == 0);
+    static float whole[4][512]; /* the largest: the linear weight, 3 x 144 */
+    for (int j = 0; j < np; j++) memcpy(whole[j], ps[j]->grad, (size_t)ps[j]->size * sizeof(float));
+    tg_model_zero_grad(m);
+    for (int k = 0; k < 2; k++) { /* two micro-batches of 4, each loss times 1/2 */
+        tg_tape_reset(t);
+        tg_tensor *xk = tg_tensor_tape(t, 4, (int[]){4, 1, 6, 6});
+        memcpy(xk->data, x->data + k * 4 * 36, 4 * 36 * sizeof(float));
+        tg_tensor *half = tg_tensor_tape(t, 0, NULL);
+        half->data[0] = 0.5f;
+        tg_tensor *lk = tg_mul(t, tg_cross_entropy(t, tg_model_forward(m, t, xk), labels + 4 * k), half);
+        CHECK(lk && tg_backward(t, lk) == 0);
+    }
+    double worst = 0;
+    for (int j = 0; j < np; j++)
+        for (int i = 0; i < ps[j]->size; i++) worst = fmax(worst, fabs(ps[j]->grad[i] - whole[j][i]));
+    printf("accumulation: 2 micro-batches of 4 vs one batch of 8, worst gradient difference %.1e\n", worst);
+    CHECK(worst < 1e-6);
+    tg_tensor_free(x);
+    tg_tape_free(t);
+    tg_model_free(m);
+}
+
 int main(void) {
     residual_block(1, 4, 4, 1);
     residual_block(1, 4, 8, 2);
@@ -241,5 +338,7 @@ int main(void) {
     init();
     models();
     model_checkpoint();
+    clipping();
+    accumulation();
     CHECK_DONE();
 }
