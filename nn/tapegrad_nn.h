@@ -152,7 +152,7 @@ TG_API int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
 //     tg_layer_param(l, "s", 3, (int[]){16, 1, 1}, TG_PARAM_ONES);
 //
 // A block of your own: its children are run with tg_layer_forward (see
-// tg_model_residual in nn/model.c, written this way).
+// tg_model_residual in nn/blocks.c, written this way).
 //
 // The model owns its layers, their parameters and buffers. Conv and linear
 // weights and biases start as PyTorch's do, U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
