@@ -13,6 +13,14 @@ int tg__open_regular(const char *who, const char *path, struct stat *st);
 /* "a FIFO", "a character device", "a directory", ... for a file's mode */
 const char *tg__file_kind(mode_t mode);
 
+/* An optimizer's parameters: n >= 1 heap tensors with a gradient buffer (tg_param_new),
+ * none listed twice; 0, or TG_ERR_ARG with a message from who. */
+int tg__check_params(const char *who, tg_tensor *const *params, int n);
+
+/* TG_ERR_NONFINITE from an optimizer (who) whose step met a NaN or an Inf in p's
+ * gradient, naming p and the first such element. */
+int tg__nonfinite_grad(const char *who, const tg_tensor *p);
+
 /* Every layer of m evaluates while on (tg_model_evaluate, tg_model_print), whatever
  * its own flag says; returns what it was. */
 bool tg__model_evaluating(tg_model *m, bool on);

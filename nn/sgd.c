@@ -2,7 +2,7 @@
  * learning-rate schedules. */
 #include "internal.h"
 #include "kernels/kernels.h"
-#include "tapegrad_nn.h"
+#include "nn_internal.h"
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -26,16 +26,16 @@ static int cmp_ptr(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Each parameter a heap tensor with a gradient buffer, none listed twice. */
-static int check_params(tg_tensor *const *params, int n) {
+int tg__check_params(const char *who, tg_tensor *const *params, int n) {
+    if (!params || n < 1) return tg_fail(TG_ERR_ARG, "%s: no parameters", who);
     for (int i = 0; i < n; i++) {
-        if (!params[i]) return tg_fail(TG_ERR_ARG, "sgd: parameter %d is NULL", i);
+        if (!params[i]) return tg_fail(TG_ERR_ARG, "%s: parameter %d is NULL", who, i);
         if (!params[i]->on_heap || !params[i]->grad)
-            return tg_fail(TG_ERR_ARG, "sgd: parameter %d (%s) is not a heap tensor with a gradient (tg_param_new)", i,
-                           params[i]->name[0] ? params[i]->name : "unnamed");
+            return tg_fail(TG_ERR_ARG, "%s: parameter %d (%s) is not a heap tensor with a gradient (tg_param_new)", who,
+                           i, params[i]->name[0] ? params[i]->name : "unnamed");
     }
     tg_tensor **sorted = tg__malloc((size_t)n * sizeof *sorted);
-    if (!sorted) return tg_fail(TG_ERR_NOMEM, "sgd: out of memory");
+    if (!sorted) return tg_fail(TG_ERR_NOMEM, "%s: out of memory", who);
     memcpy(sorted, params, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_ptr);
     int rc = 0;
@@ -47,8 +47,8 @@ static int check_params(tg_tensor *const *params, int n) {
                     if (first < 0) first = k;
                     else second = k;
                 }
-            rc = tg_fail(TG_ERR_ARG, "sgd: parameters %d and %d are the same tensor (%s): each may be listed once",
-                         first, second, sorted[i]->name[0] ? sorted[i]->name : "unnamed");
+            rc = tg_fail(TG_ERR_ARG, "%s: parameters %d and %d are the same tensor (%s): each may be listed once",
+                         who, first, second, sorted[i]->name[0] ? sorted[i]->name : "unnamed");
         }
     tg__free(sorted);
     return rc;
@@ -71,7 +71,7 @@ tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
         tg_fail(TG_ERR_ARG, "sgd: nesterov momentum requires a momentum and zero dampening");
         return NULL;
     }
-    if (check_params(params, n) < 0) return NULL;
+    if (tg__check_params("sgd", params, n) < 0) return NULL;
     tg_sgd *s = tg__calloc(1, sizeof *s);
     if (!s) goto oom;
     s->o = o;
@@ -127,12 +127,15 @@ int tg_sgd_step(tg_sgd *s) {
         if (bad < 0 && atomic_load(&e)) bad = i;
     }
     s->steps->data[0] += 1;
-    if (bad < 0) return 0;
-    const tg_tensor *p = s->params[bad];
+    return bad < 0 ? 0 : tg__nonfinite_grad("sgd", s->params[bad]);
+}
+
+int tg__nonfinite_grad(const char *who, const tg_tensor *p) {
     int64_t j = 0;
     while (j < p->size && isfinite(p->grad[j])) j++;
-    return tg_fail(TG_ERR_NONFINITE, "sgd: the gradient of %s holds %s at element %lld; the step was taken, and the "
-                   "weights it made are not to be trusted", p->name[0] ? p->name : "a parameter",
+    if (j == p->size) j = 0;
+    return tg_fail(TG_ERR_NONFINITE, "%s: the gradient of %s holds %s at element %lld; the step was taken, and the "
+                   "weights it made are not to be trusted", who, p->name[0] ? p->name : "a parameter",
                    isnan(p->grad[j]) ? "NaN" : p->grad[j] > 0 ? "+Inf" : "-Inf", (long long)j);
 }
 

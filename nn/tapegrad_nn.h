@@ -407,6 +407,38 @@ TG_API float tg_sgd_lr(const tg_sgd *o);          /* 0 for NULL */
 /* Momentum buffers and the step count as named tensors, for checkpoints. */
 TG_API int tg_sgd_state(tg_sgd *o, tg_tensor ***state);
 
+/* Adam and AdamW exactly as PyTorch 1.13's torch.optim.Adam and AdamW (without maximize):
+ *   g = grad (+ weight_decay * p for Adam; AdamW instead first does p *= 1 - lr * weight_decay)
+ *   m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
+ *   vmax = max(vmax, v) and v = vmax with amsgrad
+ *   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), t the parameter's step count.
+ * The hyperparameters are doubles, as Python's floats are (0.999 as a float would be 1.3e-5 off).
+ * PyTorch's defaults: TG_ADAM(1e-3) and TG_ADAMW(1e-3), then change a field as needed. */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    bool amsgrad;
+    bool decoupled;      /* AdamW: weight decay applied to the weights, not added to the gradient */
+} tg_adam_opts;
+#define TG_ADAM(lr_) ((tg_adam_opts){.lr = (lr_), .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8})
+#define TG_ADAMW(lr_) ((tg_adam_opts){.lr = (lr_), .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 1e-2, \
+                                      .decoupled = true})
+
+typedef struct tg_adam tg_adam;
+/* params as for tg_sgd_new. NULL on bad options (lr, eps, weight_decay finite and >= 0,
+ * betas in [0, 1)) or bad parameters. */
+TG_API tg_adam *tg_adam_new(tg_tensor *const *params, int n, tg_adam_opts opts);
+TG_API void tg_adam_free(tg_adam *o);
+/* One update of every parameter that requires a gradient (a frozen one is skipped whole, its
+ * step count too); TG_ERR_NONFINITE, naming the first parameter and element, if a gradient held
+ * a NaN or an Inf (the step is taken all the same), as tg_sgd_step. */
+TG_API int tg_adam_step(tg_adam *o);
+TG_API void tg_adam_zero_grad(tg_adam *o);
+TG_API int tg_adam_set_lr(tg_adam *o, double lr);   /* TG_ERR_ARG (lr unchanged) unless lr is finite and >= 0 */
+TG_API double tg_adam_lr(const tg_adam *o);          /* 0 for NULL */
+/* The moments (exp_avg, exp_avg_sq, and max_exp_avg_sq with amsgrad, per parameter) and
+ * every parameter's step count, as named tensors, for checkpoints. */
+TG_API int tg_adam_state(tg_adam *o, tg_tensor ***state);
+
 /* Gradient clipping, as PyTorch 1.13's torch.nn.utils.clip_grad_norm_ and clip_grad_value_,
  * between backward and the optimizer's step.
  * By norm: the norm of all the gradients together (norm_type 2 is the L2 norm of them as one

@@ -539,6 +539,13 @@ static void null_nn(void) {
     FAILS_INT(tg_model_evaluate(NULL, NULL, 1, NULL), TG_ERR_ARG, "model_evaluate: model is NULL");
     FAILS_INT(tg_argmax(NULL, NULL), TG_ERR_ARG, "argmax: tensor is NULL");
     FAILS_INT(tg_clip_grad_norm(NULL, 1, 1.0f, 2.0f, NULL), TG_ERR_ARG, "clip_grad_norm: no parameters");
+    FAILS_PTR(tg_adam_new(NULL, 1, TG_ADAM(1e-3)), TG_ERR_ARG, "adam: no parameters");
+    FAILS_INT(tg_adam_step(NULL), TG_ERR_ARG, "adam_step: optimizer is NULL");
+    FAILS_INT(tg_adam_set_lr(NULL, 0.1), TG_ERR_ARG, "adam_set_lr: optimizer is NULL");
+    FAILS_INT(tg_adam_state(NULL, &list), TG_ERR_ARG, "adam_state: optimizer is NULL");
+    CHECK(tg_adam_lr(NULL) == 0);
+    tg_adam_zero_grad(NULL);
+    tg_adam_free(NULL);
     FAILS_INT(tg_clip_grad_value((tg_tensor *[]){NULL}, 1, 1.0f), TG_ERR_ARG, "clip_grad_value: parameter 0 (NULL)");
     CHECK(tg_layer_set_name(NULL, "x") == NULL);
     CHECK(tg_model_find(NULL, "0") == NULL);

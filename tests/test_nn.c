@@ -232,6 +232,81 @@ static void model_checkpoint(void) {
     tg_model_free(a), tg_model_free(b), tg_model_free(c);
 }
 
+/* Adam and AdamW as PyTorch 1.13 printed them, four steps from p = [1, -2]:
+ *   for name, kw in cases:
+ *       p = torch.tensor([1.0, -2.0], requires_grad=True); o = getattr(torch.optim, name)([p], **kw)
+ *       for g in [[0.5, -1.0], [0.25, 2.0], [-1.5, 0.125], [0.01, -0.01]]:
+ *           p.grad = torch.tensor(g); o.step(); print(p.tolist())
+ * (the last step's small gradient makes v shrink, where amsgrad keeps the largest) */
+static void adam_like_pytorch(void) {
+    tg_adam_opts amsgrad = TG_ADAM(0.1), wd = TG_ADAM(0.1), w = TG_ADAMW(0.1), w2 = TG_ADAMW(0.01);
+    amsgrad.amsgrad = true, wd.weight_decay = 0.1, w.weight_decay = 0.1;
+    w2.beta1 = 0.8, w2.beta2 = 0.99, w2.eps = 1e-3, w2.weight_decay = 0.5, w2.amsgrad = true;
+    const struct {
+        tg_adam_opts o;
+        float want[8];
+    } cases[] = {
+        {TG_ADAM(0.1), /* Adam(lr=0.1) */
+         {0.900000036f, -1.89999998f, 0.806782067f, -1.93661034f, 0.841504395f, -1.96843374f, 0.869583011f, -1.99424148f}},
+        {wd, /* Adam(lr=0.1, weight_decay=0.1) */
+         {0.900000036f, -1.89999998f, 0.805009782f, -1.92501783f, 0.830414236f, -1.94236135f, 0.847765505f, -1.95106077f}},
+        {amsgrad, /* Adam(lr=0.1, amsgrad=True) */
+         {0.900000036f, -1.89999998f, 0.806782067f, -1.93661034f, 0.841504395f, -1.96843374f, 0.86956954f, -1.99422884f}},
+        {w, /* AdamW(lr=0.1, weight_decay=0.1) */
+         {0.890000045f, -1.88f, 0.78788209f, -1.89781034f, 0.814725578f, -1.91065562f, 0.834656954f, -1.91735685f}},
+        {w2, /* AdamW(lr=0.01, betas=(0.8, 0.99), eps=1e-3, weight_decay=0.5, amsgrad=True) */
+         {0.985019982f, -1.98001003f, 0.970968783f, -1.97431731f, 0.970438063f, -1.96787369f, 0.968836725f, -1.9606148f}},
+    };
+    const float grads[4][2] = {{0.5f, -1.0f}, {0.25f, 2.0f}, {-1.5f, 0.125f}, {0.01f, -0.01f}};
+    double worst = 0;
+    for (int c = 0; c < 5; c++) {
+        tg_tensor *p = tg_param_new(1, (int[]){2});
+        p->data[0] = 1, p->data[1] = -2;
+        tg_adam *o = tg_adam_new(&p, 1, cases[c].o);
+        CHECK(o != NULL);
+        for (int k = 0; k < 4 && o; k++) {
+            p->grad[0] = grads[k][0], p->grad[1] = grads[k][1];
+            CHECK_INT(tg_adam_step(o), 0);
+            for (int e = 0; e < 2; e++) {
+                float want = cases[c].want[2 * k + e];
+                worst = fmax(worst, fabs(p->data[e] - want) / fabs(want));
+                CHECK_NEAR(p->data[e], want, 3e-7 * fabsf(want)); /* within 2 ulps */
+            }
+        }
+        tg_tensor **st;
+        CHECK_INT(tg_adam_state(o, &st), cases[c].o.amsgrad ? 4 : 3);
+        CHECK_NEAR(st[cases[c].o.amsgrad ? 3 : 2]->data[0], 4, 0); /* steps */
+        tg_adam_zero_grad(o);
+        CHECK_NEAR(p->grad[1], 0, 0);
+        tg_adam_free(o);
+        tg_tensor_free(p);
+    }
+    printf("adam and adamw vs PyTorch 1.13: worst relative difference %.1e\n", worst);
+    /* a frozen parameter is skipped whole, its step count too; bad options and NaN gradients are named */
+    tg_tensor *a = tg_param_new(1, (int[]){2}), *b = tg_param_new(1, (int[]){2}), *ab[2] = {a, b};
+    tg_tensor_set_name(b, "b");
+    tg_adam *o = tg_adam_new(ab, 2, TG_ADAMW(0.1));
+    tg_tensor_set_requires_grad(a, false);
+    a->data[0] = 1, a->grad[0] = 1;
+    b->grad[0] = NAN;
+    CHECK_INT(tg_adam_step(o), TG_ERR_NONFINITE);
+    CHECK_MSG(tg_last_error(), "adam: the gradient of b holds NaN at element 0; the step was taken");
+    tg_tensor **st;
+    CHECK_INT(tg_adam_state(o, &st), 5);
+    CHECK(st[4]->data[0] == 0 && st[4]->data[1] == 1 && a->data[0] == 1 && st[0]->data[0] == 0);
+    CHECK(!strcmp(st[2]->name, "adam.b.exp_avg") && !strcmp(st[4]->name, "adam.steps"));
+    CHECK_INT(tg_adam_set_lr(o, -1), TG_ERR_ARG);
+    CHECK(tg_adam_lr(o) == 0.1);
+    tg_adam_opts bad = TG_ADAM(0.1);
+    bad.beta2 = 1.0;
+    CHECK(tg_adam_new(&b, 1, bad) == NULL);
+    CHECK_MSG(tg_last_error(), "adam: lr 0.1, betas (0.9, 1), eps 1e-08, weight_decay 0: need");
+    CHECK(tg_adam_new(ab, 0, TG_ADAM(0.1)) == NULL);
+    CHECK_MSG(tg_last_error(), "adam: no parameters");
+    tg_adam_free(o);
+    tg_tensor_free(a), tg_tensor_free(b);
+}
+
 /* Clipping as PyTorch 1.13 printed it:
  *   a = torch.zeros(2,3, requires_grad=True); b = torch.zeros(4, requires_grad=True)
  *   a.grad = torch.tensor([[0.5,-1.25,2.0],[3.0,-0.75,0.125]]); b.grad = torch.tensor([1.5,-2.5,0.25,4.0])
@@ -340,5 +415,6 @@ int main(void) {
     model_checkpoint();
     clipping();
     accumulation();
+    adam_like_pytorch();
     CHECK_DONE();
 }
