@@ -7,21 +7,24 @@
  *   1. decode with stb_image to grey and alpha; transparent pixels become paper
  *   2. invert when the paper is light (the median of the border pixels)
  *   3. stretch: paper (that median) to 0, the strongest ink to 1
- *   4. crop to the ink's bounding box, resample it to 20 pixels on its longer side
+ *   4. crop to the ink's bounding box, resample it to 20 pixels on its longer
+ * side
  *   5. place it so that its centre of mass lands on pixel (14,14)
  *   6. normalise as tg_dataset_new does */
 #include "nn_internal.h"
+#include "stb_image.h"
 #include "tapegrad_nn.h"
 #include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "stb_image.h"
 
 #define FIELD 28
-#define BOX 20          /* the longer side of the digit in the field */
-#define CENTRE 14       /* where MNIST's centres of mass are, in pixel indices (their mean is 14.0) */
+#define BOX 20 /* the longer side of the digit in the field */
+#define CENTRE                                                                                                         \
+    14                  /* where MNIST's centres of mass are, in pixel indices (their mean                             \
+                           is 14.0) */
 #define MIN_CONTRAST 32 /* ink fainter than this against the paper (of 255) is no ink */
 #define INK 0.1         /* of the stretched range: what counts as ink for the bounding box */
 
@@ -30,7 +33,8 @@
 
 /* Grey and alpha pairs g[2i], g[2i+1] into grey g[i] over paper. A transparent
  * background is paper of the shade opposite the visible pixels' mean, so that
- * dark strokes on nothing are dark on white and light strokes light on black. */
+ * dark strokes on nothing are dark on white and light strokes light on black.
+ */
 static void flatten_alpha(uint8_t *g, size_t n) {
     double ink = 0, cover = 0;
     bool opaque = true;
@@ -46,7 +50,8 @@ static void flatten_alpha(uint8_t *g, size_t n) {
     }
 }
 
-/* The median of the border pixels: the paper's shade, even when the digit touches an edge. */
+/* The median of the border pixels: the paper's shade, even when the digit
+ * touches an edge. */
 static int border_median(const uint8_t *g, int w, int h) {
     size_t hist[256] = {0}, n = 0;
     for (int x = 0; x < w; x++) {
@@ -106,7 +111,8 @@ static void resample_line(const float *src, ptrdiff_t ss, int n, float *dst, ptr
 
 // ----------------------------------------------------------------------------
 
-/* The grey image g (w x h) as 28x28 bytes; 0 or a negative TG_ERR_* naming path. */
+/* The grey image g (w x h) as 28x28 bytes; 0 or a negative TG_ERR_* naming
+ * path. */
 static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) {
     int paper = border_median(g, w, h);
     size_t n = (size_t)w * h;
@@ -117,7 +123,9 @@ static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) 
     int peak = 0;
     for (size_t i = 0; i < n; i++) peak = g[i] > peak ? g[i] : peak;
     if (peak - paper < MIN_CONTRAST)
-        return tg_fail(TG_ERR_ARG, "image %s: blank: no ink (the strongest differs from the paper by %d of 255)",
+        return tg_fail(TG_ERR_ARG,
+                       "image %s: blank: no ink (the strongest differs from the "
+                       "paper by %d of 255)",
                        path, peak - paper);
     ink_map m = {g, w, (float)paper, (float)(peak - paper)};
 
@@ -157,9 +165,12 @@ static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) 
             mass += p, cx += (double)p * x, cy += (double)p * y;
         }
     if (mass == 0)
-        return tg_fail(TG_ERR_ARG, "image %s: blank: the ink is too sparse to survive scaling %dx%d to %dx%d", path,
-                       bw, bh, ow, oh);
-    // shift the centre of mass onto (14,14), as far as the field allows without cutting the digit
+        return tg_fail(TG_ERR_ARG,
+                       "image %s: blank: the ink is too sparse to survive scaling "
+                       "%dx%d to %dx%d",
+                       path, bw, bh, ow, oh);
+    // shift the centre of mass onto (14,14), as far as the field allows without
+    // cutting the digit
     int ox = (int)lround(CENTRE - cx / mass), oy = (int)lround(CENTRE - cy / mass);
     ox = ox < 0 ? 0 : ox > FIELD - ow ? FIELD - ow : ox;
     oy = oy < 0 ? 0 : oy > FIELD - oh ? FIELD - oh : oy;
@@ -168,32 +179,92 @@ static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) 
     return 0;
 }
 
-/* 16 megapixels (4096x4096): any photograph of a digit, not a decompression bomb
- * (the fuzzer found a 60-byte TGA asking for 6168x6168) */
+/* 16 megapixels (4096x4096): any photograph of a digit, not a decompression
+ * bomb (the fuzzer found a 60-byte TGA asking for 6168x6168) */
 #define IMAGE_MAX_PIXELS (1 << 24)
+/* 256 MiB: a 48-megapixel photo as PNG is at most about 200 MB */
+#define IMAGE_MAX_BYTES ((size_t)1 << 28)
+
+/* A PNG's chunks each promise a length, and stb_image allocates what the chunk
+ * promises before reading it (the fuzzer found a 102-byte PNG whose IDAT asked
+ * for 335 MB). Every chunk must fit in the bytes the file has. */
+static int check_png_chunks(const char *path, const uint8_t *b, size_t n) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 8 || memcmp(b, sig, 8) != 0) return 0; // not a PNG: stb_image's own checks apply
+    for (size_t at = 8; at + 8 <= n;) {
+        size_t len = (size_t)b[at] << 24 | (size_t)b[at + 1] << 16 | (size_t)b[at + 2] << 8 | b[at + 3];
+        if (len > n - at - 8 || n - at - 8 - len < 4)
+            return tg_fail(TG_ERR_FORMAT,
+                           "image %s: truncated: the PNG chunk %.4s at byte %zu "
+                           "promises %zu bytes, "
+                           "and the file has %zu after it",
+                           path, (const char *)b + at + 4, at, len, n - at - 8);
+        if (memcmp(b + at + 4, "IEND", 4) == 0) break;
+        at += 12 + len;
+    }
+    return 0;
+}
+
+/* The whole file into memory, through the fd already checked to be a regular
+ * file. */
+static uint8_t *read_image_file(const char *path, int fd, const struct stat *st, size_t *n) {
+    if (st->st_size == 0) {
+        tg_fail(TG_ERR_FORMAT, "image %s: the file is empty", path);
+        return NULL;
+    }
+    if ((uint64_t)st->st_size > IMAGE_MAX_BYTES) {
+        tg_fail(TG_ERR_FORMAT, "image %s: %lld bytes is more than the %zu this reads", path, (long long)st->st_size,
+                IMAGE_MAX_BYTES);
+        return NULL;
+    }
+    *n = (size_t)st->st_size;
+    uint8_t *b = malloc(*n);
+    if (!b) {
+        tg_fail(TG_ERR_NOMEM, "image %s: out of memory for %zu bytes", path, *n);
+        return NULL;
+    }
+    size_t got = 0;
+    while (got < *n) {
+        ssize_t r = read(fd, b + got, *n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (r < 0)
+                tg_fail(TG_ERR_IO, "image %s: cannot read: %s", path, strerror(errno));
+            else
+                tg_fail(TG_ERR_FORMAT, "image %s: truncated: it shrank to %zu bytes while being read", path, got);
+            free(b);
+            return NULL;
+        }
+        got += (size_t)r;
+    }
+    return b;
+}
 
 int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels) {
     if (!path) return tg_fail(TG_ERR_ARG, "image_to_mnist: path is NULL");
     if (!out) return tg_fail(TG_ERR_ARG, "image %s: the output is NULL", path);
-    /* a regular file only (a FIFO or a device would hang or never end), read through the fd checked */
+    /* a regular file only (a FIFO or a device would hang or never end), read
+     * through the fd checked */
     struct stat st;
     int fd = tg__open_regular("image", path, &st);
     if (fd < 0) return fd;
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        int rc = tg_fail(TG_ERR_IO, "image %s: cannot open: %s", path, strerror(errno));
-        close(fd);
-        return rc;
-    }
+    size_t n = 0;
+    uint8_t *bytes = read_image_file(path, fd, &st, &n);
+    close(fd);
+    if (!bytes) return tg_last_error_code();
+    int rc = tg__image_bytes_to_mnist(path, bytes, n, out, pixels);
+    free(bytes);
+    return rc;
+}
+
+int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels) {
+    if (check_png_chunks(path, bytes, n) < 0) return tg_last_error_code();
     int w = 0, h = 0, channels = 0;
     /* the header's size first: a small file may claim a picture of gigabytes */
-    if (stbi_info_from_file(f, &w, &h, &channels) && ((int64_t)w * h > IMAGE_MAX_PIXELS)) {
-        fclose(f);
+    if (stbi_info_from_memory(bytes, (int)n, &w, &h, &channels) && ((int64_t)w * h > IMAGE_MAX_PIXELS))
         return tg_fail(TG_ERR_FORMAT, "image %s: %dx%d pixels is more than the %d this reads", path, w, h,
                        IMAGE_MAX_PIXELS);
-    }
-    uint8_t *g = stbi_load_from_file(f, &w, &h, &channels, 2);
-    fclose(f);
+    uint8_t *g = stbi_load_from_memory(bytes, (int)n, &w, &h, &channels, 2);
     if (!g) return tg_fail(TG_ERR_FORMAT, "image %s: cannot decode: %s", path, stbi_failure_reason());
     flatten_alpha(g, (size_t)w * h);
     uint8_t field[FIELD * FIELD];

@@ -13,6 +13,10 @@ int tg__open_regular(const char *who, const char *path, struct stat *st);
 /* "a FIFO", "a character device", "a directory", ... for a file's mode */
 const char *tg__file_kind(mode_t mode);
 
+/* tg_image_to_mnist on a file's bytes already read (n >= 1); path names them in
+ * errors. Split out so that the fuzzer feeds it bytes without files. */
+int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels);
+
 /* An optimizer's parameters: n >= 1 heap tensors with a gradient buffer (tg_param_new),
  * none listed twice; 0, or TG_ERR_ARG with a message from who. */
 int tg__check_params(const char *who, tg_tensor *const *params, int n);

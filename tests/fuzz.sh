@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Builds a libFuzzer target (clang -fsanitize=fuzzer,address,undefined) and runs
-# it for a bounded time from its seed corpus in tests/fuzz/corpus/TARGET, with
-# the regression inputs kept there. New inputs go to a scratch folder.
-# Usage: bash tests/fuzz.sh idx|checkpoint|image [SECONDS, default 30] [BUILD_DIR]
+# it from its seed corpus in tests/fuzz/corpus/TARGET, with the regression
+# inputs kept there. New inputs go to a scratch folder.
+#   RUNS (a number): that many inputs from a fixed seed, the same inputs on every
+#     machine and every run, so a test either always passes or always fails (CI);
+#   SECONDS followed by s (600s): exploring from a fresh random seed for that
+#     long, to find new inputs (by hand; add what it finds to the corpus).
+# Usage: bash tests/fuzz.sh idx|checkpoint|image [RUNS | SECONDSs, default 20000] [BUILD_DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-target=$1 secs=${2:-30} build=${3:-$root/build-fuzz}
+target=$1 budget=${2:-20000} build=${3:-$root/build-fuzz}
+case $budget in
+  *s) limit=(-max_total_time="${budget%s}") ;;
+  *) limit=(-seed=1 -runs="$budget" -reload=0) ;;
+esac
 bash "$root/scripts/install-deps.sh" clang libclang-rt-14-dev >/dev/null
 mkdir -p "$build"
 exe=$build/fuzz_$target
@@ -15,11 +23,16 @@ srcs=("$root"/engine/*.c "$root"/ops/*.c "$root"/ops/kernels/*.c "$root"/nn/*.c)
 clang -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wno-unknown-pragmas -I"$root/engine" -I"$root/ops" -I"$root/ops/kernels" -I"$root/nn" -I/usr/include/stb \
   "$here/fuzz/fuzz_$target.c" "${srcs[@]}" -o "$exe" -lz -lstb -lm
+# a fixed seed alone is not enough: libFuzzer rereads its corpus folder every second
+# (-reload=0 above), and its comparison dictionary picks up
+# pointer values, which differ from run to run with address randomisation
+norand=()
+case $budget in *s) ;; *) if setarch -R true 2>/dev/null; then norand=(setarch -R); else limit+=(-use_cmp=0); fi ;; esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # -rss_limit_mb catches a huge allocation; -max_len keeps inputs small enough to be quick
 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:quarantine_size_mb=32 \
-  "$exe" -max_total_time="$secs" -rss_limit_mb=512 -malloc_limit_mb=256 -max_len=8192 -timeout=10 \
+  "${norand[@]}" "$exe" "${limit[@]}" -rss_limit_mb=512 -malloc_limit_mb=256 -max_len=8192 -timeout=10 \
   -artifact_prefix="$work/" "$work" "$here/fuzz/corpus/$target" 2>"$work/log" || {
   tail -40 "$work/log"
   for a in "$work"/crash-* "$work"/leak-* "$work"/oom-* "$work"/timeout-*; do
@@ -28,4 +41,4 @@ ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:quarantine_size_mb=32 \
   exit 1
 }
 grep -E "^#[0-9]+.*DONE|Done [0-9]+ runs" "$work/log" | tail -1
-echo "fuzz $target: no crash, leak or huge allocation in ${secs}s"
+echo "fuzz $target: no crash, leak or huge allocation in ${limit[*]}"

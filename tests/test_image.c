@@ -5,12 +5,12 @@
  * predict demo's loading: a model's state read back from a checkpoint that
  * also holds the optimizer's. */
 #include "check.h"
+#include "stb_image.h"
+#include "stb_image_write.h"
 #include "tapegrad_nn.h"
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "stb_image.h"
-#include "stb_image_write.h"
 
 static char dir[64];
 
@@ -47,7 +47,8 @@ static double cover(bool (*shape)(double, double), int x, int y, int w, int h) {
 }
 
 /* Writes name.png: the shape in ink over paper, comp channels (1 grey, 3 RGB,
- * 4 RGBA); with 4 channels the paper is transparent and alpha is the coverage. */
+ * 4 RGBA); with 4 channels the paper is transparent and alpha is the coverage.
+ */
 static const char *draw(const char *name, bool (*shape)(double, double), int w, int h, int comp,
                         const unsigned char *paper, const unsigned char *ink) {
     unsigned char *img = malloc((size_t)w * h * comp);
@@ -109,7 +110,8 @@ static void same_digit(void) {
     CHECK_INT(tg_image_to_mnist(p, out, light), 0);
     CHECK(max_diff(dark, light) <= 1); /* the drawing itself rounds 127.5 up both ways */
 
-    /* blue ballpoint on cream paper, in colour: the stretch makes paper 0 and ink 255 */
+    /* blue ballpoint on cream paper, in colour: the stretch makes paper 0 and ink
+     * 255 */
     p = draw("colour.png", in_seven, 100, 100, 3, (const unsigned char[]){245, 235, 205},
              (const unsigned char[]){30, 40, 110});
     CHECK_INT(tg_image_to_mnist(p, out, colour), 0);
@@ -143,7 +145,8 @@ static void sizes(void) {
     CHECK_INT(tg_image_to_mnist(p, out, px), 0);
     check_geometry("one pixel", px, false);
     CHECK(px[5 * 28 + 5] == 255 && px[24 * 28 + 24] == 255 && px[4 * 28 + 4] == 0 && px[25 * 28 + 25] == 0);
-    /* MNIST's own size, a cross touching all four borders: the paper is still the border's median */
+    /* MNIST's own size, a cross touching all four borders: the paper is still the
+     * border's median */
     unsigned char edge[28 * 28];
     for (int i = 0; i < 28 * 28; i++) edge[i] = (i % 28 / 4 == 3 || i / 28 / 4 == 3) ? 0 : 255;
     p = path_of("edge.png");
@@ -167,7 +170,8 @@ static void clipped(void) {
     CHECK_INT(y1, 27);
 }
 
-/* Fails with code, the message names the file (and holds sub); out and pixels unchanged. */
+/* Fails with code, the message names the file (and holds sub); out and pixels
+ * unchanged. */
 static void fails(const char *path, int code, const char *sub) {
     float out[784];
     uint8_t px[784];
@@ -194,11 +198,11 @@ static const char *spit(const char *name, const void *b, size_t len) {
 
 static void errors(void) {
     fails(path_of("missing.png"), TG_ERR_IO, "cannot open: No such file or directory");
-    fails(spit("empty.png", "", 0), TG_ERR_FORMAT, "cannot decode: ");
-    CHECK(strlen(tg_last_error()) > strlen(path_of("empty.png")) + strlen("image : cannot decode: "));
+    fails(spit("empty.png", "", 0), TG_ERR_FORMAT, "the file is empty");
     fails(spit("notes.png", "a digit, honest\n", 16), TG_ERR_FORMAT, "cannot decode: ");
     CHECK_MSG(tg_last_error(), stbi_failure_reason());
-    /* not regular files: refused before stb_image sees them; a FIFO without a writer does not hang */
+    /* not regular files: refused before stb_image sees them; a FIFO without a
+     * writer does not hang */
     fails(dir, TG_ERR_IO, "not a regular file (a directory)");
     fails("/dev/null", TG_ERR_IO, "not a regular file (a character device)");
     const char *fifo = path_of("fifo.png");
@@ -213,8 +217,22 @@ static void errors(void) {
     size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
     if (f) fclose(f);
     CHECK(n > 100 && n < sizeof buf);
-    fails(spit("cut.png", buf, n / 2), TG_ERR_FORMAT, "cannot decode: ");
-    CHECK_MSG(tg_last_error(), stbi_failure_reason());
+    fails(spit("cut.png", buf, n / 2), TG_ERR_FORMAT, "truncated: the PNG chunk IDAT at byte ");
+    /* the whole picture but its last byte: stb_image itself notices nothing, the
+     * chunk walk does */
+    fails(spit("cut1.png", buf, n - 1), TG_ERR_FORMAT, "truncated: the PNG chunk IEND at byte ");
+    /* the fuzzer's 102-byte PNG whose IDAT promises 0x14000025 bytes (stb_image
+     * allocated them first) */
+    static const unsigned char liar[] = {
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+        0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x02, 0x00, 0x00, 0x00, 0xe4, 0x85, 0xaa,
+        0xd6, 0x14, 0x00, 0x00, 0x25, 0x49, 0x44, 0x41, 0x54, 0x78, 0x5e, 0x63, 0x7c, 0xfd, 0xfa, 0x35,
+        0x03, 0x2a, 0xd0, 0xd4, 0xd4, 0x84, 0x08, 0x5c, 0xbf, 0x7e, 0x9d, 0x01, 0x03, 0x30, 0x31, 0x90,
+        0x08, 0x46, 0x35, 0x10, 0x13, 0x60, 0xc3, 0x21, 0x94, 0x00, 0xfd, 0xad, 0x05, 0xd9, 0x3c, 0xe3,
+        0x97, 0xf5, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
+    fails(spit("liar.png", liar, sizeof liar), TG_ERR_FORMAT,
+          "truncated: the PNG chunk IDAT at byte 33 promises 335544357 bytes, "
+          "and the file has 53 after it");
 
     /* blank: white, grey, transparent, white with faint noise */
     unsigned char page[64 * 48 * 4];
@@ -289,14 +307,16 @@ static void predict_loading(void) {
 }
 
 static void clean_dir(void) {
-    const char *names[] = {"dark.png", "light.png", "colour.png", "clear.png", "clear_white.png", "large.png",
-                           "small.png", "dot.png", "edge.png", "lopsided.png", "empty.png", "notes.png",
-                           "whole.png", "cut.png", "white.png", "grey.png", "noise.png", "net.ckpt", "seven.png"};
+    const char *names[] = {"dark.png",  "light.png", "colour.png", "clear.png",    "clear_white.png", "large.png",
+                           "small.png", "dot.png",   "edge.png",   "lopsided.png", "empty.png",       "notes.png",
+                           "whole.png", "cut.png",   "cut1.png",   "liar.png",     "white.png",       "grey.png",
+                           "noise.png", "net.ckpt",  "seven.png"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) unlink(path_of(names[i]));
 }
 
 int main(void) {
-    alarm(60); /* a loader that blocks (on a FIFO) fails the test instead of hanging it */
+    alarm(60); /* a loader that blocks (on a FIFO) fails the test instead of
+                  hanging it */
     snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-image-XXXXXX");
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
