@@ -16,8 +16,8 @@ struct tg_sgd {
     tg_tensor *steps;     /* a scalar: how many steps were taken (buffers are "None" before the first) */
 };
 
-static int check_lr(float lr) {
-    if (!(lr >= 0) || !isfinite(lr)) return tg_fail(TG_ERR_ARG, "sgd: lr %g: must be finite and >= 0", (double)lr);
+static int check_lr(double lr) {
+    if (!(lr >= 0) || !isfinite(lr)) return tg_fail(TG_ERR_ARG, "sgd: lr %g: must be finite and >= 0", lr);
     return 0;
 }
 
@@ -64,7 +64,7 @@ tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
         !isfinite(o.momentum) || !isfinite(o.weight_decay)) {
         tg_fail(TG_ERR_ARG, "sgd: lr %g, momentum %g, weight_decay %g, dampening %g: need lr, momentum, "
                             "weight_decay finite and >= 0 and dampening in [0, 1]",
-                (double)o.lr, (double)o.momentum, (double)o.weight_decay, (double)o.dampening);
+                o.lr, (double)o.momentum, (double)o.weight_decay, (double)o.dampening);
         return NULL;
     }
     if (o.nesterov && (o.momentum <= 0 || o.dampening != 0)) {
@@ -120,7 +120,7 @@ int tg_sgd_step(tg_sgd *s) {
         /* every element on its own: the same result for any thread count; the update's loop
          * (ops/kernels/elementwise.c) also returns the largest exponent of the gradients it read */
         TG_FOR_BLOCKS(p->size, j, k) {
-            uint32_t eb = tg__sgd_update(p->data + j, buf ? buf + j : NULL, p->grad + j, k, o->lr, o->weight_decay,
+            uint32_t eb = tg__sgd_update(p->data + j, buf ? buf + j : NULL, p->grad + j, k, (float)o->lr, o->weight_decay,
                                          o->momentum, o->dampening, o->nesterov, first);
             if (eb == 0x7f800000u) atomic_store(&e, eb); /* a NaN or an Inf */
         }
@@ -154,7 +154,7 @@ int tg_sgd_set_lr(tg_sgd *s, float lr) {
     return 0;
 }
 
-float tg_sgd_lr(const tg_sgd *s) { return s ? s->o.lr : 0.0f; }
+float tg_sgd_lr(const tg_sgd *s) { return s ? (float)s->o.lr : 0.0f; }
 
 int tg_sgd_state(tg_sgd *s, tg_tensor ***state) {
     if (!s || !state) return tg_fail(TG_ERR_ARG, "sgd_state: %s is NULL", !s ? "optimizer" : "state");

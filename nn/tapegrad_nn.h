@@ -77,6 +77,23 @@ TG_API int tg_permutation(int *perm, int n, uint64_t seed);
  * range). Returns B, or a negative TG_ERR_*. */
 TG_API int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels);
 
+/* Random affine distortions for training, as torchvision's RandomAffine: each image is rotated by
+ * an angle in [-degrees, degrees], scaled by a factor in [1 - scale, 1 + scale], and shifted by up
+ * to shift pixels in x and y (each uniform), about the image's centre, then sampled bilinearly;
+ * what falls outside the image is paper (byte 0). All zero: no change. Unlike torchvision, shifts
+ * are not rounded to whole pixels. */
+typedef struct {
+    float degrees, scale, shift;
+} tg_augment;
+/* tg_dataset_batch, with each image distorted by aug (NULL: none). The distortion of the sample
+ * at position start+i of the order depends only on (seed, start+i): the same on any thread
+ * count and batch size, and nothing to save for resuming a run (pass the same seed, e.g. a
+ * run's seed mixed with the epoch). aug's fields must be finite, degrees in [0, 180], scale in
+ * [0, 1), shift in [0, W); else TG_ERR_ARG and x is left as it was. A zero aug gives the same
+ * floats as tg_dataset_batch, bit for bit. */
+TG_API int tg_dataset_batch_augment(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels,
+                                    const tg_augment *aug, uint64_t seed);
+
 // ----------------------------------------------------------------------------
 // checkpoints: named tensors in a versioned, checksummed file, written atomically
 
@@ -383,7 +400,8 @@ TG_API int tg_model_init(tg_model *m, tg_init scheme, uint64_t seed);
  *   g = g + momentum * buf (nesterov) or buf (momentum != 0)
  *   p -= lr * g */
 typedef struct {
-    float lr, momentum, dampening, weight_decay;
+    double lr;   /* a double, as Python's floats are: a schedule computes from it; the steps use its float */
+    float momentum, dampening, weight_decay;
     bool nesterov;
 } tg_sgd_opts;
 
@@ -438,6 +456,74 @@ TG_API double tg_adam_lr(const tg_adam *o);          /* 0 for NULL */
 /* The moments (exp_avg, exp_avg_sq, and max_exp_avg_sq with amsgrad, per parameter) and
  * every parameter's step count, as named tensors, for checkpoints. */
 TG_API int tg_adam_state(tg_adam *o, tg_tensor ***state);
+
+/* One optimizer over SGD, Adam and AdamW, with parameter groups as PyTorch's param_groups:
+ *
+ *     tg_tensor *decay[n], *no_decay[n];                 // weights decay; biases and batch norm's don't
+ *     int nn, nd = tg_params_split_decay(params, n, decay, no_decay, &nn);
+ *     tg_optim *o = tg_optim_sgd(decay, nd, (tg_sgd_opts){.lr = 0.05f, .momentum = 0.9f, .weight_decay = 5e-4f});
+ *     tg_optim_add_group(o, no_decay, nn, 0.05, 0);      // same lr, no weight decay
+ *
+ * Groups share the first one's other options (momentum, betas, ...); at most 8. */
+typedef struct tg_optim tg_optim;
+TG_API tg_optim *tg_optim_sgd(tg_tensor *const *params, int n, tg_sgd_opts opts);    /* NULL as tg_sgd_new */
+TG_API tg_optim *tg_optim_adam(tg_tensor *const *params, int n, tg_adam_opts opts);  /* NULL as tg_adam_new */
+/* A group of more parameters with their own lr and weight decay. TG_ERR_ARG for one already in a group. */
+TG_API int tg_optim_add_group(tg_optim *o, tg_tensor *const *params, int n, double lr, double weight_decay);
+TG_API void tg_optim_free(tg_optim *o);
+/* Steps every group (each as tg_sgd_step or tg_adam_step; the first error is returned). */
+TG_API int tg_optim_step(tg_optim *o);
+TG_API void tg_optim_zero_grad(tg_optim *o);
+TG_API int tg_optim_groups(const tg_optim *o);
+/* group -1 sets every group's lr; TG_ERR_ARG (nothing changed) for a bad group or lr */
+TG_API int tg_optim_set_lr(tg_optim *o, int group, double lr);
+TG_API double tg_optim_lr(const tg_optim *o, int group);  /* as last set (SGD steps with its float) */
+/* Every group's state, in order, as named tensors for checkpoints (group g > 0's step count is
+ * "sgd.steps.g" or "adam.steps.g"). */
+TG_API int tg_optim_state(tg_optim *o, tg_tensor ***state);
+/* Splits params as PyTorch users do for weight decay: tensors of two or more dimensions (conv and
+ * linear weights) into decay, the rest (biases, batch norm's weight and bias) into no_decay; each
+ * with room for n. Returns how many went into decay, *n_no_decay the rest. */
+TG_API int tg_params_split_decay(tg_tensor *const *params, int n, tg_tensor **decay, tg_tensor **no_decay,
+                                 int *n_no_decay);
+
+/* Learning-rate schedules, as PyTorch 1.13's lr_scheduler, at position t (steps taken; PyTorch's
+ * last_epoch), for a group whose lr was base when the schedule was made:
+ *   TG_SCHED_CONSTANT   base
+ *   TG_SCHED_LINEAR     LinearLR: base * (start_factor + (end_factor - start_factor) * min(t, steps) / steps)
+ *   TG_SCHED_STEP       StepLR: base * gamma^floor(t / step_size)
+ *   TG_SCHED_COSINE     CosineAnnealingLR: eta_min + (base - eta_min) * (1 + cos(pi t / steps)) / 2
+ *   TG_SCHED_ONE_CYCLE  OneCycleLR with max_lr base, total_steps steps, cosine annealing, two phases
+ *                       (pct_start 0.3, div_factor 25, final_div_factor 1e4 when 0); the momentum is
+ *                       not cycled (PyTorch's cycle_momentum=False); past the end it stays at the end
+ * warmup > 0 puts a linear warm-up of that many steps first, from base / warmup to base at step
+ * warmup - 1, and starts the schedule at step warmup (SequentialLR of LinearLR(1/warmup, 1,
+ * warmup - 1) and the schedule, milestone warmup). Computed in closed form, in double. */
+typedef enum { TG_SCHED_CONSTANT, TG_SCHED_LINEAR, TG_SCHED_STEP, TG_SCHED_COSINE, TG_SCHED_ONE_CYCLE } tg_sched_kind;
+typedef struct {
+    tg_sched_kind kind;
+    int warmup;                       /* steps of linear warm-up before the schedule; 0: none */
+    int steps;                        /* LINEAR: total_iters; COSINE: T_max; ONE_CYCLE: total_steps */
+    double start_factor, end_factor;  /* LINEAR */
+    int step_size;                    /* STEP */
+    double gamma;                     /* STEP */
+    double eta_min;                   /* COSINE */
+    double pct_start, div_factor, final_div_factor;  /* ONE_CYCLE (0: PyTorch's defaults) */
+} tg_sched_opts;
+
+typedef struct tg_sched tg_sched;
+/* Takes each group's lr as its base and sets the lr of step 0, as PyTorch's constructors do.
+ * NULL for options out of range (the message says which). o is borrowed. */
+TG_API tg_sched *tg_sched_new(tg_optim *o, tg_sched_opts opts);
+TG_API void tg_sched_free(tg_sched *s);
+/* After the optimizer's step: one step on, and every group's lr set for it. */
+TG_API int tg_sched_step(tg_sched *s);
+/* Sets every group's lr for the current position: after loading a checkpoint. */
+TG_API int tg_sched_apply(tg_sched *s);
+TG_API double tg_sched_lr(const tg_sched *s, int group);  /* in double, as PyTorch's scheduler computes it */
+TG_API int64_t tg_sched_position(const tg_sched *s);
+/* The position, "sched.step", as a tensor for checkpoints (the options come from the code). */
+TG_API int tg_sched_state(tg_sched *s, tg_tensor ***state);
 
 /* Gradient clipping, as PyTorch 1.13's torch.nn.utils.clip_grad_norm_ and clip_grad_value_,
  * between backward and the optimizer's step.

@@ -546,6 +546,22 @@ static void null_nn(void) {
     CHECK(tg_adam_lr(NULL) == 0);
     tg_adam_zero_grad(NULL);
     tg_adam_free(NULL);
+    FAILS_PTR(tg_optim_sgd(NULL, 1, (tg_sgd_opts){.lr = 0.1}), TG_ERR_ARG, "optim (sgd): no parameters");
+    FAILS_PTR(tg_optim_adam(NULL, 1, TG_ADAM(1e-3)), TG_ERR_ARG, "optim (adam): no parameters");
+    FAILS_INT(tg_optim_add_group(NULL, NULL, 0, 0.1, 0), TG_ERR_ARG, "optim_add_group: optimizer is NULL");
+    FAILS_INT(tg_optim_step(NULL), TG_ERR_ARG, "optim_step: optimizer is NULL");
+    FAILS_INT(tg_optim_set_lr(NULL, -1, 0.1), TG_ERR_ARG, "optim_set_lr: optimizer is NULL");
+    FAILS_INT(tg_optim_state(NULL, &list), TG_ERR_ARG, "optim_state: optimizer is NULL");
+    FAILS_INT(tg_params_split_decay(NULL, 1, NULL, NULL, NULL), TG_ERR_ARG, "params_split_decay: an argument is NULL");
+    CHECK(tg_optim_lr(NULL, 0) == 0 && tg_optim_groups(NULL) == 0);
+    tg_optim_zero_grad(NULL);
+    tg_optim_free(NULL);
+    FAILS_PTR(tg_sched_new(NULL, (tg_sched_opts){0}), TG_ERR_ARG, "sched: optimizer is NULL");
+    FAILS_INT(tg_sched_step(NULL), TG_ERR_ARG, "sched_step: schedule is NULL");
+    FAILS_INT(tg_sched_apply(NULL), TG_ERR_ARG, "sched_apply: schedule is NULL");
+    FAILS_INT(tg_sched_state(NULL, &list), TG_ERR_ARG, "sched_state: schedule is NULL");
+    CHECK(tg_sched_lr(NULL, 0) == 0 && tg_sched_position(NULL) == 0);
+    tg_sched_free(NULL);
     FAILS_INT(tg_clip_grad_value((tg_tensor *[]){NULL}, 1, 1.0f), TG_ERR_ARG, "clip_grad_value: parameter 0 (NULL)");
     CHECK(tg_layer_set_name(NULL, "x") == NULL);
     CHECK(tg_model_find(NULL, "0") == NULL);
@@ -728,6 +744,13 @@ static void files(void) {
     FAILS_INT(tg_dataset_batch(ds, NULL, 4, x4, labels), TG_ERR_SHAPE, "dataset_batch: x holds 4 samples but only 1");
     CHECK_INT(tg_dataset_batch(ds, NULL, 4, x1, labels), 1);
     FAILS_INT(tg_dataset_batch(ds, (int[]){0, 1, 2, 3, 9}, 4, x1, labels), TG_ERR_ARG, "perm[4] is 9");
+    tg_augment aug = {10, 0.1f, 1}, bad = {10, 0.1f, 2}; /* the images are 2 wide */
+    FAILS_INT(tg_dataset_batch_augment(NULL, NULL, 0, x4, labels, &aug, 1), TG_ERR_ARG,
+              "dataset_batch: dataset is NULL");
+    FAILS_INT(tg_dataset_batch_augment(ds, NULL, 0, NULL, labels, &aug, 1), TG_ERR_ARG, "dataset_batch: x is NULL");
+    FAILS_INT(tg_dataset_batch_augment(ds, NULL, 0, x4, labels, &bad, 1), TG_ERR_ARG,
+              "aug degrees 10, scale 0.1, shift 2");
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, x4, labels, NULL, 1), 4);
     tg_tape_free(t);
     tg_dataset_free(ds);
     tg_tensor_free(w);
