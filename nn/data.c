@@ -354,7 +354,58 @@ int tg_permutation(int *perm, int n, uint64_t seed) {
     return 0;
 }
 
+/* Four uniforms in [0, 1) for the sample at position pos of an epoch's order,
+ * from (seed, pos) alone: any thread, any batch size, in any order. The key is
+ * hashed once so that neighbouring positions' streams do not overlap (with a
+ * plain seed + pos the streams of pos and pos+1 would be one step apart). */
+static void augment_draws(uint64_t seed, int pos, double u[4]) {
+    uint64_t s = seed ^ (uint64_t)pos * 0xd1b54a32d192ed03ull;
+    s = splitmix64(&s);
+    for (int k = 0; k < 4; k++) u[k] = (double)(splitmix64(&s) >> 11) * 0x1p-53;
+}
+
+/* The byte image at a point (x, y) in pixel units, bilinear, outside = 0, in
+ * [0, 255]. */
+static double sample_bilinear(const uint8_t *p, int h, int w, double x, double y) {
+    /* far outside: nothing, and no int overflow from a point thousands of images away */
+    if (!(x > -1 && x < w && y > -1 && y < h)) return 0;
+    int x0 = (int)floor(x), y0 = (int)floor(y);
+    double fx = x - x0, fy = y - y0, sum = 0;
+    for (int dy = 0; dy < 2; dy++)
+        for (int dx = 0; dx < 2; dx++) {
+            int xx = x0 + dx, yy = y0 + dy;
+            double wgt = (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy);
+            if (xx >= 0 && xx < w && yy >= 0 && yy < h && wgt != 0) sum += wgt * p[(size_t)yy * w + xx];
+        }
+    return sum;
+}
+
+/* out[h*w] = image p distorted by angle a (radians), scale s and shift (tx, ty), normalised.
+ * Each output pixel o looks up the input at C + R(-a) (o - C - t) / s, the inverse of
+ * "rotate by a and scale by s about the centre C, then shift by t", in doubles. A positive
+ * angle turns the picture counter-clockwise as seen (y pointing down), as torchvision's. */
+static void augment_image(float *out, const uint8_t *p, int h, int w, double a, double s, double tx, double ty,
+                          float mean, float std) {
+    double cx = (w - 1) / 2.0, cy = (h - 1) / 2.0, c = cos(a), sn = sin(a);
+    for (int oy = 0; oy < h; oy++)
+        for (int ox = 0; ox < w; ox++) {
+            double u = (ox - cx - tx) / s, v = (oy - cy - ty) / s;
+            double level = sample_bilinear(p, h, w, cx + c * u - sn * v, cy + sn * u + c * v);
+            /* the same float arithmetic as tg_dataset_new's value[]: an identity map (level a
+             * whole byte) gives value[byte] bit for bit */
+            out[(size_t)oy * w + ox] = ((float)level / 255.0f - mean) / std;
+        }
+}
+
+/* A bilinear sample costs some tens of flops: this many are worth a thread. */
+#define AUGMENT_MIN_PER_THREAD 2048
+
 int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels) {
+    return tg_dataset_batch_augment(ds, perm, start, x, labels, NULL, 0);
+}
+
+int tg_dataset_batch_augment(const tg_dataset *ds, const int *perm, int start, tg_tensor *x, int32_t *labels,
+                             const tg_augment *aug, uint64_t seed) {
     if (!ds || !x) return tg_fail(TG_ERR_ARG, "dataset_batch: %s is NULL", !ds ? "dataset" : "x");
     char buf[64];
     if (x->ndim != 4 || x->shape[1] != 1 || x->shape[2] != ds->h || x->shape[3] != ds->w)
@@ -375,11 +426,34 @@ int tg_dataset_batch(const tg_dataset *ds, const int *perm, int start, tg_tensor
         if (perm[start + i] < 0 || perm[start + i] >= ds->n)
             return tg_fail(TG_ERR_ARG, "dataset_batch: perm[%d] is %d, outside [0, %d)", start + i, perm[start + i],
                            ds->n);
+    if (aug && (!isfinite(aug->degrees) || !isfinite(aug->scale) || !isfinite(aug->shift) ||
+                !(aug->degrees >= 0 && aug->degrees <= 180) || !(aug->scale >= 0 && aug->scale < 1) ||
+                !(aug->shift >= 0 && aug->shift < ds->w)))
+        return tg_fail(TG_ERR_ARG,
+                       "dataset_batch: aug degrees %g, scale %g, shift %g: needs degrees in [0, 180], scale in "
+                       "[0, 1), shift in [0, %d) (the width), all finite",
+                       (double)aug->degrees, (double)aug->scale, (double)aug->shift, ds->w);
     size_t plane = (size_t)ds->h * ds->w;
+    if (!aug) {
+        for (int i = 0; i < b; i++) {
+            int k = perm ? perm[start + i] : start + i;
+            const uint8_t *p = ds->pixels + (size_t)k * plane;
+            for (size_t j = 0; j < plane; j++) x->data[i * plane + j] = ds->value[p[j]];
+            if (labels) labels[i] = ds->labels[k];
+        }
+        return b;
+    }
+    /* each image alone, its draws from (seed, its position): the same for any thread count */
+#pragma omp parallel for num_threads(tg__threads_for((int64_t)b * plane, AUGMENT_MIN_PER_THREAD)) schedule(static)
     for (int i = 0; i < b; i++) {
         int k = perm ? perm[start + i] : start + i;
-        const uint8_t *p = ds->pixels + (size_t)k * plane;
-        for (size_t j = 0; j < plane; j++) x->data[i * plane + j] = ds->value[p[j]];
+        double u[4];
+        augment_draws(seed, start + i, u);
+        double a = aug->degrees * (2 * u[0] - 1) * (3.14159265358979323846 / 180); /* M_PI is not C11's */
+        double s = 1 + aug->scale * (2 * u[1] - 1);
+        double tx = aug->shift * (2 * u[2] - 1), ty = aug->shift * (2 * u[3] - 1);
+        augment_image(x->data + i * plane, ds->pixels + (size_t)k * plane, ds->h, ds->w, a, s, tx, ty, ds->mean,
+                      ds->std);
         if (labels) labels[i] = ds->labels[k];
     }
     return b;

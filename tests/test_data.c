@@ -1,6 +1,6 @@
 /* test_data.c: IDX files plain and gzip-compressed, their errors, datasets,
  * normalisation, the seeded permutation and mini-batches, on small files
- * written to a temporary directory.
+ * written to a temporary directory; augmented batches on datasets made in memory.
  *
  * By hand, on real files (not part of the suite):
  *     test_data DIR [DIR...]    e.g. data/mnist /usr/share/datasets/fashion-mnist
@@ -472,6 +472,218 @@ static void batches(void) {
 }
 
 // ----------------------------------------------------------------------------
+// augmented batches
+
+/* A dataset made in memory, n images h x w, bytes from fill (NULL: zeros), value[] as tg_dataset_new fills it. */
+static tg_dataset *hand_set(int n, int h, int w, float mean, float std, uint8_t (*fill)(int i, int j)) {
+    tg_dataset *ds = calloc(1, sizeof *ds);
+    ds->n = n, ds->h = h, ds->w = w, ds->mean = mean, ds->std = std, ds->classes = 10;
+    ds->pixels = calloc((size_t)n * h * w, 1);
+    ds->labels = calloc((size_t)n, sizeof *ds->labels);
+    for (int i = 0; i < n; i++) {
+        ds->labels[i] = i % 10;
+        for (int j = 0; fill && j < h * w; j++) ds->pixels[(size_t)i * h * w + j] = fill(i, j);
+    }
+    for (int v = 0; v < 256; v++) ds->value[v] = ((float)v / 255.0f - mean) / std;
+    return ds;
+}
+
+/* bytes that change from pixel to pixel and image to image, 0 and 255 included */
+static uint8_t mixed(int i, int j) { return (uint8_t)(j % 5 == 0 ? 0 : j % 7 == 0 ? 255 : (i * 31 + j * 13) % 256); }
+
+static bool same_floats(const tg_tensor *a, const tg_tensor *b) {
+    return a->size == b->size && memcmp(a->data, b->data, (size_t)a->size * sizeof(float)) == 0;
+}
+
+/* A zero distortion, or none, gives tg_dataset_batch's floats bit for bit. */
+static void augment_identity(void) {
+    write_set("train", 5, 5, false);
+    tg_dataset *files = tg_dataset_new(dir, "train", 0, TG_MNIST_MEAN, TG_MNIST_STD);
+    tg_dataset *hand = hand_set(6, 28, 28, 0.2860f, 0.3530f, mixed);
+    CHECK(files != NULL);
+    tg_dataset *sets[2] = {files, hand};
+    tg_tape *t = tg_tape_new();
+    for (int d = 0; d < 2 && files; d++) {
+        tg_dataset *ds = sets[d];
+        int perm[6];
+        tg_permutation(perm, ds->n, 11);
+        int b = ds->n - 1;
+        tg_tensor *plain = tg_tensor_tape(t, 4, (int[]){b, 1, ds->h, ds->w});
+        tg_tensor *zero = tg_tensor_tape(t, 4, (int[]){b, 1, ds->h, ds->w});
+        tg_tensor *none = tg_tensor_tape(t, 4, (int[]){b, 1, ds->h, ds->w});
+        int32_t lp[6], lz[6], ln[6];
+        CHECK_INT(tg_dataset_batch(ds, perm, 1, plain, lp), b);
+        CHECK_INT(tg_dataset_batch_augment(ds, perm, 1, zero, lz, &(tg_augment){0, 0, 0}, 99), b);
+        CHECK_INT(tg_dataset_batch_augment(ds, perm, 1, none, ln, NULL, 99), b);
+        CHECK(same_floats(plain, zero));
+        CHECK(same_floats(plain, none));
+        CHECK(memcmp(lp, lz, (size_t)b * sizeof *lp) == 0 && memcmp(lp, ln, (size_t)b * sizeof *lp) == 0);
+        tg_tape_reset(t);
+    }
+    tg_tape_free(t);
+    tg_dataset_free(files);
+    tg_dataset_free(hand);
+    clean_dir();
+}
+
+/* The geometry, on one bright pixel at the centre of a 7x7 field. A pure shift by t moves its
+ * mass, whole (bilinear weights sum to 1), to a centre of mass at exactly centre + t, |t| <= shift
+ * on each axis, and spreads it over at most a 2x2 block. A pure rotation about the centre leaves
+ * the centre pixel where it is. */
+static uint8_t dot(int i, int j) {
+    (void)i;
+    return j == 3 * 7 + 3 ? 255 : 0;
+}
+
+static void augment_geometry(void) {
+    enum { N = 200 };
+    const float mean = 0.1307f, std = 0.3081f;
+    tg_dataset *ds = hand_set(N, 7, 7, mean, std, dot);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){N, 1, 7, 7});
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, x, NULL, &(tg_augment){0, 0, 1.5f}, 5), N);
+    double lo[2] = {9, 9}, hi[2] = {-9, -9};
+    bool spread_ok = true;
+    for (int i = 0; i < N; i++) {
+        double mass = 0, mx = 0, my = 0;
+        int lit = 0, x0 = 99, y0 = 99, x1 = -1, y1 = -1;
+        for (int j = 0; j < 49; j++) {
+            double level = ((double)x->data[49 * i + j] * std + mean) * 255; /* back to bytes */
+            if (fabs(level) < 1e-3) continue;
+            int px = j % 7, py = j / 7;
+            mass += level, mx += level * px, my += level * py, lit++;
+            x0 = px < x0 ? px : x0, x1 = px > x1 ? px : x1, y0 = py < y0 ? py : y0, y1 = py > y1 ? py : y1;
+        }
+        CHECK_NEAR(mass, 255, 1e-2);
+        double tx = mx / mass - 3, ty = my / mass - 3;
+        CHECK(fabs(tx) <= 1.5 + 1e-4 && fabs(ty) <= 1.5 + 1e-4);
+        spread_ok &= lit >= 1 && x1 - x0 <= 1 && y1 - y0 <= 1;
+        lo[0] = tx < lo[0] ? tx : lo[0], hi[0] = tx > hi[0] ? tx : hi[0];
+        lo[1] = ty < lo[1] ? ty : lo[1], hi[1] = ty > hi[1] ? ty : hi[1];
+    }
+    CHECK(spread_ok);
+    /* the shifts cover their range, both ways, on both axes (200 uniform draws each) */
+    for (int a = 0; a < 2; a++) CHECK(lo[a] < -1.3 && hi[a] > 1.3);
+
+    /* rotation alone, up to half a turn: the centre is fixed, and so is the dot's byte there */
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, x, NULL, &(tg_augment){180, 0, 0}, 6), N);
+    bool centre = true, turned = false;
+    for (int i = 0; i < N; i++) {
+        centre &= x->data[49 * i + 24] == ds->value[255];
+        turned |= x->data[49 * i + 25] != ds->value[0];
+    }
+    CHECK(centre);
+    CHECK(turned); /* yet the pixels around it did change */
+    tg_tape_free(t);
+    tg_dataset_free(ds);
+}
+
+/* The same seed, the same batch; another seed, another; any batch size, any thread count. */
+static void augment_determinism(void) {
+    enum { N = 16 };
+    tg_dataset *ds = hand_set(N, 28, 28, TG_MNIST_MEAN, TG_MNIST_STD, mixed);
+    tg_augment aug = {15, 0.1f, 2};
+    int perm[N];
+    tg_permutation(perm, N, 3);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *a = tg_tensor_tape(t, 4, (int[]){4, 1, 28, 28}), *b = tg_tensor_tape(t, 4, (int[]){4, 1, 28, 28});
+    tg_tensor *c = tg_tensor_tape(t, 4, (int[]){4, 1, 28, 28});
+    int32_t la[4], lc[4];
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 0, a, la, &aug, 42), 4);
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 0, b, NULL, &aug, 42), 4);
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 0, c, lc, &aug, 43), 4);
+    CHECK(same_floats(a, b));
+    CHECK(!same_floats(a, c));
+    for (int i = 0; i < 4; i++) CHECK_INT(la[i], ds->labels[perm[i]]);
+    CHECK(memcmp(la, lc, sizeof la) == 0); /* labels do not move */
+    tg_tensor *plain = tg_tensor_tape(t, 4, (int[]){4, 1, 28, 28});
+    tg_dataset_batch(ds, perm, 0, plain, NULL);
+    for (int i = 0; i < 4; i++) /* every image distorted */
+        CHECK(memcmp(a->data + 784 * i, plain->data + 784 * i, 784 * sizeof(float)) != 0);
+
+    /* a batch of 4 is two batches of 2 */
+    tg_tensor *h0 = tg_tensor_tape(t, 4, (int[]){2, 1, 28, 28}), *h1 = tg_tensor_tape(t, 4, (int[]){2, 1, 28, 28});
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 0, h0, NULL, &aug, 42), 2);
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 2, h1, NULL, &aug, 42), 2);
+    CHECK(memcmp(h0->data, a->data, 2 * 784 * sizeof(float)) == 0);
+    CHECK(memcmp(h1->data, a->data + 2 * 784, 2 * 784 * sizeof(float)) == 0);
+
+    /* one thread or two (16 images of 784 pixels are enough to split) */
+    tg_tensor *one = tg_tensor_tape(t, 4, (int[]){N, 1, 28, 28}), *two = tg_tensor_tape(t, 4, (int[]){N, 1, 28, 28});
+    tg_set_threads(1);
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 0, one, NULL, &aug, 7), N);
+    tg_set_threads(2);
+    CHECK_INT(tg_dataset_batch_augment(ds, perm, 0, two, NULL, &aug, 7), N);
+    tg_set_threads(0);
+    CHECK(same_floats(one, two));
+    CHECK(memcmp(one->data, a->data, 784 * sizeof(float)) != 0); /* seed 7 is not seed 42 */
+    tg_tape_free(t);
+    tg_dataset_free(ds);
+}
+
+/* The most a distortion can do keeps every value within [value[0], value[255]]. */
+static void augment_range(void) {
+    enum { N = 32 };
+    tg_dataset *ds = hand_set(N, 28, 28, 0.5f, 0.25f, mixed);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){N, 1, 28, 28});
+    tg_augment most[] = {{180, 0, 0}, {180, 0.99f, 27.9f}, {90, 0.5f, 5}};
+    for (int k = 0; k < 3; k++) {
+        CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, x, NULL, &most[k], (uint64_t)k), N);
+        bool inside = true;
+        for (int64_t j = 0; j < x->size; j++) inside &= x->data[j] >= ds->value[0] && x->data[j] <= ds->value[255];
+        CHECK(inside);
+    }
+    tg_tape_free(t);
+    tg_dataset_free(ds);
+}
+
+/* Bad distortions are refused, x and labels untouched. */
+static void augment_bad(void) {
+    tg_dataset *ds = hand_set(3, 4, 5, TG_MNIST_MEAN, TG_MNIST_STD, mixed);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 1, 4, 5});
+    struct {
+        tg_augment aug;
+        const char *msg;
+    } bad[] = {
+        {{-1, 0, 0}, "dataset_batch: aug degrees -1, scale 0, shift 0: needs degrees in [0, 180], scale in [0, 1), "
+                     "shift in [0, 5) (the width), all finite"},
+        {{180.5f, 0, 0}, "aug degrees 180.5,"},
+        {{NAN, 0, 0}, "aug degrees nan,"},
+        {{INFINITY, 0, 0}, "aug degrees inf,"},
+        {{0, -0.1f, 0}, "scale -0.1,"},
+        {{0, 1, 0}, "scale 1,"},
+        {{0, NAN, 0}, "scale nan,"},
+        {{0, 0, -1}, "shift -1:"},
+        {{0, 0, 5}, "shift 5:"},
+        {{0, 0, INFINITY}, "shift inf:"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        for (int j = 0; j < 40; j++) x->data[j] = 123;
+        int32_t labels[2] = {-1, -1};
+        CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, x, labels, &bad[k].aug, 1), TG_ERR_ARG);
+        CHECK_MSG(tg_last_error(), bad[k].msg);
+        bool kept = labels[0] == -1 && labels[1] == -1;
+        for (int j = 0; j < 40; j++) kept &= x->data[j] == 123;
+        CHECK(kept);
+    }
+    /* the edges of the ranges are fine */
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, x, NULL, &(tg_augment){180, 0.999f, 4.99f}, 1), 2);
+    /* tg_dataset_batch's own checks come first, with its messages */
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 3, x, NULL, &(tg_augment){1, 0, 0}, 1), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "dataset_batch: start 3 is outside [0, 3)");
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 2, x, NULL, &(tg_augment){1, 0, 0}, 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "dataset_batch: x holds 2 samples but only 1 are left from start 2");
+    CHECK_INT(tg_dataset_batch_augment(NULL, NULL, 0, x, NULL, &(tg_augment){1, 0, 0}, 1), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "dataset_batch: dataset is NULL");
+    CHECK_INT(tg_dataset_batch_augment(ds, NULL, 0, NULL, NULL, NULL, 1), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "dataset_batch: x is NULL");
+    tg_tape_free(t);
+    tg_dataset_free(ds);
+}
+
+// ----------------------------------------------------------------------------
 // by hand: real data sets
 
 static int real(int argc, char **argv) {
@@ -514,6 +726,11 @@ int main(int argc, char **argv) {
     datasets();
     shuffling();
     batches();
+    augment_identity();
+    augment_geometry();
+    augment_determinism();
+    augment_range();
+    augment_bad();
     clean_dir();
     CHECK(rmdir(dir) == 0);
     CHECK_DONE();
