@@ -3,8 +3,9 @@
  * with a squeeze-and-excitation gate (MobileNetV2's block, SE as in
  * MobileNetV3), built with the model API's blocks.
  *
- *   build/demos/fashion [--data DIR] [--epochs N] [--batch N] [--lr X] [--threads N] [--seed N]
- *                       [--limit N] [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE]
+ *   build/demos/fashion [--data DIR] [--epochs N] [--batch N] [--lr X] [--optim sgd|adam|adamw]
+ *                       [--augment] [--threads N] [--seed N] [--limit N] [--test-limit N]
+ *                       [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]
  *
  * Data: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist). The
  * training loop is demos/trainer.c's; this file brings the net and prints the
@@ -80,14 +81,20 @@ int main(int argc, char **argv) {
     demo_options o = demo_parse(argc, argv, (demo_options){
         .prog = "fashion", .data = "/usr/share/datasets/fashion-mnist", .out = ".", .epochs = 6, .batch = 64,
         .lr = 0.05f, .momentum = 0.9f, .nesterov = true, .weight_decay = 5e-4f, .seed = 42, .warmup = 200,
-        .usage = "[--data DIR] [--epochs N] [--batch N] [--lr X] [--threads N] [--seed N]\n"
-                 "               [--limit N] [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE]"});
+        .aug = {.degrees = 5, .scale = 0.05f, .shift = 2}, /* clothes are upright: milder than digits */
+        .usage = "[--data DIR] [--epochs N] [--batch N] [--lr X] [--optim sgd|adam|adamw]\n"
+                 "               [--augment] [--threads N] [--seed N] [--limit N] [--test-limit N]\n"
+                 "               [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]"});
     tg_dataset *train, *test;
     demo_data(&o, 0.2860f, 0.3530f, "install Debian's dataset-fashion-mnist, or give --data DIR with its four files",
               &train, &test);
     tg_model *m = net_new(o.seed);
     int32_t *pred = malloc((size_t)test->n * sizeof *pred);
     double acc = demo_train(&o, m, train, test, pred);
+    if (acc < 0) { /* --stop-after: the rest is the resumed run's */
+        free(pred), tg_model_free(m), tg_dataset_free(train), tg_dataset_free(test);
+        return 0;
+    }
 
     int confusion[10][10] = {{0}};
     for (int i = 0; i < test->n; i++) confusion[test->labels[i]][pred[i]]++;

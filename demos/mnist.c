@@ -1,8 +1,9 @@
 /* mnist.c: train a small CNN on MNIST with tapegrad.
  *
  *   build/demos/mnist [--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]
- *                     [--threads N] [--seed N] [--limit N] [--test-limit N] [--warmup STEPS]
- *                     [--save FILE] [--load FILE] [--out DIR]
+ *                     [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]
+ *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
+ *                     [--resume FILE] [--stop-after STEPS]
  *   TG_TAPE_DUMP=FILE build/demos/mnist ...   also writes the first step's tape (tg_tape_dump) to FILE
  *
  * The training loop is demos/trainer.c's (shared with demos/fashion); this
@@ -81,9 +82,11 @@ int main(int argc, char **argv) {
     demo_options o = demo_parse(argc, argv, (demo_options){
         .prog = "mnist", .data = "data/mnist", .net = "resnet", .out = ".", .epochs = 5, .batch = 64, .lr = 0.05f,
         .momentum = 0.9f, .weight_decay = 5e-4f, .seed = 42, .warmup = 200,
+        .aug = {.degrees = 10, .scale = 0.1f, .shift = 2}, /* as torchvision's RandomAffine(10, (0.07, 0.07), (0.9, 1.1)) */
         .usage = "[--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]\n"
-                 "             [--threads N] [--seed N] [--limit N] [--test-limit N] [--warmup STEPS]\n"
-                 "             [--save FILE] [--load FILE] [--out DIR]"});
+                 "             [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]\n"
+                 "             [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]\n"
+                 "             [--resume FILE] [--stop-after STEPS]"});
     tg_dataset *train, *test;
     demo_data(&o, TG_MNIST_MEAN, TG_MNIST_STD, "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files",
               &train, &test);
@@ -91,6 +94,10 @@ int main(int argc, char **argv) {
     if (!m) demo_usage(&o, "--net must be mlp, lenet or resnet");
     int32_t *pred = malloc((size_t)test->n * sizeof *pred);
     double acc = demo_train(&o, m, train, test, pred);
+    if (acc < 0) { /* --stop-after: the rest is the resumed run's */
+        free(pred), tg_model_free(m), tg_dataset_free(train), tg_dataset_free(test);
+        return 0;
+    }
 
     char path[4096];
     snprintf(path, sizeof path, "%s/mnist_errors.png", o.out);

@@ -1,7 +1,8 @@
-/* trainer.c: the training loop the demos share: SGD with momentum and weight
- * decay, a linear warm-up then cosine decay, a test after every epoch,
- * checkpoints of the model and the optimizer. Reads top to bottom: options,
- * data, progress, evaluation, the loop (forward, loss, backward, step, reset). */
+/* trainer.c: the training loop the demos share: SGD with momentum (or Adam,
+ * AdamW) and weight decay on the weights only, a linear warm-up then cosine
+ * decay, a test after every epoch, checkpoints a run resumes from exactly.
+ * Reads top to bottom: options, data, progress, evaluation, what a checkpoint
+ * holds, the loop (forward, loss, backward, step, reset). */
 #include "trainer.h"
 #include <math.h>
 #include <stdio.h>
@@ -30,6 +31,10 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         else if (!strcmp(a, "--net")) o.net = NEXT();
         else if (!strcmp(a, "--save")) o.save = NEXT();
         else if (!strcmp(a, "--load")) o.load = NEXT();
+        else if (!strcmp(a, "--resume")) o.resume = NEXT();
+        else if (!strcmp(a, "--optim")) o.optim = NEXT();
+        else if (!strcmp(a, "--augment")) o.augment = true;
+        else if (!strcmp(a, "--stop-after")) o.stop_after = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--out")) o.out = NEXT();
         else if (!strcmp(a, "--epochs")) o.epochs = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--batch")) o.batch = (int)strtol(NEXT(), &end, 10);
@@ -44,8 +49,15 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         if (end && *end) demo_usage(&o, "bad number");
 #undef NEXT
     }
-    if (o.epochs < 0 || o.batch < 2 || o.limit < 0 || o.test_limit < 0 || o.warmup < 1 || !(o.lr > 0))
-        demo_usage(&o, "need --epochs >= 0, --batch >= 2, --lr > 0, --warmup >= 1, --limit and --test-limit >= 0");
+    if (o.epochs < 0 || o.batch < 2 || o.limit < 0 || o.test_limit < 0 || o.warmup < 1 || !(o.lr > 0) ||
+        o.stop_after < 0)
+        demo_usage(&o, "need --epochs >= 0, --batch >= 2, --lr > 0, --warmup >= 1, --limit, --test-limit and "
+                       "--stop-after >= 0");
+    if (!o.optim) o.optim = "sgd";
+    if (strcmp(o.optim, "sgd") && strcmp(o.optim, "adam") && strcmp(o.optim, "adamw"))
+        demo_usage(&o, "--optim must be sgd, adam or adamw");
+    if (o.stop_after && !o.save) demo_usage(&o, "--stop-after needs --save FILE to resume from");
+    if (o.load && o.resume) demo_usage(&o, "--load (the weights) or --resume (the whole run), not both");
     return o;
 }
 
@@ -91,41 +103,102 @@ static double evaluate(const demo_options *o, tg_model *m, const tg_dataset *ds,
 // ----------------------------------------------------------------------------
 // the loop
 
+/* Everything a run is, as named tensors, so a checkpoint resumes it exactly: the model's
+ * parameters and buffers, the optimizer's moments and step counts, the schedule's position,
+ * then the loop's own: the steps taken, the tape's random state (dropout's masks) and what
+ * the run was (batch, images, epochs, seed) so that a resume with other settings is refused.
+ * The data order needs nothing more: each epoch's order comes from the seed and the epoch. */
+enum { RUN_STEP, RUN_RNG, RUN_BATCH = RUN_RNG + 4, RUN_N, RUN_EPOCHS, RUN_SEED, RUN_LEN = RUN_SEED + 4 };
+
+/* a 64-bit value in four floats of 16 bits each: each exact */
+static void put64(float *f, uint64_t v) {
+    for (int i = 0; i < 4; i++) f[i] = (float)((v >> (16 * i)) & 0xffff);
+}
+static uint64_t get64(const float *f) {
+    uint64_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint64_t)f[i] << (16 * i);
+    return v;
+}
+
+static tg_optim *make_optimizer(const demo_options *o, tg_model *m) {
+    tg_tensor **params;
+    int n = tg_model_params(m, &params), nn;
+    tg_tensor **decay = malloc((size_t)n * sizeof *decay), **no_decay = malloc((size_t)n * sizeof *no_decay);
+    int nd = tg_params_split_decay(params, n, decay, no_decay, &nn);
+    tg_optim *opt = NULL;
+    if (!strcmp(o->optim, "sgd"))
+        opt = tg_optim_sgd(decay, nd, (tg_sgd_opts){o->lr, o->momentum, 0, o->weight_decay, o->nesterov});
+    else {
+        tg_adam_opts a = !strcmp(o->optim, "adamw") ? TG_ADAMW(o->lr) : TG_ADAM(o->lr);
+        a.weight_decay = o->weight_decay;
+        opt = tg_optim_adam(decay, nd, a);
+    }
+    /* biases and batch norm's weights and biases: no weight decay, as PyTorch users configure */
+    if (!opt || (nn && tg_optim_add_group(opt, no_decay, nn, o->lr, 0) < 0)) demo_die(o, "optimizer", NULL);
+    free(decay), free(no_decay);
+    return opt;
+}
+
 double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, const tg_dataset *test, int32_t *pred) {
-    tg_tensor **params, **mstate, **ostate;
-    int np = tg_model_params(m, &params);
-    tg_sgd *opt = tg_sgd_new(params, np, (tg_sgd_opts){o->lr, o->momentum, 0, o->weight_decay, o->nesterov});
-    if (!opt) demo_die(o, "optimizer", NULL);
-    /* a checkpoint holds the model's parameters and buffers, then the optimizer's state */
-    int nm = tg_model_state(m, &mstate), no = tg_sgd_state(opt, &ostate);
-    tg_tensor **ck = malloc((size_t)(nm + no) * sizeof *ck);
+    tg_optim *opt = make_optimizer(o, m);
+    int steps = (train->n + o->batch - 1) / o->batch, total = steps * o->epochs;
+    /* warm up, then cosine decay to 0 at the last step */
+    tg_sched *sched = tg_sched_new(opt, (tg_sched_opts){.kind = TG_SCHED_COSINE, .warmup = o->warmup,
+                                                        .steps = total - o->warmup > 1 ? total - o->warmup : 1});
+    if (!sched) demo_die(o, "schedule", NULL);
+    tg_tensor **mstate, **ostate, **sstate, *run = tg_tensor_new(1, (int[]){RUN_LEN});
+    tg_tensor_set_name(run, "train.run");
+    int nm = tg_model_state(m, &mstate), no = tg_optim_state(opt, &ostate), ns = tg_sched_state(sched, &sstate);
+    int nck = nm + no + ns + 1;
+    tg_tensor **ck = malloc((size_t)nck * sizeof *ck);
     memcpy(ck, mstate, (size_t)nm * sizeof *ck);
     memcpy(ck + nm, ostate, (size_t)no * sizeof *ck);
-    if (o->load && tg_checkpoint_load(o->load, ck, nm + no) < 0) demo_die(o, "--load", "was it saved with the same net?");
-    if (tg_model_print(m, stdout, 4, (int[]){1, 1, 28, 28}) < 0) demo_die(o, "model", NULL);
-    printf("%s: %lld parameters; %d training and %d test images from %s; batch %d, lr %g, %d epochs, %d threads\n",
-           o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->batch, (double)o->lr, o->epochs,
-           tg_get_threads());
+    memcpy(ck + nm + no, sstate, (size_t)ns * sizeof *ck);
+    ck[nck - 1] = run;
 
     tg_tape *t = tg_tape_new();
     tg_tape_seed(t, o->seed);
+    int start = 0; /* global steps already taken */
+    if (o->load && tg_checkpoint_load_prefix(o->load, ck, nm) < 0) demo_die(o, "--load", "was it saved with the same net?");
+    if (o->resume) {
+        if (tg_checkpoint_load(o->resume, ck, nck) < 0)
+            demo_die(o, "--resume", "was it saved by this demo with the same --net and --optim?");
+        float *r = run->data;
+        if ((int)r[RUN_BATCH] != o->batch || (int)r[RUN_N] != train->n || (int)r[RUN_EPOCHS] != o->epochs ||
+            get64(r + RUN_SEED) != o->seed) {
+            tg_fail(TG_ERR_ARG, "%s was saved by a run of batch %d, %d images, %d epochs, seed %llu; this one is batch "
+                    "%d, %d images, %d epochs, seed %llu", o->resume, (int)r[RUN_BATCH], (int)r[RUN_N],
+                    (int)r[RUN_EPOCHS], (unsigned long long)get64(r + RUN_SEED), o->batch, train->n, o->epochs,
+                    (unsigned long long)o->seed);
+            demo_die(o, "--resume", "resume with the settings of the run that saved it");
+        }
+        start = (int)r[RUN_STEP];
+        tg_tape_seed(t, get64(r + RUN_RNG));
+        if (tg_sched_apply(sched) < 0) demo_die(o, "--resume", NULL);
+    }
+    if (tg_model_print(m, stdout, 4, (int[]){1, 1, 28, 28}) < 0) demo_die(o, "model", NULL);
+    printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, %d threads\n",
+           o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->optim,
+           o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads());
+    if (start) printf("resuming %s after step %d of %d (epoch %d)\n", o->resume, start, total, start / steps + 1);
+
     int *perm = malloc((size_t)train->n * sizeof *perm);
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
     bool tty = isatty(fileno(stdout));
-    int steps = (train->n + o->batch - 1) / o->batch, total = steps * o->epochs;
-    double t0 = now(), acc = 0;
-    for (int epoch = 0; epoch < o->epochs; epoch++) {
-        tg_permutation(perm, train->n, o->seed + (uint64_t)epoch);
-        double loss_sum = 0, seen = 0, right = 0, te = now();
-        for (int s = 0; s < steps; s++) {
-            /* a linear warm-up (large early steps can kill the net), then cosine decay to 0 */
-            int step = epoch * steps + s;
-            float warm = step < o->warmup ? (float)(step + 1) / (float)o->warmup : 1.0f;
-            tg_sgd_set_lr(opt, warm * tg_lr_cosine(o->lr, step, total, 0));
-            int b = train->n - s * o->batch < o->batch ? train->n - s * o->batch : o->batch;
-            if (b < 2) continue; /* batch norm needs two samples */
+    double t0 = now(), acc = 0, loss_sum = 0, seen = 0, right = 0, te = now();
+    for (int step = start; step < total; step++) {
+        int epoch = step / steps, s = step % steps;
+        if (s == 0 || step == start) {
+            tg_permutation(perm, train->n, o->seed + (uint64_t)epoch);
+            loss_sum = seen = right = 0, te = now();
+        }
+        int b = train->n - s * o->batch < o->batch ? train->n - s * o->batch : o->batch;
+        if (b >= 2) { /* batch norm needs two samples */
             tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
-            if (!x || tg_dataset_batch(train, perm, s * o->batch, x, labels) < 0) demo_die(o, "batch", NULL);
+            /* each epoch's distortions from the seed and the epoch: nothing to save for a resume */
+            if (!x || tg_dataset_batch_augment(train, perm, s * o->batch, x, labels, o->augment ? &o->aug : NULL,
+                                               o->seed * 0x9e3779b97f4a7c15ull + (uint64_t)epoch) < 0)
+                demo_die(o, "batch", NULL);
             tg_tensor *logits = tg_model_forward(m, t, x);
             tg_tensor *loss = tg_cross_entropy(t, logits, labels);
             if (!loss || tg_backward(t, loss) < 0) demo_die(o, "training step", NULL);
@@ -139,28 +212,44 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
                 if (!f || tg_tape_dump(t, f) < 0 || fclose(f) != 0) demo_die(o, "TG_TAPE_DUMP", "give a writable file");
                 printf("wrote the tape of the first step to %s\n", getenv("TG_TAPE_DUMP"));
             }
-            if (tg_sgd_step(opt) < 0) demo_die(o, "training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
-            tg_sgd_zero_grad(opt);
+            if (tg_optim_step(opt) < 0) demo_die(o, "training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
+            tg_optim_zero_grad(opt);
             loss_sum += loss->data[0] * b, seen += b;
             tg_argmax(logits, guess);
             for (int i = 0; i < b; i++) right += guess[i] == labels[i];
             tg_tape_reset(t);
-            if ((tty && (s % 10 == 0 || s == steps - 1)) || (!tty && (s + 1) % (steps / 10 + 1) == 0)) {
-                double ips = seen / (now() - te), done = epoch * steps + s + 1;
-                progress(epoch + 1, o->epochs, s + 1, steps, loss_sum / seen, right / seen, ips,
-                         (now() - t0) / done * (total - done), tty);
-            }
         }
-        if (tty) printf("\n");
-        acc = evaluate(o, m, test, pred);
-        printf("epoch %d: train loss %.4f, test accuracy %.2f%% (%.1f s)\n", epoch + 1, loss_sum / seen, 100 * acc,
-               now() - t0);
-        if (o->save && tg_checkpoint_save(o->save, ck, nm + no) < 0) demo_die(o, "--save", NULL);
+        if (tg_sched_step(sched) < 0) demo_die(o, "schedule", NULL);
+        if (seen > 0 && ((tty && (s % 10 == 0 || s == steps - 1)) || (!tty && (s + 1) % (steps / 10 + 1) == 0))) {
+            double ips = seen / (now() - te), done = step + 1 - start;
+            progress(epoch + 1, o->epochs, s + 1, steps, loss_sum / seen, right / seen, ips,
+                     (now() - t0) / done * (total - step - 1), tty);
+        }
+        /* the run as it stands after this step, for --save */
+        run->data[RUN_STEP] = (float)(step + 1);
+        put64(run->data + RUN_RNG, tg_tape_rng_state(t));
+        run->data[RUN_BATCH] = (float)o->batch, run->data[RUN_N] = (float)train->n;
+        run->data[RUN_EPOCHS] = (float)o->epochs, put64(run->data + RUN_SEED, o->seed);
+        if (s == steps - 1) {
+            if (tty) printf("\n");
+            acc = evaluate(o, m, test, pred);
+            printf("epoch %d: train loss %.4f, test accuracy %.2f%% (%.1f s)\n", epoch + 1,
+                   seen > 0 ? loss_sum / seen : 0, 100 * acc, now() - t0);
+            if (o->save && tg_checkpoint_save(o->save, ck, nck) < 0) demo_die(o, "--save", NULL);
+        }
+        if (o->stop_after && step + 1 == o->stop_after && step + 1 < total) {
+            if (s != steps - 1 && tg_checkpoint_save(o->save, ck, nck) < 0) demo_die(o, "--save", NULL);
+            printf("stopped after step %d of %d; go on with --resume %s\n", step + 1, total, o->save);
+            acc = -1;
+            break;
+        }
     }
-    if (o->epochs == 0) acc = evaluate(o, m, test, pred);
+    if (o->epochs == 0 || (start == total && total > 0)) acc = evaluate(o, m, test, pred);
 
     free(perm), free(labels), free(guess), free(ck);
+    tg_tensor_free(run);
     tg_tape_free(t);
-    tg_sgd_free(opt);
+    tg_sched_free(sched);
+    tg_optim_free(opt);
     return acc;
 }

@@ -1,6 +1,7 @@
 /* trainer.h: what the training demos (mnist, fashion) share: options, the
- * training loop (SGD with a linear warm-up and cosine decay, checkpoints,
- * progress), evaluation. Each demo brings its data, its net and its pictures. */
+ * training loop (SGD, Adam or AdamW; a linear warm-up then cosine decay;
+ * checkpoints a run resumes from exactly; augmentation; progress), evaluation.
+ * Each demo brings its data, its net and its pictures. */
 #ifndef DEMO_TRAINER_H
 #define DEMO_TRAINER_H
 
@@ -9,10 +10,11 @@
 typedef struct {
     const char *prog;                         /* the demo's name, for messages */
     const char *usage;                        /* its options, for --help */
-    const char *data, *net, *save, *load, *out;
-    int epochs, batch, threads, limit, test_limit, warmup;
+    const char *data, *net, *save, *load, *resume, *out, *optim;
+    int epochs, batch, threads, limit, test_limit, warmup, stop_after;
     float lr, momentum, weight_decay;
-    bool nesterov;
+    bool nesterov, augment;
+    tg_augment aug;                           /* what --augment does */
     uint64_t seed;
 } demo_options;
 
@@ -25,9 +27,12 @@ _Noreturn void demo_usage(const demo_options *o, const char *msg);
 /* Loads <data>/{train,t10k} as 28x28 images in at most 10 classes, or dies with hint. */
 void demo_data(const demo_options *o, float mean, float std, const char *hint, tg_dataset **train, tg_dataset **test);
 /* Prints the model's summary and the run's settings, trains m on train for
- * o->epochs epochs (testing after each, saving to o->save if set, starting
- * from o->load if set) and returns the last test accuracy; pred[test->n]
- * receives the last predictions. TG_TAPE_DUMP=FILE writes the first step's tape. */
+ * o->epochs epochs (testing after each; saving to o->save after each and at
+ * --stop-after; the weights from o->load, or everything from o->resume) and
+ * returns the last test accuracy; pred[test->n] receives the last
+ * predictions. TG_TAPE_DUMP=FILE writes the first step's tape. A run stopped
+ * with --stop-after N and resumed ends with the same weights, bit for bit, as
+ * the run that never stopped. Returns a negative number after --stop-after. */
 double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, const tg_dataset *test, int32_t *pred);
 
 #endif
