@@ -142,9 +142,11 @@ static tg_optim *make_optimizer(const demo_options *o, tg_model *m) {
 double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, const tg_dataset *test, int32_t *pred) {
     tg_optim *opt = make_optimizer(o, m);
     int steps = (train->n + o->batch - 1) / o->batch, total = steps * o->epochs;
-    /* warm up, then cosine decay to 0 at the last step */
-    tg_sched *sched = tg_sched_new(opt, (tg_sched_opts){.kind = TG_SCHED_COSINE, .warmup = o->warmup,
-                                                        .steps = total - o->warmup > 1 ? total - o->warmup : 1});
+    /* warm up, then cosine decay to 0 at the last step; a short run (a slice, one epoch) warms
+     * up for at most a fifth of it, so that it still decays */
+    int warmup = o->warmup < total / 5 ? o->warmup : total / 5 > 1 ? total / 5 : 1;
+    tg_sched *sched = tg_sched_new(opt, (tg_sched_opts){.kind = TG_SCHED_COSINE, .warmup = warmup,
+                                                        .steps = total - warmup > 1 ? total - warmup : 1});
     if (!sched) demo_die(o, "schedule", NULL);
     tg_tensor **mstate, **ostate, **sstate, *run = tg_tensor_new(1, (int[]){RUN_LEN});
     tg_tensor_set_name(run, "train.run");

@@ -7,7 +7,8 @@ set -euo pipefail
 bin=$1 data=$2
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$bin" --data "$data" --net resnet --epochs 1 --limit 5000 --test-limit 1000 --out "$out" | tee "$out/log"
+# lr 0.02: a run of 79 steps peaks lower than the full run's 0.05 (with 0.05 it ends at 90.5%, with 0.02 at 94.3%)
+"$bin" --data "$data" --net resnet --epochs 1 --limit 5000 --test-limit 1000 --lr 0.02 --out "$out" | tee "$out/log"
 last=$(tail -n 1 "$out/log")
 acc=$(sed -n 's/^test accuracy: \([0-9.]*\)%$/\1/p' <<<"$last")
 [ -n "$acc" ] || { echo "smoke: the last line is not 'test accuracy: NN.NN%': $last"; exit 1; }
