@@ -120,6 +120,20 @@ static uint64_t get64(const float *f) {
     return v;
 }
 
+/* The loop's record as a checkpoint gave it: whole numbers in range (a float converted to
+ * an int out of range is undefined), or an error naming the file. */
+static int check_run(const char *path, const float *r) {
+    bool ok = true;
+    for (int i = RUN_BATCH; i <= RUN_EPOCHS; i++) ok &= r[i] >= 0 && r[i] <= 2147483520.0f && r[i] == floorf(r[i]);
+    for (int i = 0; i < 4; i++)
+        ok &= r[RUN_RNG + i] >= 0 && r[RUN_RNG + i] <= 65535 && r[RUN_RNG + i] == floorf(r[RUN_RNG + i]) &&
+              r[RUN_SEED + i] >= 0 && r[RUN_SEED + i] <= 65535 && r[RUN_SEED + i] == floorf(r[RUN_SEED + i]);
+    /* a step count a float holds exactly */
+    ok &= r[RUN_STEP] >= 0 && r[RUN_STEP] <= 16777216.0f && r[RUN_STEP] == floorf(r[RUN_STEP]);
+    return ok ? 0 : tg_fail(TG_ERR_FORMAT, "%s: train.run does not hold a run's record (step %g)", path,
+                            (double)r[RUN_STEP]);
+}
+
 static tg_optim *make_optimizer(const demo_options *o, tg_model *m) {
     tg_tensor **params;
     int n = tg_model_params(m, &params), nn;
@@ -166,6 +180,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
         if (tg_checkpoint_load(o->resume, ck, nck) < 0)
             demo_die(o, "--resume", "was it saved by this demo with the same --net and --optim?");
         float *r = run->data;
+        if (check_run(o->resume, r) < 0) demo_die(o, "--resume", NULL);
         if ((int)r[RUN_BATCH] != o->batch || (int)r[RUN_N] != train->n || (int)r[RUN_EPOCHS] != o->epochs ||
             get64(r + RUN_SEED) != o->seed) {
             tg_fail(TG_ERR_ARG, "%s was saved by a run of batch %d, %d images, %d epochs, seed %llu; this one is batch "
