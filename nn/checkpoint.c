@@ -297,12 +297,39 @@ static void remove_stale(const char *target) {
     closedir(d);
 }
 
+/* The body of a checkpoint: the header, the records, the checksum. */
+typedef struct {
+    tg_tensor *const *tensors;
+    int n;
+    uint64_t size;
+} checkpoint_body;
+
+static int write_checkpoint(FILE *f, void *ctx) {
+    const checkpoint_body *c = ctx;
+    writer w = {.f = f, .crc = crc32(0, NULL, 0)};
+    unsigned char h[HEADER_BYTES];
+    memcpy(h, MAGIC, 8);
+    put_le32(h + 8, VERSION);
+    put_le32(h + 12, (uint32_t)c->n);
+    put_le64(h + 16, c->size);
+    put(&w, h, sizeof h);
+    for (int i = 0; i < c->n; i++) put_tensor(&w, c->tensors[i]);
+    unsigned char crc[4];
+    put_le32(crc, (uint32_t)w.crc);
+    put(&w, crc, 4);
+    return w.err;
+}
+
 int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
     int rc = check_tensors("checkpoint_save", path, tensors, n);
     if (rc < 0) return rc;
     if (!*path) return tg_fail(TG_ERR_ARG, "checkpoint_save: path is empty");
-    uint64_t size = file_bytes(tensors, n);
+    checkpoint_body c = {tensors, n, file_bytes(tensors, n)};
+    return tg__save_atomic("checkpoint", path, write_checkpoint, &c);
+}
 
+int tg__save_atomic(const char *what, const char *path, int (*body)(FILE *f, void *ctx), void *ctx) {
+    int rc;
     /* through symbolic links to the file itself: the temporary goes next to it
      * and is renamed over it, so the link stays a link and the rename is atomic */
     struct stat st;
@@ -312,9 +339,9 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
     if (exists && !S_ISREG(st.st_mode)) {
         /* a FIFO, a device, a directory, a socket: refused, untouched */
         if (strcmp(target, path) == 0)
-            rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file (%s)", path, tg__file_kind(st.st_mode));
+            rc = tg_fail(TG_ERR_IO, "%s %s: not a regular file (%s)", what, path, tg__file_kind(st.st_mode));
         else
-            rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file (%s %s, where the link leads)", path,
+            rc = tg_fail(TG_ERR_IO, "%s %s: not a regular file (%s %s, where the link leads)", what, path,
                          tg__file_kind(st.st_mode), target);
         tg__free(target);
         return rc;
@@ -325,7 +352,7 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
     char *tmp = tg__malloc(tmp_len);
     if (!tmp) {
         tg__free(target);
-        return tg_fail(TG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+        return tg_fail(TG_ERR_NOMEM, "%s %s: out of memory", what, path);
     }
     int fd = -1;
     for (int k = 0; k < 100 && fd < 0; k++) {
@@ -335,59 +362,49 @@ int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n) {
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot create %s: %s", path, tmp, strerror(errno));
+        rc = tg_fail(TG_ERR_IO, "%s %s: cannot create %s: %s", what, path, tmp, strerror(errno));
         tg__free(tmp);
         tg__free(target);
         return rc;
     }
     /* a new file gets 0666 less the umask; a file replaced keeps its permissions */
     if (exists && fchmod(fd, st.st_mode & 0777) < 0) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot give %s the mode %03o of %s: %s", path, tmp,
+        rc = tg_fail(TG_ERR_IO, "%s %s: cannot give %s the mode %03o of %s: %s", what, path, tmp,
                      (unsigned)(st.st_mode & 0777), target, strerror(errno));
         close(fd);
         goto fail;
     }
-    writer w = {.f = fdopen(fd, "wb"), .crc = crc32(0, NULL, 0)};
-    if (!w.f) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(errno));
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        rc = tg_fail(TG_ERR_IO, "%s %s: cannot write %s: %s", what, path, tmp, strerror(errno));
         close(fd);
         goto fail;
     }
-    unsigned char h[HEADER_BYTES];
-    memcpy(h, MAGIC, 8);
-    put_le32(h + 8, VERSION);
-    put_le32(h + 12, (uint32_t)n);
-    put_le64(h + 16, size);
-    put(&w, h, sizeof h);
-    for (int i = 0; i < n; i++) put_tensor(&w, tensors[i]);
-    unsigned char crc[4];
-    put_le32(crc, (uint32_t)w.crc);
-    put(&w, crc, 4);
-    if (!w.err && fflush(w.f) != 0) w.err = errno;
-    if (!w.err && fsync(fileno(w.f)) < 0) w.err = errno;
-    if (fclose(w.f) != 0 && !w.err) w.err = errno;
-    if (w.err) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(w.err));
+    int err = body(f, ctx);
+    if (!err && fflush(f) != 0) err = errno;
+    if (!err && fsync(fileno(f)) < 0) err = errno;
+    if (fclose(f) != 0 && !err) err = errno;
+    if (err) {
+        rc = tg_fail(TG_ERR_IO, "%s %s: cannot write %s: %s", what, path, tmp, strerror(err));
         goto fail;
     }
     /* the target may have been replaced while we wrote: look again just before
      * the rename (what is left is the moment between the two calls) */
     struct stat now;
     if (lstat(target, &now) == 0 && !S_ISREG(now.st_mode)) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: not a regular file (%s %s, which it became while we wrote)", path,
+        rc = tg_fail(TG_ERR_IO, "%s %s: not a regular file (%s %s, which it became while we wrote)", what, path,
                      tg__file_kind(now.st_mode), target);
         goto fail;
     }
     if (rename(tmp, target) < 0) {
-        rc = tg_fail(TG_ERR_IO, "checkpoint %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        rc = tg_fail(TG_ERR_IO, "%s %s: cannot rename %s into place: %s", what, path, tmp, strerror(errno));
         goto fail;
     }
     tg__free(tmp);
-    int err = sync_dir(target);
+    err = sync_dir(target);
     tg__free(target);
     if (err)
-        return tg_fail(TG_ERR_IO, "checkpoint %s: written, but syncing its directory failed: %s", path,
-                       strerror(err));
+        return tg_fail(TG_ERR_IO, "%s %s: written, but syncing its directory failed: %s", what, path, strerror(err));
     return 0;
 fail:
     unlink(tmp);

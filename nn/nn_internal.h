@@ -4,6 +4,7 @@
 
 #include "internal.h"
 #include "tapegrad_nn.h"
+#include <stdio.h>
 #include <sys/stat.h>
 
 /* Opens path to read only if it is a regular file, without ever blocking (a
@@ -12,6 +13,12 @@
 int tg__open_regular(const char *who, const char *path, struct stat *st);
 /* "a FIFO", "a character device", "a directory", ... for a file's mode */
 const char *tg__file_kind(mode_t mode);
+
+/* Writes a file as checkpoints are written: body(f, ctx) fills a temporary file
+ * next to path's target (through symbolic links), which is synced and renamed
+ * over it; a target that is not a regular file is refused untouched. body
+ * returns 0 or an errno. Messages begin "<what> <path>: ". */
+int tg__save_atomic(const char *what, const char *path, int (*body)(FILE *f, void *ctx), void *ctx);
 
 /* tg_image_to_mnist on a file's bytes already read (n >= 1); path names them in
  * errors. Split out so that the fuzzer feeds it bytes without files. */
