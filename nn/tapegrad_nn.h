@@ -121,6 +121,22 @@ TG_API int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n
  * the file and ignored. Fails if the file holds fewer than n. */
 TG_API int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n);
 
+/* Checkpoints as safetensors files, the format PyTorch (safetensors.torch.load_file),
+ * Hugging Face, tinygrad, MLX, candle and Netron read: a JSON header naming each tensor's
+ * dtype, shape and byte range, then the data. Saved as float32 ("F32") in the order given,
+ * written as tg_checkpoint_save writes (a temporary file, synced, renamed); "__metadata__"
+ * holds "format": "pt", "tapegrad": the format's version, description (if not NULL) and a
+ * CRC-32 per tensor ("crc32.<name>"). Names must be unique and not "__metadata__". */
+TG_API int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, const char *description);
+/* Reads path into the tensors by name, as PyTorch's load_state_dict(strict=True): the file
+ * must hold exactly their names, each with the tensor's shape, as F32, F16, BF16 or F64
+ * (converted to float32). The whole header is checked first (a length bound of 100 MiB,
+ * strict JSON, each entry's dtype, shape and offsets, names appearing twice, every byte of
+ * the data in exactly one tensor), then the data with its checksums when the file has them;
+ * only then are the tensors written: a failed load changes nothing. Errors name the file
+ * and the first mismatch. */
+TG_API int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n);
+
 // ----------------------------------------------------------------------------
 // images: any picture of a digit made into an MNIST sample
 

@@ -2,7 +2,7 @@
 # Installs the Debian packages tapegrad needs, only those missing.
 # Usage: scripts/install-deps.sh [extra package...]
 set -euo pipefail
-pkgs=(gcc meson ninja-build pkg-config libstb-dev zlib1g-dev python3 "$@")
+pkgs=(gcc meson ninja-build pkg-config libstb-dev zlib1g-dev libcjson-dev python3 "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

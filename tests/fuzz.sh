@@ -6,7 +6,7 @@
 #     machine and every run, so a test either always passes or always fails (CI);
 #   SECONDS followed by s (600s): exploring from a fresh random seed for that
 #     long, to find new inputs (by hand; add what it finds to the corpus).
-# Usage: bash tests/fuzz.sh idx|checkpoint|image [RUNS | SECONDSs, default 20000] [BUILD_DIR]
+# Usage: bash tests/fuzz.sh idx|checkpoint|safetensors|image [RUNS | SECONDSs, default 20000] [BUILD_DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -22,7 +22,7 @@ exe=$build/fuzz_$target
 srcs=("$root"/engine/*.c "$root"/ops/*.c "$root"/ops/kernels/*.c "$root"/nn/*.c)
 clang -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wno-unknown-pragmas -I"$root/engine" -I"$root/ops" -I"$root/ops/kernels" -I"$root/nn" -I/usr/include/stb \
-  "$here/fuzz/fuzz_$target.c" "${srcs[@]}" -o "$exe" -lz -lstb -lm
+  "$here/fuzz/fuzz_$target.c" "${srcs[@]}" -o "$exe" -lz -lstb -lcjson -lm
 # a fixed seed alone is not enough: libFuzzer rereads its corpus folder every second
 # (-reload=0 above), and its comparison dictionary picks up
 # pointer values, which differ from run to run with address randomisation

@@ -1,0 +1,225 @@
+/* test_safetensors.c: checkpoints as safetensors files: a model's state round
+ * trip, the file's layout as the format specifies it, F16/BF16/F64 converted on
+ * load, and every malformed file refused with nothing changed. */
+#include "check.h"
+#include "tapegrad_nn.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static const char *path_of(const char *name) {
+    static char p[8][128];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+/* A file made by hand: the header's JSON (not padded), then the data bytes. */
+static const char *spit(const char *name, const char *json, const void *data, size_t n) {
+    const char *p = path_of(name);
+    FILE *f = fopen(p, "wb");
+    unsigned char len[8];
+    uint64_t L = strlen(json);
+    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(L >> (8 * i));
+    CHECK(f && fwrite(len, 1, 8, f) == 8 && fwrite(json, 1, L, f) == L && (n == 0 || fwrite(data, 1, n, f) == n));
+    if (f) fclose(f);
+    return p;
+}
+
+static void round_trip(void) {
+    tg_model *m = tg_model_new(3), *fresh = tg_model_new(4);
+    for (tg_model *x = m; x; x = x == m ? fresh : NULL) {
+        tg_model_conv2d(x, 1, 4, 3, 1, 1, false);
+        tg_model_batch_norm(x, 4);
+        tg_model_relu(x);
+        tg_model_flatten(x);
+        tg_model_linear(x, 4 * 28 * 28, 10, true);
+    }
+    tg_tensor **a, **b;
+    int n = tg_model_state(m, &a);
+    CHECK_INT(tg_model_state(fresh, &b), n);
+    a[2]->data[1] = 0.25f; /* a running mean that is not the initial zero */
+    const char *p = path_of("net.safetensors");
+    CHECK_INT(tg_safetensors_save(p, a, n, "conv, bn, relu, flatten, linear"), 0);
+    CHECK_INT(tg_safetensors_load(p, b, n), 0);
+    bool same = true;
+    for (int i = 0; i < n; i++) same &= !memcmp(a[i]->data, b[i]->data, (size_t)a[i]->size * 4);
+    CHECK(same);
+
+    /* the layout: 8-byte length, a JSON header padded to 8 with spaces, then the data */
+    FILE *f = fopen(p, "rb");
+    unsigned char len[8];
+    CHECK(f && fread(len, 1, 8, f) == 8);
+    uint64_t L = 0;
+    for (int i = 7; i >= 0; i--) L = L << 8 | len[i];
+    CHECK(L % 8 == 0 && L < 4096);
+    char h[4096] = {0};
+    CHECK(fread(h, 1, (size_t)L, f) == L);
+    fclose(f);
+    CHECK(h[0] == '{');
+    CHECK(strstr(h, "\"__metadata__\":{\"format\":\"pt\",\"tapegrad\":\"1\",\"description\":\"conv, bn, relu, flatten, "
+                    "linear\",\"crc32.0.weight\":\"") != NULL);
+    CHECK(strstr(h, "\"0.weight\":{\"dtype\":\"F32\",\"shape\":[4,1,3,3],\"data_offsets\":[0,144]}") != NULL);
+    CHECK(strstr(h, "\"1.running_mean\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":") != NULL);
+    struct stat st;
+    int64_t elements = 0;
+    for (int i = 0; i < n; i++) elements += a[i]->size;
+    CHECK(stat(p, &st) == 0 && (uint64_t)st.st_size == 8 + L + 4 * (uint64_t)elements);
+
+    /* a damaged byte of data is refused by its checksum, and nothing changes */
+    f = fopen(p, "r+b");
+    CHECK(f && fseek(f, (long)(8 + L + 5), SEEK_SET) == 0 && fputc(0x5a, f) != EOF);
+    fclose(f);
+    b[0]->data[0] = 42;
+    CHECK_INT(tg_safetensors_load(p, b, n), TG_ERR_FORMAT);
+    CHECK_MSG(tg_last_error(), "0.weight is damaged: its CRC-32 is ");
+    CHECK(b[0]->data[0] == 42);
+    /* the wrong net: names the first difference */
+    CHECK_INT(tg_safetensors_save(p, a, n, NULL), 0);
+    CHECK_INT(tg_safetensors_load(p, b, n - 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "is in the file and not among the");
+    tg_tensor *odd = tg_tensor_new(2, (int[]){3, 3});
+    tg_tensor_set_name(odd, "0.weight");
+    tg_tensor *one[1] = {odd};
+    CHECK_INT(tg_safetensors_load(p, one, 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "safetensors ");
+    tg_tensor_set_name(odd, "nope");
+    CHECK_INT(tg_safetensors_load(p, one, 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "nope is missing from the file");
+    /* saving: names unique, not __metadata__ */
+    tg_tensor *two[2] = {a[0], a[0]};
+    CHECK_INT(tg_safetensors_save(path_of("x.safetensors"), two, 2, NULL), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "tensors 0 and 1 are both named 0.weight");
+    tg_tensor_set_name(odd, "__metadata__");
+    CHECK_INT(tg_safetensors_save(path_of("x.safetensors"), one, 1, NULL), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "named __metadata__, which the format keeps");
+    CHECK_INT(tg_safetensors_save("/dev/null", a, n, NULL), TG_ERR_IO);
+    CHECK_MSG(tg_last_error(), "not a regular file (a character device)");
+    CHECK_INT(tg_safetensors_load("/dev/null", b, n), TG_ERR_IO);
+    tg_tensor_free(odd);
+    unlink(p);
+    tg_model_free(m), tg_model_free(fresh);
+}
+
+/* F16, BF16 and F64 load as float32; the values are exact in float. */
+static void dtypes(void) {
+    const unsigned char data[] = {
+        0x00, 0x3c, 0x00, 0xc0, 0x55, 0x35,             /* f16: 1, -2, 0.333251953125 */
+        0x80, 0x3f, 0x49, 0x40,                         /* bf16: 1, 3.140625 */
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f, /* f64: 0.5 */
+    };
+    const char *p = spit("dtypes.safetensors",
+                         "{\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]},"
+                         "\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[6,10]},"
+                         "\"d\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[10,18]}}",
+                         data, sizeof data);
+    tg_tensor *h = tg_tensor_new(1, (int[]){3}), *b = tg_tensor_new(1, (int[]){2}), *d = tg_tensor_new(0, NULL);
+    tg_tensor_set_name(h, "h"), tg_tensor_set_name(b, "b"), tg_tensor_set_name(d, "d");
+    tg_tensor *ts[3] = {d, h, b}; /* by name, in any order */
+    CHECK_INT(tg_safetensors_load(p, ts, 3), 0);
+    CHECK(h->data[0] == 1 && h->data[1] == -2 && h->data[2] == 0.333251953125f);
+    CHECK(b->data[0] == 1 && b->data[1] == 3.140625f);
+    CHECK(d->data[0] == 0.5f);
+    tg_tensor_free(h), tg_tensor_free(b), tg_tensor_free(d);
+}
+
+/* Malformed files: each refused with a message naming the file and what is wrong. */
+static void malformed(void) {
+    tg_tensor *w = tg_tensor_new(1, (int[]){2});
+    tg_tensor_set_name(w, "w");
+    w->data[0] = 7, w->data[1] = 8;
+    tg_tensor *ts[1] = {w};
+    const float two[3] = {1, 2, 3};
+    static const struct {
+        const char *json;
+        size_t bytes;
+        int code;
+        const char *msg;
+    } cases[] = {
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, 0, NULL},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, TG_ERR_FORMAT,
+         "the tensors hold 8 bytes of data, and the file has 4 after the header (truncated?)"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12, TG_ERR_FORMAT,
+         "the tensors hold 8 bytes of data, and the file has 12"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, TG_ERR_FORMAT,
+         "w starts at byte 4 of the data, where 0 was next (a hole)"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"v\":{\"dtype\":\"F32\",\"shape\":[1],"
+         "\"data_offsets\":[4,8]}}", 8, TG_ERR_FORMAT, "starts at byte 4 of the data, where 8 was next (an overlap)"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"w\":{\"dtype\":\"F32\",\"shape\":[2],"
+         "\"data_offsets\":[8,16]}}", 16, TG_ERR_FORMAT, "w appears twice"},
+        {"{\"w\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
+         "w: dtype F33 is not one of safetensors'"},
+        {"{\"w\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
+         "w is I32, and tapegrad reads F32, F16, BF16 and F64"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
+         "w: data_offsets [0, 8] hold 8 bytes, and its F32 shape needs 12"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
+         "w: shape[0] is not a size"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, TG_ERR_FORMAT,
+         "w: data_offsets is not [begin, end] with begin <= end"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"x\":1}}", 8, TG_ERR_FORMAT,
+         "w: needs exactly dtype, shape and data_offsets"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"a\":1}}", 8,
+         TG_ERR_FORMAT, "__metadata__'s a is not a string"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} x", 8, TG_ERR_FORMAT,
+         "the header is not one JSON object (padded with spaces): something follows it"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}   ", 8, TG_ERR_FORMAT,
+         "the header is not one JSON object"},
+        {"[1,2]", 8, TG_ERR_FORMAT, "the header is not one JSON object"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"__metadata__\":{\"crc32.w\":\"00000000\"}}",
+         8, TG_ERR_FORMAT, "w is damaged: its CRC-32 is "},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const char *p = spit("bad.safetensors", cases[c].json, two, cases[c].bytes > 12 ? 12 : cases[c].bytes);
+        if (cases[c].bytes > 12) { /* 16 bytes of data: append 4 more */
+            FILE *f = fopen(p, "ab");
+            CHECK(f && fwrite(two, 1, 4, f) == 4);
+            fclose(f);
+        }
+        w->data[0] = 7;
+        tg_clear_error();
+        CHECK_INT(tg_safetensors_load(p, ts, 1), cases[c].code);
+        if (cases[c].msg) {
+            char want[256];
+            snprintf(want, sizeof want, "safetensors %s: ", p);
+            CHECK_MSG(tg_last_error(), want);
+            CHECK_MSG(tg_last_error(), cases[c].msg);
+            CHECK(w->data[0] == 7); /* nothing changed */
+        } else
+            CHECK(w->data[0] == 1 && w->data[1] == 2);
+    }
+    /* the header's length: beyond the file, zero, or a small file claiming 2^63 */
+    const char *p = path_of("len.safetensors");
+    unsigned char huge[16] = {0, 0, 0, 0, 0, 0, 0, 0x80, '{', '}'};
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite(huge, 1, 10, f) == 10);
+    fclose(f);
+    CHECK_INT(tg_safetensors_load(p, ts, 1), TG_ERR_FORMAT);
+    CHECK_MSG(tg_last_error(), "the header's length 9223372036854775808 is not in [2, 104857600]");
+    f = fopen(p, "wb");
+    CHECK(f && fwrite(huge, 1, 5, f) == 5);
+    fclose(f);
+    CHECK_INT(tg_safetensors_load(p, ts, 1), TG_ERR_FORMAT);
+    CHECK_MSG(tg_last_error(), "5 bytes is too short for the header's length");
+    unlink(p);
+    unlink(path_of("bad.safetensors"));
+    tg_tensor_free(w);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s", "/tmp/tapegrad-st-XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+    round_trip();
+    dtypes();
+    malformed();
+    unlink(path_of("dtypes.safetensors"));
+    unlink(path_of("x.safetensors"));
+    CHECK(rmdir(dir) == 0);
+    CHECK_DONE();
+}
