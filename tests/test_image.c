@@ -221,7 +221,7 @@ static void errors(void) {
     /* the whole picture but its last byte: stb_image itself notices nothing, the
      * chunk walk does */
     fails(spit("cut1.png", buf, n - 1), TG_ERR_FORMAT, "truncated: the PNG chunk IEND at byte ");
-    /* the fuzzer's 102-byte PNG whose IDAT promises 0x14000025 bytes (stb_image
+    /* the fuzzer's 94-byte PNG whose IDAT promises 0x14000025 bytes (stb_image
      * allocated them first) */
     static const unsigned char liar[] = {
         0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
