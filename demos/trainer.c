@@ -199,6 +199,9 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
            o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads());
     if (start) printf("resuming %s after step %d of %d (epoch %d)\n", o->resume, start, total, start / steps + 1);
 
+    /* what the run is, for --save (a resumed run's record said the same, checked above) */
+    run->data[RUN_BATCH] = (float)o->batch, run->data[RUN_N] = (float)train->n;
+    run->data[RUN_EPOCHS] = (float)o->epochs, put64(run->data + RUN_SEED, o->seed);
     int *perm = malloc((size_t)train->n * sizeof *perm);
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
     bool tty = isatty(fileno(stdout));
@@ -242,11 +245,9 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             progress(epoch + 1, o->epochs, s + 1, steps, loss_sum / seen, right / seen, ips,
                      (now() - t0) / done * (total - step - 1), tty);
         }
-        /* the run as it stands after this step, for --save */
+        /* where the run stands after this step, for --save */
         run->data[RUN_STEP] = (float)(step + 1);
         put64(run->data + RUN_RNG, tg_tape_rng_state(t));
-        run->data[RUN_BATCH] = (float)o->batch, run->data[RUN_N] = (float)train->n;
-        run->data[RUN_EPOCHS] = (float)o->epochs, put64(run->data + RUN_SEED, o->seed);
         if (s == steps - 1) {
             if (tty) printf("\n");
             acc = evaluate(o, m, test, pred);

@@ -24,6 +24,9 @@ int tg__save_atomic(const char *what, const char *path, int (*body)(FILE *f, voi
  * errors. Split out so that the fuzzer feeds it bytes without files. */
 int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels);
 
+/* The most parameter groups a tg_optim holds (a tg_sched keeps a base lr for each). */
+#define TG__MAX_GROUPS 8
+
 /* An optimizer's parameters: n >= 1 heap tensors with a gradient buffer (tg_param_new),
  * none listed twice; 0, or TG_ERR_ARG with a message from who. */
 int tg__check_params(const char *who, tg_tensor *const *params, int n);

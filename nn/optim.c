@@ -5,16 +5,15 @@
 #include <math.h>
 #include <string.h>
 
-#define MAX_GROUPS 8
 
 struct tg_optim {
     bool adam;                    /* else SGD */
     tg_sgd_opts sgd;              /* the first group's options */
     tg_adam_opts adam_opts;
     int n_groups;
-    tg_sgd *sgd_group[MAX_GROUPS];
-    tg_adam *adam_group[MAX_GROUPS];
-    double lr[MAX_GROUPS];        /* each group's lr as last set, in double as PyTorch's param_groups hold it */
+    tg_sgd *sgd_group[TG__MAX_GROUPS];
+    tg_adam *adam_group[TG__MAX_GROUPS];
+    double lr[TG__MAX_GROUPS];        /* each group's lr as last set, in double as PyTorch's param_groups hold it */
     tg_tensor **params;           /* every group's parameters, in order, to refuse one listed twice */
     int n_params;
     tg_tensor **state;            /* every group's state, in order */
@@ -23,7 +22,8 @@ struct tg_optim {
 
 static int add_group(tg_optim *o, tg_tensor *const *params, int n, double lr, double weight_decay) {
     const char *who = o->adam ? "optim (adam)" : "optim (sgd)";
-    if (o->n_groups == MAX_GROUPS) return tg_fail(TG_ERR_ARG, "%s: at most %d parameter groups", who, MAX_GROUPS);
+    if (o->n_groups == TG__MAX_GROUPS)
+        return tg_fail(TG_ERR_ARG, "%s: at most %d parameter groups", who, TG__MAX_GROUPS);
     if (tg__check_params(who, params, n) < 0) return TG_ERR_ARG;
     /* a parameter in two groups would be stepped twice (PyTorch refuses it too) */
     tg_tensor **all = tg__malloc((size_t)(o->n_params + n) * sizeof *all);

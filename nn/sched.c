@@ -10,14 +10,13 @@
 #include <math.h>
 #include <string.h>
 
-#define MAX_GROUPS 8
 #define PI 3.14159265358979323846
 
 struct tg_sched {
     tg_sched_opts o;
     tg_optim *optim;              /* borrowed */
     int n_groups;
-    double base[MAX_GROUPS];      /* each group's lr when the schedule was made (max_lr for one-cycle) */
+    double base[TG__MAX_GROUPS];      /* each group's lr when the schedule was made (max_lr for one-cycle) */
     tg_tensor *pos;               /* "sched.step": steps taken; a float holds every count up to 2^24 exactly */
     tg_tensor *state[1];
 };
