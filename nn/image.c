@@ -252,18 +252,19 @@ int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels) {
     uint8_t *bytes = read_image_file(path, fd, &st, &n);
     close(fd);
     if (!bytes) return tg_last_error_code();
-    int rc = tg__image_bytes_to_mnist(path, bytes, n, out, pixels);
+    int rc = tg__image_bytes_to_mnist(path, bytes, n, out, pixels, IMAGE_MAX_PIXELS);
     free(bytes);
     return rc;
 }
 
-int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels) {
+int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels,
+                             int64_t max_pixels) {
     if (check_png_chunks(path, bytes, n) < 0) return tg_last_error_code();
     int w = 0, h = 0, channels = 0;
     /* the header's size first: a small file may claim a picture of gigabytes */
-    if (stbi_info_from_memory(bytes, (int)n, &w, &h, &channels) && ((int64_t)w * h > IMAGE_MAX_PIXELS))
-        return tg_fail(TG_ERR_FORMAT, "image %s: %dx%d pixels is more than the %d this reads", path, w, h,
-                       IMAGE_MAX_PIXELS);
+    if (stbi_info_from_memory(bytes, (int)n, &w, &h, &channels) && ((int64_t)w * h > max_pixels))
+        return tg_fail(TG_ERR_FORMAT, "image %s: %dx%d pixels is more than the %lld this reads", path, w, h,
+                       (long long)max_pixels);
     uint8_t *g = stbi_load_from_memory(bytes, (int)n, &w, &h, &channels, 2);
     if (!g) return tg_fail(TG_ERR_FORMAT, "image %s: cannot decode: %s", path, stbi_failure_reason());
     flatten_alpha(g, (size_t)w * h);

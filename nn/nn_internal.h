@@ -21,8 +21,11 @@ const char *tg__file_kind(mode_t mode);
 int tg__save_atomic(const char *what, const char *path, int (*body)(FILE *f, void *ctx), void *ctx);
 
 /* tg_image_to_mnist on a file's bytes already read (n >= 1); path names them in
- * errors. Split out so that the fuzzer feeds it bytes without files. */
-int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels);
+ * errors; pictures of more than max_pixels are refused (tg_image_to_mnist: 16
+ * megapixels). Split out so that the fuzzer feeds it bytes without files, and
+ * with a bound that keeps every input quick. */
+int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels,
+                             int64_t max_pixels);
 
 /* The most parameter groups a tg_optim holds (a tg_sched keeps a base lr for each). */
 #define TG__MAX_GROUPS 8

@@ -29,16 +29,24 @@ clang -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefi
 norand=()
 case $budget in *s) ;; *) if setarch -R true 2>/dev/null; then norand=(setarch -R); else limit+=(-use_cmp=0); fi ;; esac
 work=$(mktemp -d)
+log=$build/fuzz_$target.log # kept after the run: a failure's evidence
+# on a failure, or when the test's time limit stops it: the log's end, and the inputs that failed
+report() {
+  echo "fuzz $target: ${norand[*]:-} $exe ${limit[*]}"
+  tail -40 "$log"
+  for a in "$work"/crash-* "$work"/leak-* "$work"/oom-* "$work"/timeout-* "$work"/slow-unit-*; do
+    [ -e "$a" ] && cp "$a" "$here/fuzz/" && echo "fuzz: kept $(basename "$a") in tests/fuzz/: add it to the corpus once fixed"
+  done
+  return 0
+}
 trap 'rm -rf "$work"' EXIT
+trap 'echo "fuzz $target: stopped by a signal; the log is $log"; report; exit 1' TERM INT
 # -rss_limit_mb catches a huge allocation; -max_len keeps inputs small enough to be quick
 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:quarantine_size_mb=32 \
   "${norand[@]}" "$exe" "${limit[@]}" -rss_limit_mb=512 -malloc_limit_mb=256 -max_len=8192 -timeout=10 \
-  -artifact_prefix="$work/" "$work" "$here/fuzz/corpus/$target" 2>"$work/log" || {
-  tail -40 "$work/log"
-  for a in "$work"/crash-* "$work"/leak-* "$work"/oom-* "$work"/timeout-*; do
-    [ -e "$a" ] && cp "$a" "$here/fuzz/" && echo "fuzz: kept $(basename "$a") in tests/fuzz/: add it to the corpus once fixed"
-  done
+  -report_slow_units=2 -artifact_prefix="$work/" "$work" "$here/fuzz/corpus/$target" 2>"$log" || {
+  report
   exit 1
 }
-grep -E "^#[0-9]+.*DONE|Done [0-9]+ runs" "$work/log" | tail -1
-echo "fuzz $target: no crash, leak or huge allocation in ${limit[*]}"
+grep -E "^#[0-9]+.*DONE|Done [0-9]+ runs" "$log" | tail -1
+echo "fuzz $target: no crash, leak or huge allocation in ${limit[*]}${norand:+ (under ${norand[*]})}"
