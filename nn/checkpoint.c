@@ -519,7 +519,8 @@ static int compare(reader *r, int i, const char *name, int ndim, const uint32_t 
 static int check_header(reader *r, const unsigned char *h, int64_t file_size, uint32_t *count) {
     /* a file cut inside the magic is truncated, not foreign */
     if (memcmp(h, MAGIC, file_size < 8 ? (size_t)file_size : 8) != 0)
-        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: not a tapegrad checkpoint (bad magic)", r->path);
+        return tg_fail(TG_ERR_FORMAT, "checkpoint %s: neither a tapegrad checkpoint nor a safetensors file (bad magic)",
+                       r->path);
     if (file_size < HEADER_BYTES + 4)
         return tg_fail(TG_ERR_FORMAT, "checkpoint %s: truncated: %lld bytes, a checkpoint has at least %d", r->path,
                        (long long)file_size, HEADER_BYTES + 4);
@@ -658,7 +659,13 @@ static int load(const char *who, const char *path, tg_tensor *const *tensors, in
     unsigned char h[HEADER_BYTES] = {0};
     size_t head = file_size < HEADER_BYTES ? (size_t)file_size : HEADER_BYTES;
     uint32_t count = 0;
-    if ((rc = get(&r, h, head)) < 0 || (rc = check_header(&r, h, file_size, &count)) < 0) goto done;
+    if ((rc = get(&r, h, head)) < 0) goto done;
+    /* safetensors: a header's length (below 2^56: its last byte is 0) and the JSON's '{' */
+    if (head >= 10 && memcmp(h, MAGIC, 8) != 0 && h[7] == 0 && h[8] == '{') {
+        fclose(r.f);
+        return tg__safetensors_load(who, path, tensors, n, prefix);
+    }
+    if ((rc = check_header(&r, h, file_size, &count)) < 0) goto done;
     r.end = file_size - 4;
 
     // pass 1: the records' headers against the model, their data skipped
@@ -698,10 +705,34 @@ done:
     return rc;
 }
 
+/* load, and for a file from before batch norm counted (PyTorch's rule for such
+ * state dicts): when the tensors do not fit it and some are batch counters, the
+ * load is tried again without them, which are then set to 0. A file that fits
+ * neither way is reported as it failed with all the tensors. */
+static int load_counting(const char *who, const char *path, tg_tensor *const *tensors, int n, bool prefix) {
+    int rc = load(who, path, tensors, n, prefix);
+    if (rc != TG_ERR_SHAPE) return rc;
+    tg_tensor **rest = tg__malloc((size_t)n * sizeof *rest);
+    if (!rest) return rc;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!tg__is_batch_counter(tensors[i]->name)) rest[k++] = tensors[i];
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", tg_last_error());
+    if (k == n || k == 0 || load(who, path, rest, k, prefix) < 0) {
+        tg__free(rest);
+        return tg_fail(rc, "%s", msg);
+    }
+    for (int i = 0; i < n; i++)
+        if (tg__is_batch_counter(tensors[i]->name)) memset(tensors[i]->data, 0, (size_t)tensors[i]->size * 4);
+    tg__free(rest);
+    return 0;
+}
+
 int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n) {
-    return load("checkpoint_load", path, tensors, n, false);
+    return load_counting("checkpoint_load", path, tensors, n, false);
 }
 
 int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n) {
-    return load("checkpoint_load_prefix", path, tensors, n, true);
+    return load_counting("checkpoint_load_prefix", path, tensors, n, true);
 }

@@ -397,6 +397,14 @@ int tg_layer_params(tg_layer *l, tg_tensor ***params) {
 
 static tg_tensor *run_children(tg_layer *l, tg_tape *t, tg_tensor *x);
 
+/* Batch norm's num_batches_tracked, as PyTorch counts it: one per forward in
+ * training mode. A float counts exactly to 2^24 (16,777,216 batches); it stops
+ * there rather than lose its exactness. */
+static void count_batch(tg_layer *l, const tg_tensor *y, bool training) {
+    float *n = l->buffers[2]->data;
+    if (y && training && *n < 16777216.0f) *n += 1.0f;
+}
+
 /* Runs l, with add and act after it: fused into the op when the op has the
  * epilogue (batch norm: both; conv2d: the act), else as ops of their own. */
 static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_act act) {
@@ -410,6 +418,7 @@ static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_
     if (l->type == TG_LAYER_BATCH_NORM) {
         y = tg_batch_norm_act(t, x, l->params[0], l->params[1], l->buffers[0], l->buffers[1], training,
                               a->batch_norm.momentum, a->batch_norm.eps, add, act);
+        count_batch(l, y, training);
         add = NULL, act = TG_ACT_NONE;
     } else if (l->type == TG_LAYER_CONV2D && !add) {
         y = tg_conv2d_act(t, x, l->params[0], a->conv.bias ? l->params[1] : NULL, a->conv.stride, a->conv.pad, 1,
@@ -746,8 +755,10 @@ tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, 
 
 static tg_tensor *bn_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     const tg_layer_attr *a = &l->attr;
-    return tg_batch_norm(t, x, l->params[0], l->params[1], l->buffers[0], l->buffers[1], training,
-                         a->batch_norm.momentum, a->batch_norm.eps);
+    tg_tensor *y = tg_batch_norm(t, x, l->params[0], l->params[1], l->buffers[0], l->buffers[1], training,
+                                 a->batch_norm.momentum, a->batch_norm.eps);
+    count_batch(l, y, training);
+    return y;
 }
 
 tg_layer *tg_model_batch_norm(tg_model *m, int channels) {
@@ -761,7 +772,8 @@ tg_layer *tg_model_batch_norm(tg_model *m, int channels) {
     l->attr.batch_norm.channels = channels, l->attr.batch_norm.momentum = 0.1f, l->attr.batch_norm.eps = 1e-5f;
     const int c[1] = {channels};
     if (!tg_layer_param(l, "weight", 1, c, TG_PARAM_ONES) || !tg_layer_param(l, "bias", 1, c, TG_PARAM_ZEROS) ||
-        !tg_layer_buffer(l, "running_mean", 1, c, 0.0f) || !tg_layer_buffer(l, "running_var", 1, c, 1.0f))
+        !tg_layer_buffer(l, "running_mean", 1, c, 0.0f) || !tg_layer_buffer(l, "running_var", 1, c, 1.0f) ||
+        !tg_layer_buffer(l, TG_BATCH_COUNTER, 0, NULL, 0.0f))
         return failed(m, l);
     return l;
 }

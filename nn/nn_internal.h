@@ -5,6 +5,7 @@
 #include "internal.h"
 #include "tapegrad_nn.h"
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 /* Opens path to read only if it is a regular file, without ever blocking (a
@@ -19,6 +20,19 @@ const char *tg__file_kind(mode_t mode);
  * over it; a target that is not a regular file is refused untouched. body
  * returns 0 or an errno. Messages begin "<what> <path>: ". */
 int tg__save_atomic(const char *what, const char *path, int (*body)(FILE *f, void *ctx), void *ctx);
+
+/* A checkpoint's loader for safetensors files, by name: tg_safetensors_load when
+ * extra is false; with extra true, the file may hold tensors besides these (checked
+ * as the rest and ignored), as tg_checkpoint_load_prefix allows. who names the
+ * function in errors about the arguments. */
+int tg__safetensors_load(const char *who, const char *path, tg_tensor *const *tensors, int n, bool extra);
+
+/* Whether name is batch norm's counter (its last part is TG_BATCH_COUNTER): a
+ * checkpoint without it loads with it at 0, as PyTorch loads one. */
+static inline bool tg__is_batch_counter(const char *name) {
+    size_t n = strlen(name), k = strlen(TG_BATCH_COUNTER);
+    return n >= k && !strcmp(name + n - k, TG_BATCH_COUNTER) && (n == k || name[n - k - 1] == '.');
+}
 
 /* tg_image_to_mnist on a file's bytes already read (n >= 1); path names them in
  * errors; pictures of more than max_pixels are refused (tg_image_to_mnist: 16

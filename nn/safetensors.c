@@ -83,15 +83,38 @@ typedef struct {
     size_t header_len; /* padded */
 } body;
 
+/* Batch norm's counter is an I64 in PyTorch's state_dict, and is written so when it
+ * holds a whole number (it always does, unless a tensor of the user's took its name). */
+static bool as_i64(const tg_tensor *x) {
+    if (!tg__is_batch_counter(x->name)) return false;
+    for (int64_t i = 0; i < x->size; i++)
+        if (!(fabsf(x->data[i]) <= 16777216.0f) || x->data[i] != floorf(x->data[i])) return false;
+    return true;
+}
+
+static void put_i64(unsigned char *p, float v) {
+    uint64_t u = (uint64_t)(int64_t)v;
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(u >> (8 * i));
+}
+
 static int write_body(FILE *f, void *ctx) {
     const body *b = ctx;
     unsigned char len[8];
     for (int i = 0; i < 8; i++) len[i] = (unsigned char)(b->header_len >> (8 * i));
-    if (fwrite(len, 1, 8, f) != 8 || fwrite(b->header, 1, b->header_len, f) != b->header_len) return errno ? errno : EIO;
+    if (fwrite(len, 1, 8, f) != 8 || fwrite(b->header, 1, b->header_len, f) != b->header_len)
+        return errno ? errno : EIO;
     for (int i = 0; i < b->n; i++) {
         const tg_tensor *x = b->tensors[i];
-        /* float32 little-endian: this machine's own order on every machine tapegrad builds for */
-        if (fwrite(x->data, 4, (size_t)x->size, f) != (size_t)x->size) return errno ? errno : EIO;
+        if (as_i64(x)) {
+            for (int64_t j = 0; j < x->size; j++) {
+                unsigned char v[8];
+                put_i64(v, x->data[j]);
+                if (fwrite(v, 1, 8, f) != 8) return errno ? errno : EIO;
+            }
+        } else if (fwrite(x->data, 4, (size_t)x->size, f) != (size_t)x->size) {
+            /* float32 little-endian: this machine's own order on every machine tapegrad builds for */
+            return errno ? errno : EIO;
+        }
     }
     return 0;
 }
@@ -129,15 +152,23 @@ int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, cons
     uint64_t offset = 0;
     for (int i = 0; ok && i < n; i++) {
         const tg_tensor *x = tensors[i];
+        bool i64 = as_i64(x);
         char key[TG_NAME_LEN + 8], crc[9];
         snprintf(key, sizeof key, "crc32.%s", x->name);
-        snprintf(crc, sizeof crc, "%08x", (unsigned)crc_of(x->data, 4 * (uint64_t)x->size));
+        uint32_t c = crc32(0, NULL, 0);
+        for (int64_t j = 0; i64 && j < x->size; j++) {
+            unsigned char v[8];
+            put_i64(v, x->data[j]);
+            c = (uint32_t)crc32(c, v, 8);
+        }
+        snprintf(crc, sizeof crc, "%08x", (unsigned)(i64 ? c : crc_of(x->data, 4 * (uint64_t)x->size)));
         cJSON *e = cJSON_AddObjectToObject(root, x->name);
-        ok = e && cJSON_AddStringToObject(meta, key, crc) && cJSON_AddStringToObject(e, "dtype", "F32");
-        cJSON *shape = ok ? cJSON_AddArrayToObject(e, "shape") : NULL, *offs = ok ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
+        ok = e && cJSON_AddStringToObject(meta, key, crc) && cJSON_AddStringToObject(e, "dtype", i64 ? "I64" : "F32");
+        cJSON *shape = ok ? cJSON_AddArrayToObject(e, "shape") : NULL,
+              *offs = ok ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
         ok = shape && offs;
         for (int d = 0; ok && d < x->ndim; d++) ok = cJSON_AddItemToArray(shape, cJSON_CreateNumber(x->shape[d]));
-        uint64_t end = offset + 4 * (uint64_t)x->size;
+        uint64_t end = offset + (i64 ? 8 : 4) * (uint64_t)x->size;
         ok = ok && cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset)) &&
              cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)end));
         offset = end;
@@ -239,9 +270,15 @@ static int read_exact(int fd, void *p, size_t len, uint64_t at) {
     return 0;
 }
 
-/* The header, parsed and checked against itself, the file's size and the tensors. */
+static bool readable(const dtype_info *d) {
+    return !strcmp(d->name, "F32") || !strcmp(d->name, "F16") || !strcmp(d->name, "BF16") ||
+           !strcmp(d->name, "F64") || !strcmp(d->name, "I64");
+}
+
+/* The header, parsed and checked against itself, the file's size and the tensors
+ * (extra: the file may hold others besides them). */
 static int check_header(const char *path, cJSON *root, uint64_t data_len, tg_tensor *const *tensors, int n,
-                        entry **out, int *count, const cJSON **meta) {
+                        bool extra, entry **out, int *count, const cJSON **meta) {
     if (!cJSON_IsObject(root)) return tg_fail(TG_ERR_FORMAT, "safetensors %s: the header is not a JSON object", path);
     int m = 0;
     *meta = NULL;
@@ -290,6 +327,7 @@ static int check_header(const char *path, cJSON *root, uint64_t data_len, tg_ten
         int found = -1;
         for (int i = 0; i < m && found < 0; i++)
             if (!strcmp(es[i].name, tensors[j]->name)) found = i;
+        if (found < 0 && tg__is_batch_counter(tensors[j]->name)) continue; /* loads as 0 */
         if (found < 0) {
             rc = tg_fail(TG_ERR_SHAPE, "safetensors %s: %s is missing from the file", path, tensors[j]->name);
             break;
@@ -303,13 +341,12 @@ static int check_header(const char *path, cJSON *root, uint64_t data_len, tg_ten
                 o += snprintf(a + o, sizeof a - (size_t)o, d ? "x%lld" : "%lld", (long long)e->shape[d]);
             rc = tg_fail(TG_ERR_SHAPE, "safetensors %s: %s is %s in the file and %s here", path, e->name,
                          e->ndim ? a : "a scalar", tg_shape_str(tensors[j], b, sizeof b));
-        } else if (strcmp(e->dtype->name, "F32") && strcmp(e->dtype->name, "F16") &&
-                   strcmp(e->dtype->name, "BF16") && strcmp(e->dtype->name, "F64"))
-            rc = tg_fail(TG_ERR_FORMAT, "safetensors %s: %s is %s, and tapegrad reads F32, F16, BF16 and F64", path,
-                         e->name, e->dtype->name);
+        } else if (!readable(e->dtype))
+            rc = tg_fail(TG_ERR_FORMAT, "safetensors %s: %s is %s, and tapegrad reads F32, F16, BF16, F64 and I64",
+                         path, e->name, e->dtype->name);
         e->tensor = j;
     }
-    for (int i = 0; i < m && !rc; i++)
+    for (int i = 0; i < m && !rc && !extra; i++)
         if (es[i].tensor < 0)
             rc = tg_fail(TG_ERR_SHAPE, "safetensors %s: %s is in the file and not among the %d tensors given", path,
                          es[i].name, n);
@@ -322,7 +359,11 @@ static int check_header(const char *path, cJSON *root, uint64_t data_len, tg_ten
 }
 
 int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n) {
-    if (!path) return tg_fail(TG_ERR_ARG, "safetensors_load: path is NULL");
+    return tg__safetensors_load("safetensors_load", path, tensors, n, false);
+}
+
+int tg__safetensors_load(const char *who, const char *path, tg_tensor *const *tensors, int n, bool extra) {
+    if (!path) return tg_fail(TG_ERR_ARG, "%s: path is NULL", who);
     if (!tensors || n < 1) return tg_fail(TG_ERR_ARG, "safetensors %s: no tensors", path);
     for (int i = 0; i < n; i++)
         if (!tensors[i]) return tg_fail(TG_ERR_ARG, "safetensors %s: tensor %d is NULL", path, i);
@@ -370,7 +411,7 @@ int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n) {
     entry *es = NULL;
     int m = 0;
     const cJSON *meta = NULL;
-    int rc = check_header(path, root, size - 8 - hlen, tensors, n, &es, &m, &meta);
+    int rc = check_header(path, root, size - 8 - hlen, tensors, n, extra, &es, &m, &meta);
     if (rc < 0) {
         cJSON_Delete(root), tg__free(h), close(fd);
         return rc;
@@ -381,11 +422,11 @@ int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n) {
     unsigned char *raw = NULL;
     for (int i = 0; i < m && !rc && stage; i++) {
         entry *e = &es[i];
-        tg_tensor *x = tensors[e->tensor];
+        tg_tensor *x = e->tensor >= 0 ? tensors[e->tensor] : NULL; /* NULL: another's, checked and left */
         size_t bytes = (size_t)(e->end - e->begin);
         raw = tg__malloc(bytes ? bytes : 1);
-        stage[i] = tg__malloc((size_t)x->size * sizeof(float));
-        if (!raw || !stage[i]) {
+        stage[i] = x ? tg__malloc((size_t)x->size * sizeof(float)) : NULL;
+        if (!raw || (x && !stage[i])) {
             rc = tg_fail(TG_ERR_NOMEM, "safetensors %s: out of memory for %s", path, e->name);
             break;
         }
@@ -403,9 +444,10 @@ int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n) {
                 rc = tg_fail(TG_ERR_FORMAT, "safetensors %s: %s is damaged: its CRC-32 is %s, and the file says %s",
                              path, e->name, got, want->valuestring);
         }
-        for (int64_t j = 0; j < x->size && !rc; j++) {
+        for (int64_t j = 0; x && j < x->size && !rc; j++) {
             const unsigned char *p = raw + (size_t)j * (size_t)e->dtype->bytes;
             if (e->dtype->bytes == 4) memcpy(&stage[i][j], p, 4);
+            else if (e->dtype->name[0] == 'I') stage[i][j] = (float)(int64_t)le64(p);
             else if (e->dtype->bytes == 8) {
                 uint64_t u = le64(p);
                 double d;
@@ -420,9 +462,13 @@ int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n) {
         raw = NULL;
     }
     if (!stage) rc = tg_fail(TG_ERR_NOMEM, "safetensors %s: out of memory", path);
-    if (!rc)
+    if (!rc) {
+        for (int j = 0; j < n; j++) /* a batch counter the file lacks (see check_header) */
+            if (tg__is_batch_counter(tensors[j]->name)) memset(tensors[j]->data, 0, (size_t)tensors[j]->size * 4);
         for (int i = 0; i < m; i++)
-            memcpy(tensors[es[i].tensor]->data, stage[i], (size_t)tensors[es[i].tensor]->size * sizeof(float));
+            if (es[i].tensor >= 0)
+                memcpy(tensors[es[i].tensor]->data, stage[i], (size_t)tensors[es[i].tensor]->size * sizeof(float));
+    }
     tg__free(raw);
     for (int i = 0; stage && i < m; i++) tg__free(stage[i]);
     tg__free(stage), tg__free(es);

@@ -95,7 +95,9 @@ TG_API int tg_dataset_batch_augment(const tg_dataset *ds, const int *perm, int s
                                     const tg_augment *aug, uint64_t seed);
 
 // ----------------------------------------------------------------------------
-// checkpoints: named tensors in a versioned, checksummed file, written atomically
+// checkpoints: named tensors in a versioned, checksummed file, written atomically:
+// tapegrad's own format (tg_checkpoint_save) or safetensors (tg_safetensors_save),
+// both read by tg_checkpoint_load
 
 /* Writes the tensors' names, shapes and data to path: to a temporary file in
  * the same directory first, synced, then renamed over path, so a crash or a
@@ -107,8 +109,11 @@ TG_API int tg_dataset_batch_augment(const tg_dataset *ds, const int *perm, int s
  * permission bits. Temporaries left by earlier saves of the same file whose
  * process is gone are removed. */
 TG_API int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n);
-/* Reads path into the tensors, which must match the file in count, order,
- * names and shapes. Only a regular file is read. The records' headers are
+/* Reads path into the tensors. A safetensors file (told from its first bytes) is
+ * read as tg_safetensors_load reads it, by name. A file of tapegrad's own format
+ * must match the tensors in count, order, names and shapes; batch norm's counters
+ * may be missing from it (files from before tapegrad counted: they load as 0).
+ * Only a regular file is read. The records' headers are
  * compared with the tensors first, without reading their data, so a file that
  * cannot fit is refused after a few small reads whatever its size (one no
  * bigger than the tensors' own checkpoint has its checksum checked first, so
@@ -117,24 +122,27 @@ TG_API int tg_checkpoint_save(const char *path, tg_tensor *const *tensors, int n
  * nothing. */
 TG_API int tg_checkpoint_load(const char *path, tg_tensor *const *tensors, int n);
 /* The same for the first n tensors of a file that may hold more after them (a
- * model's state followed by its optimizer's): the rest are checked as part of
- * the file and ignored. Fails if the file holds fewer than n. */
+ * model's state followed by its optimizer's; in a safetensors file, more tensors
+ * of other names): the rest are checked as part of the file and ignored. */
 TG_API int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors, int n);
 
 /* Checkpoints as safetensors files, the format PyTorch (safetensors.torch.load_file),
  * Hugging Face, tinygrad, MLX, candle and Netron read: a JSON header naming each tensor's
- * dtype, shape and byte range, then the data. Saved as float32 ("F32") in the order given,
- * written as tg_checkpoint_save writes (a temporary file, synced, renamed); "__metadata__"
- * holds "format": "pt", "tapegrad": the format's version, description (if not NULL) and a
- * CRC-32 per tensor ("crc32.<name>"). Names must be unique and not "__metadata__". */
+ * dtype, shape and byte range, then the data. Saved in the order given as float32 ("F32"),
+ * except batch norm's counters (TG_BATCH_COUNTER), which are "I64" as in PyTorch's
+ * state_dict; written as tg_checkpoint_save writes (a temporary file, synced, renamed);
+ * "__metadata__" holds "format": "pt", "tapegrad": the format's version, description (if
+ * not NULL) and a CRC-32 per tensor ("crc32.<name>"). Names must be unique and not
+ * "__metadata__". */
 TG_API int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, const char *description);
 /* Reads path into the tensors by name, as PyTorch's load_state_dict(strict=True): the file
- * must hold exactly their names, each with the tensor's shape, as F32, F16, BF16 or F64
- * (converted to float32). The whole header is checked first (a length bound of 100 MiB,
- * strict JSON, each entry's dtype, shape and offsets, names appearing twice, every byte of
- * the data in exactly one tensor), then the data with its checksums when the file has them;
- * only then are the tensors written: a failed load changes nothing. Errors name the file
- * and the first mismatch. */
+ * must hold exactly their names (a batch counter it lacks is set to 0), each with the
+ * tensor's shape, as F32, F16, BF16, F64 or I64 (converted to float32). The whole header is
+ * checked first (a length bound of 100 MiB, strict JSON, each entry's dtype, shape and
+ * offsets, names appearing twice, every byte of the data in exactly one tensor), then the
+ * data with its checksums when the file has them; only then are the tensors written: a
+ * failed load changes nothing. Errors name the file and the first mismatch.
+ * tg_checkpoint_load and tg_checkpoint_load_prefix read these files too. */
 TG_API int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n);
 
 // ----------------------------------------------------------------------------
@@ -271,7 +279,12 @@ TG_API tg_layer *tg_model_linear(tg_model *m, int in, int out, bool bias);      
 TG_API tg_layer *tg_model_conv2d(tg_model *m, int in, int out, int kernel, int stride, int pad, bool bias);
 TG_API tg_layer *tg_model_conv2d_groups(tg_model *m, int in, int out, int kernel, int stride, int pad, int groups,
                                         bool bias);                                         /* depthwise: groups = in */
-TG_API tg_layer *tg_model_batch_norm(tg_model *m, int channels);   /* momentum 0.1, eps 1e-5, running var starts at 1 */
+/* Batch norm: momentum 0.1, eps 1e-5; its buffers are running_mean (starts at 0), running_var (at 1) and
+ * num_batches_tracked, a scalar counting its training-mode forwards as PyTorch's does (exact to 2^24). */
+TG_API tg_layer *tg_model_batch_norm(tg_model *m, int channels);
+/* The last part of the counter's name: safetensors files hold it as I64, as PyTorch's state_dict does,
+ * and a checkpoint without it loads with the counter at 0, as PyTorch loads one from before it counted. */
+#define TG_BATCH_COUNTER "num_batches_tracked"
 TG_API tg_layer *tg_model_relu(tg_model *m);
 TG_API tg_layer *tg_model_dropout(tg_model *m, float p);            /* inverted dropout, p = drop probability */
 TG_API tg_layer *tg_model_max_pool(tg_model *m, int kernel, int stride);

@@ -592,14 +592,14 @@ static void null_nn(void) {
     CHECK(strcmp(before[0]->name, "0.weight") == 0 && strcmp(before[1]->name, "0.bias") == 0);
     tg_tensor **after, **state;
     CHECK_INT(tg_model_params(m, &after), 5);
-    CHECK_INT(tg_model_state(m, &state), 7);
+    CHECK_INT(tg_model_state(m, &state), 8);
     CHECK(after[4] == state[4] && strcmp(state[6]->name, "1.running_var") == 0);
     /* several threads read the lists of a shared model */
     pthread_t th[4];
     void *got[4];
     for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, read_lists, m);
     for (int i = 0; i < 4; i++) pthread_join(th[i], &got[i]);
-    for (int i = 0; i < 4; i++) CHECK_INT((long)got[i], 2000 * 13);
+    for (int i = 0; i < 4; i++) CHECK_INT((long)got[i], 2000 * 14);
 
     uint64_t rng = 1;
     FAILS_INT(tg_init_kaiming_normal(NULL, &rng), TG_ERR_ARG, "init_kaiming_normal: tensor is NULL");
@@ -693,6 +693,18 @@ static void files(void) {
     FAILS_INT(tg_checkpoint_load(NULL, &w, 1), TG_ERR_ARG, "checkpoint_load: path is NULL");
     FAILS_INT(tg_checkpoint_load_prefix(NULL, &w, 1), TG_ERR_ARG, "checkpoint_load_prefix: path is NULL");
     FAILS_INT(tg_checkpoint_load(path("c"), &w, -2), TG_ERR_ARG, "-2 tensors");
+    FAILS_INT(tg_safetensors_save(NULL, &w, 1, NULL), TG_ERR_ARG, "safetensors_save: path is NULL");
+    FAILS_INT(tg_safetensors_save("", &w, 1, NULL), TG_ERR_ARG, "safetensors_save: path is empty");
+    FAILS_INT(tg_safetensors_save(path("s"), NULL, 1, NULL), TG_ERR_ARG, "safetensors " );
+    FAILS_INT(tg_safetensors_save(path("s"), &w, 0, NULL), TG_ERR_ARG, ": no tensors");
+    FAILS_INT(tg_safetensors_save(path("s"), (tg_tensor *[]){w, NULL}, 2, NULL), TG_ERR_ARG, "tensor 1 is NULL");
+    tg_tensor *anon = tg_tensor_new(0, NULL);
+    FAILS_INT(tg_safetensors_save(path("s"), &anon, 1, NULL), TG_ERR_ARG, "tensor 0 has no name");
+    tg_tensor_free(anon);
+    FAILS_INT(tg_safetensors_load(NULL, &w, 1), TG_ERR_ARG, "safetensors_load: path is NULL");
+    FAILS_INT(tg_safetensors_load(path("s"), NULL, 1), TG_ERR_ARG, ": no tensors");
+    FAILS_INT(tg_safetensors_load(path("s"), &w, -2), TG_ERR_ARG, ": no tensors");
+    FAILS_INT(tg_safetensors_load(path("s"), (tg_tensor *[]){w, NULL}, 2), TG_ERR_ARG, "tensor 1 is NULL");
 
     /* a name outside ASCII loads back (messages show it with '?' instead) */
     tg_tensor_set_name(w, "poids_\xc3\xa9");
@@ -715,9 +727,11 @@ static void files(void) {
         FAILS_INT(tg_idx_load(&idx, odd[i]), TG_ERR_IO, want);
         FAILS_INT(tg_checkpoint_load(odd[i], &w, 1), TG_ERR_IO, want);
         FAILS_INT(tg_checkpoint_load_prefix(odd[i], &w, 1), TG_ERR_IO, want);
+        FAILS_INT(tg_safetensors_load(odd[i], &w, 1), TG_ERR_IO, want);
         FAILS_INT(tg_image_to_mnist(odd[i], out, NULL), TG_ERR_IO, want);
         if (i != 1) FAILS_INT(tg_checkpoint_save(odd[i], &w, 1), TG_ERR_IO, want); /* a device: test_checkpoint
                                                                          tries it as an unprivileged user only */
+        if (i != 1) FAILS_INT(tg_safetensors_save(odd[i], &w, 1, NULL), TG_ERR_IO, want);
     }
     struct stat st;
     CHECK(stat(path("fifo"), &st) == 0 && S_ISFIFO(st.st_mode)); /* left as it was */

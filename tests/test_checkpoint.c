@@ -231,8 +231,8 @@ static void damaged(void) {
 
     g = slurp(p);
     g.b[1] = 'X';
-    load_fails(spit("magic.ckpt", g.b, g.len), m, N_MODEL, TG_ERR_FORMAT, "not a tapegrad checkpoint (bad magic)");
-    load_fails(spit("magic5.ckpt", g.b, 5), m, N_MODEL, TG_ERR_FORMAT, "not a tapegrad checkpoint (bad magic)");
+    load_fails(spit("magic.ckpt", g.b, g.len), m, N_MODEL, TG_ERR_FORMAT, "neither a tapegrad checkpoint nor a safetensors file (bad magic)");
+    load_fails(spit("magic5.ckpt", g.b, 5), m, N_MODEL, TG_ERR_FORMAT, "neither a tapegrad checkpoint nor a safetensors file (bad magic)");
     free(g.b);
 
     g = slurp(p);

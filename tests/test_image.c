@@ -277,7 +277,7 @@ static void predict_loading(void) {
     int np = tg_model_params(a, &params);
     tg_sgd *opt = tg_sgd_new(params, np, (tg_sgd_opts){0.1f, 0.9f, 0, 0, false});
     int nm = tg_model_state(a, &ms), no = tg_sgd_state(opt, &os);
-    ms[nm - 1]->data[2] = 1.5f; /* a running statistic that is not its initial value */
+    ms[nm - 2]->data[2] = 1.5f; /* a running variance (the last is the batch counter) not at its initial value */
     tg_tensor *ck[32];
     CHECK(nm + no <= 32);
     memcpy(ck, ms, (size_t)nm * sizeof *ck);

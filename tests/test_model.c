@@ -108,15 +108,16 @@ static void names(void) {
         "3.dw.0.weight", "3.dw.1.weight", "3.dw.1.bias", "3.se.fc1.weight", "3.se.fc1.bias", "3.se.fc2.weight",
         "3.se.fc2.bias", "3.project.weight", "3.bn.weight", "3.bn.bias", "4.s", "7.weight", "7.bias",
         /* buffers */
-        "1.running_mean", "1.running_var", "3.expand.1.running_mean", "3.expand.1.running_var",
-        "3.dw.1.running_mean", "3.dw.1.running_var", "3.bn.running_mean", "3.bn.running_var", "4.batches"};
+        "1.running_mean", "1.running_var", "1.num_batches_tracked", "3.expand.1.running_mean", "3.expand.1.running_var",
+        "3.expand.1.num_batches_tracked", "3.dw.1.running_mean", "3.dw.1.running_var", "3.dw.1.num_batches_tracked",
+        "3.bn.running_mean", "3.bn.running_var", "3.bn.num_batches_tracked", "4.batches"};
     CHECK_INT(n, (int)(sizeof want / sizeof *want));
     for (int i = 0; i < n && i < (int)(sizeof want / sizeof *want); i++)
         if (strcmp(st[i]->name, want[i]) != 0) { fprintf(stderr, "state %d: %s, want %s\n", i, st[i]->name, want[i]); CHECK(0); }
     tg_tensor **ps;
     CHECK_INT(tg_model_params(m, &ps), 19);
     CHECK(ps[16] == tg_model_find(m, "4")->params[0] && ps[16]->requires_grad);
-    CHECK(!st[27]->requires_grad); /* a buffer takes no gradient */
+    CHECK(!st[31]->requires_grad); /* a buffer takes no gradient */
     CHECK_NEAR(ps[16]->data[5], 1, 0);    /* TG_PARAM_ONES */
     CHECK(tg_model_find(m, "3.se.fc2") && !strcmp(tg_model_find(m, "3.se.fc2")->kind, "linear"));
     CHECK(tg_model_find(m, "3.expand.1")->type == TG_LAYER_BATCH_NORM);
@@ -132,7 +133,7 @@ static void names(void) {
 
     /* a rename reaches the tensors of the layers inside */
     CHECK(tg_layer_set_name(tg_model_layer(m, 3), "block") != NULL);
-    CHECK(!strcmp(st[9]->name, "block.se.fc1.weight") && !strcmp(st[26]->name, "block.bn.running_var"));
+    CHECK(!strcmp(st[9]->name, "block.se.fc1.weight") && !strcmp(st[29]->name, "block.bn.running_var"));
     CHECK(tg_model_find(m, "block.se.fc1") != NULL && tg_model_find(m, "3") == NULL);
     /* names that cannot be: taken, not a name, too long; nothing changes */
     CHECK(tg_layer_set_name(tg_model_layer(m, 4), "block") == NULL);
@@ -437,7 +438,7 @@ static void summary(void) {
         "5                  dropout           p=0.5                                                          1x8x4x4                   0",
         "6                  global_avg_pool                                                                  1x8                       0",
         "7                  linear            8->3 bias=yes                                                  1x3                      27",
-        "total: 751 parameters (751 trainable), 97 buffer elements",
+        "total: 751 parameters (751 trainable), 101 buffer elements",
         "input 1x1x8x8 -> output 1x3"};
     for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) CHECK_MSG(text, lines[i]);
     free(text);

@@ -179,13 +179,16 @@ static void models(void) {
     for (int i = 0; i < 4; i++) v->data[i] = (float)i;
     tg_model_forward(m, t, v);
     CHECK_NEAR(bn->buffers[0]->data[0], 0.15, 1e-7); /* 0.1 * mean 1.5 */
+    CHECK_NEAR(bn->buffers[2]->data[0], 1, 0);       /* num_batches_tracked */
     tg_model_train(m, false);
     tg_tensor *y = tg_model_forward(m, t, v);
     CHECK_NEAR(bn->buffers[0]->data[0], 0.15, 1e-7);
+    CHECK_NEAR(bn->buffers[2]->data[0], 1, 0); /* counts training-mode forwards only */
     CHECK_NEAR(y->data[3], (3 - 0.15) / sqrt(bn->buffers[1]->data[0] + 1e-5), 1e-5);
     tg_tensor **st;
-    CHECK_INT(tg_model_state(m, &st), 4);
-    CHECK(strcmp(st[3]->name, "0.running_var") == 0);
+    CHECK_INT(tg_model_state(m, &st), 5);
+    CHECK(strcmp(st[3]->name, "0.running_var") == 0 && strcmp(st[4]->name, "0.num_batches_tracked") == 0);
+    CHECK(st[4]->ndim == 0);
     tg_model_free(m);
 
     /* a layer that cannot be built fails the model with its message */
@@ -216,7 +219,7 @@ static void model_checkpoint(void) {
     tg_tensor **sa, **sb;
     int n = tg_model_state(a, &sa);
     CHECK_INT(tg_model_state(b, &sb), n);
-    sa[n - 1]->data[3] = 42; /* a buffer */
+    sa[n - 2]->data[3] = 42; /* a buffer (the running variance: the last is the batch counter) */
     CHECK_INT(tg_checkpoint_save(path, sa, n), 0);
     CHECK_INT(tg_checkpoint_load(path, sb, n), 0);
     int same = 1;

@@ -45,6 +45,9 @@ static void round_trip(void) {
     int n = tg_model_state(m, &a);
     CHECK_INT(tg_model_state(fresh, &b), n);
     a[2]->data[1] = 0.25f; /* a running mean that is not the initial zero */
+    int c = n - 1; /* the state: parameters, then buffers; batch norm's counter is the last */
+    CHECK(!strcmp(a[c]->name, "1.num_batches_tracked"));
+    a[c]->data[0] = 3; /* three batches counted */
     const char *p = path_of("net.safetensors");
     CHECK_INT(tg_safetensors_save(p, a, n, "conv, bn, relu, flatten, linear"), 0);
     CHECK_INT(tg_safetensors_load(p, b, n), 0);
@@ -67,10 +70,20 @@ static void round_trip(void) {
                     "linear\",\"crc32.0.weight\":\"") != NULL);
     CHECK(strstr(h, "\"0.weight\":{\"dtype\":\"F32\",\"shape\":[4,1,3,3],\"data_offsets\":[0,144]}") != NULL);
     CHECK(strstr(h, "\"1.running_mean\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":") != NULL);
+    /* the counter as PyTorch's state_dict holds it: an I64 scalar */
+    CHECK(strstr(h, "\"1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[") != NULL);
     struct stat st;
-    int64_t elements = 0;
-    for (int i = 0; i < n; i++) elements += a[i]->size;
-    CHECK(stat(p, &st) == 0 && (uint64_t)st.st_size == 8 + L + 4 * (uint64_t)elements);
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) bytes += (i == c ? 8 : 4) * (uint64_t)a[i]->size;
+    CHECK(stat(p, &st) == 0 && (uint64_t)st.st_size == 8 + L + bytes);
+    const char *at = strstr(h, "\"1.num_batches_tracked\"");
+    unsigned long long begin = 0;
+    CHECK(at && sscanf(strstr(at, "data_offsets\":[") + 15, "%llu", &begin) == 1);
+    unsigned char i64[8] = {0};
+    f = fopen(p, "rb");
+    CHECK(f && fseek(f, (long)(8 + L + begin), SEEK_SET) == 0 && fread(i64, 1, 8, f) == 8);
+    fclose(f);
+    CHECK(i64[0] == 3 && !memcmp(i64 + 1, "\0\0\0\0\0\0\0", 7));
 
     /* a damaged byte of data is refused by its checksum, and nothing changes */
     f = fopen(p, "r+b");
@@ -103,30 +116,63 @@ static void round_trip(void) {
     CHECK_MSG(tg_last_error(), "not a regular file (a character device)");
     CHECK_INT(tg_safetensors_load("/dev/null", b, n), TG_ERR_IO);
     tg_tensor_free(odd);
+
+    /* tg_checkpoint_load reads safetensors too, by name; _prefix lets the file hold more */
+    b[0]->data[0] = 42;
+    CHECK_INT(tg_checkpoint_load(p, b, n), 0);
+    CHECK(b[0]->data[0] == a[0]->data[0] && b[c]->data[0] == 3);
+    CHECK_INT(tg_checkpoint_load(p, b + 1, n - 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "0.weight is in the file and not among the");
+    b[1]->data[0] = 42;
+    CHECK_INT(tg_checkpoint_load_prefix(p, b + 1, n - 1), 0);
+    CHECK(b[1]->data[0] == a[1]->data[0]);
+    /* a file without the counter (PyTorch's from before it counted, or a user's writer):
+     * loads with the counter at 0, as PyTorch's batch norm loads it */
+    tg_tensor *nocount[8];
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (i != c) nocount[k++] = a[i];
+    CHECK_INT(tg_safetensors_save(p, nocount, k, NULL), 0);
+    CHECK_INT(tg_safetensors_load(p, b, n), 0);
+    CHECK(b[c]->data[0] == 0 && b[2]->data[1] == 0.25f);
+    b[c]->data[0] = 5;
+    CHECK_INT(tg_checkpoint_load(p, b, n), 0);
+    CHECK(b[c]->data[0] == 0);
+    /* the same from tapegrad's own format */
+    CHECK_INT(tg_checkpoint_save(p, nocount, k), 0);
+    b[c]->data[0] = 5, b[2]->data[1] = 0;
+    CHECK_INT(tg_checkpoint_load(p, b, n), 0);
+    CHECK(b[c]->data[0] == 0 && b[2]->data[1] == 0.25f);
+    /* a file that fits neither way keeps the first message */
+    CHECK_INT(tg_checkpoint_load(p, b + 1, n - 1), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "checkpoint ");
     unlink(p);
     tg_model_free(m), tg_model_free(fresh);
 }
 
-/* F16, BF16 and F64 load as float32; the values are exact in float. */
+/* F16, BF16, F64 and I64 load as float32; the values are exact in float. */
 static void dtypes(void) {
     const unsigned char data[] = {
         0x00, 0x3c, 0x00, 0xc0, 0x55, 0x35,             /* f16: 1, -2, 0.333251953125 */
         0x80, 0x3f, 0x49, 0x40,                         /* bf16: 1, 3.140625 */
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f, /* f64: 0.5 */
+        0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* i64: -3 */
     };
     const char *p = spit("dtypes.safetensors",
                          "{\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]},"
                          "\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[6,10]},"
-                         "\"d\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[10,18]}}",
+                         "\"d\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[10,18]},"
+                         "\"i\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[18,26]}}",
                          data, sizeof data);
-    tg_tensor *h = tg_tensor_new(1, (int[]){3}), *b = tg_tensor_new(1, (int[]){2}), *d = tg_tensor_new(0, NULL);
-    tg_tensor_set_name(h, "h"), tg_tensor_set_name(b, "b"), tg_tensor_set_name(d, "d");
-    tg_tensor *ts[3] = {d, h, b}; /* by name, in any order */
-    CHECK_INT(tg_safetensors_load(p, ts, 3), 0);
+    tg_tensor *h = tg_tensor_new(1, (int[]){3}), *b = tg_tensor_new(1, (int[]){2}), *d = tg_tensor_new(0, NULL),
+              *i = tg_tensor_new(1, (int[]){1});
+    tg_tensor_set_name(h, "h"), tg_tensor_set_name(b, "b"), tg_tensor_set_name(d, "d"), tg_tensor_set_name(i, "i");
+    tg_tensor *ts[4] = {d, h, i, b}; /* by name, in any order */
+    CHECK_INT(tg_safetensors_load(p, ts, 4), 0);
     CHECK(h->data[0] == 1 && h->data[1] == -2 && h->data[2] == 0.333251953125f);
     CHECK(b->data[0] == 1 && b->data[1] == 3.140625f);
-    CHECK(d->data[0] == 0.5f);
-    tg_tensor_free(h), tg_tensor_free(b), tg_tensor_free(d);
+    CHECK(d->data[0] == 0.5f && i->data[0] == -3);
+    tg_tensor_free(h), tg_tensor_free(b), tg_tensor_free(d), tg_tensor_free(i);
 }
 
 /* Malformed files: each refused with a message naming the file and what is wrong. */
@@ -156,7 +202,7 @@ static void malformed(void) {
         {"{\"w\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
          "w: dtype F33 is not one of safetensors'"},
         {"{\"w\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
-         "w is I32, and tapegrad reads F32, F16, BF16 and F64"},
+         "w is I32, and tapegrad reads F32, F16, BF16, F64 and I64"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
          "w: data_offsets [0, 8] hold 8 bytes, and its F32 shape needs 12"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,8]}}", 8, TG_ERR_FORMAT,
