@@ -2,10 +2,11 @@
  *
  *   build/demos/predict [--net mlp|lenet|resnet] [--show] CHECKPOINT IMAGE...
  *
- * CHECKPOINT is what `mnist --save FILE` writes: the model's parameters and
- * buffers, then the optimizer's state, which predict does not need. Without
- * --net, predict builds each net in turn and keeps the one whose tensors the
- * checkpoint's begin with. Each image (PNG, JPEG, BMP...) is made into an
+ * CHECKPOINT is what `mnist --save FILE` writes (safetensors, or tapegrad's
+ * own format from earlier versions): the model's parameters and buffers, and
+ * the optimizer's state, which predict does not need; or a PyTorch state_dict
+ * of the same net saved as safetensors. Without --net, predict builds each net
+ * in turn and keeps the one whose tensors the checkpoint holds. Each image (PNG, JPEG, BMP...) is made into an
  * MNIST digit (tg_image_to_mnist: grey, light ink on black, 20 pixels on its
  * longer side, centred by its mass in 28x28) and gets one line: its three
  * likeliest digits. --show also draws the 28x28 digit the net sees. An image
@@ -48,7 +49,8 @@ static tg_model *load(const char *path, const char *net, const char **found) {
     }
     fprintf(stderr, "predict: %s matches none of the nets:\n", path);
     for (int i = 0; i < 3; i++) fprintf(stderr, "  %s: %s\n", net_names[i], why[i]);
-    fprintf(stderr, "---> HINT: give a checkpoint written by `mnist --save FILE`\n");
+    fprintf(stderr, "---> HINT: give a checkpoint written by `mnist --save FILE`, or the state_dict of one of "
+                    "these nets as safetensors\n");
     exit(1);
 }
 

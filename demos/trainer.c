@@ -193,7 +193,12 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
         tg_tape_seed(t, get64(r + RUN_RNG));
         if (tg_sched_apply(sched) < 0) demo_die(o, "--resume", NULL);
     }
-    if (tg_model_print(m, stdout, 4, (int[]){1, 1, 28, 28}) < 0) demo_die(o, "model", NULL);
+    /* the model's table: printed, and the checkpoints' description (safetensors' __metadata__) */
+    char *table = NULL;
+    size_t table_len = 0;
+    FILE *mem = open_memstream(&table, &table_len);
+    if (!mem || tg_model_print(m, mem, 4, (int[]){1, 1, 28, 28}) < 0 || fclose(mem) != 0) demo_die(o, "model", NULL);
+    fputs(table, stdout);
     printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, %d threads\n",
            o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->optim,
            o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads());
@@ -253,10 +258,10 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             acc = evaluate(o, m, test, pred);
             printf("epoch %d: train loss %.4f, test accuracy %.2f%% (%.1f s)\n", epoch + 1,
                    seen > 0 ? loss_sum / seen : 0, 100 * acc, now() - t0);
-            if (o->save && tg_checkpoint_save(o->save, ck, nck) < 0) demo_die(o, "--save", NULL);
+            if (o->save && tg_safetensors_save(o->save, ck, nck, table) < 0) demo_die(o, "--save", NULL);
         }
         if (o->stop_after && step + 1 == o->stop_after && step + 1 < total) {
-            if (s != steps - 1 && tg_checkpoint_save(o->save, ck, nck) < 0) demo_die(o, "--save", NULL);
+            if (s != steps - 1 && tg_safetensors_save(o->save, ck, nck, table) < 0) demo_die(o, "--save", NULL);
             printf("stopped after step %d of %d; go on with --resume %s\n", step + 1, total, o->save);
             acc = -1;
             break;
@@ -264,7 +269,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     }
     if (o->epochs == 0 || (start == total && total > 0)) acc = evaluate(o, m, test, pred);
 
-    free(perm), free(labels), free(guess), free(ck);
+    free(perm), free(labels), free(guess), free(ck), free(table);
     tg_tensor_free(run);
     tg_tape_free(t);
     tg_sched_free(sched);
