@@ -6,7 +6,7 @@
 #     machine and every run, so a test either always passes or always fails (CI);
 #   SECONDS followed by s (600s): exploring from a fresh random seed for that
 #     long, to find new inputs (by hand; add what it finds to the corpus).
-# Usage: bash tests/fuzz.sh idx|checkpoint|safetensors|image [RUNS | SECONDSs, default 20000] [BUILD_DIR]
+# Usage: bash tests/fuzz.sh idx|checkpoint|image [RUNS | SECONDSs, default 20000] [BUILD_DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")

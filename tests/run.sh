@@ -7,8 +7,9 @@
 # Usage: bash tests/run.sh [meson test options, e.g. a test name]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# graphviz: dot renders tape dumps (tests/test_dump.c); clang and its runtime: the fuzz targets
-bash scripts/install-deps.sh graphviz valgrind clang libclang-rt-14-dev dataset-fashion-mnist
+# graphviz: dot renders tape dumps (tests/test_dump.c); clang and its runtime: the fuzz targets;
+# python3-torch: the PyTorch interop test (tests/interop.sh)
+bash scripts/install-deps.sh graphviz valgrind clang libclang-rt-14-dev dataset-fashion-mnist python3-torch
 bash scripts/fetch-mnist.sh
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
