@@ -76,26 +76,82 @@ static uint64_t le64(const unsigned char *p) {
 // ----------------------------------------------------------------------------
 // save
 
+/* float32 to float16 and bfloat16, rounding to nearest, ties to even (as PyTorch's
+ * .half() and .bfloat16()): overflow becomes an infinity, NaN stays NaN. */
+static uint16_t to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
+    uint32_t a = u & 0x7fffffff;
+    if (a > 0x7f800000) return sign | 0x7e00;  /* NaN */
+    if (a >= 0x477ff000) return sign | 0x7c00; /* 65520 and up round to infinity */
+    if (a < 0x38800000) {                      /* below 2^-14: a multiple of 2^-24, exact scaling */
+        float v;
+        memcpy(&v, &a, 4);
+        return sign | (uint16_t)lrintf(v * 16777216.0f);
+    }
+    uint32_t r = a - 0x38000000; /* the exponent's bias 127 -> 15 */
+    r += 0xfff + (r >> 13 & 1);
+    return sign | (uint16_t)(r >> 13);
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)(u >> 16 | 0x40); /* NaN, quiet */
+    return (uint16_t)((u + 0x7fff + (u >> 16 & 1)) >> 16);
+}
+
+/* What each tensor is written as. Batch norm's counter is an I64 in PyTorch's state_dict,
+ * and is written so when it holds a whole number (it always does, unless a tensor of the
+ * user's took its name); the rest as asked. */
+enum { I64 = -1 };
+
+static int dtype_of(const tg_tensor *x, tg_save_dtype want) {
+    if (!tg__is_batch_counter(x->name)) return (int)want;
+    for (int64_t i = 0; i < x->size; i++)
+        if (!(fabsf(x->data[i]) <= 16777216.0f) || x->data[i] != floorf(x->data[i])) return (int)want;
+    return I64;
+}
+
+static const char *dtype_name(int d) {
+    return d == I64 ? "I64" : d == TG_SAVE_F16 ? "F16" : d == TG_SAVE_BF16 ? "BF16" : "F32";
+}
+static int dtype_bytes(int d) { return d == I64 ? 8 : d == TG_SAVE_F32 ? 4 : 2; }
+
+/* x's bytes as dtype d, little-endian, in pieces: each written to f (if not NULL) and
+ * added to *crc (if not NULL). 0 or an errno. */
+static int emit(const tg_tensor *x, int d, FILE *f, uint32_t *crc) {
+    unsigned char buf[8 * 1024];
+    int w = dtype_bytes(d);
+    for (int64_t i = 0; i < x->size;) {
+        int64_t k = x->size - i < 1024 ? x->size - i : 1024;
+        for (int64_t j = 0; j < k; j++) {
+            float v = x->data[i + j];
+            unsigned char *p = buf + j * w;
+            uint32_t f32;
+            memcpy(&f32, &v, 4);
+            uint64_t u = d == I64            ? (uint64_t)(int64_t)v
+                         : d == TG_SAVE_F16  ? to_f16(v)
+                         : d == TG_SAVE_BF16 ? to_bf16(v)
+                                             : f32;
+            for (int b = 0; b < w; b++) p[b] = (unsigned char)(u >> (8 * b));
+        }
+        size_t len = (size_t)(k * w);
+        if (f && fwrite(buf, 1, len, f) != len) return errno ? errno : EIO;
+        if (crc) *crc = (uint32_t)crc32(*crc, buf, (uInt)len);
+        i += k;
+    }
+    return 0;
+}
+
 typedef struct {
     tg_tensor *const *tensors;
     int n;
+    tg_save_dtype dtype;
     const char *header;
     size_t header_len; /* padded */
 } body;
-
-/* Batch norm's counter is an I64 in PyTorch's state_dict, and is written so when it
- * holds a whole number (it always does, unless a tensor of the user's took its name). */
-static bool as_i64(const tg_tensor *x) {
-    if (!tg__is_batch_counter(x->name)) return false;
-    for (int64_t i = 0; i < x->size; i++)
-        if (!(fabsf(x->data[i]) <= 16777216.0f) || x->data[i] != floorf(x->data[i])) return false;
-    return true;
-}
-
-static void put_i64(unsigned char *p, float v) {
-    uint64_t u = (uint64_t)(int64_t)v;
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(u >> (8 * i));
-}
 
 static int write_body(FILE *f, void *ctx) {
     const body *b = ctx;
@@ -103,19 +159,8 @@ static int write_body(FILE *f, void *ctx) {
     for (int i = 0; i < 8; i++) len[i] = (unsigned char)(b->header_len >> (8 * i));
     if (fwrite(len, 1, 8, f) != 8 || fwrite(b->header, 1, b->header_len, f) != b->header_len)
         return errno ? errno : EIO;
-    for (int i = 0; i < b->n; i++) {
-        const tg_tensor *x = b->tensors[i];
-        if (as_i64(x)) {
-            for (int64_t j = 0; j < x->size; j++) {
-                unsigned char v[8];
-                put_i64(v, x->data[j]);
-                if (fwrite(v, 1, 8, f) != 8) return errno ? errno : EIO;
-            }
-        } else if (fwrite(x->data, 4, (size_t)x->size, f) != (size_t)x->size) {
-            /* float32 little-endian: this machine's own order on every machine tapegrad builds for */
-            return errno ? errno : EIO;
-        }
-    }
+    for (int i = 0, err; i < b->n; i++)
+        if ((err = emit(b->tensors[i], dtype_of(b->tensors[i], b->dtype), f, NULL))) return err;
     return 0;
 }
 
@@ -131,8 +176,15 @@ static uint32_t crc_of(const void *bytes, uint64_t n) {
 }
 
 int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, const char *description) {
+    return tg_safetensors_save_as(path, tensors, n, description, TG_SAVE_F32);
+}
+
+int tg_safetensors_save_as(const char *path, tg_tensor *const *tensors, int n, const char *description,
+                           tg_save_dtype dtype) {
     if (!path) return tg_fail(TG_ERR_ARG, "safetensors_save: path is NULL");
     if (!*path) return tg_fail(TG_ERR_ARG, "safetensors_save: path is empty");
+    if (dtype != TG_SAVE_F32 && dtype != TG_SAVE_F16 && dtype != TG_SAVE_BF16)
+        return tg_fail(TG_ERR_ARG, "safetensors %s: dtype %d is not TG_SAVE_F32, _F16 or _BF16", path, (int)dtype);
     if (!tensors || n < 1) return tg_fail(TG_ERR_ARG, "safetensors %s: no tensors", path);
     for (int i = 0; i < n; i++) {
         if (!tensors[i]) return tg_fail(TG_ERR_ARG, "safetensors %s: tensor %d is NULL", path, i);
@@ -152,23 +204,19 @@ int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, cons
     uint64_t offset = 0;
     for (int i = 0; ok && i < n; i++) {
         const tg_tensor *x = tensors[i];
-        bool i64 = as_i64(x);
+        int d = dtype_of(x, dtype);
         char key[TG_NAME_LEN + 8], crc[9];
         snprintf(key, sizeof key, "crc32.%s", x->name);
-        uint32_t c = crc32(0, NULL, 0);
-        for (int64_t j = 0; i64 && j < x->size; j++) {
-            unsigned char v[8];
-            put_i64(v, x->data[j]);
-            c = (uint32_t)crc32(c, v, 8);
-        }
-        snprintf(crc, sizeof crc, "%08x", (unsigned)(i64 ? c : crc_of(x->data, 4 * (uint64_t)x->size)));
+        uint32_t c = (uint32_t)crc32(0, NULL, 0);
+        emit(x, d, NULL, &c);
+        snprintf(crc, sizeof crc, "%08x", (unsigned)c);
         cJSON *e = cJSON_AddObjectToObject(root, x->name);
-        ok = e && cJSON_AddStringToObject(meta, key, crc) && cJSON_AddStringToObject(e, "dtype", i64 ? "I64" : "F32");
+        ok = e && cJSON_AddStringToObject(meta, key, crc) && cJSON_AddStringToObject(e, "dtype", dtype_name(d));
         cJSON *shape = ok ? cJSON_AddArrayToObject(e, "shape") : NULL,
               *offs = ok ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
         ok = shape && offs;
-        for (int d = 0; ok && d < x->ndim; d++) ok = cJSON_AddItemToArray(shape, cJSON_CreateNumber(x->shape[d]));
-        uint64_t end = offset + (i64 ? 8 : 4) * (uint64_t)x->size;
+        for (int k = 0; ok && k < x->ndim; k++) ok = cJSON_AddItemToArray(shape, cJSON_CreateNumber(x->shape[k]));
+        uint64_t end = offset + (uint64_t)dtype_bytes(d) * (uint64_t)x->size;
         ok = ok && cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset)) &&
              cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)end));
         offset = end;
@@ -186,7 +234,7 @@ int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, cons
     memcpy(header, json, len);
     memset(header + len, ' ', padded - len);
     cJSON_free(json);
-    body b = {tensors, n, header, padded};
+    body b = {tensors, n, dtype, header, padded};
     int rc = tg__save_atomic("safetensors", path, write_body, &b);
     tg__free(header);
     return rc;

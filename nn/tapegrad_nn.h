@@ -135,6 +135,12 @@ TG_API int tg_checkpoint_load_prefix(const char *path, tg_tensor *const *tensors
  * not NULL) and a CRC-32 per tensor ("crc32.<name>"). Names must be unique and not
  * "__metadata__". */
 TG_API int tg_safetensors_save(const char *path, tg_tensor *const *tensors, int n, const char *description);
+/* The same with the tensors (batch norm's counters aside) as float16 or bfloat16, rounded to
+ * nearest, ties to even, as PyTorch's .half() and .bfloat16() round: half the file, for a
+ * model that is only to be run. TG_SAVE_F32 is tg_safetensors_save. */
+typedef enum { TG_SAVE_F32, TG_SAVE_F16, TG_SAVE_BF16 } tg_save_dtype;
+TG_API int tg_safetensors_save_as(const char *path, tg_tensor *const *tensors, int n, const char *description,
+                                  tg_save_dtype dtype);
 /* Reads path into the tensors by name, as PyTorch's load_state_dict(strict=True): the file
  * must hold exactly their names (a batch counter it lacks is set to 0), each with the
  * tensor's shape, as F32, F16, BF16, F64 or I64 (converted to float32). The whole header is

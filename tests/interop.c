@@ -8,6 +8,8 @@
  *       loads CHECKPOINT (either format; a trainer's, with more tensors after the
  *       model's, too) into the demo's net NET and writes its evaluation-mode
  *       logits for the N images of TEST_X (raw float32, N x 10) to OUT
+ *   interop half NET CHECKPOINT OUT f16|bf16
+ *       loads CHECKPOINT into NET and saves its state to OUT as float16 or bfloat16
  *   interop names NET
  *       the net's state: one "name shape" per line */
 #include "nets.h"
@@ -71,6 +73,18 @@ static int logits(const char *net, const char *ckpt, const char *images, int n, 
     return rc;
 }
 
+static int half(const char *net, const char *ckpt, const char *out, const char *kind) {
+    tg_model *m = net_new(net, 1);
+    if (!m) return die(net);
+    tg_tensor **state;
+    int ns = tg_model_state(m, &state);
+    if (tg_checkpoint_load_prefix(ckpt, state, ns) < 0) return die(ckpt);
+    if (tg_safetensors_save_as(out, state, ns, NULL, strcmp(kind, "bf16") ? TG_SAVE_F16 : TG_SAVE_BF16) < 0)
+        return die(out);
+    tg_model_free(m);
+    return 0;
+}
+
 static int names(const char *net) {
     tg_model *m = net_new(net, 1);
     if (!m) return die(net);
@@ -87,8 +101,9 @@ static int names(const char *net) {
 int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "data")) return data(argv[2], atoi(argv[3]), atoi(argv[4]), argv[5]);
     if (argc == 7 && !strcmp(argv[1], "logits")) return logits(argv[2], argv[3], argv[4], atoi(argv[5]), argv[6]);
+    if (argc == 6 && !strcmp(argv[1], "half")) return half(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 3 && !strcmp(argv[1], "names")) return names(argv[2]);
     fprintf(stderr, "usage: interop data MNIST_DIR N_TRAIN N_TEST OUT_DIR | logits NET CHECKPOINT TEST_X N OUT | "
-                    "names NET\n");
+                    "half NET CHECKPOINT OUT f16|bf16 | names NET\n");
     return 2;
 }

@@ -5,6 +5,9 @@ and the comparisons.
   interop.py from-tapegrad NET FILE TEST_X TAPEGRAD_LOGITS STEPS
       loads tapegrad's FILE into NET (strict), checks num_batches_tracked == STEPS,
       and compares NET's evaluation-mode logits with tapegrad's
+  interop.py half FILE HALF_FILE f16|bf16
+      every float tensor of HALF_FILE (tapegrad's) equals FILE's tensor rounded by
+      PyTorch's .half() or .bfloat16(), bit for bit; batch norm's counters stay I64
   interop.py from-torch NET DIR
       trains NET 10 steps on DIR/train_x.f32, writes DIR/NET.torch.{f32,f16,bf16}.safetensors
       and the logits of each (the f16 and bf16 ones: of the net with its weights so rounded)
@@ -118,6 +121,16 @@ def from_tapegrad(net, path, test_x, tapegrad_logits, steps):
     return not compare(f"{net}: (control: one bias 1e-3 off, must differ)", logits(model, x), got)
 
 
+def half(path, half_path, kind):
+    dtype = torch.float16 if kind == "f16" else torch.bfloat16
+    full, got = load_safetensors(path), load_safetensors(half_path)
+    model = {k: v for k, v in full.items() if k.split(".")[0] not in ("sgd", "adam", "sched", "train")}
+    want = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.items()}
+    wrong = [k for k in want if k not in got or got[k].dtype != want[k].dtype or not torch.equal(got[k], want[k])]
+    print(f"{half_path}: {len(got)} tensors as {kind}, {len(wrong)} unlike PyTorch's rounding {wrong[:3]}")
+    return set(got) == set(want) and not wrong
+
+
 def from_torch(net, d):
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -148,6 +161,8 @@ def read_logits(path):
 def main(argv):
     if argv[1] == "from-tapegrad":
         return from_tapegrad(argv[2], argv[3], argv[4], argv[5], int(argv[6]))
+    if argv[1] == "half":
+        return half(argv[2], argv[3], argv[4])
     if argv[1] == "from-torch":
         return from_torch(argv[2], argv[3])
     return compare(argv[2], read_logits(argv[3]), read_logits(argv[4]))

@@ -6,7 +6,8 @@
 #   2. PyTorch trains 10 steps and writes safetensors (F32, num_batches_tracked as I64),
 #      tapegrad loads it and its logits equal PyTorch's to 1e-5;
 #   3. the same PyTorch weights as F16 and as BF16: tapegrad converts them to float32 on
-#      load, and its logits equal those of PyTorch's net with the weights so rounded.
+#      load, and its logits equal those of PyTorch's net with the weights so rounded; and
+#      tapegrad's F16 and BF16 files hold what PyTorch's .half() and .bfloat16() give;
 #   4. demos/predict and demos/mnist --load take PyTorch's file as they take tapegrad's.
 # Usage: interop.sh INTEROP_EXE MNIST_EXE PREDICT_EXE MNIST_DIR TESTS_DIR
 set -euo pipefail
@@ -25,6 +26,11 @@ for net in mlp lenet resnet; do
   "$interop" logits "$net" "$net.tapegrad.safetensors" test_x.f32 100 "$net.tapegrad.logits" || fail "$net: logits"
   "$py" "$here/interop.py" from-tapegrad "$net" "$net.tapegrad.safetensors" test_x.f32 "$net.tapegrad.logits" 10 ||
     fail "$net: tapegrad -> PyTorch"
+  for kind in f16 bf16; do
+    "$interop" half "$net" "$net.tapegrad.safetensors" "$net.tapegrad.$kind.safetensors" $kind || fail "$net: $kind"
+    "$py" "$here/interop.py" half "$net.tapegrad.safetensors" "$net.tapegrad.$kind.safetensors" $kind ||
+      fail "$net: tapegrad's $kind file"
+  done
   # 2. and 3. PyTorch -> tapegrad
   "$py" "$here/interop.py" from-torch "$net" . || fail "$net: PyTorch's training"
   for kind in f32 f16 bf16; do

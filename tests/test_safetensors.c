@@ -175,6 +175,55 @@ static void dtypes(void) {
     tg_tensor_free(h), tg_tensor_free(b), tg_tensor_free(d), tg_tensor_free(i);
 }
 
+/* Saving as F16 and BF16 rounds as PyTorch's .half() and .bfloat16(): the bits PyTorch 1.13 printed,
+ *   v = torch.tensor([1/3, 65504., 65520., 1e-8, 6e-8, -2.5, float('inf'), 1.00048828125, 3e38, 1e-40, -0.0,
+ *                     1.00390625])
+ *   v.half().view(torch.int16), v.bfloat16().view(torch.int16)
+ * (1.00048828125 and 1.00390625 are ties, which go to the even neighbour: down) and a NaN stays a NaN.
+ * Loading gives those values back as float32. */
+static void half_precision(void) {
+    const float v[13] = {1.0f / 3, 65504, 65520,  1e-8f, 6e-8f, -2.5f, INFINITY, 1.00048828125f, 3e38f, 1e-40f,
+                         -0.0f,    1.00390625f, NAN};
+    const uint16_t f16[12] = {0x3555, 0x7bff, 0x7c00, 0x0000, 0x0001, 0xc100, 0x7c00, 0x3c00, 0x7c00, 0x0000, 0x8000, 0x3c04};
+    const uint16_t bf16[12] = {0x3eab, 0x4780, 0x4780, 0x322c, 0x3381, 0xc020, 0x7f80, 0x3f80, 0x7f62, 0x0001, 0x8000, 0x3f80};
+    tg_tensor *x = tg_tensor_new(1, (int[]){13}), *c = tg_tensor_new(0, NULL);
+    tg_tensor_set_name(x, "x"), tg_tensor_set_name(c, "2.num_batches_tracked");
+    memcpy(x->data, v, sizeof v);
+    c->data[0] = 9;
+    tg_tensor *ts[2] = {x, c};
+    for (int k = 0; k < 2; k++) {
+        const char *p = path_of(k ? "bf16.safetensors" : "f16.safetensors");
+        CHECK_INT(tg_safetensors_save_as(p, ts, 2, NULL, k ? TG_SAVE_BF16 : TG_SAVE_F16), 0);
+        FILE *f = fopen(p, "rb");
+        unsigned char b[4096];
+        size_t got = f ? fread(b, 1, sizeof b, f) : 0;
+        if (f) fclose(f);
+        uint64_t L = 0;
+        for (int i = 7; i >= 0; i--) L = L << 8 | b[i];
+        CHECK(got == 8 + L + 26 + 8); /* thirteen 2-byte values, then the counter, still I64 */
+        char *h = (char *)b + 8;
+        CHECK(strstr(h, k ? "\"x\":{\"dtype\":\"BF16\",\"shape\":[13],\"data_offsets\":[0,26]}"
+                          : "\"x\":{\"dtype\":\"F16\",\"shape\":[13],\"data_offsets\":[0,26]}") != NULL);
+        CHECK(strstr(h, "\"2.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[26,34]}") != NULL);
+        const unsigned char *d = b + 8 + L;
+        int wrong = 0;
+        for (int i = 0; i < 12; i++) wrong += (d[2 * i] | d[2 * i + 1] << 8) != (k ? bf16 : f16)[i];
+        uint16_t nan = (uint16_t)(d[24] | d[25] << 8);
+        CHECK_INT(wrong, 0);
+        CHECK(k ? (nan & 0x7f80) == 0x7f80 && (nan & 0x7f) : (nan & 0x7c00) == 0x7c00 && (nan & 0x3ff));
+        CHECK(d[26] == 9);
+        /* loaded back: the rounded values as float32 */
+        CHECK_INT(tg_checkpoint_load(p, ts, 2), 0);
+        CHECK(x->data[0] == (k ? 0.333984375f : 0.333251953125f) && x->data[2] == (k ? 65536.0f : INFINITY));
+        CHECK(isnan(x->data[12]) && c->data[0] == 9);
+        memcpy(x->data, v, sizeof v);
+        unlink(p);
+    }
+    CHECK_INT(tg_safetensors_save_as(path_of("x.safetensors"), ts, 2, NULL, (tg_save_dtype)7), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "dtype 7 is not TG_SAVE_F32, _F16 or _BF16");
+    tg_tensor_free(x), tg_tensor_free(c);
+}
+
 /* Malformed files: each refused with a message naming the file and what is wrong. */
 static void malformed(void) {
     tg_tensor *w = tg_tensor_new(1, (int[]){2});
@@ -263,6 +312,7 @@ int main(void) {
     if (!mkdtemp(dir)) return 1;
     round_trip();
     dtypes();
+    half_precision();
     malformed();
     unlink(path_of("dtypes.safetensors"));
     unlink(path_of("x.safetensors"));
