@@ -36,14 +36,18 @@ static void max_plane(float *y, int32_t *arg, const float *xp, int H, int W, int
 /* The 2x2, stride 2, unpadded pool of most CNNs, one plane, without bounds
  * checks. Eight windows at a time: the better of each row's two columns (the
  * left one on a tie), then the lower row's if it wins over the upper: the same
- * first maximum in row-major order that the scalar scan finds. */
+ * first maximum in row-major order that the scalar scan finds. A row of 8 or
+ * more windows ends with the last eight (overlapping windows already done, which
+ * get the same values again), not a scalar tail: 14 windows are two vectors. */
 TG_INLINE void max2x2_body(float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo) {
     const tg_i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int oh = 0; oh < Ho; oh++) {
         const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
         float *yo = y + oh * Wo;
         int ow = 0;
-        for (; ow + 8 <= Wo; ow += 8) {
+        for (int next = 0; Wo >= 8 && ow < Wo; ow = next) {
+            if (ow + 8 > Wo) ow = Wo - 8; /* the last eight */
+            next = ow + 8;
             tg_f8 a0 = TG_F8(r0 + 2 * ow), a1 = TG_F8(r0 + 2 * ow + 8);
             tg_f8 b0 = TG_F8(r1 + 2 * ow), b1 = TG_F8(r1 + 2 * ow + 8);
             tg_f8 ae = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14);
