@@ -8,7 +8,8 @@ The same data, net, initialisation rule, optimizer, schedule and evaluation as s
 PyTorch set up at its fastest on a CPU: its own OpenMP threads (--threads), the BLAS under it
 kept to one thread, the whole training set as one tensor (no DataLoader), optionally oneDNN's
 channels_last layout. Prints the time to 99% from the start (data loading included) and ends
-with "test accuracy: NN.NN%".
+with "test accuracy: NN.NN%". Install libopenblas0-pthread first: on Debian's reference BLAS
+PyTorch trains slower.
 """
 import os
 import time
