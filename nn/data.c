@@ -298,10 +298,15 @@ tg_dataset *tg_dataset_new(const char *dir, const char *split, int limit, float 
     ds->mean = mean;
     ds->std = std;
     size_t pixels = (size_t)ds->n * ds->h * ds->w;
-    ds->pixels = tg__malloc(pixels);
     ds->labels = tg__malloc((size_t)ds->n * sizeof(int32_t));
-    if (!ds->pixels || !ds->labels) goto oom;
-    memcpy(ds->pixels, images.data, pixels);
+    if (!ds->labels) goto oom;
+    /* the file's bytes are the pixels: kept, not copied (a copy of MNIST's 47 MB and the
+     * page faults of a second buffer were 40% of the load); a limit gives back the rest */
+    ds->pixels = images.data, images.data = NULL;
+    if (pixels > 0 && pixels < (size_t)images.size) {
+        uint8_t *fit = tg__realloc(ds->pixels, pixels);
+        if (fit) ds->pixels = fit;
+    }
     // x -> (x/255 - mean) / std, PyTorch's ToTensor then Normalize
     for (int v = 0; v < 256; v++) ds->value[v] = ((float)v / 255.0f - mean) / std;
     for (int i = 0; i < ds->n; i++) {
