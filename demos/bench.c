@@ -1,17 +1,22 @@
 /* bench.c: training and evaluation throughput of the MNIST demo's nets.
  *
- *   build/demos/bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N]
+ *   build/demos/bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N] [--ops]
  *
  * For each net and thread count (1 and 2 unless given): 5 warm-up steps, then N
  * timed training steps at batch 64 (SGD, lr 0.05, momentum 0.9, consecutive
  * batches), then one evaluation pass over 2000 test images in batches of 100. GFLOP/s counts a
  * training step as three times its forward FLOPs (backward is about twice the
- * forward). The last column is the process's peak resident memory so far. */
+ * forward); "peak" is that as a share of the machine's FMA peak, measured first (12
+ * independent chains of AVX-512 or AVX2 FMAs on each thread). The last column is the
+ * process's peak resident memory so far. With --ops, each net's ops follow: their
+ * share of a step's time and their forward and backward GFLOP/s and share of the peak
+ * (backward counted as twice the forward's FLOPs), from 20 more steps. */
 #include "nets.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -25,6 +30,103 @@ static void die(const char *what) {
     fprintf(stderr, "bench: %s: %s\n", what, tg_last_error());
     exit(1);
 }
+
+// ----------------------------------------------------------------------------
+// the FMA peak: what the tables' shares are of
+
+enum { CHAINS = 12, ROUNDS = 50000000 };
+static bool has512;
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx512f"))) static float fma512(float seed) {
+    __m512 acc[CHAINS], m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps(seed + (float)c);
+    for (int r = 0; r < ROUNDS; r++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], m, a);
+    __m512 s = acc[0];
+    for (int c = 1; c < CHAINS; c++) s = _mm512_add_ps(s, acc[c]);
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma"))) static float fma256(float seed) {
+    __m256 acc[CHAINS], m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_ps(seed + (float)c);
+    for (int r = 0; r < ROUNDS; r++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], m, a);
+    float out[8], sum = 0;
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm256_add_ps(acc[0], acc[c]);
+    _mm256_storeu_ps(out, acc[0]);
+    for (int i = 0; i < 8; i++) sum += out[i];
+    return sum;
+}
+
+static void *fma_thread(void *arg) {
+    *(float *)arg = has512 ? fma512(*(float *)arg) : fma256(*(float *)arg);
+    return NULL;
+}
+
+/* GFLOP/s of threads threads each running the chains (an FMA counts two FLOPs); 0 without AVX2 */
+static double fma_peak(int threads) {
+    __builtin_cpu_init();
+    has512 = __builtin_cpu_supports("avx512f");
+    if (!has512 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
+    pthread_t th[2];
+    float v[2] = {1, 2};
+    double t0 = now();
+    for (int i = 0; i < threads; i++) pthread_create(&th[i], NULL, fma_thread, &v[i]);
+    for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
+    double s = now() - t0;
+    return threads * 2.0 * CHAINS * (has512 ? 16 : 8) * (double)ROUNDS / s * 1e-9;
+}
+#else
+static double fma_peak(int threads) { return 0 * threads; } /* not measured on this machine */
+#endif
+
+static double peak[3]; /* by thread count */
+
+// ----------------------------------------------------------------------------
+// the nets
+
+/* Each op's share of 20 training steps: time, and forward and backward GFLOP/s against the peak. */
+static void op_table(tg_model *m, tg_sgd *opt, tg_tape *t, const tg_dataset *train, int threads) {
+    enum { B = 64, STEPS = 20, MAX = 64 };
+    tg_op_total sum[MAX] = {{{0}}}, one[MAX];
+    int n = 0;
+    int32_t labels[B];
+    for (int i = 0; i < STEPS; i++) {
+        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){B, 1, 28, 28});
+        if (!x || tg_dataset_batch(train, NULL, (i * B) % (train->n - B), x, labels) < 0) die("batch");
+        tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
+        if (!loss || tg_backward(t, loss) < 0 || tg_sgd_step(opt) < 0) die("step");
+        tg_sgd_zero_grad(opt);
+        int k = tg_tape_op_totals(t, one, MAX);
+        if (k < 0) die("op totals");
+        n = k < MAX ? k : MAX;
+        for (int j = 0; j < n; j++) {
+            memcpy(sum[j].name, one[j].name, sizeof sum[j].name);
+            sum[j].nodes = one[j].nodes, sum[j].flops = one[j].flops; /* per step */
+            sum[j].t_forward += one[j].t_forward, sum[j].t_backward += one[j].t_backward;
+        }
+        tg_tape_reset(t);
+    }
+    double total = 0;
+    for (int j = 0; j < n; j++) total += sum[j].t_forward + sum[j].t_backward;
+    printf("  %-22s %5s %7s %9s %7s %9s %7s\n", "op", "nodes", "time", "fwd GF/s", "peak", "bwd GF/s", "peak");
+    for (int j = 0; j < n; j++) {
+        const tg_op_total *o = &sum[j];
+        printf("  %-22s %5d %6.1f%%", o->name, o->nodes, 100 * (o->t_forward + o->t_backward) / total);
+        if (o->flops > 0 && o->t_forward > 0 && peak[threads] > 0) {
+            double f = 1e-9 * (double)o->flops * STEPS / o->t_forward;
+            double b = o->t_backward > 0 ? 2e-9 * (double)o->flops * STEPS / o->t_backward : 0;
+            printf(" %9.1f %6.1f%% %9.1f %6.1f%%", f, 100 * f / peak[threads], b, 100 * b / peak[threads]);
+        }
+        printf("\n");
+    }
+}
+
+static bool show_ops;
 
 static void bench(const char *net, int threads, int steps, const tg_dataset *train, const tg_dataset *test) {
     enum { B = 64 };
@@ -69,8 +171,14 @@ static void bench(const char *net, int threads, int steps, const tg_dataset *tra
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("%-7s %7d %12.0f %12.0f %10.1f %10.0f\n", net, threads, steps * B / train_s, n / eval_s,
-           3.0 * (double)flops * steps / train_s * 1e-9, ru.ru_maxrss / 1024.0);
+    double gflops = 3.0 * (double)flops * steps / train_s * 1e-9;
+    printf("%-7s %7d %12.0f %12.0f %10.1f %6.1f%% %10.0f\n", net, threads, steps * B / train_s, n / eval_s, gflops,
+           peak[threads] > 0 ? 100 * gflops / peak[threads] : 0.0, ru.ru_maxrss / 1024.0);
+    if (show_ops) {
+        tg_model_train(m, true);
+        tg_tape_set_grad_enabled(t, true);
+        op_table(m, opt, t, train, threads);
+    }
     fflush(stdout);
     tg_tape_free(t);
     tg_sgd_free(opt);
@@ -80,13 +188,18 @@ static void bench(const char *net, int threads, int steps, const tg_dataset *tra
 int main(int argc, char **argv) {
     const char *data = "data/mnist", *only = NULL;
     int steps = 200, threads = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--ops")) {
+            show_ops = true, i--;
+            continue;
+        }
+        if (i + 1 >= argc) argv[i] = "?"; /* an option without its value */
         if (!strcmp(argv[i], "--data")) data = argv[i + 1];
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--net")) only = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N]\n");
+            fprintf(stderr, "usage: bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N] [--ops]\n");
             return 2;
         }
     }
@@ -99,7 +212,17 @@ int main(int argc, char **argv) {
                 train->w);
         die("data");
     }
-    printf("%-7s %7s %12s %12s %10s %10s\n", "net", "threads", "train img/s", "eval img/s", "GFLOP/s", "maxRSS MiB");
+    for (int th = 1; th <= 2; th++)
+        if (!threads || threads == th) peak[th] = fma_peak(th);
+    printf("FMA peak (measured, %s):", peak[1] + peak[2] == 0 ? "not on this CPU" : has512 ? "AVX-512" : "AVX2");
+    for (int th = 1; th <= 2; th++)
+        if (peak[th] > 0) printf(" %.0f GFLOP/s on %d thread%s", peak[th], th, th > 1 ? "s" : "");
+    printf("\n");
+    if (show_ops)
+        printf("(--ops counts an op's backward as twice its forward FLOPs: a first layer, whose input needs no\n"
+               " gradient, does half of that, so its backward share reads twice too high)\n");
+    printf("%-7s %7s %12s %12s %10s %7s %10s\n", "net", "threads", "train img/s", "eval img/s", "GFLOP/s", "peak",
+           "maxRSS MiB");
     for (int k = 0; k < 3; k++) {
         if (only && strcmp(only, net_names[k])) continue;
         for (int th = 1; th <= 2; th++)

@@ -230,6 +230,24 @@ static void print_totals(const tg_tape *t, const survey *s, FILE *f) {
             1e3 * bwd);
 }
 
+int tg_tape_op_totals(const tg_tape *t, tg_op_total *out, int max) {
+    if (!t) return tg_fail(TG_ERR_ARG, "tape_op_totals: tape is NULL");
+    if (max < 0 || (max > 0 && !out)) return tg_fail(TG_ERR_ARG, "tape_op_totals: room for %d at %p", max, (void *)out);
+    survey s;
+    int rc = survey_init(&s, t);
+    if (rc < 0) return rc;
+    for (int k = 0; k < s.n_ops && k < max; k++) {
+        const op_total *o = &s.ops[k];
+        char name[64];
+        snprintf(out[k].name, sizeof out[k].name, "%s", node_name(o->first, name, sizeof name));
+        out[k].nodes = o->nodes, out[k].flops = o->flops;
+        out[k].t_forward = o->t_forward, out[k].t_backward = o->t_backward;
+    }
+    int n = s.n_ops;
+    survey_release(&s);
+    return n;
+}
+
 int64_t tg_tape_flops(const tg_tape *t) {
     int64_t total = 0;
     for (const tg_node *n = t ? t->first : NULL; n; n = n->next) total += n->op->flops ? n->op->flops(n) : 0;

@@ -203,6 +203,17 @@ TG_API void tg_tape_check_inputs(tg_tape *t, bool on);
 TG_API int tg_tape_dump(const tg_tape *t, FILE *f);
 /* Forward FLOPs of the recorded nodes (ops without a flops callback count 0). */
 TG_API int64_t tg_tape_flops(const tg_tape *t);
+/* The dump's "by op" table as numbers: per op (and variant, "conv2d+relu"), in order of first
+ * use, its nodes, forward FLOPs (-1 for an op without a count) and forward and backward
+ * seconds (backward's are 0 until tg_backward has run). Fills out[0..max) and returns how many
+ * ops the tape holds (more than max: the rest left out), or TG_ERR_ARG / TG_ERR_NOMEM. */
+typedef struct {
+    char name[64];
+    int nodes;
+    int64_t flops;
+    double t_forward, t_backward;
+} tg_op_total;
+TG_API int tg_tape_op_totals(const tg_tape *t, tg_op_total *out, int max);
 /* The tape as a Graphviz digraph (dot -Tsvg tape.dot -o tape.svg): ops are
  * boxes, parameters ellipses, other leaves (inputs) parallelograms; edges carry shapes. */
 TG_API int tg_tape_dot(const tg_tape *t, FILE *f);

@@ -502,6 +502,25 @@ static void fused_names(void) {
     CHECK_MSG(dot.text ? dot.text : "", "label=\"%3 batch_norm+add+relu\\n");
     CHECK_MSG(dot.text ? dot.text : "", "label=\"%5 residual_add+relu\"");
     free(dot.text);
+    /* the same table as numbers: ops in order of first use, variants apart */
+    tg_op_total ops[8];
+    CHECK_INT(tg_tape_op_totals(t, ops, 8), 8); /* the 7 above, and mean */
+    CHECK(!strcmp(ops[0].name, "conv2d+relu") && !strcmp(ops[1].name, "conv2d") &&
+          !strcmp(ops[3].name, "batch_norm+add+relu") && !strcmp(ops[5].name, "residual_add+relu"));
+    int64_t flops = 0;
+    bool timed = true;
+    for (int k = 0; k < 8; k++) {
+        CHECK_INT(ops[k].nodes, 1);
+        flops += ops[k].flops > 0 ? ops[k].flops : 0;
+        timed &= ops[k].t_forward >= 0 && ops[k].t_backward >= 0;
+    }
+    CHECK(timed && ops[0].flops > 0 && flops == tg_tape_flops(t));
+    CHECK_INT(tg_tape_op_totals(t, ops, 2), 8); /* room for 2: the count all the same */
+    CHECK_INT(tg_tape_op_totals(t, NULL, 0), 8);
+    CHECK_INT(tg_tape_op_totals(NULL, ops, 8), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "tape_op_totals: tape is NULL");
+    CHECK_INT(tg_tape_op_totals(t, NULL, 3), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "tape_op_totals: room for 3");
     tg_tensor_free(w), tg_tensor_free(g), tg_tensor_free(b);
     tg_tape_free(t);
 }
