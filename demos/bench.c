@@ -89,18 +89,29 @@ static double peak[3]; /* by thread count */
 // ----------------------------------------------------------------------------
 // the nets
 
+/* Training step i: batch i of 64 consecutive images, SGD (the tape is left for the caller
+ * to read, then reset). */
+static void train_step(tg_model *m, tg_sgd *opt, tg_tape *t, const tg_dataset *train, int i) {
+    enum { B = 64 };
+    int32_t labels[B];
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){B, 1, 28, 28});
+    if (!x || tg_dataset_batch(train, NULL, (i * B) % (train->n - B), x, labels) < 0) die("batch");
+    tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
+    if (!loss || tg_backward(t, loss) < 0) die("step");
+    if (!isfinite(loss->data[0]) && tg_model_check_finite(m) == 0)
+        tg_fail(TG_ERR_NONFINITE, "the loss is %g", (double)loss->data[0]);
+    if (!isfinite(loss->data[0])) die("step");
+    if (tg_sgd_step(opt) < 0) die("step"); /* a NaN or Inf gradient */
+    tg_sgd_zero_grad(opt);
+}
+
 /* Each op's share of 20 training steps: time, and forward and backward GFLOP/s against the peak. */
 static void op_table(tg_model *m, tg_sgd *opt, tg_tape *t, const tg_dataset *train, int threads) {
-    enum { B = 64, STEPS = 20, MAX = 64 };
+    enum { STEPS = 20, MAX = 64 };
     tg_op_total sum[MAX] = {{{0}}}, one[MAX];
     int n = 0;
-    int32_t labels[B];
     for (int i = 0; i < STEPS; i++) {
-        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){B, 1, 28, 28});
-        if (!x || tg_dataset_batch(train, NULL, (i * B) % (train->n - B), x, labels) < 0) die("batch");
-        tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
-        if (!loss || tg_backward(t, loss) < 0 || tg_sgd_step(opt) < 0) die("step");
-        tg_sgd_zero_grad(opt);
+        train_step(m, opt, t, train, i);
         int k = tg_tape_op_totals(t, one, MAX);
         if (k < 0) die("op totals");
         n = k < MAX ? k : MAX;
@@ -136,20 +147,11 @@ static void bench(const char *net, int threads, int steps, const tg_dataset *tra
     int np = tg_model_params(m, &ps);
     tg_sgd *opt = tg_sgd_new(ps, np, (tg_sgd_opts){0.05f, 0.9f, 0, 0, false});
     tg_tape *t = tg_tape_new();
-    int32_t labels[B];
     int64_t flops = 0;
     double t0 = 0;
     for (int i = 0; i < steps + 5; i++) {
         if (i == 5) t0 = now();
-        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){B, 1, 28, 28});
-        if (!x || tg_dataset_batch(train, NULL, (i * B) % (train->n - B), x, labels) < 0) die("batch");
-        tg_tensor *loss = tg_cross_entropy(t, tg_model_forward(m, t, x), labels);
-        if (!loss || tg_backward(t, loss) < 0) die("step");
-        if (!isfinite(loss->data[0]) && tg_model_check_finite(m) == 0)
-            tg_fail(TG_ERR_NONFINITE, "the loss is %g", (double)loss->data[0]);
-        if (!isfinite(loss->data[0])) die("step");
-        if (tg_sgd_step(opt) < 0) die("step"); /* a NaN or Inf gradient */
-        tg_sgd_zero_grad(opt);
+        train_step(m, opt, t, train, i);
         if (i == 0) flops = tg_tape_flops(t);
         tg_tape_reset(t);
     }

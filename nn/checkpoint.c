@@ -641,8 +641,9 @@ static int read_all(reader *r, const unsigned char *h, tg_tensor *const *tensors
     return 0;
 }
 
-/* prefix: the file may hold more tensors after the n asked for; they are checked like the rest and ignored */
-static int load(const char *who, const char *path, tg_tensor *const *tensors, int n, bool prefix) {
+/* prefix: the file may hold more tensors after the n asked for; they are checked like the rest and ignored.
+ * *by_name tells that the file was safetensors (read by name, batch counters already taken care of). */
+static int load(const char *who, const char *path, tg_tensor *const *tensors, int n, bool prefix, bool *by_name) {
     int rc = check_tensors(who, path, tensors, n);
     if (rc < 0) return rc;
     struct stat st;
@@ -663,6 +664,7 @@ static int load(const char *who, const char *path, tg_tensor *const *tensors, in
     /* safetensors: a header's length (below 2^56: its last byte is 0) and the JSON's '{' */
     if (head >= 10 && memcmp(h, MAGIC, 8) != 0 && h[7] == 0 && h[8] == '{') {
         fclose(r.f);
+        *by_name = true;
         return tg__safetensors_load(who, path, tensors, n, prefix);
     }
     if ((rc = check_header(&r, h, file_size, &count)) < 0) goto done;
@@ -705,13 +707,15 @@ done:
     return rc;
 }
 
-/* load, and for a file from before batch norm counted (PyTorch's rule for such
- * state dicts): when the tensors do not fit it and some are batch counters, the
- * load is tried again without them, which are then set to 0. A file that fits
- * neither way is reported as it failed with all the tensors. */
+/* load, and for a file of tapegrad's format from before batch norm counted
+ * (PyTorch's rule for such state dicts): when the tensors do not fit it and some
+ * are batch counters, the load is tried again without them, which are then set
+ * to 0. A file that fits neither way is reported as it failed with all the
+ * tensors. (A safetensors file is read by name: a counter it lacks is 0 already.) */
 static int load_counting(const char *who, const char *path, tg_tensor *const *tensors, int n, bool prefix) {
-    int rc = load(who, path, tensors, n, prefix);
-    if (rc != TG_ERR_SHAPE) return rc;
+    bool by_name = false;
+    int rc = load(who, path, tensors, n, prefix, &by_name);
+    if (rc != TG_ERR_SHAPE || by_name) return rc;
     tg_tensor **rest = tg__malloc((size_t)n * sizeof *rest);
     if (!rest) return rc;
     int k = 0;
@@ -719,7 +723,7 @@ static int load_counting(const char *who, const char *path, tg_tensor *const *te
         if (!tg__is_batch_counter(tensors[i]->name)) rest[k++] = tensors[i];
     char msg[512];
     snprintf(msg, sizeof msg, "%s", tg_last_error());
-    if (k == n || k == 0 || load(who, path, rest, k, prefix) < 0) {
+    if (k == n || k == 0 || load(who, path, rest, k, prefix, &by_name) < 0) {
         tg__free(rest);
         return tg_fail(rc, "%s", msg);
     }
