@@ -228,6 +228,17 @@ TG_API int tg_tape_dot(const tg_tape *t, FILE *f);
 TG_API void tg_set_threads(int n);
 TG_API int tg_get_threads(void);
 
+/* PyTorch's torch.set_float32_matmul_precision: "highest" (the default) keeps
+ * every product in float32. "medium" lets the stride-1 convolutions (forward
+ * and input gradient; not the weight gradient, linear or matmul) multiply in
+ * bfloat16 with float32 sums, on CPUs with AVX512_BF16 (about twice the
+ * multiply-adds a cycle): x, w and dy rounded to bf16 (8 significant bits) as
+ * they enter the product. Elsewhere "medium" computes as "highest", as does
+ * "high" on every CPU (PyTorch's TF32 is a GPU format). Results stay the same
+ * for any thread count. TG_ERR_ARG for another name. */
+TG_API int tg_set_float32_matmul_precision(const char *precision);
+TG_API const char *tg_get_float32_matmul_precision(void);
+
 // ----------------------------------------------------------------------------
 // ops: each returns a tape tensor, or NULL with tg_last_error() set.
 // Broadcasting (add, sub, mul) follows NumPy: shapes align on the right; a

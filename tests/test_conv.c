@@ -75,15 +75,31 @@ static double worst(const float *a, const double *b, int64_t n) {
 
 static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
 
+/* a copy of x rounded to bf16 as precision "medium" rounds what enters a product */
+static float *bf16_rounded(const float *x, int64_t n) {
+    uint32_t *h = malloc((size_t)n * sizeof *h);
+    float *r = malloc((size_t)n * sizeof *r);
+    tg__bf16_pairs_ref(h, x, NULL, n);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = h[i] << 16;
+        memcpy(&r[i], &u, 4);
+    }
+    free(h);
+    return r;
+}
+
 /* relu: conv2d+relu; via: x reaches the conv through a multiply by 1, so the conv's
- * input gradient is tape memory that starts unset and dx is stored, not added */
-static void one_case(const conv_case *c, const char *kernel, bool relu, bool via) {
+ * input gradient is tape memory that starts unset and dx is stored, not added; bf:
+ * precision "medium", where a stride-1 conv's y and dx must equal the reference on
+ * bf16-rounded x, w and dy (its dw and db, and every other path, stay float32's) */
+static void one_case(const conv_case *c, const char *kernel, bool relu, bool via, bool bf) {
     uint64_t seed = 7;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
     tg_tensor *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
     float *keep[2][4] = {{0}};
     tg_tensor *x = NULL, *y = NULL;
     int64_t ny = 0, nx = (int64_t)c->N * c->C * c->H * c->W;
+    CHECK_INT(tg_set_float32_matmul_precision(bf ? "medium" : "highest"), 0);
     for (int threads = 1; threads <= 2; threads++) {
         tg_set_threads(threads);
         tg_tape *t = tg_tape_new();
@@ -126,14 +142,27 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
             for (int64_t i = 0; i < x->size; i++) rdx[i] = 0.25 * (double)(i % 7);
             reference(c, y->shape[2], y->shape[3], x->data, w->data, b->data, dy, relu ? y->data : NULL, ry, rdx,
                       rdw, rdb);
+            bool shifted = c->stride == 1 && !(c->R == 1 && c->S == 1 && c->pad == 0);
+            if (bf && shifted) { /* y and dx from the rounded operands (dw and db as they were) */
+                float *xr = bf16_rounded(x->data, x->size), *wr = bf16_rounded(w->data, w->size);
+                float *dym = malloc((size_t)y->size * sizeof *dym);
+                for (int64_t i = 0; i < y->size; i++) dym[i] = relu && y->data[i] <= 0.0f ? 0.0f : dy[i];
+                float *dyr = bf16_rounded(dym, y->size);
+                double *dw2 = calloc((size_t)w->size, sizeof *dw2), *db2 = calloc((size_t)b->size, sizeof *db2);
+                memset(ry, 0, (size_t)y->size * sizeof *ry);
+                for (int64_t i = 0; i < x->size; i++) rdx[i] = 0.25 * (double)(i % 7);
+                reference(c, y->shape[2], y->shape[3], xr, wr, b->data, dyr, relu ? y->data : NULL, ry, rdx, dw2,
+                          db2);
+                free(xr), free(wr), free(dym), free(dyr), free(dw2), free(db2);
+            }
             int zeros = 0;
             for (int64_t i = 0; relu && i < y->size; i++) zeros += y->data[i] == 0.0f;
             CHECK(!relu || (zeros > y->size / 5 && zeros < y->size * 4 / 5)); /* the ReLU really cuts */
             double ey = worst(y->data, ry, y->size), ex = worst(x->grad, rdx, x->size), ew = worst(w->grad, rdw, w->size);
             double eb = worst(b->grad, rdb, b->size);
             if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
-                fprintf(stderr, "%s: %s N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
-                        "dw %.2g db %.2g\n", kernel, relu ? "conv2d+relu" : "conv2d", c->N, c->C, c->H, c->W, c->K,
+                fprintf(stderr, "%s%s: %s N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
+                        "dw %.2g db %.2g\n", kernel, bf ? " medium" : "", relu ? "conv2d+relu" : "conv2d", c->N, c->C, c->H, c->W, c->K,
                         c->R, c->S, c->stride, c->pad, c->dil, c->groups, ey, ex, ew, eb);
             CHECK(ey <= 1e-5);
             CHECK(ex <= 1e-5);
@@ -160,6 +189,7 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
     tg_tensor_free(w);
     tg_tensor_free(b);
     tg_set_threads(0);
+    tg_set_float32_matmul_precision("highest");
 }
 
 /* conv2d+relu against tg_relu(tg_conv2d(...)) on the same data: output, dx, dW and db bit for bit */
@@ -205,13 +235,33 @@ int main(void) {
         }
         int before = check_failures;
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-            for (int mode = 0; mode < 4; mode++) one_case(&cases[i], kernels[k], mode & 1, mode & 2);
+            for (int mode = 0; mode < 4; mode++) one_case(&cases[i], kernels[k], mode & 1, mode & 2, false);
         }
         printf("%s: %zu shapes, conv2d and conv2d+relu, dx added or stored, %s\n", kernels[k],
                sizeof cases / sizeof *cases,
                check_failures == before ? "match the reference" : "FAILED");
     }
     tg__isa_use(NULL);
+    if (tg__bf16_supported()) { /* precision "medium": the bf16 products */
+        int before = check_failures;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+            for (int mode = 0; mode < 4; mode++) one_case(&cases[i], "avx512", mode & 1, mode & 2, true);
+        printf("avx512, precision medium: %zu shapes, stride 1 in bf16, the rest in float32, %s\n",
+               sizeof cases / sizeof *cases, check_failures == before ? "match the reference" : "FAILED");
+    } else {
+        printf("precision medium: this CPU has no bf16 products; float32 throughout\n");
+    }
+    CHECK_INT(tg_set_float32_matmul_precision("low"), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "unknown precision \"low\"");
+    CHECK(!strcmp(tg_get_float32_matmul_precision(), "highest"));
+    CHECK_INT(tg_set_float32_matmul_precision("high"), 0); /* accepted, as PyTorch's; float32 on a CPU */
+    CHECK(!strcmp(tg_get_float32_matmul_precision(), "high") && !tg__bf16_active());
+    CHECK_INT(tg_set_float32_matmul_precision("medium"), 0);
+    CHECK(tg__bf16_active() == tg__bf16_supported());
+    tg__isa_use("avx2"); /* the bf16 products need the AVX-512 kernels */
+    CHECK(!tg__bf16_active());
+    tg__isa_use(NULL);
+    CHECK_INT(tg_set_float32_matmul_precision("highest"), 0);
     int before = check_failures;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fused_same_bits(&cases[i]);
     printf("conv2d+relu against relu(conv2d), bit for bit, %zu shapes: %s\n", sizeof cases / sizeof *cases,

@@ -129,21 +129,38 @@ static void gemm(void) {
 // ----------------------------------------------------------------------------
 // shifted products
 
-/* tg__shifted_gemm on a grid of `rows` rows Wp wide whose first `cols` columns
- * are real, with shifts off[t] = r*Wp + s - neg (negative ones if neg > 0, as
- * dx reads): C against the reference, and where the kernel wrote straight into
- * the unpadded y, y against the reference's C with the epilogue applied. */
-static void shifted_case(int M, int K, int R, int S, int rows, int Wp, int cols, bool accumulate, bool bias, bool relu,
-                         bool add, int neg) {
+/* n words of bf16 pairs from random floats (the pairs of tg__bf16_pairs_ref) */
+static uint32_t *rand_pairs(int64_t n) {
+    float *lo = randv(n, 0), *hi = randv(n, 0);
+    uint32_t *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    tg__bf16_pairs_ref(d, lo, hi, n);
+    free(lo), free(hi);
+    return d;
+}
+
+/* tg__shifted_gemm (or, if bf, tg__shifted_gemm_bf16 with K pairs) on a grid of
+ * `rows` rows Wp wide whose first `cols` columns are real, with shifts off[t] =
+ * r*Wp + s - neg (negative ones if neg > 0, as dx reads): C against the
+ * reference, and where the kernel wrote straight into the unpadded y, y against
+ * the reference's C with the epilogue applied. */
+static void shifted_case(bool bf, int M, int K, int R, int S, int rows, int Wp, int cols, bool accumulate, bool bias,
+                         bool relu, bool add, int neg) {
     int T = R * S, Mp = (M + 7) & ~7;
     int64_t P = ((int64_t)rows * Wp + 15) & ~15, ldb = (rows + R) * (int64_t)Wp + 16, ldc = P + 16;
     ptrdiff_t off[64], scratch[64 * 32];
     for (int t = 0; t < T; t++) off[t] = (ptrdiff_t)(t / S) * Wp + t % S - neg;
     int64_t na = (int64_t)Mp * T * K, nbuf = K * ldb + 64, nc = Mp * ldc, plane = (int64_t)rows * cols;
-    float *A = randv(na, 0), *Bbuf = randv(nbuf, 0), *B = Bbuf + 32, *C = randv(nc, 0), *yold = randv(M * plane, 0);
+    float *A = NULL, *Bbuf = NULL, *Aa = NULL, *Ba = NULL, *C = randv(nc, 0), *yold = randv(M * plane, 0);
+    uint32_t *A2 = NULL, *B2 = NULL;
+    if (bf) A2 = rand_pairs(na), B2 = rand_pairs(nbuf);
+    else A = randv(na, 0), Bbuf = randv(nbuf, 0);
     float *bv = randv(M, 0);
     for (int m = M; m < Mp; m++) /* A's padding rows are zeros */
-        for (int q = 0; q < T * K; q++) A[((m / 8) * T * K + q) * 8 + m % 8] = 0.0f;
+        for (int q = 0; q < T * K; q++) {
+            int64_t at = ((m / 8) * T * K + q) * 8 + m % 8;
+            if (bf) A2[at] = 0;
+            else A[at] = 0.0f;
+        }
     uint16_t mask[256];
     int32_t at[256];
     for (int64_t g = 0; g < P / 16; g++) { /* which lanes of each 16-column group are real, where the first goes */
@@ -154,19 +171,27 @@ static void shifted_case(int M, int K, int R, int S, int rows, int Wp, int cols,
                 mask[g] |= (uint16_t)(1u << l), at[g] = (int32_t)(p / Wp * cols + p % Wp);
         }
     }
-    float *y = copyv(yold, M * plane), *want = copyv(C, nc), *bound = copyv(C, nc), *Aa = absv(A, na);
-    float *Ba = absv(Bbuf, nbuf), *tol = malloc((size_t)nc * sizeof *tol);
+    float *y = copyv(yold, M * plane), *want = copyv(C, nc), *bound = copyv(C, nc); /* bound: the sum of |terms| */
+    float *tol = malloc((size_t)nc * sizeof *tol);
     tg__shift_out out = {y, plane, bias ? bv : NULL, relu, add, mask, at};
-    bool wrote = tg__shifted_gemm(C, ldc, &out, A, B, ldb, off, M, (int)P, K, T, accumulate, scratch);
-    tg__shifted_gemm_ref(want, ldc, NULL, A, B, ldb, off, M, (int)P, K, T, accumulate, scratch);
-    tg__shifted_gemm_ref(bound, ldc, NULL, Aa, Ba + 32, ldb, off, M, (int)P, K, T, false, scratch);
+    bool wrote;
+    if (bf) {
+        wrote = tg__shifted_gemm_bf16(C, ldc, &out, A2, B2 + 32, ldb, off, M, (int)P, K, T, accumulate, scratch);
+        tg__shifted_gemm_bf16_ref(want, ldc, NULL, A2, B2 + 32, ldb, off, M, (int)P, K, T, accumulate, scratch);
+    } else {
+        Aa = absv(A, na), Ba = absv(Bbuf, nbuf);
+        wrote = tg__shifted_gemm(C, ldc, &out, A, Bbuf + 32, ldb, off, M, (int)P, K, T, accumulate, scratch);
+        tg__shifted_gemm_ref(want, ldc, NULL, A, Bbuf + 32, ldb, off, M, (int)P, K, T, accumulate, scratch);
+        tg__shifted_gemm_ref(bound, ldc, NULL, Aa, Ba + 32, ldb, off, M, (int)P, K, T, false, scratch);
+    }
+    /* float32: rounding of a T*K-term sum; bf16 sums in the reference's order (vdpbf16ps's), so bit for bit */
     for (int64_t i = 0; i < nc; i++)
-        tol[i] = (float)((2.0 * T * K + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) + 1e-30f;
+        tol[i] = bf ? 0.0f : (float)((2.0 * T * K + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) + 1e-30f;
     char what[128];
-    snprintf(what, sizeof what, "shifted_gemm M %d K %d %dx%d grid %dx%d of %d%s%s%s%s shift -%d", M, K, R, S, rows,
-             Wp, cols, accumulate ? " accumulate" : "", bias ? " bias" : "", relu ? " relu" : "", add ? " add" : "",
-             neg);
-    CHECK(!wrote || (tg__isa() == TG_ISA_AVX512 && !accumulate));
+    snprintf(what, sizeof what, "shifted_gemm%s M %d K %d %dx%d grid %dx%d of %d%s%s%s%s shift -%d", bf ? "_bf16" : "",
+             M, K, R, S, rows, Wp, cols, accumulate ? " accumulate" : "", bias ? " bias" : "", relu ? " relu" : "",
+             add ? " add" : "", neg);
+    CHECK(!wrote || ((bf ? tg__bf16_supported() : tg__isa() == TG_ISA_AVX512) && !accumulate));
     if (!wrote) {
         CHECK_INT(count_far(what, C, want, tol, nc), 0);
         CHECK_INT(count_differ(what, y, yold, M * plane), 0); /* y untouched */
@@ -179,12 +204,13 @@ static void shifted_case(int M, int K, int R, int S, int rows, int Wp, int cols,
                     float v = want[m * ldc + p] + (bias ? bv[m] : 0.0f);
                     if (add) v += yold[o];
                     wy[o] = relu && v <= 0.0f ? 0.0f : v;
-                    ty[o] = tol[m * ldc + p] + 1.2e-7f * (fabsf(v) + (add ? fabsf(yold[o]) : 0));
+                    ty[o] = bf ? 0.0f : tol[m * ldc + p] + 1.2e-7f * (fabsf(v) + (add ? fabsf(yold[o]) : 0));
                 }
         CHECK_INT(count_far(what, y, wy, ty, M * plane), 0);
         free(wy), free(ty);
     }
-    free(A), free(Bbuf), free(C), free(yold), free(bv), free(y), free(want), free(bound), free(Aa), free(Ba), free(tol);
+    free(A), free(Bbuf), free(A2), free(B2), free(C), free(yold), free(bv), free(y), free(want);
+    free(bound), free(Aa), free(Ba), free(tol);
 }
 
 /* tg__shifted_gemm_nt: C (M, K*T) over G images */
@@ -247,13 +273,18 @@ static void shifted(void) {
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 4; j++) {
             int R = irand(1, 3), S = irand(1, 3), Wp = irand(3, 20), rows = irand(1, 6);
-            shifted_case(ms[i], ks[j], R, S, rows, Wp, irand(1, Wp), (i + j) % 3 == 0, false, false, false, 0);
-            /* forward: bias and ReLU into y; dx: negative shifts, added into y or stored */
-            shifted_case(ms[i], ks[j], R, S, rows, Wp, irand(1, Wp), false, (i + j) % 2, (i + j) % 3 != 1, false, 0);
-            int cols = irand(1, Wp);
-            shifted_case(ms[i], ks[j], R, S, rows, Wp, cols, false, false, false, j % 2, irand(1, 20));
+            for (int bf = 0; bf < 2; bf++) { /* float32, then bf16 pairs */
+                shifted_case(bf, ms[i], ks[j], R, S, rows, Wp, irand(1, Wp), (i + j) % 3 == 0, false, false, false,
+                             0);
+                /* forward: bias and ReLU into y; dx: negative shifts, added into y or stored */
+                shifted_case(bf, ms[i], ks[j], R, S, rows, Wp, irand(1, Wp), false, (i + j) % 2, (i + j) % 3 != 1,
+                             false, 0);
+                int cols = irand(1, Wp);
+                shifted_case(bf, ms[i], ks[j], R, S, rows, Wp, cols, false, false, false, j % 2, irand(1, 20));
+            }
         }
-    shifted_case(16, 32, 3, 3, 28, 30, 28, false, true, true, false, 0); /* the resnet's 28x28 block */
+    shifted_case(false, 16, 32, 3, 3, 28, 30, 28, false, true, true, false, 0); /* the resnet's 28x28 block */
+    shifted_case(true, 64, 16, 3, 3, 24, 26, 24, false, true, true, false, 0);  /* lenet's second conv, in bf16 */
     for (int i = 0; i < 12; i++) {
         int M = irand(1, 9), K = irand(1, 7), T = irand(1, 9), G = irand(1, 3);
         shifted_nt_case(M, K, T, G, 16 * irand(1, 6), i % 3 == 0);
@@ -561,6 +592,34 @@ static void probe(void) {
     }
 }
 
+/* tg__bf16_pairs: the reference bit for bit (specials and ties in lanes and tails, b NULL),
+ * and the rounding on values PyTorch 1.13 printed:
+ *   x = torch.tensor([1.00390625, 1.01171875, 1.0039063, -3.0e38, 1e-40, 1.0, -0.0, 2.0, float('inf')])
+ *   [v & 0xffff for v in x.bfloat16().view(torch.int16).tolist()]
+ *   -> [16256, 16258, 16256, 65378, 1, 16256, 32768, 16384, 32640]
+ * (ties to even both ways, 1.0039063 is the float 1.00390625, a subnormal kept) */
+static void bf16_pairs(void) {
+    for (int li = 0; li < N_LENS; li++) {
+        int64_t n = lens[li];
+        float *a = randv(n, 5), *b = randv(n, 5);
+        uint32_t *d = malloc((size_t)(n + 1) * 4), *w = malloc((size_t)(n + 1) * 4);
+        for (int nb = 0; nb < 2; nb++) {
+            tg__bf16_pairs(d, a, nb ? NULL : b, n);
+            tg__bf16_pairs_ref(w, a, nb ? NULL : b, n);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += d[i] != w[i];
+            CHECK_INT(bad, 0);
+        }
+        free(a), free(b), free(d), free(w);
+    }
+    float lo[6] = {1.00390625f, 1.01171875f, 1.0039063f, -3.0e38f, 1e-40f, NAN}, hi[6] = {0, -0.0f, 1, 2, INFINITY, 0};
+    uint32_t d[6];
+    tg__bf16_pairs(d, lo, hi, 6);
+    CHECK(d[0] == 16256u && d[1] == (16258u | 32768u << 16) && d[2] == (16256u | 16256u << 16));
+    CHECK(d[3] == (65378u | 16384u << 16) && d[4] == (1u | 32640u << 16));
+    CHECK((d[5] & 0x7f80u) == 0x7f80u && (d[5] & 0x7fu) != 0 && (d[5] & 0x40u)); /* a quiet NaN */
+}
+
 // ----------------------------------------------------------------------------
 
 int main(void) {
@@ -574,7 +633,7 @@ int main(void) {
         void (*run)(void);
     } groups[] = {{"gemm", gemm},         {"shifted", shifted}, {"im2col", im2col},   {"copy_rows", copy_rows},
                   {"pooling", pooling},   {"bn_loops", bn_loops}, {"bn_tensor", bn_tensor},
-                  {"elementwise", elementwise}, {"sgd", sgd},  {"probe", probe}};
+                  {"elementwise", elementwise}, {"sgd", sgd},  {"probe", probe}, {"bf16_pairs", bf16_pairs}};
     for (int i = 0; i < 3; i++) {
         if (tg__isa_use(sets[i]) < 0) {
             CHECK_MSG(tg_last_error(), sets[i]);

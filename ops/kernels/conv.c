@@ -298,6 +298,22 @@ static void pack_taps(float *A, const float *w, const tg__conv_dims *d, bool for
             }
 }
 
+/* pack_taps' layout (blocks of 8 rows, T*K columns each) as tg__shifted_gemm_bf16's: pairs over k */
+static void pair_taps(uint32_t *A2, const float *A, int64_t blocks, int T, int K) {
+    int K2 = (K + 1) / 2;
+    for (int64_t bt = 0; bt < blocks * T; bt++)
+        for (int kp = 0; kp < K2; kp++) {
+            const float *lo = A + (bt * K + 2 * kp) * 8;
+            tg__bf16_pairs(A2 + (bt * K2 + kp) * 8, lo, 2 * kp + 1 < K ? lo + 8 : NULL, 8);
+        }
+}
+
+/* planes of n floats, K of them ld apart, as pairs of planes: d's plane kp holds planes 2kp and 2kp+1 */
+static void pair_planes(uint32_t *d, const float *x, int64_t ld, int K, int64_t n) {
+    for (int kp = 0; kp < (K + 1) / 2; kp++)
+        tg__bf16_pairs(d + kp * ld, x + 2 * kp * ld, 2 * kp + 1 < K ? x + (2 * kp + 1) * ld : NULL, n);
+}
+
 /* The weight gradient reads x in blocks of 16 channels when at most a fifth of
  * the blocks' lanes would be padding: its operands then stay in L1 (shifted.c) */
 static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
@@ -307,8 +323,9 @@ static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
 
 typedef struct {
     float *A;              /* shifted: the packed weights of every group */
-    float *bufs;           /* shifted: per thread, `per` floats */
-    int64_t per;
+    uint32_t *A2;          /* shifted, on CPUs with bf16 products: the same as pairs */
+    float *bufs;           /* shifted: per thread, `per` floats (the bf16 image last, if A2) */
+    int64_t per, xp2_size;
     uint16_t *mask;        /* shifted: tg__shift_out's map of the grid */
     int32_t *at;
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
@@ -321,9 +338,13 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int
         shift_geom s;
         shift_geom_of(d, &s);
         int taps = d->R * d->S, Kgp = round8(d->Kg);
-        /* per thread: the padded x and the output grid, then the (tap, channel) offsets, 2 floats each */
-        k->per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg);
+        /* per thread: the padded x and the output grid, then the (tap, channel) offsets, 2 floats each,
+         * then (bf16) the padded x as pairs of channels */
+        bool bf = tg__bf16_supported();
+        k->xp2_size = bf ? round16((int64_t)(d->Cg + 1) / 2 * s.Hp * s.Wp + s.PS + 16) : 0;
+        k->per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg) + k->xp2_size;
         k->A = carve(&c, d->G, (int64_t)taps * d->Cg, Kgp, sizeof(float));
+        if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Cg + 1) / 2), Kgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         k->mask = carve(&c, s.P / 16, 1, 1, sizeof *k->mask);
         k->at = carve(&c, s.P / 16, 1, 1, sizeof *k->at);
@@ -346,23 +367,39 @@ static void forward_shifted(float *y, const float *x, const float *w, const floa
     int taps = d->R * d->S, Kgp = round8(d->Kg);
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Cg * Kgp, per = k->per;
     float *A = k->A;
+    int K2 = (d->Cg + 1) / 2;
+    int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
+    bool bf = k->A2 && tg__bf16_active();
     grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
-    for (int g = 0; g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
+    for (int g = 0; g < d->G; g++) {
+        pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
+        if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Kgp / 8, taps, d->Cg);
+    }
 #pragma omp parallel num_threads(T)
     {
         float *xp = k->bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
-        /* once: the borders pad_x never writes (the grid c is written whole before it is read) */
+        uint32_t *xp2 = (uint32_t *)(xp + per - k->xp2_size);
+        /* once: the borders pad_x never writes (the grid c is written whole before it is read),
+         * and the bf16 copy's slack */
         memset(xp, 0, (size_t)s.xp_size * sizeof(float));
+        if (bf) memset(xp2, 0, (size_t)k->xp2_size * sizeof *xp2);
 #pragma omp for schedule(static)
         for (int i = 0; i < d->N; i++)
             for (int g = 0; g < d->G; g++) {
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
                 tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at};
-                if (tg__shifted_gemm(c, s.P, &out, A + g * a_size, xp, (ptrdiff_t)s.Hp * s.Wp, s.off, d->Kg, (int)s.P,
-                                     d->Cg, taps, false, offs))
-                    continue; /* written into y already */
+                bool wrote;
+                if (bf) {
+                    pair_planes(xp2, xp, plane, d->Cg, plane);
+                    wrote = tg__shifted_gemm_bf16(c, s.P, &out, k->A2 + g * a2_size, xp2, plane, s.off, d->Kg,
+                                                  (int)s.P, K2, taps, false, offs);
+                } else {
+                    wrote = tg__shifted_gemm(c, s.P, &out, A + g * a_size, xp, plane, s.off, d->Kg, (int)s.P, d->Cg,
+                                             taps, false, offs);
+                }
+                if (wrote) continue; /* written into y already */
                 for (int kk = 0; kk < d->Kg; kk++)
                     tg__copy_rows(yg + kk * HWo, d->Wo, c + kk * s.P, s.Wp, NULL, d->Ho, d->Wo,
                                   relu ? TG_ROWS_BIAS_RELU : TG_ROWS_BIAS, b ? b[g * d->Kg + kk] : 0.0f);
@@ -408,8 +445,9 @@ typedef struct {
     float *dws;            /* the weight gradient of each chunk of images */
     float *dbs;            /* shifted: the bias gradient of each chunk */
     float *A;              /* shifted, for dx: the flipped packed weights of every group */
-    float *bufs;           /* shifted: per thread, `per` floats */
-    int64_t per;
+    uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
+    float *bufs;           /* shifted: per thread, `per` floats (the bf16 dy last, if A2) */
+    int64_t per, dq2_size;
     uint16_t *mask;        /* shifted: tg__shift_out's map of the dx grid */
     int32_t *at;
     float *dym;            /* im2col with a ReLU: dy masked by it */
@@ -428,9 +466,12 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         int taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
         int64_t xsz = blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
         /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
-        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg);
+        bool bf = dx && tg__bf16_supported();
+        k->dq2_size = bf ? s.dq_size : 0; /* then one image's padded dy as pairs of channels */
+        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size;
         if (db) k->dbs = carve(&c, chunks, d->K, 1, sizeof(float));
         if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
+        if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Kg + 1) / 2), Cgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         k->mask = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask);
         k->at = carve(&c, s.P2 / 16, 1, 1, sizeof *k->at);
@@ -459,16 +500,24 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
     bool blocked = blocked_pays(d->Cg);
     int64_t xsz = blocked ? s.xb_size : s.xp_size, ldx = (int64_t)s.Hp * s.Wp * 16, per = k->per;
     float *A = k->A;
+    int K2 = (d->Kg + 1) / 2;
+    int64_t a2_size = (int64_t)taps * K2 * Cgp;
+    bool bf = k->A2 && tg__bf16_active();
     grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
-    for (int g = 0; A && g < d->G; g++) pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
+    for (int g = 0; A && g < d->G; g++) {
+        pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
+        if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Cgp / 8, taps, d->Kg);
+    }
 #pragma omp parallel num_threads(T)
     {
         float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
+        uint32_t *dq2 = (uint32_t *)(xps + per - k->dq2_size);
         /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
-         * written whole before it is read) */
+         * written whole before it is read), and the bf16 copy's front and slack */
         memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
+        if (bf) memset(dq2, 0, (size_t)k->dq2_size * sizeof *dq2);
 #pragma omp for schedule(static)
         for (int c = 0; c < chunks; c++) {
             float *dw = dws ? dws + (size_t)c * wsize : NULL;
@@ -497,9 +546,17 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
                 for (int i = i0; dx && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at};
-                    if (tg__shifted_gemm(cx, s.P2, &out, A + g * a_size, dqs + (i - i0) * s.dq_size + s.front, s.Lq,
-                                         s.off2, d->Cg, (int)s.P2, d->Kg, taps, false, offs))
-                        continue; /* stored or added into dx already */
+                    const float *dq = dqs + (i - i0) * s.dq_size + s.front;
+                    bool wrote;
+                    if (bf) {
+                        pair_planes(dq2 + s.front, dq, s.Lq, d->Kg, s.Lq);
+                        wrote = tg__shifted_gemm_bf16(cx, s.P2, &out, k->A2 + g * a2_size, dq2 + s.front, s.Lq,
+                                                      s.off2, d->Cg, (int)s.P2, K2, taps, false, offs);
+                    } else {
+                        wrote = tg__shifted_gemm(cx, s.P2, &out, A + g * a_size, dq, s.Lq, s.off2, d->Cg, (int)s.P2,
+                                                 d->Kg, taps, false, offs);
+                    }
+                    if (wrote) continue; /* stored or added into dx already */
                     for (int ch = 0; ch < d->Cg; ch++)
                         tg__copy_rows(dxi + (int64_t)ch * d->H * d->W, d->W, cx + ch * s.P2, s.Wp, NULL, d->H, d->W,
                                       dx_set ? TG_ROWS_COPY : TG_ROWS_ADD, 0.0f);

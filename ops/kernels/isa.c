@@ -49,3 +49,41 @@ int tg__isa_use(const char *name) {
         }
     return tg_fail(TG_ERR_ARG, "isa_use: unknown instruction set \"%s\" (avx512, avx2 or generic)", name);
 }
+
+// ----------------------------------------------------------------------------
+// float32 matmul precision, as PyTorch's torch.set_float32_matmul_precision
+
+static const char *const precisions[] = {"highest", "high", "medium"};
+static atomic_int precision_now; /* index into precisions; "medium" runs bf16 products where the CPU has them */
+
+bool tg__bf16_supported(void) {
+#if defined(__x86_64__)
+    static atomic_int known = -1;
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (k < 0) {
+        k = __builtin_cpu_supports("avx512bf16") && supported(TG_ISA_AVX512);
+        atomic_store(&known, k);
+    }
+    return k;
+#else
+    return false;
+#endif
+}
+
+bool tg__bf16_active(void) {
+    return atomic_load_explicit(&precision_now, memory_order_relaxed) == 2 && tg__isa() == TG_ISA_AVX512 &&
+           tg__bf16_supported();
+}
+
+int tg_set_float32_matmul_precision(const char *precision) {
+    if (!precision) return tg_fail(TG_ERR_ARG, "set_float32_matmul_precision: precision is NULL");
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(precision, precisions[i])) {
+            atomic_store(&precision_now, i);
+            return 0;
+        }
+    return tg_fail(TG_ERR_ARG, "set_float32_matmul_precision: unknown precision \"%s\" (highest, high or medium)",
+                   precision);
+}
+
+const char *tg_get_float32_matmul_precision(void) { return precisions[atomic_load(&precision_now)]; }

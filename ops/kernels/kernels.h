@@ -150,6 +150,27 @@ bool tg__shifted_gemm(float *C, ptrdiff_t ldc, const tg__shift_out *out, const f
 bool tg__shifted_gemm_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A, const float *B,
                           ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K, int T, bool accumulate,
                           ptrdiff_t *scratch);
+/* The same product in bfloat16 (tg_set_float32_matmul_precision("medium")):
+ * every 32-bit word of A and B holds a pair of bf16 (tg__bf16_pairs), K2 pairs
+ * where tg__shifted_gemm has K values, and each pair is one vdpbf16ps lane:
+ *   acc = (acc + hi(a) * hi(b)) + lo(a) * lo(b)
+ * in float, in order over the pairs, bf16 subnormals read as zero and subnormal
+ * sums flushed to zero (the instruction's rules). Only CPUs with AVX512_BF16
+ * run it (tg__bf16_active); the reference is the oracle of its tests. */
+bool tg__shifted_gemm_bf16(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A, const uint32_t *B,
+                           ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T, bool accumulate,
+                           ptrdiff_t *scratch);
+bool tg__shifted_gemm_bf16_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A,
+                               const uint32_t *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T,
+                               bool accumulate, ptrdiff_t *scratch);
+/* d[i] = bf16(a[i]) in the low half and bf16(b[i]) (0 if b is NULL) in the high
+ * half, rounded to nearest even as PyTorch's .bfloat16(), a NaN kept quiet */
+void tg__bf16_pairs(uint32_t *d, const float *a, const float *b, int64_t n);
+void tg__bf16_pairs_ref(uint32_t *d, const float *a, const float *b, int64_t n);
+/* Whether convolutions run tg__shifted_gemm_bf16 now: precision "medium", the
+ * AVX-512 kernels in use and a CPU with AVX512_BF16 (isa.c) */
+bool tg__bf16_active(void);
+bool tg__bf16_supported(void);
 /* C (M, K*T) (+)= sum over images g < G and p < P (a multiple of 16):
  *   C[m][k*T + t] (+)= A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p] */
 void tg__shifted_gemm_nt(float *C, const float *A, ptrdiff_t lda, ptrdiff_t a_img, const float *B, ptrdiff_t ldb,

@@ -20,6 +20,8 @@
  * references (at the end) compute each formula with plain loops, summing in
  * the portable build's order. */
 #include "kernels.h"
+#include <math.h>
+#include <string.h>
 
 /* one kernel body, instantiated per ISA through these macros */
 #define SK_NBMAX 3
@@ -94,6 +96,26 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #define SK_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define SK_HSUM(v) _mm512_reduce_add_ps(v)
 #define SK_OUT 1 /* can write straight into an unpadded output (compress stores) */
+#include "shifted_kernel.h"
+
+// ----------------------------------------------------------------------------
+// AVX-512 BF16: the forward product on pairs of bf16 (tg__shifted_gemm_bf16).
+// The template's float pointers carry the pairs: loads and broadcasts move
+// their bits, and the multiply-add is vdpbf16ps, two products a lane.
+
+#define SK_NAME(x) x##_bf16
+#define SK_TARGET __attribute__((target("avx512f,avx512bf16,avx2,fma")))
+#define SK_FWD_ONLY /* (the weight kernels' macros are left out) */
+#define SK_V __m512
+#define SK_W 16
+#define SK_MB 8
+#define SK_FMA(a, b, c) _mm512_dpbf16_ps(c, (__m512bh)(a), (__m512bh)(b))
+#define SK_BCAST_AT(p) _mm512_castsi512_ps(_mm512_set1_epi32((int)*(const uint32_t *)(p)))
+#define SK_BCAST(x) _mm512_set1_ps(x)
+#define SK_ZERO() _mm512_setzero_ps()
+#define SK_LOAD(p) _mm512_loadu_ps(p)
+#define SK_STORE(p, v) _mm512_storeu_ps(p, v)
+#define SK_OUT 1
 #include "shifted_kernel.h"
 #endif
 
@@ -180,6 +202,45 @@ void tg__pad_blocked(float *xb, ptrdiff_t ldx, const float *x, int C, int H, int
     pick().pad(xb, ldx, x, C, H, W, Wp, pad);
 }
 
+bool tg__shifted_gemm_bf16(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A, const uint32_t *B,
+                           ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T, bool accumulate,
+                           ptrdiff_t *scratch) {
+#if defined(__x86_64__)
+    if (tg__bf16_supported())
+        return shifted_fwd_bf16(C, ldc, out, (const float *)A, (const float *)B, ldb, off, M, P, K2, T, accumulate,
+                                scratch);
+#endif
+    return tg__shifted_gemm_bf16_ref(C, ldc, out, A, B, ldb, off, M, P, K2, T, accumulate, scratch);
+}
+
+/* bf16 pairs: round to nearest even, as PyTorch's .bfloat16() (and to_bf16 of
+ * safetensors.c); a NaN stays a quiet NaN */
+TG_INLINE uint32_t bf16_of(uint32_t u) {
+    return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16 | 0x40u) : (u + 0x7fffu + (u >> 16 & 1u)) >> 16;
+}
+
+TG_INLINE void bf16_pairs_body(uint32_t *d, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t ua, ub = 0;
+        memcpy(&ua, a + i, 4);
+        if (b) memcpy(&ub, b + i, 4);
+        d[i] = bf16_of(ua) | (b ? bf16_of(ub) << 16 : 0u);
+    }
+}
+TG_LOOP(bf16_pairs, (uint32_t * d, const float *a, const float *b, int64_t n), (d, a, b, n))
+
+void tg__bf16_pairs_ref(uint32_t *d, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t ua, ub;
+        memcpy(&ua, &a[i], 4);
+        d[i] = bf16_of(ua);
+        if (b) {
+            memcpy(&ub, &b[i], 4);
+            d[i] |= bf16_of(ub) << 16;
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // references: each formula as plain loops, summed in the order of the portable build
 
@@ -225,4 +286,33 @@ void tg__shifted_wgt_blocked_ref(float *C, const float *A, ptrdiff_t lda, ptrdif
                                    X[g * x_img + (c / 16) * ldx + (h * ldr + w + off[t]) * 16 + c % 16];
                 *out = (accumulate ? *out : 0.0f) + acc;
             }
+}
+
+/* A bf16 as float, a subnormal read as zero (vdpbf16ps's DAZ) */
+static float bf16_value(uint32_t h) {
+    uint32_t u = (h & 0xffffu) << 16;
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float flush(float f) { return fpclassify(f) == FP_SUBNORMAL ? copysignf(0.0f, f) : f; }
+
+bool tg__shifted_gemm_bf16_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A,
+                               const uint32_t *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T,
+                               bool accumulate, ptrdiff_t *scratch) {
+    (void)out, (void)scratch;
+    for (int m = 0; m < ((M + 7) & ~7); m++)
+        for (int p = 0; p < P; p++) {
+            float *c = C + m * ldc + p, acc = accumulate ? *c : 0.0f;
+            for (int t = 0; t < T; t++)
+                for (int k = 0; k < K2; k++) {
+                    uint32_t a = A[((ptrdiff_t)(m / 8) * T * K2 + t * K2 + k) * 8 + m % 8], b = B[k * ldb + off[t] + p];
+                    acc = flush(acc + bf16_value(a >> 16) * bf16_value(b >> 16));
+                    acc = flush(acc + bf16_value(a) * bf16_value(b));
+                }
+            *c = acc;
+        }
+    return false;
 }

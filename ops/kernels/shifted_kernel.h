@@ -1,6 +1,11 @@
 /* shifted_kernel.h: the kernels of shifted.c, included once per ISA with the
- * SK_* macros set (vector type, lanes, tile sizes, load/store/FMA). No include
- * guard on purpose; the macros are cleared at the end. */
+ * SK_* macros set (vector type, lanes, tile sizes, load/store/FMA; SK_FWD_ONLY
+ * for the forward product alone). No include guard on purpose; the macros are
+ * cleared at the end. */
+
+#ifndef SK_BCAST_AT /* a vector of the value at p (the bf16 build reads a pair's bits) */
+#define SK_BCAST_AT(p) SK_BCAST(*(p))
+#endif
 
 /* Forward tile: SK_MB rows of C (from A's zero-padded rows) by NB vectors of
  * columns. The sum runs over the KT = T*K pairs (t, k) in one loop; pair i
@@ -20,7 +25,7 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
         SK_V bv[SK_NBMAX];
         for (int j = 0; j < NB; j++) bv[j] = SK_LOAD(b + j * SK_W);
         for (int i = 0; i < SK_MB; i++) {
-            SK_V av = SK_BCAST(a[i]);
+            SK_V av = SK_BCAST_AT(a + i);
             for (int j = 0; j < NB; j++) acc[i][j] = SK_FMA(av, bv[j], acc[i][j]);
         }
     }
@@ -71,6 +76,7 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__sh
     return out != NULL;
 }
 
+#ifndef SK_FWD_ONLY /* the bf16 build has the forward product only */
 /* C[m][k*T + t] (+)= sum over images g < G and p < P of A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p]
  * for m < M, k < K, t < T. C is dense, M x K*T; P is a multiple of 16. Each tile
  * sums every image in registers before its one horizontal sum. Edge tiles
@@ -180,7 +186,11 @@ SK_TARGET static void SK_NAME(blocked_wgt)(float *C, const float *A, ptrdiff_t l
                                           off, C, accumulate);
 }
 
+#endif /* SK_FWD_ONLY */
+
 #undef SK_NAME
+#undef SK_FWD_ONLY
+#undef SK_BCAST_AT
 #undef SK_TARGET
 #undef SK_V
 #undef SK_W
