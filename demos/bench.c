@@ -1,6 +1,7 @@
 /* bench.c: training and evaluation throughput of the MNIST demo's nets.
  *
  *   build/demos/bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N] [--ops]
+ *                     [--precision highest|medium]
  *
  * For each net and thread count (1 and 2 unless given): 5 warm-up steps, then N
  * timed training steps at batch 64 (SGD, lr 0.05, momentum 0.9, consecutive
@@ -10,7 +11,9 @@
  * independent chains of AVX-512 or AVX2 FMAs on each thread). The last column is the
  * process's peak resident memory so far. With --ops, each net's ops follow: their
  * share of a step's time and their forward and backward GFLOP/s and share of the peak
- * (backward counted as twice the forward's FLOPs), from 20 more steps. */
+ * (backward counted as twice the forward's FLOPs), from 20 more steps. --precision
+ * medium runs the convolutions' forward and input gradient in bf16 where the CPU
+ * can (tg_set_float32_matmul_precision); the peak stays float32's. */
 #include "nets.h"
 #include <math.h>
 #include <stdio.h>
@@ -200,8 +203,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--net")) only = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision") && tg_set_float32_matmul_precision(argv[i + 1]) == 0) continue;
         else {
-            fprintf(stderr, "usage: bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N] [--ops]\n");
+            fprintf(stderr, "usage: bench [--data DIR] [--steps N] [--net mlp|lenet|resnet] [--threads N] [--ops] "
+                            "[--precision highest|medium]\n");
             return 2;
         }
     }
@@ -216,6 +221,7 @@ int main(int argc, char **argv) {
     }
     for (int th = 1; th <= 2; th++)
         if (!threads || threads == th) peak[th] = fma_peak(th);
+    printf("float32 matmul precision: %s\n", tg_get_float32_matmul_precision());
     printf("FMA peak (measured, %s):", peak[1] + peak[2] == 0 ? "not on this CPU" : has512 ? "AVX-512" : "AVX2");
     for (int th = 1; th <= 2; th++)
         if (peak[th] > 0) printf(" %.0f GFLOP/s on %d thread%s", peak[th], th, th > 1 ? "s" : "");

@@ -6,6 +6,7 @@
  *   build/demos/fashion [--data DIR] [--epochs N] [--batch N] [--lr X] [--optim sgd|adam|adamw]
  *                       [--augment] [--threads N] [--seed N] [--limit N] [--test-limit N]
  *                       [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]
+ *                       [--precision highest|medium]
  *
  * Data: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist). The
  * training loop is demos/trainer.c's; this file brings the net and prints the
@@ -84,7 +85,8 @@ int main(int argc, char **argv) {
         .aug = {.degrees = 5, .scale = 0.05f, .shift = 2}, /* clothes are upright: milder than digits */
         .usage = "[--data DIR] [--epochs N] [--batch N] [--lr X] [--optim sgd|adam|adamw]\n"
                  "               [--augment] [--threads N] [--seed N] [--limit N] [--test-limit N]\n"
-                 "               [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]"});
+                 "               [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]\n"
+                 "               [--precision highest|medium]"});
     tg_dataset *train, *test;
     demo_data(&o, 0.2860f, 0.3530f, "install Debian's dataset-fashion-mnist, or give --data DIR with its four files",
               &train, &test);

@@ -3,7 +3,7 @@
  *   build/demos/mnist [--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]
  *                     [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]
  *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
- *                     [--resume FILE] [--stop-after STEPS]
+ *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium]
  *   TG_TAPE_DUMP=FILE build/demos/mnist ...   also writes the first step's tape (tg_tape_dump) to FILE
  *
  * The training loop is demos/trainer.c's (shared with demos/fashion); this
@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
         .usage = "[--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]\n"
                  "             [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]\n"
                  "             [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]\n"
-                 "             [--resume FILE] [--stop-after STEPS]"});
+                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium]"});
     tg_dataset *train, *test;
     demo_data(&o, TG_MNIST_MEAN, TG_MNIST_STD, "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files",
               &train, &test);

@@ -1,7 +1,7 @@
 /* speedrun.c: MNIST from the IDX files on disk to 99% test accuracy in as little
  * wall time as this machine allows.
  *
- *   build/demos/speedrun [--data DIR] [--threads N] [--seed N]
+ *   build/demos/speedrun [--data DIR] [--threads N] [--seed N] [--precision highest|medium]
  *
  * THE RECIPE (all of it; the README has the same in PyTorch's words)
  *   data    MNIST's 60,000 training images, normalised (x/255 - 0.1307) / 0.3081,
@@ -56,8 +56,10 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc && tg_set_float32_matmul_precision(argv[++i]) == 0)
+            continue;
         else {
-            fprintf(stderr, "usage: speedrun [--data DIR] [--threads N] [--seed N]\n");
+            fprintf(stderr, "usage: speedrun [--data DIR] [--threads N] [--seed N] [--precision highest|medium]\n");
             return 2;
         }
     }
@@ -90,8 +92,9 @@ int main(int argc, char **argv) {
     int *perm = malloc((size_t)train->n * sizeof *perm);
     int32_t *labels = malloc((size_t)BATCH * sizeof *labels);
     double t_train = now();
-    printf("speedrun: %lld parameters; data loaded in %.2f s; %d threads, batch %d, %g epochs\n",
-           (long long)tg_model_param_count(m), t_train - t0, tg_get_threads(), BATCH, EPOCHS_X2 / 2.0);
+    printf("speedrun: %lld parameters; data loaded in %.2f s; %d threads, batch %d, %g epochs, precision %s\n",
+           (long long)tg_model_param_count(m), t_train - t0, tg_get_threads(), BATCH, EPOCHS_X2 / 2.0,
+           tg_get_float32_matmul_precision());
     for (int step = 0; step < total; step++) {
         int epoch = step / steps, s = step % steps;
         if (s == 0) tg_permutation(perm, train->n, seed + (uint64_t)epoch);

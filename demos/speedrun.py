@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """demos/speedrun.c's recipe in PyTorch (Debian's python3-torch), for the README's comparison.
 
-Usage: python3 demos/speedrun.py [--data DIR] [--threads N] [--channels-last] [--seed N]
+Usage: python3 demos/speedrun.py [--data DIR] [--threads N] [--channels-last] [--bf16] [--seed N]
 
 The same data, net, initialisation rule, optimizer, schedule and evaluation as speedrun.c
 (its comment is the recipe);
 PyTorch set up at its fastest on a CPU: its own OpenMP threads (--threads), the BLAS under it
 kept to one thread, the whole training set as one tensor (no DataLoader), optionally oneDNN's
-channels_last layout. Prints the time to 99% from the start (data loading included) and ends
+channels_last layout, optionally bf16 autocast (--bf16: torch.autocast on the CPU, what
+speedrun.c's --precision medium compares with). Prints the time to 99% from the start (data loading included) and ends
 with "test accuracy: NN.NN%". Install libopenblas0-pthread first: on Debian's reference BLAS
 PyTorch trains slower.
 """
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -62,7 +64,8 @@ def main():
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=total, cycle_momentum=False)
     t_train = time.perf_counter()
     print(f"speedrun.py: data loaded in {t_train - T0:.2f} s; {a.threads} threads, batch {BATCH}, 1.5 epochs"
-          f"{', channels_last' if a.channels_last else ''}")
+          f"{', channels_last' if a.channels_last else ''}{', bf16 autocast' if a.bf16 else ''}")
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     net.train()
     for step in range(total):
         s = step % steps
@@ -70,12 +73,14 @@ def main():
             perm = torch.randperm(60000)
         i = perm[s * BATCH:(s + 1) * BATCH]
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(net(x[i]), y[i]).backward()
+        with cast:
+            loss = nn.functional.cross_entropy(net(x[i]), y[i])
+        loss.backward()
         opt.step()
         sched.step()
     trained = time.perf_counter() - t_train
     net.eval()  # tested once, at the end
-    with torch.no_grad():
+    with torch.no_grad(), cast:
         acc = sum((net(xt[j:j + 100]).argmax(1) == yt[j:j + 100]).sum().item() for j in range(0, 10000, 100)) / 1e4
     at = time.perf_counter() - T0
     print(f"after {total} steps ({total / steps:.2f} epochs): trained in {trained:.2f} s, tested in "

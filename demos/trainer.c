@@ -39,6 +39,9 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         else if (!strcmp(a, "--epochs")) o.epochs = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--batch")) o.batch = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--threads")) o.threads = (int)strtol(NEXT(), &end, 10);
+        else if (!strcmp(a, "--precision")) {
+            if (tg_set_float32_matmul_precision(NEXT()) < 0) demo_usage(&o, "--precision must be highest or medium");
+        }
         else if (!strcmp(a, "--limit")) o.limit = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--test-limit")) o.test_limit = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--warmup")) o.warmup = (int)strtol(NEXT(), &end, 10);
@@ -199,9 +202,10 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     FILE *mem = open_memstream(&table, &table_len);
     if (!mem || tg_model_print(m, mem, 4, (int[]){1, 1, 28, 28}) < 0 || fclose(mem) != 0) demo_die(o, "model", NULL);
     fputs(table, stdout);
-    printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, %d threads\n",
+    printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, %d threads%s\n",
            o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->optim,
-           o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads());
+           o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads(),
+           strcmp(tg_get_float32_matmul_precision(), "medium") ? "" : ", precision medium (bf16 convolutions)");
     if (start) printf("resuming %s after step %d of %d (epoch %d)\n", o->resume, start, total, start / steps + 1);
 
     /* what the run is, for --save (a resumed run's record said the same, checked above) */
