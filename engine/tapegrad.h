@@ -229,13 +229,16 @@ TG_API void tg_set_threads(int n);
 TG_API int tg_get_threads(void);
 
 /* PyTorch's torch.set_float32_matmul_precision: "highest" (the default) keeps
- * every product in float32. "medium" lets the stride-1 convolutions (forward
- * and input gradient; not the weight gradient, linear or matmul) multiply in
- * bfloat16 with float32 sums, on CPUs with AVX512_BF16 (about twice the
- * multiply-adds a cycle): x, w and dy rounded to bf16 (8 significant bits) as
- * they enter the product. Elsewhere "medium" computes as "highest", as does
- * "high" on every CPU (PyTorch's TF32 is a GPU format). Results stay the same
- * for any thread count. TG_ERR_ARG for another name. */
+ * every product in float32. "medium" lets the stride-1 convolutions multiply in
+ * bfloat16 with float32 sums on CPUs with AVX512_BF16 (twice the multiply-adds a
+ * cycle): the forward and the input gradient, and the weight gradient where a
+ * group's input channels fill four fifths of blocks of 16 (13 to 16, 26 to 32,
+ * 39 to 48, ...) and the output rows have an even width. Their
+ * operands (x, w, dy) are rounded to bf16 (8 significant bits, nearest even) as
+ * they enter the product; batch norm, linear, matmul and the optimizer stay
+ * float32, as do CPUs without AVX512_BF16. "high" computes as "highest" (PyTorch's
+ * TF32 is a GPU format). Results stay the same for any thread count. TG_ERR_ARG
+ * for another name. */
 TG_API int tg_set_float32_matmul_precision(const char *precision);
 TG_API const char *tg_get_float32_matmul_precision(void);
 

@@ -90,8 +90,8 @@ static float *bf16_rounded(const float *x, int64_t n) {
 
 /* relu: conv2d+relu; via: x reaches the conv through a multiply by 1, so the conv's
  * input gradient is tape memory that starts unset and dx is stored, not added; bf:
- * precision "medium", where a stride-1 conv's y and dx must equal the reference on
- * bf16-rounded x, w and dy (its dw and db, and every other path, stay float32's) */
+ * precision "medium", where a stride-1 conv's y, dx and (mostly) dw must equal the
+ * reference on bf16-rounded x, w and dy (db, and every other path, stay float32's) */
 static void one_case(const conv_case *c, const char *kernel, bool relu, bool via, bool bf) {
     uint64_t seed = 7;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
@@ -143,7 +143,11 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
             reference(c, y->shape[2], y->shape[3], x->data, w->data, b->data, dy, relu ? y->data : NULL, ry, rdx,
                       rdw, rdb);
             bool shifted = c->stride == 1 && !(c->R == 1 && c->S == 1 && c->pad == 0);
-            if (bf && shifted) { /* y and dx from the rounded operands (dw and db as they were) */
+            /* the weight gradient runs in bf16 where conv.c reads x in blocks of 16 channels (at most a fifth
+             * of their lanes padding) and takes a row's output pixels two at a time (Wo even) */
+            int Cg = c->C / c->groups;
+            bool bf_dw = bf && shifted && (Cg + 15) / 16 * 16 * 4 <= Cg * 5 && y->shape[3] % 2 == 0;
+            if (bf && shifted) { /* y and dx (and dw, if bf_dw) from the rounded operands; db as it was */
                 float *xr = bf16_rounded(x->data, x->size), *wr = bf16_rounded(w->data, w->size);
                 float *dym = malloc((size_t)y->size * sizeof *dym);
                 for (int64_t i = 0; i < y->size; i++) dym[i] = relu && y->data[i] <= 0.0f ? 0.0f : dy[i];
@@ -153,6 +157,7 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
                 for (int64_t i = 0; i < x->size; i++) rdx[i] = 0.25 * (double)(i % 7);
                 reference(c, y->shape[2], y->shape[3], xr, wr, b->data, dyr, relu ? y->data : NULL, ry, rdx, dw2,
                           db2);
+                if (bf_dw) memcpy(rdw, dw2, (size_t)w->size * sizeof *rdw);
                 free(xr), free(wr), free(dym), free(dyr), free(dw2), free(db2);
             }
             int zeros = 0;

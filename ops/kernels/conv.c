@@ -308,6 +308,12 @@ static void pair_taps(uint32_t *A2, const float *A, int64_t blocks, int T, int K
         }
 }
 
+/* n floats as pairs of pixels `step` floats apart: d[i] = x[i] and x[i + step] (the last step: x[i] and 0) */
+static void pair_pixels(uint32_t *d, const float *x, int64_t n, int step) {
+    tg__bf16_pairs(d, x, x + step, n - step);
+    tg__bf16_pairs(d + n - step, x + n - step, NULL, step);
+}
+
 /* planes of n floats, K of them ld apart, as pairs of planes: d's plane kp holds planes 2kp and 2kp+1 */
 static void pair_planes(uint32_t *d, const float *x, int64_t ld, int K, int64_t n) {
     for (int kp = 0; kp < (K + 1) / 2; kp++)
@@ -317,6 +323,8 @@ static void pair_planes(uint32_t *d, const float *x, int64_t ld, int K, int64_t 
 /* The weight gradient reads x in blocks of 16 channels when at most a fifth of
  * the blocks' lanes would be padding: its operands then stay in L1 (shifted.c) */
 static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
+/* ... and in bf16 (tg__shifted_wgt_blocked_bf16) it takes each row's pixels two at a time */
+static bool bf16_wgt(const tg__conv_dims *d) { return blocked_pays(d->Cg) && d->Wo % 2 == 0; }
 
 // ----------------------------------------------------------------------------
 // conv2d forward
@@ -446,8 +454,8 @@ typedef struct {
     float *dbs;            /* shifted: the bias gradient of each chunk */
     float *A;              /* shifted, for dx: the flipped packed weights of every group */
     uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
-    float *bufs;           /* shifted: per thread, `per` floats (the bf16 dy last, if A2) */
-    int64_t per, dq2_size;
+    float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
+    int64_t per, dq2_size, wp_size;
     uint16_t *mask;        /* shifted: tg__shift_out's map of the dx grid */
     int32_t *at;
     float *dym;            /* im2col with a ReLU: dy masked by it */
@@ -467,8 +475,11 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         int64_t xsz = blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
         /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
         bool bf = dx && tg__bf16_supported();
-        k->dq2_size = bf ? s.dq_size : 0; /* then one image's padded dy as pairs of channels */
-        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size;
+        /* then one image's padded dy as pairs of channels (bf16 dx), and each image's padded x and dy
+         * as pairs of pixels (bf16 dw) */
+        k->dq2_size = bf ? s.dq_size : 0;
+        k->wp_size = bf16_wgt(d) && dw && tg__bf16_supported() ? most * (xsz + s.dq_size) : 0;
+        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size + k->wp_size;
         if (db) k->dbs = carve(&c, chunks, d->K, 1, sizeof(float));
         if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Kg + 1) / 2), Cgp, sizeof(uint32_t));
@@ -502,7 +513,7 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
     float *A = k->A;
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
-    bool bf = k->A2 && tg__bf16_active();
+    bool bf = k->A2 && tg__bf16_active(), bfw = k->wp_size && tg__bf16_active();
     grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
@@ -513,7 +524,8 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
         float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
-        uint32_t *dq2 = (uint32_t *)(xps + per - k->dq2_size);
+        uint32_t *dq2 = (uint32_t *)(xps + per - k->wp_size - k->dq2_size);
+        uint32_t *xw = (uint32_t *)(xps + per - k->wp_size), *dqw = xw + most * xsz;
         /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
          * written whole before it is read), and the bf16 copy's front and slack */
         memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
@@ -536,7 +548,15 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
                 }
                 /* dy on the forward grid starts PR rows into each padded plane */
                 const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
-                if (dw && blocked)
+                if (bfw) { /* pairs of pixels; every copy is written whole */
+                    for (int j = 0; j < i1 - i0; j++) {
+                        pair_pixels(xw + j * xsz, xps + j * xsz, xsz, 16);
+                        pair_pixels(dqw + j * s.dq_size, dqs + j * s.dq_size, s.dq_size, 1);
+                    }
+                    tg__shifted_wgt_blocked_bf16(dw + (int64_t)g * d->Kg * d->rows, dqw + (dq0 - dqs), s.Lq, s.dq_size,
+                                                 xw, ldx, xsz, s.off, d->Kg, d->Ho, d->Wo, s.Wp, d->Cg, taps, i1 - i0,
+                                                 false);
+                } else if (dw && blocked)
                     tg__shifted_wgt_blocked(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps, ldx, xsz,
                                             s.off, d->Kg, d->Ho, d->Wo, s.Wp, d->Cg, taps, i1 - i0, false);
                 else if (dw)

@@ -155,14 +155,24 @@ bool tg__shifted_gemm_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, con
  * where tg__shifted_gemm has K values, and each pair is one vdpbf16ps lane:
  *   acc = (acc + hi(a) * hi(b)) + lo(a) * lo(b)
  * in float, in order over the pairs, bf16 subnormals read as zero and subnormal
- * sums flushed to zero (the instruction's rules). Only CPUs with AVX512_BF16
- * run it (tg__bf16_active); the reference is the oracle of its tests. */
+ * sums flushed to zero (the instruction's rules). The kernels run on CPUs with
+ * AVX512_BF16 (the conv uses them when tg__bf16_active), the references
+ * elsewhere; the references are the oracles of their tests. */
 bool tg__shifted_gemm_bf16(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A, const uint32_t *B,
                            ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T, bool accumulate,
                            ptrdiff_t *scratch);
 bool tg__shifted_gemm_bf16_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A,
                                const uint32_t *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T,
                                bool accumulate, ptrdiff_t *scratch);
+/* tg__shifted_wgt_blocked's sum in bf16, over pairs of pixels: for even w < W (W
+ * even), the word of A at pixel w holds pixels w and w+1 (low, high), and X's
+ * word at pixel q of channel c holds q and q+1, blocked as tg__pad_blocked's */
+void tg__shifted_wgt_blocked_bf16(float *C, const uint32_t *A, ptrdiff_t lda, ptrdiff_t a_img, const uint32_t *X,
+                                  ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                  ptrdiff_t ldr, int Cn, int T, int G, bool accumulate);
+void tg__shifted_wgt_blocked_bf16_ref(float *C, const uint32_t *A, ptrdiff_t lda, ptrdiff_t a_img, const uint32_t *X,
+                                      ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                      ptrdiff_t ldr, int Cn, int T, int G, bool accumulate);
 /* d[i] = bf16(a[i]) in the low half and bf16(b[i]) (0 if b is NULL) in the high
  * half, rounded to nearest even as PyTorch's .bfloat16(), a NaN kept quiet */
 void tg__bf16_pairs(uint32_t *d, const float *a, const float *b, int64_t n);

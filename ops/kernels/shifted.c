@@ -99,13 +99,15 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #include "shifted_kernel.h"
 
 // ----------------------------------------------------------------------------
-// AVX-512 BF16: the forward product on pairs of bf16 (tg__shifted_gemm_bf16).
+// AVX-512 BF16: the forward product and the blocked weight gradient on pairs of
+// bf16 (tg__shifted_gemm_bf16, tg__shifted_wgt_blocked_bf16).
 // The template's float pointers carry the pairs: loads and broadcasts move
 // their bits, and the multiply-add is vdpbf16ps, two products a lane.
 
 #define SK_NAME(x) x##_bf16
 #define SK_TARGET __attribute__((target("avx512f,avx512bf16,avx2,fma")))
-#define SK_FWD_ONLY /* (the weight kernels' macros are left out) */
+#define SK_BF16
+#define SK_PIX 2 /* the blocked weight gradient: a word of A and of X holds two pixels */
 #define SK_V __m512
 #define SK_W 16
 #define SK_MB 8
@@ -115,6 +117,9 @@ SK_TARGET static inline float hsum_avx2(__m256 v) {
 #define SK_ZERO() _mm512_setzero_ps()
 #define SK_LOAD(p) _mm512_loadu_ps(p)
 #define SK_STORE(p, v) _mm512_storeu_ps(p, v)
+#define SK_IN_REG(v) __asm__("" : "+v"(v))
+#define SK_BMMAX 3
+#define SK_BT 9
 #define SK_OUT 1
 #include "shifted_kernel.h"
 #endif
@@ -213,6 +218,19 @@ bool tg__shifted_gemm_bf16(float *C, ptrdiff_t ldc, const tg__shift_out *out, co
     return tg__shifted_gemm_bf16_ref(C, ldc, out, A, B, ldb, off, M, P, K2, T, accumulate, scratch);
 }
 
+void tg__shifted_wgt_blocked_bf16(float *C, const uint32_t *A, ptrdiff_t lda, ptrdiff_t a_img, const uint32_t *X,
+                                  ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                  ptrdiff_t ldr, int Cn, int T, int G, bool accumulate) {
+#if defined(__x86_64__)
+    if (tg__bf16_supported()) {
+        blocked_wgt_bf16(C, (const float *)A, lda, a_img, (const float *)X, ldx, x_img, off, M, H, W, ldr, Cn, T, G,
+                         accumulate);
+        return;
+    }
+#endif
+    tg__shifted_wgt_blocked_bf16_ref(C, A, lda, a_img, X, ldx, x_img, off, M, H, W, ldr, Cn, T, G, accumulate);
+}
+
 /* bf16 pairs: round to nearest even, as PyTorch's .bfloat16() (and to_bf16 of
  * safetensors.c); a NaN stays a quiet NaN */
 TG_INLINE uint32_t bf16_of(uint32_t u) {
@@ -299,6 +317,12 @@ static float bf16_value(uint32_t h) {
 
 static float flush(float f) { return fpclassify(f) == FP_SUBNORMAL ? copysignf(0.0f, f) : f; }
 
+/* one lane of vdpbf16ps: the high halves' product, then the low halves', each sum flushed */
+static float dot_pair(float acc, uint32_t a, uint32_t b) {
+    acc = flush(acc + bf16_value(a >> 16) * bf16_value(b >> 16));
+    return flush(acc + bf16_value(a) * bf16_value(b));
+}
+
 bool tg__shifted_gemm_bf16_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out, const uint32_t *A,
                                const uint32_t *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K2, int T,
                                bool accumulate, ptrdiff_t *scratch) {
@@ -307,12 +331,25 @@ bool tg__shifted_gemm_bf16_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out
         for (int p = 0; p < P; p++) {
             float *c = C + m * ldc + p, acc = accumulate ? *c : 0.0f;
             for (int t = 0; t < T; t++)
-                for (int k = 0; k < K2; k++) {
-                    uint32_t a = A[((ptrdiff_t)(m / 8) * T * K2 + t * K2 + k) * 8 + m % 8], b = B[k * ldb + off[t] + p];
-                    acc = flush(acc + bf16_value(a >> 16) * bf16_value(b >> 16));
-                    acc = flush(acc + bf16_value(a) * bf16_value(b));
-                }
+                for (int k = 0; k < K2; k++)
+                    acc = dot_pair(acc, A[((ptrdiff_t)(m / 8) * T * K2 + t * K2 + k) * 8 + m % 8], B[k * ldb + off[t] + p]);
             *c = acc;
         }
     return false;
+}
+
+void tg__shifted_wgt_blocked_bf16_ref(float *C, const uint32_t *A, ptrdiff_t lda, ptrdiff_t a_img, const uint32_t *X,
+                                      ptrdiff_t ldx, ptrdiff_t x_img, const ptrdiff_t *off, int M, int H, int W,
+                                      ptrdiff_t ldr, int Cn, int T, int G, bool accumulate) {
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < Cn; c++)
+            for (int t = 0; t < T; t++) {
+                float acc = 0, *out = C + ((ptrdiff_t)m * Cn + c) * T + t;
+                for (int g = 0; g < G; g++)
+                    for (int h = 0; h < H; h++)
+                        for (int w = 0; w < W; w += 2) /* pixels w and w + 1 */
+                            acc = dot_pair(acc, A[g * a_img + m * lda + h * ldr + w],
+                                           X[g * x_img + (c / 16) * ldx + (h * ldr + w + off[t]) * 16 + c % 16]);
+                *out = (accumulate ? *out : 0.0f) + acc;
+            }
 }

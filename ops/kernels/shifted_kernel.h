@@ -1,10 +1,13 @@
 /* shifted_kernel.h: the kernels of shifted.c, included once per ISA with the
- * SK_* macros set (vector type, lanes, tile sizes, load/store/FMA; SK_FWD_ONLY
- * for the forward product alone). No include guard on purpose; the macros are
- * cleared at the end. */
+ * SK_* macros set (vector type, lanes, tile sizes, load/store/FMA; SK_BF16 for
+ * the build on bf16 pairs, without the plain weight product). No include guard
+ * on purpose; the macros are cleared at the end. */
 
 #ifndef SK_BCAST_AT /* a vector of the value at p (the bf16 build reads a pair's bits) */
 #define SK_BCAST_AT(p) SK_BCAST(*(p))
+#endif
+#ifndef SK_PIX /* pixels a step of the blocked weight gradient takes: 2 for pairs of pixels */
+#define SK_PIX 1
 #endif
 
 /* Forward tile: SK_MB rows of C (from A's zero-padded rows) by NB vectors of
@@ -76,7 +79,7 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__sh
     return out != NULL;
 }
 
-#ifndef SK_FWD_ONLY /* the bf16 build has the forward product only */
+#ifndef SK_BF16 /* the bf16 build has no plain weight product */
 /* C[m][k*T + t] (+)= sum over images g < G and p < P of A[g*a_img + m*lda + p] * B[g*b_img + k*ldb + off[t] + p]
  * for m < M, k < K, t < T. C is dense, M x K*T; P is a multiple of 16. Each tile
  * sums every image in registers before its one horizontal sum. Edge tiles
@@ -116,6 +119,8 @@ SK_TARGET static void SK_NAME(shifted_wgt)(float *C, const float *A, ptrdiff_t l
         }
 }
 
+#endif /* SK_BF16 */
+
 /* One tile of blocked_wgt below: BM rows of C from m0, SK_BT taps from t0, block cb */
 SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(blocked_tile)(
     const int BM, int m0, int t0, int cb, int M, int H, int W, ptrdiff_t ldr, int Cn, int T, int G, const float *A,
@@ -132,9 +137,9 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(blocked_tile
         for (int h = 0; h < H; h++) {
             const float *a[SK_BMMAX], *x = X + g * x_img + cb * ldx + h * ldr * 16;
             for (int i = 0; i < BM; i++) a[i] = A + g * a_img + (ptrdiff_t)(m0 + i < M ? m0 + i : m0) * lda + h * ldr;
-            for (int w = 0; w < W; w++, x += 16) {
+            for (int w = 0; w < W; w += SK_PIX, x += 16 * SK_PIX) {
                 SK_V bc[SK_BMMAX];
-                for (int i = 0; i < BM; i++) bc[i] = SK_BCAST(a[i][w]);
+                for (int i = 0; i < BM; i++) bc[i] = SK_BCAST_AT(a[i] + w);
                 for (int j = 0; j < SK_BT; j++)
                     for (int v = 0; v < VB; v++) {
                         SK_V xv = SK_LOAD(x + o[j] + v * SK_W);
@@ -186,10 +191,9 @@ SK_TARGET static void SK_NAME(blocked_wgt)(float *C, const float *A, ptrdiff_t l
                                           off, C, accumulate);
 }
 
-#endif /* SK_FWD_ONLY */
-
 #undef SK_NAME
-#undef SK_FWD_ONLY
+#undef SK_BF16
+#undef SK_PIX
 #undef SK_BCAST_AT
 #undef SK_TARGET
 #undef SK_V
