@@ -205,7 +205,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, %d threads%s\n",
            o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->optim,
            o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads(),
-           strcmp(tg_get_float32_matmul_precision(), "medium") ? "" : ", precision medium (bf16 convolutions)");
+           strcmp(tg_get_float32_matmul_precision(), "medium") ? "" : ", precision medium");
     if (start) printf("resuming %s after step %d of %d (epoch %d)\n", o->resume, start, total, start / steps + 1);
 
     /* what the run is, for --save (a resumed run's record said the same, checked above) */

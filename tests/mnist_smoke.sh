@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test: the MNIST demo trains the resnet on a 5000-image slice for one
-# epoch and must reach at least 90% on the first 1000 test images; a run whose
-# loss diverges (--lr 1e30) must stop with a message and a non-zero exit.
+# epoch and must reach at least 90% on the first 1000 test images, in float32
+# and with --precision medium; a run whose loss diverges (--lr 1e30) must stop
+# with a message and a non-zero exit.
 # Usage: mnist_smoke.sh MNIST_BINARY DATA_DIR
 set -euo pipefail
 bin=$1 data=$2
@@ -15,6 +16,15 @@ acc=$(sed -n 's/^test accuracy: \([0-9.]*\)%$/\1/p' <<<"$last")
 awk -v a="$acc" 'BEGIN { exit !(a >= 90) }' || { echo "smoke: accuracy $acc% is below 90%"; exit 1; }
 [ -s "$out/mnist_errors.png" ] && [ -s "$out/mnist_filters.png" ] || { echo "smoke: pictures missing"; exit 1; }
 echo "smoke: $acc% >= 90%"
+
+# the same with the convolutions in bf16 (tg_set_float32_matmul_precision("medium"); float32 on a CPU without
+# bf16 products): it trains as well
+"$bin" --data "$data" --net resnet --epochs 1 --limit 5000 --test-limit 1000 --lr 0.02 --precision medium \
+  --out "$out" | tee "$out/log16"
+grep -q "^resnet: .*, precision medium$" "$out/log16" || { echo "smoke: no 'precision medium' in the header"; exit 1; }
+acc16=$(sed -n 's/^test accuracy: \([0-9.]*\)%$/\1/p' <<<"$(tail -n 1 "$out/log16")")
+awk -v a="$acc16" 'BEGIN { exit !(a >= 90) }' || { echo "smoke: precision medium: accuracy '$acc16' is below 90%"; exit 1; }
+echo "smoke: precision medium: $acc16% >= 90% (float32: $acc%)"
 
 # a run that diverges stops at the first non-finite step, says so, and exits non-zero
 if "$bin" --data "$data" --net lenet --epochs 1 --limit 512 --test-limit 100 --lr 1e30 --out "$out" >"$out/div" 2>&1; then
