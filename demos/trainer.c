@@ -202,7 +202,8 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     FILE *mem = open_memstream(&table, &table_len);
     if (!mem || tg_model_print(m, mem, 4, (int[]){1, 1, 28, 28}) < 0 || fclose(mem) != 0) demo_die(o, "model", NULL);
     fputs(table, stdout);
-    printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, %d threads%s\n",
+    printf("%s: %lld parameters; %d training and %d test images from %s; %s, batch %d, lr %g, %d epochs%s, "
+           "%d threads%s\n",
            o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->optim,
            o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads(),
            strcmp(tg_get_float32_matmul_precision(), "medium") ? "" : ", precision medium");

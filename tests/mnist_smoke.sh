@@ -23,7 +23,8 @@ echo "smoke: $acc% >= 90%"
   --out "$out" | tee "$out/log16"
 grep -q "^resnet: .*, precision medium$" "$out/log16" || { echo "smoke: no 'precision medium' in the header"; exit 1; }
 acc16=$(sed -n 's/^test accuracy: \([0-9.]*\)%$/\1/p' <<<"$(tail -n 1 "$out/log16")")
-awk -v a="$acc16" 'BEGIN { exit !(a >= 90) }' || { echo "smoke: precision medium: accuracy '$acc16' is below 90%"; exit 1; }
+awk -v a="$acc16" 'BEGIN { exit !(a >= 90) }' ||
+  { echo "smoke: precision medium: accuracy '$acc16' is below 90%"; exit 1; }
 echo "smoke: precision medium: $acc16% >= 90% (float32: $acc%)"
 
 # a run that diverges stops at the first non-finite step, says so, and exits non-zero

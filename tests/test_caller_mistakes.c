@@ -121,7 +121,8 @@ static void null_engine(void) {
     FAILS_PTR(tg_node_save(t, NULL, 16, "x"), TG_ERR_ARG, "node_save: node is NULL");
     FAILS_INT(tg_gradcheck(NULL, &p, 1, NULL, NULL, NULL), TG_ERR_ARG, "gradcheck: build is NULL");
     FAILS_INT(tg_set_float32_matmul_precision(NULL), TG_ERR_ARG, "set_float32_matmul_precision: precision is NULL");
-    FAILS_INT(tg_set_float32_matmul_precision("bf16"), TG_ERR_ARG, "unknown precision \"bf16\" (highest, high or medium)");
+    FAILS_INT(tg_set_float32_matmul_precision("bf16"), TG_ERR_ARG,
+              "unknown precision \"bf16\" (highest, high or medium)");
     CHECK(!strcmp(tg_get_float32_matmul_precision(), "highest")); /* unchanged by the refusals */
     tg_tensor_free(p);
     tg_tape_free(t);

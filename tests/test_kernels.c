@@ -186,7 +186,8 @@ static void shifted_case(bool bf, int M, int K, int R, int S, int rows, int Wp, 
     }
     /* float32: rounding of a T*K-term sum; bf16 sums in the reference's order (vdpbf16ps's), so bit for bit */
     for (int64_t i = 0; i < nc; i++)
-        tol[i] = bf ? 0.0f : (float)((2.0 * T * K + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) + 1e-30f;
+        tol[i] = bf ? 0.0f
+                    : (float)((2.0 * T * K + 8) * 1.2e-7 * (fabsf(bound[i]) + (accumulate ? fabsf(want[i]) : 0))) + 1e-30f;
     char what[128];
     snprintf(what, sizeof what, "shifted_gemm%s M %d K %d %dx%d grid %dx%d of %d%s%s%s%s shift -%d", bf ? "_bf16" : "",
              M, K, R, S, rows, Wp, cols, accumulate ? " accumulate" : "", bias ? " bias" : "", relu ? " relu" : "",

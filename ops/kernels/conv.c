@@ -377,7 +377,7 @@ static void forward_shifted(float *y, const float *x, const float *w, const floa
     float *A = k->A;
     int K2 = (d->Cg + 1) / 2;
     int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
-    bool bf = k->A2 && tg__bf16_active();
+    bool bf = k->A2 && tg__bf16_active() && d->Cg > 1; /* one channel would pair with a zero: no gain */
     grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
     for (int g = 0; g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
@@ -513,7 +513,7 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
     float *A = k->A;
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
-    bool bf = k->A2 && tg__bf16_active(), bfw = k->wp_size && tg__bf16_active();
+    bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
     grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);

@@ -332,7 +332,8 @@ bool tg__shifted_gemm_bf16_ref(float *C, ptrdiff_t ldc, const tg__shift_out *out
             float *c = C + m * ldc + p, acc = accumulate ? *c : 0.0f;
             for (int t = 0; t < T; t++)
                 for (int k = 0; k < K2; k++)
-                    acc = dot_pair(acc, A[((ptrdiff_t)(m / 8) * T * K2 + t * K2 + k) * 8 + m % 8], B[k * ldb + off[t] + p]);
+                    acc = dot_pair(acc, A[((ptrdiff_t)(m / 8) * T * K2 + t * K2 + k) * 8 + m % 8],
+                                   B[k * ldb + off[t] + p]);
             *c = acc;
         }
     return false;
