@@ -8,9 +8,9 @@ The same data, net, initialisation rule, optimizer, schedule and evaluation as s
 PyTorch set up at its fastest on a CPU: its own OpenMP threads (--threads), the BLAS under it
 kept to one thread, the whole training set as one tensor (no DataLoader), optionally oneDNN's
 channels_last layout, optionally bf16 autocast (--bf16: torch.autocast on the CPU, what
-speedrun.c's --precision medium compares with). Prints the time to 99% from the start (data loading included) and ends
-with "test accuracy: NN.NN%". Install libopenblas0-pthread first: on Debian's reference BLAS
-PyTorch trains slower.
+speedrun.c's --precision medium compares with). Prints the time to 99% from the start (data
+loading included) and ends with "test accuracy: NN.NN%". Install libopenblas0-pthread first:
+on Debian's reference BLAS PyTorch trains slower.
 """
 import os
 import time
