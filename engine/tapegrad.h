@@ -233,7 +233,9 @@ TG_API int tg_get_threads(void);
  * bfloat16 with float32 sums on CPUs with AVX512_BF16 (twice the multiply-adds a
  * cycle): the forward and the input gradient, and the weight gradient where a
  * group's input channels fill four fifths of blocks of 16 (13 to 16, 26 to 32,
- * 39 to 48, ...) and the output rows have an even width. Their
+ * 39 to 48, ...) and the output rows have an even width; a conv with one input
+ * channel keeps its forward, and one with one output channel its input
+ * gradient, in float32 (a pair with a zero would gain nothing). Their
  * operands (x, w, dy) are rounded to bf16 (8 significant bits, nearest even) as
  * they enter the product; batch norm, linear, matmul and the optimizer stay
  * float32, as do CPUs without AVX512_BF16. "high" computes as "highest" (PyTorch's
