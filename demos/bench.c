@@ -12,8 +12,8 @@
  * process's peak resident memory so far. With --ops, each net's ops follow: their
  * share of a step's time and their forward and backward GFLOP/s and share of the peak
  * (backward counted as twice the forward's FLOPs), from 20 more steps. --precision
- * medium runs the convolutions' forward and input gradient in bf16 where the CPU
- * can (tg_set_float32_matmul_precision); the peak stays float32's. */
+ * medium runs the convolutions' products in bf16 where the CPU can
+ * (tg_set_float32_matmul_precision); the peak stays float32's. */
 #include "nets.h"
 #include <math.h>
 #include <stdio.h>

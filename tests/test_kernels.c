@@ -3,7 +3,8 @@
  * transposes, edge sizes, alpha and beta, padded strides) within rounding; the
  * shifted products (forward, dx with negative shifts, the epilogue that writes
  * an unpadded output, the weight gradient, the blocked weight gradient and its
- * layout) within rounding, the layouts bit for bit; im2col, col2im and the
+ * layout) within rounding, their bf16 builds and the bf16 pairs bit for bit, the
+ * layouts bit for bit; im2col, col2im and the
  * conv's row copies; max pooling forward and backward; the batch-norm loops,
  * relu, the residual adds, dropout and the SGD update bit for bit, on inputs
  * holding NaN, -0, infinities and denormals in vector lanes and tails; the
