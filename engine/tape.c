@@ -97,6 +97,7 @@ bool tg_tape_set_grad_enabled(tg_tape *t, bool on) {
 }
 
 int tg_tape_node_count(const tg_tape *t) { return t ? t->n_nodes : 0; }
+const tg_node *tg_tape_first(const tg_tape *t) { return t ? t->first : NULL; }
 size_t tg_tape_arena_used(const tg_tape *t) { return t ? t->arena.used : 0; }
 size_t tg_tape_arena_high_water(const tg_tape *t) { return t ? t->arena.high_water : 0; }
 

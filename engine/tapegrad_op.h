@@ -103,6 +103,10 @@ TG_API tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in
 TG_API void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what);
 /* Memory from the tape's arena that is not saved state (scratch). 64-byte aligned. */
 TG_API void *tg_tape_alloc(tg_tape *t, size_t bytes);
+/* The tape's first recorded node (the rest follow n->next, in the order they ran),
+ * for tools that read a step (run logs, reports, tape dumps of your own); NULL
+ * for an empty or NULL tape. Valid until tg_tape_reset. */
+TG_API const tg_node *tg_tape_first(const tg_tape *t);
 /* Uniform random number in [0,1) from the tape's generator. */
 TG_API float tg_tape_uniform(tg_tape *t);
 /* The state of the tape's generator (tg_tape_seed sets it), for an op that draws
