@@ -3,6 +3,7 @@
 #define TG_INTERNAL_H
 
 #include "tapegrad_op.h"
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +29,8 @@ uint64_t tg__alloc_count(void);
 
 /* Arena: chunks of memory handed out by bumping a pointer, all freed at once. */
 typedef struct tg__chunk tg__chunk;
+/* What arena bytes hold, for tg_tape_memory: each allocation is counted as one kind. */
+enum { TG__MEM_ACT, TG__MEM_SAVED, TG__MEM_GRAD, TG__MEM_SCRATCH, TG__MEM_RECORDS, TG__MEM_KINDS };
 typedef struct {
     const void *owner;  /* what owns the arena (its tape), for tg__arena_owner */
     tg__chunk *first, *last; /* every chunk, oldest first */
@@ -36,15 +39,30 @@ typedef struct {
     size_t used;        /* bytes in use over all chunks */
     size_t high_water;
     size_t capacity;    /* bytes over all chunks */
+    size_t kind_used[TG__MEM_KINDS]; /* used, split by kind (they sum to it) */
+    size_t kind_peak[TG__MEM_KINDS]; /* the split when used last rose to a new high_water */
 } tg__arena;
 
-void *tg__arena_alloc(tg__arena *a, size_t bytes); /* 64-byte aligned, not zeroed; NULL if out of memory */
+/* 64-byte aligned, not zeroed; NULL if out of memory. tg__arena_alloc counts the bytes as
+ * activations (what tensor.c makes: tensors), tg__arena_alloc_as as the kind given. */
+void *tg__arena_alloc(tg__arena *a, size_t bytes);
+void *tg__arena_alloc_as(tg__arena *a, size_t bytes, int kind);
 /* Frees nothing: every chunk is filled again, from byte skip (at most 192) on. */
 void tg__arena_reset(tg__arena *a, size_t skip);
 /* The owner of the live arena whose chunks hold address p, or NULL (p is not
  * in any: heap memory, or a freed arena's). Reads no memory at p. */
 const void *tg__arena_owner(const void *p);
 void tg__arena_release(tg__arena *a);
+
+/* Timelines (trace.c). A user span (tg_tape_span_begin/end), kept on the tape until tg_tape_reset. */
+#define TG__SPANS 64      /* recorded per step; more are counted as dropped */
+#define TG__SPAN_DEPTH 8  /* open at once */
+typedef struct {
+    char name[56];
+    double t0, t1; /* t1 0 while open */
+    int depth;
+} tg__span;
+typedef struct tg__trace tg__trace; /* the worker spans' buffers, while tracing is on */
 
 struct tg_tape {
     tg__arena arena;
@@ -56,6 +74,11 @@ struct tg_tape {
     uint64_t rng;
     uint64_t generation; /* bumped by every reset: a tensor of an older one is stale */
     const char *scope;   /* tg_tape_set_scope: a copy in the arena, or NULL */
+    tg__trace *trace;    /* tg_tape_set_trace: on when not NULL */
+    tg__span spans[TG__SPANS];
+    int n_spans, spans_dropped;
+    int open[TG__SPAN_DEPTH]; /* the open spans' indices in spans (-1: dropped), innermost last */
+    int depth;
 };
 
 /* 0 if x may be used on tape t now: a heap or caller-made tensor, or a tensor
@@ -93,14 +116,61 @@ int tg__threads_for(int64_t items, int64_t min_items);
 int tg__thread_id(void);
 #define TG_MIN_PER_THREAD 32768 /* elements of an elementwise loop worth a thread */
 
+/* Worker spans for timelines (trace.c). While a tape with tracing on (tg_tape_set_trace) runs a
+ * node's forward or VJP, tg__trace_now points at its buffers. TG_TRACE_ITER(i) at the top of the
+ * body of a parallel loop over i, or TG_TRACE_REGION() at the top of a parallel region's body,
+ * records when the body started and ended on the calling thread; consecutive iterations of one
+ * loop on one thread (i, i+1, ...) become one span. Off, it costs a load and a predictable
+ * branch; on, two clock reads (one while iterations merge), no allocation (the buffers are made
+ * when tracing is switched on; a full one counts what it drops). Results never change: it only
+ * reads the clock. GCC and clang (the cleanup attribute); elsewhere it records nothing. */
+#if defined(__GNUC__)
+#define TG__UNLIKELY(c) __builtin_expect(!!(c), 0)
+#else
+#define TG__UNLIKELY(c) (c)
+#endif
+typedef struct tg__wspan tg__wspan;
+typedef struct {
+    tg__wspan *rec; /* the span the body extends, or NULL: not recording */
+    int once;       /* for TG_FOR_BLOCKS's one-pass loop */
+} tg__trace_mark;
+extern _Atomic(tg__trace *) tg__trace_now;
+tg__trace_mark tg__trace_open(const char *file, int line, int64_t idx);
+void tg__trace_close(tg__wspan *rec);
+static inline tg__trace_mark tg__trace_begin(const char *file, int line, int64_t idx) {
+    if (TG__UNLIKELY(atomic_load_explicit(&tg__trace_now, memory_order_relaxed) != NULL))
+        return tg__trace_open(file, line, idx);
+    return (tg__trace_mark){NULL, 1};
+}
+static inline void tg__trace_end(tg__trace_mark *m) {
+    if (TG__UNLIKELY(m->rec != NULL)) tg__trace_close(m->rec);
+}
+#if defined(__GNUC__)
+#define TG__TRACE_MARK(idx)                                                                      \
+    tg__trace_mark tg__tmark __attribute__((cleanup(tg__trace_end), unused)) =                    \
+        tg__trace_begin(__FILE__, __LINE__, (int64_t)(idx))
+#define TG_TRACE_ITER(i) TG__TRACE_MARK(i)
+#else
+#define TG__TRACE_MARK(idx) tg__trace_mark tg__tmark = {NULL, 1}
+#define TG_TRACE_ITER(i) ((void)0)
+#endif
+#define TG_TRACE_REGION() TG_TRACE_ITER(-1)
+/* The engine's side: a node's forward (phase 0) or VJP (1) starts and ends on a tracing tape. */
+void tg__trace_enter(tg__trace *tr, int node, int phase);
+void tg__trace_leave(tg__trace *tr);
+void tg__trace_reset(tg__trace *tr); /* tg_tape_reset: forget the step's spans */
+void tg__trace_free(tg__trace *tr);
+
 /* Elementwise work split over threads in blocks of TG_BLOCK elements: the
  * statement after it runs with i0 the block's first element and n its length.
- * Every element is computed on its own, so results do not depend on the threads. */
+ * Every element is computed on its own, so results do not depend on the threads. Each
+ * thread's run of blocks is a worker span on timelines (TG_TRACE_ITER). */
 #define TG_BLOCK 8192
 #define TG_FOR_BLOCKS(size, i0, n)                                                                           \
     for (int64_t tg__size = (size), tg__once = 1; tg__once; tg__once = 0)                                    \
         _Pragma("omp parallel for num_threads(tg__threads_for(tg__size, TG_MIN_PER_THREAD)) schedule(static)") \
         for (int64_t i0 = 0; i0 < tg__size; i0 += TG_BLOCK)                                                  \
-            for (int64_t n = tg__size - i0 < TG_BLOCK ? tg__size - i0 : TG_BLOCK; n; n = 0)
+            for (TG__TRACE_MARK(i0 / TG_BLOCK); tg__tmark.once; tg__tmark.once = 0)                             \
+                for (int64_t n = tg__size - i0 < TG_BLOCK ? tg__size - i0 : TG_BLOCK; n; n = 0)
 
 #endif

@@ -105,7 +105,9 @@ static tg__chunk *chunk_new(size_t size, const void *owner) {
  * one's allocations lands in the same chunks without a malloc, and a pointer
  * into an earlier generation still points at memory the arena owns (a stale
  * tensor can be recognised instead of read after free). */
-void *tg__arena_alloc(tg__arena *a, size_t bytes) {
+void *tg__arena_alloc(tg__arena *a, size_t bytes) { return tg__arena_alloc_as(a, bytes, TG__MEM_ACT); }
+
+void *tg__arena_alloc_as(tg__arena *a, size_t bytes, int kind) {
     size_t need = (bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
     if (need < bytes || need > SIZE_MAX / 2) return NULL; /* overflow */
     tg__chunk *c = a->head;
@@ -124,7 +126,11 @@ void *tg__arena_alloc(tg__arena *a, size_t bytes) {
     void *p = c->base + c->used;
     c->used += need;
     a->used += need;
-    if (a->used > a->high_water) a->high_water = a->used;
+    a->kind_used[kind] += need;
+    if (a->used > a->high_water) { /* a new peak: only while the arena grows (the first steps) */
+        a->high_water = a->used;
+        memcpy(a->kind_peak, a->kind_used, sizeof a->kind_peak);
+    }
     return p;
 }
 
@@ -134,6 +140,7 @@ void tg__arena_reset(tg__arena *a, size_t skip) {
     for (tg__chunk *c = a->first; c; c = c->next) c->used = a->skip; /* the skipped bytes are not in use */
     a->head = a->first;
     a->used = 0;
+    memset(a->kind_used, 0, sizeof a->kind_used); /* kind_peak keeps the most bytes ever, as high_water */
 }
 
 void tg__arena_release(tg__arena *a) {

@@ -12,6 +12,13 @@ double tg__now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Arena memory counted as kind (TG__MEM_*), or NULL with the message set. */
+static void *alloc_as(tg_tape *t, size_t bytes, int kind) {
+    void *p = tg__arena_alloc_as(&t->arena, bytes, kind);
+    if (!p) tg_fail(TG_ERR_NOMEM, "tape: out of memory (arena at %zu bytes)", t->arena.used);
+    return p;
+}
+
 tg_tape *tg_tape_new(void) {
     tg_tape *t = tg__calloc(1, sizeof *t);
     if (!t) {
@@ -27,6 +34,7 @@ tg_tape *tg_tape_new(void) {
 void tg_tape_free(tg_tape *t) {
     if (!t) return;
     tg__arena_release(&t->arena);
+    tg__trace_free(t->trace);
     tg__free(t);
 }
 
@@ -40,6 +48,8 @@ void tg_tape_reset(tg_tape *t) {
     t->first = t->last = NULL;
     t->n_nodes = 0;
     t->scope = NULL;
+    t->n_spans = t->spans_dropped = t->depth = 0; /* the step's user spans, open ones too */
+    if (t->trace) tg__trace_reset(t->trace);
 }
 
 int tg_tape_set_scope(tg_tape *t, const char *scope) {
@@ -56,7 +66,7 @@ int tg_tape_set_scope(tg_tape *t, const char *scope) {
     for (const char *c = scope; *c; c++)
         if ((unsigned char)*c <= ' ' || *c == 0x7f)
             return tg_fail(TG_ERR_ARG, "tape_set_scope: \"%s\" holds a space or a control character", scope);
-    char *copy = tg_tape_alloc(t, len);
+    char *copy = alloc_as(t, len, TG__MEM_RECORDS);
     if (!copy) return TG_ERR_NOMEM;
     memcpy(copy, scope, len);
     t->scope = copy;
@@ -101,14 +111,28 @@ const tg_node *tg_tape_first(const tg_tape *t) { return t ? t->first : NULL; }
 size_t tg_tape_arena_used(const tg_tape *t) { return t ? t->arena.used : 0; }
 size_t tg_tape_arena_high_water(const tg_tape *t) { return t ? t->arena.high_water : 0; }
 
+static tg_tape_mem_split split_of(const size_t *kind) {
+    tg_tape_mem_split s = {kind[TG__MEM_ACT], kind[TG__MEM_SAVED], kind[TG__MEM_GRAD], kind[TG__MEM_SCRATCH],
+                           kind[TG__MEM_RECORDS], 0};
+    s.total = s.activations + s.saved + s.grads + s.scratch + s.records;
+    return s;
+}
+
+int tg_tape_memory(const tg_tape *t, tg_tape_mem *out) {
+    if (!t) return tg_fail(TG_ERR_ARG, "tape_memory: tape is NULL");
+    if (!out) return tg_fail(TG_ERR_ARG, "tape_memory: out is NULL");
+    out->now = split_of(t->arena.kind_used);
+    out->peak = split_of(t->arena.kind_peak);
+    out->capacity = t->arena.capacity;
+    return 0;
+}
+
 void *tg_tape_alloc(tg_tape *t, size_t bytes) {
     if (!t) {
         tg_fail(TG_ERR_ARG, "tape_alloc: tape is NULL");
         return NULL;
     }
-    void *p = tg__arena_alloc(&t->arena, bytes);
-    if (!p) tg_fail(TG_ERR_NOMEM, "tape: out of memory (arena at %zu bytes)", t->arena.used);
-    return p;
+    return alloc_as(t, bytes, TG__MEM_SCRATCH);
 }
 
 void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what) {
@@ -116,7 +140,11 @@ void *tg_node_save(tg_tape *t, tg_node *n, size_t bytes, const char *what) {
         tg_fail(TG_ERR_ARG, "node_save: node is NULL");
         return NULL;
     }
-    void *p = tg_tape_alloc(t, bytes);
+    if (!t) {
+        tg_fail(TG_ERR_ARG, "node_save: tape is NULL");
+        return NULL;
+    }
+    void *p = alloc_as(t, bytes, TG__MEM_SAVED);
     if (p) {
         n->saved_bytes += bytes;
         n->saved_what = what;
@@ -224,7 +252,8 @@ static uint64_t data_hash(const tg_tensor *x) {
 }
 
 static int hash_inputs(tg_tape *t, tg_node *n) {
-    if (!(n->input_hash = tg_tape_alloc(t, (size_t)(n->n_in ? n->n_in : 1) * sizeof(uint64_t)))) return TG_ERR_NOMEM;
+    if (!(n->input_hash = alloc_as(t, (size_t)(n->n_in ? n->n_in : 1) * sizeof(uint64_t), TG__MEM_RECORDS)))
+        return TG_ERR_NOMEM;
     for (int k = 0; k < n->n_in; k++) n->input_hash[k] = data_hash(n->in[k]);
     return 0;
 }
@@ -299,7 +328,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
         return NULL;
     }
     if (t->check_finite && check_leaves(t, op, in, n_in) < 0) return NULL;
-    tg_node *n = tg_tape_alloc(t, sizeof *n);
+    tg_node *n = alloc_as(t, sizeof *n, TG__MEM_RECORDS);
     if (!n) return NULL;
     memset(n, 0, sizeof *n);
     n->op = op;
@@ -307,7 +336,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     n->n_in = n_in;
     for (int i = 0; i < n_in; i++) n->in[i] = in[i];
     if (op->attr_size) {
-        if (!(n->attr = tg_tape_alloc(t, op->attr_size))) return NULL;
+        if (!(n->attr = alloc_as(t, op->attr_size, TG__MEM_RECORDS))) return NULL;
         memcpy(n->attr, attr, op->attr_size);
     }
     n->record = t->grad_enabled && needs_grad;
@@ -316,7 +345,7 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     if (op->shape(n, &ndim, shape) < 0 || tg__check_shape(op->name, ndim, shape) < 0) return NULL;
     tg_tensor *out;
     if (op->aliases_input) {
-        if (!(out = tg_tape_alloc(t, sizeof *out))) return NULL;
+        if (!(out = alloc_as(t, sizeof *out, TG__MEM_ACT))) return NULL; /* the output's header */
         memset(out, 0, sizeof *out);
         out->ndim = ndim;
         for (int i = 0; i < TG_MAX_DIMS; i++) out->shape[i] = i < ndim ? shape[i] : 1;
@@ -333,9 +362,16 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
     }
     n->out = out;
 
+    /* the worker spans of a recorded node's forward carry the id it is about to get */
+    if (t->trace && n->record) tg__trace_enter(t->trace, t->n_nodes, 0);
     double t0 = tg__now();
-    if (op->forward(t, n) < 0) return NULL;
-    n->t_forward = tg__now() - t0;
+    int rc = op->forward(t, n);
+    double t1 = tg__now();
+    if (t->trace && n->record) tg__trace_leave(t->trace);
+    if (rc < 0) return NULL;
+    n->t_forward_start = t0;
+    n->t_forward = t1 - t0; /* exact (two close clock readings): t0 + t_forward is t1 */
+    n->arena_after_forward = t->arena.used;
     if (t->check_finite && check_forward(t, n) < 0) return NULL;
 
     if (n->record && t->check_inputs && hash_inputs(t, n) < 0) return NULL;
@@ -368,7 +404,7 @@ static void mark_unset(tg_tape *t, tg_tensor *x) {
 static int ensure_grad(tg_tape *t, tg_tensor *x) {
     if (x->grad) return 0;
     if (x->on_heap) x->grad = tg__calloc((size_t)x->size, sizeof(float));
-    else if ((x->grad = tg__arena_alloc(&t->arena, (size_t)x->size * sizeof(float)))) mark_unset(t, x);
+    else if ((x->grad = tg__arena_alloc_as(&t->arena, (size_t)x->size * sizeof(float), TG__MEM_GRAD))) mark_unset(t, x);
     return x->grad ? 0 : tg_fail(TG_ERR_NOMEM, "backward: out of memory");
 }
 
@@ -418,10 +454,15 @@ int tg_backward_seed(tg_tape *t, tg_tensor *y, const float *dy) {
         }
         if (n->input_hash && check_inputs(n) < 0) return TG_ERR_STATE;
         decide_store(n);
+        if (t->trace) tg__trace_enter(t->trace, n->id, 1);
         double t0 = tg__now();
         int rc = n->op->vjp(t, n);
+        double t1 = tg__now();
+        if (t->trace) tg__trace_leave(t->trace);
         if (rc < 0) return rc;
-        n->t_backward = tg__now() - t0;
+        n->t_backward_start = t0;
+        n->t_backward = t1 - t0;
+        n->arena_after_backward = t->arena.used;
         for (int i = 0; i < n->n_in; i++) { /* stored into: set; an input the vjp left alone got nothing: zero */
             if (n->store[i]) n->in[i]->grad_unset = false;
             if (n->in[i]->requires_grad) zero_if_unset(n->in[i]);

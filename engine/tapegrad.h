@@ -191,6 +191,59 @@ TG_API void tg_tape_check_finite(tg_tape *t, bool on);
 TG_API void tg_tape_check_inputs(tg_tape *t, bool on);
 
 // ----------------------------------------------------------------------------
+// timelines and memory: where a step's time and bytes went
+
+/* The tape's step as a timeline: Chrome trace-event JSON ({"traceEvents":[...]}), which
+ * Perfetto (ui.perfetto.dev), chrome://tracing and speedscope open. Call it after backward
+ * (and the optimizer step) and before tg_tape_reset. Times are microseconds from the step's
+ * first event. On pid 1, track "main" (tid 1) holds a complete event ("ph":"X") per node's
+ * forward ("conv2d+relu", cat "forward") and per VJP ("conv2d+relu backward", cat
+ * "backward"), and the user spans (cat "user") around them; with tg_tape_set_trace on, the
+ * parts of each node that ran in OpenMP parallel regions are events (cat "worker") on the
+ * tracks of the threads that ran them ("omp worker 1" is tid 2, ...; the main thread's own
+ * share nests inside the node on "main"). Events on one track nest properly. A flow arrow
+ * joins each forward to its VJP, and the counter "arena" samples the bytes in use after each.
+ * A node event's args: "node" ("%3"), "layer" (its scope), "inputs" (as tape dumps name
+ * them), "Input Dims" (their shapes) and, as PyTorch's profiler names it, "flops" (forward),
+ * with "saved bytes" and "GFLOP/s". Names are escaped (bytes that are not UTF-8 become
+ * U+FFFD). "otherData" says how many spans were dropped (full buffers). Returns 0,
+ * TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
+TG_API int tg_tape_trace(const tg_tape *t, FILE *f);
+/* Records the worker spans for tg_tape_trace (off by default; off, a parallel region pays one
+ * predictable branch). Switching it on makes bounded buffers (about 80 KB a thread), so a
+ * step records without allocating; a span that finds its buffer full is counted as
+ * dropped. Results are the same bit for bit either way: it only reads the clock. While
+ * one tape traces a node, parallel regions run by other threads are recorded into it too:
+ * trace one tape at a time. Returns 0, TG_ERR_ARG or TG_ERR_NOMEM. */
+TG_API int tg_tape_set_trace(tg_tape *t, bool on);
+TG_API bool tg_tape_get_trace(const tg_tape *t);
+/* A span of your own on the timeline ("optimizer step", "batch"), from begin to end on the
+ * main track, nested up to 8 deep; kept until tg_tape_reset, which forgets open ones too.
+ * At most 64 are kept per step (more are counted as dropped). A span still open when the
+ * trace is written ends there. TG_ERR_ARG for NULL; TG_ERR_STATE for a span 9 deep or an
+ * end with none open. */
+TG_API int tg_tape_span_begin(tg_tape *t, const char *name);
+TG_API int tg_tape_span_end(tg_tape *t);
+
+/* The tape's arena bytes by what they hold (each allocation rounded up to 64 bytes, so they
+ * sum to tg_tape_arena_used). */
+typedef struct {
+    size_t activations; /* node outputs and tape tensors (tg_tensor_tape): data and headers */
+    size_t saved;       /* state saved for backward (tg_node_save) */
+    size_t grads;       /* gradients of tape tensors (made by backward) */
+    size_t scratch;     /* other tg_tape_alloc: the ops' work space */
+    size_t records;     /* the tape's own: nodes, attributes, scope names, input hashes */
+    size_t total;
+} tg_tape_mem_split;
+typedef struct {
+    tg_tape_mem_split now;  /* in use now; tg_tape_reset empties it */
+    tg_tape_mem_split peak; /* when the arena held the most bytes ever (tg_tape_arena_high_water) */
+    size_t capacity;        /* bytes the arena holds from the system */
+} tg_tape_mem;
+/* Fills out; 0 or TG_ERR_ARG. */
+TG_API int tg_tape_memory(const tg_tape *t, tg_tape_mem *out);
+
+// ----------------------------------------------------------------------------
 // tape dumps: see what the network did
 
 /* One line per recorded node: id, op, output shape, receptive field (4-D outputs),

@@ -52,6 +52,11 @@ struct tg_node {
     const char *saved_what;      /* "mask", "argmax", "xhat+rstd", ... */
     bool record;                 /* recorded on the tape: forward may save state */
     double t_forward, t_backward;/* seconds */
+    /* Timelines (tg_tape_trace): when forward and the VJP started, in seconds on the engine's
+     * clock (they lasted t_forward and t_backward; 0: the VJP has not run), and the tape's
+     * arena bytes in use right after each. */
+    double t_forward_start, t_backward_start;
+    size_t arena_after_forward, arena_after_backward;
     uint64_t *input_hash;        /* tg_tape_check_inputs: each input's data hashed after forward */
     /* During backward, set by the sweep just before vjp (op with overwrites_grads):
      * store[i] true means input i's gradient holds no values yet, so the vjp must
