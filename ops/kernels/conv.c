@@ -385,6 +385,7 @@ static void forward_shifted(float *y, const float *x, const float *w, const floa
     }
 #pragma omp parallel num_threads(T)
     {
+        TG_TRACE_REGION();
         float *xp = k->bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
         uint32_t *xp2 = (uint32_t *)(xp + per - k->xp2_size);
@@ -426,6 +427,7 @@ void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b
     int HWo = d->Ho * d->Wo;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
+        TG_TRACE_ITER(i);
         float *col = k.cols ? k.cols + (size_t)tg__thread_id() * d->rows * HWo : NULL;
         for (int g = 0; g < d->G; g++) {
             const float *xg = x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
@@ -521,6 +523,7 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
     }
 #pragma omp parallel num_threads(T)
     {
+        TG_TRACE_REGION();
         float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
@@ -594,6 +597,7 @@ static void backward_im2col(float *dx, float *dws, const float *dy, const float 
     bool pw = is_pointwise(d);
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
+        TG_TRACE_ITER(c);
         float *col = k->cols + (size_t)tg__thread_id() * d->rows * HWo;
         float *dw = dws ? dws + (size_t)c * wsize : NULL;
         for (int i = (int)((int64_t)d->N * c / chunks); i < (int)((int64_t)d->N * (c + 1) / chunks); i++)
@@ -645,14 +649,18 @@ void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const
     }
     if (dw) /* over the chunks in order, for each element */
 #pragma omp parallel for num_threads(tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD)) schedule(static)
-        for (int64_t j = 0; j < wsize; j++)
+        for (int64_t j = 0; j < wsize; j++) {
+            TG_TRACE_ITER(j);
             for (int c = 0; c < chunks; c++) dw[j] += k.dws[(size_t)c * wsize + j];
+        }
     for (int c = 0; k.dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
         for (int kk = 0; kk < d->K; kk++) db[kk] += k.dbs[(size_t)c * d->K + kk];
     if (db && !k.dbs)
 #pragma omp parallel for num_threads(tg__threads_for(d->K, 4)) schedule(static)
-        for (int kk = 0; kk < d->K; kk++)
+        for (int kk = 0; kk < d->K; kk++) {
+            TG_TRACE_ITER(kk);
             for (int i = 0; i < d->N; i++) db[kk] += lane_sum(dy + ((int64_t)i * d->K + kk) * HWo, HWo);
+        }
 }
 
 // ----------------------------------------------------------------------------
@@ -674,6 +682,7 @@ void tg__conv_transpose2d_forward(float *y, const float *x, const float *w, cons
     float *cols = scratch;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
+        TG_TRACE_ITER(i);
         float *col = cols + (size_t)tg__thread_id() * d->rows * HWx;
         float *yi = y + (int64_t)i * d->C * HWy;
         for (int64_t c = 0; c < d->C; c++)
@@ -705,6 +714,7 @@ void tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float 
     float *dws = dw ? carve(&sc, chunks, d->K, d->rows, sizeof(float)) : NULL;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
+        TG_TRACE_ITER(c);
         float *col = cols + (size_t)tg__thread_id() * d->rows * HWx;
         float *dwc = dws ? dws + (size_t)c * wsize : NULL;
         int i0 = (int)((int64_t)d->N * c / chunks);

@@ -634,7 +634,10 @@ void tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int l
     if (work < TG_GEMM_MIN_PER_THREAD * T) T = (int)(work / TG_GEMM_MIN_PER_THREAD);
     if (T > 1) {
 #pragma omp parallel num_threads(T)
-        gemm_part(isa, &g, omp_get_thread_num(), omp_get_num_threads());
+        {
+            TG_TRACE_REGION();
+            gemm_part(isa, &g, omp_get_thread_num(), omp_get_num_threads());
+        }
         return;
     }
 #endif

@@ -179,6 +179,7 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
     for (int pass = 0; pass < 2; pass++) { /* the mean, then the biased variance */
 #pragma omp parallel for num_threads(b.T) schedule(static)
         for (int k = 0; k < b.chunks; k++) {
+            TG_TRACE_ITER(k);
             double *pk = part + (size_t)k * C;
             for (int64_t c = 0; c < C; c++) pk[c] = 0;
             CHUNK_IMAGES(b, k, i) {
@@ -201,6 +202,7 @@ void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean
     bn_split b = split_of(N, C, L);
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
+        TG_TRACE_ITER(k);
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++)
                 tg__bn_normalize(y + (i * C + c) * L, x + (i * C + c) * L, sc ? sc + (i * C + c) * L : NULL, L,
@@ -214,6 +216,7 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
     bn_split b = split_of(N, C, L);
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
+        TG_TRACE_ITER(k);
         double *p1 = part + 2 * (size_t)k * C, *p2 = p1 + C;
         for (int64_t c = 0; c < C; c++) p1[c] = p2[c] = 0;
         CHUNK_IMAGES(b, k, i) {
@@ -235,6 +238,7 @@ void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float
     bn_split b = split_of(N, C, L);
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
+        TG_TRACE_ITER(k);
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;

@@ -78,6 +78,7 @@ void tg__max_pool2d(float *y, int32_t *arg, const float *x, int64_t P, int H, in
                     int stride, int pad) {
 #pragma omp parallel for num_threads(tg__threads_for(P * H * W, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < P; p++) {
+        TG_TRACE_ITER(p);
         const float *xp = x + p * H * W;
         int32_t *ap = arg ? arg + p * Ho * Wo : NULL;
         if (kernel == 2 && stride == 2 && pad == 0) tg__max2x2(y + p * Ho * Wo, ap, xp, W, Ho, Wo);
@@ -100,6 +101,7 @@ void tg__max_pool2d_backward(float *dx, const float *dy, const int32_t *arg, int
     /* planes are independent (windows may overlap, but only within a plane) */
 #pragma omp parallel for num_threads(tg__threads_for(P * HW, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < P; p++) {
+        TG_TRACE_ITER(p);
         float *dxp = dx + p * HW;
         const float *dyp = dy + p * HWo;
         const int32_t *ap = arg + p * HWo;
