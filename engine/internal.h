@@ -147,7 +147,7 @@ static inline void tg__trace_end(tg__trace_mark *m) {
 }
 #if defined(__GNUC__)
 #define TG__TRACE_MARK(idx)                                                                      \
-    tg__trace_mark tg__tmark __attribute__((cleanup(tg__trace_end), unused)) =                    \
+    tg__trace_mark tg__tmark __attribute__((cleanup(tg__trace_end), unused)) =                   \
         tg__trace_begin(__FILE__, __LINE__, (int64_t)(idx))
 #define TG_TRACE_ITER(i) TG__TRACE_MARK(i)
 #else
@@ -170,7 +170,7 @@ void tg__trace_free(tg__trace *tr);
     for (int64_t tg__size = (size), tg__once = 1; tg__once; tg__once = 0)                                    \
         _Pragma("omp parallel for num_threads(tg__threads_for(tg__size, TG_MIN_PER_THREAD)) schedule(static)") \
         for (int64_t i0 = 0; i0 < tg__size; i0 += TG_BLOCK)                                                  \
-            for (TG__TRACE_MARK(i0 / TG_BLOCK); tg__tmark.once; tg__tmark.once = 0)                             \
+            for (TG__TRACE_MARK(i0 / TG_BLOCK); tg__tmark.once; tg__tmark.once = 0)                          \
                 for (int64_t n = tg__size - i0 < TG_BLOCK ? tg__size - i0 : TG_BLOCK; n; n = 0)
 
 #endif

@@ -418,8 +418,9 @@ int tg_tape_trace(const tg_tape *t, FILE *f) {
         if (e->kind != EV_NODE) continue;
         const tg_node *n = e->what;
         if (n->t_backward_start <= 0) continue;
-        fprintf(f, ",\n{\"ph\":\"%s\",\"pid\":1,\"tid\":1,\"id\":%d,\"cat\":\"flow\",\"name\":\"forward to backward\"%s",
-                e->phase ? "f" : "s", n->id + 1, e->phase ? ",\"bp\":\"e\"" : "");
+        fprintf(f, ",\n{\"ph\":\"%s\",\"pid\":1,\"tid\":1,\"id\":%d,\"cat\":\"flow\",\"name\":\"forward to backward\"",
+                e->phase ? "f" : "s", n->id + 1);
+        if (e->phase) fputs(",\"bp\":\"e\"", f);
         put_us(f, "ts", e->t0);
         fputc('}', f);
     }
