@@ -139,18 +139,13 @@ static const char *fmt(char *buf, size_t len, double v) {
     return buf;
 }
 
-static int base64_file(FILE *f, const char *path) {
+static void base64(FILE *f, const unsigned char *d, size_t n) {
     static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = 0;
-    unsigned char *d = (unsigned char *)read_all(path, &n);
-    if (!d) return -1;
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
         char q[4] = {abc[v >> 18], abc[(v >> 12) & 63], i + 1 < n ? abc[(v >> 6) & 63] : '=', i + 2 < n ? abc[v & 63] : '='};
         fwrite(q, 1, 4, f);
     }
-    free(d);
-    return 0;
 }
 
 static const uint32_t palette[10] = {0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd,
@@ -606,11 +601,15 @@ static void pictures(FILE *f, const char *const *pics, int n) {
     fputs("<h2 id=\"pictures\">Pictures</h2>\n<div class=\"pictures\">\n", f);
     for (int i = 0; i < n; i++) {
         const char *name = strrchr(pics[i], '/') ? strrchr(pics[i], '/') + 1 : pics[i];
-        fputs("<figure><img alt=\"", f), esc(f, name), fputs("\" src=\"data:image/png;base64,", f);
-        if (base64_file(f, pics[i]) < 0) { /* a picture not written: the page says so rather than failing */
-            fputs("\"><figcaption>", f), esc(f, pics[i]), fputs(": missing</figcaption></figure>\n", f);
+        size_t len = 0;
+        unsigned char *d = (unsigned char *)read_all(pics[i], &len);
+        if (!d) { /* a picture not written: the page says so rather than failing */
+            fputs("<p class=\"note\">", f), esc(f, pics[i]), fputs(": missing</p>\n", f);
             continue;
         }
+        fputs("<figure><img alt=\"", f), esc(f, name), fputs("\" src=\"data:image/png;base64,", f);
+        base64(f, d, len);
+        free(d);
         fputs("\"><figcaption>", f), esc(f, name), fputs("</figcaption></figure>\n", f);
     }
     fputs("</div>\n", f);
