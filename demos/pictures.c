@@ -460,7 +460,7 @@ int pic_autoencoder(const char *path, const uint8_t *orig, const float *recon, c
         }
         total += se / 784;
         char s[48];
-        snprintf(s, sizeof s, "a %d", labels[k]);
+        snprintf(s, sizeof s, "class %d", labels[k]);
         text_centered(p, x0 + IMG / 2, y0, 15, s, 0x000000);
         pic_gray(p, x0, y0 + 22, a, 28, 28, SCALE);
         frame(p, x0 - 1, y0 + 21, IMG + 2, IMG + 2, 0xc8c8c8);
@@ -474,7 +474,7 @@ int pic_autoencoder(const char *path, const uint8_t *orig, const float *recon, c
         }
     }
     char s[160];
-    snprintf(s, sizeof s, "Autoencoder: %d test digits over their reconstructions (mean mse %.4f)", n, total / n);
+    snprintf(s, sizeof s, "Autoencoder: %d test digits over their reconstructions (their mean mse %.4f)", n, total / n);
     pic_text(p, PAD, 12, 20, s, 0x000000);
     pic_text(p, PAD, 38, 13, "mse: the mean squared error of the pixels in [0,1], per image", 0x505050);
     int rc = pic_save(p, path);

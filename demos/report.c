@@ -346,36 +346,83 @@ static int layer_chart(FILE *f, const runlog *r, metric m, const char *id, const
 // ----------------------------------------------------------------------------
 // histograms of the last histogram step: one small panel each
 
-static void histograms(FILE *f, const cJSON *step) {
-    const cJSON *h;
-    char b[32], c[32];
-    fprintf(f, "<p class=\"note\">At step %s. Bars: how many values fell in each bin, between the two numbers "
-               "under the panel.</p>\n<div class=\"hists\">\n", fmt(b, sizeof b, num(step, "step")));
-    cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(step, "hist")) {
-        const cJSON *counts = cJSON_GetObjectItemCaseSensitive(h, "counts"), *v;
-        int n = cJSON_GetArraySize(counts);
-        double top = 0;
-        cJSON_ArrayForEach(v, counts) top = fmax(top, cJSON_IsNumber(v) ? v->valuedouble : 0);
-        const char *of = str(h, "of");
-        uint32_t col = !strcmp(of, "weight") ? 0x1f77b4 : !strcmp(of, "grad") ? 0xd62728 : 0x2ca02c;
-        fprintf(f, "<figure class=\"hist\" data-name=\"");
-        esc(f, str(h, "name")), fputc('/', f), esc(f, of);
-        fprintf(f, "\"><figcaption>");
-        esc(f, str(h, "name")), fputs(" <b>", f), esc(f, of), fputs("</b></figcaption>\n", f);
-        fprintf(f, "<svg viewBox=\"0 0 200 84\" width=\"200\" height=\"84\">");
-        int i = 0;
-        cJSON_ArrayForEach(v, counts) {
-            double y = cJSON_IsNumber(v) && top > 0 ? v->valuedouble / top * 64 : 0;
-            fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#%06x\"/>", 4 + i * 192.0 / n,
-                    68 - y, 192.0 / n * 0.9, y, (unsigned)col);
-            i++;
-        }
-        fprintf(f, "<line x1=\"4\" x2=\"196\" y1=\"68.5\" y2=\"68.5\" stroke=\"#888\"/>"
-                   "<text class=\"tick\" x=\"4\" y=\"82\">%s</text><text class=\"tick\" x=\"196\" y=\"82\" "
-                   "text-anchor=\"end\">%s</text></svg></figure>\n",
-                fmt(b, sizeof b, num(h, "lo")), fmt(c, sizeof c, num(h, "hi")));
+/* the index in the run record's layers of the layer a histogram belongs to: the one holding the
+ * parameter (weight, grad) or the one named (act); past the end if none */
+static int hist_owner(const cJSON *layers, const cJSON *h) {
+    const char *name = str(h, "name");
+    bool act = !strcmp(str(h, "of"), "act");
+    int i = 0;
+    const cJSON *l, *p;
+    cJSON_ArrayForEach(l, layers) {
+        if (act && !strcmp(str(l, "name"), name)) return i;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(l, "params")) if (!act && !strcmp(
+            cJSON_GetStringValue(p) ? cJSON_GetStringValue(p) : "", name)) return i;
+        i++;
     }
-    fputs("</div>\n", f);
+    return i;
+}
+
+typedef struct {
+    const cJSON *h;
+    int owner, at;
+} hist_ref;
+
+static int by_owner(const void *a, const void *b) {
+    const hist_ref *x = a, *y = b;
+    return x->owner != y->owner ? x->owner - y->owner : x->at - y->at;
+}
+
+static void hist_panel(FILE *f, const cJSON *h) {
+    const cJSON *counts = cJSON_GetObjectItemCaseSensitive(h, "counts"), *v;
+    int n = cJSON_GetArraySize(counts), i = 0;
+    double top = 0;
+    char b[32], c[32];
+    cJSON_ArrayForEach(v, counts) top = fmax(top, cJSON_IsNumber(v) ? v->valuedouble : 0);
+    const char *of = str(h, "of");
+    uint32_t col = !strcmp(of, "weight") ? 0x1f77b4 : !strcmp(of, "grad") ? 0xd62728 : 0x2ca02c;
+    fprintf(f, "<figure class=\"hist\" data-name=\"");
+    esc(f, str(h, "name")), fputc('/', f), esc(f, of);
+    fprintf(f, "\"><figcaption>");
+    esc(f, str(h, "name")), fputs(" <b>", f), esc(f, of), fputs("</b></figcaption>\n", f);
+    fprintf(f, "<svg viewBox=\"0 0 200 84\" width=\"200\" height=\"84\">");
+    cJSON_ArrayForEach(v, counts) {
+        double y = cJSON_IsNumber(v) && top > 0 ? v->valuedouble / top * 64 : 0;
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#%06x\"/>", 4 + i * 192.0 / n,
+                68 - y, 192.0 / n * 0.9, y, (unsigned)col);
+        i++;
+    }
+    fprintf(f, "<line x1=\"4\" x2=\"196\" y1=\"68.5\" y2=\"68.5\" stroke=\"#888\"/>"
+               "<text class=\"tick\" x=\"4\" y=\"82\">%s</text><text class=\"tick\" x=\"196\" y=\"82\" "
+               "text-anchor=\"end\">%s</text></svg></figure>\n",
+            fmt(b, sizeof b, num(h, "lo")), fmt(c, sizeof c, num(h, "hi")));
+}
+
+/* the histograms of one step, a row per layer: its weights, their gradients, its output */
+static int histograms(FILE *f, const runlog *r) {
+    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(r->hist, "hist"), *h;
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(r->run, "layers");
+    int n = cJSON_GetArraySize(hs), k = 0;
+    hist_ref *refs = malloc(((size_t)n + 1) * sizeof *refs);
+    if (!refs) return tg_fail(TG_ERR_NOMEM, "report: no memory for the histograms");
+    cJSON_ArrayForEach(h, hs) refs[k] = (hist_ref){h, hist_owner(layers, h), k}, k++;
+    qsort(refs, (size_t)n, sizeof *refs, by_owner);
+    char b[32];
+    fprintf(f, "<h2 id=\"histograms\">Histograms</h2>\n<p class=\"note\">At step %s, a box per layer: its weights "
+               "(blue), their gradients (red), its output (green). Bars: how many values fell in each bin, between "
+               "the two numbers under the panel.</p>\n", fmt(b, sizeof b, num(r->hist, "step")));
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || refs[i].owner != refs[i - 1].owner) {
+            const cJSON *l = cJSON_GetArrayItem(layers, refs[i].owner);
+            fputs(i ? "</div></div>\n" : "<div class=\"hists\">\n", f);
+            fputs("<div class=\"hgroup\"><div class=\"hrow\">", f);
+            if (l) fputs("layer <b>", f), esc(f, str(l, "name")), fputs("</b> ", f), esc(f, str(l, "kind"));
+            fputs("</div><div class=\"hpanels\">\n", f);
+        }
+        hist_panel(f, refs[i].h);
+    }
+    fputs(n ? "</div></div></div>\n" : "", f);
+    free(refs);
+    return 0;
 }
 
 // ----------------------------------------------------------------------------
@@ -490,7 +537,7 @@ static const char *const style =
     ".axis{font-size:12px;fill:#333}.plot{fill:#fff;stroke:#bbb}.grid{stroke:#eee}.band{fill:#2ca02c;opacity:.12}"
     ".mark{stroke:#2ca02c;stroke-dasharray:4 3}.legend{font-size:12px;margin:-4px 0 6px 66px}.legend span{"
     "margin-right:12px;white-space:nowrap}.legend i{display:inline-block;width:14px;height:3px;margin-right:4px;"
-    "vertical-align:middle}.hists{display:flex;flex-wrap:wrap;gap:6px}.hist{margin:0;border:1px solid #eee;padding:4px}"
+    "vertical-align:middle}.hists,.hpanels{display:flex;flex-wrap:wrap;gap:6px}.hgroup{border:1px solid #ddd;padding:4px}.hrow{font-size:13px;margin-bottom:2px}.hist{margin:0;border:1px solid #eee;padding:4px}"
     ".hist figcaption{font-size:12px}.graphs{display:flex;flex-wrap:wrap;gap:20px}.graph{margin:0}.nodetext{font-size:"
     "13px}.nodesub,.nodeval{font-size:11px}.pictures figure{margin:10px 0}.pictures img{max-width:100%;"
     "border:1px solid #ddd}.note{color:#555;font-size:13px}#status{color:#999;font-size:11px;margin-top:30px}"
@@ -639,10 +686,7 @@ int report_write(const char *runlog_path, const char *html, const char *const *p
                                 "writing?) and were left out.</p>\n", r.bad_lines);
     diagnosis(f, &r);
     rc = curves(f, &r);
-    if (r.hist) {
-        fputs("<h2 id=\"histograms\">Histograms</h2>\n", f);
-        histograms(f, r.hist);
-    }
+    if (r.hist && histograms(f, &r) < 0) rc = -1;
     if (r.graph) {
         const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(r.graph, "nodes");
         fprintf(f, "<h2 id=\"graph\">The graph at step %s</h2>\n<p class=\"note\">One box per node of the tape, in the "
