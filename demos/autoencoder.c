@@ -126,7 +126,8 @@ int main(int argc, char **argv) {
     double err = test_error(m, t, test, recon, SHOW);
 
     /* rows of 8: test digits over their reconstructions, with each one's class and error */
-    if (pic_autoencoder(png, test->pixels, recon, test->labels, SHOW) < 0) die("the picture", "give a writable --png FILE");
+    if (pic_autoencoder(png, test->pixels, recon, test->labels, SHOW) < 0)
+        die("the picture", "give a writable --png FILE");
     printf("wrote %s: %d test digits over their reconstructions\n", png, SHOW);
     printf("test reconstruction error (mse): %.5f\n", err);
     free(perm);

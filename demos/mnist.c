@@ -63,7 +63,8 @@ static void write_errors_png(const char *path, tg_model *m, const tg_dataset *ds
     float *conf = NULL;
     int n = misclassified(m, ds, pred, &idx, &conf);
     uint8_t *digits = n >= 0 ? malloc(((size_t)n + 1) * 784) : NULL;
-    int32_t *truth = n >= 0 ? malloc(((size_t)n + 1) * sizeof *truth) : NULL, *guess = truth ? malloc(((size_t)n + 1) * sizeof *guess) : NULL;
+    int32_t *truth = n >= 0 ? malloc(((size_t)n + 1) * sizeof *truth) : NULL;
+    int32_t *guess = n >= 0 ? malloc(((size_t)n + 1) * sizeof *guess) : NULL;
     if (!digits || !truth || !guess) die("the misclassified digits");
     for (int k = 0; k < n; k++) {
         memcpy(digits + (size_t)k * 784, ds->pixels + (size_t)idx[k] * 784, 784);

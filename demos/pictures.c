@@ -154,8 +154,9 @@ static int text_draw(pic *p, int x, int y, int px, const char *s, uint32_t rgb) 
                 unsigned char *g = malloc((size_t)gw * gh);
                 if (g) {
                     stbtt_MakeCodepointBitmap(&font.info, g, gw, gh, gw, scale, scale, c);
+                    int gx = (int)lroundf(pen) + x0;
                     for (int j = 0; j < gh; j++)
-                        for (int i = 0; i < gw; i++) blend(p, (int)lroundf(pen) + x0 + i, base + y0 + j, rgb, g[j * gw + i]);
+                        for (int i = 0; i < gw; i++) blend(p, gx + i, base + y0 + j, rgb, g[j * gw + i]);
                     free(g);
                 }
             }

@@ -143,7 +143,8 @@ static void base64(FILE *f, const unsigned char *d, size_t n) {
     static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
-        char q[4] = {abc[v >> 18], abc[(v >> 12) & 63], i + 1 < n ? abc[(v >> 6) & 63] : '=', i + 2 < n ? abc[v & 63] : '='};
+        char q[4] = {abc[v >> 18], abc[(v >> 12) & 63], i + 1 < n ? abc[(v >> 6) & 63] : '=',
+                     i + 2 < n ? abc[v & 63] : '='};
         fwrite(q, 1, 4, f);
     }
 }
@@ -197,8 +198,8 @@ static void chart(FILE *f, const char *id, const char *title, const char *ylabel
 #define PX(v) (ML + ((v) - x0) / (x1 - x0) * pw)
 #define PY(v) (MT + ph - ((v) - y0) / (y1 - y0) * ph)
     char b[32];
-    fprintf(f, "<svg class=\"chart\" id=\"%s\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\">\n", id, CW,
-            CH, CW, CH);
+    fprintf(f, "<svg class=\"chart\" id=\"%s\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\">\n",
+            id, CW, CH, CW, CH);
     fprintf(f, "<text x=\"%d\" y=\"20\" class=\"title\">", ML);
     esc(f, title);
     fprintf(f, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%g\" height=\"%g\" class=\"plot\"/>\n", ML, MT, pw, ph);
@@ -214,9 +215,10 @@ static void chart(FILE *f, const char *id, const char *title, const char *ylabel
     /* y ticks: decades on a log axis */
     double st = logy ? (y1 - y0 > 8 ? 2 : 1) : tick_step(y1 - y0);
     for (double v = ceil(y0 / st) * st; v <= y1 + st * 1e-9; v += st) {
+        if (logy) snprintf(b, sizeof b, "1e%d", (int)lround(v));
+        else fmt(b, sizeof b, fabs(v) < st * 1e-6 ? 0 : v);
         fprintf(f, "<line class=\"grid\" x1=\"%d\" x2=\"%g\" y1=\"%.1f\" y2=\"%.1f\"/>", ML, ML + pw, PY(v), PY(v));
-        fprintf(f, "<text class=\"tick\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ML - 5, PY(v) + 4,
-                logy ? (snprintf(b, sizeof b, "1e%d", (int)lround(v)), b) : fmt(b, sizeof b, fabs(v) < st * 1e-6 ? 0 : v));
+        fprintf(f, "<text class=\"tick\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ML - 5, PY(v) + 4, b);
     }
     st = tick_step(x1 - x0);
     for (double v = ceil(x0 / st) * st; v <= x1 + st * 1e-9; v += st)
@@ -475,8 +477,8 @@ static void graph_panel(FILE *f, const cJSON *nodes, gmode m) {
             if (!s || s[0] != '%' || sscanf(s + 1, "%d", &k) != 1 || k < 0 || k >= i) continue;
             double ya = 20 + k * (BH + GAPY) + BH, yb = 20 + i * (BH + GAPY);
             if (k == i - 1)
-                fprintf(f, "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" stroke=\"#666\" marker-end=\"url(#arr-%d)\"/>\n",
-                        X0 + BW / 2, ya, X0 + BW / 2, yb, (int)m);
+                fprintf(f, "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" stroke=\"#666\" "
+                           "marker-end=\"url(#arr-%d)\"/>\n", X0 + BW / 2, ya, X0 + BW / 2, yb, (int)m);
             else {
                 int xr = X0 + BW + 10 + LANE * (lane++ % 8);
                 fprintf(f, "<path d=\"M%d,%.0f C%d,%.0f %d,%.0f %d,%.0f\" fill=\"none\" stroke=\"#888\" "
@@ -495,14 +497,15 @@ static void graph_panel(FILE *f, const cJSON *nodes, gmode m) {
         const cJSON *d;
         size_t k = 0;
         cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(x, "shape"))
-            if (k + 12 < sizeof shape) k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%d", k ? "×" : "", d->valueint);
+            if (k + 12 < sizeof shape)
+                k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%d", k ? "×" : "", d->valueint);
         fprintf(f, "<g class=\"node\"><title>%%%d ", i);
         esc(f, str(x, "op")), fputs(" (layer ", f), esc(f, str(x, "layer")), fputs(") → ", f), esc(f, shape);
         fprintf(f, "\nforward %s ms, backward %s ms, |dy| %s, flops %s</title>", fmt(b, sizeof b, num(x, "fwd_ms")),
                 fmt(c, sizeof c, num(x, "bwd_ms")), fmt((char[32]){0}, 32, num(x, "dy")), fmt((char[32]){0}, 32,
                 num(x, "flops")));
-        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" rx=\"5\" fill=\"#%06x\" stroke=\"#555\"/>", X0, y,
-                BW, BH, (unsigned)col);
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" rx=\"5\" fill=\"#%06x\" stroke=\"#555\"/>",
+                X0, y, BW, BH, (unsigned)col);
         const char *ink = t > 0.6 ? "#fff" : "#000";
         fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"%s\" class=\"nodetext\">%%%d ", X0 + 8, y + 14, ink, i);
         esc(f, str(x, "op"));
@@ -527,20 +530,26 @@ static void graph_panel(FILE *f, const cJSON *nodes, gmode m) {
 // the page
 
 static const char *const style =
-    "body{font:14px/1.45 system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:0 auto;max-width:1240px;padding:16px 24px;"
-    "color:#222}h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd}"
-    ".run{color:#444}.run b{color:#000}.findings{list-style:none;padding:0}.findings li{border-left:5px solid #e6a700;"
-    "background:#fff8e6;margin:6px 0;padding:6px 10px}.findings li.error{border-color:#c0392b;background:#fdecea}"
-    ".findings .kind{font-weight:bold}.findings .remedy{color:#245;display:block}.ok{border-left:5px solid #2ca02c;"
-    "background:#eef8ee;padding:6px 10px}.charts{display:flex;flex-wrap:wrap;gap:8px 20px}.chart-box{width:580px}"
-    "svg text{font-family:inherit}.title{font-size:15px;font-weight:bold}.tick{font-size:11px;fill:#555}"
-    ".axis{font-size:12px;fill:#333}.plot{fill:#fff;stroke:#bbb}.grid{stroke:#eee}.band{fill:#2ca02c;opacity:.12}"
-    ".mark{stroke:#2ca02c;stroke-dasharray:4 3}.legend{font-size:12px;margin:-4px 0 6px 66px}.legend span{"
-    "margin-right:12px;white-space:nowrap}.legend i{display:inline-block;width:14px;height:3px;margin-right:4px;"
-    "vertical-align:middle}.hists,.hpanels{display:flex;flex-wrap:wrap;gap:6px}.hgroup{border:1px solid #ddd;padding:4px}.hrow{font-size:13px;margin-bottom:2px}.hist{margin:0;border:1px solid #eee;padding:4px}"
-    ".hist figcaption{font-size:12px}.graphs{display:flex;flex-wrap:wrap;gap:20px}.graph{margin:0}.nodetext{font-size:"
-    "13px}.nodesub,.nodeval{font-size:11px}.pictures figure{margin:10px 0}.pictures img{max-width:100%;"
-    "border:1px solid #ddd}.note{color:#555;font-size:13px}#status{color:#999;font-size:11px;margin-top:30px}"
+    "body{font:14px/1.45 system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:0 auto;max-width:1240px;"
+    "padding:16px 24px;color:#222}"
+    "h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd}"
+    ".run{color:#444}.run b{color:#000}.findings{list-style:none;padding:0}"
+    ".findings li{border-left:5px solid #e6a700;background:#fff8e6;margin:6px 0;padding:6px 10px}"
+    ".findings li.error{border-color:#c0392b;background:#fdecea}.findings .kind{font-weight:bold}"
+    ".findings .remedy{color:#245;display:block}"
+    ".ok{border-left:5px solid #2ca02c;background:#eef8ee;padding:6px 10px}"
+    ".charts{display:flex;flex-wrap:wrap;gap:8px 20px}.chart-box{width:580px}svg text{font-family:inherit}"
+    ".title{font-size:15px;font-weight:bold}.tick{font-size:11px;fill:#555}.axis{font-size:12px;fill:#333}"
+    ".plot{fill:#fff;stroke:#bbb}.grid{stroke:#eee}.band{fill:#2ca02c;opacity:.12}"
+    ".mark{stroke:#2ca02c;stroke-dasharray:4 3}.legend{font-size:12px;margin:-4px 0 6px 66px}"
+    ".legend span{margin-right:12px;white-space:nowrap}"
+    ".legend i{display:inline-block;width:14px;height:3px;margin-right:4px;vertical-align:middle}"
+    ".hists,.hpanels{display:flex;flex-wrap:wrap;gap:6px}.hgroup{border:1px solid #ddd;padding:4px}"
+    ".hrow{font-size:13px;margin-bottom:2px}.hist{margin:0;border:1px solid #eee;padding:4px}"
+    ".hist figcaption{font-size:12px}.graphs{display:flex;flex-wrap:wrap;gap:20px}.graph{margin:0}"
+    ".nodetext{font-size:13px}.nodesub,.nodeval{font-size:11px}.pictures figure{margin:10px 0}"
+    ".pictures img{max-width:100%;border:1px solid #ddd}.note{color:#555;font-size:13px}"
+    "#status{color:#999;font-size:11px;margin-top:30px}"
     "table.tests td,table.tests th{padding:2px 10px;text-align:right}";
 
 static void settings(FILE *f, const runlog *r) {
@@ -560,7 +569,8 @@ static void settings(FILE *f, const runlog *r) {
     }
     fputs("</p>\n", f);
     if (r->n_tests) {
-        fputs("<table class=\"tests\"><tr><th>epoch</th><th>step</th><th>test accuracy</th><th>test loss</th></tr>\n", f);
+        fputs("<table class=\"tests\"><tr><th>epoch</th><th>step</th><th>test accuracy</th><th>test loss</th></tr>\n",
+              f);
         for (int i = 0; i < r->n_tests; i++)
             fprintf(f, "<tr><td>%s</td><td>%s</td><td>%.2f%%</td><td>%s</td></tr>\n",
                     fmt((char[32]){0}, 32, num(r->tests[i], "epoch")), fmt((char[32]){0}, 32, num(r->tests[i], "step")),
@@ -572,8 +582,8 @@ static void settings(FILE *f, const runlog *r) {
 static void diagnosis(FILE *f, const runlog *r) {
     fputs("<h2 id=\"diagnosis\">Diagnosis</h2>\n", f);
     if (!r->n_findings) {
-        fputs("<p class=\"ok\">Nothing looked wrong: no vanishing or exploding gradients, dead ReLUs, update ratios far "
-              "from ~1e-3, batch-norm drift, saturated units or plateaued loss were found.</p>\n", f);
+        fputs("<p class=\"ok\">Nothing looked wrong: no vanishing or exploding gradients, dead ReLUs, update ratios "
+              "far from ~1e-3, batch-norm drift, saturated units or plateaued loss were found.</p>\n", f);
         return;
     }
     fputs("<ul class=\"findings\">\n", f);
@@ -587,7 +597,8 @@ static void diagnosis(FILE *f, const runlog *r) {
             if (*str(x, "layer")) fputs(" in layer ", f), esc(f, str(x, "layer"));
             fprintf(f, "</span> (step %s): ", fmt((char[32]){0}, 32, num(x, "step")));
             esc(f, str(x, "message"));
-            if (*str(x, "remedy")) fputs("<span class=\"remedy\">Try: ", f), esc(f, str(x, "remedy")), fputs("</span>", f);
+            if (*str(x, "remedy"))
+                fputs("<span class=\"remedy\">Try: ", f), esc(f, str(x, "remedy")), fputs("</span>", f);
             fputs("</li>\n", f);
         }
     fputs("</ul>\n", f);
@@ -621,7 +632,8 @@ static int curves(FILE *f, const runlog *r) {
     chart(f, "lr", "Learning rate", "lr", s, 1, false, 0, 0, NAN);
     fputs("</div>\n<div class=\"chart-box\">", f);
     /* the usual rule of thumb: an update moves a weight by about a thousandth of its size */
-    rc = layer_chart(f, r, M_UPDATE, "update", "update", "Update ratio lr·|dw|/|w| per layer (weights)", "update ratio", true, 1e-4, 1e-2, 1e-3);
+    rc = layer_chart(f, r, M_UPDATE, "update", "update", "Update ratio lr·|dw|/|w| per layer (weights)", "update ratio",
+                     true, 1e-4, 1e-2, 1e-3);
     fputs("<p class=\"note\">Shaded: 1e-4 to 1e-2; dashed: 1e-3, the usual size of a step relative to its weight. "
           "Far below, the layer hardly learns; far above, it thrashes.</p>", f);
     fputs("</div>\n<div class=\"chart-box\">", f);
@@ -697,11 +709,15 @@ int report_write(const char *runlog_path, const char *html, const char *const *p
         fputs("</div>\n", f);
     }
     pictures(f, pics, n);
-    fputs("<p id=\"status\">the page's check did not run</p>\n<script>(function(){var st=document.getElementById('status');"
-          "try{var c=document.querySelectorAll('svg .curve'),names=[],bad=[];for(var i=0;i<c.length;i++){var e=c[i],"
-          "nm=e.getAttribute('data-name');names.push(nm);if(!(e.getAttribute('points')||'').trim())bad.push(nm+' has no "
-          "points');}var err=window.reportErrors.concat(bad);st.textContent=err.length?'report-errors: '+err.join('; '):"
-          "'report-ok '+c.length+' curves: '+names.join(' ');}catch(x){st.textContent='report-errors: '+x;}})();"
+    fputs("<p id=\"status\">the page's check did not run</p>\n<script>(function(){"
+          "var st=document.getElementById('status');"
+          "try{var c=document.querySelectorAll('svg .curve'),names=[],bad=[];"
+          "for(var i=0;i<c.length;i++){var e=c[i],nm=e.getAttribute('data-name');names.push(nm);"
+          "if(!(e.getAttribute('points')||'').trim())bad.push(nm+' has no points');}"
+          "var err=window.reportErrors.concat(bad);"
+          "st.textContent=err.length?'report-errors: '+err.join('; '):"
+          "'report-ok '+c.length+' curves: '+names.join(' ');"
+          "}catch(x){st.textContent='report-errors: '+x;}})();"
           "</script>\n</body></html>\n", f);
     runlog_free(&r);
     if (ferror(f) | (fclose(f) != 0)) return tg_fail(TG_ERR_IO, "report: cannot write %s", html);

@@ -135,8 +135,8 @@ static void report_close(const demo_options *o, tg_runlog *r) {
     int n = tg_runlog_findings(r, f, 32);
     if (n == 0) printf("diagnosis: nothing looked wrong\n");
     for (int i = 0; i < n && i < 32; i++)
-        printf("diagnosis: %s %s%s%s (step %lld): %s\n    try: %s\n", f[i].severity, f[i].kind, *f[i].layer ? " in " : "",
-               f[i].layer, (long long)f[i].step, f[i].message, f[i].remedy);
+        printf("diagnosis: %s %s%s%s (step %lld): %s\n    try: %s\n", f[i].severity, f[i].kind,
+               *f[i].layer ? " in " : "", f[i].layer, (long long)f[i].step, f[i].message, f[i].remedy);
     if (tg_runlog_close(r) < 0) demo_die(o, "--report", NULL);
     printf("wrote %s/run.jsonl\n", o->report);
 }

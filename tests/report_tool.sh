@@ -109,8 +109,14 @@ PY
 
 # refused: not a run log, and no file
 echo '{"type":"other"}' >"$out/bad.jsonl"
-if "$bin" "$out/bad.jsonl" "$out/bad.html" 2>"$out/err"; then echo "report_tool: a log of no run was accepted"; exit 1; fi
+if "$bin" "$out/bad.jsonl" "$out/bad.html" 2>"$out/err"; then
+  echo "report_tool: a log of no run was accepted"
+  exit 1
+fi
 grep -q "holds no run or step record" "$out/err" || { cat "$out/err"; exit 1; }
-if "$bin" "$out/none.jsonl" "$out/bad.html" 2>"$out/err"; then echo "report_tool: a missing log was accepted"; exit 1; fi
+if "$bin" "$out/none.jsonl" "$out/bad.html" 2>"$out/err"; then
+  echo "report_tool: a missing log was accepted"
+  exit 1
+fi
 grep -q "cannot read the run log" "$out/err" || { cat "$out/err"; exit 1; }
 echo "report_tool: refusals ok"
