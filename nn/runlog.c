@@ -241,7 +241,7 @@ static int track_units(rl_layer *L, const tg_tensor *y, int64_t step) {
     if (C != L->units) { /* first seen, or the layer's width changed: start again */
         int64_t *a = tg__realloc(L->alive, (size_t)C * sizeof *a);
         if (!a) return tg_fail(TG_ERR_NOMEM, "runlog_step: out of memory");
-        for (int64_t c = 0; c < C; c++) a[c] = -1;
+        for (int64_t c = 0; c < C; c++) a[c] = INT64_MIN; /* never */
         L->alive = a, L->units = C, L->tracked_from = step;
     }
     if (L->tracked_from < 0 || L->tracked_from > step) L->tracked_from = step;
@@ -489,8 +489,9 @@ static int diagnose_flow(tg_runlog *r, int64_t step) {
                     "use ReLU rather than sigmoid or tanh, He initialisation (tg_model_init), batch norm, or residual "
                     "connections",
                     "the RMS of dy falls %.3gx from layer %s (%s, %.2e) back to layer %s (%s, %.2e); below 1/%g of "
-                    "the last layer's from %s back to %s", ratio, L->l->path, L->l->kind, L->dy, F->l->path,
-                    F->l->kind, F->dy, FLOW_RATIO, r->layers[below].l->path, F->l->path);
+                    "the last layer's %s%s%s%s", ratio, L->l->path, L->l->kind, L->dy, F->l->path, F->l->kind, F->dy,
+                    FLOW_RATIO, below == first ? "at layer " : "from layer ", r->layers[below].l->path,
+                    below == first ? "" : " back to ", below == first ? "" : F->l->path);
     }
     if (1 / ratio >= FLOW_RATIO)
         return find(r, step, "exploding_gradient", F->l->path, 1 / ratio >= FLOW_ERROR,
@@ -506,6 +507,9 @@ static int diagnose(tg_runlog *r, int64_t step, double loss, double lr) {
         rc = find(r, step, "nonfinite", "", true, REMEDY_NONFINITE, "the loss is %s at step %lld",
                   isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", (long long)step);
     if (lr > r->max_lr) r->max_lr = lr;
+    if (isnan(r->first_loss) && isfinite(loss)) r->first_loss = loss;
+    /* small steps are no fault when the schedule has annealed lr (or it is 0) or the loss has converged */
+    bool settled = lr <= 0 || lr < 0.1 * r->max_lr || (isfinite(loss) && loss < PLATEAU_FLOOR * r->first_loss);
     for (int i = 0; i < r->n_params && !rc; i++) {
         rl_param *P = &r->params[i];
         const char *layer = r->layers[P->layer].l->path;
@@ -521,9 +525,8 @@ static int diagnose(tg_runlog *r, int64_t step, double loss, double lr) {
             P->high_run = P->low_run = 0;
             continue;
         }
-        bool annealed = lr <= 0 || lr < 0.1 * r->max_lr;
         P->high_run = P->update > RATIO_HIGH ? P->high_run + 1 : 0;
-        P->low_run = P->update < RATIO_LOW && !annealed ? P->low_run + 1 : 0;
+        P->low_run = P->update < RATIO_LOW && !settled ? P->low_run + 1 : 0;
         if (r->records <= RATIO_SKIP) continue;
         if (P->high_run >= RATIO_RUN)
             rc = find(r, step, "update_ratio_high", layer, P->update > 1,
@@ -565,7 +568,6 @@ static int diagnose(tg_runlog *r, int64_t step, double loss, double lr) {
                       100 * L->saturated, L->out->op->name, SAT_EDGE);
     }
     if (!rc && isfinite(loss)) {
-        if (isnan(r->first_loss)) r->first_loss = loss;
         if (r->n_losses == 2 * PLATEAU_HALF) {
             memmove(r->losses, r->losses + 1, (2 * PLATEAU_HALF - 1) * sizeof *r->losses);
             memmove(r->loss_steps, r->loss_steps + 1, (2 * PLATEAU_HALF - 1) * sizeof *r->loss_steps);

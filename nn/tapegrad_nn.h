@@ -604,7 +604,8 @@ TG_API float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 //   dead_relu            half or more of a layer's units were 0 for every image of the window
 //   update_ratio_high / update_ratio_low     lr*|dw|/|w| of a weight (2 or more dimensions) above 0.1 or
 //                        below 1e-5 on 3 log steps in a row, from the 4th on (low: not while lr is 0 or
-//                        below a tenth of the largest lr seen: an annealed schedule)
+//                        below a tenth of the largest lr seen, an annealed schedule, nor once the
+//                        loss is below 5% of the first: small steps are then no fault)
 //   bn_drift             from step 200 on: mean_shift > 1, or var_ratio outside [0.25, 4]
 //   saturated            half or more of a sigmoid or tanh layer's outputs within 0.01 of a bound
 //   loss_plateau         the loss's mean over the last 5 log steps within 1% of the 5 before, while still
