@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 // ----------------------------------------------------------------------------
 // pictures (demos/pictures.c): the mistakes with the model's confidence, the first conv's filters,
@@ -122,6 +123,7 @@ int main(int argc, char **argv) {
 
     /* the pictures go to --out, or beside the report */
     const char *out = o.out ? o.out : o.report ? o.report : ".";
+    mkdir(out, 0777); /* if missing; a directory that cannot be written fails below, naming the file */
     char pics[3][4096];
     snprintf(pics[0], sizeof pics[0], "%s/mnist_errors.png", out);
     write_errors_png(pics[0], m, test, pred);
