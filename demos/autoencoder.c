@@ -6,12 +6,12 @@
  *
  * Down: conv 3x3 16, ReLU, max pool 2 (14x14), conv 3x3 8, ReLU, max pool 2 (7x7): 392 numbers.
  * Up: transposed conv 2x2 stride 2 to 16x14x14, ReLU, nearest upsample x2, conv 3x3 to 1x28x28, sigmoid. */
+#include "pictures.h"
 #include "tapegrad_nn.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "stb_image_write.h"
 
 static void die(const char *what, const char *hint) {
     fprintf(stderr, "autoencoder: %s: %s\n", what, tg_last_error());
@@ -125,21 +125,10 @@ int main(int argc, char **argv) {
     }
     double err = test_error(m, t, test, recon, SHOW);
 
-    /* rows of 8: inputs, then their reconstructions below them */
-    enum { COLS = 8, CELL = 30 };
-    int rows = 2 * SHOW / COLS, W = COLS * CELL, H = rows * CELL;
-    static uint8_t img[(2 * SHOW / COLS) * CELL * COLS * CELL];
-    memset(img, 64, sizeof img);
-    for (int k = 0; k < SHOW; k++)
-        for (int y = 0; y < 28; y++)
-            for (int x = 0; x < 28; x++) {
-                int r = (k / COLS) * 2, c = k % COLS;
-                float out = recon[k * 784 + y * 28 + x];
-                img[(r * CELL + 1 + y) * W + c * CELL + 1 + x] = test->pixels[k * 784 + y * 28 + x];
-                img[((r + 1) * CELL + 1 + y) * W + c * CELL + 1 + x] = (uint8_t)(out * 255);
-            }
-    if (stbi_write_png(png, W, H, 1, img, W))
-        printf("wrote %s: rows of test digits, each followed by its reconstruction\n", png);
+    /* rows of 8: test digits over their reconstructions, with each one's class and error */
+    if (pic_autoencoder(png, test->pixels, recon, test->labels, SHOW) < 0)
+        die("the picture", "give a writable --png FILE");
+    printf("wrote %s: %d test digits over their reconstructions\n", png, SHOW);
     printf("test reconstruction error (mse): %.5f\n", err);
     free(perm);
     tg_tape_free(t);

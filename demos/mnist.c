@@ -3,53 +3,77 @@
  *   build/demos/mnist [--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]
  *                     [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]
  *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
- *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium]
+ *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]
  *   TG_TAPE_DUMP=FILE build/demos/mnist ...   also writes the first step's tape (tg_tape_dump) to FILE
  *
+ * Writes mnist_errors.png, mnist_filters.png and mnist_features.png in --out DIR
+ * (or the --report DIR, or here). --report DIR also logs the run to DIR/run.jsonl
+ * and writes DIR/report.html, one page with everything (demos/report.c).
+ *
  * The training loop is demos/trainer.c's (shared with demos/fashion); this
- * file brings the data, the nets (nets.c) and the pictures. */
+ * file brings the data, the nets (nets.c) and the pictures (pictures.c). */
 #include "nets.h"
+#include "pictures.h"
+#include "report.h"
 #include "trainer.h"
 #include "tapegrad_nn.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "stb_image_write.h"
+#include <sys/stat.h>
 
 // ----------------------------------------------------------------------------
-// pictures: misclassified digits with "predicted>true" under each, and the first conv's filters
+// pictures (demos/pictures.c): the mistakes with the model's confidence, the first conv's filters,
+// one test digit's feature maps through the net
 
-static const char *const font[10] = {/* 3x5 digits, rows top to bottom */
-    "111101101101111", "010110010010111", "111001111100111", "111001111001111", "101101111001001",
-    "111100111001111", "111100111101111", "111001001010010", "111101111101111", "111101111001111"};
-
-static void draw_digit(uint8_t *img, int stride, int x0, int y0, int d, uint8_t v) {
-    for (int r = 0; r < 5; r++)
-        for (int c = 0; c < 3; c++)
-            if (font[d][r * 3 + c] == '1') img[(y0 + r) * stride + x0 + c] = v;
+static void die(const char *what) {
+    fprintf(stderr, "mnist: %s: %s\n", what, tg_last_error());
+    exit(1);
 }
 
-static void write_errors_png(const char *path, const tg_dataset *ds, const int32_t *pred) {
-    enum { COLS = 10, ROWS = 10, CW = 30, CH = 38 };
-    static uint8_t img[ROWS * CH * COLS * CW];
-    memset(img, 255, sizeof img);
-    int k = 0;
-    for (int i = 0; i < ds->n && k < COLS * ROWS; i++) {
-        if (pred[i] == ds->labels[i]) continue;
-        int x0 = (k % COLS) * CW + 1, y0 = (k / COLS) * CH + 1;
-        for (int y = 0; y < 28; y++)
-            for (int x = 0; x < 28; x++) { /* undo the normalisation; dark digits on white */
-                img[(y0 + y) * COLS * CW + x0 + x] = (uint8_t)(255 - ds->pixels[(int64_t)i * 784 + y * 28 + x]);
-            }
-        draw_digit(img, COLS * CW, x0 + 6, y0 + 30, pred[i], 200); /* predicted, light */
-        draw_digit(img, COLS * CW, x0 + 14, y0 + 30, ds->labels[i], 0); /* true, black */
-        k++;
+/* The model's probability of its prediction for each misclassified test image, in evaluation
+ * mode and without gradients; *n receives how many there are. */
+static int misclassified(tg_model *m, const tg_dataset *ds, const int32_t *pred, int **idx, float **conf) {
+    int n = 0;
+    *idx = malloc(((size_t)ds->n + 1) * sizeof **idx), *conf = malloc(((size_t)ds->n + 1) * sizeof **conf);
+    if (!*idx || !*conf) return tg_fail(TG_ERR_NOMEM, "no memory"), -1;
+    for (int i = 0; i < ds->n; i++)
+        if (pred[i] != ds->labels[i]) (*idx)[n++] = i;
+    tg_tape *t = tg_tape_new();
+    bool was = tg_model_training(m);
+    tg_model_train(m, false);
+    tg_tape_set_grad_enabled(t, false);
+    int rc = t ? 0 : -1;
+    for (int s = 0; s < n && !rc; s += 100) {
+        int b = n - s < 100 ? n - s : 100;
+        tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
+        if (!x || tg_dataset_batch(ds, *idx + s, 0, x, NULL) < 0) rc = -1;
+        tg_tensor *p = rc ? NULL : tg_softmax(t, tg_model_forward(m, t, x));
+        if (!p) rc = -1;
+        for (int i = 0; i < b && !rc; i++) (*conf)[s + i] = p->data[(int64_t)i * p->shape[1] + pred[(*idx)[s + i]]];
+        tg_tape_reset(t);
     }
-    if (!stbi_write_png(path, COLS * CW, ROWS * CH, 1, img, COLS * CW))
-        fprintf(stderr, "mnist: cannot write %s\n", path);
-    else
-        printf("wrote %s: %d misclassified test digits (grey: predicted, black: true)\n", path, k);
+    tg_model_train(m, was);
+    tg_tape_free(t);
+    return rc < 0 ? -1 : n;
+}
+
+static void write_errors_png(const char *path, tg_model *m, const tg_dataset *ds, const int32_t *pred) {
+    int *idx = NULL;
+    float *conf = NULL;
+    int n = misclassified(m, ds, pred, &idx, &conf);
+    uint8_t *digits = n >= 0 ? malloc(((size_t)n + 1) * 784) : NULL;
+    int32_t *truth = n >= 0 ? malloc(((size_t)n + 1) * sizeof *truth) : NULL;
+    int32_t *guess = n >= 0 ? malloc(((size_t)n + 1) * sizeof *guess) : NULL;
+    if (!digits || !truth || !guess) die("the misclassified digits");
+    for (int k = 0; k < n; k++) {
+        memcpy(digits + (size_t)k * 784, ds->pixels + (size_t)idx[k] * 784, 784);
+        truth[k] = ds->labels[idx[k]], guess[k] = pred[idx[k]];
+    }
+    if (pic_errors(path, digits, truth, guess, conf, n, 48) < 0) die("the misclassified digits");
+    printf("wrote %s: %d misclassified test digits, most confident first\n", path, n);
+    free(idx), free(conf), free(digits), free(truth), free(guess);
 }
 
 static void write_filters_png(const char *path, const tg_model *m) {
@@ -57,36 +81,34 @@ static void write_filters_png(const char *path, const tg_model *m) {
     for (int i = 0; i < tg_model_layer_count(m) && !l; i++)
         if (!strcmp(tg_model_layer(m, i)->kind, "conv2d")) l = tg_model_layer(m, i);
     if (!l) return; /* the mlp has no conv */
-    const tg_tensor *w = l->params[0];
-    int K = w->shape[0], R = w->shape[2], S = w->shape[3], Z = 8, cell = R * Z + 2, cols = 8;
-    int rows = (K + cols - 1) / cols, W = cols * cell, H = rows * cell;
-    uint8_t *img = calloc((size_t)W * H, 1);
-    if (!img) return;
-    for (int k = 0; k < K; k++) {
-        const float *f = w->data + (int64_t)k * w->shape[1] * R * S; /* the first input channel */
-        float lo = f[0], hi = f[0];
-        for (int j = 0; j < R * S; j++) lo = fminf(lo, f[j]), hi = fmaxf(hi, f[j]);
-        for (int y = 0; y < R * Z; y++)
-            for (int x = 0; x < S * Z; x++) {
-                float v = (f[(y / Z) * S + x / Z] - lo) / (hi - lo + 1e-12f);
-                img[((k / cols) * cell + 1 + y) * W + (k % cols) * cell + 1 + x] = (uint8_t)(v * 255);
-            }
-    }
-    if (stbi_write_png(path, W, H, 1, img, W)) printf("wrote %s: the %d filters of the first conv\n", path, K);
-    free(img);
+    if (pic_filters(path, l->params[0], l->params[0]->name) < 0) die("the filters");
+    printf("wrote %s: the %d filters of the first conv\n", path, l->params[0]->shape[0]);
 }
 
-// ----------------------------------------------------------------------------
+/* The first test image through the net in evaluation mode, with gradients on so the tape
+ * records each layer's nodes (no backward runs). */
+static void write_features_png(const char *path, tg_model *m, const tg_dataset *ds) {
+    tg_tape *t = tg_tape_new();
+    bool was = tg_model_training(m);
+    tg_model_train(m, false);
+    tg_tensor *x = t ? tg_tensor_tape(t, 4, (int[]){1, 1, 28, 28}) : NULL;
+    if (!x || tg_dataset_batch(ds, NULL, 0, x, NULL) < 0 || !tg_model_forward(m, t, x) ||
+        pic_features(path, t, m, ds->pixels, ds->labels[0]) < 0)
+        die("the feature maps");
+    printf("wrote %s: a test digit's feature maps through the net\n", path);
+    tg_model_train(m, was);
+    tg_tape_free(t);
+}
 
 int main(int argc, char **argv) {
     demo_options o = demo_parse(argc, argv, (demo_options){
-        .prog = "mnist", .data = "data/mnist", .net = "resnet", .out = ".", .epochs = 5, .batch = 64, .lr = 0.05f,
+        .prog = "mnist", .data = "data/mnist", .net = "resnet", .epochs = 5, .batch = 64, .lr = 0.05f,
         .momentum = 0.9f, .weight_decay = 5e-4f, .seed = 42, .warmup = 200,
         .aug = {.degrees = 10, .scale = 0.1f, .shift = 2}, /* as torchvision's RandomAffine(10, (0.07, 0.07), (0.9, 1.1)) */
         .usage = "[--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]\n"
                  "             [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]\n"
                  "             [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]\n"
-                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium]"});
+                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]"});
     tg_dataset *train, *test;
     demo_data(&o, TG_MNIST_MEAN, TG_MNIST_STD, "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files",
               &train, &test);
@@ -99,12 +121,26 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    char path[4096];
-    snprintf(path, sizeof path, "%s/mnist_errors.png", o.out);
-    write_errors_png(path, test, pred);
-    snprintf(path, sizeof path, "%s/mnist_filters.png", o.out);
-    write_filters_png(path, m);
+    /* the pictures go to --out, or beside the report */
+    const char *out = o.out ? o.out : o.report ? o.report : ".";
+    mkdir(out, 0777); /* if missing; a directory that cannot be written fails below, naming the file */
+    char pics[3][4096];
+    snprintf(pics[0], sizeof pics[0], "%s/mnist_errors.png", out);
+    write_errors_png(pics[0], m, test, pred);
+    snprintf(pics[1], sizeof pics[1], "%s/mnist_filters.png", out);
+    write_filters_png(pics[1], m);
+    bool conv = strcmp(o.net, "mlp") != 0; /* the mlp has no filters or feature maps */
+    snprintf(pics[2], sizeof pics[2], "%s/mnist_features.png", out);
+    if (conv) write_features_png(pics[2], m, test);
     printf("test accuracy: %.2f%%\n", 100 * acc);
+    if (o.report) {
+        char html[4096], log[4096];
+        snprintf(log, sizeof log, "%s/run.jsonl", o.report);
+        snprintf(html, sizeof html, "%s/report.html", o.report);
+        const char *list[3] = {pics[0], pics[1], pics[2]};
+        if (report_write(log, html, list, conv ? 3 : 1) < 0) die("--report");
+        printf("wrote %s: open it in a browser\n", html);
+    }
 
     free(pred);
     tg_model_free(m);

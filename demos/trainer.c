@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         else if (!strcmp(a, "--augment")) o.augment = true;
         else if (!strcmp(a, "--stop-after")) o.stop_after = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--out")) o.out = NEXT();
+        else if (!strcmp(a, "--report")) o.report = NEXT();
         else if (!strcmp(a, "--epochs")) o.epochs = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--batch")) o.batch = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--threads")) o.threads = (int)strtol(NEXT(), &end, 10);
@@ -97,10 +100,45 @@ static void progress(int epoch, int epochs, int step, int steps, double loss, do
 // ----------------------------------------------------------------------------
 // evaluation: accuracy on a dataset, predictions kept for the pictures
 
-static double evaluate(const demo_options *o, tg_model *m, const tg_dataset *ds, int32_t *pred) {
+static double evaluate(const demo_options *o, tg_model *m, const tg_dataset *ds, int32_t *pred, double *loss) {
     tg_eval e = {.pred = pred};
     if (tg_model_evaluate(m, ds, 100, &e) < 0) demo_die(o, "evaluation", NULL);
+    if (loss) *loss = e.loss;
     return e.accuracy;
+}
+
+// ----------------------------------------------------------------------------
+// --report DIR: the run log, and at the end what looked wrong in it
+
+static tg_runlog *report_open(const demo_options *o, const tg_model *m, int steps) {
+    if (!o->report) return NULL;
+    if (mkdir(o->report, 0777) < 0 && errno != EEXIST) {
+        tg_fail(TG_ERR_IO, "cannot make the directory %s: %s", o->report, strerror(errno));
+        demo_die(o, "--report", "give a directory that can be written");
+    }
+    char path[4096], extra[512];
+    snprintf(path, sizeof path, "%s/run.jsonl", o->report);
+    snprintf(extra, sizeof extra, "\"net\":\"%s\",\"batch\":%d,\"epochs\":%d,\"steps_per_epoch\":%d,\"optim\":\"%s\","
+             "\"lr\":%g,\"threads\":%d,\"precision\":\"%s\",\"seed\":%llu", o->net ? o->net : o->prog, o->batch,
+             o->epochs, steps, o->optim, (double)o->lr, tg_get_threads(), tg_get_float32_matmul_precision(),
+             (unsigned long long)o->seed);
+    /* about 25 step records however long the run (at most every 50 steps), so a short run has curves too */
+    int every = steps * o->epochs / 25;
+    tg_runlog *r = tg_runlog_new(path, m, extra, (tg_runlog_opts){.every = every < 1 ? 1 : every > 50 ? 50 : every});
+    if (!r) demo_die(o, "--report", "give a directory that can be written");
+    return r;
+}
+
+static void report_close(const demo_options *o, tg_runlog *r) {
+    if (!r) return;
+    tg_finding f[32];
+    int n = tg_runlog_findings(r, f, 32);
+    if (n == 0) printf("diagnosis: nothing looked wrong\n");
+    for (int i = 0; i < n && i < 32; i++)
+        printf("diagnosis: %s %s%s%s (step %lld): %s\n    try: %s\n", f[i].severity, f[i].kind,
+               *f[i].layer ? " in " : "", f[i].layer, (long long)f[i].step, f[i].message, f[i].remedy);
+    if (tg_runlog_close(r) < 0) demo_die(o, "--report", NULL);
+    printf("wrote %s/run.jsonl\n", o->report);
 }
 
 // ----------------------------------------------------------------------------
@@ -212,6 +250,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     /* what the run is, for --save (a resumed run's record said the same, checked above) */
     run->data[RUN_BATCH] = (float)o->batch, run->data[RUN_N] = (float)train->n;
     run->data[RUN_EPOCHS] = (float)o->epochs, put64(run->data + RUN_SEED, o->seed);
+    tg_runlog *log = report_open(o, m, steps);
     int *perm = malloc((size_t)train->n * sizeof *perm);
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
     bool tty = isatty(fileno(stdout));
@@ -242,11 +281,15 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
                 if (!f || tg_tape_dump(t, f) < 0 || fclose(f) != 0) demo_die(o, "TG_TAPE_DUMP", "give a writable file");
                 printf("wrote the tape of the first step to %s\n", getenv("TG_TAPE_DUMP"));
             }
+            tg_argmax(logits, guess);
+            int hits = 0;
+            for (int i = 0; i < b; i++) hits += guess[i] == labels[i];
+            /* the log reads the step from the tape: after backward, before the step changes the weights */
+            if (log && tg_runlog_step(log, t, step, loss->data[0], (double)hits / b, tg_optim_lr(opt, 0)) < 0)
+                demo_die(o, "--report", NULL);
             if (tg_optim_step(opt) < 0) demo_die(o, "training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
             tg_optim_zero_grad(opt);
-            loss_sum += loss->data[0] * b, seen += b;
-            tg_argmax(logits, guess);
-            for (int i = 0; i < b; i++) right += guess[i] == labels[i];
+            loss_sum += loss->data[0] * b, seen += b, right += hits;
             tg_tape_reset(t);
         }
         if (tg_sched_step(sched) < 0) demo_die(o, "schedule", NULL);
@@ -260,7 +303,9 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
         put64(run->data + RUN_RNG, tg_tape_rng_state(t));
         if (s == steps - 1) {
             if (tty) printf("\n");
-            acc = evaluate(o, m, test, pred);
+            double test_loss = 0;
+            acc = evaluate(o, m, test, pred, &test_loss);
+            if (log && tg_runlog_test(log, step + 1, epoch + 1, acc, test_loss) < 0) demo_die(o, "--report", NULL);
             printf("epoch %d: train loss %.4f, test accuracy %.2f%% (%.1f s)\n", epoch + 1,
                    seen > 0 ? loss_sum / seen : 0, 100 * acc, now() - t0);
             if (o->save && tg_safetensors_save(o->save, ck, nck, table) < 0) demo_die(o, "--save", NULL);
@@ -272,7 +317,8 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             break;
         }
     }
-    if (o->epochs == 0 || (start == total && total > 0)) acc = evaluate(o, m, test, pred);
+    if (o->epochs == 0 || (start == total && total > 0)) acc = evaluate(o, m, test, pred, NULL);
+    report_close(o, log);
 
     free(perm), free(labels), free(guess), free(ck), free(table);
     tg_tensor_free(run);

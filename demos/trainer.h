@@ -11,6 +11,7 @@ typedef struct {
     const char *prog;                         /* the demo's name, for messages */
     const char *usage;                        /* its options, for --help */
     const char *data, *net, *save, *load, *resume, *out, *optim;
+    const char *report;                       /* --report DIR: the run log DIR/run.jsonl (the demo adds the page) */
     int epochs, batch, threads, limit, test_limit, warmup, stop_after;
     float lr, momentum, weight_decay;
     bool nesterov, augment;

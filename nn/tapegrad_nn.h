@@ -576,6 +576,73 @@ TG_API int tg_clip_grad_value(tg_tensor *const *params, int n, float clip);
 TG_API float tg_lr_step(float lr, int e, int step_size, float gamma);
 TG_API float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 
+// ----------------------------------------------------------------------------
+// run logs: values over a whole run, and what looks wrong in them
+//
+//     tg_runlog *log = tg_runlog_new("run.jsonl", m, "\"batch\":64,\"optim\":\"sgd\"", (tg_runlog_opts){0});
+//     for (int64_t step = 0; ...; step++) {
+//         ... forward, loss, tg_backward ...
+//         tg_runlog_step(log, t, step, loss, acc, tg_optim_lr(o, 0));   // before the optimizer's step
+//         tg_optim_step(o), tg_optim_zero_grad(o), tg_tape_reset(t);
+//     }
+//     tg_finding f[32];
+//     int n = tg_runlog_findings(log, f, 32);                          // say what looked wrong
+//     tg_runlog_close(log);
+//
+// The file holds JSON lines, one object per line (UTF-8, NaN and Inf written as null), each with a
+// "type": "run" (first: the model's layers and their parameters, and the caller's fields), "step"
+// (every `every` steps: loss, accuracy, lr, and per layer the L2 norms |w| and |dw| of its parameters,
+// the update ratio lr*|dw|/|w|, its output's RMS and share of zeros, the RMS of the gradient dy at its
+// output, for a layer whose output passes a ReLU the share of its units (channels of a 4-D output,
+// features of a 2-D one) that were 0 for every image of the last `window` steps, for batch norm the
+// batch statistics against the running ones, for sigmoid and tanh the share of saturated outputs;
+// histograms of weights, gradients and outputs on some of them), "graph" (beside each "step": the
+// tape's nodes with their layer, shape, inputs, times, |dy| and FLOPs), "test" (tg_runlog_test) and
+// "finding": something that looks wrong, written when it first appears, once per kind and layer:
+//   vanishing_gradient / exploding_gradient  the RMS of dy falls / grows 100x or more from the last
+//                                            layer back to the first
+//   dead_relu            half or more of a layer's units were 0 for every image of the window
+//   update_ratio_high / update_ratio_low     lr*|dw|/|w| of a weight (2 or more dimensions) above 0.1 or
+//                        below 1e-5 on 3 log steps in a row, from the 4th on (low: not while lr is 0 or
+//                        below a tenth of the largest lr seen, an annealed schedule, nor once the
+//                        loss is below 5% of the first: small steps are then no fault)
+//   bn_drift             from step 200 on: mean_shift > 1, or var_ratio outside [0.25, 4]
+//   saturated            half or more of a sigmoid or tanh layer's outputs within 0.01 of a bound
+//   loss_plateau         the loss's mean over the last 5 log steps within 1% of the 5 before, while still
+//                        above 5% of the first loss logged
+//   nonfinite            a NaN or Inf loss (a step record is then written whatever the step), weight or
+//                        gradient
+// Each names the layer ("" for the whole net), the numbers, and the usual remedy. A log step costs
+// a pass over the parameters, gradients and layer outputs; the dead-unit window a pass over the
+// outputs that pass a ReLU on the `window` steps before a log step; other steps nothing.
+
+typedef struct tg_runlog tg_runlog;
+typedef struct {
+    int every;        /* a "step" record every N steps, at steps 0, N, 2N, ... (0: 50) */
+    int hist_every;   /* histograms on every N-th step record, the first included (0: every 4th); < 0 never */
+    int bins;         /* histogram bins (0: 32; at most 4096) */
+    int window;       /* steps a unit must be 0 for to count as dead (0: every) */
+} tg_runlog_opts;
+/* Opens path for writing (truncates) and writes the "run" record; extra_json is "" (or NULL) or a
+ * JSON object's members ("\"batch\":64,\"optim\":\"sgd\"") added to it ("net" among them names
+ * the net; "type", "version", "params" and "layers" are the log's own). The model is borrowed: it
+ * must outlive the log. NULL with a message naming tg_runlog_new for a NULL model or path, bad
+ * options, extra_json that is not members of an object, or a path that cannot be written. */
+TG_API tg_runlog *tg_runlog_new(const char *path, const tg_model *m, const char *extra_json, tg_runlog_opts o);
+/* Call after every training step's backward and before the optimizer's step (the tape still holds
+ * the step, gradients included): accumulates the dead-unit window and, on a log step, writes a
+ * "step" record (and "graph"), and any new "finding" records. step counts from 0; lr is group 0's
+ * (finite, >= 0); acc may be NAN when not known. TG_ERR_IO if the file could not be written. */
+TG_API int tg_runlog_step(tg_runlog *r, const tg_tape *t, int64_t step, double loss, double acc, double lr);
+/* A "test" record: the accuracy and loss on held-out data after an epoch. */
+TG_API int tg_runlog_test(tg_runlog *r, int64_t step, int epoch, double acc, double loss);
+/* The findings so far (each kind and layer once, the latest numbers and step), for printing at the end:
+ * the first max of them into out (may be NULL when max is 0); returns how many there are. */
+typedef struct { char kind[32], layer[64], severity[8], message[256], remedy[160]; int64_t step; } tg_finding;
+TG_API int tg_runlog_findings(const tg_runlog *r, tg_finding *out, int max);
+/* Flushes, closes, frees; TG_ERR_IO if a write failed (here or before). NULL: nothing, 0. */
+TG_API int tg_runlog_close(tg_runlog *r);
+
 #ifdef __cplusplus
 }
 #endif

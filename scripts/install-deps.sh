@@ -2,7 +2,8 @@
 # Installs the Debian packages tapegrad needs, only those missing.
 # Usage: scripts/install-deps.sh [extra package...]
 set -euo pipefail
-pkgs=(gcc meson ninja-build pkg-config libstb-dev zlib1g-dev libcjson-dev python3 "$@")
+# fonts-dejavu-core: the pictures' labels (demos/pictures.c; a built-in font without it)
+pkgs=(gcc meson ninja-build pkg-config libstb-dev zlib1g-dev libcjson-dev python3 fonts-dejavu-core "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
