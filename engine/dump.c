@@ -597,7 +597,7 @@ static void dot_node(FILE *f, const tg_node *n, const dot_scale *sc) {
     if (by_time && by_grad) fprintf(f, ", penwidth=4, color=\"%s\"", g > 0 ? ramp(grad_ramp, gv, pen) : "#999999");
     fprintf(f, ", label=\"%%%d ", n->id);
     dot_text(f, node_name(n, name, sizeof name));
-    if (n->scope) fprintf(f, "\\n"), dot_text(f, n->scope);
+    if (n->scope) fprintf(f, " ["), dot_text(f, n->scope), fprintf(f, "]");
     buf[0] = '\0';
     if (n->op->describe) n->op->describe(n, buf, sizeof buf);
     if (buf[0]) fprintf(f, "\\n"), dot_text(f, buf);

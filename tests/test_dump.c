@@ -948,7 +948,7 @@ static void dot_clusters(void) {
     }
     CHECK_MSG(text, "label=\"head\\\"q\\\\x\"; style=\"rounded\""); /* escaped: the quote and the backslash */
     /* labels: time, |dy| rms, FLOPs, the layer */
-    CHECK_MSG(text, "label=\"%1 conv2d+relu\\n3.conv1\\nkernel=3x3");
+    CHECK_MSG(text, "label=\"%1 conv2d+relu [3.conv1]\\nkernel=3x3");
     CHECK_MSG(text, " ms (fwd ");
     CHECK_MSG(text, "|dy| rms ");
     CHECK_MSG(text, " KFLOP fwd, ");
