@@ -26,9 +26,9 @@ static const char *const fwd_paths[][3] = {BY_ISA("shifted"), BY_ISA("shifted bf
                                            BY_ISA("im2col+gemm")};
 /* shifted backward, by dx (none, float32, bf16) and dW (none, shifted, blocked, blocked bf16); db alone: "shifted" */
 #define DW_PATHS(dx, isa) {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa}
-#define DX_PATHS(isa)                                                                                                  \
-    {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa}, DW_PATHS("shifted dx", isa),  \
-     DW_PATHS("shifted dx bf16", isa)}
+#define DX_PATHS(isa)                                                                                                 \
+    {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa},                              \
+     DW_PATHS("shifted dx", isa), DW_PATHS("shifted dx bf16", isa)}
 static const char *const bwd_shifted_paths[3][3][4] = {DX_PATHS(" generic"), DX_PATHS(" avx2"), DX_PATHS(" avx512")};
 static const char *const bwd_paths[][3] = {BY_ISA("gemm"), BY_ISA("im2col+gemm")}; /* 1x1, im2col */
 static const char *const convt_paths[][3] = {BY_ISA("gemm+col2im"), BY_ISA("im2col+gemm")}; /* forward, backward */
