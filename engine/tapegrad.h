@@ -250,26 +250,60 @@ TG_API int tg_tape_memory(const tg_tape *t, tg_tape_mem *out);
  * bytes saved for backward and what they are, forward FLOPs, parameter elements
  * read, forward and backward milliseconds, the L2 norm of the output's gradient
  * (after backward), inputs (%id, a parameter's name, or "input"), the op's
- * attributes and statistics. Then every parameter with |w| and |dw|, and totals
- * (saved bytes, the arena's high-water mark, FLOPs, times). An op without a
- * flops or stats callback shows "-". Returns 0, TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
+ * attributes and statistics. Then a second table, speed, one line per node:
+ * forward and backward FLOPs (each op's own count; backward counts only the
+ * gradients computed), GFLOP/s from the node's measured times and their share of
+ * tg_fma_peak, bytes moved and FLOPs per byte (arithmetic intensity) each way,
+ * and the kernel path each ran ("shifted avx512", "im2col+gemm avx2"). Then every
+ * parameter with |w| and |dw|, totals (saved bytes, the arena's high-water mark,
+ * forward and backward FLOPs, times, the step's GFLOP/s and share of the peak),
+ * and a diagnosis: what looks wrong, with the numbers and the usual remedy
+ * (gradients that fall or grow 100-fold or more along the tape, an op's own
+ * finding such as dead ReLU channels), or "nothing looks wrong". An op without a
+ * flops or stats callback shows "-". The first dump measures the FMA peak (about
+ * 50 ms) unless it was given. Returns 0, TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
 TG_API int tg_tape_dump(const tg_tape *t, FILE *f);
+/* The machine's peak in GFLOP/s, for the dumps' share of it: measured once, on the
+ * first call, with independent chains of fused multiply-adds of the widest vectors
+ * the kernels use (AVX-512: 16 floats, AVX2: 8; plain C: a multiply and an add),
+ * run at once on the tg_get_threads() threads, about 30 to 60 ms; each FMA counts
+ * 2 FLOPs per lane, as FLOPs are counted everywhere here (a multiply-add is 2).
+ * Neither frequency changes nor other processes are accounted for. */
+TG_API double tg_fma_peak(void);
+/* Give the peak instead (GFLOP/s), or 0 to measure it again on the next call;
+ * a negative, NaN or infinite value is ignored. */
+TG_API void tg_set_fma_peak(double gflops);
 /* Forward FLOPs of the recorded nodes (ops without a flops callback count 0). */
 TG_API int64_t tg_tape_flops(const tg_tape *t);
 /* The dump's "by op" table as numbers: per op (and variant, "conv2d+relu"), in order of first
- * use, its nodes, forward FLOPs (-1 for an op without a count) and forward and backward
- * seconds (backward's are 0 until tg_backward has run). Fills out[0..max) and returns how many
- * ops the tape holds (more than max: the rest left out), or TG_ERR_ARG / TG_ERR_NOMEM. */
+ * use, its nodes, forward FLOPs (-1 for an op without a count), forward and backward
+ * seconds (backward's are 0 until tg_backward has run) and backward FLOPs (of the nodes whose
+ * vjp ran; 0 before tg_backward, -1 for an op without a count). Fills out[0..max) and returns how
+ * many ops the tape holds (more than max: the rest left out), or TG_ERR_ARG / TG_ERR_NOMEM. */
 typedef struct {
     char name[64];
     int nodes;
     int64_t flops;
     double t_forward, t_backward;
+    int64_t flops_backward;
 } tg_op_total;
 TG_API int tg_tape_op_totals(const tg_tape *t, tg_op_total *out, int max);
 /* The tape as a Graphviz digraph (dot -Tsvg tape.dot -o tape.svg): ops are
- * boxes, parameters ellipses, other leaves (inputs) parallelograms; edges carry shapes. */
+ * boxes, parameters ellipses, other leaves (inputs) parallelograms; edges carry shapes.
+ * Layers and blocks are nested clusters, from the nodes' scopes ("3.conv1" inside
+ * "3"), named as the parameters are in state dicts and safetensors files (as
+ * Netron shows them); each parameter sits in its layer's cluster. A node's label
+ * shows its time (forward + backward), the RMS of its output's gradient (|dy| rms),
+ * its FLOPs and its layer. tg_tape_dot fills the ops by time: tg_tape_dot_opts
+ * with TG_DOT_TIME. */
 TG_API int tg_tape_dot(const tg_tape *t, FILE *f);
+/* What fills the op boxes: TG_DOT_TIME, the node's forward + backward time on a
+ * sequential scale (light to dark: white, yellow, orange, red) relative to the
+ * slowest node; TG_DOT_GRAD, |dy| rms on a logarithmic scale (light to dark blue)
+ * from the smallest to the largest on the tape; both: time fills, |dy| colours a
+ * thick border; 0 is TG_DOT_TIME. The graph's label holds the legend. Other bits: TG_ERR_ARG. */
+enum { TG_DOT_TIME = 1, TG_DOT_GRAD = 2 };
+TG_API int tg_tape_dot_opts(const tg_tape *t, FILE *f, int flags);
 
 // ----------------------------------------------------------------------------
 // threads

@@ -65,6 +65,11 @@ struct tg_node {
     bool store[TG_MAX_INPUTS];
     const char *scope;           /* the tape's scope when the node was made ("3.conv1"), or NULL */
     tg_node *prev, *next;
+    /* Metrics for tape dumps (dump.c), all optional. The kernel path the op's forward and its vjp
+     * ran ("shifted avx512", "im2col+gemm avx2"): the op sets them as it calls its kernels, each a
+     * static string (never freed or copied), or leaves them NULL (dumps show "-"). */
+    const char *kernel_forward;
+    const char *kernel_backward;
 };
 
 typedef struct tg_op {
@@ -82,6 +87,19 @@ typedef struct tg_op {
     void (*describe)(const tg_node *n, char *buf, size_t len);
     /* Optional, for tape dumps: forward floating-point operations of the node. */
     int64_t (*flops)(const tg_node *n);
+    /* Optional, for tape dumps (every op with flops should have it): the vjp's floating-point
+     * operations, by the op's own rule (not "twice the forward"), counting only the gradients the
+     * vjp computes: those of inputs with requires_grad. */
+    int64_t (*flops_backward)(const tg_node *n);
+    /* Optional, for tape dumps: bytes of memory the forward (backward false) or the vjp (true)
+     * reads and writes, or -1 for the engine's default: forward reads every input and writes the
+     * output (nothing for an output that aliases its input) and the saved state; the vjp reads dy,
+     * the saved state and every input, and writes each gradient it computes (read too when it adds
+     * into it rather than storing). An op whose vjp reads less (or twice) says so here. */
+    int64_t (*bytes)(const tg_node *n, bool backward);
+    /* Optional, for the dump's diagnosis: what looks wrong in this node after the step, with the
+     * numbers and the usual remedy ("dead: 9 of 16 channels zero for every image; ..."), or "". */
+    void (*diagnose)(const tg_node *n, char *buf, size_t len);
     /* Optional, for tape dumps: what the node's data says ("zeros=41.2%"), read after the step. */
     void (*stats)(const tg_node *n, char *buf, size_t len);
     /* Optional, for the receptive field in tape dumps: an op whose output rows read

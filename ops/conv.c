@@ -80,8 +80,8 @@ static int conv_forward(tg_tape *t, tg_node *n) {
     int threads;
     void *s = scratch(t, tg__conv2d_forward_scratch(&d, &threads));
     if (!s) return TG_ERR_NOMEM;
-    tg__conv2d_forward(n->out->data, n->in[0]->data, n->in[1]->data, n->n_in > 2 ? n->in[2]->data : NULL, &d,
-                       fused_relu(n), s, threads);
+    n->kernel_forward = tg__conv2d_forward(n->out->data, n->in[0]->data, n->in[1]->data,
+                                           n->n_in > 2 ? n->in[2]->data : NULL, &d, fused_relu(n), s, threads);
     return 0;
 }
 
@@ -99,8 +99,8 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     int threads;
     void *s = scratch(t, tg__conv2d_backward_scratch(&d, dx, dw, db, fused_relu(n), &threads));
     if (!s) return TG_ERR_NOMEM;
-    tg__conv2d_backward(dx, dw, db, n->out->grad, fused_relu(n) ? n->out->data : NULL, x->data, w->data, &d, dx_set,
-                        s, threads);
+    n->kernel_backward = tg__conv2d_backward(dx, dw, db, n->out->grad, fused_relu(n) ? n->out->data : NULL, x->data,
+                                             w->data, &d, dx_set, s, threads);
     return 0;
 }
 
@@ -116,6 +116,22 @@ static int64_t conv_flops(const tg_node *n) {
     tg__conv_dims d = dims_of(n);
     int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo; /* it and rows are below 2^31: no overflow */
     return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0) + (fused_relu(n) ? outputs : 0);
+}
+
+/* Backward FLOPs, for the gradients computed: dx and dW each the forward's multiply-adds (dx is the
+ * transposed conv of dy, dW the correlation of dy with x), db one add per output, and with the ReLU
+ * epilogue one compare-select per output to mask dy */
+static int64_t conv_flops_backward(const tg_node *n) {
+    tg__conv_dims d = dims_of(n);
+    int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo, macs = 2 * d.rows * outputs;
+    return (n->in[0]->requires_grad ? macs : 0) + (n->in[1]->requires_grad ? macs : 0) +
+           (n->n_in > 2 && n->in[2]->requires_grad ? outputs : 0) + (fused_relu(n) ? outputs : 0);
+}
+
+/* with the ReLU epilogue: channels that are zero for every image */
+static void conv_diagnose(const tg_node *n, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (fused_relu(n)) tg__dead_units(n->out, buf, len);
 }
 
 /* with the ReLU epilogue: the ReLU's share of zeros, as relu's dump shows it */
@@ -140,8 +156,9 @@ static const char *conv_variant(const tg_node *n) { return fused_relu(n) ? "relu
 
 const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
                              .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
-                             .flops = conv_flops, .stats = conv_stats, .window = conv_window,
-                             .variant = conv_variant, .overwrites_grads = true};
+                             .flops = conv_flops, .flops_backward = conv_flops_backward, .stats = conv_stats,
+                             .diagnose = conv_diagnose, .window = conv_window, .variant = conv_variant,
+                             .overwrites_grads = true};
 
 tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                          int groups, tg_act act) {
@@ -229,8 +246,8 @@ static int convt_forward(tg_tape *t, tg_node *n) {
     int threads;
     void *s = scratch(t, tg__conv_transpose2d_forward_scratch(&d, &threads));
     if (!s) return TG_ERR_NOMEM;
-    tg__conv_transpose2d_forward(n->out->data, n->in[0]->data, n->in[1]->data, n->n_in > 2 ? n->in[2]->data : NULL,
-                                 &d, s, threads);
+    n->kernel_forward = tg__conv_transpose2d_forward(n->out->data, n->in[0]->data, n->in[1]->data,
+                                                     n->n_in > 2 ? n->in[2]->data : NULL, &d, s, threads);
     return 0;
 }
 
@@ -241,9 +258,10 @@ static int convt_vjp(tg_tape *t, tg_node *n) {
     int threads;
     void *s = scratch(t, tg__conv_transpose2d_backward_scratch(&d, w->requires_grad, &threads));
     if (!s) return TG_ERR_NOMEM;
-    tg__conv_transpose2d_backward(x->requires_grad ? x->grad : NULL, w->requires_grad ? w->grad : NULL,
-                                  b && b->requires_grad ? b->grad : NULL, n->out->grad, x->data, w->data, &d, s,
-                                  threads);
+    n->kernel_backward = tg__conv_transpose2d_backward(x->requires_grad ? x->grad : NULL,
+                                                       w->requires_grad ? w->grad : NULL,
+                                                       b && b->requires_grad ? b->grad : NULL, n->out->grad, x->data,
+                                                       w->data, &d, s, threads);
     return 0;
 }
 
@@ -261,6 +279,15 @@ static int64_t convt_flops(const tg_node *n) {
     return 2 * d.rows * n->in[0]->size + (n->n_in > 2 ? n->out->size : 0); /* each below 2^31: no overflow */
 }
 
+/* Backward FLOPs, for the gradients computed: dx (a conv2d of dy) and dW each the forward's
+ * multiply-adds, db one add per output element */
+static int64_t convt_flops_backward(const tg_node *n) {
+    tg__conv_dims d = convt_dims(n);
+    int64_t macs = 2 * d.rows * n->in[0]->size;
+    return (n->in[0]->requires_grad ? macs : 0) + (n->in[1]->requires_grad ? macs : 0) +
+           (n->n_in > 2 && n->in[2]->requires_grad ? n->out->size : 0);
+}
+
 /* For the receptive field: output row o gets input row i through tap k when
  * i*stride + k*dilation = o + pad, so it reads at most (R-1)*dilation/stride + 1
  * input rows, and moves 1/stride of an input row per output row */
@@ -273,7 +300,8 @@ static void convt_window(const tg_node *n, int *span, int *stride, int *up) {
 
 const tg_op tg__op_conv_transpose2d = {.name = "conv_transpose2d", .attr_size = sizeof(convt_attr),
                                        .shape = convt_shape, .forward = convt_forward, .vjp = convt_vjp,
-                                       .describe = convt_describe, .flops = convt_flops, .window = convt_window};
+                                       .describe = convt_describe, .flops = convt_flops,
+                                       .flops_backward = convt_flops_backward, .window = convt_window};
 
 tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
                                int output_padding, int dilation, int groups) {

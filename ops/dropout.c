@@ -85,6 +85,8 @@ static void dropout_describe(const tg_node *n, char *buf, size_t len) {
 /* FLOPs: one multiply per element, in training and in evaluation */
 static int64_t dropout_flops(const tg_node *n) { return n->out->size; }
 
+/* Backward FLOPs: one multiply per element (dy * mask * scale, the mask as a select) */
+
 /* The fraction kept by the recorded mask (about 1-p) */
 static void dropout_stats(const tg_node *n, char *buf, size_t len) {
     const uint8_t *mask = n->saved;
@@ -97,11 +99,13 @@ static void dropout_stats(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_dropout = {.name = "dropout", .attr_size = sizeof(dropout_attr), .shape = dropout_shape,
                               .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe,
-                              .flops = dropout_flops, .stats = dropout_stats, .overwrites_grads = true};
+                              .flops = dropout_flops, .flops_backward = dropout_flops, .stats = dropout_stats,
+                              .overwrites_grads = true};
 const tg_op tg__op_dropout_vanilla = {.name = "dropout_vanilla", .attr_size = sizeof(dropout_attr),
                                       .shape = dropout_shape, .forward = dropout_forward, .vjp = dropout_vjp,
                                       .describe = dropout_describe, .flops = dropout_flops,
-                                      .stats = dropout_stats, .overwrites_grads = true};
+                                      .flops_backward = dropout_flops, .stats = dropout_stats,
+                                      .overwrites_grads = true};
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training) {
     dropout_attr a = {p, training};

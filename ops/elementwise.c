@@ -130,12 +130,29 @@ static int mul_vjp(tg_tape *t, tg_node *n) {
 /* FLOPs of every elementwise op: one per output element (a transcendental counts as one). */
 static int64_t per_output_flops(const tg_node *n) { return n->out->size; }
 
+/* The inputs among the first two whose gradient the vjp computes */
+static int64_t grads_of2(const tg_node *n) { return n->in[0]->requires_grad + n->in[1]->requires_grad; }
+
+/* Backward FLOPs of add and sub: one add into each gradient computed per output element (the
+ * sum over a stretched dimension included); of mul, a multiply and that add */
+static int64_t add_flops_backward(const tg_node *n) { return n->out->size * grads_of2(n); }
+static int64_t mul_flops_backward(const tg_node *n) { return 2 * n->out->size * grads_of2(n); }
+
+/* Bytes of add's and sub's vjp: they read dy only, not the inputs (and each gradient as the engine counts it) */
+static int64_t add_bytes(const tg_node *n, bool backward) {
+    if (!backward) return -1;
+    int64_t b = 4 * n->out->size;
+    for (int i = 0; i < 2; i++)
+        if (n->in[i]->requires_grad) b += (n->store[i] ? 4 : 8) * n->in[i]->size;
+    return b;
+}
+
 const tg_op tg__op_add = {.name = "add", .shape = broadcast_shape, .forward = add_forward, .vjp = add_vjp,
-                          .flops = per_output_flops};
+                          .flops = per_output_flops, .flops_backward = add_flops_backward, .bytes = add_bytes};
 const tg_op tg__op_sub = {.name = "sub", .shape = broadcast_shape, .forward = sub_forward, .vjp = sub_vjp,
-                          .flops = per_output_flops};
+                          .flops = per_output_flops, .flops_backward = add_flops_backward, .bytes = add_bytes};
 const tg_op tg__op_mul = {.name = "mul", .shape = broadcast_shape, .forward = mul_forward, .vjp = mul_vjp,
-                          .flops = per_output_flops};
+                          .flops = per_output_flops, .flops_backward = mul_flops_backward};
 
 tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_add, (tg_tensor *[]){a, b}, 2, NULL); }
 tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_sub, (tg_tensor *[]){a, b}, 2, NULL); }
@@ -277,18 +294,50 @@ static void tanh_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(
 /* relu6: y at 0 or 6, where no gradient passes */
 static void relu6_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, 0.0f, 6.0f, "saturated", buf, len); }
 
+void tg__dead_units(const tg_tensor *y, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (y->ndim < 2 || y->shape[0] < 1 || y->shape[1] < 1) return;
+    int64_t N = y->shape[0], C = y->shape[1], L = y->size / (N * C), dead = 0;
+    for (int64_t c = 0; c < C; c++) {
+        bool zero = true;
+        for (int64_t i = 0; i < N && zero; i++)
+            for (int64_t j = 0; j < L && zero; j++) zero = y->data[(i * C + c) * L + j] == 0.0f;
+        dead += zero;
+    }
+    if (dead)
+        snprintf(buf, len, "dead: %lld of %lld %s (%.0f%%) zero for every %s of the batch; usual remedies: a lower "
+                           "learning rate, He initialisation, a bias that starts at 0, or LeakyReLU", (long long)dead,
+                 (long long)C, y->ndim == 2 ? "features" : "channels", 100.0 * (double)dead / (double)C,
+                 y->ndim == 2 ? "sample" : "image");
+}
+
+static void relu_diagnose(const tg_node *n, char *buf, size_t len) { tg__dead_units(n->out, buf, len); }
+
+/* Backward FLOPs per element: relu one compare-select; relu6 two compares and a select; hardswish two
+ * compares, x/3 + 1/2 and the product with dy; sigmoid dy*y*(1-y) and tanh dy*(1-y*y), three each,
+ * and the add into dx */
+static int64_t relu_flops_backward(const tg_node *n) { return n->out->size; }
+static int64_t relu6_flops_backward(const tg_node *n) { return 2 * n->out->size; }
+static int64_t hardswish_flops_backward(const tg_node *n) { return 5 * n->out->size; }
+static int64_t sigmoid_flops_backward(const tg_node *n) { return 4 * n->out->size; }
+
 const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp,
-                           .flops = per_output_flops, .stats = relu_stats, .overwrites_grads = true};
+                           .flops = per_output_flops, .flops_backward = relu_flops_backward, .stats = relu_stats,
+                           .diagnose = relu_diagnose, .overwrites_grads = true};
 const tg_op tg__op_relu6 = {.name = "relu6", .shape = same_shape, .forward = hard_forward, .vjp = hard_vjp,
-                            .flops = per_output_flops, .stats = relu6_stats, .overwrites_grads = true};
+                            .flops = per_output_flops, .flops_backward = relu6_flops_backward, .stats = relu6_stats,
+                            .overwrites_grads = true};
 /* hardswish's zeros: x <= -3 (dead units), and x = 0 */
 const tg_op tg__op_hardswish = {.name = "hardswish", .shape = same_shape, .forward = hard_forward,
-                                .vjp = hard_vjp, .flops = per_output_flops, .stats = relu_stats,
+                                .vjp = hard_vjp, .flops = per_output_flops,
+                                .flops_backward = hardswish_flops_backward, .stats = relu_stats,
                                 .overwrites_grads = true};
 const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp,
-                              .flops = per_output_flops, .stats = sigmoid_stats};
+                              .flops = per_output_flops, .flops_backward = sigmoid_flops_backward,
+                              .stats = sigmoid_stats};
 const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp,
-                           .flops = per_output_flops, .stats = tanh_stats};
+                           .flops = per_output_flops, .flops_backward = sigmoid_flops_backward,
+                           .stats = tanh_stats};
 
 tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu, &x, 1, NULL); }
 tg_tensor *tg_relu6(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu6, &x, 1, NULL); }
@@ -326,10 +375,12 @@ static int sum_vjp(tg_tape *t, tg_node *n) {
 /* FLOPs: one add per input element (mean's final division not counted). */
 static int64_t sum_flops(const tg_node *n) { return n->in[0]->size; }
 
+/* Backward FLOPs: one add into dx per input element (mean's one division not counted), as forward */
+
 const tg_op tg__op_sum = {.name = "sum", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp,
-                          .flops = sum_flops};
+                          .flops = sum_flops, .flops_backward = sum_flops};
 const tg_op tg__op_mean = {.name = "mean", .shape = scalar_shape, .forward = sum_forward, .vjp = sum_vjp,
-                           .flops = sum_flops};
+                           .flops = sum_flops, .flops_backward = sum_flops};
 
 tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_sum, &x, 1, NULL); }
 tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_mean, &x, 1, NULL); }
@@ -384,12 +435,32 @@ static void residual_stats(const tg_node *n, char *buf, size_t len) {
     if (residual_relu(n)) relu_stats(n, buf, len);
 }
 
+/* Backward FLOPs: per output element, for each of x and fx that takes a gradient, its add (or store)
+ * of dy, a compare-select with the ReLU epilogue */
+static int64_t residual_flops_backward(const tg_node *n) { return n->out->size * grads_of2(n); }
+
+/* Bytes of the vjp: dy (and y, with the ReLU) read, each gradient written; x and fx are not read */
+static int64_t residual_bytes(const tg_node *n, bool backward) {
+    if (!backward) return -1;
+    int64_t b = (residual_relu(n) ? 8 : 4) * n->out->size;
+    for (int i = 0; i < 2; i++)
+        if (n->in[i]->requires_grad) b += (n->store[i] ? 4 : 8) * n->in[i]->size;
+    return b;
+}
+
+static void residual_diagnose(const tg_node *n, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (residual_relu(n)) tg__dead_units(n->out, buf, len);
+}
+
 /* For tape dumps: "residual_add+relu" */
 static const char *residual_variant(const tg_node *n) { return residual_relu(n) ? "relu" : NULL; }
 
 const tg_op tg__op_residual_add = {.name = "residual_add", .attr_size = sizeof(residual_attr),
                                    .shape = residual_shape, .forward = residual_forward, .vjp = residual_vjp,
-                                   .flops = per_output_flops, .stats = residual_stats, .variant = residual_variant,
+                                   .flops = per_output_flops, .flops_backward = residual_flops_backward,
+                                   .bytes = residual_bytes, .stats = residual_stats, .diagnose = residual_diagnose,
+                                   .variant = residual_variant,
                                    .overwrites_grads = true};
 
 tg_tensor *tg_residual_add_act(tg_tape *t, tg_tensor *x, tg_tensor *fx, tg_act act) {

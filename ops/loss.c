@@ -83,9 +83,12 @@ static void ce_stats(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "loss=%.4f acc=%.1f%%", (double)n->out->data[0], 100.0 * right / N);
 }
 
+/* Backward FLOPs: 3 per logit, dx += g * (softmax - onehot): a subtract, a multiply, the add */
+static int64_t ce_flops_backward(const tg_node *n) { return 3 * n->in[0]->size; }
+
 const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .attr_size = sizeof(ce_attr), .shape = ce_shape,
                                     .forward = ce_forward, .vjp = ce_vjp, .describe = ce_describe,
-                                    .flops = ce_flops, .stats = ce_stats};
+                                    .flops = ce_flops, .flops_backward = ce_flops_backward, .stats = ce_stats};
 
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels) {
     ce_attr a = {NULL};
@@ -153,8 +156,12 @@ static int softmax_vjp(tg_tape *t, tg_node *n) {
 /* FLOPs: 4 per element (the row max, subtract and exp, sum, scale) */
 static int64_t softmax_flops(const tg_node *n) { return 4 * n->out->size; }
 
+/* Backward FLOPs: 4 per element, the row's dot of dy and y (a multiply-add) and y * (dy - dot) */
+static int64_t softmax_flops_backward(const tg_node *n) { return 4 * n->out->size; }
+
 const tg_op tg__op_softmax = {.name = "softmax", .shape = softmax_shape, .forward = softmax_forward,
-                              .vjp = softmax_vjp, .flops = softmax_flops, .overwrites_grads = true};
+                              .vjp = softmax_vjp, .flops = softmax_flops, .flops_backward = softmax_flops_backward,
+                              .overwrites_grads = true};
 
 tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_softmax, &x, 1, NULL); }
 
@@ -196,8 +203,13 @@ static int mse_vjp(tg_tape *t, tg_node *n) {
 /* FLOPs: 3 per element (subtract, square, add) */
 static int64_t mse_flops(const tg_node *n) { return 3 * n->in[0]->size; }
 
+/* Backward FLOPs per element: k * (pred - target) (2), then the add into each gradient computed */
+static int64_t mse_flops_backward(const tg_node *n) {
+    return (2 + n->in[0]->requires_grad + n->in[1]->requires_grad) * n->in[0]->size;
+}
+
 const tg_op tg__op_mse_loss = {.name = "mse_loss", .shape = mse_shape, .forward = mse_forward, .vjp = mse_vjp,
-                               .flops = mse_flops};
+                               .flops = mse_flops, .flops_backward = mse_flops_backward};
 
 tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target) {
     return tg_apply(t, &tg__op_mse_loss, (tg_tensor *[]){pred, target}, 2, NULL);

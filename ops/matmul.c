@@ -23,7 +23,7 @@ static int matmul_forward(tg_tape *t, tg_node *n) {
     (void)t;
     const tg_tensor *a = n->in[0], *b = n->in[1];
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
-    tg__sgemm(n->out->data, N, a->data, K, b->data, N, M, N, K, false, false, 1.0f, 0.0f);
+    n->kernel_forward = tg__sgemm(n->out->data, N, a->data, K, b->data, N, M, N, K, false, false, 1.0f, 0.0f);
     return 0;
 }
 
@@ -33,11 +33,13 @@ static int matmul_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *a = n->in[0], *b = n->in[1];
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
     const float *dy = n->out->grad;
+    const char *da = NULL, *db = NULL; /* the products' kernel paths */
     /* beta 0 stores into a gradient that holds nothing yet (a and b given twice: store, then add) */
     if (a->requires_grad)
-        tg__sgemm(a->grad, K, dy, N, b->data, N, M, K, N, false, true, 1.0f, n->store[0] ? 0.0f : 1.0f);
+        da = tg__sgemm(a->grad, K, dy, N, b->data, N, M, K, N, false, true, 1.0f, n->store[0] ? 0.0f : 1.0f);
     if (b->requires_grad)
-        tg__sgemm(b->grad, N, a->data, K, dy, N, K, N, M, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
+        db = tg__sgemm(b->grad, N, a->data, K, dy, N, K, N, M, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
+    n->kernel_backward = tg__gemm_path_join(da, db);
     return 0;
 }
 
@@ -46,8 +48,14 @@ static int64_t matmul_flops(const tg_node *n) {
     return 2 * (int64_t)n->in[0]->shape[0] * n->in[1]->shape[1] * n->in[0]->shape[1];
 }
 
+/* Backward FLOPs: 2*M*N*K for da = dy b^T and as many for db = a^T dy, for each that is computed */
+static int64_t matmul_flops_backward(const tg_node *n) {
+    return matmul_flops(n) * (n->in[0]->requires_grad + n->in[1]->requires_grad);
+}
+
 const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp,
-                             .flops = matmul_flops, .overwrites_grads = true};
+                             .flops = matmul_flops, .flops_backward = matmul_flops_backward,
+                             .overwrites_grads = true};
 
 tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
     return tg_apply(t, &tg__op_matmul, (tg_tensor *[]){a, b}, 2, NULL);
@@ -80,7 +88,7 @@ static int linear_forward(tg_tape *t, tg_node *n) {
     if (b)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) y[(size_t)i * O + o] = b->data[o];
-    tg__sgemm(y, O, x->data, I, w->data, I, N, O, I, false, true, 1.0f, b ? 1.0f : 0.0f);
+    n->kernel_forward = tg__sgemm(y, O, x->data, I, w->data, I, N, O, I, false, true, 1.0f, b ? 1.0f : 0.0f);
     return 0;
 }
 
@@ -90,11 +98,13 @@ static int linear_vjp(tg_tape *t, tg_node *n) {
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int N = x->shape[0], I = x->shape[1], O = w->shape[0];
     const float *dy = n->out->grad;
+    const char *dx = NULL, *dw = NULL; /* the products' kernel paths */
     /* beta 0 stores into a gradient that holds nothing yet */
     if (x->requires_grad)
-        tg__sgemm(x->grad, I, dy, O, w->data, I, N, I, O, false, false, 1.0f, n->store[0] ? 0.0f : 1.0f);
+        dx = tg__sgemm(x->grad, I, dy, O, w->data, I, N, I, O, false, false, 1.0f, n->store[0] ? 0.0f : 1.0f);
     if (w->requires_grad)
-        tg__sgemm(w->grad, I, dy, O, x->data, I, O, I, N, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
+        dw = tg__sgemm(w->grad, I, dy, O, x->data, I, O, I, N, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
+    n->kernel_backward = tg__gemm_path_join(dx, dw);
     if (b && n->store[2]) memset(b->grad, 0, (size_t)O * sizeof(float));
     if (b && b->requires_grad)
         for (int i = 0; i < N; i++)
@@ -108,8 +118,16 @@ static int64_t linear_flops(const tg_node *n) {
     return 2 * N * I * O + (n->n_in > 2 ? N * O : 0);
 }
 
+/* Backward FLOPs: 2*N*I*O for dx = dy w and as many for dw = dy^T x, N*O adds for db, for each computed */
+static int64_t linear_flops_backward(const tg_node *n) {
+    int64_t N = n->in[0]->shape[0], I = n->in[0]->shape[1], O = n->in[1]->shape[0];
+    return 2 * N * I * O * (n->in[0]->requires_grad + n->in[1]->requires_grad) +
+           (n->n_in > 2 && n->in[2]->requires_grad ? N * O : 0);
+}
+
 const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp,
-                             .flops = linear_flops, .overwrites_grads = true};
+                             .flops = linear_flops, .flops_backward = linear_flops_backward,
+                             .overwrites_grads = true};
 
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b) {
     return tg_apply(t, &tg__op_linear, (tg_tensor *[]){x, w, b}, b ? 3 : 2, NULL);

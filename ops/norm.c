@@ -155,6 +155,30 @@ static int64_t bn_flops(const tg_node *n) {
     return ((a->training ? 8 : 4) + fused_relu(n) + (shortcut(n) != NULL)) * n->out->size;
 }
 
+/* Backward FLOPs per element: the two sums, dy and dy*(x - mean) (4), then dx = kn*(k1*dy - s1 -
+ * (x - mean)*rstd*s2) when x takes a gradient (7, in evaluation too: the same kernel with s1 = s2 = 0);
+ * with the ReLU a compare-select on each pass that reads dy; the shortcut's gradient is a copy of dy */
+static int64_t bn_flops_backward(const tg_node *n) {
+    bool dx = n->in[0]->requires_grad;
+    return (4 + (dx ? 7 : 0) + (fused_relu(n) ? 1 + dx : 0)) * n->out->size;
+}
+
+/* Bytes of the vjp: two passes, the sums reading dy and x (and y with the ReLU, and writing the
+ * shortcut's gradient), then dx reading them again; gamma, beta and the statistics are per channel */
+static int64_t bn_bytes(const tg_node *n, bool backward) {
+    if (!backward) return -1;
+    const tg_tensor *x = n->in[0], *sc = shortcut(n);
+    int64_t pass = (fused_relu(n) ? 12 : 8) * x->size, b = pass;
+    if (sc && sc->requires_grad) b += (n->store[3] ? 4 : 8) * sc->size;
+    if (x->requires_grad) b += pass + (n->store[0] ? 4 : 8) * x->size;
+    return b;
+}
+
+static void bn_diagnose(const tg_node *n, char *buf, size_t len) {
+    buf[0] = '\0';
+    if (fused_relu(n)) tg__dead_units(n->out, buf, len);
+}
+
 /* Training: the batch's statistics against the running ones (as they are after this batch's
  * update, what evaluation will use), averaged over channels */
 static void bn_stats(const tg_node *n, char *buf, size_t len) {
@@ -191,7 +215,8 @@ static const char *bn_variant(const tg_node *n) {
 
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_attr), .shape = bn_shape,
                                  .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
-                                 .flops = bn_flops, .stats = bn_stats, .variant = bn_variant,
+                                 .flops = bn_flops, .flops_backward = bn_flops_backward, .bytes = bn_bytes,
+                                 .stats = bn_stats, .diagnose = bn_diagnose, .variant = bn_variant,
                                  .overwrites_grads = true};
 
 /* act(batch_norm(x) + add), add may be NULL */
@@ -307,9 +332,15 @@ static void ln_describe(const tg_node *n, char *buf, size_t len) {
 /* FLOPs: 8 per element, as batch norm's training (mean 1, variance 3, normalise 2, scale and shift 2) */
 static int64_t ln_flops(const tg_node *n) { return 8 * n->out->size; }
 
+/* Backward FLOPs per element: dy*gamma and the two sums (4); dgamma's multiply-add (2) and dbeta's add
+ * (1) when they take gradients; dx += k*(D*dy*gamma - s1 - xhat*s2) when x does (7) */
+static int64_t ln_flops_backward(const tg_node *n) {
+    return (4 + 2 * n->in[1]->requires_grad + n->in[2]->requires_grad + 7 * n->in[0]->requires_grad) * n->out->size;
+}
+
 const tg_op tg__op_layer_norm = {.name = "layer_norm", .attr_size = sizeof(ln_attr), .shape = ln_shape,
                                  .forward = ln_forward, .vjp = ln_vjp, .describe = ln_describe,
-                                 .flops = ln_flops};
+                                 .flops = ln_flops, .flops_backward = ln_flops_backward};
 
 tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps) {
     ln_attr a = {eps};

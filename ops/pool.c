@@ -49,6 +49,20 @@ static int64_t pool_flops(const tg_node *n) {
     return n->out->size * a->kernel * a->kernel;
 }
 
+/* Backward FLOPs: max pooling adds dy into dx at the argmax, one per output element; average
+ * pooling divides dy by k*k and adds it into each of the k*k inputs of the window */
+static int64_t maxpool_flops_backward(const tg_node *n) { return n->out->size; }
+static int64_t avgpool_flops_backward(const tg_node *n) {
+    const pool_attr *a = n->attr;
+    return n->out->size * ((int64_t)a->kernel * a->kernel + 1);
+}
+
+/* Bytes of max pooling's vjp: dy and the argmax read, dx written; x is not read */
+static int64_t maxpool_bytes(const tg_node *n, bool backward) {
+    if (!backward) return -1;
+    return 4 * n->out->size + (int64_t)n->saved_bytes + (n->store[0] ? 4 : 8) * n->in[0]->size;
+}
+
 static void pool_window(const tg_node *n, int *span, int *stride, int *up) {
     const pool_attr *a = n->attr;
     *span = a->kernel;
@@ -109,7 +123,8 @@ static void maxpool_stats(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_max_pool2d = {.name = "max_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
                                  .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe,
-                                 .flops = pool_flops, .stats = maxpool_stats, .window = pool_window,
+                                 .flops = pool_flops, .flops_backward = maxpool_flops_backward,
+                                 .bytes = maxpool_bytes, .stats = maxpool_stats, .window = pool_window,
                                  .overwrites_grads = true};
 
 tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
@@ -146,7 +161,8 @@ static int avgpool_vjp(tg_tape *t, tg_node *n) {
 
 const tg_op tg__op_avg_pool2d = {.name = "avg_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
                                  .forward = avgpool_forward, .vjp = avgpool_vjp, .describe = pool_describe,
-                                 .flops = pool_flops, .window = pool_window};
+                                 .flops = pool_flops, .flops_backward = avgpool_flops_backward,
+                                 .window = pool_window};
 
 tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -185,7 +201,10 @@ static int gap_vjp(tg_tape *t, tg_node *n) {
 /* FLOPs: one add per input element */
 static int64_t gap_flops(const tg_node *n) { return n->in[0]->size; }
 
+/* Backward FLOPs: dy / (H*W) per output, then one add per input element */
+static int64_t gap_flops_backward(const tg_node *n) { return n->in[0]->size + n->out->size; }
+
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .shape = gap_shape, .forward = gap_forward,
-                                      .vjp = gap_vjp, .flops = gap_flops};
+                                      .vjp = gap_vjp, .flops = gap_flops, .flops_backward = gap_flops_backward};
 
 tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_global_avg_pool, &x, 1, NULL); }

@@ -56,7 +56,8 @@ static int reshape_vjp(tg_tape *t, tg_node *n) {
     return 0;
 }
 
-/* FLOPs: none; reshape's output is the input's data, cat only copies */
+/* FLOPs, forward and backward: none; reshape's output is the input's data, cat only copies (and
+ * their vjps copy, or add, dy into the inputs' gradients: counted as copies) */
 static int64_t no_flops(const tg_node *n) {
     (void)n;
     return 0;
@@ -69,7 +70,7 @@ static void reshape_describe(const tg_node *n, char *buf, size_t len) {
 
 const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
                               .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe, .overwrites_grads = true,
-                              .flops = no_flops, .aliases_input = true};
+                              .flops = no_flops, .flops_backward = no_flops, .aliases_input = true};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
     reshape_attr a = {.ndim = ndim}; /* an ndim out of range is refused by reshape_shape, naming it */
@@ -173,7 +174,8 @@ static void cat_describe(const tg_node *n, char *buf, size_t len) {
 }
 
 const tg_op tg__op_cat = {.name = "cat", .attr_size = sizeof(cat_attr), .shape = cat_shape, .forward = cat_forward,
-                          .vjp = cat_vjp, .describe = cat_describe, .flops = no_flops, .overwrites_grads = true};
+                          .vjp = cat_vjp, .describe = cat_describe, .flops = no_flops, .flops_backward = no_flops,
+                          .overwrites_grads = true};
 
 tg_tensor *tg_cat(tg_tape *t, tg_tensor *const *xs, int n, int dim) {
     if (n < 1 || n > TG_MAX_INPUTS) {

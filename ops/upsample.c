@@ -108,6 +108,13 @@ static int64_t upsample_flops(const tg_node *n) {
     return a->mode == TG_UPSAMPLE_NEAREST ? 0 : 8 * n->out->size;
 }
 
+/* Backward FLOPs per output element: nearest adds dy into one input (1); bilinear into four, each
+ * dy times two weights (1 - l or l) and the add, with the two 1 - l (14) */
+static int64_t upsample_flops_backward(const tg_node *n) {
+    const upsample_attr *a = n->attr;
+    return (a->mode == TG_UPSAMPLE_NEAREST ? 1 : 14) * n->out->size;
+}
+
 /* For the receptive field: an output row reads one input row (nearest) or two (bilinear) */
 static void upsample_window(const tg_node *n, int *span, int *stride, int *up) {
     const upsample_attr *a = n->attr;
@@ -118,7 +125,8 @@ static void upsample_window(const tg_node *n, int *span, int *stride, int *up) {
 
 const tg_op tg__op_upsample = {.name = "upsample", .attr_size = sizeof(upsample_attr), .shape = upsample_shape,
                                .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe,
-                               .flops = upsample_flops, .window = upsample_window};
+                               .flops = upsample_flops, .flops_backward = upsample_flops_backward,
+                               .window = upsample_window};
 
 tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode) {
     upsample_attr a = {factor, mode};

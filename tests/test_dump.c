@@ -1,7 +1,11 @@
 /* test_dump.c: tape dumps (the text columns against hand-computed figures, the
- * receptive field, per-op statistics), the Graphviz export (rendered by `dot`
- * when it is installed; required when CI is set), and the non-finite check. */
+ * receptive field, per-op statistics; the speed table: every op's forward and
+ * backward FLOPs, bytes and intensity, rates against the FMA peak, kernel paths;
+ * the diagnosis of vanishing and exploding gradients and dead ReLU channels), the
+ * Graphviz export (clusters, colours; rendered by `dot` when it is installed;
+ * required when CI is set), and the non-finite check. */
 #include "check.h"
+#include "ops.h"         /* the op table: every op with forward FLOPs counts its backward */
 #include "tapegrad_op.h" /* two ops of its own */
 #include <math.h>
 #include <stdio.h>
@@ -35,7 +39,9 @@ typedef struct {
 
 static int parse_rows(const char *text, row *rows, int max) {
     int n = 0;
-    for (const char *line = text; line && *line && n < max; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+    const char *end_of_table = text ? strstr(text, "\n# speed:") : NULL; /* the first table only */
+    for (const char *line = text; line && *line && n < max && (!end_of_table || line < end_of_table);
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
         const char *p = line;
         while (*p == ' ') p++;
         if (*p != '%') continue;
@@ -208,6 +214,13 @@ static void small_net(void) {
     snprintf(hw, sizeof hw, "arena high-water %zu bytes", tg_tape_arena_high_water(t));
     CHECK_MSG(text, hw);
     CHECK_MSG(text, "# total: 8886 forward FLOPs (8.9 KFLOP)");
+    /* backward FLOPs, for the gradients computed (the batch x takes none):
+     *   conv2d: dW as the forward's multiply-adds, 5184, and db one add per output, 288 (no dx)   -> 5472
+     *   batch_norm: the two sums 4 and dx 7 per element, 11*288                                   -> 3168
+     *   relu 288; max_pool2d one add per output, 72; reshape 0; dropout 72
+     *   linear: dx and dW 432 each, db 6                                                           -> 870
+     *   cross_entropy: 3 per logit                                                                 -> 18 */
+    CHECK_MSG(text, "# total: 9960 backward FLOPs (10.0 KFLOP, ");
     CHECK_MSG(text, "#  batch_norm              1          2304");
     free(dt.text);
 
@@ -500,7 +513,7 @@ static void fused_names(void) {
     dump_text dot = dump_of(t, tg_tape_dot);
     CHECK_MSG(dot.text ? dot.text : "", "label=\"%0 conv2d+relu\\n");
     CHECK_MSG(dot.text ? dot.text : "", "label=\"%3 batch_norm+add+relu\\n");
-    CHECK_MSG(dot.text ? dot.text : "", "label=\"%5 residual_add+relu\"");
+    CHECK_MSG(dot.text ? dot.text : "", "label=\"%5 residual_add+relu\\n");
     free(dot.text);
     /* the same table as numbers: ops in order of first use, variants apart */
     tg_op_total ops[8];
@@ -525,7 +538,475 @@ static void fused_names(void) {
     tg_tape_free(t);
 }
 
+// ----------------------------------------------------------------------------
+// the speed table: one row per node, "%id op fwd-flops bwd-flops fwd-GF/s bwd-GF/s fwd-% bwd-% fwd-bytes
+// bwd-bytes fwd-F/B bwd-F/B  kernel-fwd | kernel-bwd"
+
+typedef struct {
+    int id;
+    char op[32], c[10][24]; /* the ten number columns, "-" where there is none */
+    char kernel[128];       /* "shifted avx512 | shifted dx, blocked wgrad avx512" */
+} speed_row;
+
+enum { S_FWD_FLOPS, S_BWD_FLOPS, S_FWD_RATE, S_BWD_RATE, S_FWD_PEAK, S_BWD_PEAK, S_FWD_BYTES, S_BWD_BYTES, S_FWD_FB,
+       S_BWD_FB };
+
+static int parse_speed(const char *text, speed_row *rows, int max) {
+    const char *p = text ? strstr(text, "\n# speed:") : NULL;
+    const char *end = p ? strstr(p + 1, "\n# parameters") : NULL;
+    int n = 0;
+    for (const char *line = p; line && *line && n < max && line < end; line = strchr(line + 1, '\n')) {
+        const char *q = line + 1;
+        while (*q == ' ') q++;
+        if (*q != '%') continue;
+        speed_row *r = &rows[n];
+        int used = 0;
+        if (sscanf(q, "%%%d %31s %23s %23s %23s %23s %23s %23s %23s %23s %23s %23s %n", &r->id, r->op, r->c[0], r->c[1],
+                   r->c[2], r->c[3], r->c[4], r->c[5], r->c[6], r->c[7], r->c[8], r->c[9], &used) != 12)
+            continue;
+        const char *e = strchr(q, '\n');
+        size_t k = e ? (size_t)(e - q) - (size_t)used : strlen(q + used);
+        if (k >= sizeof r->kernel) k = sizeof r->kernel - 1;
+        memcpy(r->kernel, q + used, k);
+        r->kernel[k] = '\0';
+        n++;
+    }
+    return n;
+}
+
+/* Every op that counts its forward FLOPs counts its backward ones too */
+static void every_op_counts_backward(void) {
+    for (int k = 0; k < TG_OP_COUNT; k++) {
+        const tg_op *op = tg_op_table[k];
+        if (op->flops && !op->flops_backward) fprintf(stderr, "%s: flops without flops_backward\n", op->name);
+        CHECK(!op->flops || op->flops_backward);
+    }
+}
+
+/* One op on small leaves (params take gradients, "in" does not), then sum (unless the op gives a
+ * scalar) and backward: node %0's forward and backward FLOPs, counted by hand below */
+typedef struct {
+    const char *name;
+    long long fwd, bwd;
+} flops_case;
+
+static tg_tensor *pm(tg_tensor **keep, int *nk, int ndim, const int *shape, bool grad, uint64_t *rng) {
+    tg_tensor *x = grad ? tg_param_new(ndim, shape) : tg_tensor_new(ndim, shape);
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = 2 * tg_rand_uniform(rng) - 1;
+    keep[(*nk)++] = x;
+    return x;
+}
+
+static tg_tensor *flops_build(int k, tg_tape *t, tg_tensor **keep, int *nk, uint64_t *rng) {
+    static const int32_t labels[2] = {0, 2};
+    const int v23[2] = {2, 3}, v3[1] = {3};
+#define P(nd, ...) pm(keep, nk, nd, (int[]){__VA_ARGS__}, true, rng)
+#define IN(nd, ...) pm(keep, nk, nd, (int[]){__VA_ARGS__}, false, rng)
+    switch (k) {
+    case 0: return tg_add(t, P(2, 2, 3), P(1, 3));
+    case 1: return tg_add(t, P(2, 2, 3), IN(1, 3));
+    case 2: return tg_sub(t, P(2, 2, 3), P(1, 3));
+    case 3: return tg_mul(t, P(2, 2, 3), P(2, 2, 3));
+    case 4: return tg_mul(t, P(2, 2, 3), IN(2, 2, 3));
+    case 5: return tg_relu(t, P(2, 2, 3));
+    case 6: return tg_relu6(t, P(2, 2, 3));
+    case 7: return tg_hardswish(t, P(2, 2, 3));
+    case 8: return tg_sigmoid(t, P(2, 2, 3));
+    case 9: return tg_tanh(t, P(2, 2, 3));
+    case 10: return tg_sum(t, P(2, 2, 3));
+    case 11: return tg_mean(t, P(2, 2, 3));
+    case 12: return tg_matmul(t, P(2, 2, 3), P(2, 3, 4));
+    case 13: return tg_matmul(t, P(2, 2, 3), IN(2, 3, 4));
+    case 14: return tg_linear(t, IN(2, 2, 3), P(2, 4, 3), P(1, 4));
+    case 15: return tg_linear(t, P(2, 2, 3), P(2, 4, 3), P(1, 4));
+    case 16: return tg_reshape(t, P(2, 2, 3), 1, (int[]){6});
+    case 17: return tg_cat(t, (tg_tensor *[]){P(2, 2, 3), P(2, 2, 3)}, 2, 1);
+    case 18: return tg_cross_entropy(t, P(2, 2, 3), labels);
+    case 19: return tg_softmax(t, P(2, 2, 3));
+    case 20: return tg_mse_loss(t, P(2, 2, 3), IN(2, 2, 3));
+    case 21: return tg_mse_loss(t, P(2, 2, 3), P(2, 2, 3));
+    case 22: return tg_residual_add(t, P(2, 2, 3), P(2, 2, 3));
+    case 23: return tg_conv2d(t, IN(4, 1, 2, 5, 5), P(4, 3, 2, 3, 3), P(1, 3), 1, 1, 1, 1);
+    case 24: return tg_conv2d(t, P(4, 1, 2, 5, 5), P(4, 3, 2, 3, 3), P(1, 3), 1, 1, 1, 1);
+    case 25: return tg_conv2d_act(t, P(4, 1, 2, 5, 5), P(4, 3, 2, 3, 3), NULL, 2, 1, 1, 1, TG_ACT_RELU);
+    case 26: return tg_max_pool2d(t, P(4, 1, 1, 4, 4), 2, 2, 0);
+    case 27: return tg_avg_pool2d(t, P(4, 1, 1, 4, 4), 2, 2, 0);
+    case 28: return tg_global_avg_pool(t, P(4, 1, 2, 2, 2));
+    case 29: return tg_dropout(t, P(2, 2, 3), 0.5f, true);
+    case 30: return tg_dropout_vanilla(t, P(2, 2, 3), 0.5f, true);
+    case 31: return tg_batch_norm(t, P(2, 4, 2), P(1, 2), P(1, 2), NULL, NULL, true, 0.1f, 1e-5f);
+    case 32: return tg_batch_norm_act(t, P(2, 4, 2), P(1, 2), P(1, 2), NULL, NULL, true, 0.1f, 1e-5f, NULL,
+                                      TG_ACT_RELU);
+    case 33: return tg_batch_norm(t, IN(2, 4, 2), P(1, 2), P(1, 2), NULL, NULL, true, 0.1f, 1e-5f);
+    case 34: return tg_conv_transpose2d(t, P(4, 1, 2, 3, 3), P(4, 2, 3, 2, 2), P(1, 3), 2, 0, 0, 1, 1);
+    case 35: return tg_upsample(t, P(4, 1, 1, 2, 2), 2, TG_UPSAMPLE_NEAREST);
+    case 36: return tg_upsample(t, P(4, 1, 1, 2, 2), 2, TG_UPSAMPLE_BILINEAR);
+    case 37: return tg_layer_norm(t, P(2, 2, 3), P(1, 3), P(1, 3), 1e-5f);
+    }
+#undef P
+#undef IN
+    (void)v23, (void)v3;
+    return NULL;
+}
+
+static void flops_table(void) {
+    /* by hand; "grad" below means the gradients the vjp computes (inputs with requires_grad) */
+    const flops_case cases[] = {
+        {"add", 6, 12},          /* 1 per output; back: 1 per output into each of the 2 gradients */
+        {"add", 6, 6},           /* b takes no gradient: only da */
+        {"sub", 6, 12},
+        {"mul", 6, 24},          /* back: a multiply and an add per output, for each of 2 */
+        {"mul", 6, 12},
+        {"relu", 6, 6},          /* back: one compare-select per element */
+        {"relu6", 6, 12},        /* two compares and a select */
+        {"hardswish", 6, 30},    /* two compares, x/3 + 1/2, times dy */
+        {"sigmoid", 6, 24},      /* dy*y*(1-y), then the add into dx */
+        {"tanh", 6, 24},
+        {"sum", 6, 6},           /* back: an add per input element */
+        {"mean", 6, 6},
+        {"matmul", 48, 96},      /* 2*M*N*K = 2*2*4*3; back: da and db, each as much */
+        {"matmul", 48, 48},      /* b takes no gradient */
+        {"linear", 56, 56},      /* 2*N*I*O = 48, + N*O = 8 bias adds; back: dw 48, db 8, no dx */
+        {"linear", 56, 104},     /* and dx 48 */
+        {"reshape", 0, 0},
+        {"cat", 0, 0},
+        {"cross_entropy", 24, 18}, /* 4 per logit; back: 3 per logit */
+        {"softmax", 24, 24},       /* 4 per element both ways */
+        {"mse_loss", 18, 18},      /* 3 per element; back: 2 per element, and 1 into each gradient */
+        {"mse_loss", 18, 24},
+        {"residual_add", 6, 12},
+        /* conv 1x2x5x5 * 3x2x3x3, pad 1 -> 1x3x5x5: 75 outputs of 2*18 = 36 FLOPs, 2700, + 75 bias adds;
+         * back: dW 2700 and db 75 (x takes no gradient), then dx 2700 more */
+        {"conv2d", 2775, 2775},
+        {"conv2d", 2775, 5475},
+        /* stride 2, pad 1, ReLU: 1x3x3x3 = 27 outputs * 36 = 972, + 27 maxima; back dx 972 + dW 972 + the
+         * mask 27 */
+        {"conv2d+relu", 999, 1971},
+        {"max_pool2d", 16, 4},       /* k*k per output (4 of them); back: one add per output */
+        {"avg_pool2d", 16, 20},      /* back: dy/(k*k), then k*k adds, per output */
+        {"global_avg_pool", 8, 10},  /* an add per input; back: 2 divisions and 8 adds */
+        {"dropout", 6, 6},
+        {"dropout_vanilla", 6, 6},
+        {"batch_norm", 64, 88},      /* training 8 per element of 8; back: sums 4 and dx 7 per element */
+        {"batch_norm+relu", 72, 104}, /* + 1 forward; back + a compare-select on each of the two passes */
+        {"batch_norm", 64, 32},      /* x takes no gradient: the sums only (for dgamma, dbeta) */
+        /* x 1x2x3x3 w 2x3x2x2 stride 2 -> 1x3x6x6: 2*(Cout*R*S = 12)*18 inputs = 432, + 108 bias adds;
+         * back: dx 432, dW 432, db 108 */
+        {"conv_transpose2d", 540, 972},
+        {"upsample", 0, 16},         /* nearest: back an add per output */
+        {"upsample", 128, 224},      /* bilinear: 8 per output; back 14 per output */
+        {"layer_norm", 48, 84},      /* 8 per element; back 4 + dgamma 2 + dbeta 1 + dx 7 per element */
+    };
+    int n_cases = (int)(sizeof cases / sizeof *cases);
+    uint64_t rng = 21;
+    for (int k = 0; k < n_cases; k++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor *keep[8];
+        int nk = 0;
+        tg_tensor *y = flops_build(k, t, keep, &nk, &rng);
+        CHECK(y != NULL);
+        if (!y) continue;
+        tg_tensor *loss = y->size == 1 && y->ndim == 0 ? y : tg_sum(t, y);
+        CHECK_INT(tg_backward(t, loss), 0);
+        dump_text d = dump_of(t, tg_tape_dump);
+        speed_row rows[4];
+        int n = parse_speed(d.text, rows, 4);
+        CHECK(n >= 1 && rows[0].id == 0);
+        if (n >= 1) {
+            if (strcmp(rows[0].op, cases[k].name) || atoll(rows[0].c[S_FWD_FLOPS]) != cases[k].fwd ||
+                atoll(rows[0].c[S_BWD_FLOPS]) != cases[k].bwd)
+                fprintf(stderr, "flops case %d: %s %s %s, want %s %lld %lld\n", k, rows[0].op, rows[0].c[S_FWD_FLOPS],
+                        rows[0].c[S_BWD_FLOPS], cases[k].name, cases[k].fwd, cases[k].bwd);
+            CHECK_MSG(rows[0].op, cases[k].name);
+            CHECK_INT(atoll(rows[0].c[S_FWD_FLOPS]), cases[k].fwd);
+            CHECK_INT(atoll(rows[0].c[S_BWD_FLOPS]), cases[k].bwd);
+        }
+        free(d.text);
+        for (int i = 0; i < nk; i++) tg_tensor_free(keep[i]);
+        tg_tape_free(t);
+    }
+}
+
+/* The speed columns on a hand-counted case, consistent with the node's own times and a given peak */
+static void speed_columns(void) {
+    tg_set_fma_peak(0.5); /* GFLOP/s: a made-up machine, so the shares are large enough to read */
+    CHECK_NEAR(tg_fma_peak(), 0.5, 0);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_param_new(2, (int[]){2, 3});
+    for (int i = 0; i < 6; i++) x->data[i] = (float)(i - 2);
+    tg_tensor *r = tg_relu(t, x), *s = tg_sum(t, r);
+    dump_text before = dump_of(t, tg_tape_dump);
+    speed_row rows[8];
+    CHECK_INT(parse_speed(before.text, rows, 8), 2);
+    CHECK(!strcmp(rows[0].c[S_BWD_FLOPS], "-") && !strcmp(rows[0].c[S_BWD_BYTES], "-")); /* no backward yet */
+    CHECK_MSG(before.text, "gradient flow: no node with a 2-D or 4-D output has a gradient yet");
+    free(before.text);
+    CHECK_INT(tg_backward(t, s), 0);
+    dump_text d = dump_of(t, tg_tape_dump);
+    CHECK_INT(parse_speed(d.text, rows, 8), 2);
+    /* relu: reads x (6 floats, 24 bytes), writes y (24) -> 48 bytes, 6 FLOPs: 0.125 FLOP/byte.
+     * Its vjp reads dy (24) and x (24, the default; relu reads y, as many) and adds into x's gradient,
+     * a parameter's, which holds values: read and written (48) -> 96 bytes, 6 FLOPs: 0.0625.
+     * sum: reads 24, writes the scalar (4) -> 28, 6 FLOPs: 0.214; its vjp reads dy (4) and the input (24),
+     * and adds into relu's output gradient (zeroed first by the sweep): 48 -> 76, 6 FLOPs: 0.0789 */
+    CHECK_INT(atoll(rows[0].c[S_FWD_BYTES]), 48);
+    CHECK_INT(atoll(rows[0].c[S_BWD_BYTES]), 96);
+    CHECK_MSG(rows[0].c[S_FWD_FB], "0.125");
+    CHECK_MSG(rows[0].c[S_BWD_FB], "0.062"); /* 0.0625 at 3 decimals, rounded either way */
+    CHECK_INT(atoll(rows[1].c[S_FWD_BYTES]), 28);
+    CHECK_INT(atoll(rows[1].c[S_BWD_BYTES]), 76);
+    CHECK_MSG(rows[1].c[S_FWD_FB], "0.214");
+    CHECK_MSG(rows[1].c[S_BWD_FB], "0.079");
+    /* rates from the nodes' own times, and their share of the given peak */
+    const tg_node *n = tg_tape_first(t);
+    double f_rate = 6e-9 / n->t_forward, b_rate = 6e-9 / n->t_backward;
+    CHECK_NEAR(strtod(rows[0].c[S_FWD_RATE], NULL), f_rate, 0.005 + 1e-3 * f_rate);
+    CHECK_NEAR(strtod(rows[0].c[S_BWD_RATE], NULL), b_rate, 0.005 + 1e-3 * b_rate);
+    CHECK_NEAR(strtod(rows[0].c[S_FWD_PEAK], NULL), 100 * f_rate / 0.5, 0.05 + 1e-3 * 100 * f_rate / 0.5);
+    CHECK_NEAR(strtod(rows[0].c[S_BWD_PEAK], NULL), 100 * b_rate / 0.5, 0.05 + 1e-3 * 100 * b_rate / 0.5);
+    CHECK_MSG(rows[0].kernel, "- | -"); /* relu notes no kernel path */
+    CHECK_MSG(d.text, "# speed: GFLOP/s from each node's times, % of the FMA peak (0.5 GFLOP/s, tg_fma_peak)");
+    CHECK_MSG(d.text, "# total: 12 backward FLOPs (12 FLOP, ");
+    CHECK_MSG(d.text, "of the FMA peak (0.5 GFLOP/s)");
+    CHECK_MSG(d.text, "#  relu                    1             6             6");
+    free(d.text);
+    tg_tape_reset(t);
+
+    /* kernel paths, from the kernels: a stride-1 conv shifts, a stride-2 one goes through im2col; linear is a
+     * GEMM; each names the instruction set in use */
+    uint64_t rng = 4;
+    tg_tensor *w = param(4, (int[]){2, 2, 3, 3}, "w", &rng), *fw = param(2, (int[]){3, 8}, "fw", &rng);
+    tg_tensor *xi = tg_tensor_tape(t, 4, (int[]){2, 2, 4, 4});
+    tg_tensor *c1 = tg_conv2d(t, xi, w, NULL, 1, 1, 1, 1); /* 2x2x4x4, stride 1: shifted; x takes no gradient */
+    tg_tensor *c2 = tg_conv2d(t, c1, w, NULL, 2, 1, 1, 1); /* 2x2x2x2, stride 2: im2col */
+    tg_tensor *loss = tg_sum(t, tg_linear(t, tg_flatten(t, c2), fw, NULL));
+    CHECK_INT(tg_backward(t, loss), 0);
+    d = dump_of(t, tg_tape_dump);
+    CHECK_INT(parse_speed(d.text, rows, 8), 5);
+    CHECK(!strncmp(rows[0].kernel, "shifted ", 8) && strstr(rows[0].kernel, "| shifted wgrad ") != NULL);
+    CHECK(strstr(rows[0].kernel, "dx") == NULL); /* the batch takes no gradient: no dx computed */
+    CHECK(!strncmp(rows[1].kernel, "im2col+gemm ", 12) && strstr(rows[1].kernel, "| im2col+gemm ") != NULL);
+    CHECK(!strncmp(rows[3].kernel, "gemm", 4) && strstr(rows[3].kernel, "| gemm") != NULL);
+    for (int i = 0; i < 4; i++) { /* each path ends with the instruction set, "generic", "avx2" or "avx512" */
+        if (i == 2) continue;      /* reshape: none */
+        const char *k = rows[i].kernel;
+        size_t len = strlen(k);
+        CHECK(len > 8 && (!strcmp(k + len - 6, "avx512") || !strcmp(k + len - 4, "avx2") ||
+                          !strcmp(k + len - 7, "generic")));
+    }
+    free(d.text);
+    tg_tensor_free(w), tg_tensor_free(fw), tg_tensor_free(x);
+    tg_tape_free(t);
+    tg_set_fma_peak(100);
+}
+
+// ----------------------------------------------------------------------------
+// the diagnosis
+
+/* RMS of a tensor's gradient per element */
+static double grad_rms(const tg_tensor *x) { return l2(x->grad, x->size) / sqrt((double)x->size); }
+
+/* depth layers of linear(width) and an activation (sigmoid, relu, or none), a linear head to 4 classes,
+ * cross entropy; weights uniform in [-scale, scale]. Returns the dump after backward, and in *spread the
+ * largest |dy| rms of the nodes with 2-D outputs over the first node's */
+static char *chain(int depth, int width, int batch, float scale, tg_tensor *(*act)(tg_tape *, tg_tensor *),
+                   double *spread, uint64_t seed) {
+    uint64_t rng = seed;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *ws[32], *x = tg_tensor_tape(t, 2, (int[]){batch, width});
+    int32_t labels[64];
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = 2 * tg_rand_uniform(&rng) - 1;
+    for (int i = 0; i < batch; i++) labels[i] = i % 4;
+    tg_tensor *h = x;
+    for (int l = 0; l <= depth; l++) {
+        ws[l] = tg_param_new(2, (int[]){l == depth ? 4 : width, width});
+        for (int64_t i = 0; i < ws[l]->size; i++) ws[l]->data[i] = scale * (2 * tg_rand_uniform(&rng) - 1);
+        h = tg_linear(t, h, ws[l], NULL);
+        if (l < depth && act) h = act(t, h);
+    }
+    tg_tensor *loss = tg_cross_entropy(t, h, labels);
+    CHECK_INT(tg_backward(t, loss), 0);
+    dump_text d = dump_of(t, tg_tape_dump);
+    double hi = 0, first = grad_rms(tg_tape_first(t)->out);
+    for (const tg_node *n = tg_tape_first(t); n; n = n->next)
+        if (n->out->ndim == 2) hi = fmax(hi, grad_rms(n->out));
+    if (spread) *spread = hi / first;
+    for (int l = 0; l <= depth; l++) tg_tensor_free(ws[l]);
+    tg_tape_free(t);
+    return d.text;
+}
+
+/* the number after key in text, 0 if missing */
+static double factor_after(const char *text, const char *key) {
+    const char *p = text ? strstr(text, key) : NULL;
+    return p ? strtod(p + strlen(key), NULL) : 0;
+}
+
+static void diagnosis(void) {
+    /* 12 layers of linear and sigmoid, small weights: each sigmoid passes at most a quarter of dy and each
+     * weight matrix shrinks it again. The first linear's output has the smallest |dy| */
+    double spread;
+    char *text = chain(12, 16, 8, 0.1f, tg_sigmoid, &spread, 3);
+    CHECK_MSG(text, "# diagnosis\n#  vanishing gradient: |dy| rms falls ");
+    CHECK_MSG(text, "to %0 linear (");
+    CHECK_MSG(text, "Usual remedies: residual connections, batch norm, ReLU instead of sigmoid or tanh");
+    CHECK(!strstr(text, "exploding") && !strstr(text, "nothing looks wrong"));
+    double got = factor_after(text, "vanishing gradient: |dy| rms falls ");
+    CHECK(spread >= 1e4);                            /* four orders of magnitude at least */
+    CHECK_NEAR(got, spread, 5e-3 * spread);          /* printed with 3 significant digits */
+    char want[64];
+    snprintf(want, sizeof want, "(%.1f orders of magnitude)", log10(spread));
+    CHECK_MSG(text, want);
+    free(text);
+
+    /* a short, healthy ReLU net: the gradients stay within 100x, no dead units (32 images) */
+    text = chain(2, 16, 32, 0.25f, tg_relu, NULL, 5);
+    CHECK_MSG(text, "# diagnosis\n#  gradient flow: |dy| rms stays within 100x along the tape");
+    CHECK_MSG(text, "#  nothing looks wrong\n");
+    CHECK(!strstr(text, "vanishing") && !strstr(text, "exploding") && !strstr(text, "dead:"));
+    free(text);
+
+    /* six linear layers, no activation, large weights: each multiplies dy by about 3 going back */
+    text = chain(6, 16, 8, 1.5f, NULL, &spread, 7);
+    CHECK_MSG(text, "#  exploding gradient: |dy| rms grows ");
+    got = factor_after(text, "exploding gradient: |dy| rms grows ");
+    CHECK(got >= 100);
+    CHECK_MSG(text, "to %0 linear (");
+    CHECK_MSG(text, "Usual remedies: a lower learning rate, gradient clipping");
+    CHECK(!strstr(text, "vanishing"));
+    free(text);
+
+    /* conv2d+relu with 9 of its 16 channels' bias at -100: those are zero for every image */
+    uint64_t rng = 13;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){4, 2, 5, 5});
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = 2 * tg_rand_uniform(&rng) - 1;
+    tg_tensor *w = param(4, (int[]){16, 2, 3, 3}, "w", &rng), *b = tg_param_new(1, (int[]){16});
+    for (int k = 0; k < 16; k++) b->data[k] = k % 16 < 9 ? -100.0f : 1.0f;
+    tg_tape_set_scope(t, "3.conv1");
+    tg_tensor *y = tg_conv2d_act(t, x, w, b, 1, 1, 1, 1, TG_ACT_RELU);
+    tg_tape_set_scope(t, "4");
+    tg_tensor *z = tg_relu(t, tg_flatten(t, y)); /* 2-D: features; 9*25 of its 400 are the dead channels' */
+    tg_tape_set_scope(t, NULL);
+    CHECK_INT(tg_backward(t, tg_mean(t, z)), 0);
+    dump_text d = dump_of(t, tg_tape_dump);
+    CHECK_MSG(d.text, "#  %0 conv2d+relu [3.conv1]: dead: 9 of 16 channels (56%) zero for every image of the batch; "
+                      "usual remedies: a lower learning rate");
+    CHECK_MSG(d.text, "#  %2 relu [4]: dead: 225 of 400 features (56%) zero for every sample of the batch");
+    CHECK(!strstr(d.text, "nothing looks wrong"));
+    free(d.text);
+    tg_tensor_free(w), tg_tensor_free(b);
+    tg_tape_free(t);
+}
+
+// ----------------------------------------------------------------------------
+// DOT: clusters from the scopes, colours by time and by |dy|, escaped names
+
+static int count_of(const char *s, const char *sub) {
+    int n = 0;
+    for (const char *p = s; p && (p = strstr(p, sub)); p++) n++;
+    return n;
+}
+
+static void dot_clusters(void) {
+    uint64_t rng = 17;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 2, 6, 6});
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = 2 * tg_rand_uniform(&rng) - 1;
+    tg_tensor *w0 = param(4, (int[]){4, 2, 3, 3}, "0.weight", &rng);
+    tg_tensor *w1 = param(4, (int[]){4, 4, 3, 3}, "3.conv1.weight", &rng);
+    tg_tensor *w2 = param(4, (int[]){4, 4, 3, 3}, "3.conv2.weight", &rng);
+    tg_tape_set_scope(t, "0");
+    tg_tensor *h = tg_conv2d_act(t, x, w0, NULL, 1, 1, 1, 1, TG_ACT_RELU);
+    tg_tape_set_scope(t, "3.conv1");
+    tg_tensor *a = tg_conv2d_act(t, h, w1, NULL, 1, 1, 1, 1, TG_ACT_RELU);
+    tg_tape_set_scope(t, "3.conv2");
+    tg_tensor *c = tg_conv2d(t, a, w2, NULL, 1, 1, 1, 1);
+    tg_tape_set_scope(t, "3");
+    h = tg_residual_add_act(t, h, c, TG_ACT_RELU);
+    CHECK_INT(tg_tape_set_scope(t, "head\"q\\x"), 0); /* a scope DOT must escape */
+    tg_tensor *loss = tg_mean(t, h);
+    tg_tape_set_scope(t, NULL);
+    CHECK_INT(tg_backward(t, loss), 0);
+
+    dump_text d = dump_of(t, tg_tape_dot);
+    const char *text = d.text ? d.text : "";
+    /* clusters 0, 3, 3.conv1, 3.conv2 and the head: 3.conv1 and 3.conv2 inside 3 */
+    CHECK_INT(count_of(text, "subgraph cluster_"), 5);
+    const char *c3 = strstr(text, "label=\"3\"; style=\"rounded\"");
+    const char *c31 = strstr(text, "label=\"3.conv1\"; style=\"rounded\"");
+    const char *c32 = strstr(text, "label=\"3.conv2\"; style=\"rounded\"");
+    CHECK(c3 && c31 && c32 && c3 < c31 && c3 < c32);
+    if (c3 && c31 && c32) { /* cluster 3 closes after both: count braces from its start */
+        int depth = 1;
+        const char *p = strchr(c3, '\n');
+        for (; p && *p && depth > 0; p++) depth += (*p == '{') - (*p == '}');
+        CHECK(p && p > c31 && p > c32);
+        /* each layer's parameter sits in its cluster, before the next cluster starts */
+        const char *wl = strstr(c31, "label=\"3.conv1.weight\\n4x4x3x3\"");
+        CHECK(wl && wl < c32);
+    }
+    CHECK_MSG(text, "label=\"head\\\"q\\\\x\"; style=\"rounded\""); /* escaped: the quote and the backslash */
+    /* labels: time, |dy| rms, FLOPs, the layer */
+    CHECK_MSG(text, "label=\"%1 conv2d+relu [3.conv1]\\nkernel=3x3");
+    CHECK_MSG(text, " ms (fwd ");
+    CHECK_MSG(text, "|dy| rms ");
+    CHECK_MSG(text, " KFLOP fwd, ");
+    /* colours by time: the slowest node is the dark end of the scale, named in the legend */
+    CHECK_MSG(text, "label=\"fill: forward + backward time, white 0 ms to dark red ");
+    CHECK_INT(count_of(text, "fillcolor=\"#961e0a\""), 1);
+    free(d.text);
+
+    /* by |dy|: the loss has the largest (1 at the mean's output... its rms over 1 element) */
+    FILE *f;
+    char *buf = NULL;
+    size_t len = 0;
+    f = open_memstream(&buf, &len);
+    CHECK_INT(tg_tape_dot_opts(t, f, TG_DOT_GRAD), 0);
+    fclose(f);
+    CHECK_MSG(buf, "label=\"fill: |dy| rms (log scale), light ");
+    CHECK_INT(count_of(buf, "fillcolor=\"#0c3778\""), 1);  /* the largest: the dark end */
+    CHECK(count_of(buf, "fillcolor=\"#f7fbff\"") >= 1);    /* the smallest: the light end */
+    CHECK(!strstr(buf, "penwidth"));
+    free(buf);
+    buf = NULL;
+    f = open_memstream(&buf, &len);
+    CHECK_INT(tg_tape_dot_opts(t, f, TG_DOT_TIME | TG_DOT_GRAD), 0);
+    fclose(f);
+    CHECK_MSG(buf, "\\nborder: |dy| rms (log scale)");
+    CHECK_INT(count_of(buf, "penwidth=4"), 5);
+    CHECK_INT(count_of(buf, "color=\"#0c3778\""), 1);
+    free(buf);
+    CHECK_INT(tg_tape_dot_opts(t, stdout, 4), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "tape_dot: flags 0x4");
+    CHECK_INT(tg_tape_dot_opts(NULL, stdout, 0), TG_ERR_ARG);
+    tg_tensor_free(w0), tg_tensor_free(w1), tg_tensor_free(w2);
+    tg_tape_free(t);
+}
+
+/* The FMA peak: given, ignored when impossible, measured when 0 */
+static void fma_peak(void) {
+    tg_set_fma_peak(123.5);
+    CHECK_NEAR(tg_fma_peak(), 123.5, 0);
+    tg_set_fma_peak(-1);
+    tg_set_fma_peak(NAN);
+    tg_set_fma_peak(INFINITY);
+    CHECK_NEAR(tg_fma_peak(), 123.5, 0);
+    tg_set_fma_peak(0);
+    double p = tg_fma_peak(); /* measured: some tens of milliseconds */
+    CHECK(p > 0 && isfinite(p) && p != 123.5);
+    CHECK_NEAR(tg_fma_peak(), p, 0); /* once */
+    tg_set_fma_peak(100);
+}
+
 int main(void) {
+    tg_set_fma_peak(100); /* the dumps' shares against a given peak: no measurement in most of the tests */
+    every_op_counts_backward();
+    flops_table();
+    speed_columns();
+    diagnosis();
+    dot_clusters();
+    fma_peak();
     small_net();
     fused_names();
     decoder_flops();

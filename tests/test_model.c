@@ -313,6 +313,7 @@ static void dumps(void) {
     for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
         char op[32], layer[32];
         int id;
+        if (!strncmp(line, "# speed:", 8)) break; /* the first table only: the speed table names the nodes again */
         if (sscanf(line, " %%%d %31s %31s", &id, op, layer) != 3) continue;
         if (k < rows && (strcmp(op, want[k][0]) || strcmp(layer, want[k][1])))
             { fprintf(stderr, "node %d: %s in %s, want %s in %s\n", id, op, layer, want[k][0], want[k][1]); CHECK(0); }

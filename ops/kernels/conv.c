@@ -18,6 +18,21 @@ static int chunks_of(const tg__conv_dims *d) { return d->N < CONV_CHUNKS ? d->N 
 /* A 1x1 convolution with stride 1 and no padding needs no im2col: col is x itself. */
 static bool is_pointwise(const tg__conv_dims *d) { return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad == 0; }
 
+/* The paths the kernels below return, for tape dumps (tg_node's kernel_forward and kernel_backward):
+ * static strings, by instruction set (TG_ISA_*) */
+#define BY_ISA(path) {path " generic", path " avx2", path " avx512"}
+enum { PATH_SHIFTED, PATH_SHIFTED_BF16, PATH_GEMM, PATH_IM2COL };
+static const char *const fwd_paths[][3] = {BY_ISA("shifted"), BY_ISA("shifted bf16"), BY_ISA("gemm"),
+                                           BY_ISA("im2col+gemm")};
+/* shifted backward, by dx (none, float32, bf16) and dW (none, shifted, blocked, blocked bf16); db alone: "shifted" */
+#define DW_PATHS(dx, isa) {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa}
+#define DX_PATHS(isa)                                                                                                 \
+    {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa},                              \
+     DW_PATHS("shifted dx", isa), DW_PATHS("shifted dx bf16", isa)}
+static const char *const bwd_shifted_paths[3][3][4] = {DX_PATHS(" generic"), DX_PATHS(" avx2"), DX_PATHS(" avx512")};
+static const char *const bwd_paths[][3] = {BY_ISA("gemm"), BY_ISA("im2col+gemm")}; /* 1x1, im2col */
+static const char *const convt_paths[][3] = {BY_ISA("gemm+col2im"), BY_ISA("im2col+gemm")}; /* forward, backward */
+
 // ----------------------------------------------------------------------------
 // scratch: the kernels and their _scratch functions lay it out with the same
 // calls, which only count bytes when there is no memory yet
@@ -368,8 +383,8 @@ size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads) {
     return fwd_layout(&k, NULL, d, *threads);
 }
 
-static void forward_shifted(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
-                            bool relu, const fwd_work *k, int T) {
+static const char *forward_shifted(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                                   bool relu, const fwd_work *k, int T) {
     shift_geom s;
     shift_geom_of(d, &s);
     int taps = d->R * d->S, Kgp = round8(d->Kg);
@@ -414,16 +429,15 @@ static void forward_shifted(float *y, const float *x, const float *w, const floa
                                   relu ? TG_ROWS_BIAS_RELU : TG_ROWS_BIAS, b ? b[g * d->Kg + kk] : 0.0f);
             }
     }
+    return fwd_paths[bf ? PATH_SHIFTED_BF16 : PATH_SHIFTED][tg__isa()];
 }
 
-void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d, bool relu,
-                        void *scratch, int T) {
+const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                               bool relu, void *scratch, int T) {
     fwd_work k;
     fwd_layout(&k, scratch, d, T);
-    if (is_shifted(d)) {
-        forward_shifted(y, x, w, b, d, relu, &k, T);
-        return;
-    }
+    if (is_shifted(d)) return forward_shifted(y, x, w, b, d, relu, &k, T);
+    const char *path = fwd_paths[k.cols ? PATH_IM2COL : PATH_GEMM][tg__isa()];
     int HWo = d->Ho * d->Wo;
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
@@ -446,6 +460,7 @@ void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b
                 for (int64_t p = 0; p < (int64_t)d->Kg * HWo; p++) yg[p] = yg[p] <= 0.0f ? 0.0f : yg[p];
         }
     }
+    return path;
 }
 
 // ----------------------------------------------------------------------------
@@ -504,8 +519,9 @@ size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, boo
 /* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
  * of the chunk's images in one product; dx_g += the flipped kernel run over
  * the same dy copy (stored, if dx_set) */
-static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy, const float *ymask, const float *x,
-                             const float *w, const tg__conv_dims *d, bool dx_set, const bwd_work *k, int T) {
+static const char *backward_shifted(float *dx, float *dws, float *dbs, const float *dy, const float *ymask,
+                                    const float *x, const float *w, const tg__conv_dims *d, bool dx_set,
+                                    const bwd_work *k, int T) {
     shift_geom s;
     shift_geom_of(d, &s);
     int chunks = chunks_of(d), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
@@ -587,6 +603,8 @@ static void backward_shifted(float *dx, float *dws, float *dbs, const float *dy,
             }
         }
     }
+    int dxp = !dx ? 0 : bf ? 2 : 1, dwp = !dws ? 0 : bfw ? 3 : blocked ? 2 : 1;
+    return bwd_shifted_paths[tg__isa()][dxp][dwp];
 }
 
 /* dW_g += dY_g col^T, dcol = W_g^T dY_g then dx += col2im(dcol); weight gradients per chunk into dws */
@@ -629,16 +647,18 @@ static void backward_im2col(float *dx, float *dws, const float *dy, const float 
     }
 }
 
-void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
-                         const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int T) {
+const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
+                                const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int T) {
+    const char *path;
     bwd_work k;
     bwd_layout(&k, scratch, d, dx != NULL, dw != NULL, db != NULL, y != NULL, T);
     int chunks = chunks_of(d);
     int64_t HWo = (int64_t)d->Ho * d->Wo, wsize = (int64_t)d->K * d->rows;
     if (k.dbs) memset(k.dbs, 0, (size_t)chunks * d->K * sizeof(float));
     if (is_shifted(d)) {
-        backward_shifted(dx, k.dws, k.dbs, dy, y, x, w, d, dx_set, &k, T);
+        path = backward_shifted(dx, k.dws, k.dbs, dy, y, x, w, d, dx_set, &k, T);
     } else {
+        path = bwd_paths[is_pointwise(d) ? 0 : 1][tg__isa()];
         if (y) { /* the im2col path reads dy where it is: mask a copy first */
             for (int64_t i = 0; i < (int64_t)d->N * d->K * HWo; i++) k.dym[i] = y[i] <= 0.0f ? 0.0f : dy[i];
             dy = k.dym;
@@ -661,6 +681,7 @@ void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const
             TG_TRACE_ITER(kk);
             for (int i = 0; i < d->N; i++) db[kk] += lane_sum(dy + ((int64_t)i * d->K + kk) * HWo, HWo);
         }
+    return path;
 }
 
 // ----------------------------------------------------------------------------
@@ -675,8 +696,8 @@ size_t tg__conv_transpose2d_forward_scratch(const tg__conv_dims *d, int *threads
 }
 
 // y_g = col2im(W_g^T x_g) + b
-void tg__conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
-                                  void *scratch, int T) {
+const char *tg__conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b,
+                                         const tg__conv_dims *d, void *scratch, int T) {
     int HWx = d->Ho * d->Wo;
     int64_t HWy = (int64_t)d->H * d->W;
     float *cols = scratch;
@@ -694,6 +715,7 @@ void tg__conv_transpose2d_forward(float *y, const float *x, const float *w, cons
             tg__col2im(yi + (int64_t)g * d->Cg * HWy, col, d);
         }
     }
+    return convt_paths[0][tg__isa()];
 }
 
 size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads) {
@@ -705,8 +727,8 @@ size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, in
 }
 
 // dx_g += W_g im2col(dy_g), dW_g += x_g im2col(dy_g)^T, db += sum of dy over N, H', W'
-void tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                                   const tg__conv_dims *d, void *scratch, int T) {
+const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                          const float *w, const tg__conv_dims *d, void *scratch, int T) {
     carver sc = {scratch, 0};
     int HWx = d->Ho * d->Wo, chunks = chunks_of(d);
     int64_t HWy = (int64_t)d->H * d->W, wsize = (int64_t)d->K * d->rows;
@@ -740,4 +762,5 @@ void tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float 
                 for (int64_t p = 0; p < HWy; p++) s += dy[((int64_t)i * d->C + c) * HWy + p];
                 db[c] += s;
             }
+    return convt_paths[1][tg__isa()];
 }

@@ -609,12 +609,27 @@ static void scale_c(int M, int N, float beta, float *C, ptrdiff_t ldc) {
     }
 }
 
-void tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, bool trans_a,
-               bool trans_b, float alpha, float beta) {
-    if (M <= 0 || N <= 0) return;
+/* The paths tg__sgemm returns, for tape dumps: by instruction set (TG_ISA_*) and whether each of two
+ * products took the dot-product tiles; the diagonal is one product's, the rest two different ones' */
+#define GEMM_PATHS(isa) {{"gemm" isa, "gemm + gemm dot" isa}, {"gemm dot + gemm" isa, "gemm dot" isa}}
+static const char *const gemm_paths[3][2][2] = {GEMM_PATHS(" generic"), GEMM_PATHS(" avx2"), GEMM_PATHS(" avx512")};
+
+const char *tg__gemm_path_join(const char *a, const char *b) {
+    if (!a || !b || a == b) return a ? a : b;
+    for (int i = 0; i < 3; i++)
+        for (int da = 0; da < 2; da++)
+            for (int db = 0; db < 2; db++)
+                if (a == gemm_paths[i][da][da] && b == gemm_paths[i][db][db]) return gemm_paths[i][da][db];
+    return a; /* products under two instruction sets: the first's */
+}
+
+const char *tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+                      bool trans_a, bool trans_b, float alpha, float beta) {
+    int which = tg__isa();
+    if (M <= 0 || N <= 0) return gemm_paths[which][0][0];
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
-        return;
+        return gemm_paths[which][0][0];
     }
     const tg__gemm_isa *isa = isa_table();
     tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, false, isa->mr, isa->nr};
@@ -638,10 +653,11 @@ void tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int l
             TG_TRACE_REGION();
             gemm_part(isa, &g, omp_get_thread_num(), omp_get_num_threads());
         }
-        return;
+        return gemm_paths[which][g.dot][g.dot];
     }
 #endif
     gemm_part(isa, &g, 0, 1);
+    return gemm_paths[which][g.dot][g.dot];
 }
 
 void tg__sgemm_ref(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,

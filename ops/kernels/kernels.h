@@ -115,8 +115,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void tg__transpo
 /* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, op(X) = X or X^T:
  * A is (M,K), or (K,M) if trans_a; B is (K,N), or (N,K) if trans_b. C is not
  * read when beta is 0. Split over threads (not inside a parallel region). */
-void tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, bool trans_a,
-               bool trans_b, float alpha, float beta);
+const char *tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+                      bool trans_a, bool trans_b, float alpha, float beta);
+/* tg__sgemm returns the path it took for tape dumps ("gemm avx512", "gemm dot avx2": the small-matrix
+ * dot-product tiles), a static string; two products' paths as one ("gemm + gemm dot avx512", dx's then dW's) */
+const char *tg__gemm_path_join(const char *a, const char *b);
 /* The same, one dot product at a time in k order: tg__sgemm's fallback when
  * its packing buffer cannot be had. */
 void tg__sgemm_ref(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
@@ -218,29 +221,30 @@ typedef struct { /* a conv2d's sizes; Cg = C/G, Kg = K/G, rows = Cg*R*S */
 
 /* The kernels below take 64-byte aligned scratch of the size their _scratch
  * function gives (SIZE_MAX if that does not fit a size_t), with the thread
- * count it set. */
+ * count it set. Each returns the path it took, for tape dumps: a static string
+ * ("shifted bf16 avx512", "shifted dx, blocked wgrad avx2", "im2col+gemm avx2"). */
 
 /* y = conv2d(x, w) + b (b may be NULL), relu(y) if relu. Stride 1 multiplies by
  * the padded image shifted by tap (tg__shifted_gemm), a 1x1 stride-1 unpadded
  * conv is one GEMM on x, anything else goes through im2col and GEMM. */
 size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads);
-void tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d, bool relu,
-                        void *scratch, int threads);
+const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                               bool relu, void *scratch, int threads);
 /* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL). With
  * y (the output of conv2d with the ReLU epilogue), dy counts only where not y <= 0. dw and db are
  * summed per fixed chunk of images, then over the chunks in order. */
 size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads);
-void tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
-                         const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int threads);
+const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
+                                const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int threads);
 /* conv_transpose2d: x (N,Cin,H,W) w (Cin,Cout/G,R,S) b (Cout) -> y (N,Cout,H',W'), with d
  * the conv2d that maps y back onto x (C = Cout, H,W = H',W', K = Cin, Ho,Wo = H,W):
  * y = col2im(w^T x) + b; backward dx += w im2col(dy), dw += x im2col(dy)^T, db += sum of dy */
 size_t tg__conv_transpose2d_forward_scratch(const tg__conv_dims *d, int *threads);
-void tg__conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
-                                  void *scratch, int threads);
+const char *tg__conv_transpose2d_forward(float *y, const float *x, const float *w, const float *b,
+                                         const tg__conv_dims *d, void *scratch, int threads);
 size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads);
-void tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                                   const tg__conv_dims *d, void *scratch, int threads);
+const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                          const float *w, const tg__conv_dims *d, void *scratch, int threads);
 /* col (Cg*R*S, Ho*Wo) = the windows of one image's group x (Cg,H,W), zeros where they hang over */
 void tg__im2col(float *col, const float *x, const tg__conv_dims *d);
 void tg__im2col_ref(float *col, const float *x, const tg__conv_dims *d);
