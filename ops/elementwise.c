@@ -294,6 +294,10 @@ static void tanh_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(
 /* relu6: y at 0 or 6, where no gradient passes */
 static void relu6_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, 0.0f, 6.0f, "saturated", buf, len); }
 
+/* A finding when at least a quarter of the units are zero for the whole batch: a unit or two
+ * silent on one batch is common in a healthy net (1 of 128 in lenet's first steps), a quarter is
+ * capacity lost */
+#define DEAD_SHARE 0.25
 void tg__dead_units(const tg_tensor *y, char *buf, size_t len) {
     buf[0] = '\0';
     if (y->ndim < 2 || y->shape[0] < 1 || y->shape[1] < 1) return;
@@ -304,7 +308,7 @@ void tg__dead_units(const tg_tensor *y, char *buf, size_t len) {
             for (int64_t j = 0; j < L && zero; j++) zero = y->data[(i * C + c) * L + j] == 0.0f;
         dead += zero;
     }
-    if (dead)
+    if (dead && (double)dead >= DEAD_SHARE * (double)C)
         snprintf(buf, len, "dead: %lld of %lld %s (%.0f%%) zero for every %s of the batch; usual remedies: a lower "
                            "learning rate, He initialisation, a bias that starts at 0, or LeakyReLU", (long long)dead,
                  (long long)C, y->ndim == 2 ? "features" : "channels", 100.0 * (double)dead / (double)C,

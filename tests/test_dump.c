@@ -803,12 +803,12 @@ static void speed_columns(void) {
 // ----------------------------------------------------------------------------
 // the diagnosis
 
-/* RMS of a tensor's gradient per element */
-static double grad_rms(const tg_tensor *x) { return l2(x->grad, x->size) / sqrt((double)x->size); }
+/* L2 norm of a tensor's gradient (the dump's |dy|) */
+static double grad_norm(const tg_tensor *x) { return l2(x->grad, x->size); }
 
 /* depth layers of linear(width) and an activation (sigmoid, relu, or none), a linear head to 4 classes,
  * cross entropy; weights uniform in [-scale, scale]. Returns the dump after backward, and in *spread the
- * largest |dy| rms of the nodes with 2-D outputs over the first node's */
+ * largest |dy| of the nodes with 2-D outputs over the first node's */
 static char *chain(int depth, int width, int batch, float scale, tg_tensor *(*act)(tg_tape *, tg_tensor *),
                    double *spread, uint64_t seed) {
     uint64_t rng = seed;
@@ -827,9 +827,9 @@ static char *chain(int depth, int width, int batch, float scale, tg_tensor *(*ac
     tg_tensor *loss = tg_cross_entropy(t, h, labels);
     CHECK_INT(tg_backward(t, loss), 0);
     dump_text d = dump_of(t, tg_tape_dump);
-    double hi = 0, first = grad_rms(tg_tape_first(t)->out);
+    double hi = 0, first = grad_norm(tg_tape_first(t)->out);
     for (const tg_node *n = tg_tape_first(t); n; n = n->next)
-        if (n->out->ndim == 2) hi = fmax(hi, grad_rms(n->out));
+        if (n->out->ndim == 2) hi = fmax(hi, grad_norm(n->out));
     if (spread) *spread = hi / first;
     for (int l = 0; l <= depth; l++) tg_tensor_free(ws[l]);
     tg_tape_free(t);
@@ -847,11 +847,11 @@ static void diagnosis(void) {
      * weight matrix shrinks it again. The first linear's output has the smallest |dy| */
     double spread;
     char *text = chain(12, 16, 8, 0.1f, tg_sigmoid, &spread, 3);
-    CHECK_MSG(text, "# diagnosis\n#  vanishing gradient: |dy| rms falls ");
+    CHECK_MSG(text, "# diagnosis\n#  vanishing gradient: |dy| falls ");
     CHECK_MSG(text, "to %0 linear (");
     CHECK_MSG(text, "Usual remedies: residual connections, batch norm, ReLU instead of sigmoid or tanh");
     CHECK(!strstr(text, "exploding") && !strstr(text, "nothing looks wrong"));
-    double got = factor_after(text, "vanishing gradient: |dy| rms falls ");
+    double got = factor_after(text, "vanishing gradient: |dy| falls ");
     CHECK(spread >= 1e4);                            /* four orders of magnitude at least */
     CHECK_NEAR(got, spread, 5e-3 * spread);          /* printed with 3 significant digits */
     char want[64];
@@ -861,20 +861,46 @@ static void diagnosis(void) {
 
     /* a short, healthy ReLU net: the gradients stay within 100x, no dead units (32 images) */
     text = chain(2, 16, 32, 0.25f, tg_relu, NULL, 5);
-    CHECK_MSG(text, "# diagnosis\n#  gradient flow: |dy| rms stays within 100x along the tape");
+    CHECK_MSG(text, "# diagnosis\n#  gradient flow: |dy| stays within 100x along the tape");
     CHECK_MSG(text, "#  nothing looks wrong\n");
     CHECK(!strstr(text, "vanishing") && !strstr(text, "exploding") && !strstr(text, "dead:"));
     free(text);
 
     /* six linear layers, no activation, large weights: each multiplies dy by about 3 going back */
     text = chain(6, 16, 8, 1.5f, NULL, &spread, 7);
-    CHECK_MSG(text, "#  exploding gradient: |dy| rms grows ");
-    got = factor_after(text, "exploding gradient: |dy| rms grows ");
+    CHECK_MSG(text, "#  exploding gradient: |dy| grows ");
+    got = factor_after(text, "exploding gradient: |dy| grows ");
     CHECK(got >= 100);
     CHECK_MSG(text, "to %0 linear (");
     CHECK_MSG(text, "Usual remedies: a lower learning rate, gradient clipping");
     CHECK(!strstr(text, "vanishing"));
     free(text);
+
+    /* a wide layer before a narrow head, healthy: relu over (8, 131072) then linear to 4 classes with
+     * He-scaled weights. Going back, |dy| grows about sqrt(2) while its rms per element falls about 128x
+     * (the same gradient spread over 32768 times the elements): the flow reads |dy|, so no finding */
+    {
+        enum { B = 8, N = 131072 };
+        uint64_t r = 21;
+        tg_tape *t = tg_tape_new();
+        tg_tensor *x = tg_param_new(2, (int[]){B, N}), *w = tg_param_new(2, (int[]){4, N});
+        for (int64_t i = 0; i < x->size; i++) x->data[i] = 0.5f + tg_rand_uniform(&r);
+        float a = sqrtf(6.0f / N);
+        for (int64_t i = 0; i < w->size; i++) w->data[i] = a * (2 * tg_rand_uniform(&r) - 1);
+        int32_t labels[B] = {0, 1, 2, 3, 0, 1, 2, 3};
+        tg_tensor *h = tg_relu(t, x), *loss = tg_cross_entropy(t, tg_linear(t, h, w, NULL), labels);
+        CHECK_INT(tg_backward(t, loss), 0);
+        const tg_node *wide = tg_tape_first(t), *head = wide->next;
+        double rms_fall = (grad_norm(head->out) / sqrt(4.0 * B)) / (grad_norm(wide->out) / sqrt((double)B * N));
+        CHECK(rms_fall > 100);                                                /* the rms would call it vanishing */
+        CHECK(grad_norm(wide->out) > grad_norm(head->out));                   /* |dy| does not fall */
+        text = dump_of(t, tg_tape_dump).text;
+        CHECK_MSG(text, "# diagnosis\n#  gradient flow: |dy| stays within 100x along the tape");
+        CHECK(!strstr(text, "vanishing"));
+        free(text);
+        tg_tensor_free(x), tg_tensor_free(w);
+        tg_tape_free(t);
+    }
 
     /* conv2d+relu with 9 of its 16 channels' bias at -100: those are zero for every image */
     uint64_t rng = 13;
@@ -895,6 +921,20 @@ static void diagnosis(void) {
     CHECK_MSG(d.text, "#  %2 relu [4]: dead: 225 of 400 features (56%) zero for every sample of the batch");
     CHECK(!strstr(d.text, "nothing looks wrong"));
     free(d.text);
+
+    /* a finding from a quarter of the channels on: 3 of 16 dead is not one, 4 of 16 is */
+    for (int n_dead = 3; n_dead <= 4; n_dead++) {
+        tg_tape_reset(t);
+        x = tg_tensor_tape(t, 4, (int[]){4, 2, 5, 5});
+        for (int64_t i = 0; i < x->size; i++) x->data[i] = 2 * tg_rand_uniform(&rng) - 1;
+        for (int k = 0; k < 16; k++) b->data[k] = k < n_dead ? -100.0f : 1.0f;
+        y = tg_conv2d_act(t, x, w, b, 1, 1, 1, 1, TG_ACT_RELU);
+        CHECK_INT(tg_backward(t, tg_mean(t, y)), 0);
+        d = dump_of(t, tg_tape_dump);
+        if (n_dead == 3) CHECK(d.text && !strstr(d.text, "dead:"));
+        else CHECK_MSG(d.text, "#  %0 conv2d+relu: dead: 4 of 16 channels (25%) zero for every image of the batch");
+        free(d.text);
+    }
     tg_tensor_free(w), tg_tensor_free(b);
     tg_tape_free(t);
 }
