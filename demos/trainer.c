@@ -108,6 +108,36 @@ static double evaluate(const demo_options *o, tg_model *m, const tg_dataset *ds,
 }
 
 // ----------------------------------------------------------------------------
+// a look inside one step: TG_TAPE_DUMP=FILE (the tape dump) and TG_TRACE=FILE (the timeline,
+// Chrome trace-event JSON), and with --report both in its directory
+
+/* The step looked at: the 11th of the run (or of a resumed run's rest), so that first touches of
+ * memory are over and the times are a step's, or TG_LOOK_STEP=N (from 0); the last if the run is shorter. */
+static int look_step(const demo_options *o, int start, int total) {
+    const char *e = getenv("TG_LOOK_STEP");
+    char *end = NULL;
+    long n = e ? strtol(e, &end, 10) : start + 10;
+    if (e && (!*e || *end || n < 0)) demo_usage(o, "TG_LOOK_STEP must be a step number (from 0)");
+    return n < total ? (int)n : total - 1;
+}
+
+static bool look_wanted(const demo_options *o) { return o->report || getenv("TG_TAPE_DUMP") || getenv("TG_TRACE"); }
+
+/* Writes the tape with write() to $env, and to DIR/name with --report. */
+static void look_write(const demo_options *o, const tg_tape *t, int step, int total, int (*write)(const tg_tape *, FILE *),
+                       const char *env, const char *name, const char *what) {
+    char path[4096];
+    const char *paths[2] = {getenv(env), NULL};
+    if (o->report) snprintf(path, sizeof path, "%s/%s", o->report, name), paths[1] = path;
+    for (int i = 0; i < 2; i++) {
+        if (!paths[i] || !paths[i][0]) continue;
+        FILE *f = fopen(paths[i], "w");
+        if (!f) tg_fail(TG_ERR_IO, "cannot write %s: %s", paths[i], strerror(errno));
+        if (!f || write(t, f) < 0 || fclose(f) != 0) demo_die(o, env, "give a writable file");
+        printf("wrote the %s of step %d of %d to %s\n", what, step + 1, total, paths[i]);
+    }
+}
+
 // --report DIR: the run log, and at the end what looked wrong in it
 
 static tg_runlog *report_open(const demo_options *o, const tg_model *m, int steps) {
@@ -255,6 +285,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
     bool tty = isatty(fileno(stdout));
     double t0 = now(), acc = 0, loss_sum = 0, seen = 0, right = 0, te = now();
+    int look = look_step(o, start, total);
     for (int step = start; step < total; step++) {
         int epoch = step / steps, s = step % steps;
         if (s == 0 || step == start) {
@@ -263,11 +294,14 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
         }
         int b = train->n - s * o->batch < o->batch ? train->n - s * o->batch : o->batch;
         if (b >= 2) { /* batch norm needs two samples */
+            if (step == look && look_wanted(o) && tg_tape_set_trace(t, true) < 0) demo_die(o, "TG_TRACE", NULL);
+            tg_tape_span_begin(t, "batch");
             tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
             /* each epoch's distortions from the seed and the epoch: nothing to save for a resume */
             if (!x || tg_dataset_batch_augment(train, perm, s * o->batch, x, labels, o->augment ? &o->aug : NULL,
                                                o->seed * 0x9e3779b97f4a7c15ull + (uint64_t)epoch) < 0)
                 demo_die(o, "batch", NULL);
+            tg_tape_span_end(t);
             tg_tensor *logits = tg_model_forward(m, t, x);
             tg_tensor *loss = tg_cross_entropy(t, logits, labels);
             if (!loss || tg_backward(t, loss) < 0) demo_die(o, "training step", NULL);
@@ -276,19 +310,21 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
                     tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d, step %d", (double)loss->data[0], epoch + 1, s);
                 demo_die(o, "training step", "lower --lr, or check the data");
             }
-            if (step == 0 && getenv("TG_TAPE_DUMP")) { /* the first step's tape, gradients and all */
-                FILE *f = fopen(getenv("TG_TAPE_DUMP"), "w");
-                if (!f || tg_tape_dump(t, f) < 0 || fclose(f) != 0) demo_die(o, "TG_TAPE_DUMP", "give a writable file");
-                printf("wrote the tape of the first step to %s\n", getenv("TG_TAPE_DUMP"));
-            }
             tg_argmax(logits, guess);
             int hits = 0;
             for (int i = 0; i < b; i++) hits += guess[i] == labels[i];
             /* the log reads the step from the tape: after backward, before the step changes the weights */
             if (log && tg_runlog_step(log, t, step, loss->data[0], (double)hits / b, tg_optim_lr(opt, 0)) < 0)
                 demo_die(o, "--report", NULL);
+            if (step == look) look_write(o, t, step, total, tg_tape_dump, "TG_TAPE_DUMP", "tape.txt", "tape");
+            tg_tape_span_begin(t, "optimizer step");
             if (tg_optim_step(opt) < 0) demo_die(o, "training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
             tg_optim_zero_grad(opt);
+            tg_tape_span_end(t);
+            if (step == look) { /* the timeline ends with the optimizer's step */
+                look_write(o, t, step, total, tg_tape_trace, "TG_TRACE", "trace.json", "timeline");
+                tg_tape_set_trace(t, false);
+            }
             loss_sum += loss->data[0] * b, seen += b, right += hits;
             tg_tape_reset(t);
         }
