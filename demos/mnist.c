@@ -136,11 +136,12 @@ int main(int argc, char **argv) {
     if (conv) write_features_png(pics[2], m, test);
     printf("test accuracy: %.2f%%\n", 100 * acc);
     if (o.report) {
-        char html[4096], log[4096];
+        char html[4096], log[4096], trace[4096];
         snprintf(log, sizeof log, "%s/run.jsonl", o.report);
         snprintf(html, sizeof html, "%s/report.html", o.report);
+        snprintf(trace, sizeof trace, "%s/trace.json", o.report); /* the trainer's look at one step */
         const char *list[3] = {pics[0], pics[1], pics[2]};
-        if (report_write(log, html, list, conv ? 3 : 1) < 0) die("--report");
+        if (report_write(log, html, trace, list, conv ? 3 : 1) < 0) die("--report");
         printf("wrote %s: open it in a browser\n", html);
     }
 

@@ -527,6 +527,295 @@ static void graph_panel(FILE *f, const cJSON *nodes, gmode m) {
 }
 
 // ----------------------------------------------------------------------------
+// the timeline of one step: the Chrome trace-event JSON tg_tape_trace writes, a row of
+// rectangles per thread on one time axis, the arena's bytes in use as a step line under them
+
+enum { TL_USER, TL_NODE, TL_WORKER, TL_GROUPS };   /* the groups of a row, top to bottom */
+enum { TL_L = 100, TL_PW = 700, TL_W = TL_L + TL_PW + 12, TL_TOP = 30, TL_LANE = 18, TL_BAR = 16,
+       TL_MEM = 70, TL_MAXDEPTH = 8 };
+
+typedef struct {
+    double ts, dur;     /* µs, as in the file */
+    int tid, group, lane;
+    bool backward;      /* a VJP, or a worker's span inside one */
+    const cJSON *e;
+} tl_event;
+
+typedef struct {
+    int tid, lanes[TL_GROUPS];
+    const char *name;   /* from the "thread_name" metadata, or NULL */
+    double y;           /* the row's top */
+} tl_track;
+
+typedef struct {
+    const char *node, *name, *layer;
+    double fwd, bwd;    /* µs */
+    int at;             /* first seen: ties keep the tape's order */
+} tl_node;
+
+typedef struct {
+    double ts, bytes;
+} tl_sample;
+
+static void tl_note(FILE *f, const char *path, const char *why) {
+    fputs("<h2 id=\"timeline\">Timeline of one step</h2>\n<p class=\"note tl-note\">No timeline: ", f);
+    esc(f, path), fputc(' ', f), esc(f, why), fputs(".</p>\n", f);
+}
+
+static bool ends_with(const char *s, const char *tail) {
+    size_t a = strlen(s), b = strlen(tail);
+    return a >= b && !strcmp(s + a - b, tail);
+}
+
+static int tl_by_row(const void *pa, const void *pb) {
+    const tl_event *a = pa, *b = pb;
+    if (a->tid != b->tid) return a->tid < b->tid ? -1 : 1;
+    if (a->group != b->group) return a->group - b->group;
+    if (a->ts != b->ts) return a->ts < b->ts ? -1 : 1;
+    return (a->dur < b->dur) - (a->dur > b->dur); /* the longer one encloses: first */
+}
+
+static int tl_by_tid(const void *pa, const void *pb) {
+    const tl_track *a = pa, *b = pb;
+    return (a->tid > b->tid) - (a->tid < b->tid);
+}
+
+static int tl_by_ts(const void *pa, const void *pb) {
+    const tl_sample *a = pa, *b = pb;
+    return (a->ts > b->ts) - (a->ts < b->ts);
+}
+
+static int tl_by_time(const void *pa, const void *pb) {
+    const tl_node *a = pa, *b = pb;
+    double x = a->fwd + a->bwd, y = b->fwd + b->bwd;
+    return x != y ? (x < y) - (x > y) : a->at - b->at;
+}
+
+static tl_track *tl_track_of(tl_track *tr, int n, int tid) {
+    for (int i = 0; i < n; i++)
+        if (tr[i].tid == tid) return &tr[i];
+    return NULL;
+}
+
+/* one rectangle: its colour says forward (blues) or VJP (oranges), a worker's span paler, a user's span grey;
+ * ops keep their shade both ways, so a node's forward and its backward look alike */
+static void tl_rect(FILE *f, const tl_event *e, const tl_track *tr, double x, double w) {
+    static const uint32_t fwd[4] = {0x6baed6, 0x9ecae1, 0x4292c6, 0x8fb8de};
+    static const uint32_t bwd[4] = {0xfd8d3c, 0xfdae6b, 0xf4a261, 0xf9b987};
+    const char *name = str(e->e, "name"), *cat = e->group == TL_USER ? "user" : e->group == TL_WORKER ? "worker"
+                                                 : e->backward ? "backward" : "forward";
+    size_t len = strlen(name) - (e->backward && ends_with(name, " backward") ? 9 : 0);
+    unsigned h = 0;
+    for (size_t i = 0; i < len; i++) h = h * 31 + (unsigned char)name[i];
+    uint32_t col = e->group == TL_USER ? 0xbdbdbd : e->group == TL_WORKER ? (e->backward ? 0xfdd0a2 : 0xc6dbef)
+                   : e->backward ? bwd[h % 4] : fwd[h % 4];
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(e->e, "args");
+    char b[32];
+    double y = tr->y + 4 + e->lane * TL_LANE;
+    fprintf(f, "<rect class=\"tl-event\" data-track=\"");
+    esc(f, tr->name ? tr->name : "");
+    fprintf(f, "\" data-kind=\"%s\" x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"%d\" fill=\"#%06x\"><title>", cat, x,
+            y, fmax(w, 0.5), TL_BAR, (unsigned)col); /* half a pixel at least, so that a short node still shows */
+    esc(f, name);
+    if (*str(args, "node")) fputs("\nnode ", f), esc(f, str(args, "node"));
+    if (cJSON_GetObjectItemCaseSensitive(args, "layer")) {
+        fputs(" · layer ", f);
+        esc(f, *str(args, "layer") ? str(args, "layer") : "-");
+    }
+    if (e->group == TL_USER) fputs("\nyour span (tg_tape_span_begin)", f);
+    if (*str(args, "region")) fputs("\nworker span at ", f), esc(f, str(args, "region"));
+    fprintf(f, "\n%.3f ms", e->dur / 1000);
+    if (isfinite(num(args, "GFLOP/s"))) fprintf(f, "\n%s GFLOP/s", fmt(b, sizeof b, num(args, "GFLOP/s")));
+    if (isfinite(num(args, "flops"))) fprintf(f, "\nflops %s", fmt(b, sizeof b, num(args, "flops")));
+    fputs("</title></rect>", f);
+    /* a label where it fits (about 6 px a character at the label's size): the name, or else the node's id */
+    const char *label = w >= 6.0 * (double)strlen(name) + 6 ? name : str(args, "node");
+    if (*label && w >= 6.0 * (double)strlen(label) + 6) {
+        fprintf(f, "<text class=\"tl-label\" x=\"%.2f\" y=\"%.0f\">", x + 3, y + 12);
+        esc(f, label);
+        fputs("</text>", f);
+    }
+    fputc('\n', f);
+}
+
+/* The section: the SVG, the top five nodes beside it, where to see the whole trace. A trace that
+ * cannot be read or holds no events is named in a note; the rest of the page does not depend on it. */
+static int timeline(FILE *f, const char *path) {
+    size_t len = 0;
+    char *text = read_all(path, &len);
+    if (!text) return tl_note(f, path, "could not be read"), 0;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root) return tl_note(f, path, "is not JSON"), 0;
+    /* the object form tg_tape_trace writes, or the bare array the format also allows */
+    const cJSON *evs = cJSON_IsArray(root) ? root : cJSON_GetObjectItemCaseSensitive(root, "traceEvents"), *x;
+    if (!cJSON_IsArray(evs)) {
+        cJSON_Delete(root);
+        return tl_note(f, path, "has no traceEvents array: is it a Chrome trace (tg_tape_trace, TG_TRACE)?"), 0;
+    }
+    int cap = cJSON_GetArraySize(evs) + 1, n = 0, nt = 0, ns = 0, nn = 0, skipped = 0, rc = 0;
+    tl_event *ev = malloc((size_t)cap * sizeof *ev);
+    tl_track *tr = calloc((size_t)cap, sizeof *tr);
+    tl_sample *smp = malloc((size_t)cap * sizeof *smp);
+    tl_node *nodes = calloc((size_t)cap, sizeof *nodes);
+    if (!ev || !tr || !smp || !nodes) {
+        rc = tg_fail(TG_ERR_NOMEM, "report: no memory for the timeline");
+        goto out;
+    }
+    double t0 = INFINITY, t1 = -INFINITY;
+    cJSON_ArrayForEach(x, evs) {
+        const char *ph = str(x, "ph"), *cat = str(x, "cat"), *name = str(x, "name");
+        double ts = num(x, "ts"), dur = num(x, "dur"), tid = num(x, "tid");
+        if (!strcmp(ph, "C") && !strcmp(name, "arena")) {
+            double bytes = num(cJSON_GetObjectItemCaseSensitive(x, "args"), "bytes");
+            if (isfinite(ts) && isfinite(bytes)) {
+                smp[ns++] = (tl_sample){ts, bytes};
+                t0 = fmin(t0, ts), t1 = fmax(t1, ts);
+            }
+            continue;
+        }
+        if (strcmp(ph, "X")) continue;
+        if (!isfinite(ts) || !isfinite(dur) || dur < 0) {
+            skipped++;
+            continue;
+        }
+        tl_event *e = &ev[n++];
+        *e = (tl_event){ts, dur, fabs(tid) < 1e9 ? (int)tid : 0, TL_NODE, 0, false, x};
+        if (!strcmp(cat, "user")) e->group = TL_USER;
+        else if (!strcmp(cat, "worker")) e->group = TL_WORKER;
+        e->backward = e->group != TL_USER && (!strcmp(cat, "backward") || ends_with(name, " backward"));
+        if (!tl_track_of(tr, nt, e->tid)) tr[nt++].tid = e->tid;
+        t0 = fmin(t0, ts), t1 = fmax(t1, ts + dur);
+        /* a node's time, both ways, for the table */
+        const char *node = str(cJSON_GetObjectItemCaseSensitive(x, "args"), "node");
+        if (e->group != TL_NODE || !*node) continue;
+        int k = 0;
+        while (k < nn && strcmp(nodes[k].node, node)) k++;
+        if (k == nn) nodes[nn++] = (tl_node){node, name, str(cJSON_GetObjectItemCaseSensitive(x, "args"), "layer"), 0,
+                                             0, k};
+        if (e->backward) nodes[k].bwd += dur;
+        else nodes[k].fwd += dur, nodes[k].name = name;
+    }
+    if (!n) {
+        tl_note(f, path, "holds no complete (\"X\") events with a time and a duration");
+        goto out;
+    }
+    cJSON_ArrayForEach(x, evs) { /* the rows' names */
+        double tid = num(x, "tid");
+        tl_track *t = fabs(tid) < 1e9 ? tl_track_of(tr, nt, (int)tid) : NULL;
+        if (t && !strcmp(str(x, "ph"), "M") && !strcmp(str(x, "name"), "thread_name"))
+            t->name = str(cJSON_GetObjectItemCaseSensitive(x, "args"), "name");
+    }
+    qsort(tr, (size_t)nt, sizeof *tr, tl_by_tid);
+    /* lanes: within a row, a group below the one before, and in each group an event one lane below the
+     * events that enclose it */
+    qsort(ev, (size_t)n, sizeof *ev, tl_by_row);
+    double ends[TL_MAXDEPTH];
+    for (int i = 0, depth = 0; i < n; i++) {
+        if (i == 0 || ev[i].tid != ev[i - 1].tid || ev[i].group != ev[i - 1].group) depth = 0;
+        while (depth && ends[depth - 1] <= ev[i].ts) depth--;
+        ev[i].lane = depth < TL_MAXDEPTH ? depth : TL_MAXDEPTH - 1; /* deeper ones share the last lane */
+        if (depth < TL_MAXDEPTH) ends[depth++] = ev[i].ts + ev[i].dur;
+        int *lanes = tl_track_of(tr, nt, ev[i].tid)->lanes;
+        lanes[ev[i].group] = lanes[ev[i].group] > ev[i].lane + 1 ? lanes[ev[i].group] : ev[i].lane + 1;
+    }
+    double y = TL_TOP;
+    for (int k = 0; k < nt; k++) {
+        int lanes = tr[k].lanes[0] + tr[k].lanes[1] + tr[k].lanes[2];
+        tr[k].y = y, y += lanes * TL_LANE + 8;
+    }
+    for (int i = 0; i < n; i++) {
+        const int *lanes = tl_track_of(tr, nt, ev[i].tid)->lanes;
+        for (int g = 0; g < ev[i].group; g++) ev[i].lane += lanes[g];
+    }
+    double span = t1 > t0 ? t1 - t0 : 1, rows_end = y, mem_top = y + 26, H = mem_top + TL_MEM + 26;
+    char b[32], c[32];
+#define TX(t) (TL_L + ((t) - t0) / span * TL_PW)
+    fprintf(f, "<h2 id=\"timeline\">Timeline of one step</h2>\n<p class=\"note\">Where the time of one training step "
+               "went: a row per thread, a rectangle per node's forward (blue) and backward (orange), the parallel "
+               "loops the OpenMP workers ran inside them (paler), your spans (grey). Hover a rectangle for its "
+               "numbers. Under the rows: the arena's bytes in use after each node.</p>\n<div class=\"timeline\">\n"
+               "<svg class=\"tl\" viewBox=\"0 0 %d %.0f\" width=\"%d\" height=\"%.0f\" role=\"img\">\n",
+            TL_W, H, TL_W, H);
+    /* the time axis: ms from the step's first event, gridlines through the rows and the memory */
+    double ms = span / 1000, st = tick_step(ms);
+    for (double v = 0; v <= ms + st * 1e-9; v += st)
+        fprintf(f, "<line class=\"grid\" x1=\"%.2f\" x2=\"%.2f\" y1=\"%d\" y2=\"%.0f\"/><text class=\"tick tl-tick\" "
+                   "x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
+                TX(t0 + v * 1000), TX(t0 + v * 1000), TL_TOP - 4, mem_top + TL_MEM, TX(t0 + v * 1000), TL_TOP - 10,
+                fmt(b, sizeof b, v));
+    fprintf(f, "<text class=\"axis\" x=\"%d\" y=\"%d\" text-anchor=\"end\">ms</text>\n", TL_L - 8, TL_TOP - 10);
+    for (int k = 0; k < nt; k++) {
+        fprintf(f, "<g class=\"tl-track\" data-track=\"");
+        esc(f, tr[k].name ? tr[k].name : "");
+        fprintf(f, "\"><line class=\"tl-sep\" x1=\"0\" x2=\"%d\" y1=\"%.0f\" y2=\"%.0f\"/>"
+                   "<text class=\"tl-name\" x=\"%d\" y=\"%.0f\" text-anchor=\"end\">",
+                TL_W, tr[k].y, tr[k].y, TL_L - 8, tr[k].y + 16);
+        if (tr[k].name) esc(f, tr[k].name);
+        else fprintf(f, "thread %d", tr[k].tid);
+        fputs("</text>\n", f);
+        for (int i = 0; i < n; i++)
+            if (ev[i].tid == tr[k].tid) tl_rect(f, &ev[i], &tr[k], TX(ev[i].ts), ev[i].dur / span * TL_PW);
+        fputs("</g>\n", f);
+    }
+    /* the arena: each sample holds until the next, MiB on its own axis */
+    fprintf(f, "<line class=\"tl-sep\" x1=\"0\" x2=\"%d\" y1=\"%.0f\" y2=\"%.0f\"/>\n", TL_W, rows_end, rows_end);
+    if (ns) {
+        qsort(smp, (size_t)ns, sizeof *smp, tl_by_ts);
+        int peak = 0;
+        for (int i = 1; i < ns; i++)
+            if (smp[i].bytes > smp[peak].bytes) peak = i;
+        double mib = smp[peak].bytes / 1048576, mst = tick_step(mib > 0 ? 2 * mib : 1), top = ceil(mib / mst) * mst;
+        if (top <= 0) top = mst;
+#define MY(v) (mem_top + TL_MEM - (v) / 1048576 / top * TL_MEM)
+        fprintf(f, "<g class=\"tl-arena\" data-samples=\"%d\"><text class=\"tl-name\" x=\"%d\" y=\"%.0f\" "
+                   "text-anchor=\"end\">arena MiB</text>\n", ns, TL_L - 30, mem_top + TL_MEM / 2 + 4);
+        for (double v = 0; v <= top + mst * 1e-9; v += mst)
+            fprintf(f, "<text class=\"tick\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>", TL_L - 5,
+                    MY(v * 1048576) + 4, fmt(b, sizeof b, v));
+        fprintf(f, "\n<path class=\"tl-arena-line\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"1.5\" "
+                   "d=\"M%.2f,%.2f", TX(smp[0].ts), MY(smp[0].bytes));
+        for (int i = 1; i < ns; i++) fprintf(f, " H%.2f V%.2f", TX(smp[i].ts), MY(smp[i].bytes));
+        fprintf(f, " H%.2f\"/>\n", TX(t1));
+        /* the peak, and the node after which the arena held that much */
+        const char *after = NULL;
+        for (int i = 0; i < n; i++)
+            if (ev[i].group == TL_NODE && fabs(ev[i].ts + ev[i].dur - smp[peak].ts) < 0.5)
+                after = str(ev[i].e, "name");
+        fprintf(f, "<circle class=\"tl-arena-peak\" cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\" fill=\"#2ca02c\"><title>"
+                   "most in use at a node's end: %s MiB (%s bytes) at %.3f ms",
+                TX(smp[peak].ts), MY(smp[peak].bytes), fmt(b, sizeof b, round(mib * 10) / 10),
+                fmt(c, sizeof c, smp[peak].bytes), (smp[peak].ts - t0) / 1000);
+        if (after) fputs(", after ", f), esc(f, after);
+        fputs("</title></circle></g>\n", f);
+#undef MY
+    }
+    fputs("</svg>\n", f);
+#undef TX
+    /* the five nodes that took longest, both ways */
+    qsort(nodes, (size_t)nn, sizeof *nodes, tl_by_time);
+    fputs("<div class=\"tl-side\"><table class=\"tl-top\"><caption>The slowest nodes (forward + backward)</caption>"
+          "<tr><th>node</th><th>op</th><th>layer</th><th>fwd ms</th><th>bwd ms</th><th>of the step</th></tr>\n", f);
+    for (int k = 0; k < nn && k < 5; k++) {
+        fputs("<tr class=\"tl-top-row\" data-node=\"", f), esc(f, nodes[k].node), fputs("\"><td>", f);
+        esc(f, nodes[k].node), fputs("</td><td>", f), esc(f, nodes[k].name), fputs("</td><td>", f);
+        esc(f, *nodes[k].layer ? nodes[k].layer : "-");
+        fprintf(f, "</td><td>%.3f</td><td>%.3f</td><td>%.1f%%</td></tr>\n", nodes[k].fwd / 1000, nodes[k].bwd / 1000,
+                100 * (nodes[k].fwd + nodes[k].bwd) / span);
+    }
+    fputs("</table>\n<p class=\"note\">The whole trace, zoomable, with every node's arguments and arrows from each "
+          "forward to its backward: open <b>", f);
+    esc(f, strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+    fputs("</b> (beside this page) in ui.perfetto.dev or chrome://tracing.</p>\n", f);
+    if (skipped) fprintf(f, "<p class=\"note\">%d event(s) without a time or a duration were left out.</p>\n", skipped);
+    fputs("<p class=\"note\" id=\"tl-status\">the timeline's check did not run</p></div></div>\n", f);
+out:
+    free(ev), free(tr), free(smp), free(nodes);
+    cJSON_Delete(root);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
 // the page
 
 static const char *const style =
@@ -550,7 +839,11 @@ static const char *const style =
     ".nodetext{font-size:13px}.nodesub,.nodeval{font-size:11px}.pictures figure{margin:10px 0}"
     ".pictures img{max-width:100%;border:1px solid #ddd}.note{color:#555;font-size:13px}"
     "#status{color:#999;font-size:11px;margin-top:30px}"
-    "table.tests td,table.tests th{padding:2px 10px;text-align:right}";
+    "table.tests td,table.tests th{padding:2px 10px;text-align:right}"
+    ".timeline{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:flex-start}.tl-side{width:350px}"
+    ".tl-label{font-size:10px;pointer-events:none}.tl-name{font-size:12px;fill:#333}.tl-sep{stroke:#ddd}"
+    "table.tl-top{font-size:12px;border-collapse:collapse}table.tl-top caption{font-weight:bold;text-align:left}"
+    "table.tl-top td,table.tl-top th{padding:2px 6px;text-align:right}table.tl-top td:nth-child(2),table.tl-top th:nth-child(2){text-align:left}";
 
 static void settings(FILE *f, const runlog *r) {
     const cJSON *x;
@@ -674,7 +967,7 @@ static void pictures(FILE *f, const char *const *pics, int n) {
     fputs("</div>\n", f);
 }
 
-int report_write(const char *runlog_path, const char *html, const char *const *pics, int n) {
+int report_write(const char *runlog_path, const char *html, const char *trace, const char *const *pics, int n) {
     if (!runlog_path || !html || n < 0 || (n > 0 && !pics)) return tg_fail(TG_ERR_ARG, "report_write: bad arguments");
     runlog r;
     int rc = runlog_read(runlog_path, &r);
@@ -708,6 +1001,7 @@ int report_write(const char *runlog_path, const char *html, const char *const *p
         graph_panel(f, nodes, G_DY);
         fputs("</div>\n", f);
     }
+    if (trace && timeline(f, trace) < 0) rc = -1;
     pictures(f, pics, n);
     fputs("<p id=\"status\">the page's check did not run</p>\n<script>(function(){"
           "var st=document.getElementById('status');"
@@ -717,7 +1011,13 @@ int report_write(const char *runlog_path, const char *html, const char *const *p
           "var err=window.reportErrors.concat(bad);"
           "st.textContent=err.length?'report-errors: '+err.join('; '):"
           "'report-ok '+c.length+' curves: '+names.join(' ');"
-          "}catch(x){st.textContent='report-errors: '+x;}})();"
+          "}catch(x){st.textContent='report-errors: '+x;}"
+          /* the timeline's rectangles as laid out: each has a width on the screen */
+          "var tl=document.getElementById('tl-status');if(tl){try{var r=document.querySelectorAll('svg .tl-event'),"
+          "k=0;for(var j=0;j<r.length;j++)if(r[j].getBoundingClientRect().width>0)k++;"
+          "tl.textContent='timeline-ok '+k+' of '+r.length+' events drawn';"
+          "}catch(x){tl.textContent='timeline-errors: '+x;}}"
+          "})();"
           "</script>\n</body></html>\n", f);
     runlog_free(&r);
     if (ferror(f) | (fclose(f) != 0)) return tg_fail(TG_ERR_IO, "report: cannot write %s", html);

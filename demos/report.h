@@ -9,9 +9,11 @@
  * findings) first, then the run's settings, the curves (loss, accuracy,
  * learning rate, per-layer update ratios, |dy| and dead units over time), the
  * histograms of the last histogram step, the graph of the last logged step
- * coloured by time and by |dy|, and the n pictures (PNG files; a missing one is
- * named in the page). Returns 0, or a negative TG_ERR_* with tg_last_error() set
- * (an unreadable log, an unwritable html). */
-int report_write(const char *runlog, const char *html, const char *const *pictures, int n);
+ * coloured by time and by |dy|, the timeline of one step from trace (Chrome
+ * trace-event JSON as tg_tape_trace writes it; NULL: no timeline; one that
+ * cannot be read is named in a note), and the n pictures (PNG files; a missing
+ * one is named in the page). Returns 0, or a negative TG_ERR_* with
+ * tg_last_error() set (an unreadable log, an unwritable html). */
+int report_write(const char *runlog, const char *html, const char *trace, const char *const *pictures, int n);
 
 #endif
