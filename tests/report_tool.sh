@@ -4,8 +4,11 @@
 # is there with as many points as the log has finite values, the findings come
 # first (errors before warnings) with their remedies, the histograms and the
 # graph's nodes are all drawn, a picture is embedded byte for byte and a missing
-# one is named, nothing is fetched from elsewhere; a log that is not a run log
-# and a missing one are refused with a message.
+# one is named, nothing is fetched from elsewhere; the timeline of the
+# hand-written trace tests/report_sample_trace.json has each event where the
+# hand-computed pixels put it, the arena's line and the slowest nodes, and a
+# trace that cannot be read, is not JSON or holds no events is named in a note;
+# a log that is not a run log and a missing one are refused with a message.
 # Usage: report_tool.sh REPORT_BINARY TESTS_SOURCE_DIR
 set -euo pipefail
 bin=$1 src=$2
@@ -106,6 +109,98 @@ if fails:
 print(f"report_tool: ok: {len(p.curves)} curves, {p.hists} histograms, {p.nodes} graph boxes, "
       f"{len(finds)} findings")
 PY
+
+# no --trace: no timeline
+if grep -q 'id="timeline"' "$out/r.html"; then echo "report_tool: a timeline without --trace"; exit 1; fi
+
+# the timeline of the hand-written trace tests/report_sample_trace.json: 1400 µs from the first event to the last
+# end, on 700 px from x=100, so x = 100 + ts/2 and width = dur/2; on main the user spans in lane 0 (y=34), the
+# nodes in lane 1 (y=52), the worker span inside the first node in lane 2 (y=70); the worker's row below (y=96)
+"$bin" --trace "$src/report_sample_trace.json" "$src/report_sample.jsonl" "$out/t.html" >/dev/null
+python3 - "$out/t.html" "$src/report_sample_trace.json" <<'PY'
+import json, sys
+from html.parser import HTMLParser
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rects, self.rows, self.arena, self.title, self.stack, self.errors, self.text = [], [], None, None, [], [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "rect" and a.get("class") == "tl-event":
+            self.rects.append([a["data-track"], a["data-kind"], float(a["x"]), float(a["y"]), float(a["width"]), ""])
+        if tag == "tr" and a.get("class") == "tl-top-row": self.rows.append([a["data-node"]])
+        if tag == "title": self.title = ""
+        if tag not in ("meta", "br", "img"): self.stack.append(tag)
+    def handle_startendtag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "path" and a.get("class") == "tl-arena-line": self.arena = a["d"]
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag: self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
+        else: self.stack.pop()
+        if tag == "title" and self.title is not None:
+            if self.stack and self.stack[-1] == "rect" and self.rects: self.rects[-1][5] = self.title
+            self.title = None
+    def handle_data(self, d):
+        if self.title is not None: self.title += d
+        if self.stack and self.stack[-1] == "td" and self.rows: self.rows[-1].append(d)
+        self.text.append(d)
+
+p = Page()
+p.feed(open(sys.argv[1], encoding="utf-8").read())
+fails = p.errors + ([f"never closed: {p.stack}"] if p.stack else [])
+# every complete event drawn, on its thread's row: counted from the file
+trace = json.load(open(sys.argv[2], encoding="utf-8"))["traceEvents"]
+names = {e["tid"]: e["args"]["name"] for e in trace if e["ph"] == "M" and e["name"] == "thread_name"}
+want = sorted((names[e["tid"]], e["cat"]) for e in trace if e["ph"] == "X")
+got = sorted((r[0], r[1]) for r in p.rects)
+if got != want: fails.append(f"events by row: got {got}, want {want}")
+# where, by hand: (row, kind, x, y, width)
+hand = sorted([("main", "user", 100, 34, 50), ("main", "user", 770, 34, 30),
+               ("main", "forward", 160, 52, 200), ("main", "forward", 370, 52, 100),
+               ("main", "backward", 480, 52, 150), ("main", "backward", 640, 52, 125),
+               ("main", "worker", 170, 70, 180),
+               ("omp worker 1", "worker", 175, 96, 170), ("omp worker 1", "worker", 645, 96, 100)])
+drawn = sorted(tuple(r[:5]) for r in p.rects)
+if drawn != hand: fails.append(f"rectangles: got {drawn}, want {hand}")
+# the titles: the numbers a hover shows, names unescaped
+t = {r[5].split("\n")[0] + "/" + r[1]: r[5] for r in p.rects}
+if "node %0 · layer 0\n0.400 ms\n5 GFLOP/s\nflops 2000000" not in t.get("conv2d+relu/forward", ""):
+    fails.append(f"the first node's title: {t.get('conv2d+relu/forward')!r}")
+if 'layer fc<1>&"x"' not in t.get("linear backward/backward", ""): fails.append("a layer's name not escaped back")
+# the arena: 0 to 4 MiB on 70 px from y=214 up; 2, 3, 4, 1 MiB after 520, 740, 1060, 1330 µs, held to the end
+if p.arena != "M360.00,179.00 H470.00 V161.50 H630.00 V144.00 H765.00 V196.50 H800.00":
+    fails.append(f"the arena's line: {p.arena}")
+# the slowest nodes: %0 (0.4 + 0.25 ms of 1.4) before %1 (0.2 + 0.3 ms)
+rows = [[c for c in r if c.strip()] for r in p.rows]
+if rows != [["%0", "%0", "conv2d+relu", "0", "0.400", "0.250", "46.4%"],
+            ["%1", "%1", "linear", 'fc<1>&"x"', "0.200", "0.300", "35.7%"]]:
+    fails.append(f"the slowest nodes: {rows}")
+text = " ".join(" ".join(p.text).split())
+if "report_sample_trace.json (beside this page) in ui.perfetto.dev or chrome://tracing" not in text:
+    fails.append("no pointer to the full trace")
+if fails:
+    print("report_tool: timeline FAIL\n  " + "\n  ".join(fails))
+    sys.exit(1)
+print(f"report_tool: timeline ok: {len(p.rects)} events where they belong, the arena, the slowest nodes")
+PY
+
+# a trace that cannot be used is named in a note, and the page is still written
+printf '{"traceEvents":[{"ph":"X","ts":1' >"$out/cut.json"
+echo '{"displayTimeUnit":"ms"}' >"$out/none.json"
+echo '{"traceEvents":[{"ph":"C","name":"arena","ts":0,"args":{"bytes":1}}]}' >"$out/empty.json"
+for t in "absent.json:could not be read" "cut.json:is not JSON" "none.json:has no traceEvents" \
+         "empty.json:holds no complete"; do
+  f=$out/${t%%:*}
+  rm -f "$out/n.html"
+  "$bin" --trace "$f" "$src/report_sample.jsonl" "$out/n.html" >/dev/null || { echo "report_tool: $f refused"; exit 1; }
+  grep -qF "class=\"note tl-note\">No timeline: $f ${t#*:}" "$out/n.html" || {
+    echo "report_tool: no note naming $f (${t#*:})"
+    exit 1
+  }
+  if grep -q 'class="tl-event"' "$out/n.html"; then echo "report_tool: events drawn from $f"; exit 1; fi
+done
+echo "report_tool: broken traces ok"
 
 # refused: not a run log, and no file
 echo '{"type":"other"}' >"$out/bad.jsonl"
