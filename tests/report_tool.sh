@@ -157,24 +157,24 @@ got = sorted((r[0], r[1]) for r in p.rects)
 if got != want: fails.append(f"events by row: got {got}, want {want}")
 # where, by hand: (row, kind, x, y, width)
 hand = sorted([("main", "user", 100, 34, 50), ("main", "user", 770, 34, 30),
-               ("main", "forward", 160, 52, 200), ("main", "forward", 370, 52, 100),
-               ("main", "backward", 480, 52, 150), ("main", "backward", 640, 52, 125),
-               ("main", "worker", 170, 70, 180),
-               ("omp worker 1", "worker", 175, 96, 170), ("omp worker 1", "worker", 645, 96, 100)])
+               ("main", "forward", 160, 52, 100), ("main", "forward", 270, 52, 150),
+               ("main", "backward", 430, 52, 75), ("main", "backward", 515, 52, 250),
+               ("main", "worker", 165, 70, 90),
+               ("omp worker 1", "worker", 170, 96, 80), ("omp worker 1", "worker", 520, 96, 200)])
 drawn = sorted(tuple(r[:5]) for r in p.rects)
 if drawn != hand: fails.append(f"rectangles: got {drawn}, want {hand}")
 # the titles: the numbers a hover shows, names unescaped
 t = {r[5].split("\n")[0] + "/" + r[1]: r[5] for r in p.rects}
-if "node %0 · layer 0\n0.400 ms\n5 GFLOP/s\nflops 2000000" not in t.get("conv2d+relu/forward", ""):
+if "node %0 · layer 0\n0.200 ms\n5 GFLOP/s\nflops 2000000" not in t.get("conv2d+relu/forward", ""):
     fails.append(f"the first node's title: {t.get('conv2d+relu/forward')!r}")
 if 'layer fc<1>&"x"' not in t.get("linear backward/backward", ""): fails.append("a layer's name not escaped back")
-# the arena: 0 to 4 MiB on 70 px from y=214 up; 2, 3, 4, 1 MiB after 520, 740, 1060, 1330 µs, held to the end
-if p.arena != "M360.00,179.00 H470.00 V161.50 H630.00 V144.00 H765.00 V196.50 H800.00":
+# the arena: 0 to 4 MiB on 70 px from y=214 up; 2, 3, 4, 1 MiB after 320, 640, 810, 1330 µs, held to the end
+if p.arena != "M260.00,179.00 H420.00 V161.50 H505.00 V144.00 H765.00 V196.50 H800.00":
     fails.append(f"the arena's line: {p.arena}")
-# the slowest nodes: %0 (0.4 + 0.25 ms of 1.4) before %1 (0.2 + 0.3 ms)
+# the slowest nodes, both ways: %0 (0.2 + 0.5 ms of 1.4) before %1, whose forward alone is longer (0.3 + 0.15 ms)
 rows = [[c for c in r if c.strip()] for r in p.rows]
-if rows != [["%0", "%0", "conv2d+relu", "0", "0.400", "0.250", "46.4%"],
-            ["%1", "%1", "linear", 'fc<1>&"x"', "0.200", "0.300", "35.7%"]]:
+if rows != [["%0", "%0", "conv2d+relu", "0", "0.200", "0.500", "50.0%"],
+            ["%1", "%1", "linear", 'fc<1>&"x"', "0.300", "0.150", "32.1%"]]:
     fails.append(f"the slowest nodes: {rows}")
 text = " ".join(" ".join(p.text).split())
 if "report_sample_trace.json (beside this page) in ui.perfetto.dev or chrome://tracing" not in text:
