@@ -265,6 +265,10 @@ static void values(void) {
         CHECK_INT(sum, 6);
     }
     CHECK_INT(cJSON_GetArraySize(get(st, "hist")), 4 * 2 + 3); /* weight and grad of 4 params, 3 outputs */
+    /* z0 = [1,-1,-100,-2,3,-99] on [-100,3]: bins of 25.75, -2 in the last (98/25.75 = 3.8) */
+    const cJSON *hz = get(named(get(st, "hist"), "0", "act"), "counts");
+    const int want_z[4] = {2, 0, 0, 4};
+    for (int b = 0; b < 4; b++) CHECK_INT(cJSON_GetArrayItem(hz, b) ? cJSON_GetArrayItem(hz, b)->valueint : -1, want_z[b]);
     /* the graph: linear, relu, linear, sum; inputs named as tape dumps name them */
     const cJSON *nodes = get(gr, "nodes");
     CHECK_INT(cJSON_GetArraySize(nodes), 4);
@@ -359,6 +363,40 @@ static void batch_norm(void) {
         tg_tape_free(t);
         tg_model_free(m);
     }
+}
+
+/* dy is this sweep's: a second backward, from the relu's output (layer 1), leaves the last layer
+ * off the path, and its gradient is then 0 (the engine zeroes it), not the first sweep's 1. And
+ * before any backward there is no dy at all. */
+static void this_sweep(void) {
+    tg_model *m = tiny();
+    tg_tape *t = tg_tape_new();
+    tg_runlog *log = tg_runlog_new(path, m, "", (tg_runlog_opts){.every = 1});
+    for (int s = 0; s < 2; s++) {
+        tg_tensor *x = tg_tensor_tape(t, 2, (int[]){2, 2});
+        set(x, (float[]){1, -1, -2, 3});
+        tg_tensor *h = tg_layer_forward(tg_model_layer(m, 1), t, tg_layer_forward(tg_model_layer(m, 0), t, x));
+        tg_tensor *loss = tg_sum(t, tg_layer_forward(tg_model_layer(m, 2), t, h));
+        CHECK(loss != NULL);
+        if (s == 0) {
+            CHECK(tg_backward(t, loss) == 0);
+            CHECK_INT(tg_backward_seed(t, h, (float[]){1, 1, 1, 1, 1, 1}), 0);
+        }
+        CHECK_INT(tg_runlog_step(log, t, s, loss->data[0], NAN, 0.1), 0);
+        tg_tape_reset(t);
+    }
+    CHECK_INT(tg_runlog_close(log), 0);
+    records rs = read_log(path);
+    const cJSON *st = step_rec(&rs, 0);
+    CHECK_NEAR(num(layer_in(st, "2"), "dy"), 0, 0);
+    CHECK_NEAR(num(layer_in(st, "1"), "dy"), 1, 1e-6);
+    CHECK_NEAR(num(cJSON_GetArrayItem(get(nth(&rs, "graph", 0), "nodes"), 2), "dy"), 0, 0);
+    st = step_rec(&rs, 1);
+    for (int i = 0; i < 3; i++) CHECK(!get(cJSON_GetArrayItem(get(st, "layers"), i), "dy"));
+    CHECK(get(layer_in(st, "1"), "act") && !get(cJSON_GetArrayItem(get(nth(&rs, "graph", 1), "nodes"), 0), "dy"));
+    free_log(&rs);
+    tg_tape_free(t);
+    tg_model_free(m);
 }
 
 // ----------------------------------------------------------------------------
@@ -592,6 +630,8 @@ static void drift_and_nan(void) {
     CHECK_INT(count(&rs, "step"), 3); /* 100, 200, 201 (the first non-finite loss), not 250 */
     CHECK(step_rec(&rs, 201) && cJSON_IsNull(get(step_rec(&rs, 201), "loss")));
     CHECK(!step_rec(&rs, 250));
+    const cJSON *fb = nth(&rs, "finding", 0);
+    CHECK(fb && !strcmp(text(fb, "kind"), "bn_drift") && num(fb, "step") == 200); /* not at 100 */
     free_log(&rs);
     tg_tape_free(t);
     tg_model_free(m);
@@ -714,6 +754,7 @@ int main(void) {
     values();
     dead_window();
     batch_norm();
+    this_sweep();
     gradient_flow();
     too_high_lr();
     dead_layer();
