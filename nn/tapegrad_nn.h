@@ -593,19 +593,20 @@ TG_API float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 // "type": "run" (first: the model's layers and their parameters, and the caller's fields), "step"
 // (every `every` steps: loss, accuracy, lr, and per layer the L2 norms |w| and |dw| of its parameters,
 // the update ratio lr*|dw|/|w|, its output's RMS and share of zeros, the RMS of the gradient dy at its
-// output, for a layer whose output passes a ReLU the share of its units (channels of a 4-D output,
+// output ("dy") and its norm per sample ("dy_norm": RMS x sqrt(elements per sample)), for a layer whose output passes a ReLU the share of its units (channels of a 4-D output,
 // features of a 2-D one) that were 0 for every image of the last `window` steps, for batch norm the
 // batch statistics against the running ones, for sigmoid and tanh the share of saturated outputs;
 // histograms of weights, gradients and outputs on some of them), "graph" (beside each "step": the
 // tape's nodes with their layer, shape, inputs, times, |dy| and FLOPs), "test" (tg_runlog_test) and
 // "finding": something that looks wrong, written when it first appears, once per kind and layer:
-//   vanishing_gradient / exploding_gradient  the RMS of dy falls / grows 100x or more from the last
-//                                            layer back to the first
+//   vanishing_gradient / exploding_gradient  dy's norm per sample falls / grows 100x or more from the
+//                        last layer back to the first (the norm, not the RMS: a narrower layer has a
+//                        larger RMS for the same gradient, and widths alone say nothing)
 //   dead_relu            half or more of a layer's units were 0 for every image of the window
 //   update_ratio_high / update_ratio_low     lr*|dw|/|w| of a weight (2 or more dimensions) above 0.1 or
-//                        below 1e-5 on 3 log steps in a row, from the 4th on (low: not while lr is 0 or
-//                        below a tenth of the largest lr seen, an annealed schedule, nor once the
-//                        loss is below 5% of the first: small steps are then no fault)
+//                        below 1e-5 on 3 log steps in a row, from the 4th on (low: not while lr is 0,
+//                        rising (a warm-up) or below a tenth of the largest lr seen (annealed), nor
+//                        once the loss is below 5% of the first: small steps are then no fault)
 //   bn_drift             from step 200 on: mean_shift > 1, or var_ratio outside [0.25, 4]
 //   saturated            half or more of a sigmoid or tanh layer's outputs within 0.01 of a bound
 //   loss_plateau         the loss's mean over the last 5 log steps within 1% of the 5 before, while still

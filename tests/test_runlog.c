@@ -124,8 +124,8 @@ static data blobs(int n, int dim, int classes, float spread, uint64_t seed) {
 }
 static void free_data(data *d) { free(d->x), free(d->y); }
 
-/* steps of SGD at lr on batches of b in order; the log sees each step before the optimizer. */
-static void train(tg_model *m, tg_runlog *log, const data *d, int b, int steps, double lr) {
+/* steps of SGD at lr (plus rise a step) on batches of b in order; the log sees each step before the optimizer. */
+static void train_rising(tg_model *m, tg_runlog *log, const data *d, int b, int steps, double lr, double rise) {
     tg_tensor **ps;
     int np = tg_model_params(m, &ps);
     tg_optim *o = tg_optim_sgd(ps, np, (tg_sgd_opts){.lr = lr});
@@ -141,13 +141,17 @@ static void train(tg_model *m, tg_runlog *log, const data *d, int b, int steps, 
         CHECK(loss != NULL);
         if (!loss) break;
         CHECK_INT(tg_backward(t, loss), 0);
-        CHECK_INT(tg_runlog_step(log, t, s, loss->data[0], NAN, lr), 0);
+        CHECK_INT(tg_optim_set_lr(o, -1, lr + s * rise), 0);
+        CHECK_INT(tg_runlog_step(log, t, s, loss->data[0], NAN, lr + s * rise), 0);
         tg_optim_step(o); /* may report a non-finite gradient: the log is the one under test */
         tg_optim_zero_grad(o);
         tg_tape_reset(t);
     }
     tg_tape_free(t);
     tg_optim_free(o);
+}
+static void train(tg_model *m, tg_runlog *log, const data *d, int b, int steps, double lr) {
+    train_rising(m, log, d, b, steps, lr, 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -239,6 +243,10 @@ static void values(void) {
     CHECK_NEAR(num(L2, "dy"), 1, 1e-6);
     CHECK_NEAR(num(L1, "dy"), sqrt(19.0 / 3), 1e-5);
     CHECK_NEAR(num(L0, "dy"), sqrt(10.0 / 6), 1e-5);
+    /* and their norms per sample: RMS x sqrt(elements per sample) */
+    CHECK_NEAR(num(L2, "dy_norm"), sqrt(2), 1e-5);
+    CHECK_NEAR(num(L1, "dy_norm"), sqrt(19), 1e-5);
+    CHECK_NEAR(num(L0, "dy_norm"), sqrt(5), 1e-5);
     /* only the relu's output passed a ReLU: unit 2 was 0 for both samples */
     CHECK_NEAR(num(L1, "dead"), 1.0 / 3, 1e-6);
     CHECK_INT(num(L1, "dead_window"), 1);
@@ -409,7 +417,6 @@ static int diagnose(tg_model *m, const data *d, int steps, double lr, tg_runlog_
     train(m, log, d, 16, steps, lr);
     int n = tg_runlog_findings(log, f, max);
     CHECK(n >= 0 && n <= max);
-    if (getenv("SHOW")) fprintf(stderr, "--\n"), print_findings(f, n < max ? n : max);
     CHECK_INT(tg_runlog_close(log), 0);
     return n < max ? n : max;
 }
@@ -482,6 +489,30 @@ static void too_high_lr(void) {
     if (h) CHECK_MSG(h->message, "lr*|dw|/|w| = ");
     if (h) CHECK(h->step >= 3); /* never on the first records */
     if (!h && !nf) print_findings(f, n);
+    tg_model_free(m);
+    free_data(&d);
+}
+
+/* Steps of 1e-7 of a weight of norm ~1: update ratios far below 1e-5, flagged from the 4th log step
+ * (3 in a row); the same while lr rises (a warm-up) is not. */
+static void low_ratio(void) {
+    data d = blobs(64, 4, 2, 0.5f, 71);
+    tg_model *m = tg_model_new(10);
+    tg_model_linear(m, 4, 2, true);
+    tg_finding f[8];
+    int n = diagnose(m, &d, 8, 1e-7, (tg_runlog_opts){.every = 1}, f, 8);
+    const tg_finding *lo = finding(f, n, "update_ratio_low", "0");
+    CHECK(lo != NULL);
+    if (lo) CHECK_MSG(lo->message, "0.weight: lr*|dw|/|w| = ");
+    CHECK(!finding(f, n, "update_ratio_low", NULL) || !strcmp(finding(f, n, "update_ratio_low", NULL)->layer, "0"));
+    records rs = read_log(path);
+    const cJSON *fr = nth(&rs, "finding", 0);
+    CHECK(fr && !strcmp(text(fr, "kind"), "update_ratio_low") && num(fr, "step") == 3);
+    free_log(&rs);
+    tg_runlog *log = tg_runlog_new(path, m, "", (tg_runlog_opts){.every = 1});
+    train_rising(m, log, &d, 16, 8, 1e-7, 1e-8);
+    CHECK_INT(tg_runlog_findings(log, f, 8), 0);
+    CHECK_INT(tg_runlog_close(log), 0);
     tg_model_free(m);
     free_data(&d);
 }
@@ -757,6 +788,7 @@ int main(void) {
     this_sweep();
     gradient_flow();
     too_high_lr();
+    low_ratio();
     dead_layer();
     healthy();
     saturating();
