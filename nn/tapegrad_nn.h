@@ -591,14 +591,18 @@ TG_API float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 //
 // The file holds JSON lines, one object per line (UTF-8, NaN and Inf written as null), each with a
 // "type": "run" (first: the model's layers and their parameters, and the caller's fields), "step"
-// (every `every` steps: loss, accuracy, lr, and per layer the L2 norms |w| and |dw| of its parameters,
-// the update ratio lr*|dw|/|w|, its output's RMS and share of zeros, the RMS of the gradient dy at its
-// output ("dy") and its norm per sample ("dy_norm": RMS x sqrt(elements per sample)), for a layer whose output passes a ReLU the share of its units (channels of a 4-D output,
-// features of a 2-D one) that were 0 for every image of the last `window` steps, for batch norm the
-// batch statistics against the running ones, for sigmoid and tanh the share of saturated outputs;
-// histograms of weights, gradients and outputs on some of them), "graph" (beside each "step": the
-// tape's nodes with their layer, shape, inputs, times, |dy| and FLOPs), "test" (tg_runlog_test) and
-// "finding": something that looks wrong, written when it first appears, once per kind and layer:
+// (every `every` steps: loss, accuracy, lr, time since tg_runlog_new, and per layer the L2 norms |w|
+// and |dw| of its parameters and the update ratio lr*|dw|/|w|; its output's RMS and share of zeros;
+// the gradient at its output, its RMS "dy" and its norm per sample "dy_norm" (RMS x sqrt(elements
+// per sample)); for a layer whose output passed a ReLU, "dead": the share of its units (channels of
+// a 4-D output, features of a 2-D one) that were 0 for every image of the last `window` steps, and
+// "dead_window": how many steps that covers (fewer at the start); for batch norm the batch
+// statistics against the running ones (as they are after the step's update); for sigmoid and tanh
+// the share of saturated outputs; and on some steps histograms of weights, gradients and outputs,
+// whose counts add up to the finite elements, "nonfinite" counting the rest when there are any),
+// "graph" (beside each "step": the tape's nodes with their layer, shape, inputs, times, |dy| and
+// FLOPs), "test" (tg_runlog_test) and "finding": something that looks wrong, written when it first
+// appears, once per kind and layer:
 //   vanishing_gradient / exploding_gradient  dy's norm per sample falls / grows 100x or more from the
 //                        last layer back to the first (the norm, not the RMS: a narrower layer has a
 //                        larger RMS for the same gradient, and widths alone say nothing)

@@ -98,7 +98,8 @@ static const tg_finding *finding(const tg_finding *f, int n, const char *kind, c
 }
 
 static void print_findings(const tg_finding *f, int n) {
-    for (int i = 0; i < n; i++) fprintf(stderr, "  %s %s [%s] %s\n", f[i].kind, f[i].layer, f[i].severity, f[i].message);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "  %s %s [%s] %s\n", f[i].kind, f[i].layer, f[i].severity, f[i].message);
 }
 
 static void set(tg_tensor *x, const float *v) { memcpy(x->data, v, (size_t)x->size * sizeof(float)); }
@@ -276,7 +277,8 @@ static void values(void) {
     /* z0 = [1,-1,-100,-2,3,-99] on [-100,3]: bins of 25.75, -2 in the last (98/25.75 = 3.8) */
     const cJSON *hz = get(named(get(st, "hist"), "0", "act"), "counts");
     const int want_z[4] = {2, 0, 0, 4};
-    for (int b = 0; b < 4; b++) CHECK_INT(cJSON_GetArrayItem(hz, b) ? cJSON_GetArrayItem(hz, b)->valueint : -1, want_z[b]);
+    for (int b = 0; b < 4; b++)
+        CHECK_INT(cJSON_GetArrayItem(hz, b) ? cJSON_GetArrayItem(hz, b)->valueint : -1, want_z[b]);
     /* the graph: linear, relu, linear, sum; inputs named as tape dumps name them */
     const cJSON *nodes = get(gr, "nodes");
     CHECK_INT(cJSON_GetArraySize(nodes), 4);
