@@ -631,7 +631,8 @@ typedef struct {
 /* Opens path for writing (truncates) and writes the "run" record; extra_json is "" (or NULL) or a
  * JSON object's members ("\"batch\":64,\"optim\":\"sgd\"") added to it ("net" among them names
  * the net; "type", "version", "params" and "layers" are the log's own). The model is borrowed: it
- * must outlive the log. NULL with a message naming tg_runlog_new for a NULL model or path, bad
+ * must outlive the log, which lists its layers as they are now (those without children, and blocks
+ * with parameters of their own). NULL with a message naming tg_runlog_new for a NULL model or path, bad
  * options, extra_json that is not members of an object, or a path that cannot be written. */
 TG_API tg_runlog *tg_runlog_new(const char *path, const tg_model *m, const char *extra_json, tg_runlog_opts o);
 /* Call after every training step's backward and before the optimizer's step (the tape still holds
