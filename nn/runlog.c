@@ -15,8 +15,11 @@
 #include <string.h>
 
 /* The diagnosis's thresholds (the header says them in words).
- * Gradient flow: two orders of magnitude between the last layer and the first is the
- * textbook picture of a deep sigmoid net; a healthy net stays well inside it. */
+ * Gradient flow, judged on the norm of dy per sample (RMS x sqrt(elements per sample)) rather than
+ * its RMS: the norm is what a He-initialised ReLU layer keeps from its output back to its input
+ * whatever the widths, while the RMS falls with width alone (LeNet's logits to its first conv:
+ * 10 to 21,632 elements a sample, a 100x fall in RMS for a net that trains well). Two orders of
+ * magnitude is the textbook picture of a deep sigmoid net; a healthy net stays well inside it. */
 #define FLOW_RATIO 100.0
 #define FLOW_ERROR 1e4
 /* Dead units: half the layer doing nothing for a whole window is worth a look; all of it is broken. */
@@ -53,7 +56,7 @@ typedef struct {
     int64_t *alive;
     int64_t units, tracked_from;
     /* measured on a log step (NAN: none) */
-    double rms, zeros, dy, dead, mean_shift, var_ratio, saturated;
+    double rms, zeros, dy, dy_norm, dead, mean_shift, var_ratio, saturated; /* dy_norm: per sample */
     int64_t dead_units, dead_steps;
 } rl_layer;
 
@@ -78,7 +81,7 @@ struct tg_runlog {
     double losses[2 * PLATEAU_HALF]; /* the last log steps' finite losses, oldest first */
     int64_t loss_steps[2 * PLATEAU_HALF];
     int n_losses;
-    double first_loss, max_lr;
+    double first_loss, max_lr, last_lr; /* last_lr: the previous log step's, -1 before the first */
     int64_t records;          /* step records written */
     bool forced;              /* a step record was written for a non-finite loss off the schedule */
     double t0;
@@ -307,7 +310,7 @@ static void measure(tg_runlog *r, int64_t step, double lr) {
     }
     for (int i = 0; i < r->n_layers; i++) {
         rl_layer *L = &r->layers[i];
-        L->rms = L->zeros = L->dy = L->dead = L->mean_shift = L->var_ratio = L->saturated = NAN;
+        L->rms = L->zeros = L->dy = L->dy_norm = L->dead = L->mean_shift = L->var_ratio = L->saturated = NAN;
         L->dead_units = L->dead_steps = 0;
         if (!L->out) continue;
         const tg_tensor *y = L->out->out;
@@ -322,7 +325,7 @@ static void measure(tg_runlog *r, int64_t step, double lr) {
         L->zeros = y->size ? (double)zeros / (double)y->size : NAN;
         if ((sigmoid || tanh_) && y->size) L->saturated = (double)sat / (double)y->size;
         const float *g = grad_of(L->out);
-        if (g) L->dy = rms(g, y->size);
+        if (g) L->dy = rms(g, y->size), L->dy_norm = L->dy * sqrt((double)y->size / (y->ndim >= 2 ? y->shape[0] : 1));
         if (relu_fed(L->out) && L->alive && L->tracked_from >= 0) {
             int64_t from = step - r->o.window + 1; /* the window: steps from..step */
             for (int64_t c = 0; c < L->units; c++) L->dead_units += L->alive[c] < from;
@@ -381,7 +384,7 @@ static int write_step(tg_runlog *r, int64_t step, double loss, double acc, doubl
             cJSON *a = cJSON_CreateObject();
             ok = add(e, "act", a) && add_num(a, "rms", L->rms) && add_num(a, "zeros", L->zeros);
         }
-        if (ok && !isnan(L->dy)) ok = add_num(e, "dy", L->dy);
+        if (ok && !isnan(L->dy)) ok = add_num(e, "dy", L->dy) && add_num(e, "dy_norm", L->dy_norm);
         if (ok && !isnan(L->dead)) ok = add_num(e, "dead", L->dead) && add_num(e, "dead_window", (double)L->dead_steps);
         if (ok && L->bn) {
             cJSON *b = cJSON_CreateObject();
@@ -473,31 +476,34 @@ static const char *const REMEDY_NONFINITE = "lower the learning rate, clip gradi
 static int diagnose_flow(tg_runlog *r, int64_t step) {
     int first = -1, last = -1;
     for (int i = 0; i < r->n_layers; i++)
-        if (isfinite(r->layers[i].dy) && r->layers[i].dy > 0) last = i, first = first < 0 ? i : first;
+        if (isfinite(r->layers[i].dy_norm) && r->layers[i].dy_norm > 0) last = i, first = first < 0 ? i : first;
     if (first < 0 || first == last) return 0;
     const rl_layer *F = &r->layers[first], *L = &r->layers[last];
-    double ratio = L->dy / F->dy; /* > 1: falls from the last layer back to the first */
+    double ratio = L->dy_norm / F->dy_norm; /* > 1: falls from the last layer back to the first */
     if (ratio >= FLOW_RATIO) {
-        /* where it crossed: the last layer (from the loss back) still within FLOW_RATIO */
+        /* where it crossed: the first layer, from the loss back, below 1/FLOW_RATIO of the last one's */
         int below = first;
-        for (int i = last; i >= first; i--)
-            if (isfinite(r->layers[i].dy) && r->layers[i].dy > 0 && L->dy / r->layers[i].dy >= FLOW_RATIO) {
+        for (int i = last; i >= first; i--) {
+            double d = r->layers[i].dy_norm;
+            if (isfinite(d) && d > 0 && L->dy_norm / d >= FLOW_RATIO) {
                 below = i;
                 break;
             }
+        }
         return find(r, step, "vanishing_gradient", F->l->path, ratio >= FLOW_ERROR,
                     "use ReLU rather than sigmoid or tanh, He initialisation (tg_model_init), batch norm, or residual "
                     "connections",
-                    "the RMS of dy falls %.3gx from layer %s (%s, %.2e) back to layer %s (%s, %.2e); below 1/%g of "
-                    "the last layer's %s%s%s%s", ratio, L->l->path, L->l->kind, L->dy, F->l->path, F->l->kind, F->dy,
+                    "the gradient's norm per sample falls %.3gx from layer %s (%s, %.2e) back to layer %s (%s, %.2e); "
+                    "below 1/%g of the last layer's %s%s%s%s", ratio, L->l->path, L->l->kind, L->dy_norm, F->l->path,
+                    F->l->kind, F->dy_norm,
                     FLOW_RATIO, below == first ? "at layer " : "from layer ", r->layers[below].l->path,
                     below == first ? "" : " back to ", below == first ? "" : F->l->path);
     }
     if (1 / ratio >= FLOW_RATIO)
         return find(r, step, "exploding_gradient", F->l->path, 1 / ratio >= FLOW_ERROR,
                     "lower the learning rate, clip gradients (tg_clip_grad_norm), use batch norm or smaller initial "
-                    "weights", "the RMS of dy grows %.3gx from layer %s (%s, %.2e) back to layer %s (%s, %.2e)",
-                    1 / ratio, L->l->path, L->l->kind, L->dy, F->l->path, F->l->kind, F->dy);
+                    "weights", "the gradient's norm per sample grows %.3gx from layer %s (%s, %.2e) back to layer %s "
+                    "(%s, %.2e)", 1 / ratio, L->l->path, L->l->kind, L->dy_norm, F->l->path, F->l->kind, F->dy_norm);
     return 0;
 }
 
@@ -508,8 +514,11 @@ static int diagnose(tg_runlog *r, int64_t step, double loss, double lr) {
                   isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", (long long)step);
     if (lr > r->max_lr) r->max_lr = lr;
     if (isnan(r->first_loss) && isfinite(loss)) r->first_loss = loss;
-    /* small steps are no fault when the schedule has annealed lr (or it is 0) or the loss has converged */
-    bool settled = lr <= 0 || lr < 0.1 * r->max_lr || (isfinite(loss) && loss < PLATEAU_FLOOR * r->first_loss);
+    /* small steps are no fault while lr warms up (it rose since the last log step), when the schedule
+     * has annealed it (or it is 0), or once the loss has converged */
+    bool settled = lr <= 0 || lr > r->last_lr || lr < 0.1 * r->max_lr ||
+                   (isfinite(loss) && loss < PLATEAU_FLOOR * r->first_loss);
+    r->last_lr = lr;
     for (int i = 0; i < r->n_params && !rc; i++) {
         rl_param *P = &r->params[i];
         const char *layer = r->layers[P->layer].l->path;
@@ -680,7 +689,7 @@ tg_runlog *tg_runlog_new(const char *path, const tg_model *m, const char *extra_
         return NULL;
     }
     memcpy(r->path, path, strlen(path) + 1);
-    r->m = m, r->o = o, r->first_loss = NAN, r->t0 = tg__now();
+    r->m = m, r->o = o, r->first_loss = NAN, r->last_lr = -1, r->t0 = tg__now();
     int k = 0, p = 0;
     for (int i = 0; i < tg_model_layer_count(m); i++) list_layers(r, tg_model_layer(m, i), &k, &p);
     r->n_layers = k, r->n_params = p;

@@ -591,21 +591,26 @@ TG_API float tg_lr_cosine(float lr, int e, int t_max, float eta_min);
 //
 // The file holds JSON lines, one object per line (UTF-8, NaN and Inf written as null), each with a
 // "type": "run" (first: the model's layers and their parameters, and the caller's fields), "step"
-// (every `every` steps: loss, accuracy, lr, and per layer the L2 norms |w| and |dw| of its parameters,
-// the update ratio lr*|dw|/|w|, its output's RMS and share of zeros, the RMS of the gradient dy at its
-// output, for a layer whose output passes a ReLU the share of its units (channels of a 4-D output,
-// features of a 2-D one) that were 0 for every image of the last `window` steps, for batch norm the
-// batch statistics against the running ones, for sigmoid and tanh the share of saturated outputs;
-// histograms of weights, gradients and outputs on some of them), "graph" (beside each "step": the
-// tape's nodes with their layer, shape, inputs, times, |dy| and FLOPs), "test" (tg_runlog_test) and
-// "finding": something that looks wrong, written when it first appears, once per kind and layer:
-//   vanishing_gradient / exploding_gradient  the RMS of dy falls / grows 100x or more from the last
-//                                            layer back to the first
+// (every `every` steps: loss, accuracy, lr, time since tg_runlog_new, and per layer the L2 norms |w|
+// and |dw| of its parameters and the update ratio lr*|dw|/|w|; its output's RMS and share of zeros;
+// the gradient at its output, its RMS "dy" and its norm per sample "dy_norm" (RMS x sqrt(elements
+// per sample)); for a layer whose output passed a ReLU, "dead": the share of its units (channels of
+// a 4-D output, features of a 2-D one) that were 0 for every image of the last `window` steps, and
+// "dead_window": how many steps that covers (fewer at the start); for batch norm the batch
+// statistics against the running ones (as they are after the step's update); for sigmoid and tanh
+// the share of saturated outputs; and on some steps histograms of weights, gradients and outputs,
+// whose counts add up to the finite elements, "nonfinite" counting the rest when there are any),
+// "graph" (beside each "step": the tape's nodes with their layer, shape, inputs, times, |dy| and
+// FLOPs), "test" (tg_runlog_test) and "finding": something that looks wrong, written when it first
+// appears, once per kind and layer:
+//   vanishing_gradient / exploding_gradient  dy's norm per sample falls / grows 100x or more from the
+//                        last layer back to the first (the norm, not the RMS: a narrower layer has a
+//                        larger RMS for the same gradient, and widths alone say nothing)
 //   dead_relu            half or more of a layer's units were 0 for every image of the window
 //   update_ratio_high / update_ratio_low     lr*|dw|/|w| of a weight (2 or more dimensions) above 0.1 or
-//                        below 1e-5 on 3 log steps in a row, from the 4th on (low: not while lr is 0 or
-//                        below a tenth of the largest lr seen, an annealed schedule, nor once the
-//                        loss is below 5% of the first: small steps are then no fault)
+//                        below 1e-5 on 3 log steps in a row, from the 4th on (low: not while lr is 0,
+//                        rising (a warm-up) or below a tenth of the largest lr seen (annealed), nor
+//                        once the loss is below 5% of the first: small steps are then no fault)
 //   bn_drift             from step 200 on: mean_shift > 1, or var_ratio outside [0.25, 4]
 //   saturated            half or more of a sigmoid or tanh layer's outputs within 0.01 of a bound
 //   loss_plateau         the loss's mean over the last 5 log steps within 1% of the 5 before, while still
@@ -626,7 +631,8 @@ typedef struct {
 /* Opens path for writing (truncates) and writes the "run" record; extra_json is "" (or NULL) or a
  * JSON object's members ("\"batch\":64,\"optim\":\"sgd\"") added to it ("net" among them names
  * the net; "type", "version", "params" and "layers" are the log's own). The model is borrowed: it
- * must outlive the log. NULL with a message naming tg_runlog_new for a NULL model or path, bad
+ * must outlive the log, which lists its layers as they are now (those without children, and blocks
+ * with parameters of their own). NULL with a message naming tg_runlog_new for a NULL model or path, bad
  * options, extra_json that is not members of an object, or a path that cannot be written. */
 TG_API tg_runlog *tg_runlog_new(const char *path, const tg_model *m, const char *extra_json, tg_runlog_opts o);
 /* Call after every training step's backward and before the optimizer's step (the tape still holds

@@ -98,7 +98,8 @@ static const tg_finding *finding(const tg_finding *f, int n, const char *kind, c
 }
 
 static void print_findings(const tg_finding *f, int n) {
-    for (int i = 0; i < n; i++) fprintf(stderr, "  %s %s [%s] %s\n", f[i].kind, f[i].layer, f[i].severity, f[i].message);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "  %s %s [%s] %s\n", f[i].kind, f[i].layer, f[i].severity, f[i].message);
 }
 
 static void set(tg_tensor *x, const float *v) { memcpy(x->data, v, (size_t)x->size * sizeof(float)); }
@@ -124,8 +125,8 @@ static data blobs(int n, int dim, int classes, float spread, uint64_t seed) {
 }
 static void free_data(data *d) { free(d->x), free(d->y); }
 
-/* steps of SGD at lr on batches of b in order; the log sees each step before the optimizer. */
-static void train(tg_model *m, tg_runlog *log, const data *d, int b, int steps, double lr) {
+/* steps of SGD at lr (plus rise a step) on batches of b in order; the log sees each step before the optimizer. */
+static void train_rising(tg_model *m, tg_runlog *log, const data *d, int b, int steps, double lr, double rise) {
     tg_tensor **ps;
     int np = tg_model_params(m, &ps);
     tg_optim *o = tg_optim_sgd(ps, np, (tg_sgd_opts){.lr = lr});
@@ -141,13 +142,17 @@ static void train(tg_model *m, tg_runlog *log, const data *d, int b, int steps, 
         CHECK(loss != NULL);
         if (!loss) break;
         CHECK_INT(tg_backward(t, loss), 0);
-        CHECK_INT(tg_runlog_step(log, t, s, loss->data[0], NAN, lr), 0);
+        CHECK_INT(tg_optim_set_lr(o, -1, lr + s * rise), 0);
+        CHECK_INT(tg_runlog_step(log, t, s, loss->data[0], NAN, lr + s * rise), 0);
         tg_optim_step(o); /* may report a non-finite gradient: the log is the one under test */
         tg_optim_zero_grad(o);
         tg_tape_reset(t);
     }
     tg_tape_free(t);
     tg_optim_free(o);
+}
+static void train(tg_model *m, tg_runlog *log, const data *d, int b, int steps, double lr) {
+    train_rising(m, log, d, b, steps, lr, 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -239,6 +244,10 @@ static void values(void) {
     CHECK_NEAR(num(L2, "dy"), 1, 1e-6);
     CHECK_NEAR(num(L1, "dy"), sqrt(19.0 / 3), 1e-5);
     CHECK_NEAR(num(L0, "dy"), sqrt(10.0 / 6), 1e-5);
+    /* and their norms per sample: RMS x sqrt(elements per sample) */
+    CHECK_NEAR(num(L2, "dy_norm"), sqrt(2), 1e-5);
+    CHECK_NEAR(num(L1, "dy_norm"), sqrt(19), 1e-5);
+    CHECK_NEAR(num(L0, "dy_norm"), sqrt(5), 1e-5);
     /* only the relu's output passed a ReLU: unit 2 was 0 for both samples */
     CHECK_NEAR(num(L1, "dead"), 1.0 / 3, 1e-6);
     CHECK_INT(num(L1, "dead_window"), 1);
@@ -265,6 +274,11 @@ static void values(void) {
         CHECK_INT(sum, 6);
     }
     CHECK_INT(cJSON_GetArraySize(get(st, "hist")), 4 * 2 + 3); /* weight and grad of 4 params, 3 outputs */
+    /* z0 = [1,-1,-100,-2,3,-99] on [-100,3]: bins of 25.75, -2 in the last (98/25.75 = 3.8) */
+    const cJSON *hz = get(named(get(st, "hist"), "0", "act"), "counts");
+    const int want_z[4] = {2, 0, 0, 4};
+    for (int b = 0; b < 4; b++)
+        CHECK_INT(cJSON_GetArrayItem(hz, b) ? cJSON_GetArrayItem(hz, b)->valueint : -1, want_z[b]);
     /* the graph: linear, relu, linear, sum; inputs named as tape dumps name them */
     const cJSON *nodes = get(gr, "nodes");
     CHECK_INT(cJSON_GetArraySize(nodes), 4);
@@ -361,6 +375,40 @@ static void batch_norm(void) {
     }
 }
 
+/* dy is this sweep's: a second backward, from the relu's output (layer 1), leaves the last layer
+ * off the path, and its gradient is then 0 (the engine zeroes it), not the first sweep's 1. And
+ * before any backward there is no dy at all. */
+static void this_sweep(void) {
+    tg_model *m = tiny();
+    tg_tape *t = tg_tape_new();
+    tg_runlog *log = tg_runlog_new(path, m, "", (tg_runlog_opts){.every = 1});
+    for (int s = 0; s < 2; s++) {
+        tg_tensor *x = tg_tensor_tape(t, 2, (int[]){2, 2});
+        set(x, (float[]){1, -1, -2, 3});
+        tg_tensor *h = tg_layer_forward(tg_model_layer(m, 1), t, tg_layer_forward(tg_model_layer(m, 0), t, x));
+        tg_tensor *loss = tg_sum(t, tg_layer_forward(tg_model_layer(m, 2), t, h));
+        CHECK(loss != NULL);
+        if (s == 0) {
+            CHECK(tg_backward(t, loss) == 0);
+            CHECK_INT(tg_backward_seed(t, h, (float[]){1, 1, 1, 1, 1, 1}), 0);
+        }
+        CHECK_INT(tg_runlog_step(log, t, s, loss->data[0], NAN, 0.1), 0);
+        tg_tape_reset(t);
+    }
+    CHECK_INT(tg_runlog_close(log), 0);
+    records rs = read_log(path);
+    const cJSON *st = step_rec(&rs, 0);
+    CHECK_NEAR(num(layer_in(st, "2"), "dy"), 0, 0);
+    CHECK_NEAR(num(layer_in(st, "1"), "dy"), 1, 1e-6);
+    CHECK_NEAR(num(cJSON_GetArrayItem(get(nth(&rs, "graph", 0), "nodes"), 2), "dy"), 0, 0);
+    st = step_rec(&rs, 1);
+    for (int i = 0; i < 3; i++) CHECK(!get(cJSON_GetArrayItem(get(st, "layers"), i), "dy"));
+    CHECK(get(layer_in(st, "1"), "act") && !get(cJSON_GetArrayItem(get(nth(&rs, "graph", 1), "nodes"), 0), "dy"));
+    free_log(&rs);
+    tg_tape_free(t);
+    tg_model_free(m);
+}
+
 // ----------------------------------------------------------------------------
 // (2) the diagnosis
 
@@ -371,7 +419,6 @@ static int diagnose(tg_model *m, const data *d, int steps, double lr, tg_runlog_
     train(m, log, d, 16, steps, lr);
     int n = tg_runlog_findings(log, f, max);
     CHECK(n >= 0 && n <= max);
-    if (getenv("SHOW")) fprintf(stderr, "--\n"), print_findings(f, n < max ? n : max);
     CHECK_INT(tg_runlog_close(log), 0);
     return n < max ? n : max;
 }
@@ -444,6 +491,30 @@ static void too_high_lr(void) {
     if (h) CHECK_MSG(h->message, "lr*|dw|/|w| = ");
     if (h) CHECK(h->step >= 3); /* never on the first records */
     if (!h && !nf) print_findings(f, n);
+    tg_model_free(m);
+    free_data(&d);
+}
+
+/* Steps of 1e-7 of a weight of norm ~1: update ratios far below 1e-5, flagged from the 4th log step
+ * (3 in a row); the same while lr rises (a warm-up) is not. */
+static void low_ratio(void) {
+    data d = blobs(64, 4, 2, 0.5f, 71);
+    tg_model *m = tg_model_new(10);
+    tg_model_linear(m, 4, 2, true);
+    tg_finding f[8];
+    int n = diagnose(m, &d, 8, 1e-7, (tg_runlog_opts){.every = 1}, f, 8);
+    const tg_finding *lo = finding(f, n, "update_ratio_low", "0");
+    CHECK(lo != NULL);
+    if (lo) CHECK_MSG(lo->message, "0.weight: lr*|dw|/|w| = ");
+    CHECK(!finding(f, n, "update_ratio_low", NULL) || !strcmp(finding(f, n, "update_ratio_low", NULL)->layer, "0"));
+    records rs = read_log(path);
+    const cJSON *fr = nth(&rs, "finding", 0);
+    CHECK(fr && !strcmp(text(fr, "kind"), "update_ratio_low") && num(fr, "step") == 3);
+    free_log(&rs);
+    tg_runlog *log = tg_runlog_new(path, m, "", (tg_runlog_opts){.every = 1});
+    train_rising(m, log, &d, 16, 8, 1e-7, 1e-8);
+    CHECK_INT(tg_runlog_findings(log, f, 8), 0);
+    CHECK_INT(tg_runlog_close(log), 0);
     tg_model_free(m);
     free_data(&d);
 }
@@ -592,6 +663,8 @@ static void drift_and_nan(void) {
     CHECK_INT(count(&rs, "step"), 3); /* 100, 200, 201 (the first non-finite loss), not 250 */
     CHECK(step_rec(&rs, 201) && cJSON_IsNull(get(step_rec(&rs, 201), "loss")));
     CHECK(!step_rec(&rs, 250));
+    const cJSON *fb = nth(&rs, "finding", 0);
+    CHECK(fb && !strcmp(text(fb, "kind"), "bn_drift") && num(fb, "step") == 200); /* not at 100 */
     free_log(&rs);
     tg_tape_free(t);
     tg_model_free(m);
@@ -714,8 +787,10 @@ int main(void) {
     values();
     dead_window();
     batch_norm();
+    this_sweep();
     gradient_flow();
     too_high_lr();
+    low_ratio();
     dead_layer();
     healthy();
     saturating();
