@@ -314,9 +314,15 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             int hits = 0;
             for (int i = 0; i < b; i++) hits += guess[i] == labels[i];
             /* the log reads the step from the tape: after backward, before the step changes the weights */
+            tg_tape_span_begin(t, "run log");
             if (log && tg_runlog_step(log, t, step, loss->data[0], (double)hits / b, tg_optim_lr(opt, 0)) < 0)
                 demo_die(o, "--report", NULL);
-            if (step == look) look_write(o, t, step, total, tg_tape_dump, "TG_TAPE_DUMP", "tape.txt", "tape");
+            tg_tape_span_end(t);
+            if (step == look) { /* before the optimizer's step, which zeroes the gradients the dump shows */
+                tg_tape_span_begin(t, "tape dump");
+                look_write(o, t, step, total, tg_tape_dump, "TG_TAPE_DUMP", "tape.txt", "tape");
+                tg_tape_span_end(t);
+            }
             tg_tape_span_begin(t, "optimizer step");
             if (tg_optim_step(opt) < 0) demo_die(o, "training step", "lower --lr, or check the data"); /* a NaN or Inf gradient */
             tg_optim_zero_grad(opt);
