@@ -332,6 +332,15 @@ static void print_totals(const tg_tape *t, const survey *s, double peak, FILE *f
             (long long)flops_b, all_b ? "" : " (ops without a count left out)",
             human((double)flops_b, false, h4, sizeof h4), bwd > 0 ? 1e-9 * (double)flops_b / bwd : 0.0, 1e3 * step,
             rate_step, peak > 0 ? 100 * rate_step / peak : 0.0, peak);
+    tg_tape_mem m;
+    tg_tape_memory(t, &m);
+    const tg_tape_mem_split *p = &m.peak;
+    char ha[32], hs[32], hg[32], hc[32], hr[32];
+    fprintf(f, "# memory at the arena's peak (%sB): activations %sB, saved for backward %sB, gradients %sB, "
+               "scratch %sB, the tape's records %sB\n", human((double)p->total, true, h1, sizeof h1),
+            human((double)p->activations, true, ha, sizeof ha), human((double)p->saved, true, hs, sizeof hs),
+            human((double)p->grads, true, hg, sizeof hg), human((double)p->scratch, true, hc, sizeof hc),
+            human((double)p->records, true, hr, sizeof hr));
 }
 
 // ----------------------------------------------------------------------------

@@ -1046,6 +1046,34 @@ static void fma_peak(void) {
     tg_set_fma_peak(100);
 }
 
+/* The totals' memory line: the arena's peak split by kind, as tg_tape_memory gives it (KiB with one
+ * decimal: each within 0.05 KiB of the bytes) */
+static void memory_line(void) {
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_param_new(2, (int[]){16, 256});
+    for (int64_t i = 0; i < x->size; i++) x->data[i] = (float)(i % 7) - 3;
+    tg_tensor *h = tg_max_pool2d(t, tg_reshape(t, tg_relu(t, x), 4, (int[]){1, 16, 16, 16}), 2, 2, 0);
+    CHECK_INT(tg_backward(t, tg_sum(t, h)), 0);
+    dump_text d = dump_of(t, tg_tape_dump);
+    tg_tape_mem m;
+    CHECK_INT(tg_tape_memory(t, &m), 0);
+    const char *line = d.text ? strstr(d.text, "# memory at the arena's peak (") : NULL;
+    CHECK(line != NULL);
+    struct { const char *key; size_t bytes; } want[] = {
+        {"# memory at the arena's peak (", m.peak.total}, {"activations ", m.peak.activations},
+        {"saved for backward ", m.peak.saved}, {"gradients ", m.peak.grads}, {"scratch ", m.peak.scratch}};
+    for (int i = 0; line && i < 5; i++) {
+        const char *p = strstr(line, want[i].key);
+        CHECK(p != NULL);
+        if (p) CHECK_NEAR(strtod(p + strlen(want[i].key), NULL), want[i].bytes / 1024.0, 0.05);
+    }
+    /* the pool's argmax (an int32 for each of its 1024 outputs); the gradients of relu's and the pool's outputs */
+    CHECK(m.peak.saved >= 4096 && (int64_t)m.peak.grads >= 4 * (x->size + 1024));
+    free(d.text);
+    tg_tensor_free(x);
+    tg_tape_free(t);
+}
+
 int main(void) {
     tg_set_fma_peak(100); /* the dumps' shares against a given peak: no measurement in most of the tests */
     every_op_counts_backward();
@@ -1060,5 +1088,6 @@ int main(void) {
     receptive_field();
     nonfinite();
     graphviz();
+    memory_line();
     CHECK_DONE();
 }
