@@ -294,10 +294,10 @@ static void tanh_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(
 /* relu6: y at 0 or 6, where no gradient passes */
 static void relu6_stats(const tg_node *n, char *buf, size_t len) { flat_fraction(n, 0.0f, 6.0f, "saturated", buf, len); }
 
-/* A finding when at least a quarter of the units are zero for the whole batch: a unit or two
- * silent on one batch is common in a healthy net (1 of 128 in lenet's first steps), a quarter is
- * capacity lost */
-#define DEAD_SHARE 0.25
+/* A finding when half the units or more are zero for the whole batch, as the run log's dead_relu
+ * over its window: a unit or two silent on one batch is common in a healthy net (1 of 128 in
+ * lenet's first steps, a fifth of its hidden layer later on), half is capacity lost */
+#define DEAD_SHARE 0.5
 void tg__dead_units(const tg_tensor *y, char *buf, size_t len) {
     buf[0] = '\0';
     if (y->ndim < 2 || y->shape[0] < 1 || y->shape[1] < 1) return;
