@@ -108,6 +108,14 @@ double tg__now(void);
  * name, else "param" (a leaf that takes a gradient) or "input". */
 const char *tg__label(const tg_tensor *x, char *buf, size_t len);
 
+/* A node's numbers, for dumps and timelines (dump.c): whether its vjp ran in the last sweep
+ * (its output has a gradient and the vjp started), its backward FLOPs (-1 without a count or a
+ * vjp) and the bytes a phase moved (the op's own count or the default tapegrad_op.h describes;
+ * -1 for a vjp that did not run). */
+bool tg__backward_ran(const tg_node *n);
+int64_t tg__node_flops_backward(const tg_node *n);
+int64_t tg__node_bytes(const tg_node *n, bool backward);
+
 /* Threads (threads.c): how many for a loop over items, each worth at least
  * min_items of work per thread; 1 inside a parallel region. Loops split this way
  * must give the same result for any count (each item computed alone, sums in a
@@ -117,13 +125,17 @@ int tg__thread_id(void);
 #define TG_MIN_PER_THREAD 32768 /* elements of an elementwise loop worth a thread */
 
 /* Worker spans for timelines (trace.c). While a tape with tracing on (tg_tape_set_trace) runs a
- * node's forward or VJP, tg__trace_now points at its buffers. TG_TRACE_ITER(i) at the top of the
- * body of a parallel loop over i, or TG_TRACE_REGION() at the top of a parallel region's body,
- * records when the body started and ended on the calling thread; consecutive iterations of one
- * loop on one thread (i, i+1, ...) become one span. Off, it costs a load and a predictable
- * branch; on, two clock reads (one while iterations merge), no allocation (the buffers are made
- * when tracing is switched on; a full one counts what it drops). Results never change: it only
- * reads the clock. GCC and clang (the cleanup attribute); elsewhere it records nothing. */
+ * node's forward or VJP, tg__trace_mine, the running thread's own, points at its buffers.
+ * TG_TRACE_CAPTURE() before a parallel region (in the thread that starts it) reads it into a
+ * variable the region's threads share; TG_TRACE_ITER(i) at the top of the body of a parallel
+ * loop over i, or TG_TRACE_REGION() at the top of a parallel region's body, records when the
+ * body started and ended on the calling thread; consecutive iterations of one loop on one
+ * thread (i, i+1, ...) become one span. So a region records into the trace of the tape whose
+ * node started it, and only while that node runs: other threads' tapes never see it. Off, it
+ * costs a predictable branch per iteration; on, two clock reads (one while iterations merge),
+ * no allocation (the buffers are made when tracing is switched on; a full one counts what it
+ * drops). Results never change: it only reads the clock. GCC and clang (the cleanup
+ * attribute); elsewhere it records nothing. */
 #if defined(__GNUC__)
 #define TG__UNLIKELY(c) __builtin_expect(!!(c), 0)
 #else
@@ -134,25 +146,29 @@ typedef struct {
     tg__wspan *rec; /* the span the body extends, or NULL: not recording */
     int once;       /* for TG_FOR_BLOCKS's one-pass loop */
 } tg__trace_mark;
-extern _Atomic(tg__trace *) tg__trace_now;
-tg__trace_mark tg__trace_open(const char *file, int line, int64_t idx);
+typedef struct {
+    tg__trace *tr; /* the trace the region records into, or NULL */
+    int once;      /* for TG_FOR_BLOCKS's one-pass loop */
+} tg__trace_cap;
+extern _Thread_local tg__trace *tg__trace_mine;
+tg__trace_mark tg__trace_open(tg__trace *tr, const char *file, int line, int64_t idx);
 void tg__trace_close(tg__wspan *rec);
-static inline tg__trace_mark tg__trace_begin(const char *file, int line, int64_t idx) {
-    if (TG__UNLIKELY(atomic_load_explicit(&tg__trace_now, memory_order_relaxed) != NULL))
-        return tg__trace_open(file, line, idx);
+static inline tg__trace_mark tg__trace_begin(tg__trace *tr, const char *file, int line, int64_t idx) {
+    if (TG__UNLIKELY(tr != NULL)) return tg__trace_open(tr, file, line, idx);
     return (tg__trace_mark){NULL, 1};
 }
 static inline void tg__trace_end(tg__trace_mark *m) {
     if (TG__UNLIKELY(m->rec != NULL)) tg__trace_close(m->rec);
 }
+#define TG_TRACE_CAPTURE() const tg__trace_cap tg__tcap = {tg__trace_mine, 1}
 #if defined(__GNUC__)
 #define TG__TRACE_MARK(idx)                                                                      \
     tg__trace_mark tg__tmark __attribute__((cleanup(tg__trace_end), unused)) =                   \
-        tg__trace_begin(__FILE__, __LINE__, (int64_t)(idx))
+        tg__trace_begin(tg__tcap.tr, __FILE__, __LINE__, (int64_t)(idx))
 #define TG_TRACE_ITER(i) TG__TRACE_MARK(i)
 #else
 #define TG__TRACE_MARK(idx) tg__trace_mark tg__tmark = {NULL, 1}
-#define TG_TRACE_ITER(i) ((void)0)
+#define TG_TRACE_ITER(i) ((void)tg__tcap)
 #endif
 #define TG_TRACE_REGION() TG_TRACE_ITER(-1)
 /* The engine's side: a node's forward (phase 0) or VJP (1) starts and ends on a tracing tape. */
@@ -167,6 +183,7 @@ void tg__trace_free(tg__trace *tr);
  * thread's run of blocks is a worker span on timelines (TG_TRACE_ITER). */
 #define TG_BLOCK 8192
 #define TG_FOR_BLOCKS(size, i0, n)                                                                           \
+    for (tg__trace_cap tg__tcap = {tg__trace_mine, 1}; tg__tcap.once; tg__tcap.once = 0)                     \
     for (int64_t tg__size = (size), tg__once = 1; tg__once; tg__once = 0)                                    \
         _Pragma("omp parallel for num_threads(tg__threads_for(tg__size, TG_MIN_PER_THREAD)) schedule(static)") \
         for (int64_t i0 = 0; i0 < tg__size; i0 += TG_BLOCK)                                                  \

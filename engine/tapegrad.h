@@ -209,12 +209,12 @@ TG_API void tg_tape_check_inputs(tg_tape *t, bool on);
  * U+FFFD). "otherData" says how many spans were dropped (full buffers). Returns 0,
  * TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
 TG_API int tg_tape_trace(const tg_tape *t, FILE *f);
-/* Records the worker spans for tg_tape_trace (off by default; off, a parallel region pays one
- * predictable branch). Switching it on makes bounded buffers (about 80 KB a thread), so a
- * step records without allocating; a span that finds its buffer full is counted as
- * dropped. Results are the same bit for bit either way: it only reads the clock. While
- * one tape traces a node, parallel regions run by other threads are recorded into it too:
- * trace one tape at a time. Returns 0, TG_ERR_ARG or TG_ERR_NOMEM. */
+/* Records the worker spans for tg_tape_trace (off by default; off, an iteration of a parallel
+ * loop pays one predictable branch). Switching it on makes bounded buffers (2T+2 of 80 KB for
+ * T threads), so a step records without allocating; a span that finds its buffer full is
+ * counted as dropped. Results are the same bit for bit either way: it only reads the clock.
+ * A tape records the parallel regions its own nodes start, in the thread that runs them; tapes
+ * in other threads, traced or not, are not mixed in. Returns 0, TG_ERR_ARG or TG_ERR_NOMEM. */
 TG_API int tg_tape_set_trace(tg_tape *t, bool on);
 TG_API bool tg_tape_get_trace(const tg_tape *t);
 /* A span of your own on the timeline ("optimizer step", "batch"), from begin to end on the

@@ -22,10 +22,11 @@ struct tg__wspan {
 /* One OS thread's buffer. A thread claims a slot the first time it records (owner: its id),
  * so no two threads ever write one; aligned so that they share no cache line. */
 typedef struct {
-    _Alignas(64) atomic_int owner; /* 0: free */
+    atomic_int owner; /* 0: free */
     int n;
-    int64_t last_idx;              /* the loop index of the last span opened, for merging */
+    int64_t last_idx; /* the loop index of the last span opened, for merging */
     tg__wspan *spans;
+    char pad[40];     /* 64 bytes a slot, so that neighbours seldom share a cache line */
 } slot;
 
 struct tg__trace {
@@ -38,7 +39,7 @@ struct tg__trace {
 
 #define SPANS_PER_THREAD 2048
 
-_Atomic(tg__trace *) tg__trace_now;
+_Thread_local tg__trace *tg__trace_mine;
 static atomic_int next_thread_id;
 static _Thread_local int self_id; /* 0 until the thread first records */
 
@@ -63,10 +64,9 @@ static slot *slot_of(tg__trace *tr) {
     return NULL;
 }
 
-tg__trace_mark tg__trace_open(const char *file, int line, int64_t idx) {
+tg__trace_mark tg__trace_open(tg__trace *tr, const char *file, int line, int64_t idx) {
     tg__trace_mark none = {NULL, 1};
-    tg__trace *tr = atomic_load_explicit(&tg__trace_now, memory_order_relaxed);
-    int cur = tr ? atomic_load_explicit(&tr->cur, memory_order_relaxed) : -1;
+    int cur = atomic_load_explicit(&tr->cur, memory_order_relaxed);
     if (cur < 0) return none;
     int node = cur >> 1, phase = cur & 1;
     slot *s = slot_of(tr);
@@ -94,17 +94,15 @@ tg__trace_mark tg__trace_open(const char *file, int line, int64_t idx) {
 
 void tg__trace_close(tg__wspan *w) { w->t1 = tg__now(); }
 
-/* A tape claims tg__trace_now for the node it runs; while another tape holds it (tracing in
- * another thread), this one's workers record nothing. */
+/* The thread that runs a node of a tracing tape points its own tg__trace_mine at the tape's
+ * buffers; the parallel regions it starts meanwhile read it (TG_TRACE_CAPTURE) and record there. */
 void tg__trace_enter(tg__trace *tr, int node, int phase) {
     atomic_store(&tr->cur, node * 2 + phase);
-    tg__trace *none = NULL;
-    atomic_compare_exchange_strong(&tg__trace_now, &none, tr);
+    tg__trace_mine = tr;
 }
 
 void tg__trace_leave(tg__trace *tr) {
-    tg__trace *mine = tr;
-    atomic_compare_exchange_strong(&tg__trace_now, &mine, NULL);
+    if (tg__trace_mine == tr) tg__trace_mine = NULL;
     atomic_store(&tr->cur, -1);
 }
 
@@ -229,14 +227,19 @@ static void put_us(FILE *f, const char *key, int64_t ns) {
     fprintf(f, ",\"%s\":%lld.%03lld", key, (long long)(ns / 1000), (long long)(ns % 1000));
 }
 
-/* ==== part A2 (node metrics) goes here ====
- * More args for node n's event, phase 0 (forward) or 1 (its VJP): backward FLOPs and their
- * GFLOP/s, bytes moved, the kernel path that ran. Each written as ,"key":value, strings
- * through put_str. */
+/* The VJP's FLOPs and their rate (the forward's are written above), and for both phases the bytes
+ * moved, FLOPs per byte and the kernel path that ran (dump.c counts them the same way). */
 static void node_metric_args(FILE *f, const tg_node *n, int phase) {
-    (void)f;
-    (void)n;
-    (void)phase;
+    int64_t fl = phase ? tg__node_flops_backward(n) : n->op->flops ? n->op->flops(n) : -1;
+    if (phase && fl >= 0) {
+        fprintf(f, ",\"flops\":%lld", (long long)fl);
+        if (n->t_backward > 0) fprintf(f, ",\"GFLOP/s\":%.4g", (double)fl / n->t_backward * 1e-9);
+    }
+    int64_t bytes = tg__node_bytes(n, phase);
+    if (bytes >= 0) fprintf(f, ",\"bytes\":%lld", (long long)bytes);
+    if (bytes > 0 && fl >= 0) fprintf(f, ",\"FLOP/byte\":%.4g", (double)fl / (double)bytes);
+    const char *k = phase ? n->kernel_backward : n->kernel_forward;
+    if (k) fputs(",\"kernel\":", f), put_str(f, k);
 }
 
 /* "conv2d+relu", and " backward" for its VJP */
@@ -434,6 +437,6 @@ int tg_tape_trace(const tg_tape *t, FILE *f) {
                "\"worker spans dropped\":%lld,\"user spans dropped\":%d}}\n",
             t->n_nodes, tr ? "\"recorded\"" : "\"off (tg_tape_set_trace)\"", dropped, t->spans_dropped);
     tg__free(ev), tg__free(smp), tg__free(by_id);
-    if (ferror(f)) return tg_fail(TG_ERR_IO, "tape_trace: write error");
+    if (fflush(f) != 0 || ferror(f)) return tg_fail(TG_ERR_IO, "tape_trace: write error");
     return 0;
 }

@@ -3,6 +3,8 @@
 #include "check.h"
 #include "internal.h" /* tg__alloc_count */
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,7 +257,17 @@ static void trace_of_a_step(void) {
     CHECK(!strcmp(str_of(fe[1]->args, "layer"), "bn"));
     CHECK(!strcmp(str_of(fe[4]->args, "layer"), ""));
     CHECK_INT(num_of(fe[3]->args, "saved bytes"), 8 * 8 * 16 * 16 * 4); /* max_pool2d's argmax */
-    CHECK(!cJSON_HasObjectItem(be[0]->args, "flops"));
+    { /* the conv's VJP: its own FLOP count, bytes and kernel, as the tape holds them */
+        const jev *cb = node_event(ev, n, 0, "backward");
+        const tg_node *conv = tg_tape_first(t);
+        CHECK(cb && conv->op->flops_backward);
+        if (cb && conv->op->flops_backward) {
+            CHECK_INT(num_of(cb->args, "flops"), conv->op->flops_backward(conv));
+            CHECK(num_of(cb->args, "bytes") > 0 && num_of(cb->args, "FLOP/byte") > 0);
+            CHECK(conv->kernel_backward && !strcmp(str_of(cb->args, "kernel"), conv->kernel_backward));
+            CHECK(conv->kernel_forward && !strcmp(str_of(a, "kernel"), conv->kernel_forward));
+        }
+    }
 
     /* a flow from each forward to its VJP */
     int starts = 0, finishes = 0;
@@ -553,10 +565,87 @@ static void spans_and_mistakes(void) {
     tg_tape_free(t);
 }
 
+// ----------------------------------------------------------------------------
+// another thread's tape is not mixed in: while this tape traces its steps, a second thread
+// trains a conv_transpose2d (parallel regions this net never runs) on a tape of its own
+
+static atomic_int busy_stop, busy_steps;
+
+static void *busy(void *arg) {
+    (void)arg;
+    uint64_t rng = 99;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *w = filled(tg_param_new(4, (int[]){8, 8, 3, 3}), &rng, 0.1f, 0);
+    while (!atomic_load(&busy_stop)) {
+        tg_tensor *x = filled(tg_tensor_tape(t, 4, (int[]){8, 8, 32, 32}), &rng, 1, 0);
+        tg_tensor *y = tg_conv_transpose2d(t, x, w, NULL, 2, 1, 1, 1, 1);
+        if (!y || tg_backward(t, tg_sum(t, y)) < 0) break;
+        tg_tape_reset(t);
+        atomic_fetch_add(&busy_steps, 1);
+    }
+    tg_tensor_free(w);
+    tg_tape_free(t);
+    return NULL;
+}
+
+/* The regions ("kernels/conv.c:444") of the worker spans of one traced step, joined by spaces. */
+static void regions_of_a_step(tg_tape *t, net *m, char *out, size_t len) {
+    train_step(t, m);
+    FILE *f = tmpfile();
+    CHECK_INT(tg_tape_trace(t, f), 0);
+    char *text = slurp(f);
+    fclose(f);
+    tg_tape_reset(t);
+    cJSON *root = cJSON_Parse(text);
+    out[0] = '\0';
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(root, "traceEvents")) {
+        const char *cat = str_of(e, "cat"), *r = str_of(cJSON_GetObjectItem(e, "args"), "region");
+        char word[200];
+        snprintf(word, sizeof word, " %s ", r);
+        if (!strcmp(cat, "worker") && !strstr(out, word) && strlen(out) + strlen(word) < len)
+            strcat(out, word + (out[0] ? 1 : 0));
+    }
+    cJSON_Delete(root);
+    free(text);
+}
+
+static void other_tapes_not_mixed(void) {
+    tg_set_threads(2);
+    net m = net_new();
+    tg_tape *t = tg_tape_new();
+    CHECK_INT(tg_tape_set_trace(t, true), 0);
+    char alone[2048], beside[2048];
+    train_step(t, &m), tg_tape_reset(t);
+    regions_of_a_step(t, &m, alone, sizeof alone);
+    CHECK(strstr(alone, "kernels/conv.c:") != NULL);
+    pthread_t th;
+    atomic_store(&busy_stop, 0), atomic_store(&busy_steps, 0);
+    CHECK_INT(pthread_create(&th, NULL, busy, NULL), 0);
+    while (atomic_load(&busy_steps) < 1) continue; /* the other thread is at work */
+    for (int s = 0; s < 20; s++) { /* every region of a step beside it is one the step runs alone */
+        regions_of_a_step(t, &m, beside, sizeof beside);
+        for (char *w = strtok(beside, " "); w; w = strtok(NULL, " ")) {
+            char word[200];
+            snprintf(word, sizeof word, " %s ", w);
+            char padded[2100];
+            snprintf(padded, sizeof padded, " %s ", alone);
+            if (!strstr(padded, word)) fprintf(stderr, "a region not of this tape: %s (alone: %s)\n", w, alone);
+            CHECK(strstr(padded, word) != NULL);
+        }
+    }
+    atomic_store(&busy_stop, 1);
+    pthread_join(th, NULL);
+    tg_tape_free(t);
+    net_free(&m);
+    tg_set_threads(0);
+}
+
 int main(void) {
     trace_of_a_step();
     same_bits();
     memory_by_kind();
     spans_and_mistakes();
+    other_tapes_not_mixed();
     CHECK_DONE();
 }

@@ -398,6 +398,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Kgp / 8, taps, d->Cg);
     }
+    TG_TRACE_CAPTURE();
 #pragma omp parallel num_threads(T)
     {
         TG_TRACE_REGION();
@@ -439,6 +440,7 @@ const char *tg__conv2d_forward(float *y, const float *x, const float *w, const f
     if (is_shifted(d)) return forward_shifted(y, x, w, b, d, relu, &k, T);
     const char *path = fwd_paths[k.cols ? PATH_IM2COL : PATH_GEMM][tg__isa()];
     int HWo = d->Ho * d->Wo;
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
         TG_TRACE_ITER(i);
@@ -537,6 +539,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Cgp / 8, taps, d->Kg);
     }
+    TG_TRACE_CAPTURE();
 #pragma omp parallel num_threads(T)
     {
         TG_TRACE_REGION();
@@ -613,6 +616,7 @@ static void backward_im2col(float *dx, float *dws, const float *dy, const float 
     int HWo = d->Ho * d->Wo, chunks = chunks_of(d);
     int64_t wsize = (int64_t)d->K * d->rows;
     bool pw = is_pointwise(d);
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
         TG_TRACE_ITER(c);
@@ -667,20 +671,20 @@ const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy
             memset(dx, 0, (size_t)d->N * d->C * d->H * d->W * sizeof(float));
         backward_im2col(dx, k.dws, dy, x, w, d, &k, T);
     }
-    if (dw) /* over the chunks in order, for each element */
+    if (dw) /* over the chunks in order, for each element (a short loop: no worker spans of its own) */
 #pragma omp parallel for num_threads(tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD)) schedule(static)
-        for (int64_t j = 0; j < wsize; j++) {
-            TG_TRACE_ITER(j);
+        for (int64_t j = 0; j < wsize; j++)
             for (int c = 0; c < chunks; c++) dw[j] += k.dws[(size_t)c * wsize + j];
-        }
     for (int c = 0; k.dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
         for (int kk = 0; kk < d->K; kk++) db[kk] += k.dbs[(size_t)c * d->K + kk];
-    if (db && !k.dbs)
+    if (db && !k.dbs) {
+        TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(tg__threads_for(d->K, 4)) schedule(static)
         for (int kk = 0; kk < d->K; kk++) {
             TG_TRACE_ITER(kk);
             for (int i = 0; i < d->N; i++) db[kk] += lane_sum(dy + ((int64_t)i * d->K + kk) * HWo, HWo);
         }
+    }
     return path;
 }
 
@@ -701,6 +705,7 @@ const char *tg__conv_transpose2d_forward(float *y, const float *x, const float *
     int HWx = d->Ho * d->Wo;
     int64_t HWy = (int64_t)d->H * d->W;
     float *cols = scratch;
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int i = 0; i < d->N; i++) {
         TG_TRACE_ITER(i);
@@ -734,6 +739,7 @@ const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const
     int64_t HWy = (int64_t)d->H * d->W, wsize = (int64_t)d->K * d->rows;
     float *cols = carve(&sc, T, d->rows, HWx, sizeof(float));
     float *dws = dw ? carve(&sc, chunks, d->K, d->rows, sizeof(float)) : NULL;
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int c = 0; c < chunks; c++) {
         TG_TRACE_ITER(c);

@@ -648,6 +648,7 @@ const char *tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B
     double work = (double)M * N * K;
     if (work < TG_GEMM_MIN_PER_THREAD * T) T = (int)(work / TG_GEMM_MIN_PER_THREAD);
     if (T > 1) {
+        TG_TRACE_CAPTURE();
 #pragma omp parallel num_threads(T)
         {
             TG_TRACE_REGION();

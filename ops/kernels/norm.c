@@ -177,6 +177,7 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
     bn_split b = split_of(N, C, L);
     int64_t cnt = N * L;
     for (int pass = 0; pass < 2; pass++) { /* the mean, then the biased variance */
+        TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
         for (int k = 0; k < b.chunks; k++) {
             TG_TRACE_ITER(k);
@@ -200,6 +201,7 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
 void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
                     const float *beta, int64_t N, int64_t C, int64_t L, bool relu) {
     bn_split b = split_of(N, C, L);
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
         TG_TRACE_ITER(k);
@@ -214,6 +216,7 @@ void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
                           const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set) {
     bn_split b = split_of(N, C, L);
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
         TG_TRACE_ITER(k);
@@ -236,6 +239,7 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
                         const float *mean, const float *rstd, int64_t N, int64_t C, int64_t L, bool set) {
     bn_split b = split_of(N, C, L);
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
         TG_TRACE_ITER(k);

@@ -76,6 +76,7 @@ TG_LOOP(max2x2, (float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo)
 
 void tg__max_pool2d(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
                     int stride, int pad) {
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(tg__threads_for(P * H * W, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < P; p++) {
         TG_TRACE_ITER(p);
@@ -99,6 +100,7 @@ void tg__max_pool2d_backward(float *dx, const float *dy, const int32_t *arg, int
      * writes each element once, the gradient at the argmax and zeros around it */
     bool tiles = set && kernel == 2 && stride == 2 && pad == 0;
     /* planes are independent (windows may overlap, but only within a plane) */
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(tg__threads_for(P * HW, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < P; p++) {
         TG_TRACE_ITER(p);
