@@ -35,17 +35,17 @@ static int64_t node_flops(const tg_node *n) { return n->op->flops ? n->op->flops
 
 /* The node's vjp ran in the last sweep: its output has a gradient and the vjp was timed
  * (a node off the path to the loss gets a zeroed gradient and no vjp) */
-static bool backward_ran(const tg_node *n) { return n->out->grad && n->t_backward > 0; }
+bool tg__backward_ran(const tg_node *n) { return n->out->grad && n->t_backward_start > 0; }
 
 /* Backward FLOPs of a node whose vjp ran; -1 without a count (or before backward) */
-static int64_t node_flops_backward(const tg_node *n) {
-    return n->op->flops_backward && backward_ran(n) ? n->op->flops_backward(n) : -1;
+int64_t tg__node_flops_backward(const tg_node *n) {
+    return n->op->flops_backward && tg__backward_ran(n) ? n->op->flops_backward(n) : -1;
 }
 
 /* Bytes the forward (or the vjp) read and wrote: the op's own count, else the default
  * tapegrad_op.h describes (4 bytes a float); -1 for a vjp that did not run */
-static int64_t node_bytes(const tg_node *n, bool backward) {
-    if (backward && !backward_ran(n)) return -1;
+int64_t tg__node_bytes(const tg_node *n, bool backward) {
+    if (backward && !tg__backward_ran(n)) return -1;
     int64_t b = n->op->bytes ? n->op->bytes(n, backward) : -1;
     if (b >= 0) return b;
     bool view = n->op->aliases_input; /* the output is the input's memory: forward moves nothing */
@@ -65,13 +65,13 @@ static int64_t node_bytes(const tg_node *n, bool backward) {
 
 /* RMS of the output's gradient per element, or -1 where the vjp did not run */
 static double dy_rms(const tg_node *n) {
-    if (!backward_ran(n) || n->out->size < 1) return -1;
+    if (!tg__backward_ran(n) || n->out->size < 1) return -1;
     double s = l2_norm(n->out->grad, n->out->size);
     return s / sqrt((double)n->out->size);
 }
 
 /* L2 norm of the output's gradient (the dump's |dy|), or -1 where the vjp did not run */
-static double dy_norm(const tg_node *n) { return backward_ran(n) ? l2_norm(n->out->grad, n->out->size) : -1; }
+static double dy_norm(const tg_node *n) { return tg__backward_ran(n) ? l2_norm(n->out->grad, n->out->size) : -1; }
 
 /* What the node fuses into its op ("relu"), or NULL */
 static const char *node_variant(const tg_node *n) { return n->op->variant ? n->op->variant(n) : NULL; }
@@ -179,7 +179,7 @@ static int survey_init(survey *s, const tg_tape *t) {
             k++;
         if (k == s->n_ops) s->ops[s->n_ops++] = (op_total){n->op, n, 0, 0, 0, 0, 0, 0};
         op_total *o = &s->ops[k];
-        int64_t f = node_flops(n), fb = node_flops_backward(n);
+        int64_t f = node_flops(n), fb = tg__node_flops_backward(n);
         o->nodes++;
         o->flops = (o->flops < 0 || f < 0) ? -1 : o->flops + f;
         if (!n->op->flops_backward) o->flops_backward = -1;
@@ -255,7 +255,8 @@ static void print_speed(const tg_tape *t, double peak, FILE *f) {
             "kernel fwd | bwd");
     for (const tg_node *n = t->first; n; n = n->next) {
         char id[16], name[64], c[4][24], r[2][24], p[2][24], b[2][24], in[2][24];
-        int64_t fl = node_flops(n), fb = node_flops_backward(n), bf = node_bytes(n, false), bb = node_bytes(n, true);
+        int64_t fl = node_flops(n), fb = tg__node_flops_backward(n);
+        int64_t bf = tg__node_bytes(n, false), bb = tg__node_bytes(n, true);
         snprintf(id, sizeof id, "%%%d", n->id);
         fprintf(f, "%6s %-19s %12s %12s %8s %8s %6s %6s %11s %11s %7s %7s  %s | %s\n", id,
                 node_name(n, name, sizeof name), count_or_dash(fl, c[0], 24), count_or_dash(fb, c[1], 24),
@@ -619,7 +620,7 @@ static void dot_node(FILE *f, const tg_node *n, const dot_scale *sc) {
     if (buf[0]) fprintf(f, "\\n"), dot_text(f, buf);
     fprintf(f, "\\n%.3f ms (fwd %.3f + bwd %.3f)", 1e3 * time, 1e3 * n->t_forward, 1e3 * n->t_backward);
     if (g >= 0) fprintf(f, "\\n|dy| rms %.3g", g);
-    int64_t fl = node_flops(n), fb = node_flops_backward(n);
+    int64_t fl = node_flops(n), fb = tg__node_flops_backward(n);
     if (fl >= 0) fprintf(f, "\\n%sFLOP fwd", human((double)fl, false, h, sizeof h));
     if (fb >= 0) fprintf(f, ", %sFLOP bwd", human((double)fb, false, h2, sizeof h2));
     if (n->saved_bytes) {
