@@ -214,17 +214,22 @@ static void chart(FILE *f, const char *id, const char *title, const char *ylabel
     }
     /* y ticks: decades on a log axis */
     double st = logy ? (y1 - y0 > 8 ? 2 : 1) : tick_step(y1 - y0);
-    for (double v = ceil(y0 / st) * st; v <= y1 + st * 1e-9; v += st) {
+    /* by a tick's index, at most 60: a range below a float's step at its magnitude (a hand-edited
+     * log) would never advance v */
+    for (int tick = 0; tick < 60 && ceil(y0 / st) * st + tick * st <= y1 + st * 1e-9; tick++) {
+        double v = ceil(y0 / st) * st + tick * st;
         if (logy) snprintf(b, sizeof b, "1e%d", (int)lround(v));
         else fmt(b, sizeof b, fabs(v) < st * 1e-6 ? 0 : v);
         fprintf(f, "<line class=\"grid\" x1=\"%d\" x2=\"%g\" y1=\"%.1f\" y2=\"%.1f\"/>", ML, ML + pw, PY(v), PY(v));
         fprintf(f, "<text class=\"tick\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", ML - 5, PY(v) + 4, b);
     }
     st = tick_step(x1 - x0);
-    for (double v = ceil(x0 / st) * st; v <= x1 + st * 1e-9; v += st)
+    for (int tick = 0; tick < 60 && ceil(x0 / st) * st + tick * st <= x1 + st * 1e-9; tick++) {
+        double v = ceil(x0 / st) * st + tick * st;
         fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%g\"/><text class=\"tick\" x=\"%.1f\" "
                    "y=\"%g\" text-anchor=\"middle\">%s</text>\n",
                 PX(v), PX(v), MT, MT + ph, PX(v), MT + ph + 16, fmt(b, sizeof b, v));
+    }
     fprintf(f, "<text class=\"axis\" x=\"%g\" y=\"%d\" text-anchor=\"middle\">step</text>\n", ML + pw / 2, CH - 6);
     fprintf(f, "<text class=\"axis\" transform=\"translate(14 %g) rotate(-90)\" text-anchor=\"middle\">", MT + ph / 2);
     esc(f, ylabel);
@@ -243,10 +248,12 @@ static void chart(FILE *f, const char *id, const char *title, const char *ylabel
         fputs("</title></polyline>\n", f);
         /* a marker on each point of a short series (a test every epoch), so one point still shows */
         for (int i = 0; s[k].n <= 30 && i < s[k].n; i++)
-            if (usable(s[k].y[i], logy) && isfinite(s[k].x[i]))
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#%06x\"><title>%s: %s</title></circle>\n",
-                        PX(s[k].x[i]), PY(logy ? log10(s[k].y[i]) : s[k].y[i]), (unsigned)s[k].colour, s[k].label,
-                        fmt(b, sizeof b, s[k].y[i]));
+            if (usable(s[k].y[i], logy) && isfinite(s[k].x[i])) {
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#%06x\"><title>",
+                        PX(s[k].x[i]), PY(logy ? log10(s[k].y[i]) : s[k].y[i]), (unsigned)s[k].colour);
+                esc(f, s[k].label);
+                fprintf(f, ": %s</title></circle>\n", fmt(b, sizeof b, s[k].y[i]));
+            }
     }
     fputs("</svg>\n", f);
     /* the legend in HTML, which wraps */

@@ -55,9 +55,9 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         if (end && *end) demo_usage(&o, "bad number");
 #undef NEXT
     }
-    if (o.epochs < 0 || o.batch < 2 || o.limit < 0 || o.test_limit < 0 || o.warmup < 1 || !(o.lr > 0) ||
+    if (o.epochs < 0 || o.batch < 2 || o.limit < 0 || o.test_limit < 0 || o.warmup < 1 || !(o.lr > 0) || isinf(o.lr) ||
         o.stop_after < 0)
-        demo_usage(&o, "need --epochs >= 0, --batch >= 2, --lr > 0, --warmup >= 1, --limit, --test-limit and "
+        demo_usage(&o, "need --epochs >= 0, --batch >= 2, a finite --lr > 0, --warmup >= 1, --limit, --test-limit and "
                        "--stop-after >= 0");
     if (!o.optim) o.optim = "sgd";
     if (strcmp(o.optim, "sgd") && strcmp(o.optim, "adam") && strcmp(o.optim, "adamw"))
@@ -124,7 +124,8 @@ static int look_step(const demo_options *o, int start, int total) {
 static bool look_wanted(const demo_options *o) { return o->report || getenv("TG_TAPE_DUMP") || getenv("TG_TRACE"); }
 
 /* Writes the tape with write() to $env, and to DIR/name with --report. */
-static void look_write(const demo_options *o, const tg_tape *t, int step, int total, int (*write)(const tg_tape *, FILE *),
+static void look_write(const demo_options *o, const tg_tape *t, int step, int total,
+                       int (*write)(const tg_tape *, FILE *),
                        const char *env, const char *name, const char *what) {
     char path[4096];
     const char *paths[2] = {getenv(env), NULL};
