@@ -4,9 +4,9 @@
  *                     [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]
  *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
  *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]
- *   TG_TAPE_DUMP=FILE build/demos/mnist ...   also writes the tape of the 11th step (tg_tape_dump) to FILE
- *   TG_TRACE=FILE build/demos/mnist ...       and its timeline (tg_tape_trace: Perfetto, chrome://tracing)
- *   (TG_LOOK_STEP=N picks another step, from 0)
+ *   TG_TRACE=FILE build/demos/mnist ...       also writes the timeline of the 11th step (tg_tape_trace:
+ *                                             Perfetto, chrome://tracing) to FILE (TG_LOOK_STEP=N: another)
+ *   TG_TAPE_DUMP=FILE build/demos/mnist ...   and the tape dump (tg_tape_dump) of the step after it
  *
  * Writes mnist_errors.png, mnist_filters.png and mnist_features.png in --out DIR
  * (or the --report DIR, or here). --report DIR also logs the run to DIR/run.jsonl

@@ -108,11 +108,13 @@ static double evaluate(const demo_options *o, tg_model *m, const tg_dataset *ds,
 }
 
 // ----------------------------------------------------------------------------
-// a look inside one step: TG_TAPE_DUMP=FILE (the tape dump) and TG_TRACE=FILE (the timeline,
-// Chrome trace-event JSON), and with --report both in its directory
+// a look inside two steps: TG_TRACE=FILE (the timeline, Chrome trace-event JSON) of one and
+// TG_TAPE_DUMP=FILE (the tape dump) of the next, so that writing the dump is not on the timeline;
+// with --report both in its directory
 
-/* The step looked at: the 11th of the run (or of a resumed run's rest), so that first touches of
- * memory are over and the times are a step's, or TG_LOOK_STEP=N (from 0); the last if the run is shorter. */
+/* The step the timeline shows: the 11th of the run (or of a resumed run's rest), so that first
+ * touches of memory are over and the times are a step's, or TG_LOOK_STEP=N (from 0); the last if
+ * the run is shorter. The dump is of the step after it (or of the same, the last). */
 static int look_step(const demo_options *o, int start, int total) {
     const char *e = getenv("TG_LOOK_STEP");
     char *end = NULL;
@@ -286,7 +288,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
     bool tty = isatty(fileno(stdout));
     double t0 = now(), acc = 0, loss_sum = 0, seen = 0, right = 0, te = now();
-    int look = look_step(o, start, total);
+    int look = look_step(o, start, total), dump_at = look + 1 < total ? look + 1 : look;
     for (int step = start; step < total; step++) {
         int epoch = step / steps, s = step % steps;
         if (s == 0 || step == start) {
@@ -319,7 +321,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             if (log && tg_runlog_step(log, t, step, loss->data[0], (double)hits / b, tg_optim_lr(opt, 0)) < 0)
                 demo_die(o, "--report", NULL);
             tg_tape_span_end(t);
-            if (step == look) { /* before the optimizer's step, which zeroes the gradients the dump shows */
+            if (step == dump_at) { /* before the optimizer's step, which zeroes the gradients the dump shows */
                 tg_tape_span_begin(t, "tape dump");
                 look_write(o, t, step, total, tg_tape_dump, "TG_TAPE_DUMP", "tape.txt", "tape");
                 tg_tape_span_end(t);

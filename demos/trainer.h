@@ -31,8 +31,8 @@ void demo_data(const demo_options *o, float mean, float std, const char *hint, t
  * o->epochs epochs (testing after each; saving to o->save after each and at
  * --stop-after; the weights from o->load, or everything from o->resume) and
  * returns the last test accuracy; pred[test->n] receives the last
- * predictions. TG_TAPE_DUMP=FILE writes the tape dump and TG_TRACE=FILE the timeline of one
- * step, the 11th (TG_LOOK_STEP=N to choose; --report writes both into DIR too). A run stopped
+ * predictions. TG_TRACE=FILE writes the timeline of the 11th step (TG_LOOK_STEP=N to choose)
+ * and TG_TAPE_DUMP=FILE the tape dump of the next; --report writes both into DIR too. A run stopped
  * with --stop-after N and resumed ends with the same weights, bit for bit, as
  * the run that never stopped. Returns a negative number after --stop-after. */
 double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, const tg_dataset *test, int32_t *pred);
