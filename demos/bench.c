@@ -121,6 +121,7 @@ static void op_table(tg_model *m, tg_sgd *opt, tg_tape *t, const tg_dataset *tra
         for (int j = 0; j < n; j++) {
             memcpy(sum[j].name, one[j].name, sizeof sum[j].name);
             sum[j].nodes = one[j].nodes, sum[j].flops = one[j].flops; /* per step */
+            sum[j].flops_backward = one[j].flops_backward;
             sum[j].t_forward += one[j].t_forward, sum[j].t_backward += one[j].t_backward;
         }
         tg_tape_reset(t);
@@ -133,7 +134,9 @@ static void op_table(tg_model *m, tg_sgd *opt, tg_tape *t, const tg_dataset *tra
         printf("  %-22s %5d %6.1f%%", o->name, o->nodes, 100 * (o->t_forward + o->t_backward) / total);
         if (o->flops > 0 && o->t_forward > 0 && peak[threads] > 0) {
             double f = 1e-9 * (double)o->flops * STEPS / o->t_forward;
-            double b = o->t_backward > 0 ? 2e-9 * (double)o->flops * STEPS / o->t_backward : 0;
+            /* the backward by each op's own count (a conv whose input needs no gradient has no dx) */
+            double b = o->t_backward > 0 && o->flops_backward > 0
+                           ? 1e-9 * (double)o->flops_backward * STEPS / o->t_backward : 0;
             printf(" %9.1f %6.1f%% %9.1f %6.1f%%", f, 100 * f / peak[threads], b, 100 * b / peak[threads]);
         }
         printf("\n");
