@@ -134,6 +134,12 @@ int main(int argc, char **argv) {
     printf("arena at its peak: %.2f MB: activations %.2f, saved for backward %.2f, gradients %.2f, scratch %.2f, "
            "the tape's records %.2f\n", p->total / 1e6, p->activations / 1e6, p->saved / 1e6, p->grads / 1e6,
            p->scratch / 1e6, p->records / 1e6);
+    /* beside the arena, on the heap for the whole run: the weights, their gradients, SGD's momentum */
+    tg_tensor **state;
+    int64_t momentum = 0;
+    for (int i = 0, k = tg_sgd_state(opt, &state); i < k; i++) momentum += state[i]->size;
+    printf("beside it: parameters %.3f MB, their gradients %.3f MB, the optimizer's state (momentum) %.3f MB\n",
+           4e-6 * (double)tg_model_param_count(m), 4e-6 * (double)tg_model_param_count(m), 4e-6 * (double)momentum);
 
     tg_tape_free(t);
     tg_sgd_free(opt);
