@@ -52,11 +52,6 @@ struct tg_node {
     const char *saved_what;      /* "mask", "argmax", "xhat+rstd", ... */
     bool record;                 /* recorded on the tape: forward may save state */
     double t_forward, t_backward;/* seconds */
-    /* Timelines (tg_tape_trace): when forward and the VJP started, in seconds on the engine's
-     * clock (they lasted t_forward and t_backward; 0: the VJP has not run), and the tape's
-     * arena bytes in use right after each. */
-    double t_forward_start, t_backward_start;
-    size_t arena_after_forward, arena_after_backward;
     uint64_t *input_hash;        /* tg_tape_check_inputs: each input's data hashed after forward */
     /* During backward, set by the sweep just before vjp (op with overwrites_grads):
      * store[i] true means input i's gradient holds no values yet, so the vjp must
@@ -70,6 +65,13 @@ struct tg_node {
      * static string (never freed or copied), or leaves them NULL (dumps show "-"). */
     const char *kernel_forward;
     const char *kernel_backward;
+    /* Timelines (tg_tape_trace): when forward and the VJP started, in seconds on the engine's
+     * clock (they lasted t_forward and t_backward; 0: the VJP has not run), and the tape's
+     * arena bytes in use right after each. */
+    double t_forward_start, t_backward_start;
+    size_t arena_after_forward, arena_after_backward;
+    /* (fields are added at the end, so that an op built against an older header finds the others
+     * where they were) */
 };
 
 typedef struct tg_op {
@@ -87,19 +89,6 @@ typedef struct tg_op {
     void (*describe)(const tg_node *n, char *buf, size_t len);
     /* Optional, for tape dumps: forward floating-point operations of the node. */
     int64_t (*flops)(const tg_node *n);
-    /* Optional, for tape dumps (every op with flops should have it): the vjp's floating-point
-     * operations, by the op's own rule (not "twice the forward"), counting only the gradients the
-     * vjp computes: those of inputs with requires_grad. */
-    int64_t (*flops_backward)(const tg_node *n);
-    /* Optional, for tape dumps: bytes of memory the forward (backward false) or the vjp (true)
-     * reads and writes, or -1 for the engine's default: forward reads every input and writes the
-     * output (nothing for an output that aliases its input) and the saved state; the vjp reads dy,
-     * the saved state and every input, and writes each gradient it computes (read too when it adds
-     * into it rather than storing). An op whose vjp reads less (or twice) says so here. */
-    int64_t (*bytes)(const tg_node *n, bool backward);
-    /* Optional, for the dump's diagnosis: what looks wrong in this node after the step, with the
-     * numbers and the usual remedy ("dead: 9 of 16 channels zero for every image; ..."), or "". */
-    void (*diagnose)(const tg_node *n, char *buf, size_t len);
     /* Optional, for tape dumps: what the node's data says ("zeros=41.2%"), read after the step. */
     void (*stats)(const tg_node *n, char *buf, size_t len);
     /* Optional, for the receptive field in tape dumps: an op whose output rows read
@@ -116,6 +105,20 @@ typedef struct tg_op {
     /* Optional, for speed: vjp stores rather than adds into input i's gradient when
      * n->store[i] is set (it holds no values yet), so backward need not zero it first. */
     bool overwrites_grads;
+    /* Optional, for tape dumps (every op with flops should have it): the vjp's floating-point
+     * operations, by the op's own rule (not "twice the forward"), counting only the gradients the
+     * vjp computes: those of inputs with requires_grad. */
+    int64_t (*flops_backward)(const tg_node *n);
+    /* Optional, for tape dumps: bytes of memory the forward (backward false) or the vjp (true)
+     * reads and writes, or -1 for the engine's default: forward reads every input and writes the
+     * output (nothing for an output that aliases its input) and the saved state; the vjp reads dy,
+     * the saved state and every input, and writes each gradient it computes (read too when it adds
+     * into it rather than storing). An op whose vjp reads less (or twice) says so here. */
+    int64_t (*bytes)(const tg_node *n, bool backward);
+    /* Optional, for the dump's diagnosis: what looks wrong in this node after the step, with the
+     * numbers and the usual remedy ("dead: 9 of 16 channels zero for every image; ..."), or "". */
+    void (*diagnose)(const tg_node *n, char *buf, size_t len);
+    /* (callbacks are added at the end, so that an op built against an older header keeps working) */
 } tg_op;
 
 /* Apply an op: checks inputs (a NULL input returns NULL and keeps the first
