@@ -204,8 +204,9 @@ TG_API void tg_tape_check_inputs(tg_tape *t, bool on);
  * share nests inside the node on "main"). Events on one track nest properly. A flow arrow
  * joins each forward to its VJP, and the counter "arena" samples the bytes in use after each.
  * A node event's args: "node" ("%3"), "layer" (its scope), "inputs" (as tape dumps name
- * them), "Input Dims" (their shapes) and, as PyTorch's profiler names it, "flops" (forward),
- * with "saved bytes" and "GFLOP/s". Names are escaped (bytes that are not UTF-8 become
+ * them), "Input Dims" (their shapes) and, as PyTorch's profiler names it, "flops" (a VJP's by
+ * the op's own backward count), with "saved bytes", "GFLOP/s", "bytes" (moved), "FLOP/byte"
+ * and "kernel" (the path that ran, with its ISA), as tape dumps count them. Names are escaped (bytes that are not UTF-8 become
  * U+FFFD). "otherData" says how many spans were dropped (full buffers). Returns 0,
  * TG_ERR_ARG, TG_ERR_NOMEM or TG_ERR_IO. */
 TG_API int tg_tape_trace(const tg_tape *t, FILE *f);
@@ -256,7 +257,8 @@ TG_API int tg_tape_memory(const tg_tape *t, tg_tape_mem *out);
  * tg_fma_peak, bytes moved and FLOPs per byte (arithmetic intensity) each way,
  * and the kernel path each ran ("shifted avx512", "im2col+gemm avx2"). Then every
  * parameter with |w| and |dw|, totals (saved bytes, the arena's high-water mark,
- * forward and backward FLOPs, times, the step's GFLOP/s and share of the peak),
+ * forward and backward FLOPs, times, the step's GFLOP/s and share of the peak, the
+ * arena's peak by kind as tg_tape_memory splits it),
  * and a diagnosis: what looks wrong, with the numbers and the usual remedy
  * (gradients that fall or grow 100-fold or more along the tape, an op's own
  * finding such as dead ReLU channels), or "nothing looks wrong". An op without a
