@@ -42,7 +42,8 @@
 #define SAT_WARN 0.5
 #define SAT_ERROR 0.9
 /* Plateau: the means of two runs of PLATEAU_HALF log steps (averaging out batch noise) within 1%,
- * while the loss is still above 5% of the first one (a converged loss is not a plateau). */
+ * while the loss is still above 5% of the first one (a converged loss is not a plateau) and lr is
+ * not annealed below a tenth of its largest (the flat end of a cosine schedule is not one). */
 #define PLATEAU_HALF 5
 #define PLATEAU_MOVE 0.01
 #define PLATEAU_FLOOR 0.05
@@ -587,7 +588,9 @@ static int diagnose(tg_runlog *r, int64_t step, double loss, double lr) {
         for (int i = 0; i < PLATEAU_HALF; i++) old += r->losses[i], now += r->losses[PLATEAU_HALF + i];
         old /= PLATEAU_HALF, now /= PLATEAU_HALF;
         double moved = fabs(now - old) / fabs(old);
-        if (r->n_losses == 2 * PLATEAU_HALF && moved < PLATEAU_MOVE && now > PLATEAU_FLOOR * r->first_loss)
+        /* not once the schedule has annealed lr below a tenth of its largest: a flat end is its purpose */
+        if (r->n_losses == 2 * PLATEAU_HALF && moved < PLATEAU_MOVE && now > PLATEAU_FLOOR * r->first_loss &&
+            !(lr < 0.1 * r->max_lr))
             rc = find(r, step, "loss_plateau", "", false,
                       "raise the learning rate or warm it up, check the labels and inputs, look for dead or saturated "
                       "layers; a larger model if it underfits",

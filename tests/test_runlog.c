@@ -626,6 +626,17 @@ static void plateau(void) {
     CHECK_INT(count(&rs, "finding"), 1);
     free_log(&rs);
     tg_model_free(m);
+
+    /* the same flat loss at the end of an annealed schedule (lr 1e-4 down to 5.5e-6 over 10 steps,
+     * below a tenth of its largest by the 10th, where the plateau is judged): no finding */
+    m = tg_model_new(8);
+    tg_model_linear(m, 4, 2, true);
+    log = tg_runlog_new(path, m, "", (tg_runlog_opts){.every = 1});
+    train_rising(m, log, &d, 16, 10, 1e-4, -1.05e-5);
+    n = tg_runlog_findings(log, f, 32);
+    CHECK_INT(tg_runlog_close(log), 0);
+    CHECK(!finding(f, n, "loss_plateau", NULL));
+    tg_model_free(m);
     free_data(&d);
 }
 
