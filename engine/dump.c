@@ -384,6 +384,20 @@ static const tg_node *steepest(const tg_node *a, const tg_node *b, bool falling,
     return best;
 }
 
+/* One finding of the gradient flow: what, by how much going back from node a to node b, the
+ * steepest single step on the way, and the remedies. Returns 1. */
+static int print_flow(FILE *f, const char *what, double factor, const tg_node *from, const tg_node *to, bool falling,
+                      const char *remedies) {
+    char a[128], b[128], c[128];
+    double r;
+    const tg_node *st = steepest(from, to, falling, &r);
+    fprintf(f, "#  %s %.3gx (%.1f orders of magnitude) going back from %s (%.3g) to %s (%.3g)", what, factor,
+            log10(factor), where(from, a, sizeof a), dy_norm(from), where(to, b, sizeof b), dy_norm(to));
+    if (st) fprintf(f, ", by %.3gx at most in one step, into %s", r, where(st, c, sizeof c));
+    fprintf(f, ". %s\n", remedies);
+    return 1;
+}
+
 /* Gradient flow: |dy| at each node with a 2-D or 4-D output, from the loss back to the first
  * node. The largest fall (a node's value against the largest one nearer the loss) and the largest
  * growth; either 100-fold or more is a finding. Returns how many findings it printed. */
@@ -408,29 +422,16 @@ static int diagnose_flow(const tg_tape *t, FILE *f) {
         fprintf(f, "#  gradient flow: no node with a 2-D or 4-D output has a gradient yet (run tg_backward)\n");
         return 0;
     }
-    char a[128], b[128], c[128];
-    double r;
     int found = 0;
-    if (fall >= FLOW_FACTOR) {
-        const tg_node *st = steepest(fall_a, fall_b, true, &r);
-        fprintf(f, "#  vanishing gradient: |dy| falls %.3gx (%.1f orders of magnitude) going back from %s "
-                   "(%.3g) to %s (%.3g)", fall, log10(fall), where(fall_a, a, sizeof a), dy_norm(fall_a),
-                where(fall_b, b, sizeof b), dy_norm(fall_b));
-        if (st) fprintf(f, ", by %.3gx at most in one step, into %s", r, where(st, c, sizeof c));
-        fprintf(f, ". The layers before it barely learn. Usual remedies: residual connections, batch norm, ReLU "
-                   "instead of sigmoid or tanh, an initialisation scaled to the fan-in (He, Xavier)\n");
-        found++;
-    }
-    if (grow >= FLOW_FACTOR) {
-        const tg_node *st = steepest(grow_a, grow_b, false, &r);
-        fprintf(f, "#  exploding gradient: |dy| grows %.3gx (%.1f orders of magnitude) going back from %s "
-                   "(%.3g) to %s (%.3g)", grow, log10(grow), where(grow_a, a, sizeof a), dy_norm(grow_a),
-                where(grow_b, b, sizeof b), dy_norm(grow_b));
-        if (st) fprintf(f, ", by %.3gx at most in one step, into %s", r, where(st, c, sizeof c));
-        fprintf(f, ". Usual remedies: a lower learning rate, gradient clipping (tg_clip_grad_norm), normalisation "
-                   "(batch norm), a smaller initialisation\n");
-        found++;
-    }
+    if (fall >= FLOW_FACTOR)
+        found += print_flow(f, "vanishing gradient: |dy| falls", fall, fall_a, fall_b, true,
+                            "The layers before it barely learn. Usual remedies: residual connections, batch norm, "
+                            "ReLU instead of sigmoid or tanh, an initialisation scaled to the fan-in (He, Xavier)");
+    if (grow >= FLOW_FACTOR)
+        found += print_flow(f, "exploding gradient: |dy| grows", grow, grow_a, grow_b, false,
+                            "Usual remedies: a lower learning rate, gradient clipping (tg_clip_grad_norm), "
+                            "normalisation (batch norm), a smaller initialisation");
+    char a[128], b[128];
     if (!found)
         fprintf(f, "#  gradient flow: |dy| stays within %gx along the tape (%.3g at %s, the last; %.3g at %s, "
                    "the first; %d nodes)\n", FLOW_FACTOR, dy_norm(last), where(last, a, sizeof a), dy_norm(first),
