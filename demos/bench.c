@@ -7,11 +7,11 @@
  * timed training steps at batch 64 (SGD, lr 0.05, momentum 0.9, consecutive
  * batches), then one evaluation pass over 2000 test images in batches of 100. GFLOP/s counts a
  * training step as three times its forward FLOPs (backward is about twice the
- * forward); "peak" is that as a share of the machine's FMA peak, measured first (12
- * independent chains of AVX-512 or AVX2 FMAs on each thread). The last column is the
- * process's peak resident memory so far. With --ops, each net's ops follow: their
- * share of a step's time and their forward and backward GFLOP/s and share of the peak
- * (backward counted as twice the forward's FLOPs), from 20 more steps. --precision
+ * forward); "peak" is that as a share of the machine's FMA peak, measured first
+ * (tg_fma_peak: independent chains of FMAs of the kernels' widest vectors on each thread).
+ * The last column is the process's peak resident memory so far. With --ops, each net's ops
+ * follow: their share of a step's time and their forward and backward GFLOP/s (backward by
+ * each op's own FLOP count) and share of the peak, from 20 more steps. --precision
  * medium runs the convolutions' products in bf16 where the CPU can
  * (tg_set_float32_matmul_precision); the peak stays float32's. */
 #include "nets.h"
@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -35,57 +34,13 @@ static void die(const char *what) {
 }
 
 // ----------------------------------------------------------------------------
-// the FMA peak: what the tables' shares are of
+// the FMA peak (tg_fma_peak, measured on 1 and on 2 threads): what the tables' shares are of
 
-enum { CHAINS = 12, ROUNDS = 50000000 };
-static bool has512;
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-
-__attribute__((target("avx512f"))) static float fma512(float seed) {
-    __m512 acc[CHAINS], m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
-    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps(seed + (float)c);
-    for (int r = 0; r < ROUNDS; r++)
-        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], m, a);
-    __m512 s = acc[0];
-    for (int c = 1; c < CHAINS; c++) s = _mm512_add_ps(s, acc[c]);
-    return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx2,fma"))) static float fma256(float seed) {
-    __m256 acc[CHAINS], m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
-    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_ps(seed + (float)c);
-    for (int r = 0; r < ROUNDS; r++)
-        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], m, a);
-    float out[8], sum = 0;
-    for (int c = 1; c < CHAINS; c++) acc[0] = _mm256_add_ps(acc[0], acc[c]);
-    _mm256_storeu_ps(out, acc[0]);
-    for (int i = 0; i < 8; i++) sum += out[i];
-    return sum;
-}
-
-static void *fma_thread(void *arg) {
-    *(float *)arg = has512 ? fma512(*(float *)arg) : fma256(*(float *)arg);
-    return NULL;
-}
-
-/* GFLOP/s of threads threads each running the chains (an FMA counts two FLOPs); 0 without AVX2 */
 static double fma_peak(int threads) {
-    __builtin_cpu_init();
-    has512 = __builtin_cpu_supports("avx512f");
-    if (!has512 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
-    pthread_t th[2];
-    float v[2] = {1, 2};
-    double t0 = now();
-    for (int i = 0; i < threads; i++) pthread_create(&th[i], NULL, fma_thread, &v[i]);
-    for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
-    double s = now() - t0;
-    return threads * 2.0 * CHAINS * (has512 ? 16 : 8) * (double)ROUNDS / s * 1e-9;
+    tg_set_threads(threads);
+    tg_set_fma_peak(0); /* measure again, on this many threads */
+    return tg_fma_peak();
 }
-#else
-static double fma_peak(int threads) { return 0 * threads; } /* not measured on this machine */
-#endif
 
 static double peak[3]; /* by thread count */
 
@@ -225,7 +180,7 @@ int main(int argc, char **argv) {
     for (int th = 1; th <= 2; th++)
         if (!threads || threads == th) peak[th] = fma_peak(th);
     printf("float32 matmul precision: %s\n", tg_get_float32_matmul_precision());
-    printf("FMA peak (measured, %s):", peak[1] + peak[2] == 0 ? "not on this CPU" : has512 ? "AVX-512" : "AVX2");
+    printf("FMA peak (measured, tg_fma_peak):");
     for (int th = 1; th <= 2; th++)
         if (peak[th] > 0) printf(" %.0f GFLOP/s on %d thread%s", peak[th], th, th > 1 ? "s" : "");
     printf("\n");
