@@ -355,13 +355,24 @@ static void convt_window(const tg_node *n, int *span, int *stride, int *up) {
     (void)stride;
 }
 
-/* ConvTranspose: the same weight layout (Cin, Cout/groups, R, S) and output size as ONNX's */
+/* ConvTranspose: the same weight layout (Cin, Cout/groups, R, S) and output size as ONNX's. ONNX
+ * Runtime takes output_padding only below the stride; one below the dilation instead (ours takes
+ * either) is the same as padding the end by that much less, which it takes when pad allows. */
 static int convt_onnx(const tg_node *n, tg_onnx *g) {
     const convt_attr *a = n->attr;
     const tg_tensor *w = n->in[1];
+    int op = a->output_padding;
+    bool as_attr = op < a->stride;
+    if (!as_attr && op > a->pad)
+        return tg_fail(TG_ERR_ARG, "conv_transpose2d: output_padding %d is not below the stride %d, and above pad %d: "
+                       "ONNX Runtime's ConvTranspose takes no such output_padding", op, a->stride, a->pad);
     int rc = tg__onnx_simple(n, g, "ConvTranspose");
-    if (!rc) rc = tg__onnx_window(g, w->shape[2], w->shape[3], a->stride, a->pad, a->dilation);
-    if (!rc) rc = tg_onnx_attr_ints(g, "output_padding", (const int64_t[]){a->output_padding, a->output_padding}, 2);
+    if (!rc) rc = tg_onnx_attr_ints(g, "kernel_shape", (const int64_t[]){w->shape[2], w->shape[3]}, 2);
+    if (!rc) rc = tg_onnx_attr_ints(g, "strides", (const int64_t[]){a->stride, a->stride}, 2);
+    if (!rc) rc = tg_onnx_attr_ints(g, "dilations", (const int64_t[]){a->dilation, a->dilation}, 2);
+    int end = as_attr ? a->pad : a->pad - op;
+    if (!rc) rc = tg_onnx_attr_ints(g, "pads", (const int64_t[]){a->pad, a->pad, end, end}, 4);
+    if (!rc && as_attr && op) rc = tg_onnx_attr_ints(g, "output_padding", (const int64_t[]){op, op}, 2);
     if (!rc) rc = tg_onnx_attr_int(g, "group", a->groups);
     return rc;
 }
