@@ -20,7 +20,7 @@
 // the builder
 
 enum { ATTR_FLOAT = 1, ATTR_INT = 2, ATTR_STRING = 3, ATTR_INTS = 7 }; /* AttributeProto.AttributeType */
-enum { DT_FLOAT = 1, DT_INT64 = 7 };                                  /* TensorProto.DataType */
+enum { DT_FLOAT = 1, DT_INT64 = 7 };                                   /* TensorProto.DataType */
 
 typedef struct {
     const char *name;
@@ -61,7 +61,7 @@ typedef struct { /* a value_info: a node's output or a temporary */
 
 struct tg_onnx {
     const tg__onnx_args *args;
-    const tg_node *cur;   /* the node being exported */
+    const tg_node *cur;              /* the node being exported */
     bool *needed, *batched, *marked; /* by node id */
     int n_ids;
     onnx_node *nodes;
@@ -168,9 +168,10 @@ static int check_batch(const tg_onnx *g, const tg_tensor *x, const char *what) {
     const tg_tensor *in = g->args->input;
     if (x->ndim >= 1 && x->shape[0] == in->shape[0]) return 0;
     char sx[64], si[64];
-    return tg_fail(TG_ERR_SHAPE, "onnx export: %s %s, computed from the input %s, does not keep the batch as its "
-                   "dimension 0 (ONNX's graph has a symbolic batch)", what, tg_shape_str(x, sx, sizeof sx),
-                   tg_shape_str(in, si, sizeof si));
+    return tg_fail(TG_ERR_SHAPE,
+                   "onnx export: %s %s, computed from the input %s, does not keep the batch as its "
+                   "dimension 0 (ONNX's graph has a symbolic batch)",
+                   what, tg_shape_str(x, sx, sizeof sx), tg_shape_str(in, si, sizeof si));
 }
 
 static bool is_node_output(const tg_onnx *g, const tg_tensor *x) {
@@ -217,8 +218,7 @@ const char *tg_onnx_name(tg_onnx *g, const tg_tensor *x) {
     return name;
 }
 
-const char *tg_onnx_temp(tg_onnx *g, const tg_node *n, const char *suffix, int ndim, const int *shape,
-                         bool batched) {
+const char *tg_onnx_temp(tg_onnx *g, const tg_node *n, const char *suffix, int ndim, const int *shape, bool batched) {
     if (!g || !n || !suffix || ndim < 0 || ndim > TG_MAX_DIMS || (ndim && !shape)) {
         tg_fail(TG_ERR_ARG, "onnx_temp: a NULL argument or %d dimensions", ndim);
         return NULL;
@@ -279,8 +279,7 @@ static const char **copy_names(tg_onnx *g, const char *const *names, int n) {
     return out;
 }
 
-int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_in, const char *const *out,
-                 int n_out) {
+int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_in, const char *const *out, int n_out) {
     if (!g || !op_type || !op_type[0] || n_in < 0 || n_out < 1 || (n_in && !in) || !out)
         return tg_fail(TG_ERR_ARG, "onnx_node: %s", !g ? "graph is NULL" : "needs an op type, inputs and outputs");
     for (int i = 0; i < n_in + n_out; i++)
@@ -289,7 +288,11 @@ int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_i
                            i < n_in ? i : i - n_in);
     if (!grow((void **)&g->nodes, g->n_nodes, &g->cap_nodes, sizeof *g->nodes)) return oom();
     const char *scope = g->cur && g->cur->scope ? g->cur->scope : "";
-    onnx_node nd = {pool_printf(g, "%s", op_type), NULL, copy_names(g, in, n_in), copy_names(g, out, n_out), n_in, n_out};
+    onnx_node nd = {.op_type = pool_printf(g, "%s", op_type),
+                    .in = copy_names(g, in, n_in),
+                    .out = copy_names(g, out, n_out),
+                    .n_in = n_in,
+                    .n_out = n_out};
     nd.name = pool_printf(g, "%s%s%s_%d", scope, scope[0] ? "/" : "", op_type, g->n_nodes);
     if (!nd.op_type || !nd.name || !nd.in || !nd.out) return oom();
     g->nodes[g->n_nodes++] = nd;
@@ -478,26 +481,25 @@ static void pb_value_info(pbuf *b, const char *name, int ndim, const int *shape,
 }
 
 /* AttributeProto: name 1, f 2, i 3, s 4, ints 8, type 20 */
-static void pb_attr(pbuf *b, const onnx_attr *a, pbuf *tmp) {
+static void pb_attr(pbuf *b, const onnx_attr *a) {
     pb_str(b, 1, a->name);
     if (a->type == ATTR_FLOAT) pb_float(b, 2, a->f);
     if (a->type == ATTR_INT) pb_int(b, 3, a->i);
     if (a->type == ATTR_STRING) pb_str(b, 4, a->s);
     if (a->type == ATTR_INTS)
-        for (int i = 0; i < a->n_ints; i++) pb_int(b, 8, a->ints[i]); /* ints unpacked, as onnx writes them */
-    (void)tmp;
+        for (int i = 0; i < a->n_ints; i++) pb_int(b, 8, a->ints[i]); /* unpacked, as onnx's own writer does */
     pb_int(b, 20, a->type);
 }
 
 /* NodeProto: input 1, output 2, name 3, op_type 4, attribute 5 */
-static void pb_node(pbuf *b, const onnx_node *nd, pbuf *tmp) {
+static void pb_node(pbuf *b, const onnx_node *nd) {
     for (int i = 0; i < nd->n_in; i++) pb_str(b, 1, nd->in[i]);
     for (int i = 0; i < nd->n_out; i++) pb_str(b, 2, nd->out[i]);
     pb_str(b, 3, nd->name);
     pb_str(b, 4, nd->op_type);
     pbuf at = {0};
     for (int i = 0; i < nd->n_attrs; i++) {
-        pb_attr(&at, &nd->attrs[i], tmp);
+        pb_attr(&at, &nd->attrs[i]);
         pb_msg(b, 5, &at);
     }
     tg__free(at.p);
@@ -510,7 +512,7 @@ static int encode(const tg_onnx *g, pbuf *model) {
     pbuf graph = {0}, sub = {0}, tmp = {0};
     const tg__onnx_args *a = g->args;
     for (int i = 0; i < g->n_nodes; i++) {
-        pb_node(&sub, &g->nodes[i], &tmp);
+        pb_node(&sub, &g->nodes[i]);
         pb_msg(&graph, 1, &sub);
     }
     pb_str(&graph, 2, "tapegrad");

@@ -27,8 +27,11 @@ int tg_onnx_export_opts(tg_model *m, int ndim, const int *input_shape, const cha
     if (!m || !input_shape || !path)
         return tg_fail(TG_ERR_ARG, "onnx_export: %s is NULL", !m ? "model" : !input_shape ? "input_shape" : "path");
     if (!path[0]) return tg_fail(TG_ERR_ARG, "onnx_export: path is empty");
-    if (ndim < 1 || ndim > TG_MAX_DIMS) return tg_fail(TG_ERR_ARG, "onnx_export: %s: the input has 1 to %d dimensions "
-                                                       "(the first the batch), not %d", path, TG_MAX_DIMS, ndim);
+    if (ndim < 1 || ndim > TG_MAX_DIMS)
+        return tg_fail(TG_ERR_ARG,
+                       "onnx_export: %s: the input has 1 to %d dimensions "
+                       "(the first the batch), not %d",
+                       path, TG_MAX_DIMS, ndim);
     for (int i = 0; i < ndim; i++)
         if (input_shape[i] < 1)
             return tg_fail(TG_ERR_ARG, "onnx_export: %s: input dimension %d is %d", path, i, input_shape[i]);

@@ -8,7 +8,8 @@
  *       dilation and bias; conv_transpose2d with groups, dilation and output_padding; average
  *       and max pooling with padding; nearest and bilinear upsampling; cat, mul, sub, add,
  *       sigmoid, tanh, relu6, hardswish, layer_norm both ways, matmul, reshape, global average
- *       pooling, both dropouts, residual_add+relu, batch norm with non-trivial statistics),
+ *       pooling, both dropouts, residual_add+relu, batch norm with non-trivial statistics, a
+ *       constant tensor of a layer's own),
  *       writes DIR/custom.onnx, DIR/custom_fold.onnx (fold_batch_norm), DIR/custom_softmax.onnx
  *       (softmax), and its evaluation-mode logits and probabilities for the N images of TEST_X
  *       (raw float32, N x 10) as DIR/custom.logits and DIR/custom_softmax.logits */
@@ -47,10 +48,11 @@ static tg_tensor *mix(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     return tg_cat(t, parts, 2, 1);
 }
 
-/* (N,16,28,28) -> (N,16,7,7): both poolings with padding */
+/* (N,16,28,28) -> (N,16,7,7): both poolings with padding, then a constant of the layer's own (l->ctx,
+ * neither parameter nor buffer: it becomes an initializer of its own) */
 static tg_tensor *pools(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
-    (void)l, (void)training;
-    return tg_max_pool2d(t, tg_avg_pool2d(t, x, 3, 2, 1), 3, 2, 1);
+    (void)training;
+    return tg_mul(t, tg_max_pool2d(t, tg_avg_pool2d(t, x, 3, 2, 1), 3, 2, 1), l->ctx);
 }
 
 /* (N,8,14,14) -> (N,8,17,17): conv_transpose2d with groups 2, dilation 2, output_padding 1 */
@@ -72,7 +74,7 @@ static tg_tensor *head(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     return tg_cat(t, parts, 2, -1);
 }
 
-static tg_model *custom_net(void) {
+static tg_model *custom_net(tg_tensor *gain) {
     tg_model *m = tg_model_new(7);
     tg_model_conv2d(m, 1, 8, 3, 1, 1, true); /* (8,28,28); the batch norm folds into it */
     tg_model_batch_norm(m, 8);
@@ -81,7 +83,7 @@ static tg_model *custom_net(void) {
     tg_layer_param(l, "weight", 4, (const int[]){8, 2, 3, 3}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "bias", 1, (const int[]){8}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "scale", 3, (const int[]){8, 1, 1}, TG_PARAM_WEIGHT);
-    tg_model_custom(m, "pools", pools, NULL);         /* (16,7,7) */
+    tg_model_custom(m, "pools", pools, gain);           /* (16,7,7) */
     tg_model_conv_transpose2d(m, 16, 8, 2, 2, 0, true); /* (8,14,14) */
     tg_model_upsample(m, 2, TG_UPSAMPLE_NEAREST);       /* (8,28,28) */
     tg_model_max_pool(m, 2, 2);                         /* (8,14,14) */
@@ -93,7 +95,7 @@ static tg_model *custom_net(void) {
     tg_model_conv2d_groups(m, 8, 8, 3, 2, 1, 8, false); /* depthwise, no bias: (8,8,8); folds too */
     tg_model_batch_norm(m, 8);
     tg_model_sigmoid(m);
-    l = tg_model_custom(m, "head", head, NULL);         /* (40) */
+    l = tg_model_custom(m, "head", head, NULL); /* (40) */
     tg_layer_param(l, "ln1_weight", 1, (const int[]){64}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "ln1_bias", 1, (const int[]){64}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "ln2_weight", 2, (const int[]){8, 64}, TG_PARAM_WEIGHT);
@@ -130,7 +132,9 @@ static int write_floats(const char *path, const tg_tensor *y) {
 }
 
 static int custom(const char *images, int n, const char *dir) {
-    tg_model *m = custom_net();
+    tg_tensor *gain = tg_tensor_new(3, (const int[]){16, 1, 1});
+    for (int c = 0; gain && c < 16; c++) gain->data[c] = 0.5f + 0.1f * (float)c;
+    tg_model *m = custom_net(gain);
     tg_tensor *x = tg_tensor_new(4, (const int[]){n, 1, 28, 28});
     FILE *f = fopen(images, "rb");
     if (!m || !x || !f || fread(x->data, 4, (size_t)x->size, f) != (size_t)x->size) {
@@ -153,7 +157,7 @@ static int custom(const char *images, int n, const char *dir) {
     snprintf(path[0], sizeof path[0], "%s/custom.logits", dir);
     snprintf(path[1], sizeof path[1], "%s/custom_softmax.logits", dir);
     int rc = write_floats(path[0], y) || write_floats(path[1], p);
-    tg_tape_free(t), tg_tensor_free(x), tg_model_free(m);
+    tg_tape_free(t), tg_tensor_free(x), tg_model_free(m), tg_tensor_free(gain);
     return rc;
 }
 

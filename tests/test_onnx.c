@@ -4,9 +4,9 @@
  * when an export fails; the model's flags and buffers as they were; folding and the softmax
  * option. tests/onnx.sh checks the files with ONNX and runs them in ONNX Runtime. On failure
  * the temporary directory is left in place and printed. */
+#include "check.h"
 #include "tapegrad_nn.h"
 #include "tapegrad_op.h"
-#include "check.h"
 #include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -82,7 +82,9 @@ static bool next(reader *r, pfield *f, bool *ok) {
 }
 
 static reader sub(const pfield *f) { return (reader){f->data, f->data + f->len}; }
-static bool is_str(const pfield *f, const char *s) { return f->wire == 2 && f->len == strlen(s) && !memcmp(f->data, s, f->len); }
+static bool is_str(const pfield *f, const char *s) {
+    return f->wire == 2 && f->len == strlen(s) && !memcmp(f->data, s, f->len);
+}
 
 /* A ValueInfoProto's name and shape: dims[i] a value, or -1 for the dim_param "N". */
 static int value_info(const pfield *vi, char *name, size_t name_len, int64_t *dims, bool *ok) {
@@ -270,7 +272,8 @@ static void refusals(void) {
 
     m = with_custom(loss_fwd);
     CHECK_INT(tg_onnx_export(m, 2, shape, path_of("r.onnx")), TG_ERR_ARG);
-    CHECK_MSG(tg_last_error(), "layer \"1.gate\" (custom \"gate\"): mse_loss: a loss is not part of an inference graph");
+    CHECK_MSG(tg_last_error(),
+              "layer \"1.gate\" (custom \"gate\"): mse_loss: a loss is not part of an inference graph");
     tg_model_free(m);
 
     m = with_custom(always_drop);
@@ -370,7 +373,7 @@ static bool holds(const char *path, const char *s) {
 
 static void options_and_flags(void) {
     tg_model *m = tg_model_new(2);
-    tg_model_conv2d(m, 1, 4, 3, 1, 1, true); /* 0: folds into the conv */
+    tg_model_conv2d(m, 1, 4, 3, 1, 1, true);  /* 0: folds into the conv */
     tg_model_batch_norm(m, 4);                /* 1 */
     tg_model_conv2d(m, 4, 4, 3, 1, 1, false); /* 2: fused with the relu after it: no fold */
     tg_model_relu(m);
