@@ -139,6 +139,33 @@ static int square_vjp(tg_tape *t, tg_node *n) {
 }
 static const tg_op square_op = {.name = "square", .shape = square_shape, .forward = square_forward, .vjp = square_vjp};
 
+/* The same op exporting itself, as tapegrad_op.h's example (Mul(x, x)); first it makes the builder's
+ * mistakes, each refused with its message, inside a real export. */
+static int square_export(const tg_node *n, tg_onnx *g) {
+    const char *x = tg_onnx_name(g, n->in[0]), *y = tg_onnx_name(g, n->out);
+    CHECK(x && y && !strcmp(x, "input"));
+    CHECK_INT(tg_onnx_attr_int(g, "axis", 1), TG_ERR_ARG); /* the model's first node: none to set it on */
+    CHECK_MSG(tg_last_error(), "onnx_attr: no node yet");
+    CHECK_INT(tg_onnx_node(g, "Mul", (const char *[]){x, NULL}, 2, &y, 1), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "onnx_node: Mul: input 1 is NULL");
+    CHECK_INT(tg_onnx_node(g, "", &x, 1, &y, 1), TG_ERR_ARG);
+    CHECK(tg_onnx_temp(g, n, "t", 2, (const int[]){7, 2}, true) == NULL); /* the traced batch is 4 */
+    CHECK_MSG(tg_last_error(), "dimension 0 is not the batch (4)");
+    CHECK(tg_onnx_const_floats(g, "c", 5, (const int64_t[]){1, 1, 1, 1, 1}, (const float[]){1}) == NULL);
+    CHECK(tg_onnx_const_int64s(g, "c", 1, (const int64_t[]){-1}, (const int64_t[]){1}) == NULL);
+    CHECK_MSG(tg_last_error(), "onnx_const: dimension 0 is -1");
+    CHECK(tg_onnx_name(g, NULL) == NULL);
+    CHECK_INT(tg_onnx_alias(g, n->in[0], n->out), TG_ERR_STATE); /* the input has its value */
+    CHECK(tg_onnx_batched(g, n->out) && !tg_onnx_marked(g, n) && !tg_onnx_folding(g));
+    return tg_onnx_node(g, "Mul", (const char *[]){x, x}, 2, &y, 1);
+}
+static const tg_op square_onnx_op = {
+    .name = "square", .shape = square_shape, .forward = square_forward, .vjp = square_vjp, .onnx = square_export};
+static tg_tensor *square_onnx_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_apply(t, &square_onnx_op, &x, 1, NULL);
+}
+
 static tg_tensor *square_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)l, (void)training;
     return tg_apply(t, &square_op, &x, 1, NULL);
@@ -296,6 +323,27 @@ static void refusals(void) {
     tg_model_free(m);
 }
 
+/* Whether the file holds the bytes of s (an op type, a name). */
+static bool holds(const char *path, const char *s) {
+    size_t n = 0, k = strlen(s);
+    uint8_t *b = slurp(path, &n);
+    bool found = false;
+    for (size_t i = 0; b && !found && i + k <= n; i++) found = !memcmp(b + i, s, k);
+    free(b);
+    return found;
+}
+
+/* a user's op with an onnx callback is exported through it */
+static void own_op(void) {
+    tg_model *m = tg_model_new(1);
+    tg_model_custom(m, "square", square_onnx_fwd, NULL);
+    tg_model_linear(m, 2, 3, true);
+    CHECK_INT(tg_onnx_export(m, 2, (const int[]){4, 2}, path_of("own.onnx")), 0);
+    CHECK(holds(path_of("own.onnx"), "Mul") && holds(path_of("own.onnx"), "0/square:0"));
+    unlink(path_of("own.onnx"));
+    tg_model_free(m);
+}
+
 static void mistakes(void) {
     tg_model *m = tiny();
     const int shape[2] = {4, 2};
@@ -361,16 +409,6 @@ static void atomic(void) {
     tg_model_free(big), tg_model_free(small), tg_model_free(bad);
 }
 
-/* Whether the file holds the bytes of s (an op type, a name). */
-static bool holds(const char *path, const char *s) {
-    size_t n = 0, k = strlen(s);
-    uint8_t *b = slurp(path, &n);
-    bool found = false;
-    for (size_t i = 0; b && !found && i + k <= n; i++) found = !memcmp(b + i, s, k);
-    free(b);
-    return found;
-}
-
 static void options_and_flags(void) {
     tg_model *m = tg_model_new(2);
     tg_model_conv2d(m, 1, 4, 3, 1, 1, true);  /* 0: folds into the conv */
@@ -420,6 +458,7 @@ int main(void) {
     if (!mkdtemp(dir)) return 1;
     decode_tiny();
     refusals();
+    own_op();
     mistakes();
     atomic();
     options_and_flags();
