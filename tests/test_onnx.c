@@ -340,6 +340,12 @@ static void own_op(void) {
     tg_model_linear(m, 2, 3, true);
     CHECK_INT(tg_onnx_export(m, 2, (const int[]){4, 2}, path_of("own.onnx")), 0);
     CHECK(holds(path_of("own.onnx"), "Mul") && holds(path_of("own.onnx"), "0/square:0"));
+    tg_model_free(m);
+    /* an output that is no node's own (the input itself, through dropout alone) is copied by an Identity */
+    m = tg_model_new(1);
+    tg_model_dropout(m, 0.5f);
+    CHECK_INT(tg_onnx_export(m, 2, (const int[]){4, 2}, path_of("own.onnx")), 0);
+    CHECK(holds(path_of("own.onnx"), "Identity") && !holds(path_of("own.onnx"), "Dropout"));
     unlink(path_of("own.onnx"));
     tg_model_free(m);
 }
