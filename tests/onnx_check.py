@@ -1,7 +1,8 @@
 """ONNX's own checks of a file tapegrad exported (tests/onnx.sh).
 
-usage: onnx_check.py FILE OPS [-OP...]
-  OPS: comma-separated op types the graph must hold; -OP: an op type it must not hold.
+usage: onnx_check.py FILE OPS [-OP...] [OP=COUNT...]
+  OPS: comma-separated op types the graph must hold; -OP: an op type it must not hold; OP=COUNT: how
+  many nodes of that type it holds.
 Checks: IR version 8, opset 17 of the default domain, onnx.checker.check_model(full_check=True),
 strict shape inference, and that the shapes inference gives every value (from the graph's
 inputs and initializers alone) equal the value_info and output shapes tapegrad wrote, the
@@ -23,7 +24,8 @@ def dims(t):
 
 def main():
     path, want = sys.argv[1], [op for op in sys.argv[2].split(",") if op]
-    banned = [a[1:] for a in sys.argv[3:]]
+    banned = [a[1:] for a in sys.argv[3:] if a.startswith("-")]
+    counts = {a.split("=")[0]: int(a.split("=")[1]) for a in sys.argv[3:] if "=" in a}
     m = onnx.load(path)
     errors = []
     if m.ir_version != 8:
@@ -35,6 +37,10 @@ def main():
     ops = {n.op_type for n in m.graph.node}
     errors += [f"no {op} node" for op in want if op not in ops]
     errors += [f"a {op} node" for op in banned if op in ops]
+    for op, k in counts.items():
+        got_k = sum(n.op_type == op for n in m.graph.node)
+        if got_k != k:
+            errors.append(f"{got_k} {op} nodes, not {k}")
 
     written = {v.name: dims(v.type) for v in list(m.graph.value_info) + list(m.graph.output)}
     if written.get("output", [None])[0] != "N" or dims(m.graph.input[0].type)[0] != "N":

@@ -62,13 +62,14 @@ static tg_tensor *up(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
 }
 
 /* (N,8,8,8) -> (N,40): layer norms (gamma 1-D over the last two dims; gamma (8,64)), reshape,
- * matmul, add, vanilla dropout, residual_add+relu, global average pooling, cat */
+ * matmul, add, batch norm of (N,C), vanilla dropout, residual_add+relu, global average pooling, cat */
 static tg_tensor *head(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     tg_tensor **p = l->params;
     tg_tensor *n4 = tg_layer_norm(t, x, p[0], p[1], 1e-5f);
     tg_tensor *r = tg_reshape(t, n4, 3, (const int[]){x->shape[0], 8, 64});
     tg_tensor *f = tg_flatten(t, tg_layer_norm(t, r, p[2], p[3], 1e-3f));
     tg_tensor *h = tg_add(t, tg_matmul(t, f, p[4]), p[5]);
+    h = tg_batch_norm(t, h, p[6], p[7], l->buffers[0], l->buffers[1], training, 0.1f, 1e-5f); /* on (N,32) */
     tg_tensor *h2 = tg_dropout_vanilla(t, h, 0.1f, training);
     tg_tensor *parts[2] = {tg_residual_add_act(t, h, h2, TG_ACT_RELU), tg_global_avg_pool(t, n4)};
     return tg_cat(t, parts, 2, -1);
@@ -102,6 +103,10 @@ static tg_model *custom_net(tg_tensor *gain) {
     tg_layer_param(l, "ln2_bias", 2, (const int[]){8, 64}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "proj", 2, (const int[]){512, 32}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "proj_bias", 1, (const int[]){32}, TG_PARAM_WEIGHT);
+    tg_layer_param(l, "bn_weight", 1, (const int[]){32}, TG_PARAM_ONES);
+    tg_layer_param(l, "bn_bias", 1, (const int[]){32}, TG_PARAM_ZEROS);
+    tg_layer_buffer(l, "bn_running_mean", 1, (const int[]){32}, 0.0f);
+    tg_layer_buffer(l, "bn_running_var", 1, (const int[]){32}, 1.0f);
     tg_model_dropout(m, 0.3f);
     tg_model_linear(m, 40, 10, true);
     /* He's initialisation keeps the images' differences alive through the layers (PyTorch's default
@@ -114,7 +119,7 @@ static tg_model *custom_net(tg_tensor *gain) {
     for (int i = 0; i < ns; i++) {
         const char *name = state[i]->name;
         bool var = strstr(name, "running_var") != NULL, mean = strstr(name, "running_mean") != NULL;
-        bool bn = !strncmp(name, "1.", 2) || !strncmp(name, "12.", 3); /* the batch norms' tensors */
+        bool bn = !strncmp(name, "1.", 2) || !strncmp(name, "12.", 3) || strstr(name, ".bn_"); /* batch norms' */
         for (int64_t k = 0; bn && !strstr(name, "num_batches") && k < state[i]->size; k++) {
             float u = tg_rand_uniform(&rng);
             state[i]->data[k] = var ? 0.3f + 2 * u : mean ? u - 0.5f : strstr(name, "weight") ? 0.5f + u : u - 0.5f;
