@@ -507,7 +507,7 @@ static void pb_node(pbuf *b, const onnx_node *nd) {
 
 /* GraphProto: node 1, name 2, initializer 5, doc_string 10, input 11, output 12, value_info 13;
  * ModelProto: ir_version 1, producer_name 2, producer_version 3, graph 7, opset_import 8
- * (OperatorSetIdProto: domain 1, version 2), metadata_props 14 (key 1, value 2) */
+ * (OperatorSetIdProto: domain 1, version 2) */
 static int encode(const tg_onnx *g, pbuf *model) {
     pbuf graph = {0}, sub = {0}, tmp = {0};
     const tg__onnx_args *a = g->args;

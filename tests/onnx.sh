@@ -23,7 +23,7 @@ fail() { echo "onnx: FAILED: $*; the files stay in $out" >&2; trap - EXIT; exit 
 # ONNX Runtime for node, pinned, in a cache outside the source tree. --ignore-scripts: its install
 # script only fetches GPU libraries from elsewhere; the CPU binaries are in the package itself.
 command -v node >/dev/null && command -v npm >/dev/null || bash "$here/../scripts/install-deps.sh" nodejs npm
-ort=${XDG_CACHE_HOME:-$HOME/.cache}/tapegrad/onnxruntime
+ort=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tapegrad/onnxruntime
 if ! grep -qs "\"version\": \"$ort_version\"" "$ort/node_modules/onnxruntime-node/package.json"; then
   mkdir -p "$ort"
   (cd "$ort" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error "onnxruntime-node@$ort_version") ||
