@@ -55,10 +55,12 @@ static tg_tensor *pools(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     return tg_mul(t, tg_max_pool2d(t, tg_avg_pool2d(t, x, 3, 2, 1), 3, 2, 1), l->ctx);
 }
 
-/* (N,8,14,14) -> (N,8,17,17): conv_transpose2d with groups 2, dilation 2, output_padding 1 */
+/* (N,8,14,14) -> (N,8,17,17): conv_transpose2d with groups 2, dilation 2 and output_padding 1 (not below
+ * the stride: ONNX's end pad), plus one with stride 2, a large pad and output_padding 1 (ONNX's own) */
 static tg_tensor *up(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)training;
-    return tg_conv_transpose2d(t, x, l->params[0], l->params[1], 1, 1, 1, 2, 2);
+    tg_tensor *a = tg_conv_transpose2d(t, x, l->params[0], l->params[1], 1, 1, 1, 2, 2);
+    return tg_add(t, a, tg_conv_transpose2d(t, x, l->params[2], NULL, 2, 6, 1, 1, 1));
 }
 
 /* (N,8,8,8) -> (N,40): layer norms (gamma 1-D over the last two dims; gamma (8,64)), reshape,
@@ -91,6 +93,7 @@ static tg_model *custom_net(tg_tensor *gain) {
     l = tg_model_custom(m, "up", up, NULL);             /* (8,17,17) */
     tg_layer_param(l, "weight", 4, (const int[]){8, 4, 3, 3}, TG_PARAM_WEIGHT);
     tg_layer_param(l, "bias", 1, (const int[]){8}, TG_PARAM_WEIGHT);
+    tg_layer_param(l, "weight2", 4, (const int[]){8, 8, 2, 2}, TG_PARAM_WEIGHT);
     tg_model_avg_pool(m, 2, 2);                         /* (8,8,8) */
     tg_model_upsample(m, 2, TG_UPSAMPLE_BILINEAR);      /* (8,16,16) */
     tg_model_conv2d_groups(m, 8, 8, 3, 2, 1, 8, false); /* depthwise, no bias: (8,8,8); folds too */

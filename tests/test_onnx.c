@@ -185,6 +185,13 @@ static tg_tensor *merge_batch(tg_layer *l, tg_tape *t, tg_tensor *x, bool traini
     return tg_reshape(t, x, 1, (const int[]){-1});
 }
 
+/* output_padding 1 with stride 1 (below the dilation 2) and pad 0: ONNX Runtime has no form for it */
+static tg_tensor *convt_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_conv_transpose2d(t, tg_reshape(t, x, 4, (const int[]){x->shape[0], 1, 1, 3}), l->params[0], NULL, 1, 0, 1,
+                               2, 1);
+}
+
 /* linear "0", then block "1" holding the custom layer "gate" */
 static tg_model *with_custom(tg_forward_fn fwd) {
     tg_model *m = tiny();
@@ -308,6 +315,12 @@ static void refusals(void) {
     m = with_custom(always_drop);
     CHECK_INT(tg_onnx_export(m, 2, shape, path_of("r.onnx")), TG_ERR_STATE);
     CHECK_MSG(tg_last_error(), "layer \"1.gate\" (custom \"gate\"): dropout: runs in training mode");
+    tg_model_free(m);
+
+    m = with_custom(convt_fwd);
+    tg_layer_param(tg_model_find(m, "1.gate"), "w", 4, (const int[]){1, 1, 2, 2}, TG_PARAM_WEIGHT);
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("r.onnx")), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "layer \"1.gate\" (custom \"gate\"): conv_transpose2d: output_padding 1 is not below");
     tg_model_free(m);
 
     m = with_custom(merge_batch);
