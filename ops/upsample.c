@@ -126,7 +126,7 @@ static void upsample_window(const tg_node *n, int *span, int *stride, int *up) {
 const tg_op tg__op_upsample = {.name = "upsample", .attr_size = sizeof(upsample_attr), .shape = upsample_shape,
                                .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe,
                                .flops = upsample_flops, .flops_backward = upsample_flops_backward,
-                               .window = upsample_window};
+                               .window = upsample_window, .batch_split = true};
 
 tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode) {
     upsample_attr a = {factor, mode};
