@@ -4,6 +4,8 @@
  *                     [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]
  *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
  *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]
+ *   mpirun -np P build/demos/mnist ... [--allreduce reproducible|fast] [--save-ranks]
+ *                                             data parallel over P processes (README: MPI)
  *   TG_TRACE=FILE build/demos/mnist ...       also writes the timeline of the 11th step (tg_tape_trace:
  *                                             Perfetto, chrome://tracing) to FILE (TG_LOOK_STEP=N: another)
  *   TG_TAPE_DUMP=FILE build/demos/mnist ...   and the tape dump (tg_tape_dump) of the step after it
@@ -110,7 +112,9 @@ int main(int argc, char **argv) {
         .usage = "[--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]\n"
                  "             [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]\n"
                  "             [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]\n"
-                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]"});
+                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]\n"
+                 "             [--allreduce reproducible|fast] [--save-ranks]   (under mpirun -np P)"});
+    demo_mpi_start(&o, &argc, &argv);
     tg_dataset *train, *test;
     demo_data(&o, TG_MNIST_MEAN, TG_MNIST_STD, "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files",
               &train, &test);
@@ -118,8 +122,9 @@ int main(int argc, char **argv) {
     if (!m) demo_usage(&o, "--net must be mlp, lenet or resnet");
     int32_t *pred = malloc((size_t)test->n * sizeof *pred);
     double acc = demo_train(&o, m, train, test, pred);
-    if (acc < 0) { /* --stop-after: the rest is the resumed run's */
+    if (acc < 0 || !tg_mpi_writer(o.mpi)) { /* --stop-after: the rest is the resumed run's; rank 0 draws */
         free(pred), tg_model_free(m), tg_dataset_free(train), tg_dataset_free(test);
+        demo_mpi_finish(&o);
         return 0;
     }
 
@@ -149,5 +154,6 @@ int main(int argc, char **argv) {
     tg_model_free(m);
     tg_dataset_free(train);
     tg_dataset_free(test);
+    demo_mpi_finish(&o);
     return 0;
 }
