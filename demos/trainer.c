@@ -66,6 +66,8 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         demo_usage(&o, "--optim must be sgd, adam or adamw");
     if (o.stop_after && !o.save) demo_usage(&o, "--stop-after needs --save FILE to resume from");
     if (o.load && o.resume) demo_usage(&o, "--load (the weights) or --resume (the whole run), not both");
+    if (o.threads < 0) demo_usage(&o, "--threads must be >= 1 (0: as many as the machine has)");
+    if (o.threads > 0) tg_set_threads(o.threads);
     if (!o.allreduce) o.allreduce = "reproducible";
     if (strcmp(o.allreduce, "reproducible") && strcmp(o.allreduce, "fast"))
         demo_usage(&o, "--allreduce must be reproducible or fast");
