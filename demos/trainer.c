@@ -236,14 +236,16 @@ static int check_run(const char *path, const float *r) {
                             (double)r[RUN_STEP]);
 }
 
-/* --save: rank 0 writes the file (with --save-ranks every other rank FILE.rankR too, to compare) */
+/* --save: rank 0 writes the file. With --save-ranks every rank also writes FILE.rankR: the model, the
+ * optimizer and the schedule without the loop's record (in fast mode its random state is the rank's
+ * own), so that the ranks' files must be the same byte for byte. */
 static int save_run(const demo_options *o, tg_tensor **ck, int nck, const char *table) {
     int rank = tg_mpi_rank(o->mpi);
-    if (rank == 0) return tg_safetensors_save(o->save, ck, nck, table);
+    if (rank == 0 && tg_safetensors_save(o->save, ck, nck, table) < 0) return -1;
     if (!o->save_ranks) return 0;
     char path[4096];
     snprintf(path, sizeof path, "%s.rank%d", o->save, rank);
-    return tg_safetensors_save(path, ck, nck, table);
+    return tg_safetensors_save(path, ck, nck - 1, table); /* the record is last */
 }
 
 static tg_optim *make_optimizer(const demo_options *o, tg_model *m) {
@@ -333,7 +335,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     tg_runlog *log = report_open(o, m, steps);
     int *perm = malloc((size_t)train->n * sizeof *perm);
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
-    bool tty = isatty(fileno(stdout));
+    bool tty = isatty(fileno(stdout)) && !mpi; /* mpirun gives rank 0 a terminal of its own, whatever it writes to */
     double t0 = now(), acc = 0, loss_sum = 0, seen = 0, right = 0, te = now();
     int look = look_step(o, start, total), dump_at = look + 1 < total ? look + 1 : look;
     for (int step = start; step < total; step++) {
