@@ -150,7 +150,14 @@ static void check_refusals(void) {
     CHECK(tg_batch_split_range(2, 0, 3, &first, &count) < 0);
     CHECK_MSG(tg_last_error(), "a batch of 2 images is summed in 2 chunks, which cannot be shared by 3 processes");
     CHECK(tg_batch_split_range(64, 3, 3, &first, &count) < 0);
+    CHECK(tg_batch_split_range(64, 0, 2, NULL, &count) < 0);
+    CHECK_MSG(tg_last_error(), "batch_split_range: first or count is NULL");
+    CHECK(tg_batch_split_range(0, 0, 1, &first, &count) < 0);
+    CHECK(tg_tape_set_batch_split(NULL, NULL) < 0);
+    CHECK_MSG(tg_last_error(), "tape_set_batch_split: tape is NULL");
+    CHECK(tg_tape_batch_split(NULL) == NULL);
     tg_tape *t = tg_tape_new();
+    CHECK(tg_tape_set_batch_split(t, &(tg_batch_split){.rank = 2, .size = 2, .global = 8, .allgather = noop_gather}) < 0);
     CHECK(tg_tape_set_batch_split(t, &(tg_batch_split){.rank = 0, .size = 2, .global = 8}) < 0);
     CHECK_MSG(tg_last_error(), "no allgather");
     CHECK(tg_tape_batch_split(t) == NULL);
