@@ -157,14 +157,16 @@ static void check_refusals(void) {
     CHECK_MSG(tg_last_error(), "tape_set_batch_split: tape is NULL");
     CHECK(tg_tape_batch_split(NULL) == NULL);
     tg_tape *t = tg_tape_new();
-    CHECK(tg_tape_set_batch_split(t, &(tg_batch_split){.rank = 2, .size = 2, .global = 8, .allgather = noop_gather}) < 0);
+    tg_batch_split bad = {.rank = 2, .size = 2, .global = 8, .allgather = noop_gather};
+    CHECK(tg_tape_set_batch_split(t, &bad) < 0);
     CHECK(tg_tape_set_batch_split(t, &(tg_batch_split){.rank = 0, .size = 2, .global = 8}) < 0);
     CHECK_MSG(tg_last_error(), "no allgather");
     CHECK(tg_tape_batch_split(t) == NULL);
     tg_batch_split s = {.rank = 0, .size = 1, .global = 4, .allgather = noop_gather};
     CHECK_INT(tg_tape_set_batch_split(t, &s), 0);
     CHECK(tg_tape_batch_split(t) && tg_tape_batch_split(t)->global == 4);
-    tg_tensor *x = tg_tensor_tape(t, 2, (int[]){4, 6}), *g = tg_tensor_new(1, (int[]){6}), *b = tg_tensor_new(1, (int[]){6});
+    tg_tensor *x = tg_tensor_tape(t, 2, (int[]){4, 6});
+    tg_tensor *g = tg_tensor_new(1, (int[]){6}), *b = tg_tensor_new(1, (int[]){6});
     for (int i = 0; i < 24; i++) x->data[i] = (float)i;
     for (int i = 0; i < 6; i++) g->data[i] = 1, b->data[i] = 0;
     CHECK(tg_layer_norm(t, x, g, b, 1e-5f) == NULL); /* sums over each sample, but its dgamma over the batch */
@@ -174,7 +176,8 @@ static void check_refusals(void) {
     tg_tensor *x3 = tg_tensor_tape(t, 2, (int[]){3, 6});
     for (int i = 0; i < 18; i++) x3->data[i] = 0;
     CHECK(tg_cross_entropy(t, x3, (int32_t[]){0, 1, 2}) == NULL); /* the split says 4 images here */
-    CHECK_MSG(tg_last_error(), "cross_entropy: the batch split gives process 0 of 1 images [0, 4) of 4, and this batch has 3");
+    CHECK_MSG(tg_last_error(),
+              "cross_entropy: the batch split gives process 0 of 1 images [0, 4) of 4, and this batch has 3");
     CHECK_INT(tg_tape_set_batch_split(t, NULL), 0);
     CHECK(tg_tape_batch_split(t) == NULL);
     CHECK(tg_layer_norm(t, x, g, b, 1e-5f) != NULL); /* no split: as ever */
