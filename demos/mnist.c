@@ -5,6 +5,8 @@
  *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
  *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]
  *                     [--onnx FILE]
+ *   mpirun -np P build/demos/mnist ... [--allreduce reproducible|fast] [--save-ranks]
+ *                                             data parallel over P processes (README: MPI)
  *   TG_TRACE=FILE build/demos/mnist ...       also writes the timeline of the 11th step (tg_tape_trace:
  *                                             Perfetto, chrome://tracing) to FILE (TG_LOOK_STEP=N: another)
  *   TG_TAPE_DUMP=FILE build/demos/mnist ...   and the tape dump (tg_tape_dump) of the step after it
@@ -113,7 +115,8 @@ int main(int argc, char **argv) {
                  "             [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]\n"
                  "             [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]\n"
                  "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]\n"
-                 "             [--onnx FILE]"});
+                 "             [--onnx FILE] [--allreduce reproducible|fast] [--save-ranks]   (these two under mpirun -np P)"});
+    demo_mpi_start(&o, &argc, &argv);
     tg_dataset *train, *test;
     demo_data(&o, TG_MNIST_MEAN, TG_MNIST_STD, "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files",
               &train, &test);
@@ -121,8 +124,9 @@ int main(int argc, char **argv) {
     if (!m) demo_usage(&o, "--net must be mlp, lenet or resnet");
     int32_t *pred = malloc((size_t)test->n * sizeof *pred);
     double acc = demo_train(&o, m, train, test, pred);
-    if (acc < 0) { /* --stop-after: the rest is the resumed run's */
+    if (acc < 0 || !tg_mpi_writer(o.mpi)) { /* --stop-after: the rest is the resumed run's; rank 0 draws */
         free(pred), tg_model_free(m), tg_dataset_free(train), tg_dataset_free(test);
+        demo_mpi_finish(&o);
         return 0;
     }
 
@@ -153,5 +157,6 @@ int main(int argc, char **argv) {
     tg_model_free(m);
     tg_dataset_free(train);
     tg_dataset_free(test);
+    demo_mpi_finish(&o);
     return 0;
 }

@@ -50,6 +50,8 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         else if (!strcmp(a, "--test-limit")) o.test_limit = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--warmup")) o.warmup = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--seed")) o.seed = strtoull(NEXT(), &end, 10);
+        else if (!strcmp(a, "--allreduce")) o.allreduce = NEXT();
+        else if (!strcmp(a, "--save-ranks")) o.save_ranks = true;
         else if (!strcmp(a, "--lr")) o.lr = strtof(NEXT(), &end);
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) demo_usage(&o, "train a CNN");
         else demo_usage(&o, "unknown option");
@@ -65,6 +67,12 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         demo_usage(&o, "--optim must be sgd, adam or adamw");
     if (o.stop_after && !o.save) demo_usage(&o, "--stop-after needs --save FILE to resume from");
     if (o.load && o.resume) demo_usage(&o, "--load (the weights) or --resume (the whole run), not both");
+    if (o.threads < 0) demo_usage(&o, "--threads must be >= 1 (0: as many as the machine has)");
+    if (o.threads > 0) tg_set_threads(o.threads);
+    if (!o.allreduce) o.allreduce = "reproducible";
+    if (strcmp(o.allreduce, "reproducible") && strcmp(o.allreduce, "fast"))
+        demo_usage(&o, "--allreduce must be reproducible or fast");
+    if (o.save_ranks && !o.save) demo_usage(&o, "--save-ranks needs --save FILE");
     return o;
 }
 
@@ -74,6 +82,23 @@ void demo_export_onnx(const demo_options *o, tg_model *m) {
         demo_die(o, "--onnx", "a directory that exists and can be written?");
     printf("wrote %s: the model as ONNX (opset 17, batch of any size); open it in Netron or run it in ONNX Runtime\n",
            o->onnx);
+}
+
+void demo_mpi_start(demo_options *o, int *argc, char ***argv) {
+    if (!tg_mpi_launched()) return;
+    if (!tg_mpi_available()) {
+        tg_fail(TG_ERR_ARG, "started by mpirun, and tapegrad was built without MPI");
+        demo_die(o, "MPI", "build with meson setup -Dmpi=enabled (libopenmpi-dev installed)");
+    }
+    if (!(o->mpi = tg_mpi_init(argc, argv, strcmp(o->allreduce, "fast") ? TG_MPI_REPRODUCIBLE : TG_MPI_FAST)))
+        demo_die(o, "MPI", NULL);
+    /* one voice: rank 0's output; the others' errors still reach stderr */
+    if (!tg_mpi_writer(o->mpi) && !freopen("/dev/null", "w", stdout)) demo_die(o, "MPI", NULL);
+}
+
+void demo_mpi_finish(demo_options *o) {
+    tg_mpi_finalize(o->mpi);
+    o->mpi = NULL;
 }
 
 void demo_data(const demo_options *o, float mean, float std, const char *hint, tg_dataset **train, tg_dataset **test) {
@@ -132,7 +157,9 @@ static int look_step(const demo_options *o, int start, int total) {
     return n < total ? (int)n : total - 1;
 }
 
-static bool look_wanted(const demo_options *o) { return o->report || getenv("TG_TAPE_DUMP") || getenv("TG_TRACE"); }
+static bool look_wanted(const demo_options *o) {
+    return tg_mpi_writer(o->mpi) && (o->report || getenv("TG_TAPE_DUMP") || getenv("TG_TRACE"));
+}
 
 /* Writes the tape with write() to $env, and to DIR/name with --report. */
 static void look_write(const demo_options *o, const tg_tape *t, int step, int total,
@@ -140,6 +167,7 @@ static void look_write(const demo_options *o, const tg_tape *t, int step, int to
                        const char *env, const char *name, const char *what) {
     char path[4096];
     const char *paths[2] = {getenv(env), NULL};
+    if (!tg_mpi_writer(o->mpi)) return; /* rank 0 writes */
     if (o->report) snprintf(path, sizeof path, "%s/%s", o->report, name), paths[1] = path;
     for (int i = 0; i < 2; i++) {
         if (!paths[i] || !paths[i][0]) continue;
@@ -153,7 +181,7 @@ static void look_write(const demo_options *o, const tg_tape *t, int step, int to
 // --report DIR: the run log, and at the end what looked wrong in it
 
 static tg_runlog *report_open(const demo_options *o, const tg_model *m, int steps) {
-    if (!o->report) return NULL;
+    if (!o->report || !tg_mpi_writer(o->mpi)) return NULL;
     if (mkdir(o->report, 0777) < 0 && errno != EEXIST) {
         tg_fail(TG_ERR_IO, "cannot make the directory %s: %s", o->report, strerror(errno));
         demo_die(o, "--report", "give a directory that can be written");
@@ -217,6 +245,18 @@ static int check_run(const char *path, const float *r) {
                             (double)r[RUN_STEP]);
 }
 
+/* --save: rank 0 writes the file. With --save-ranks every rank also writes FILE.rankR: the model, the
+ * optimizer and the schedule without the loop's record (in fast mode its random state is the rank's
+ * own), so that the ranks' files must be the same byte for byte. */
+static int save_run(const demo_options *o, tg_tensor **ck, int nck, const char *table) {
+    int rank = tg_mpi_rank(o->mpi);
+    if (rank == 0 && tg_safetensors_save(o->save, ck, nck, table) < 0) return -1;
+    if (!o->save_ranks) return 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s.rank%d", o->save, rank);
+    return tg_safetensors_save(path, ck, nck - 1, table); /* the record is last */
+}
+
 static tg_optim *make_optimizer(const demo_options *o, tg_model *m) {
     tg_tensor **params;
     int n = tg_model_params(m, &params), nn;
@@ -276,6 +316,12 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
         tg_tape_seed(t, get64(r + RUN_RNG));
         if (tg_sched_apply(sched) < 0) demo_die(o, "--resume", NULL);
     }
+    tg_mpi *mpi = o->mpi;
+    bool fast = mpi && tg_mpi_get_mode(mpi) == TG_MPI_FAST;
+    /* fast mode: dropout's masks from a stream of each process's own (rank 0's is the saved one) */
+    if (fast) tg_tape_seed(t, tg_tape_rng_state(t) ^ (uint64_t)tg_mpi_rank(mpi) * 0xd1b54a32d192ed03ull);
+    tg_tensor **params;
+    int nparams = tg_model_params(m, &params);
     /* the model's table: printed, and the checkpoints' description (safetensors' __metadata__) */
     char *table = NULL;
     size_t table_len = 0;
@@ -287,6 +333,9 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
            o->net ? o->net : o->prog, (long long)tg_model_param_count(m), train->n, test->n, o->data, o->optim,
            o->batch, (double)o->lr, o->epochs, o->augment ? ", augmented" : "", tg_get_threads(),
            strcmp(tg_get_float32_matmul_precision(), "medium") ? "" : ", precision medium");
+    if (mpi)
+        printf("%d processes x %d threads, %s all-reduce (rank r takes whole chunks of each batch)\n",
+               tg_mpi_size(mpi), tg_get_threads(), fast ? "fast" : "reproducible");
     if (start) printf("resuming %s after step %d of %d (epoch %d)\n", o->resume, start, total, start / steps + 1);
 
     /* what the run is, for --save (a resumed run's record said the same, checked above) */
@@ -295,7 +344,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
     tg_runlog *log = report_open(o, m, steps);
     int *perm = malloc((size_t)train->n * sizeof *perm);
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels), *guess = malloc((size_t)o->batch * sizeof *guess);
-    bool tty = isatty(fileno(stdout));
+    bool tty = isatty(fileno(stdout)) && !mpi; /* mpirun gives rank 0 a terminal of its own, whatever it writes to */
     double t0 = now(), acc = 0, loss_sum = 0, seen = 0, right = 0, te = now();
     int look = look_step(o, start, total), dump_at = look + 1 < total ? look + 1 : look;
     for (int step = start; step < total; step++) {
@@ -307,16 +356,22 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
         int b = train->n - s * o->batch < o->batch ? train->n - s * o->batch : o->batch;
         if (b >= 2) { /* batch norm needs two samples */
             if (step == look && look_wanted(o) && tg_tape_set_trace(t, true) < 0) demo_die(o, "TG_TRACE", NULL);
+            /* with MPI this process's share: images [first, first + n) of the global batch */
+            int first = 0, n = b;
+            if (mpi && (tg_mpi_share(mpi, b, &first, &n) < 0 || tg_mpi_attach(mpi, t, b) < 0))
+                demo_die(o, "MPI", "use at most as many processes as the batch has chunks (16 for 16 images or more)");
             tg_tape_span_begin(t, "batch");
-            tg_tensor *x = tg_tensor_tape(t, 4, (int[]){b, 1, 28, 28});
+            tg_tensor *x = tg_tensor_tape(t, 4, (int[]){n, 1, 28, 28});
             /* each epoch's distortions from the seed and the epoch: nothing to save for a resume */
-            if (!x || tg_dataset_batch_augment(train, perm, s * o->batch, x, labels, o->augment ? &o->aug : NULL,
+            if (!x || tg_dataset_batch_augment(train, perm, s * o->batch + first, x, labels,
+                                               o->augment ? &o->aug : NULL,
                                                o->seed * 0x9e3779b97f4a7c15ull + (uint64_t)epoch) < 0)
                 demo_die(o, "batch", NULL);
             tg_tape_span_end(t);
             tg_tensor *logits = tg_model_forward(m, t, x);
             tg_tensor *loss = tg_cross_entropy(t, logits, labels);
             if (!loss || tg_backward(t, loss) < 0) demo_die(o, "training step", NULL);
+            if (mpi && tg_mpi_allreduce_grads(mpi, params, nparams, b) < 0) demo_die(o, "MPI", NULL);
             if (!isfinite(loss->data[0])) { /* name the weight that went bad, if one did */
                 if (tg_model_check_finite(m) == 0)
                     tg_fail(TG_ERR_NONFINITE, "the loss is %g at epoch %d, step %d", (double)loss->data[0], epoch + 1, s);
@@ -324,10 +379,16 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             }
             tg_argmax(logits, guess);
             int hits = 0;
-            for (int i = 0; i < b; i++) hits += guess[i] == labels[i];
+            for (int i = 0; i < n; i++) hits += guess[i] == labels[i];
+            double step_loss = loss->data[0];
+            if (mpi) { /* the global batch's: reproducible, every process's loss is it; fast, its share's */
+                double v[2] = {fast ? step_loss * n : tg_mpi_writer(mpi) ? step_loss * b : 0, hits};
+                if (tg_mpi_sum(mpi, v, 2) < 0) demo_die(o, "MPI", NULL);
+                step_loss = v[0] / b, hits = (int)v[1];
+            }
             /* the log reads the step from the tape: after backward, before the step changes the weights */
             tg_tape_span_begin(t, "run log");
-            if (log && tg_runlog_step(log, t, step, loss->data[0], (double)hits / b, tg_optim_lr(opt, 0)) < 0)
+            if (log && tg_runlog_step(log, t, step, step_loss, (double)hits / b, tg_optim_lr(opt, 0)) < 0)
                 demo_die(o, "--report", NULL);
             tg_tape_span_end(t);
             if (step == dump_at) { /* before the optimizer's step, which zeroes the gradients the dump shows */
@@ -343,7 +404,7 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
                 look_write(o, t, step, total, tg_tape_trace, "TG_TRACE", "trace.json", "timeline");
                 tg_tape_set_trace(t, false);
             }
-            loss_sum += loss->data[0] * b, seen += b, right += hits;
+            loss_sum += step_loss * b, seen += b, right += hits;
             tg_tape_reset(t);
         }
         if (tg_sched_step(sched) < 0) demo_die(o, "schedule", NULL);
@@ -362,10 +423,10 @@ double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, c
             if (log && tg_runlog_test(log, step + 1, epoch + 1, acc, test_loss) < 0) demo_die(o, "--report", NULL);
             printf("epoch %d: train loss %.4f, test accuracy %.2f%% (%.1f s)\n", epoch + 1,
                    seen > 0 ? loss_sum / seen : 0, 100 * acc, now() - t0);
-            if (o->save && tg_safetensors_save(o->save, ck, nck, table) < 0) demo_die(o, "--save", NULL);
+            if (o->save && save_run(o, ck, nck, table) < 0) demo_die(o, "--save", NULL);
         }
         if (o->stop_after && step + 1 == o->stop_after && step + 1 < total) {
-            if (s != steps - 1 && tg_safetensors_save(o->save, ck, nck, table) < 0) demo_die(o, "--save", NULL);
+            if (s != steps - 1 && save_run(o, ck, nck, table) < 0) demo_die(o, "--save", NULL);
             printf("stopped after step %d of %d; go on with --resume %s\n", step + 1, total, o->save);
             acc = -1;
             break;

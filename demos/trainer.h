@@ -5,6 +5,7 @@
 #ifndef DEMO_TRAINER_H
 #define DEMO_TRAINER_H
 
+#include "tapegrad_mpi.h"
 #include "tapegrad_nn.h"
 
 typedef struct {
@@ -18,6 +19,9 @@ typedef struct {
     bool nesterov, augment;
     tg_augment aug;                           /* what --augment does */
     uint64_t seed;
+    const char *allreduce;                    /* under mpirun: --allreduce reproducible (the default) or fast */
+    bool save_ranks;                          /* --save-ranks: every process saves (FILE.rankR), to compare */
+    tg_mpi *mpi;                              /* the demo's, under mpirun; NULL otherwise */
 } demo_options;
 
 /* Parses the options every training demo takes over the defaults in o (a
@@ -28,6 +32,11 @@ _Noreturn void demo_die(const demo_options *o, const char *what, const char *hin
 _Noreturn void demo_usage(const demo_options *o, const char *msg);
 /* Loads <data>/{train,t10k} as 28x28 images in at most 10 classes, or dies with hint. */
 void demo_data(const demo_options *o, float mean, float std, const char *hint, tg_dataset **train, tg_dataset **test);
+/* Under an MPI launcher (tg_mpi_launched): MPI_Init in o->allreduce's mode into o->mpi, and the
+ * output of every process but rank 0 muted; otherwise nothing. Dies with a clear message when this
+ * build has no MPI. demo_finish ends MPI (if it began). */
+void demo_mpi_start(demo_options *o, int *argc, char ***argv);
+void demo_mpi_finish(demo_options *o);
 /* Prints the model's summary and the run's settings, trains m on train for
  * o->epochs epochs (testing after each; saving to o->save after each and at
  * --stop-after; the weights from o->load, or everything from o->resume) and
@@ -35,7 +44,8 @@ void demo_data(const demo_options *o, float mean, float std, const char *hint, t
  * predictions. TG_TRACE=FILE writes the timeline of the 11th step (TG_LOOK_STEP=N to choose)
  * and TG_TAPE_DUMP=FILE the tape dump of the next; --report writes both into DIR too. A run stopped
  * with --stop-after N and resumed ends with the same weights, bit for bit, as
- * the run that never stopped. Returns a negative number after --stop-after. */
+ * the run that never stopped. Returns a negative number after --stop-after. With o->mpi, each process
+ * trains on its share of every batch (tapegrad_mpi.h); only rank 0 saves and logs. */
 double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, const tg_dataset *test, int32_t *pred);
 /* --onnx FILE: m exported to ONNX for 28x28 images of one channel, any batch (tg_onnx_export), or die. */
 void demo_export_onnx(const demo_options *o, tg_model *m);

@@ -79,7 +79,24 @@ struct tg_tape {
     int n_spans, spans_dropped;
     int open[TG__SPAN_DEPTH]; /* the open spans' indices in spans (-1: dropped), innermost last */
     int depth;
+    tg_batch_split split; /* tg_tape_set_batch_split, when has_split */
+    bool has_split;
 };
+
+/* The tape's batch split as an op and its kernels use it (split.c). */
+typedef struct {
+    tg_tape *t;
+    int global, first, count; /* images: the global batch's, this process's first, and how many */
+    int chunks, c0, c1;       /* the global batch's chunks (TG_BATCH_CHUNKS at most); this process's [c0, c1) */
+    int rc;                   /* 0, or the first failure of tg__split_gather (its message set) */
+} tg__split;
+/* For op who, whose batch here has n images: 0 with *s NULL when the tape has no split; else *s
+ * points at s filled in, or a TG_ERR_SHAPE message when n is not this process's share. */
+int tg__split_of(tg_tape *t, const char *who, int n, tg__split *s, tg__split **out);
+/* Every unit of buf from the process that holds it: the units are the global batch's chunks (chunks)
+ * or its images, unit_bytes each; this process's own are in place. A failure (out of memory) is
+ * kept in s->rc for the op to return. */
+void tg__split_gather(tg__split *s, void *buf, size_t unit_bytes, bool chunks);
 
 /* 0 if x may be used on tape t now: a heap or caller-made tensor, or a tensor
  * of t's current generation. Otherwise a TG_ERR_STATE message from who that says

@@ -327,6 +327,11 @@ tg_tensor *tg_apply(tg_tape *t, const tg_op *op, tg_tensor **in, int n_in, const
         tg_fail(TG_ERR_ARG, "%s: an input requires a gradient, and the op's descriptor has no vjp", op->name);
         return NULL;
     }
+    if (t->has_split && !op->batch_split) {
+        tg_fail(TG_ERR_ARG, "%s: not supported with the batch split across processes (it would not give the "
+                "single-process result)", op->name);
+        return NULL;
+    }
     if (t->check_finite && check_leaves(t, op, in, n_in) < 0) return NULL;
     tg_node *n = alloc_as(t, sizeof *n, TG__MEM_RECORDS);
     if (!n) return NULL;

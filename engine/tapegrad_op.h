@@ -125,8 +125,40 @@ typedef struct tg_op {
      * dropout still in training mode) and return its code. An op without it cannot be exported:
      * the export fails naming the op and its layer. */
     int (*onnx)(const tg_node *n, tg_onnx *g);
+    /* The op gives the single-process result on a tape whose batch is split across processes
+     * (tg_tape_set_batch_split): it works on each sample alone and draws no random numbers, or it
+     * makes its sums over the batch and its draws as the whole batch would. tg_apply refuses an op
+     * without it on such a tape. */
+    bool batch_split;
     /* (callbacks are added at the end, so that an op built against an older header keeps working) */
 } tg_op;
+
+/* A batch split across processes (data parallelism): every process runs the same tape on its share
+ * of a global batch, and the ops that sum over the batch (or draw random numbers) make exactly the
+ * sums the whole batch would, in the same order, so every process gets the single-process results
+ * bit for bit. The engine knows no transport: allgather concatenates each process's block of
+ * `bytes` (mine) into all (size * bytes bytes) in process order, on every process, as MPI_Allgather.
+ *
+ * Sums over a batch of N images go over min(N, TG_BATCH_CHUNKS) chunks of consecutive images
+ * (chunk c is images [N*c/chunks, N*(c+1)/chunks)), then over the chunks in order. A process takes
+ * whole chunks: process r the chunks [chunks*r/size, chunks*(r+1)/size), so any size up to the
+ * chunk count works (16 for a batch of 16 or more). */
+#define TG_BATCH_CHUNKS 16
+typedef struct tg_batch_split {
+    int rank, size; /* this process (from 0) and how many share each batch */
+    int global;     /* images in this step's global batch */
+    void (*allgather)(void *ctx, const void *mine, void *all, size_t bytes);
+    void *ctx;
+} tg_batch_split;
+/* The images process rank takes of a global batch: [*first, *first + *count). Fails (TG_ERR_ARG)
+ * when size is above the batch's chunk count, naming the sizes that work. */
+TG_API int tg_batch_split_range(int global, int rank, int size, int *first, int *count);
+/* Splits the tape's batch as s says (a copy is kept, across tg_tape_reset, until the next call;
+ * set it again when the global batch changes); NULL: no split (each tape alone). Fails for a
+ * bad split (no allgather, rank outside [0, size), size above the chunk count). */
+TG_API int tg_tape_set_batch_split(tg_tape *t, const tg_batch_split *s);
+/* The tape's split, or NULL (no split, or a NULL tape). */
+TG_API const tg_batch_split *tg_tape_batch_split(const tg_tape *t);
 
 /* Apply an op: checks inputs (a NULL input returns NULL and keeps the first
  * message), calls shape, allocates the output, runs forward, and records a

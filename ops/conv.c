@@ -89,6 +89,8 @@ static int conv_forward(tg_tape *t, tg_node *n) {
 // (with the ReLU epilogue, dy only where the output is not <= 0)
 static int conv_vjp(tg_tape *t, tg_node *n) {
     tg__conv_dims d = dims_of(n);
+    tg__split sp; /* across processes: dw and db over the global batch's chunks */
+    if (tg__split_of(t, n->op->name, d.N, &sp, &d.split) < 0) return TG_ERR_SHAPE;
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     bool dx_set = n->store[0]; /* dx holds nothing yet: store, don't add */
     for (int i = 1; i < n->n_in; i++) /* weight and bias are small: zero them if unset, then add */
@@ -101,7 +103,7 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     if (!s) return TG_ERR_NOMEM;
     n->kernel_backward = tg__conv2d_backward(dx, dw, db, n->out->grad, fused_relu(n) ? n->out->data : NULL, x->data,
                                              w->data, &d, dx_set, s, threads);
-    return 0;
+    return d.split ? d.split->rc : 0;
 }
 
 static void conv_describe(const tg_node *n, char *buf, size_t len) {
@@ -215,7 +217,7 @@ const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .
                              .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
                              .flops = conv_flops, .flops_backward = conv_flops_backward, .stats = conv_stats,
                              .diagnose = conv_diagnose, .window = conv_window, .variant = conv_variant,
-                             .overwrites_grads = true, .onnx = conv_onnx};
+                             .overwrites_grads = true, .onnx = conv_onnx, .batch_split = true};
 
 tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                          int groups, tg_act act) {

@@ -51,6 +51,10 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
      * seed gives the same mask. Element i keeps with probability 1-p by a hash
      * of (that draw, i): the same mask for any thread count. */
     uint64_t key = tg_rand_u64(tg_tape_rng(t));
+    /* across processes: every process drew the same key; element i here is element base + i of the global batch */
+    tg__split sp, *split;
+    if (tg__split_of(t, n->op->name, n->in[0]->ndim ? n->in[0]->shape[0] : 1, &sp, &split) < 0) return TG_ERR_SHAPE;
+    int64_t base = split ? size / split->count * split->first : 0;
     double keep = 1.0 - (double)a->p;
     uint32_t below = keep >= 1.0 ? 0 : (uint32_t)(keep * 4294967296.0);
     float s = train_scale(n);
@@ -59,7 +63,7 @@ static int dropout_forward(tg_tape *t, tg_node *n) {
         memset(mask, 1, (size_t)size);
         return 0;
     }
-    TG_FOR_BLOCKS(size, i, k) tg__dropout(y + i, mask + i, x + i, k, i, key, below, s);
+    TG_FOR_BLOCKS(size, i, k) tg__dropout(y + i, mask + i, x + i, k, base + i, key, below, s);
     return 0;
 }
 
@@ -115,12 +119,12 @@ static int dropout_onnx(const tg_node *n, tg_onnx *g) {
 const tg_op tg__op_dropout = {.name = "dropout", .attr_size = sizeof(dropout_attr), .shape = dropout_shape,
                               .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe,
                               .flops = dropout_flops, .flops_backward = dropout_flops, .stats = dropout_stats,
-                              .overwrites_grads = true, .onnx = dropout_onnx};
+                              .overwrites_grads = true, .onnx = dropout_onnx, .batch_split = true};
 const tg_op tg__op_dropout_vanilla = {.name = "dropout_vanilla", .attr_size = sizeof(dropout_attr),
                                       .shape = dropout_shape, .forward = dropout_forward, .vjp = dropout_vjp,
                                       .describe = dropout_describe, .flops = dropout_flops,
                                       .flops_backward = dropout_flops, .stats = dropout_stats,
-                                      .overwrites_grads = true, .onnx = dropout_onnx};
+                                      .overwrites_grads = true, .onnx = dropout_onnx, .batch_split = true};
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training) {
     dropout_attr a = {p, training};

@@ -348,21 +348,21 @@ static int relu6_onnx(const tg_node *n, tg_onnx *g) {
 
 const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp,
                            .flops = per_output_flops, .flops_backward = relu_flops_backward, .stats = relu_stats,
-                           .diagnose = relu_diagnose, .overwrites_grads = true, .onnx = relu_onnx};
+                           .diagnose = relu_diagnose, .overwrites_grads = true, .onnx = relu_onnx, .batch_split = true};
 const tg_op tg__op_relu6 = {.name = "relu6", .shape = same_shape, .forward = hard_forward, .vjp = hard_vjp,
                             .flops = per_output_flops, .flops_backward = relu6_flops_backward, .stats = relu6_stats,
-                            .overwrites_grads = true, .onnx = relu6_onnx};
+                            .overwrites_grads = true, .onnx = relu6_onnx, .batch_split = true};
 /* hardswish's zeros: x <= -3 (dead units), and x = 0 */
 const tg_op tg__op_hardswish = {.name = "hardswish", .shape = same_shape, .forward = hard_forward,
                                 .vjp = hard_vjp, .flops = per_output_flops,
                                 .flops_backward = hardswish_flops_backward, .stats = relu_stats,
-                                .overwrites_grads = true, .onnx = hardswish_onnx};
+                                .overwrites_grads = true, .onnx = hardswish_onnx, .batch_split = true};
 const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp,
                               .flops = per_output_flops, .flops_backward = sigmoid_flops_backward,
-                              .stats = sigmoid_stats, .onnx = sigmoid_onnx};
+                              .stats = sigmoid_stats, .onnx = sigmoid_onnx, .batch_split = true};
 const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp,
                            .flops = per_output_flops, .flops_backward = sigmoid_flops_backward,
-                           .stats = tanh_stats, .onnx = tanh_onnx};
+                           .stats = tanh_stats, .onnx = tanh_onnx, .batch_split = true};
 
 tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu, &x, 1, NULL); }
 tg_tensor *tg_relu6(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu6, &x, 1, NULL); }
@@ -495,7 +495,7 @@ const tg_op tg__op_residual_add = {.name = "residual_add", .attr_size = sizeof(r
                                    .flops = per_output_flops, .flops_backward = residual_flops_backward,
                                    .bytes = residual_bytes, .stats = residual_stats, .diagnose = residual_diagnose,
                                    .variant = residual_variant,
-                                   .overwrites_grads = true, .onnx = residual_onnx};
+                                   .overwrites_grads = true, .onnx = residual_onnx, .batch_split = true};
 
 tg_tensor *tg_residual_add_act(tg_tape *t, tg_tensor *x, tg_tensor *fx, tg_act act) {
     residual_attr a = {act};

@@ -31,6 +31,11 @@ static int ce_forward(tg_tape *t, tg_node *n) {
     int N = x->shape[0], C = x->shape[1];
     float *p = n->record ? tg_node_save(t, n, (size_t)N * C * sizeof(float), "softmax") : NULL;
     if (n->record && !p) return TG_ERR_NOMEM;
+    /* across processes: every sample's term of the global batch gathered, then summed in order */
+    tg__split sp, *split;
+    if (tg__split_of(t, "cross_entropy", N, &sp, &split) < 0) return TG_ERR_SHAPE;
+    double *terms = split ? tg_tape_alloc(t, (size_t)split->global * sizeof(double)) : NULL;
+    if (split && !terms) return TG_ERR_NOMEM;
     double total = 0;
     for (int i = 0; i < N; i++) {
         const float *row = x->data + (size_t)i * C;
@@ -40,22 +45,31 @@ static int ce_forward(tg_tape *t, tg_node *n) {
         for (int j = 0; j < C; j++) s += exp((double)(row[j] - mx));
         double lse = log(s) + mx;
         total += lse - row[a->labels[i]];
+        if (terms) terms[split->first + i] = lse - row[a->labels[i]];
         if (p)
             for (int j = 0; j < C; j++) p[(size_t)i * C + j] = (float)exp(row[j] - lse);
     }
     n->saved = p;
+    if (split) {
+        tg__split_gather(split, terms, sizeof(double), false);
+        if (split->rc) return split->rc;
+        total = 0;
+        for (int i = 0; i < split->global; i++) total += terms[i];
+        N = split->global;
+    }
     n->out->data[0] = (float)(total / N);
     return 0;
 }
 
 // dx[i,j] += dy / N * (softmax[i,j] - (j == label_i))
 static int ce_vjp(tg_tape *t, tg_node *n) {
-    (void)t;
     tg_tensor *x = n->in[0];
     const ce_attr *a = n->attr;
     int N = x->shape[0], C = x->shape[1];
     const float *p = n->saved;
-    float g = n->out->grad[0] / (float)N;
+    tg__split sp, *split; /* across processes: the mean over the global batch */
+    if (tg__split_of(t, "cross_entropy", N, &sp, &split) < 0) return TG_ERR_SHAPE;
+    float g = n->out->grad[0] / (float)(split ? split->global : N);
     for (int i = 0; i < N; i++)
         for (int j = 0; j < C; j++)
             x->grad[(size_t)i * C + j] += g * (p[(size_t)i * C + j] - (j == a->labels[i] ? 1.0f : 0.0f));
@@ -96,7 +110,7 @@ static int loss_onnx(const tg_node *n, tg_onnx *g) {
 const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .attr_size = sizeof(ce_attr), .shape = ce_shape,
                                     .forward = ce_forward, .vjp = ce_vjp, .describe = ce_describe,
                                     .flops = ce_flops, .flops_backward = ce_flops_backward, .stats = ce_stats,
-                                    .onnx = loss_onnx};
+                                    .onnx = loss_onnx, .batch_split = true};
 
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels) {
     ce_attr a = {NULL};
@@ -174,7 +188,7 @@ static int softmax_onnx(const tg_node *n, tg_onnx *g) {
 
 const tg_op tg__op_softmax = {.name = "softmax", .shape = softmax_shape, .forward = softmax_forward,
                               .vjp = softmax_vjp, .flops = softmax_flops, .flops_backward = softmax_flops_backward,
-                              .overwrites_grads = true, .onnx = softmax_onnx};
+                              .overwrites_grads = true, .onnx = softmax_onnx, .batch_split = true};
 
 tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_softmax, &x, 1, NULL); }
 

@@ -83,20 +83,40 @@ static int linear_shape(tg_node *n, int *ndim, int *shape) {
 }
 
 static int linear_forward(tg_tape *t, tg_node *n) {
-    (void)t;
     const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int N = x->shape[0], I = x->shape[1], O = w->shape[0];
+    tg__split sp, *split; /* each row alone */
+    if (tg__split_of(t, "linear", N, &sp, &split) < 0) return TG_ERR_SHAPE;
     float *y = n->out->data;
     if (b)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < O; o++) y[(size_t)i * O + o] = b->data[o];
-    n->kernel_forward = tg__sgemm(y, O, x->data, I, w->data, I, N, O, I, false, true, 1.0f, b ? 1.0f : 0.0f);
+    /* split: the path of the global batch's product, so that each row is what it would be there */
+    n->kernel_forward = tg__sgemm_rows_of(y, O, x->data, I, w->data, I, N, O, I, false, true, 1.0f, b ? 1.0f : 0.0f,
+                                          split ? split->global : N);
     return 0;
+}
+
+/* With the batch split across processes: the global batch's rows of x (if xs) and dy gathered, so
+ * that dw and db are the single-process products; NULL (message set) if out of memory. */
+static int gather_rows(tg_tape *t, tg__split *s, const float *x, int I, const float *dy, int O, const float **xs,
+                       const float **dys) {
+    size_t G = (size_t)s->global, at = (size_t)s->first, n = (size_t)s->count;
+    float *xa = xs ? tg_tape_alloc(t, G * I * sizeof(float)) : NULL, *dya = tg_tape_alloc(t, G * O * sizeof(float));
+    if (!dya || (xs && !xa)) return TG_ERR_NOMEM;
+    memcpy(dya + at * O, dy, n * O * sizeof(float));
+    tg__split_gather(s, dya, (size_t)O * sizeof(float), false);
+    if (xs) {
+        memcpy(xa + at * I, x, n * I * sizeof(float));
+        tg__split_gather(s, xa, (size_t)I * sizeof(float), false);
+        *xs = xa;
+    }
+    *dys = dya;
+    return s->rc;
 }
 
 // dx += dy w, dw += dy^T x, db += sum over rows of dy
 static int linear_vjp(tg_tape *t, tg_node *n) {
-    (void)t;
     tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int N = x->shape[0], I = x->shape[1], O = w->shape[0];
     const float *dy = n->out->grad;
@@ -104,13 +124,23 @@ static int linear_vjp(tg_tape *t, tg_node *n) {
     /* beta 0 stores into a gradient that holds nothing yet */
     if (x->requires_grad)
         dx = tg__sgemm(x->grad, I, dy, O, w->data, I, N, I, O, false, false, 1.0f, n->store[0] ? 0.0f : 1.0f);
+    /* dw and db sum over the batch: across processes, over the global batch's rows */
+    tg__split sp, *split;
+    const float *xs = x->data, *dys = dy;
+    int rows = N;
+    if (tg__split_of(t, "linear", N, &sp, &split) < 0) return TG_ERR_SHAPE;
+    if (split && (w->requires_grad || (b && b->requires_grad))) {
+        if (gather_rows(t, split, x->data, I, dy, O, w->requires_grad ? &xs : NULL, &dys) < 0)
+            return tg_last_error_code();
+        rows = split->global;
+    }
     if (w->requires_grad)
-        dw = tg__sgemm(w->grad, I, dy, O, x->data, I, O, I, N, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
+        dw = tg__sgemm(w->grad, I, dys, O, xs, I, O, I, rows, true, false, 1.0f, n->store[1] ? 0.0f : 1.0f);
     n->kernel_backward = tg__gemm_path_join(dx, dw);
     if (b && n->store[2]) memset(b->grad, 0, (size_t)O * sizeof(float));
     if (b && b->requires_grad)
-        for (int i = 0; i < N; i++)
-            for (int o = 0; o < O; o++) b->grad[o] += dy[(size_t)i * O + o];
+        for (int i = 0; i < rows; i++)
+            for (int o = 0; o < O; o++) b->grad[o] += dys[(size_t)i * O + o];
     return 0;
 }
 
@@ -135,7 +165,7 @@ static int linear_onnx(const tg_node *n, tg_onnx *g) {
 
 const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp,
                              .flops = linear_flops, .flops_backward = linear_flops_backward,
-                             .overwrites_grads = true, .onnx = linear_onnx};
+                             .overwrites_grads = true, .onnx = linear_onnx, .batch_split = true};
 
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b) {
     return tg_apply(t, &tg__op_linear, (tg_tensor *[]){x, w, b}, b ? 3 : 2, NULL);

@@ -70,7 +70,9 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     const tg_tensor *x = n->in[0];
     int64_t N, C, L;
     bn_dims(x, &N, &C, &L);
-    int64_t cnt = N * L;
+    tg__split sp, *split; /* across processes: the global batch's statistics (SyncBatchNorm) */
+    if (tg__split_of(t, n->op->name, (int)N, &sp, &split) < 0) return TG_ERR_SHAPE;
+    int64_t cnt = (split ? split->global : N) * L;
     bn_saved *sv = NULL;
     if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
         if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
@@ -84,7 +86,8 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     double *part = tg_tape_alloc(t, (size_t)TG_BN_CHUNKS * C * sizeof(double));
     double *stat = tg_tape_alloc(t, 2 * (size_t)C * sizeof(double)); /* batch mean, then variance */
     if (!mr || !part || !stat) return TG_ERR_NOMEM;
-    if (a->training) tg__bn_stats(stat, stat + C, part, x->data, N, C, L);
+    if (a->training) tg__bn_stats(stat, stat + C, part, x->data, N, C, L, split);
+    if (split && split->rc) return split->rc;
     for (int64_t c = 0; c < C; c++) {
         double mean = a->training ? stat[c] : a->running_mean->data[c];
         double var = a->training ? stat[C + c] : a->running_var->data[c];
@@ -114,7 +117,9 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     const float *dy = n->out->grad, *mean = sv->mean, *rstd = sv->rstd;
     int64_t N, C, L;
     bn_dims(x, &N, &C, &L);
-    float cnt = (float)(N * L);
+    tg__split sp, *split; /* across processes: the global batch's sums */
+    if (tg__split_of(t, n->op->name, (int)N, &sp, &split) < 0) return TG_ERR_SHAPE;
+    float cnt = (float)((split ? split->global : N) * L);
     double *part = tg_tape_alloc(t, 2 * (size_t)TG_BN_CHUNKS * C * sizeof(double));
     double *sums = tg_tape_alloc(t, 2 * (size_t)C * sizeof(double)); /* sum(dy), then sum(dy * (x - mean)) */
     float *coef = tg_tape_alloc(t, 4 * (size_t)C * sizeof(float));  /* per channel: kn, k1, s1, s2 */
@@ -129,7 +134,8 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
      * shortcut is x itself (the engine marks x's first position) it stores and dx then adds to it */
     bool ds_set = ds && (n->store[3] || (sct == x && n->store[0]));
     bool set = n->store[0] && !(ds && sct == x);
-    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, N, C, L, ds_set);
+    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, N, C, L, ds_set, split);
+    if (split && split->rc) return split->rc;
     for (int64_t c = 0; c < C; c++) {
         double sdy = sums[c], sdyx = sums[C + c] * rstd[c]; /* sum dy * xhat */
         if (g->requires_grad) g->grad[c] += (float)sdyx;
@@ -260,7 +266,7 @@ const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_at
                                  .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
                                  .flops = bn_flops, .flops_backward = bn_flops_backward, .bytes = bn_bytes,
                                  .stats = bn_stats, .diagnose = bn_diagnose, .variant = bn_variant,
-                                 .overwrites_grads = true, .onnx = bn_onnx};
+                                 .overwrites_grads = true, .onnx = bn_onnx, .batch_split = true};
 
 /* act(batch_norm(x) + add), add may be NULL */
 tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,

@@ -136,7 +136,7 @@ const tg_op tg__op_max_pool2d = {.name = "max_pool2d", .attr_size = sizeof(pool_
                                  .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe,
                                  .flops = pool_flops, .flops_backward = maxpool_flops_backward,
                                  .bytes = maxpool_bytes, .stats = maxpool_stats, .window = pool_window,
-                                 .overwrites_grads = true, .onnx = pool_onnx};
+                                 .overwrites_grads = true, .onnx = pool_onnx, .batch_split = true};
 
 tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -173,7 +173,7 @@ static int avgpool_vjp(tg_tape *t, tg_node *n) {
 const tg_op tg__op_avg_pool2d = {.name = "avg_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
                                  .forward = avgpool_forward, .vjp = avgpool_vjp, .describe = pool_describe,
                                  .flops = pool_flops, .flops_backward = avgpool_flops_backward,
-                                 .window = pool_window, .onnx = pool_onnx};
+                                 .window = pool_window, .onnx = pool_onnx, .batch_split = true};
 
 tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -230,6 +230,6 @@ static int gap_onnx(const tg_node *n, tg_onnx *g) {
 
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .shape = gap_shape, .forward = gap_forward,
                                       .vjp = gap_vjp, .flops = gap_flops, .flops_backward = gap_flops_backward,
-                                      .onnx = gap_onnx};
+                                      .onnx = gap_onnx, .batch_split = true};
 
 tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_global_avg_pool, &x, 1, NULL); }

@@ -37,7 +37,13 @@ static int reshape_shape(tg_node *n, int *ndim, int *shape) {
 }
 
 static int reshape_forward(tg_tape *t, tg_node *n) {
-    (void)t, (void)n; /* out->data is x->data */
+    /* out->data is x->data; with the batch split across processes, a view that keeps the samples apart */
+    const tg_tensor *x = n->in[0], *y = n->out;
+    if (tg_tape_batch_split(t) && (x->ndim < 1 || y->ndim < 1 || x->shape[0] != y->shape[0])) {
+        char sx[64], sy[64];
+        return tg_fail(TG_ERR_SHAPE, "reshape: %s to %s mixes the samples of a batch split across processes (keep "
+                       "the first dimension)", tg_shape_str(x, sx, sizeof sx), tg_shape_str(y, sy, sizeof sy));
+    }
     return 0;
 }
 
@@ -89,7 +95,7 @@ static int reshape_onnx(const tg_node *n, tg_onnx *g) {
 const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
                               .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe, .overwrites_grads = true,
                               .flops = no_flops, .flops_backward = no_flops, .aliases_input = true,
-                              .onnx = reshape_onnx};
+                              .onnx = reshape_onnx, .batch_split = true};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
     reshape_attr a = {.ndim = ndim}; /* an ndim out of range is refused by reshape_shape, naming it */

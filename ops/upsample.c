@@ -145,7 +145,7 @@ static int upsample_onnx(const tg_node *n, tg_onnx *g) {
 const tg_op tg__op_upsample = {.name = "upsample", .attr_size = sizeof(upsample_attr), .shape = upsample_shape,
                                .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe,
                                .flops = upsample_flops, .flops_backward = upsample_flops_backward,
-                               .window = upsample_window, .onnx = upsample_onnx};
+                               .window = upsample_window, .onnx = upsample_onnx, .batch_split = true};
 
 tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode) {
     upsample_attr a = {factor, mode};

@@ -463,7 +463,7 @@ static void bn_tensor(void) {
             double *want = calloc((size_t)(2 * C), sizeof *want);
             float *mean = malloc((size_t)C * sizeof *mean), *rstd = malloc((size_t)C * sizeof *rstd);
             float *gamma = randv(C, 0), *beta = randv(C, 0), *coef = randv(4 * C, 0);
-            tg__bn_stats(stat, stat + C, part, x, N, C, L);
+            tg__bn_stats(stat, stat + C, part, x, N, C, L, NULL);
             for (int pass = 0; pass < 2; pass++)
                 for (int64_t c = 0; c < C; c++) {
                     double s = 0;
@@ -486,7 +486,7 @@ static void bn_tensor(void) {
                     tg__bn_normalize_ref(ow + q, x + q, sc + q, L, mean[c], rstd[c], gamma[c], beta[c], true);
                 }
             CHECK_INT(count_differ("bn_forward", o, ow, n), 0);
-            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, N, C, L, false);
+            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, N, C, L, false, NULL);
             for (int64_t c = 0; c < C; c++) {
                 double s1 = 0, s2 = 0;
                 for (int k = 0; k < chunks; k++) {

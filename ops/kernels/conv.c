@@ -13,7 +13,22 @@
 
 #define CONV_CHUNKS 16 /* the weight gradient is summed over at most this many chunks of images */
 
-static int chunks_of(const tg__conv_dims *d) { return d->N < CONV_CHUNKS ? d->N : CONV_CHUNKS; }
+_Static_assert(CONV_CHUNKS == TG_BATCH_CHUNKS, "a batch split across processes shares out the conv's chunks");
+static int chunks_of(const tg__conv_dims *d) {
+    return d->split ? d->split->chunks : d->N < CONV_CHUNKS ? d->N : CONV_CHUNKS;
+}
+/* the chunks computed here (split: this process's), and where chunk c starts among this tensor's images */
+static int chunk_lo(const tg__conv_dims *d) { return d->split ? d->split->c0 : 0; }
+static int chunk_hi(const tg__conv_dims *d) { return d->split ? d->split->c1 : chunks_of(d); }
+static int chunk_start(const tg__conv_dims *d, int chunks, int c) {
+    const tg__split *s = d->split;
+    return s ? (int)((int64_t)s->global * c / chunks - s->first) : (int)((int64_t)d->N * c / chunks);
+}
+/* the most images a chunk holds */
+static int chunk_most(const tg__conv_dims *d) {
+    int n = d->split ? d->split->global : d->N, chunks = chunks_of(d);
+    return (n + chunks - 1) / chunks;
+}
 
 /* A 1x1 convolution with stride 1 and no padding needs no im2col: col is x itself. */
 static bool is_pointwise(const tg__conv_dims *d) { return d->R == 1 && d->S == 1 && d->stride == 1 && d->pad == 0; }
@@ -479,6 +494,7 @@ typedef struct {
     int32_t *at;
     float *dym;            /* im2col with a ReLU: dy masked by it */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
+    float *dbi;            /* im2col with a split: each image's bias gradient, for the global batch */
 } bwd_work;
 
 static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu,
@@ -490,7 +506,7 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
     if (is_shifted(d)) {
         shift_geom s;
         shift_geom_of(d, &s);
-        int taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
+        int taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
         int64_t xsz = blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
         /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
         bool bf = dx && tg__bf16_supported();
@@ -508,6 +524,7 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
     } else {
         if (relu) k->dym = carve(&c, d->N, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
         k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
+        if (db && d->split) k->dbi = carve(&c, d->split->global, d->K, 1, sizeof(float));
     }
     return c.used;
 }
@@ -526,7 +543,8 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                                     const bwd_work *k, int T) {
     shift_geom s;
     shift_geom_of(d, &s);
-    int chunks = chunks_of(d), taps = d->R * d->S, Cgp = round8(d->Cg), most = (d->N + chunks - 1) / chunks;
+    int chunks = chunks_of(d), taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
+    int lo = chunk_lo(d), hi = chunk_hi(d);
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp, wsize = (int64_t)d->K * d->rows;
     bool blocked = blocked_pays(d->Cg);
     int64_t xsz = blocked ? s.xb_size : s.xp_size, ldx = (int64_t)s.Hp * s.Wp * 16, per = k->per;
@@ -553,9 +571,9 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
         memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
         if (bf) memset(dq2, 0, (size_t)k->dq2_size * sizeof *dq2);
 #pragma omp for schedule(static)
-        for (int c = 0; c < chunks; c++) {
+        for (int c = lo; c < hi; c++) {
             float *dw = dws ? dws + (size_t)c * wsize : NULL;
-            int i0 = (int)((int64_t)d->N * c / chunks), i1 = (int)((int64_t)d->N * (c + 1) / chunks);
+            int i0 = chunk_start(d, chunks, c), i1 = chunk_start(d, chunks, c + 1);
             for (int g = 0; g < d->G; g++) {
                 for (int i = i0; i < i1; i++) {
                     int64_t o = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
@@ -618,11 +636,11 @@ static void backward_im2col(float *dx, float *dws, const float *dy, const float 
     bool pw = is_pointwise(d);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(T) schedule(static)
-    for (int c = 0; c < chunks; c++) {
+    for (int c = chunk_lo(d); c < chunk_hi(d); c++) {
         TG_TRACE_ITER(c);
         float *col = k->cols + (size_t)tg__thread_id() * d->rows * HWo;
         float *dw = dws ? dws + (size_t)c * wsize : NULL;
-        for (int i = (int)((int64_t)d->N * c / chunks); i < (int)((int64_t)d->N * (c + 1) / chunks); i++)
+        for (int i = chunk_start(d, chunks, c); i < chunk_start(d, chunks, c + 1); i++)
             for (int g = 0; g < d->G; g++) {
                 int64_t xoff = ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                 const float *dyg = dy + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
@@ -633,7 +651,7 @@ static void backward_im2col(float *dx, float *dws, const float *dy, const float 
                         tg__im2col(col, src, d);
                         src = col;
                     }
-                    bool first = i == (int)((int64_t)d->N * c / chunks);
+                    bool first = i == chunk_start(d, chunks, c);
                     tg__sgemm(dw + (int64_t)g * d->Kg * d->rows, (int)d->rows, dyg, HWo, src, HWo, d->Kg,
                               (int)d->rows, HWo, false, true, 1.0f, first ? 0.0f : 1.0f);
                 }
@@ -671,13 +689,25 @@ const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy
             memset(dx, 0, (size_t)d->N * d->C * d->H * d->W * sizeof(float));
         backward_im2col(dx, k.dws, dy, x, w, d, &k, T);
     }
+    if (d->split) { /* the other processes' chunks */
+        if (k.dws) tg__split_gather(d->split, k.dws, (size_t)wsize * sizeof(float), true);
+        if (k.dbs) tg__split_gather(d->split, k.dbs, (size_t)d->K * sizeof(float), true);
+    }
     if (dw) /* over the chunks in order, for each element (a short loop: no worker spans of its own) */
 #pragma omp parallel for num_threads(tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD)) schedule(static)
         for (int64_t j = 0; j < wsize; j++)
             for (int c = 0; c < chunks; c++) dw[j] += k.dws[(size_t)c * wsize + j];
     for (int c = 0; k.dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
         for (int kk = 0; kk < d->K; kk++) db[kk] += k.dbs[(size_t)c * d->K + kk];
-    if (db && !k.dbs) {
+    if (db && k.dbi) { /* split: each image's sum, gathered, then over the global batch's images in order */
+        const tg__split *sp = d->split;
+        for (int i = 0; i < d->N; i++)
+            for (int kk = 0; kk < d->K; kk++)
+                k.dbi[(int64_t)(sp->first + i) * d->K + kk] = lane_sum(dy + ((int64_t)i * d->K + kk) * HWo, HWo);
+        tg__split_gather(d->split, k.dbi, (size_t)d->K * sizeof(float), false);
+        for (int i = 0; i < sp->global; i++)
+            for (int kk = 0; kk < d->K; kk++) db[kk] += k.dbi[(int64_t)i * d->K + kk];
+    } else if (db && !k.dbs) {
         TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(tg__threads_for(d->K, 4)) schedule(static)
         for (int kk = 0; kk < d->K; kk++) {

@@ -625,6 +625,11 @@ const char *tg__gemm_path_join(const char *a, const char *b) {
 
 const char *tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
                       bool trans_a, bool trans_b, float alpha, float beta) {
+    return tg__sgemm_rows_of(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, M);
+}
+
+const char *tg__sgemm_rows_of(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+                              bool trans_a, bool trans_b, float alpha, float beta, int M_all) {
     int which = tg__isa();
     if (M <= 0 || N <= 0) return gemm_paths[which][0][0];
     if (K <= 0 || alpha == 0.0f) {
@@ -634,7 +639,7 @@ const char *tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B
     const tg__gemm_isa *isa = isa_table();
     tg__gemm_job g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, false, isa->mr, isa->nr};
     int kc_max = isa->kc, align = 8;
-    if (isa->dot && !trans_a && trans_b && (M <= isa->dot_below || N <= isa->dot_below)) {
+    if (isa->dot && !trans_a && trans_b && (M_all <= isa->dot_below || N <= isa->dot_below)) {
         g.dot = true, g.tile_m = isa->dot_m, g.tile_n = isa->dot_n;
         kc_max = isa->dot_kc, align = 16;
     }

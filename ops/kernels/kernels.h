@@ -117,6 +117,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void tg__transpo
  * read when beta is 0. Split over threads (not inside a parallel region). */
 const char *tg__sgemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
                       bool trans_a, bool trans_b, float alpha, float beta);
+/* The same, with the path the whole product of M_all rows would take (the rows of a batch split across
+ * processes: the small-matrix tiles sum in another order, and each row must come out as it would
+ * among all the batch's rows) */
+const char *tg__sgemm_rows_of(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+                              bool trans_a, bool trans_b, float alpha, float beta, int M_all);
 /* tg__sgemm returns the path it took for tape dumps ("gemm avx512", "gemm dot avx2": the small-matrix
  * dot-product tiles), a static string; two products' paths as one ("gemm + gemm dot avx512", dx's then dW's) */
 const char *tg__gemm_path_join(const char *a, const char *b);
@@ -217,6 +222,7 @@ typedef struct { /* a conv2d's sizes; Cg = C/G, Kg = K/G, rows = Cg*R*S */
     int N, C, H, W, K, R, S, Ho, Wo, G, Cg, Kg;
     int stride, pad, dil;
     int64_t rows;
+    tg__split *split; /* the batch split across processes, or NULL: backward sums dw and db over its chunks */
 } tg__conv_dims;
 
 /* The kernels below take 64-byte aligned scratch of the size their _scratch
@@ -232,7 +238,8 @@ const char *tg__conv2d_forward(float *y, const float *x, const float *w, const f
                                bool relu, void *scratch, int threads);
 /* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL). With
  * y (the output of conv2d with the ReLU epilogue), dy counts only where not y <= 0. dw and db are
- * summed per fixed chunk of images, then over the chunks in order. */
+ * summed per fixed chunk of images, then over the chunks in order; with d->split, the chunks of the
+ * global batch, this process's computed here and the others' gathered (a failure in d->split->rc). */
 size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads);
 const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
                                 const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int threads);
@@ -293,16 +300,20 @@ void tg__global_avg_pool_backward(float *dx, const float *dy, int64_t P, int64_t
 // count. The loops over one run of a channel (L elements of one image) sum in
 // the 8 lanes of tg_f8, then in double.
 
-#define TG_BN_CHUNKS 16
-/* mean[c] and the biased variance var[c] of x, in double; part holds TG_BN_CHUNKS*C doubles */
-void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L);
+#define TG_BN_CHUNKS TG_BATCH_CHUNKS
+/* mean[c] and the biased variance var[c] of x, in double; part holds TG_BN_CHUNKS*C doubles. With
+ * split (else NULL), over the global batch: the chunks of the global batch, this process's summed
+ * here and the others' gathered (as SyncBatchNorm, but exact; a failure in split->rc). */
+void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L,
+                  tg__split *split);
 /* y = gamma[c] * ((x - mean[c]) * rstd[c]) + beta[c] (+ sc, a shortcut, if not NULL), relu(y) if relu */
 void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
                     const float *beta, int64_t N, int64_t C, int64_t L, bool relu);
 /* sdy[c] = sum of dy', sdyx[c] = sum of dy' (x - mean[c]), dy' = dy where not yr <= 0 (all of dy
  * if yr is NULL); ds (if not NULL) = (if ds_set) or += dy'. part holds 2*TG_BN_CHUNKS*C doubles */
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
-                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set);
+                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set,
+                          tg__split *split);
 /* dx (= if set, else +=) kn[c] * (k1[c] * dy' - s1[c] - (x - mean[c]) * rstd[c] * s2[c]),
  * with coef = kn, k1, s1, s2, C floats each */
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,

@@ -163,23 +163,29 @@ void tg__bn_dx_ref(float *dx, const float *dy, const float *yr, const float *x, 
 typedef struct {
     int64_t N, C, L;
     int chunks, T;
+    int64_t G, first; /* the global batch and this tensor's first image in it (no split: N and 0) */
+    int lo, hi;       /* the chunks computed here */
 } bn_split;
 
-static bn_split split_of(int64_t N, int64_t C, int64_t L) {
-    bn_split b = {N, C, L, N < TG_BN_CHUNKS ? (int)N : TG_BN_CHUNKS, 0};
+static bn_split split_of(int64_t N, int64_t C, int64_t L, const tg__split *s) {
+    bn_split b = {N, C, L, N < TG_BN_CHUNKS ? (int)N : TG_BN_CHUNKS, 0, N, 0, 0, 0};
+    if (s) b.chunks = s->chunks, b.G = s->global, b.first = s->first, b.lo = s->c0;
+    b.hi = s ? s->c1 : b.chunks;
     int T = tg__threads_for(N * C * L, TG_MIN_PER_THREAD);
-    b.T = T < b.chunks ? T : b.chunks;
+    b.T = T < b.hi - b.lo ? T : b.hi - b.lo;
     return b;
 }
-#define CHUNK_IMAGES(b, k, i) for (int64_t i = (b).N * (k) / (b).chunks; i < (b).N * ((k) + 1) / (b).chunks; i++)
+#define CHUNK_IMAGES(b, k, i)                                                                                      \
+    for (int64_t i = (b).G * (k) / (b).chunks - (b).first; i < (b).G * ((k) + 1) / (b).chunks - (b).first; i++)
 
-void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L) {
-    bn_split b = split_of(N, C, L);
-    int64_t cnt = N * L;
+void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L,
+                  tg__split *split) {
+    bn_split b = split_of(N, C, L, split);
+    int64_t cnt = b.G * L;
     for (int pass = 0; pass < 2; pass++) { /* the mean, then the biased variance */
         TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
-        for (int k = 0; k < b.chunks; k++) {
+        for (int k = b.lo; k < b.hi; k++) {
             TG_TRACE_ITER(k);
             double *pk = part + (size_t)k * C;
             for (int64_t c = 0; c < C; c++) pk[c] = 0;
@@ -190,6 +196,7 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
                 }
             }
         }
+        if (split) tg__split_gather(split, part, (size_t)C * sizeof(double), true);
         for (int64_t c = 0; c < C; c++) {
             double s = 0;
             for (int k = 0; k < b.chunks; k++) s += part[(size_t)k * C + c];
@@ -200,7 +207,7 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
 
 void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
                     const float *beta, int64_t N, int64_t C, int64_t L, bool relu) {
-    bn_split b = split_of(N, C, L);
+    bn_split b = split_of(N, C, L, NULL);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
@@ -214,11 +221,12 @@ void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean
 }
 
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
-                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set) {
-    bn_split b = split_of(N, C, L);
+                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set,
+                          tg__split *split) {
+    bn_split b = split_of(N, C, L, split);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
-    for (int k = 0; k < b.chunks; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
+    for (int k = b.lo; k < b.hi; k++) { /* sum(dy) and sum(dy * (x - mean)) per chunk */
         TG_TRACE_ITER(k);
         double *p1 = part + 2 * (size_t)k * C, *p2 = p1 + C;
         for (int64_t c = 0; c < C; c++) p1[c] = p2[c] = 0;
@@ -229,6 +237,7 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
             }
         }
     }
+    if (split) tg__split_gather(split, part, 2 * (size_t)C * sizeof(double), true);
     for (int64_t c = 0; c < C; c++) {
         double s1 = 0, s2 = 0;
         for (int k = 0; k < b.chunks; k++) s1 += part[2 * (size_t)k * C + c], s2 += part[(2 * (size_t)k + 1) * C + c];
@@ -238,7 +247,7 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
 
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
                         const float *mean, const float *rstd, int64_t N, int64_t C, int64_t L, bool set) {
-    bn_split b = split_of(N, C, L);
+    bn_split b = split_of(N, C, L, NULL);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
