@@ -6,8 +6,9 @@
  *   build/demos/fashion [--data DIR] [--epochs N] [--batch N] [--lr X] [--optim sgd|adam|adamw]
  *                       [--augment] [--threads N] [--seed N] [--limit N] [--test-limit N]
  *                       [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]
- *                       [--precision highest|medium]
+ *                       [--precision highest|medium] [--onnx FILE]
  *
+ * --onnx FILE exports the trained net, its own blocks through their ops, as ONNX (tg_onnx_export).
  * Data: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist). The
  * training loop is demos/trainer.c's; this file brings the net and prints the
  * confusion matrix at the end. */
@@ -86,7 +87,7 @@ int main(int argc, char **argv) {
         .usage = "[--data DIR] [--epochs N] [--batch N] [--lr X] [--optim sgd|adam|adamw]\n"
                  "               [--augment] [--threads N] [--seed N] [--limit N] [--test-limit N]\n"
                  "               [--warmup STEPS] [--save FILE] [--load FILE] [--resume FILE] [--stop-after STEPS]\n"
-                 "               [--precision highest|medium]"});
+                 "               [--precision highest|medium] [--onnx FILE]"});
     tg_dataset *train, *test;
     demo_data(&o, 0.2860f, 0.3530f, "install Debian's dataset-fashion-mnist, or give --data DIR with its four files",
               &train, &test);
@@ -110,6 +111,7 @@ int main(int argc, char **argv) {
         printf("  %5.1f%%\n", n ? 100.0 * confusion[i][i] / n : 0.0);
     }
     printf("test accuracy: %.2f%%\n", 100 * acc);
+    demo_export_onnx(&o, m);
 
     free(pred);
     tg_model_free(m);

@@ -4,10 +4,12 @@
  *                     [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]
  *                     [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]
  *                     [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]
+ *                     [--onnx FILE]
  *   TG_TRACE=FILE build/demos/mnist ...       also writes the timeline of the 11th step (tg_tape_trace:
  *                                             Perfetto, chrome://tracing) to FILE (TG_LOOK_STEP=N: another)
  *   TG_TAPE_DUMP=FILE build/demos/mnist ...   and the tape dump (tg_tape_dump) of the step after it
  *
+ * --onnx FILE exports the trained net as ONNX (tg_onnx_export; input 1x1x28x28, any batch).
  * Writes mnist_errors.png, mnist_filters.png and mnist_features.png in --out DIR
  * (or the --report DIR, or here). --report DIR also logs the run to DIR/run.jsonl
  * and writes DIR/report.html, one page with everything (demos/report.c).
@@ -110,7 +112,8 @@ int main(int argc, char **argv) {
         .usage = "[--data DIR] [--net mlp|lenet|resnet] [--epochs N] [--batch N] [--lr X]\n"
                  "             [--optim sgd|adam|adamw] [--augment] [--threads N] [--seed N] [--limit N]\n"
                  "             [--test-limit N] [--warmup STEPS] [--save FILE] [--load FILE] [--out DIR]\n"
-                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]"});
+                 "             [--resume FILE] [--stop-after STEPS] [--precision highest|medium] [--report DIR]\n"
+                 "             [--onnx FILE]"});
     tg_dataset *train, *test;
     demo_data(&o, TG_MNIST_MEAN, TG_MNIST_STD, "run scripts/fetch-mnist.sh, or give --data DIR with the four IDX files",
               &train, &test);
@@ -135,6 +138,7 @@ int main(int argc, char **argv) {
     snprintf(pics[2], sizeof pics[2], "%s/mnist_features.png", out);
     if (conv) write_features_png(pics[2], m, test);
     printf("test accuracy: %.2f%%\n", 100 * acc);
+    demo_export_onnx(&o, m);
     if (o.report) {
         char html[4096], log[4096], trace[4096];
         snprintf(log, sizeof log, "%s/run.jsonl", o.report);

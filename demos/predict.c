@@ -1,6 +1,7 @@
 /* predict.c: classify pictures of digits with a net trained by the mnist demo.
  *
  *   build/demos/predict [--net mlp|lenet|resnet] [--show] CHECKPOINT IMAGE...
+ *   build/demos/predict [--net mlp|lenet|resnet] --onnx FILE CHECKPOINT [IMAGE...]
  *
  * CHECKPOINT is what `mnist --save FILE` writes (safetensors, or tapegrad's
  * own format from earlier versions): the model's parameters and buffers, and
@@ -10,7 +11,9 @@
  * MNIST digit (tg_image_to_mnist: grey, light ink on black, 20 pixels on its
  * longer side, centred by its mass in 28x28) and gets one line: its three
  * likeliest digits. --show also draws the 28x28 digit the net sees. An image
- * that cannot be read is reported and skipped; the exit status is then 1. */
+ * that cannot be read is reported and skipped; the exit status is then 1.
+ * --onnx FILE also exports the checkpoint's net as ONNX (tg_onnx_export: input
+ * 1x1x28x28, any batch), for Netron or ONNX Runtime; the images are then optional. */
 #include "nets.h"
 #include "tapegrad_nn.h"
 #include <math.h>
@@ -20,7 +23,8 @@
 
 static void usage(const char *msg) {
     fprintf(stderr, "predict: %s\n"
-                    "usage: predict [--net mlp|lenet|resnet] [--show] CHECKPOINT IMAGE...\n", msg);
+                    "usage: predict [--net mlp|lenet|resnet] [--show] CHECKPOINT IMAGE...\n"
+                    "       predict [--net mlp|lenet|resnet] --onnx FILE CHECKPOINT [IMAGE...]\n", msg);
     exit(2);
 }
 
@@ -68,7 +72,7 @@ static void show(const uint8_t *p) {
 }
 
 int main(int argc, char **argv) {
-    const char *net = NULL, *ckpt = NULL;
+    const char *net = NULL, *ckpt = NULL, *onnx = NULL;
     bool draw = false;
     int first = 0;
     for (int i = 1; i < argc && !first; i++) {
@@ -77,12 +81,15 @@ int main(int argc, char **argv) {
             net = argv[i];
             if (strcmp(net, "mlp") && strcmp(net, "lenet") && strcmp(net, "resnet"))
                 usage("--net must be mlp, lenet or resnet");
+        } else if (!strcmp(argv[i], "--onnx")) {
+            if (++i == argc) usage("missing value");
+            onnx = argv[i];
         } else if (!strcmp(argv[i], "--show")) draw = true;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) usage("classify pictures of digits");
         else if (argv[i][0] == '-' && argv[i][1]) usage("unknown option");
         else ckpt = argv[i], first = i + 1;
     }
-    if (!ckpt || first >= argc) usage("need a checkpoint and at least one image");
+    if (!ckpt || (first >= argc && !onnx)) usage("need a checkpoint and at least one image (or --onnx FILE)");
 
     const char *found = NULL;
     tg_model *m = load(ckpt, net, &found);
@@ -92,6 +99,10 @@ int main(int argc, char **argv) {
     printf("%s: %s, %lld parameters%s\n", ckpt, found, (long long)tg_model_param_count(m),
            net ? "" : " (the net whose tensors the checkpoint holds)");
     tg_model_train(m, false); /* dropout off, batch norm on its running statistics */
+    if (onnx) {
+        if (tg_onnx_export(m, 4, (const int[]){1, 1, 28, 28}, onnx) < 0) die("a directory that exists and can be written?");
+        printf("wrote %s: %s as ONNX (opset 17, batch of any size)\n", onnx, found);
+    }
 
     tg_tape *t = tg_tape_new();
     if (!t) die(NULL);

@@ -39,6 +39,7 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
         else if (!strcmp(a, "--stop-after")) o.stop_after = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--out")) o.out = NEXT();
         else if (!strcmp(a, "--report")) o.report = NEXT();
+        else if (!strcmp(a, "--onnx")) o.onnx = NEXT();
         else if (!strcmp(a, "--epochs")) o.epochs = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--batch")) o.batch = (int)strtol(NEXT(), &end, 10);
         else if (!strcmp(a, "--threads")) o.threads = (int)strtol(NEXT(), &end, 10);
@@ -65,6 +66,14 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
     if (o.stop_after && !o.save) demo_usage(&o, "--stop-after needs --save FILE to resume from");
     if (o.load && o.resume) demo_usage(&o, "--load (the weights) or --resume (the whole run), not both");
     return o;
+}
+
+void demo_export_onnx(const demo_options *o, tg_model *m) {
+    if (!o->onnx) return;
+    if (tg_onnx_export(m, 4, (const int[]){1, 1, 28, 28}, o->onnx) < 0)
+        demo_die(o, "--onnx", "a directory that exists and can be written?");
+    printf("wrote %s: the model as ONNX (opset 17, batch of any size); open it in Netron or run it in ONNX Runtime\n",
+           o->onnx);
 }
 
 void demo_data(const demo_options *o, float mean, float std, const char *hint, tg_dataset **train, tg_dataset **test) {

@@ -12,6 +12,7 @@ typedef struct {
     const char *usage;                        /* its options, for --help */
     const char *data, *net, *save, *load, *resume, *out, *optim;
     const char *report;                       /* --report DIR: the run log DIR/run.jsonl (the demo adds the page) */
+    const char *onnx;                         /* --onnx FILE: the trained model exported (demo_export_onnx) */
     int epochs, batch, threads, limit, test_limit, warmup, stop_after;
     float lr, momentum, weight_decay;
     bool nesterov, augment;
@@ -36,5 +37,7 @@ void demo_data(const demo_options *o, float mean, float std, const char *hint, t
  * with --stop-after N and resumed ends with the same weights, bit for bit, as
  * the run that never stopped. Returns a negative number after --stop-after. */
 double demo_train(const demo_options *o, tg_model *m, const tg_dataset *train, const tg_dataset *test, int32_t *pred);
+/* --onnx FILE: m exported to ONNX for 28x28 images of one channel, any batch (tg_onnx_export), or die. */
+void demo_export_onnx(const demo_options *o, tg_model *m);
 
 #endif

@@ -190,4 +190,18 @@ void tg__trace_free(tg__trace *tr);
             for (TG__TRACE_MARK(i0 / TG_BLOCK); tg__tmark.once; tg__tmark.once = 0)                          \
                 for (int64_t n = tg__size - i0 < TG_BLOCK ? tg__size - i0 : TG_BLOCK; n; n = 0)
 
+/* ONNX export (onnx.c): the model the recorded nodes of tape compute, from input to output,
+ * encoded as an ONNX ModelProto into *bytes (tg__malloc'd, *len bytes). named: the model's
+ * parameters and buffers, initializers under their names when used. On failure *bad is the node
+ * whose export failed (NULL if none did) and the message is set. */
+typedef struct {
+    const tg_tape *tape;
+    const tg_tensor *input, *output;
+    tg_tensor *const *named;
+    int n_named;
+    bool fold_batch_norm;
+    const char *doc; /* the graph's doc_string, or NULL */
+} tg__onnx_args;
+int tg__onnx_encode(const tg__onnx_args *a, uint8_t **bytes, size_t *len, const tg_node **bad);
+
 #endif

@@ -40,6 +40,8 @@
 extern "C" {
 #endif
 
+typedef struct tg_onnx tg_onnx; /* an ONNX graph being built by tg_onnx_export (see the end) */
+
 struct tg_node {
     const struct tg_op *op;
     int id;                      /* index on the tape, from 0 */
@@ -118,6 +120,11 @@ typedef struct tg_op {
     /* Optional, for the dump's diagnosis: what looks wrong in this node after the step, with the
      * numbers and the usual remedy ("dead: 9 of 16 channels zero for every image; ..."), or "". */
     void (*diagnose)(const tg_node *n, char *buf, size_t len);
+    /* Optional, for ONNX export (tg_onnx_export): add the ONNX nodes that compute n->out from n's
+     * inputs with the builder below, and return 0; or refuse with tg_fail's message (a loss, a
+     * dropout still in training mode) and return its code. An op without it cannot be exported:
+     * the export fails naming the op and its layer. */
+    int (*onnx)(const tg_node *n, tg_onnx *g);
     /* (callbacks are added at the end, so that an op built against an older header keeps working) */
 } tg_op;
 
@@ -138,6 +145,60 @@ TG_API float tg_tape_uniform(tg_tape *t);
 /* The state of the tape's generator (tg_tape_seed sets it), for an op that draws
  * its own numbers with tg_rand_u64(tg_tape_rng(t)); NULL for a NULL tape. */
 TG_API uint64_t *tg_tape_rng(tg_tape *t);
+
+/* EXPORTING AN OP TO ONNX
+ *
+ * tg_onnx_export runs the model's forward once on a recording tape and hands each node that
+ * leads to the output, in order, to its op's onnx callback, which adds ONNX nodes (opset 17,
+ * the default domain) reading the values of n's inputs and writing the value of n->out:
+ *
+ *     static int square_onnx(const tg_node *n, tg_onnx *g) {     // y = x * x
+ *         const char *x = tg_onnx_name(g, n->in[0]), *y = tg_onnx_name(g, n->out);
+ *         if (!x || !y) return tg_last_error_code();
+ *         return tg_onnx_node(g, "Mul", (const char *[]){x, x}, 2, &y, 1);
+ *     }
+ *
+ * Values are named by the engine; the batch (dimension 0 of the traced input and of every value
+ * computed from it) is the symbolic dimension "N". Each function returns NULL or a negative
+ * TG_ERR_* (out of memory, a bad argument) with a message; the export then fails with it. */
+
+/* The value name of x: "input" for the traced input; for a parameter or buffer of the model its
+ * state-dict name ("3.bn1.running_mean"), an initializer holding it; for a node's output a name
+ * from the node ("3.conv1/conv2d:7"; "output" for the model's output); any other tensor (a
+ * constant of a custom layer) becomes an initializer holding its data. */
+TG_API const char *tg_onnx_name(tg_onnx *g, const tg_tensor *x);
+/* A new value for an intermediate result of n's export (a conv's output before its fused ReLU):
+ * named after n's output and suffix, of the given shape, whose dimension 0 is the symbolic batch
+ * when batched (shape[0] must then be the traced batch). Its shape goes into the value_info. */
+TG_API const char *tg_onnx_temp(tg_onnx *g, const tg_node *n, const char *suffix, int ndim, const int *shape,
+                                bool batched);
+/* y has x's value: an op that is the identity here (dropout in evaluation) adds no node. */
+TG_API int tg_onnx_alias(tg_onnx *g, const tg_tensor *y, const tg_tensor *x);
+/* An initializer holding a copy of values of the given shape (ndim 0 to TG_MAX_DIMS; 0 is a
+ * scalar), float32 or int64, named hint (made unique): Reshape's shape, Clip's bounds, Resize's
+ * scales, folded weights. */
+TG_API const char *tg_onnx_const_floats(tg_onnx *g, const char *hint, int ndim, const int64_t *shape, const float *v);
+TG_API const char *tg_onnx_const_int64s(tg_onnx *g, const char *hint, int ndim, const int64_t *shape,
+                                        const int64_t *v);
+/* Adds a node: op_type ("Conv"), its inputs' and outputs' value names in order ("" for an
+ * optional input left out, as Resize's roi). The attribute setters then add to this node. */
+TG_API int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_in, const char *const *out,
+                        int n_out);
+TG_API int tg_onnx_attr_int(tg_onnx *g, const char *name, int64_t v);
+TG_API int tg_onnx_attr_ints(tg_onnx *g, const char *name, const int64_t *v, int n);
+TG_API int tg_onnx_attr_float(tg_onnx *g, const char *name, float v);
+TG_API int tg_onnx_attr_string(tg_onnx *g, const char *name, const char *v);
+/* For fusing across nodes: the only exported node that reads x, or NULL when none or several do,
+ * or x is the model's output. */
+TG_API const tg_node *tg_onnx_consumer(const tg_onnx *g, const tg_tensor *x);
+/* Whether the export folds a batch norm in evaluation into the conv before it (tg_onnx_opts). */
+TG_API bool tg_onnx_folding(const tg_onnx *g);
+/* Marks a later node as done by this one's export (a batch norm folded into its conv); its own
+ * callback sees the mark with tg_onnx_marked and adds only what is left. */
+TG_API int tg_onnx_mark(tg_onnx *g, const tg_node *later);
+TG_API bool tg_onnx_marked(const tg_onnx *g, const tg_node *n);
+/* Whether x is computed from the traced input (its dimension 0 is then the batch, "N"). */
+TG_API bool tg_onnx_batched(const tg_onnx *g, const tg_tensor *x);
 
 #ifdef __cplusplus
 }

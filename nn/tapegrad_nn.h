@@ -417,6 +417,38 @@ TG_API int tg_model_check_finite(const tg_model *m);
 TG_API int tg_model_print(tg_model *m, FILE *f, int ndim, const int *input_shape);
 
 // ----------------------------------------------------------------------------
+// ONNX export: the model's inference graph as an ONNX file (Netron opens it, ONNX Runtime runs it)
+//
+//     tg_onnx_export(m, 4, (int[]){1, 1, 28, 28}, "model.onnx");
+//
+// The model is run once in evaluation mode (every layer's own flag is as it was afterwards) on a
+// recording tape, as torch.onnx.export traces, and each node that leads to the output is written
+// by its op (tapegrad_op.h's onnx callback): dropout disappears, batch norm becomes
+// BatchNormalization with the running statistics, a fused conv2d+relu a Conv and a Relu. A custom
+// layer is exported through the ops it ran; an op without an ONNX form (a user's op without the
+// callback, a loss, a layer forcing training mode) fails the export with a message naming the op
+// and the layer ("onnx export: layer "3.gate" (custom "gate"): op "square" has no ONNX form").
+// The file: ONNX IR version 8, opset 17; the graph's input "input" and output "output"; parameters
+// and buffers as initializers under their state-dict names ("3.bn1.running_mean"); every other
+// value's shape in value_info. Dimension 0 of the input is the batch, and is symbolic ("N") in the
+// input, the output and every value computed from the input, so one file runs any batch size: a
+// value computed from the input must keep the batch as its dimension 0 (every built-in layer
+// does; a reshape that merges the batch into another dimension is refused). Only the batch is
+// free: the other dimensions are those traced. Written as checkpoints are (a temporary file,
+// synced, renamed over path: a failure leaves an old file as it was; a path that is not a regular
+// file is refused untouched). Returns 0 or a negative TG_ERR_* with a message naming the file, or
+// the layer and op. Not to be called while another thread runs the model.
+typedef struct {
+    bool fold_batch_norm; /* a batch norm whose input is a conv's output read by nothing else becomes that
+                           * conv's weights and bias: w' = w*g/sqrt(var+eps), b' = (b-mean)*g/sqrt(var+eps)+beta */
+    bool softmax;         /* the graph ends with a Softmax over the last dimension: probabilities, not logits */
+} tg_onnx_opts;
+TG_API int tg_onnx_export(tg_model *m, int ndim, const int *input_shape, const char *path);
+/* opts NULL: the defaults (no folding, no softmax), as tg_onnx_export. */
+TG_API int tg_onnx_export_opts(tg_model *m, int ndim, const int *input_shape, const char *path,
+                               const tg_onnx_opts *opts);
+
+// ----------------------------------------------------------------------------
 // evaluation
 
 /* The index of the largest of each row of x:(N,C) (or (N,...): the rest of

@@ -154,11 +154,68 @@ static void conv_window(const tg_node *n, int *span, int *stride, int *up) {
 /* For tape dumps: "conv2d+relu" */
 static const char *conv_variant(const tg_node *n) { return fused_relu(n) ? "relu" : NULL; }
 
+/* The batch norm this conv folds into its weights (tg_onnx_folding): the only reader of its output,
+ * in evaluation, reading it as x only; else NULL. */
+static const tg_node *fold_target(const tg_node *n, tg_onnx *g) {
+    if (!tg_onnx_folding(g) || fused_relu(n)) return NULL;
+    const tg_node *bn = tg_onnx_consumer(g, n->out);
+    if (!bn || bn->op != &tg__op_batch_norm || bn->in[0] != n->out || (bn->n_in > 3 && bn->in[3] == n->out))
+        return NULL;
+    return bn;
+}
+
+/* w' = w * scale and b' = b * scale + shift per output channel: the conv then computes the batch norm's output */
+static int fold(const tg_node *n, const tg_node *bn, tg_onnx *g, const char **w, const char **b) {
+    const tg_tensor *wt = n->in[1], *bt = n->n_in > 2 ? n->in[2] : NULL;
+    int64_t K = wt->shape[0], per = wt->size / K;
+    float *scale = tg__malloc((size_t)(2 * K + wt->size + K) * sizeof(float));
+    if (!scale) return tg_fail(TG_ERR_NOMEM, "conv2d: out of memory folding a batch norm");
+    float *shift = scale + K, *wf = shift + K, *bf = wf + wt->size;
+    int rc = 0;
+    if (!tg__batch_norm_affine(bn, scale, shift)) {
+        rc = tg_fail(TG_ERR_STATE, "conv2d: the batch norm after it is in training mode");
+    } else {
+        for (int64_t k = 0; k < K; k++) {
+            for (int64_t i = 0; i < per; i++) wf[k * per + i] = wt->data[k * per + i] * scale[k];
+            bf[k] = (bt ? bt->data[k] * scale[k] : 0.0f) + shift[k];
+        }
+        const int64_t dims[4] = {wt->shape[0], wt->shape[1], wt->shape[2], wt->shape[3]};
+        *w = tg_onnx_const_floats(g, "weight_folded", 4, dims, wf);
+        *b = *w ? tg_onnx_const_floats(g, "bias_folded", 1, &K, bf) : NULL;
+        if (!*b || tg_onnx_mark(g, bn) < 0) rc = tg_last_error_code();
+    }
+    tg__free(scale);
+    return rc;
+}
+
+/* Conv (then Relu when fused); with folding, the batch norm after it goes into its weights */
+static int conv_onnx(const tg_node *n, tg_onnx *g) {
+    const conv_attr *a = n->attr;
+    const tg_tensor *w = n->in[1];
+    const tg_node *bn = fold_target(n, g);
+    const char *in[3] = {tg_onnx_name(g, n->in[0]), NULL, NULL};
+    int n_in = n->n_in, rc = 0;
+    if (bn) {
+        rc = fold(n, bn, g, &in[1], &in[2]);
+        n_in = 3;
+    } else {
+        in[1] = tg_onnx_name(g, w);
+        in[2] = n_in > 2 ? tg_onnx_name(g, n->in[2]) : "";
+    }
+    const char *y = rc ? NULL : tg__onnx_pre_relu(n, g, fused_relu(n));
+    if (!in[0] || !in[1] || !in[2] || !y) return rc ? rc : tg_last_error_code();
+    rc = tg_onnx_node(g, "Conv", in, n_in, &y, 1);
+    if (!rc) rc = tg__onnx_window(g, w->shape[2], w->shape[3], a->stride, a->pad, a->dilation);
+    if (!rc) rc = tg_onnx_attr_int(g, "group", a->groups);
+    if (!rc && fused_relu(n)) rc = tg__onnx_relu(n, g, y);
+    return rc;
+}
+
 const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .shape = conv_shape,
                              .forward = conv_forward, .vjp = conv_vjp, .describe = conv_describe,
                              .flops = conv_flops, .flops_backward = conv_flops_backward, .stats = conv_stats,
                              .diagnose = conv_diagnose, .window = conv_window, .variant = conv_variant,
-                             .overwrites_grads = true};
+                             .overwrites_grads = true, .onnx = conv_onnx};
 
 tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                          int groups, tg_act act) {
@@ -298,10 +355,33 @@ static void convt_window(const tg_node *n, int *span, int *stride, int *up) {
     (void)stride;
 }
 
+/* ConvTranspose: the same weight layout (Cin, Cout/groups, R, S) and output size as ONNX's. ONNX
+ * Runtime takes output_padding only below the stride; one below the dilation instead (ours takes
+ * either) is the same as padding the end by that much less, which it takes when pad allows. */
+static int convt_onnx(const tg_node *n, tg_onnx *g) {
+    const convt_attr *a = n->attr;
+    const tg_tensor *w = n->in[1];
+    int op = a->output_padding;
+    bool as_attr = op < a->stride;
+    if (!as_attr && op > a->pad)
+        return tg_fail(TG_ERR_ARG, "conv_transpose2d: output_padding %d is not below the stride %d, and above pad %d: "
+                       "ONNX Runtime's ConvTranspose takes no such output_padding", op, a->stride, a->pad);
+    int rc = tg__onnx_simple(n, g, "ConvTranspose");
+    if (!rc) rc = tg_onnx_attr_ints(g, "kernel_shape", (const int64_t[]){w->shape[2], w->shape[3]}, 2);
+    if (!rc) rc = tg_onnx_attr_ints(g, "strides", (const int64_t[]){a->stride, a->stride}, 2);
+    if (!rc) rc = tg_onnx_attr_ints(g, "dilations", (const int64_t[]){a->dilation, a->dilation}, 2);
+    int end = as_attr ? a->pad : a->pad - op;
+    if (!rc) rc = tg_onnx_attr_ints(g, "pads", (const int64_t[]){a->pad, a->pad, end, end}, 4);
+    if (!rc && as_attr && op) rc = tg_onnx_attr_ints(g, "output_padding", (const int64_t[]){op, op}, 2);
+    if (!rc) rc = tg_onnx_attr_int(g, "group", a->groups);
+    return rc;
+}
+
 const tg_op tg__op_conv_transpose2d = {.name = "conv_transpose2d", .attr_size = sizeof(convt_attr),
                                        .shape = convt_shape, .forward = convt_forward, .vjp = convt_vjp,
                                        .describe = convt_describe, .flops = convt_flops,
-                                       .flops_backward = convt_flops_backward, .window = convt_window};
+                                       .flops_backward = convt_flops_backward, .window = convt_window,
+                                       .onnx = convt_onnx};
 
 tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
                                int output_padding, int dilation, int groups) {

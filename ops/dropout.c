@@ -97,15 +97,30 @@ static void dropout_stats(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "kept=%.1f%%", 100.0 * (double)kept / (double)n->out->size);
 }
 
+/* In evaluation inverted dropout is the identity (no node), vanilla dropout a Mul by 1-p; a
+ * dropout still training (a layer that ignores its flag) has no inference form */
+static int dropout_onnx(const tg_node *n, tg_onnx *g) {
+    const dropout_attr *a = n->attr;
+    if (a->training)
+        return tg_fail(TG_ERR_STATE, "%s: runs in training mode (p = %g), and an exported graph evaluates",
+                       n->op->name, (double)a->p);
+    float s = eval_scale(n);
+    if (s == 1.0f) return tg_onnx_alias(g, n->out, n->in[0]);
+    const char *in[2] = {tg_onnx_name(g, n->in[0]), tg_onnx_const_floats(g, "keep", 0, NULL, &s)};
+    const char *y = tg_onnx_name(g, n->out);
+    if (!in[0] || !in[1] || !y) return tg_last_error_code();
+    return tg_onnx_node(g, "Mul", in, 2, &y, 1);
+}
+
 const tg_op tg__op_dropout = {.name = "dropout", .attr_size = sizeof(dropout_attr), .shape = dropout_shape,
                               .forward = dropout_forward, .vjp = dropout_vjp, .describe = dropout_describe,
                               .flops = dropout_flops, .flops_backward = dropout_flops, .stats = dropout_stats,
-                              .overwrites_grads = true};
+                              .overwrites_grads = true, .onnx = dropout_onnx};
 const tg_op tg__op_dropout_vanilla = {.name = "dropout_vanilla", .attr_size = sizeof(dropout_attr),
                                       .shape = dropout_shape, .forward = dropout_forward, .vjp = dropout_vjp,
                                       .describe = dropout_describe, .flops = dropout_flops,
                                       .flops_backward = dropout_flops, .stats = dropout_stats,
-                                      .overwrites_grads = true};
+                                      .overwrites_grads = true, .onnx = dropout_onnx};
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, float p, bool training) {
     dropout_attr a = {p, training};

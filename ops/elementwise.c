@@ -147,12 +147,19 @@ static int64_t add_bytes(const tg_node *n, bool backward) {
     return b;
 }
 
+/* ONNX's Add, Sub and Mul broadcast as NumPy does, as these do */
+static int add_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "Add"); }
+static int sub_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "Sub"); }
+static int mul_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "Mul"); }
+
 const tg_op tg__op_add = {.name = "add", .shape = broadcast_shape, .forward = add_forward, .vjp = add_vjp,
-                          .flops = per_output_flops, .flops_backward = add_flops_backward, .bytes = add_bytes};
+                          .flops = per_output_flops, .flops_backward = add_flops_backward, .bytes = add_bytes,
+                          .onnx = add_onnx};
 const tg_op tg__op_sub = {.name = "sub", .shape = broadcast_shape, .forward = sub_forward, .vjp = sub_vjp,
-                          .flops = per_output_flops, .flops_backward = add_flops_backward, .bytes = add_bytes};
+                          .flops = per_output_flops, .flops_backward = add_flops_backward, .bytes = add_bytes,
+                          .onnx = sub_onnx};
 const tg_op tg__op_mul = {.name = "mul", .shape = broadcast_shape, .forward = mul_forward, .vjp = mul_vjp,
-                          .flops = per_output_flops, .flops_backward = mul_flops_backward};
+                          .flops = per_output_flops, .flops_backward = mul_flops_backward, .onnx = mul_onnx};
 
 tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_add, (tg_tensor *[]){a, b}, 2, NULL); }
 tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) { return tg_apply(t, &tg__op_sub, (tg_tensor *[]){a, b}, 2, NULL); }
@@ -325,23 +332,37 @@ static int64_t relu6_flops_backward(const tg_node *n) { return 2 * n->out->size;
 static int64_t hardswish_flops_backward(const tg_node *n) { return 5 * n->out->size; }
 static int64_t sigmoid_flops_backward(const tg_node *n) { return 4 * n->out->size; }
 
+static int relu_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "Relu"); }
+static int hardswish_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "HardSwish"); }
+static int sigmoid_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "Sigmoid"); }
+static int tanh_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "Tanh"); }
+/* Clip with its bounds as inputs (opset 11 on) */
+static int relu6_onnx(const tg_node *n, tg_onnx *g) {
+    const float lo = 0.0f, hi = 6.0f;
+    const char *in[3] = {tg_onnx_name(g, n->in[0]), tg_onnx_const_floats(g, "min", 0, NULL, &lo),
+                         tg_onnx_const_floats(g, "max", 0, NULL, &hi)};
+    const char *y = tg_onnx_name(g, n->out);
+    if (!in[0] || !in[1] || !in[2] || !y) return tg_last_error_code();
+    return tg_onnx_node(g, "Clip", in, 3, &y, 1);
+}
+
 const tg_op tg__op_relu = {.name = "relu", .shape = same_shape, .forward = relu_forward, .vjp = relu_vjp,
                            .flops = per_output_flops, .flops_backward = relu_flops_backward, .stats = relu_stats,
-                           .diagnose = relu_diagnose, .overwrites_grads = true};
+                           .diagnose = relu_diagnose, .overwrites_grads = true, .onnx = relu_onnx};
 const tg_op tg__op_relu6 = {.name = "relu6", .shape = same_shape, .forward = hard_forward, .vjp = hard_vjp,
                             .flops = per_output_flops, .flops_backward = relu6_flops_backward, .stats = relu6_stats,
-                            .overwrites_grads = true};
+                            .overwrites_grads = true, .onnx = relu6_onnx};
 /* hardswish's zeros: x <= -3 (dead units), and x = 0 */
 const tg_op tg__op_hardswish = {.name = "hardswish", .shape = same_shape, .forward = hard_forward,
                                 .vjp = hard_vjp, .flops = per_output_flops,
                                 .flops_backward = hardswish_flops_backward, .stats = relu_stats,
-                                .overwrites_grads = true};
+                                .overwrites_grads = true, .onnx = hardswish_onnx};
 const tg_op tg__op_sigmoid = {.name = "sigmoid", .shape = same_shape, .forward = sigmoid_forward, .vjp = sigmoid_vjp,
                               .flops = per_output_flops, .flops_backward = sigmoid_flops_backward,
-                              .stats = sigmoid_stats};
+                              .stats = sigmoid_stats, .onnx = sigmoid_onnx};
 const tg_op tg__op_tanh = {.name = "tanh", .shape = same_shape, .forward = tanh_forward, .vjp = tanh_vjp,
                            .flops = per_output_flops, .flops_backward = sigmoid_flops_backward,
-                           .stats = tanh_stats};
+                           .stats = tanh_stats, .onnx = tanh_onnx};
 
 tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu, &x, 1, NULL); }
 tg_tensor *tg_relu6(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_relu6, &x, 1, NULL); }
@@ -460,12 +481,21 @@ static void residual_diagnose(const tg_node *n, char *buf, size_t len) {
 /* For tape dumps: "residual_add+relu" */
 static const char *residual_variant(const tg_node *n) { return residual_relu(n) ? "relu" : NULL; }
 
+/* Add, then Relu when fused */
+static int residual_onnx(const tg_node *n, tg_onnx *g) {
+    const char *in[2] = {tg_onnx_name(g, n->in[0]), tg_onnx_name(g, n->in[1])};
+    const char *y = tg__onnx_pre_relu(n, g, residual_relu(n));
+    if (!in[0] || !in[1] || !y) return tg_last_error_code();
+    int rc = tg_onnx_node(g, "Add", in, 2, &y, 1);
+    return rc || !residual_relu(n) ? rc : tg__onnx_relu(n, g, y);
+}
+
 const tg_op tg__op_residual_add = {.name = "residual_add", .attr_size = sizeof(residual_attr),
                                    .shape = residual_shape, .forward = residual_forward, .vjp = residual_vjp,
                                    .flops = per_output_flops, .flops_backward = residual_flops_backward,
                                    .bytes = residual_bytes, .stats = residual_stats, .diagnose = residual_diagnose,
                                    .variant = residual_variant,
-                                   .overwrites_grads = true};
+                                   .overwrites_grads = true, .onnx = residual_onnx};
 
 tg_tensor *tg_residual_add_act(tg_tape *t, tg_tensor *x, tg_tensor *fx, tg_act act) {
     residual_attr a = {act};

@@ -86,9 +86,17 @@ static void ce_stats(const tg_node *n, char *buf, size_t len) {
 /* Backward FLOPs: 3 per logit, dx += g * (softmax - onehot): a subtract, a multiply, the add */
 static int64_t ce_flops_backward(const tg_node *n) { return 3 * n->in[0]->size; }
 
+/* A loss is training's, not inference's: the exported graph ends at what the loss reads */
+static int loss_onnx(const tg_node *n, tg_onnx *g) {
+    (void)g;
+    return tg_fail(TG_ERR_ARG, "%s: a loss is not part of an inference graph (export the model, not its loss)",
+                   n->op->name);
+}
+
 const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .attr_size = sizeof(ce_attr), .shape = ce_shape,
                                     .forward = ce_forward, .vjp = ce_vjp, .describe = ce_describe,
-                                    .flops = ce_flops, .flops_backward = ce_flops_backward, .stats = ce_stats};
+                                    .flops = ce_flops, .flops_backward = ce_flops_backward, .stats = ce_stats,
+                                    .onnx = loss_onnx};
 
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const int32_t *labels) {
     ce_attr a = {NULL};
@@ -159,9 +167,14 @@ static int64_t softmax_flops(const tg_node *n) { return 4 * n->out->size; }
 /* Backward FLOPs: 4 per element, the row's dot of dy and y (a multiply-add) and y * (dy - dot) */
 static int64_t softmax_flops_backward(const tg_node *n) { return 4 * n->out->size; }
 
+static int softmax_onnx(const tg_node *n, tg_onnx *g) {
+    int rc = tg__onnx_simple(n, g, "Softmax");
+    return rc ? rc : tg_onnx_attr_int(g, "axis", -1);
+}
+
 const tg_op tg__op_softmax = {.name = "softmax", .shape = softmax_shape, .forward = softmax_forward,
                               .vjp = softmax_vjp, .flops = softmax_flops, .flops_backward = softmax_flops_backward,
-                              .overwrites_grads = true};
+                              .overwrites_grads = true, .onnx = softmax_onnx};
 
 tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_softmax, &x, 1, NULL); }
 
@@ -209,7 +222,7 @@ static int64_t mse_flops_backward(const tg_node *n) {
 }
 
 const tg_op tg__op_mse_loss = {.name = "mse_loss", .shape = mse_shape, .forward = mse_forward, .vjp = mse_vjp,
-                               .flops = mse_flops, .flops_backward = mse_flops_backward};
+                               .flops = mse_flops, .flops_backward = mse_flops_backward, .onnx = loss_onnx};
 
 tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *pred, tg_tensor *target) {
     return tg_apply(t, &tg__op_mse_loss, (tg_tensor *[]){pred, target}, 2, NULL);

@@ -53,9 +53,11 @@ static int64_t matmul_flops_backward(const tg_node *n) {
     return matmul_flops(n) * (n->in[0]->requires_grad + n->in[1]->requires_grad);
 }
 
+static int matmul_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "MatMul"); }
+
 const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp,
                              .flops = matmul_flops, .flops_backward = matmul_flops_backward,
-                             .overwrites_grads = true};
+                             .overwrites_grads = true, .onnx = matmul_onnx};
 
 tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
     return tg_apply(t, &tg__op_matmul, (tg_tensor *[]){a, b}, 2, NULL);
@@ -125,9 +127,15 @@ static int64_t linear_flops_backward(const tg_node *n) {
            (n->n_in > 2 && n->in[2]->requires_grad ? N * O : 0);
 }
 
+/* Gemm with transB: the weight stays (out, in) under its own name */
+static int linear_onnx(const tg_node *n, tg_onnx *g) {
+    int rc = tg__onnx_simple(n, g, "Gemm");
+    return rc ? rc : tg_onnx_attr_int(g, "transB", 1);
+}
+
 const tg_op tg__op_linear = {.name = "linear", .shape = linear_shape, .forward = linear_forward, .vjp = linear_vjp,
                              .flops = linear_flops, .flops_backward = linear_flops_backward,
-                             .overwrites_grads = true};
+                             .overwrites_grads = true, .onnx = linear_onnx};
 
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b) {
     return tg_apply(t, &tg__op_linear, (tg_tensor *[]){x, w, b}, b ? 3 : 2, NULL);

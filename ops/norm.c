@@ -213,11 +213,54 @@ static const char *bn_variant(const tg_node *n) {
     return fused_relu(n) ? (add ? "add+relu" : "relu") : (add ? "add" : NULL);
 }
 
+bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift) {
+    const bn_attr *a = bn->attr;
+    if (a->training) return false;
+    const float *g = bn->in[1]->data, *b = bn->in[2]->data;
+    for (int64_t c = 0; c < bn->in[1]->size; c++) {
+        double s = g[c] / sqrt((double)a->running_var->data[c] + a->eps);
+        scale[c] = (float)s, shift[c] = (float)(b[c] - a->running_mean->data[c] * s);
+    }
+    return true;
+}
+
+/* BatchNormalization with the running statistics (or nothing, folded into the conv before it),
+ * then Add and Relu when fused */
+static int bn_onnx(const tg_node *n, tg_onnx *g) {
+    const bn_attr *a = n->attr;
+    if (a->training)
+        return tg_fail(TG_ERR_STATE, "%s: runs in training mode (batch statistics), and an exported graph evaluates",
+                       n->op->name);
+    bool tail = shortcut(n) || fused_relu(n);
+    if (tg_onnx_marked(g, n) && !tail) return tg_onnx_alias(g, n->out, n->in[0]);
+    const char *normed = tg_onnx_name(g, n->in[0]); /* already normalised when folded */
+    if (!normed) return tg_last_error_code();
+    int rc = 0;
+    if (!tg_onnx_marked(g, n)) {
+        const char *in[5] = {normed, tg_onnx_name(g, n->in[1]), tg_onnx_name(g, n->in[2]),
+                             tg_onnx_name(g, a->running_mean), tg_onnx_name(g, a->running_var)};
+        normed = tail ? tg_onnx_temp(g, n, "bn", n->out->ndim, n->out->shape, tg_onnx_batched(g, n->out))
+                      : tg_onnx_name(g, n->out);
+        if (!in[1] || !in[2] || !in[3] || !in[4] || !normed) return tg_last_error_code();
+        rc = tg_onnx_node(g, "BatchNormalization", in, 5, &normed, 1);
+        if (!rc) rc = tg_onnx_attr_float(g, "epsilon", a->eps);
+    }
+    if (!rc && shortcut(n)) {
+        const char *in[2] = {normed, tg_onnx_name(g, shortcut(n))};
+        const char *sum = tg__onnx_pre_relu(n, g, fused_relu(n));
+        if (!in[1] || !sum) return tg_last_error_code();
+        rc = tg_onnx_node(g, "Add", in, 2, &sum, 1);
+        normed = sum;
+    }
+    if (!rc && fused_relu(n)) rc = tg__onnx_relu(n, g, normed);
+    return rc;
+}
+
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_attr), .shape = bn_shape,
                                  .forward = bn_forward, .vjp = bn_vjp, .describe = bn_describe,
                                  .flops = bn_flops, .flops_backward = bn_flops_backward, .bytes = bn_bytes,
                                  .stats = bn_stats, .diagnose = bn_diagnose, .variant = bn_variant,
-                                 .overwrites_grads = true};
+                                 .overwrites_grads = true, .onnx = bn_onnx};
 
 /* act(batch_norm(x) + add), add may be NULL */
 tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
@@ -338,9 +381,40 @@ static int64_t ln_flops_backward(const tg_node *n) {
     return (4 + 2 * n->in[1]->requires_grad + n->in[2]->requires_grad + 7 * n->in[0]->requires_grad) * n->out->size;
 }
 
+/* LayerNormalization over the last dimensions whose product is gamma's size; gamma and beta
+ * reshaped to those dimensions when they are shaped otherwise (ONNX broadcasts them) */
+static int ln_onnx(const tg_node *n, tg_onnx *g) {
+    const ln_attr *a = n->attr;
+    const tg_tensor *x = n->in[0], *gm = n->in[1];
+    int axis = x->ndim - 1;
+    for (int64_t tail = x->shape[axis]; tail != gm->size && axis > 0;) tail *= x->shape[--axis];
+    bool same = gm->ndim == x->ndim - axis && n->in[2]->ndim == gm->ndim;
+    for (int i = 0; same && i < gm->ndim; i++) same = gm->shape[i] == x->shape[axis + i] && n->in[2]->shape[i] == gm->shape[i];
+    const char *in[3] = {tg_onnx_name(g, x), tg_onnx_name(g, gm), tg_onnx_name(g, n->in[2])};
+    const char *y = tg_onnx_name(g, n->out);
+    if (!in[0] || !in[1] || !in[2] || !y) return tg_last_error_code();
+    int rc = 0;
+    if (!same) {
+        int64_t dims[TG_MAX_DIMS], nd = x->ndim - axis;
+        int tail[TG_MAX_DIMS];
+        for (int i = 0; i < nd; i++) dims[i] = tail[i] = x->shape[axis + i];
+        const char *shape = tg_onnx_const_int64s(g, "norm_shape", 1, &nd, dims);
+        for (int k = 1; k < 3 && !rc; k++) {
+            const char *r[2] = {in[k], shape}, *o = tg_onnx_temp(g, n, k == 1 ? "gamma" : "beta", (int)nd, tail, false);
+            if (!shape || !o) return tg_last_error_code();
+            rc = tg_onnx_node(g, "Reshape", r, 2, &o, 1);
+            in[k] = o;
+        }
+    }
+    if (!rc) rc = tg_onnx_node(g, "LayerNormalization", in, 3, &y, 1);
+    if (!rc) rc = tg_onnx_attr_int(g, "axis", axis);
+    if (!rc) rc = tg_onnx_attr_float(g, "epsilon", a->eps);
+    return rc;
+}
+
 const tg_op tg__op_layer_norm = {.name = "layer_norm", .attr_size = sizeof(ln_attr), .shape = ln_shape,
                                  .forward = ln_forward, .vjp = ln_vjp, .describe = ln_describe,
-                                 .flops = ln_flops, .flops_backward = ln_flops_backward};
+                                 .flops = ln_flops, .flops_backward = ln_flops_backward, .onnx = ln_onnx};
 
 tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, float eps) {
     ln_attr a = {eps};

@@ -51,6 +51,20 @@ TG_OP_LIST(X)
  * every image of the batch; ..." when some channels (dim 1) of y are zero for every image, else "". */
 void tg__dead_units(const tg_tensor *y, char *buf, size_t len);
 
+/* ONNX export helpers (ops.c) for the ops' onnx callbacks. */
+/* op_type on n's inputs in order into n's output (Add, Relu, MatMul, ...). */
+int tg__onnx_simple(const tg_node *n, tg_onnx *g, const char *op_type);
+/* Where an op with a fused ReLU writes before it (a temporary), or n's output without one; then
+ * tg__onnx_relu adds the Relu from that value into n's output. NULL if out of memory. */
+const char *tg__onnx_pre_relu(const tg_node *n, tg_onnx *g, bool relu);
+int tg__onnx_relu(const tg_node *n, tg_onnx *g, const char *from);
+/* Sets a window's attributes on the node just added: kernel_shape, strides, pads (all four
+ * sides), and dilations unless dilation is 0. */
+int tg__onnx_window(tg_onnx *g, int kernel_h, int kernel_w, int stride, int pad, int dilation);
+/* A batch norm in evaluation as y = x * scale + shift per channel, for folding it into the
+ * conv before it (conv.c): scale and shift receive C values; false in training mode. */
+bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift);
+
 /* Every op's descriptor, in TG_OP_LIST order. */
 extern const tg_op *const tg_op_table[TG_OP_COUNT];
 

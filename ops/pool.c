@@ -121,11 +121,22 @@ static void maxpool_stats(const tg_node *n, char *buf, size_t len) {
     tg__free(count);
 }
 
+/* MaxPool and AveragePool; ONNX's pads never win a max either, and count_include_pad=1 divides
+ * by the whole window as ours does (ONNX's default 0 would not) */
+static int pool_onnx(const tg_node *n, tg_onnx *g) {
+    const pool_attr *a = n->attr;
+    bool avg = n->op == &tg__op_avg_pool2d;
+    int rc = tg__onnx_simple(n, g, avg ? "AveragePool" : "MaxPool");
+    if (!rc) rc = tg__onnx_window(g, a->kernel, a->kernel, a->stride, a->pad, 0);
+    if (!rc && avg) rc = tg_onnx_attr_int(g, "count_include_pad", 1);
+    return rc;
+}
+
 const tg_op tg__op_max_pool2d = {.name = "max_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
                                  .forward = maxpool_forward, .vjp = maxpool_vjp, .describe = pool_describe,
                                  .flops = pool_flops, .flops_backward = maxpool_flops_backward,
                                  .bytes = maxpool_bytes, .stats = maxpool_stats, .window = pool_window,
-                                 .overwrites_grads = true};
+                                 .overwrites_grads = true, .onnx = pool_onnx};
 
 tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -162,7 +173,7 @@ static int avgpool_vjp(tg_tape *t, tg_node *n) {
 const tg_op tg__op_avg_pool2d = {.name = "avg_pool2d", .attr_size = sizeof(pool_attr), .shape = pool_shape,
                                  .forward = avgpool_forward, .vjp = avgpool_vjp, .describe = pool_describe,
                                  .flops = pool_flops, .flops_backward = avgpool_flops_backward,
-                                 .window = pool_window};
+                                 .window = pool_window, .onnx = pool_onnx};
 
 tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad) {
     pool_attr a = {kernel, stride, pad};
@@ -204,7 +215,21 @@ static int64_t gap_flops(const tg_node *n) { return n->in[0]->size; }
 /* Backward FLOPs: dy / (H*W) per output, then one add per input element */
 static int64_t gap_flops_backward(const tg_node *n) { return n->in[0]->size + n->out->size; }
 
+/* GlobalAveragePool keeps H and W as 1s: a Flatten gives our (N,C) */
+static int gap_onnx(const tg_node *n, tg_onnx *g) {
+    const tg_tensor *x = n->in[0];
+    const char *in = tg_onnx_name(g, x), *y = tg_onnx_name(g, n->out);
+    const char *pooled = tg_onnx_temp(g, n, "pooled", 4, (const int[]){x->shape[0], x->shape[1], 1, 1},
+                                          tg_onnx_batched(g, x));
+    if (!in || !y || !pooled) return tg_last_error_code();
+    int rc = tg_onnx_node(g, "GlobalAveragePool", &in, 1, &pooled, 1);
+    if (!rc) rc = tg_onnx_node(g, "Flatten", &pooled, 1, &y, 1);
+    if (!rc) rc = tg_onnx_attr_int(g, "axis", 1);
+    return rc;
+}
+
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .shape = gap_shape, .forward = gap_forward,
-                                      .vjp = gap_vjp, .flops = gap_flops, .flops_backward = gap_flops_backward};
+                                      .vjp = gap_vjp, .flops = gap_flops, .flops_backward = gap_flops_backward,
+                                      .onnx = gap_onnx};
 
 tg_tensor *tg_global_avg_pool(tg_tape *t, tg_tensor *x) { return tg_apply(t, &tg__op_global_avg_pool, &x, 1, NULL); }

@@ -68,9 +68,28 @@ static void reshape_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "to=%s", tg_shape_str(n->out, s, sizeof s));
 }
 
+/* Flatten for (N,...) -> (N,rest); else Reshape, whose 0 keeps the batch, whatever its size */
+static int reshape_onnx(const tg_node *n, tg_onnx *g) {
+    const tg_tensor *x = n->in[0], *y = n->out;
+    bool batched = tg_onnx_batched(g, x);
+    if (batched && (y->ndim < 1 || y->shape[0] != x->shape[0]))
+        return tg_fail(TG_ERR_SHAPE, "reshape: the batch (dimension 0, %d) is not kept as dimension 0", x->shape[0]);
+    const char *in[2] = {tg_onnx_name(g, x), NULL}, *out = tg_onnx_name(g, y);
+    if (!in[0] || !out) return tg_last_error_code();
+    if (batched && y->ndim == 2) {
+        int rc = tg_onnx_node(g, "Flatten", in, 1, &out, 1);
+        return rc ? rc : tg_onnx_attr_int(g, "axis", 1);
+    }
+    int64_t shape[TG_MAX_DIMS], nd = y->ndim;
+    for (int i = 0; i < y->ndim; i++) shape[i] = i == 0 && batched ? 0 : y->shape[i];
+    if (!(in[1] = tg_onnx_const_int64s(g, "shape", 1, &nd, shape))) return tg_last_error_code();
+    return tg_onnx_node(g, "Reshape", in, 2, &out, 1);
+}
+
 const tg_op tg__op_reshape = {.name = "reshape", .attr_size = sizeof(reshape_attr), .shape = reshape_shape,
                               .forward = reshape_forward, .vjp = reshape_vjp, .describe = reshape_describe, .overwrites_grads = true,
-                              .flops = no_flops, .flops_backward = no_flops, .aliases_input = true};
+                              .flops = no_flops, .flops_backward = no_flops, .aliases_input = true,
+                              .onnx = reshape_onnx};
 
 tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int *shape) {
     reshape_attr a = {.ndim = ndim}; /* an ndim out of range is refused by reshape_shape, naming it */
@@ -173,9 +192,14 @@ static void cat_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "dim=%d inputs=%d", ((const cat_attr *)n->attr)->dim, n->n_in);
 }
 
+static int cat_onnx(const tg_node *n, tg_onnx *g) {
+    int rc = tg__onnx_simple(n, g, "Concat");
+    return rc ? rc : tg_onnx_attr_int(g, "axis", ((const cat_attr *)n->attr)->dim); /* from 0: cat_shape set it */
+}
+
 const tg_op tg__op_cat = {.name = "cat", .attr_size = sizeof(cat_attr), .shape = cat_shape, .forward = cat_forward,
                           .vjp = cat_vjp, .describe = cat_describe, .flops = no_flops, .flops_backward = no_flops,
-                          .overwrites_grads = true};
+                          .overwrites_grads = true, .onnx = cat_onnx};
 
 tg_tensor *tg_cat(tg_tape *t, tg_tensor *const *xs, int n, int dim) {
     if (n < 1 || n > TG_MAX_INPUTS) {

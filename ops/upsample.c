@@ -123,10 +123,29 @@ static void upsample_window(const tg_node *n, int *span, int *stride, int *up) {
     (void)stride;
 }
 
+/* Resize by scales (no roi): nearest as PyTorch's (the source pixel floor(dst / f), ONNX's
+ * "asymmetric" and "floor"), bilinear as align_corners=False ("half_pixel"; PyTorch's exporter
+ * writes "pytorch_half_pixel", which differs only for an output of one pixel, never for f >= 1
+ * and a side >= 1 but 1x1 at f = 1, where both read the one pixel) */
+static int upsample_onnx(const tg_node *n, tg_onnx *g) {
+    const upsample_attr *a = n->attr;
+    const float f = (float)a->factor, scales[4] = {1.0f, 1.0f, f, f};
+    const int64_t four = 4;
+    const char *in[3] = {tg_onnx_name(g, n->in[0]), "", tg_onnx_const_floats(g, "scales", 1, &four, scales)};
+    const char *y = tg_onnx_name(g, n->out);
+    if (!in[0] || !in[2] || !y) return tg_last_error_code();
+    bool nearest = a->mode == TG_UPSAMPLE_NEAREST;
+    int rc = tg_onnx_node(g, "Resize", in, 3, &y, 1);
+    if (!rc) rc = tg_onnx_attr_string(g, "mode", nearest ? "nearest" : "linear");
+    if (!rc) rc = tg_onnx_attr_string(g, "coordinate_transformation_mode", nearest ? "asymmetric" : "half_pixel");
+    if (!rc && nearest) rc = tg_onnx_attr_string(g, "nearest_mode", "floor");
+    return rc;
+}
+
 const tg_op tg__op_upsample = {.name = "upsample", .attr_size = sizeof(upsample_attr), .shape = upsample_shape,
                                .forward = upsample_forward, .vjp = upsample_vjp, .describe = upsample_describe,
                                .flops = upsample_flops, .flops_backward = upsample_flops_backward,
-                               .window = upsample_window};
+                               .window = upsample_window, .onnx = upsample_onnx};
 
 tg_tensor *tg_upsample(tg_tape *t, tg_tensor *x, int factor, tg_upsample_mode mode) {
     upsample_attr a = {factor, mode};

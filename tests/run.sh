@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # graphviz: dot renders tape dumps (tests/test_dump.c); clang and its runtime: the fuzz targets;
-# python3-torch: the PyTorch interop test (tests/interop.sh); chromium: the report in a browser (tests/report.sh)
-bash scripts/install-deps.sh graphviz valgrind clang libclang-rt-14-dev dataset-fashion-mnist python3-torch chromium
+# python3-torch: the PyTorch interop test (tests/interop.sh); chromium: the report in a browser (tests/report.sh);
+# python3-onnx: the ONNX export's checks (tests/onnx.sh, which installs node's ONNX Runtime itself)
+bash scripts/install-deps.sh graphviz valgrind clang libclang-rt-14-dev dataset-fashion-mnist python3-torch chromium \
+  python3-onnx
 bash scripts/fetch-mnist.sh
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

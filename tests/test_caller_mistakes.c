@@ -540,6 +540,22 @@ static void null_nn(void) {
     FAILS_PTR(tg_layer_forward_act(NULL, t, NULL, NULL, TG_ACT_RELU), TG_ERR_ARG, "layer_forward: layer is NULL");
     FAILS_INT(tg_layer_params(NULL, &list), TG_ERR_ARG, "layer_params: layer is NULL");
     FAILS_INT(tg_model_fail(NULL, TG_ERR_ARG, "mine: %d", 3), TG_ERR_ARG, "mine: 3");
+    /* ONNX export, and its builder outside an export (tests/test_onnx.c has the rest) */
+    FAILS_INT(tg_onnx_export(NULL, 2, (int[]){1, 2}, "m.onnx"), TG_ERR_ARG, "onnx_export: model is NULL");
+    FAILS_INT(tg_onnx_export_opts(NULL, 2, (int[]){1, 2}, "m.onnx", NULL), TG_ERR_ARG, "onnx_export: model is NULL");
+    FAILS_PTR(tg_onnx_name(NULL, NULL), TG_ERR_ARG, "onnx_name: graph is NULL");
+    FAILS_PTR(tg_onnx_temp(NULL, NULL, "x", 1, (int[]){1}, false), TG_ERR_ARG, "onnx_temp: a NULL argument");
+    FAILS_INT(tg_onnx_alias(NULL, NULL, NULL), TG_ERR_ARG, "onnx_alias: an argument is NULL");
+    FAILS_PTR(tg_onnx_const_floats(NULL, "c", 0, NULL, (float[]){1}), TG_ERR_ARG, "onnx_const: a NULL argument");
+    FAILS_PTR(tg_onnx_const_int64s(NULL, "c", 0, NULL, (int64_t[]){1}), TG_ERR_ARG, "onnx_const: a NULL argument");
+    FAILS_INT(tg_onnx_node(NULL, "Relu", NULL, 0, NULL, 0), TG_ERR_ARG, "onnx_node: graph is NULL");
+    FAILS_INT(tg_onnx_attr_int(NULL, "axis", 1), TG_ERR_ARG, "onnx_attr: graph is NULL");
+    FAILS_INT(tg_onnx_attr_ints(NULL, "pads", (int64_t[]){0}, 1), TG_ERR_ARG, "onnx_attr: graph is NULL");
+    FAILS_INT(tg_onnx_attr_float(NULL, "epsilon", 1e-5f), TG_ERR_ARG, "onnx_attr: graph is NULL");
+    FAILS_INT(tg_onnx_attr_string(NULL, "mode", "linear"), TG_ERR_ARG, "onnx_attr: graph is NULL");
+    FAILS_INT(tg_onnx_mark(NULL, NULL), TG_ERR_ARG, "onnx_mark: not a node");
+    CHECK(!tg_onnx_consumer(NULL, NULL) && !tg_onnx_folding(NULL) && !tg_onnx_marked(NULL, NULL));
+    CHECK(!tg_onnx_batched(NULL, NULL));
     FAILS_INT(tg_model_evaluate(NULL, NULL, 1, NULL), TG_ERR_ARG, "model_evaluate: model is NULL");
     FAILS_INT(tg_argmax(NULL, NULL), TG_ERR_ARG, "argmax: tensor is NULL");
     FAILS_INT(tg_clip_grad_norm(NULL, 1, 1.0f, 2.0f, NULL), TG_ERR_ARG, "clip_grad_norm: no parameters");
