@@ -173,10 +173,12 @@ typedef struct {
 } tg_image_opts;
 
 /* 64 megapixels: every phone's full-resolution photo up to 50 MP (8160x6120) and
- * 64-MP sensors, not the 108- and 200-MP modes. Decoding costs at most about 12
- * bytes a pixel (a progressive colour JPEG: its coefficients, its planes, the
- * output), so at most about 800 MB at the bound, besides the file (at most 256
- * MiB) and the tensor; a baseline JPEG or a PNG of 48 MP peaks near 300 MB. */
+ * 64-MP sensors, not the 108- and 200-MP modes. Memory, measured for a 48-MP
+ * photo (8000x6000) loaded as grey and alpha shrunk to 512 (as the predict demo
+ * does): 178 MB at peak from a baseline JPEG, 320 MB from a progressive one,
+ * 338 MB from a PNG (the file, stb_image's decoding, the bytes), so at most
+ * about 450 MB at the bound; a tensor at full size costs 4 bytes a pixel a
+ * channel more (718 MB for that photo in RGB). */
 #define TG_IMAGE_MAX_PIXELS ((int64_t)1 << 26)
 
 /* Reads an image file (PNG, JPEG, BMP, GIF, TGA, PSD, PNM... through stb_image;

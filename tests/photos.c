@@ -5,12 +5,14 @@
  * JPEG's artefacts on half of them. Some pictures hold no digit at all (a dot,
  * specks on blank paper, a scribble's worth of dirt): predict should say so.
  *
- *   photos MNIST_DIR OUT_DIR COUNT [BLANKS]
+ *   photos MNIST_DIR OUT_DIR COUNT [BLANKS [WIDTHxHEIGHT]]
  *
  * writes OUT_DIR/photo-NNN.{png,jpg} (COUNT of them, the first COUNT test
  * digits) and OUT_DIR/nodigit-NN.png (BLANKS, default 10), and lists each as
- * "FILE LABEL" in OUT_DIR/labels.txt (LABEL -1: no digit). Every picture comes
- * from a generator seeded by its number: the same files on every run. */
+ * "FILE LABEL" in OUT_DIR/labels.txt (LABEL -1: no digit); with WIDTHxHEIGHT,
+ * also OUT_DIR/big.jpg, the first digit photographed at that size (a phone's).
+ * Every picture comes from a generator seeded by its number: the same files on
+ * every run. */
 #include "stb_image_write.h"
 #include "tapegrad_nn.h"
 #include <math.h>
@@ -139,7 +141,7 @@ static int save(const photo *p, const char *path, bool jpeg, uint64_t *rng) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: photos MNIST_DIR OUT_DIR COUNT [BLANKS]\n");
+        fprintf(stderr, "usage: photos MNIST_DIR OUT_DIR COUNT [BLANKS [WIDTHxHEIGHT]]\n");
         return 2;
     }
     int count = atoi(argv[3]), blanks = argc > 4 ? atoi(argv[4]) : 10;
@@ -174,6 +176,16 @@ int main(int argc, char **argv) {
         free(p.g);
     }
     fclose(list);
+    int bw = 0, bh = 0;
+    if (argc > 5 && sscanf(argv[5], "%dx%d", &bw, &bh) == 2 && bw > 0 && bh > 0 && count > 0) {
+        uint64_t rng = 1;
+        photo p = {bw, bh, malloc((size_t)bw * bh * sizeof(float))};
+        snprintf(path, sizeof path, "%s/big.jpg", argv[2]);
+        if (!p.g) return 1;
+        shoot(&p, &rng, test->pixels, false);
+        if (save(&p, path, true, &rng) < 0) fprintf(stderr, "photos: cannot write %s\n", path), failed++;
+        free(p.g);
+    }
     tg_dataset_free(test);
     return failed ? 1 : 0;
 }
