@@ -17,7 +17,6 @@
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
-#include "stb_image_write.h"
 #include "stb_truetype.h"
 
 // ----------------------------------------------------------------------------
@@ -73,10 +72,16 @@ void pic_gray(pic *p, int x, int y, const uint8_t *g, int w, int h, int scale) {
         }
 }
 
+/* through the library's PNG writer (atomic, its errors naming the file): the canvas as a (3,H,W) tensor of bytes */
 int pic_save(const pic *p, const char *path) {
-    if (!stbi_write_png(path, p->w, p->h, 3, p->rgb, p->w * 3))
-        return tg_fail(TG_ERR_IO, "cannot write %s", path);
-    return 0;
+    tg_tensor *x = tg_tensor_new(3, (int[]){3, p->h, p->w});
+    if (!x) return tg_last_error_code();
+    size_t n = (size_t)p->w * p->h;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) x->data[c * n + i] = p->rgb[3 * i + c];
+    int rc = tg_image_write_png(path, x, 0, 255);
+    tg_tensor_free(x);
+    return rc;
 }
 
 // ----------------------------------------------------------------------------

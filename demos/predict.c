@@ -7,19 +7,27 @@
  * own format from earlier versions): the model's parameters and buffers, and
  * the optimizer's state, which predict does not need; or a PyTorch state_dict
  * of the same net saved as safetensors. Without --net, predict builds each net
- * in turn and keeps the one whose tensors the checkpoint holds. Each image (PNG, JPEG, BMP...) is made into an
- * MNIST digit (tg_image_to_mnist: grey, light ink on black, 20 pixels on its
- * longer side, centred by its mass in 28x28) and gets one line: its three
- * likeliest digits. --show also draws the 28x28 digit the net sees. An image
- * that cannot be read is reported and skipped; the exit status is then 1.
+ * in turn and keeps the one whose tensors the checkpoint holds. Each image (PNG,
+ * JPEG, BMP...; photos too) is made into an MNIST digit (digit.c: the paper's
+ * uneven light removed, the ink found by Otsu's threshold, specks and the
+ * table's edge left out, the digit scaled to 20 pixels and centred by its mass
+ * in 28x28) and gets one line: its three likeliest digits, or "not a digit"
+ * and why, when its ink is a dot, a blob or specks, or the net is unsure (the
+ * likeliest below 50%). --show also draws the 28x28 digit the net sees. An
+ * image that cannot be read, or holds no ink, is reported and skipped; the
+ * exit status is then 1.
  * --onnx FILE also exports the checkpoint's net as ONNX (tg_onnx_export: input
  * 1x1x28x28, any batch), for Netron or ONNX Runtime; the images are then optional. */
+#include "digit.h"
 #include "nets.h"
 #include "tapegrad_nn.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Below this probability of the likeliest digit, the picture is said not to look like one. */
+#define UNSURE 0.5
 
 static void usage(const char *msg) {
     fprintf(stderr, "predict: %s\n"
@@ -112,7 +120,8 @@ int main(int argc, char **argv) {
         uint8_t pixels[28 * 28];
         tg_tensor *x = tg_tensor_tape(t, 4, (int[]){1, 1, 28, 28});
         if (!x) die(NULL);
-        if (tg_image_to_mnist(argv[i], x->data, pixels) < 0) {
+        digit_info info;
+        if (digit_from_image(argv[i], x->data, pixels, &info) < 0) {
             fprintf(stderr, "predict: %s\n", tg_last_error());
             failed++;
             tg_tape_reset(t);
@@ -128,8 +137,15 @@ int main(int argc, char **argv) {
         for (int r = 0; r < 3; r++)
             for (int k = 0; k < 10; k++)
                 if (k != top[0] && k != top[1] && (top[r] < 0 || p[k] > p[top[r]])) top[r] = k;
-        printf("%s: %d (%.1f%%)  %d (%.1f%%)  %d (%.1f%%)\n", argv[i], top[0], 100 * p[top[0]] / sum, top[1],
-               100 * p[top[1]] / sum, top[2], 100 * p[top[2]] / sum);
+        /* a digit named with confidence only when it looks like one */
+        if (info.doubt)
+            printf("%s: not a digit: %s (read as %d at %.1f%%)\n", argv[i], info.doubt, top[0], 100 * p[top[0]] / sum);
+        else if (p[top[0]] / sum < UNSURE)
+            printf("%s: not a digit: the net is unsure (%d at %.1f%%, %d at %.1f%%)\n", argv[i], top[0],
+                   100 * p[top[0]] / sum, top[1], 100 * p[top[1]] / sum);
+        else
+            printf("%s: %d (%.1f%%)  %d (%.1f%%)  %d (%.1f%%)\n", argv[i], top[0], 100 * p[top[0]] / sum, top[1],
+                   100 * p[top[1]] / sum, top[2], 100 * p[top[2]] / sum);
         if (draw) show(pixels);
         tg_tape_reset(t);
     }

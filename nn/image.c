@@ -1,83 +1,24 @@
-/* image.c: any picture of a digit made into a 28x28 MNIST sample, the way
- * LeCun, Cortes and Burges made MNIST from NIST's scans: the digit's bounding
- * box scaled to 20 pixels on its longer side, anti-aliased, then centred by
- * its centre of mass in a 28x28 field.
+/* image.c: pictures as tensors, both ways. In: any file stb_image decodes
+ * (PNG, JPEG, BMP, GIF, TGA, PSD, PNM...) to a float tensor (C,H,W) or a batch,
+ * in grey or colour, optionally resized and normalised, as torchvision's
+ * ToTensor, Resize and Normalize would. Out: PNGs of tensors and of grids of
+ * them (stb_image_write), written as checkpoints are (a temporary file renamed
+ * over the old).
  *
- * The steps, on one byte per pixel (0 paper, 255 ink once inverted):
- *   1. decode with stb_image to grey and alpha; transparent pixels become paper
- *   2. invert when the paper is light (the median of the border pixels)
- *   3. stretch: paper (that median) to 0, the strongest ink to 1
- *   4. crop to the ink's bounding box, resample it to 20 pixels on its longer
- * side
- *   5. place it so that its centre of mass lands on pixel (14,14)
- *   6. normalise as tg_dataset_new does */
+ * Reading goes: the file into memory through an fd checked to be a regular
+ * file (a FIFO or a device would hang or never end); the PNG chunk walk; the
+ * size from the header, refused before decoding if too large; stb_image's
+ * decode to bytes; then rows resampled straight from the bytes, so a photo
+ * shrunk to a small tensor never exists as floats at full size. */
 #include "nn_internal.h"
 #include "stb_image.h"
+#include "stb_image_write.h"
 #include "tapegrad_nn.h"
 #include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define FIELD 28
-#define BOX 20 /* the longer side of the digit in the field */
-#define CENTRE                                                                                                         \
-    14                  /* where MNIST's centres of mass are, in pixel indices (their mean                             \
-                           is 14.0) */
-#define MIN_CONTRAST 32 /* ink fainter than this against the paper (of 255) is no ink */
-#define INK 0.1         /* of the stretched range: what counts as ink for the bounding box */
-
-// ----------------------------------------------------------------------------
-// grey, inverted, stretched
-
-/* Grey and alpha pairs g[2i], g[2i+1] into grey g[i] over paper. A transparent
- * background is paper of the shade opposite the visible pixels' mean, so that
- * dark strokes on nothing are dark on white and light strokes light on black.
- */
-static void flatten_alpha(uint8_t *g, size_t n) {
-    double ink = 0, cover = 0;
-    bool opaque = true;
-    for (size_t i = 0; i < n; i++) {
-        ink += (double)g[2 * i] * g[2 * i + 1];
-        cover += g[2 * i + 1];
-        opaque &= g[2 * i + 1] == 255;
-    }
-    unsigned paper = cover > 0 && ink / cover < 128 ? 255 : 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v = g[2 * i], a = g[2 * i + 1];
-        g[i] = opaque ? (uint8_t)v : (uint8_t)((v * a + paper * (255 - a) + 127) / 255);
-    }
-}
-
-/* The median of the border pixels: the paper's shade, even when the digit
- * touches an edge. */
-static int border_median(const uint8_t *g, int w, int h) {
-    size_t hist[256] = {0}, n = 0;
-    for (int x = 0; x < w; x++) {
-        hist[g[x]]++, n++;
-        if (h > 1) hist[g[(size_t)(h - 1) * w + x]]++, n++;
-    }
-    for (int y = 1; y < h - 1; y++) {
-        hist[g[(size_t)y * w]]++, n++;
-        if (w > 1) hist[g[(size_t)y * w + w - 1]]++, n++;
-    }
-    size_t seen = 0;
-    for (int v = 0; v < 256; v++)
-        if ((seen += hist[v]) * 2 >= n) return v;
-    return 255;
-}
-
-typedef struct {
-    const uint8_t *g;
-    int w;
-    float paper, range; /* stretched value = (g - paper) / range, clamped to [0, 1] */
-} ink_map;
-
-static float ink_at(const ink_map *m, int x, int y) {
-    float v = ((float)m->g[(size_t)y * m->w + x] - m->paper) / m->range;
-    return v < 0 ? 0 : v > 1 ? 1 : v;
-}
 
 // ----------------------------------------------------------------------------
 // resampling
@@ -109,79 +50,6 @@ static void resample_line(const float *src, ptrdiff_t ss, int n, float *dst, ptr
     }
 }
 
-// ----------------------------------------------------------------------------
-
-/* The grey image g (w x h) as 28x28 bytes; 0 or a negative TG_ERR_* naming
- * path. */
-static int to_mnist(const char *path, uint8_t *g, int w, int h, uint8_t *field) {
-    int paper = border_median(g, w, h);
-    size_t n = (size_t)w * h;
-    if (paper >= 128) {
-        for (size_t i = 0; i < n; i++) g[i] = (uint8_t)(255 - g[i]);
-        paper = 255 - paper;
-    }
-    int peak = 0;
-    for (size_t i = 0; i < n; i++) peak = g[i] > peak ? g[i] : peak;
-    if (peak - paper < MIN_CONTRAST)
-        return tg_fail(TG_ERR_ARG,
-                       "image %s: blank: no ink (the strongest differs from the "
-                       "paper by %d of 255)",
-                       path, peak - paper);
-    ink_map m = {g, w, (float)paper, (float)(peak - paper)};
-
-    int x0 = w, x1 = -1, y0 = h, y1 = -1;
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            if (ink_at(&m, x, y) > INK) {
-                x0 = x < x0 ? x : x0, x1 = x > x1 ? x : x1;
-                y0 = y < y0 ? y : y0, y1 = y > y1 ? y : y1;
-            }
-    int bw = x1 - x0 + 1, bh = y1 - y0 + 1; /* at least 1: the peak is ink */
-    int ow = bw >= bh ? BOX : (int)lround((double)bw * BOX / bh);
-    int oh = bh >= bw ? BOX : (int)lround((double)bh * BOX / bw);
-    ow = ow < 1 ? 1 : ow, oh = oh < 1 ? 1 : oh;
-
-    // the box, row by row to ow wide, then column by column to oh high
-    float *row = tg__malloc((size_t)bw * sizeof *row), *tmp = tg__malloc((size_t)bh * ow * sizeof *tmp);
-    if (!row || !tmp) {
-        tg__free(row), tg__free(tmp);
-        return tg_fail(TG_ERR_NOMEM, "image %s: out of memory for a %dx%d digit", path, bw, bh);
-    }
-    for (int y = 0; y < bh; y++) {
-        for (int x = 0; x < bw; x++) row[x] = ink_at(&m, x0 + x, y0 + y);
-        resample_line(row, 1, bw, tmp + (size_t)y * ow, 1, ow);
-    }
-    float box[BOX * BOX];
-    for (int x = 0; x < ow; x++) resample_line(tmp + x, ow, bh, box + x, ow, oh);
-    tg__free(row), tg__free(tmp);
-
-    uint8_t digit[BOX * BOX];
-    double mass = 0, cx = 0, cy = 0;
-    for (int y = 0; y < oh; y++)
-        for (int x = 0; x < ow; x++) {
-            float v = box[y * ow + x];
-            uint8_t p = (uint8_t)lrintf(255 * (v < 0 ? 0 : v > 1 ? 1 : v));
-            digit[y * ow + x] = p;
-            mass += p, cx += (double)p * x, cy += (double)p * y;
-        }
-    if (mass == 0)
-        return tg_fail(TG_ERR_ARG,
-                       "image %s: blank: the ink is too sparse to survive scaling "
-                       "%dx%d to %dx%d",
-                       path, bw, bh, ow, oh);
-    // shift the centre of mass onto (14,14), as far as the field allows without
-    // cutting the digit
-    int ox = (int)lround(CENTRE - cx / mass), oy = (int)lround(CENTRE - cy / mass);
-    ox = ox < 0 ? 0 : ox > FIELD - ow ? FIELD - ow : ox;
-    oy = oy < 0 ? 0 : oy > FIELD - oh ? FIELD - oh : oy;
-    memset(field, 0, FIELD * FIELD);
-    for (int y = 0; y < oh; y++) memcpy(field + (oy + y) * FIELD + ox, digit + y * ow, (size_t)ow);
-    return 0;
-}
-
-/* 16 megapixels (4096x4096): any photograph of a digit, not a decompression
- * bomb (the fuzzer found a 60-byte TGA asking for 6168x6168) */
-#define IMAGE_MAX_PIXELS (1 << 24)
 /* 256 MiB: a 48-megapixel photo as PNG is at most about 200 MB */
 #define IMAGE_MAX_BYTES ((size_t)1 << 28)
 
@@ -228,10 +96,8 @@ static uint8_t *read_image_file(const char *path, int fd, const struct stat *st,
         ssize_t r = read(fd, b + got, *n - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
-            if (r < 0)
-                tg_fail(TG_ERR_IO, "image %s: cannot read: %s", path, strerror(errno));
-            else
-                tg_fail(TG_ERR_FORMAT, "image %s: truncated: it shrank to %zu bytes while being read", path, got);
+            if (r < 0) tg_fail(TG_ERR_IO, "image %s: cannot read: %s", path, strerror(errno));
+            else tg_fail(TG_ERR_FORMAT, "image %s: truncated: it shrank to %zu bytes while being read", path, got);
             free(b);
             return NULL;
         }
@@ -240,40 +106,293 @@ static uint8_t *read_image_file(const char *path, int fd, const struct stat *st,
     return b;
 }
 
-int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels) {
-    if (!path) return tg_fail(TG_ERR_ARG, "image_to_mnist: path is NULL");
-    if (!out) return tg_fail(TG_ERR_ARG, "image %s: the output is NULL", path);
-    /* a regular file only (a FIFO or a device would hang or never end), read
-     * through the fd checked */
+// ----------------------------------------------------------------------------
+// decoding and resizing
+
+/* The size a picture of w x h becomes under o: width and height if given (one
+ * of them 0: the other keeps the aspect ratio), then shrunk to max_side. */
+static void target_size(const tg_image_opts *o, int w, int h, int *ow, int *oh) {
+    double tw = w, th = h;
+    if (o->width > 0 && o->height > 0) tw = o->width, th = o->height;
+    else if (o->width > 0) tw = o->width, th = (double)h * o->width / w;
+    else if (o->height > 0) th = o->height, tw = (double)w * o->height / h;
+    double longer = tw > th ? tw : th;
+    if (o->max_side > 0 && longer > o->max_side) tw *= o->max_side / longer, th *= o->max_side / longer;
+    *ow = tw < 1 ? 1 : (int)lround(tw), *oh = th < 1 ? 1 : (int)lround(th);
+}
+
+static int check_opts(const char *who, const char *path, const tg_image_opts *o) {
+    if (o->channels < 0 || o->channels > 4)
+        return tg_fail(TG_ERR_ARG,
+                       "%s %s: channels is %d: 1 (grey), 2 (grey, alpha), 3 (RGB), "
+                       "4 (RGBA) or 0 (the file's)",
+                       who, path, o->channels);
+    if (o->width < 0 || o->height < 0 || o->max_side < 0 || o->max_pixels < 0)
+        return tg_fail(TG_ERR_ARG,
+                       "%s %s: a negative size (width %d, height %d, max_side %d, "
+                       "max_pixels %lld)",
+                       who, path, o->width, o->height, o->max_side, (long long)o->max_pixels);
+    for (int c = 0; o->std && c < (o->channels ? o->channels : 1); c++)
+        if (!(o->std[c] > 0) || !isfinite(o->std[c]))
+            return tg_fail(TG_ERR_ARG, "%s %s: std[%d] is %g: it must be a positive number", who, path, c,
+                           (double)o->std[c]);
+    return 0;
+}
+
+/* The decoded bytes (w x h, C interleaved) as the tensor (C,oh,ow), scaled to
+ * [0,1] and normalised. Each channel: rows to ow wide, then columns to oh high.
+ */
+static tg_tensor *bytes_to_tensor(const char *path, const uint8_t *px, int w, int h, int C, int ow, int oh,
+                                  const tg_image_opts *o) {
+    tg_tensor *x = tg_tensor_new(3, (int[]){C, oh, ow});
+    float *row = tg__malloc((size_t)(w > h ? w : h) * sizeof *row);
+    float *tmp = ow == w && oh == h ? NULL : tg__malloc((size_t)h * ow * sizeof *tmp);
+    if (!x || !row || (!tmp && !(ow == w && oh == h))) {
+        tg_tensor_free(x), tg__free(row), tg__free(tmp);
+        tg_fail(TG_ERR_NOMEM, "image %s: out of memory for a %dx%dx%d tensor", path, C, oh, ow);
+        return NULL;
+    }
+    for (int c = 0; c < C; c++) {
+        float *plane = x->data + (size_t)c * oh * ow, *rows = tmp ? tmp : plane;
+        for (int y = 0; y < h; y++) {
+            const uint8_t *src = px + (size_t)y * w * C + c;
+            for (int i = 0; i < w; i++) row[i] = src[(size_t)i * C] * (1.0f / 255);
+            if (ow == w) memcpy(rows + (size_t)y * ow, row, (size_t)w * sizeof *row);
+            else resample_line(row, 1, w, rows + (size_t)y * ow, 1, ow);
+        }
+        if (tmp)
+            for (int i = 0; i < ow; i++) {
+                for (int y = 0; y < h; y++) row[y] = tmp[(size_t)y * ow + i];
+                resample_line(row, 1, h, plane + i, ow, oh);
+            }
+        float mean = o->mean ? o->mean[c] : 0, inv = o->std ? 1 / o->std[c] : 1;
+        if (o->mean || o->std)
+            for (size_t i = 0; i < (size_t)oh * ow; i++) plane[i] = (plane[i] - mean) * inv;
+    }
+    tg__free(row), tg__free(tmp);
+    return x;
+}
+
+tg_tensor *tg__image_decode(const char *path, const uint8_t *bytes, size_t n, const tg_image_opts *o) {
+    if (check_png_chunks(path, bytes, n) < 0) return NULL;
+    int64_t limit = o->max_pixels > 0 ? o->max_pixels : TG_IMAGE_MAX_PIXELS;
+    int w = 0, h = 0, file_channels = 0;
+    /* the header's size first: a small file may claim a picture of gigabytes */
+    if (n > INT32_MAX || !stbi_info_from_memory(bytes, (int)n, &w, &h, &file_channels)) {
+        tg_fail(TG_ERR_FORMAT, "image %s: cannot decode: %s", path,
+                n > INT32_MAX ? "too large" : stbi_failure_reason());
+        return NULL;
+    }
+    if ((int64_t)w * h > limit) {
+        tg_fail(TG_ERR_FORMAT, "image %s: %dx%d pixels is more than the %lld this reads", path, w, h, (long long)limit);
+        return NULL;
+    }
+    int C = o->channels ? o->channels : file_channels, ow, oh;
+    target_size(o, w, h, &ow, &oh);
+    if ((int64_t)ow * oh > limit) {
+        tg_fail(TG_ERR_ARG, "image %s: resized to %dx%d, more than the %lld pixels this makes", path, ow, oh,
+                (long long)limit);
+        return NULL;
+    }
+    uint8_t *px = stbi_load_from_memory(bytes, (int)n, &w, &h, &file_channels, C);
+    if (!px) {
+        tg_fail(TG_ERR_FORMAT, "image %s: cannot decode: %s", path, stbi_failure_reason());
+        return NULL;
+    }
+    tg_tensor *x = bytes_to_tensor(path, px, w, h, C, ow, oh, o);
+    stbi_image_free(px);
+    return x;
+}
+
+tg_tensor *tg_image_load(const char *path, const tg_image_opts *opts) {
+    tg_image_opts o = opts ? *opts : (tg_image_opts){0};
+    if (!path) {
+        tg_fail(TG_ERR_ARG, "image_load: path is NULL");
+        return NULL;
+    }
+    if (check_opts("image", path, &o) < 0) return NULL;
     struct stat st;
     int fd = tg__open_regular("image", path, &st);
-    if (fd < 0) return fd;
+    if (fd < 0) return NULL;
     size_t n = 0;
     uint8_t *bytes = read_image_file(path, fd, &st, &n);
     close(fd);
-    if (!bytes) return tg_last_error_code();
-    int rc = tg__image_bytes_to_mnist(path, bytes, n, out, pixels, IMAGE_MAX_PIXELS);
+    if (!bytes) return NULL;
+    tg_tensor *x = tg__image_decode(path, bytes, n, &o);
     free(bytes);
+    return x;
+}
+
+tg_tensor *tg_image_load_batch(const char *const *paths, int n, const tg_image_opts *opts) {
+    if (!paths || n <= 0) {
+        tg_fail(TG_ERR_ARG, "image_load_batch: %s", !paths ? "paths is NULL" : "no images (n <= 0)");
+        return NULL;
+    }
+    tg_image_opts o = opts ? *opts : (tg_image_opts){0};
+    tg_tensor *batch = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!paths[i]) {
+            tg_fail(TG_ERR_ARG, "image_load_batch: paths[%d] is NULL", i);
+            goto fail;
+        }
+        tg_tensor *x = tg_image_load(paths[i], &o);
+        if (!x) goto fail;
+        if (!batch) {
+            /* the first image fixes the channels and the size of the rest */
+            o.channels = x->shape[0];
+            batch = tg_tensor_new(4, (int[]){n, x->shape[0], x->shape[1], x->shape[2]});
+            if (!batch) {
+                tg_tensor_free(x);
+                tg_fail(TG_ERR_NOMEM, "image_load_batch: out of memory for %d images of %dx%dx%d", n, x->shape[0],
+                        x->shape[1], x->shape[2]);
+                goto fail;
+            }
+        } else if (x->shape[1] != batch->shape[2] || x->shape[2] != batch->shape[3]) {
+            tg_fail(TG_ERR_SHAPE,
+                    "image %s: %dx%d, and %s was %dx%d: give a width and a height to "
+                    "resize them alike",
+                    paths[i], x->shape[2], x->shape[1], paths[0], batch->shape[3], batch->shape[2]);
+            tg_tensor_free(x);
+            goto fail;
+        }
+        memcpy(batch->data + (size_t)i * x->size, x->data, (size_t)x->size * sizeof(float));
+        tg_tensor_free(x);
+    }
+    return batch;
+fail:
+    tg_tensor_free(batch);
+    return NULL;
+}
+
+tg_tensor *tg_image_resize(const tg_tensor *x, int width, int height) {
+    if (!tg__tensor_current(x) || x->ndim != 3) {
+        tg_fail(x ? TG_ERR_SHAPE : TG_ERR_ARG, "image_resize: %s", x ? "x must be a live (C,H,W) tensor" : "x is NULL");
+        return NULL;
+    }
+    if (width <= 0 || height <= 0 || (int64_t)width * height * x->shape[0] > TG_MAX_ELEMENTS) {
+        tg_fail(TG_ERR_ARG, "image_resize: to %dx%d", width, height);
+        return NULL;
+    }
+    int C = x->shape[0], h = x->shape[1], w = x->shape[2];
+    tg_tensor *y = tg_tensor_new(3, (int[]){C, height, width});
+    float *tmp = tg__malloc((size_t)h * width * sizeof *tmp);
+    if (!y || !tmp) {
+        tg_tensor_free(y), tg__free(tmp);
+        tg_fail(TG_ERR_NOMEM, "image_resize: out of memory");
+        return NULL;
+    }
+    for (int c = 0; c < C; c++) {
+        const float *src = x->data + (size_t)c * h * w;
+        for (int r = 0; r < h; r++) resample_line(src + (size_t)r * w, 1, w, tmp + (size_t)r * width, 1, width);
+        for (int i = 0; i < width; i++)
+            resample_line(tmp + i, width, h, y->data + (size_t)c * height * width + i, width, height);
+    }
+    tg__free(tmp);
+    return y;
+}
+
+// ----------------------------------------------------------------------------
+// PNGs
+
+typedef struct {
+    int w, h, C;
+    uint8_t *px;
+} png_body;
+
+static void to_file(void *f, void *data, int size) { fwrite(data, 1, (size_t)size, f); }
+
+static int write_png_body(FILE *f, void *ctx) {
+    png_body *b = ctx;
+    errno = 0;
+    if (!stbi_write_png_to_func(to_file, f, b->w, b->h, b->C, b->px, b->w * b->C) || ferror(f))
+        return errno ? errno : EIO;
+    return 0;
+}
+
+/* v in [lo, hi] to 0..255 (NaN: 0); lo == hi: the data's own range */
+static void range_of(const tg_tensor *x, float *lo, float *hi) {
+    if (*lo != *hi) return;
+    float a = INFINITY, b = -INFINITY;
+    for (int64_t i = 0; i < x->size; i++)
+        if (isfinite(x->data[i])) a = fminf(a, x->data[i]), b = fmaxf(b, x->data[i]);
+    if (a > b) a = 0, b = 1;
+    *lo = a, *hi = a == b ? a + 1 : b;
+}
+
+static uint8_t to_byte(float v, float lo, float hi) {
+    float u = (v - lo) / (hi - lo) * 255;
+    return u >= 0 ? (u <= 255 ? (uint8_t)lrintf(u) : 255) : 0; /* NaN fails both tests: 0 */
+}
+
+/* Writes the (N,C,H,W) images of x as a grid of cols columns with pad pixels of
+ * 0 between and around them (pad 0 and one image: just the image). */
+static int write_grid(const char *who, const char *path, const tg_tensor *x, int N, int C, int H, int W, int cols,
+                      int pad, float lo, float hi) {
+    int rows = (N + cols - 1) / cols;
+    int64_t gw = (int64_t)cols * (W + pad) + pad, gh = (int64_t)rows * (H + pad) + pad;
+    if (gw * gh > TG_IMAGE_MAX_PIXELS || gw > 65535 || gh > 65535)
+        return tg_fail(TG_ERR_ARG, "%s %s: a %lldx%lld picture is larger than PNGs this writes", who, path,
+                       (long long)gw, (long long)gh);
+    int pc = C == 2 ? 2 : C; /* grey, grey+alpha, RGB, RGBA as they are */
+    uint8_t *px = tg__calloc((size_t)(gw * gh), (size_t)pc);
+    if (!px)
+        return tg_fail(TG_ERR_NOMEM, "%s %s: out of memory for a %lldx%lld picture", who, path, (long long)gw,
+                       (long long)gh);
+    range_of(x, &lo, &hi);
+    for (int i = 0; i < N; i++) {
+        int64_t x0 = pad + (int64_t)(i % cols) * (W + pad), y0 = pad + (int64_t)(i / cols) * (H + pad);
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int xx = 0; xx < W; xx++)
+                    px[((y0 + y) * gw + x0 + xx) * pc + c] =
+                        to_byte(x->data[(((size_t)i * C + c) * H + y) * W + xx], lo, hi);
+    }
+    png_body b = {(int)gw, (int)gh, pc, px};
+    int rc = tg__save_atomic(who, path, write_png_body, &b);
+    tg__free(px);
     return rc;
 }
 
-int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels,
-                             int64_t max_pixels) {
-    if (check_png_chunks(path, bytes, n) < 0) return tg_last_error_code();
-    int w = 0, h = 0, channels = 0;
-    /* the header's size first: a small file may claim a picture of gigabytes */
-    if (stbi_info_from_memory(bytes, (int)n, &w, &h, &channels) && ((int64_t)w * h > max_pixels))
-        return tg_fail(TG_ERR_FORMAT, "image %s: %dx%d pixels is more than the %lld this reads", path, w, h,
-                       (long long)max_pixels);
-    uint8_t *g = stbi_load_from_memory(bytes, (int)n, &w, &h, &channels, 2);
-    if (!g) return tg_fail(TG_ERR_FORMAT, "image %s: cannot decode: %s", path, stbi_failure_reason());
-    flatten_alpha(g, (size_t)w * h);
-    uint8_t field[FIELD * FIELD];
-    int rc = to_mnist(path, g, w, h, field);
-    stbi_image_free(g);
-    if (rc < 0) return rc;
-    // exactly as tg_dataset_new: (x/255 - mean) / std
-    for (int i = 0; i < FIELD * FIELD; i++) out[i] = ((float)field[i] / 255.0f - TG_MNIST_MEAN) / TG_MNIST_STD;
-    if (pixels) memcpy(pixels, field, sizeof field);
+static int check_png_args(const char *who, const char *path, const tg_tensor *x, float lo, float hi) {
+    if (!path || !*path) return tg_fail(TG_ERR_ARG, "%s: path is %s", who, path ? "empty" : "NULL");
+    if (!x) return tg_fail(TG_ERR_ARG, "%s %s: x is NULL", who, path);
+    if (!tg__tensor_current(x)) return tg_fail(TG_ERR_STATE, "%s %s: x is stale (its tape was reset)", who, path);
+    if (!isfinite(lo) || !isfinite(hi) || lo > hi)
+        return tg_fail(TG_ERR_ARG,
+                       "%s %s: the range [%g, %g]: lo <= hi, both finite (lo == "
+                       "hi: the data's own)",
+                       who, path, (double)lo, (double)hi);
     return 0;
+}
+
+int tg_image_write_png(const char *path, const tg_tensor *x, float lo, float hi) {
+    int rc = check_png_args("image_write_png", path, x, lo, hi);
+    if (rc < 0) return rc;
+    /* (H,W), (C,H,W) or (1,C,H,W) */
+    int lead = x->ndim == 4 ? 2 : x->ndim == 3 ? 1 : 0;
+    int C = x->ndim == 2 ? 1 : x->shape[lead - 1];
+    if (x->ndim < 2 || x->ndim > 4 || (x->ndim == 4 && x->shape[0] != 1) || C < 1 || C > 4) {
+        char s[64];
+        return tg_fail(TG_ERR_SHAPE,
+                       "image_write_png %s: x is %s: (H,W), (C,H,W) or (1,C,H,W) "
+                       "with C of 1 to 4",
+                       path, tg_shape_str(x, s, sizeof s));
+    }
+    return write_grid("image_write_png", path, x, 1, C, x->shape[lead], x->shape[lead + 1], 1, 0, lo, hi);
+}
+
+int tg_image_write_grid_png(const char *path, const tg_tensor *x, int cols, int pad, float lo, float hi) {
+    int rc = check_png_args("image_write_grid_png", path, x, lo, hi);
+    if (rc < 0) return rc;
+    if (x->ndim != 4 || x->shape[1] < 1 || x->shape[1] > 4) {
+        char s[64];
+        return tg_fail(TG_ERR_SHAPE, "image_write_grid_png %s: x is %s: (N,C,H,W) with C of 1 to 4", path,
+                       tg_shape_str(x, s, sizeof s));
+    }
+    if (cols < 0 || pad < 0 || pad > 1024)
+        return tg_fail(TG_ERR_ARG, "image_write_grid_png %s: cols %d, pad %d", path, cols, pad);
+    int N = x->shape[0];
+    cols = cols == 0 ? 8 : cols; /* torchvision's make_grid: 8 a row */
+    cols = cols > N ? N : cols;
+    return write_grid("image_write_grid_png", path, x, N, x->shape[1], x->shape[2], x->shape[3], cols, pad, lo, hi);
 }

@@ -34,12 +34,10 @@ static inline bool tg__is_batch_counter(const char *name) {
     return n >= k && !strcmp(name + n - k, TG_BATCH_COUNTER) && (n == k || name[n - k - 1] == '.');
 }
 
-/* tg_image_to_mnist on a file's bytes already read (n >= 1); path names them in
- * errors; pictures of more than max_pixels are refused (tg_image_to_mnist: 16
- * megapixels). Split out so that the fuzzer feeds it bytes without files, and
- * with a bound that keeps every input quick. */
-int tg__image_bytes_to_mnist(const char *path, const uint8_t *bytes, size_t n, float *out, uint8_t *pixels,
-                             int64_t max_pixels);
+/* tg_image_load on a file's bytes already read (n >= 1), path naming them in
+ * errors; o is checked. Split out so that the fuzzer feeds it bytes without
+ * files (with a small o->max_pixels, which keeps every input quick). */
+tg_tensor *tg__image_decode(const char *path, const uint8_t *bytes, size_t n, const tg_image_opts *o);
 
 /* The most parameter groups a tg_optim holds (a tg_sched keeps a base lr for each). */
 #define TG__MAX_GROUPS 8

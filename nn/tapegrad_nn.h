@@ -152,24 +152,59 @@ TG_API int tg_safetensors_save_as(const char *path, tg_tensor *const *tensors, i
 TG_API int tg_safetensors_load(const char *path, tg_tensor *const *tensors, int n);
 
 // ----------------------------------------------------------------------------
-// images: any picture of a digit made into an MNIST sample
+// images: pictures as tensors, and tensors as PNGs
+//
+//     tg_image_opts o = {.channels = 3, .width = 224, .height = 224,
+//                        .mean = (float[]){0.485f, 0.456f, 0.406f}, .std = (float[]){0.229f, 0.224f, 0.225f}};
+//     tg_tensor *x = tg_image_load("cat.jpg", &o);       // (3,224,224), as torchvision's
+//                                                         // Resize, ToTensor, Normalize; tg_tensor_free it
+//     tg_image_write_grid_png("batch.png", xs, 8, 2, 0, 0);  // (N,C,H,W) in a grid, 8 a row
 
-/* Reads an image file (PNG, JPEG, BMP, GIF, TGA, PSD, PNM...; through
- * stb_image) and makes it a 28x28 digit the way MNIST's were made: grey (a
- * transparent background becomes paper of the shade opposite the strokes);
- * inverted if the paper is light (the median of the border pixels); stretched
- * so the paper is 0 and the strongest ink 1; the ink's bounding box (pixels
- * above 10% of the strongest) scaled, keeping its aspect ratio, so that its
- * longer side is 20 pixels (area averaging when shrinking, bilinear when
- * enlarging); then placed in the 28x28 field with its centre of mass at pixel
- * (14,14), as near as the field's borders allow without cutting ink.
- * out[784] receives (p/255 - TG_MNIST_MEAN) / TG_MNIST_STD for each byte p,
- * exactly as tg_dataset_new normalises; pixels[784], if not NULL, the bytes
- * (0 paper, 255 ink), row by row. A file that cannot be opened or decoded
- * (stb_image's reason is given; one that is not a regular file: TG_ERR_IO), one of more than 16 megapixels (refused from
- * its header, before decoding), or an image without ink, is an error naming
- * the file; out and pixels are then left as they were. */
-TG_API int tg_image_to_mnist(const char *path, float *out, uint8_t *pixels);
+/* How tg_image_load makes a picture a tensor. All zero (or a NULL pointer): the
+ * file's own channels and size, values in [0,1]. */
+typedef struct {
+    int channels;            /* 1 grey, 2 grey and alpha, 3 RGB, 4 RGBA; 0: as many as the file has. Grey from
+                              * colour is stb_image's (77 R + 150 G + 29 B) / 256; alpha left out is dropped,
+                              * not blended (as PIL's convert("L") and convert("RGB")) */
+    int width, height;       /* resize to this; one of them 0: the other keeps the aspect ratio */
+    int max_side;            /* > 0: then shrink (never enlarge) so that the longer side is at most this */
+    const float *mean, *std; /* per channel (NULL: 0 and 1): value = (byte/255 - mean[c]) / std[c] */
+    int64_t max_pixels;      /* pictures larger than this are refused from their header; 0: TG_IMAGE_MAX_PIXELS */
+} tg_image_opts;
+
+/* 64 megapixels: every phone's full-resolution photo up to 50 MP (8160x6120) and
+ * 64-MP sensors, not the 108- and 200-MP modes. Memory, measured for a 48-MP
+ * photo (8000x6000) loaded as grey and alpha shrunk to 512 (as the predict demo
+ * does): 178 MB at peak from a baseline JPEG, 320 MB from a progressive one,
+ * 338 MB from a PNG (the file, stb_image's decoding, the bytes), so at most
+ * about 450 MB at the bound; a tensor at full size costs 4 bytes a pixel a
+ * channel more (718 MB for that photo in RGB). */
+#define TG_IMAGE_MAX_PIXELS ((int64_t)1 << 26)
+
+/* Reads an image file (PNG, JPEG, BMP, GIF, TGA, PSD, PNM... through stb_image;
+ * 8 bits a channel) as a new heap tensor (C,H,W), row by row from the top. A
+ * resize averages each output pixel's footprint when shrinking (area averaging,
+ * so photos shrink without aliasing; torchvision's Resize uses an antialiased
+ * bilinear filter, which blurs slightly more) and interpolates bilinearly
+ * (half-pixel centres, as align_corners=False) when enlarging, each axis on its
+ * own. NULL with a message naming the file for: a file that is missing, not a
+ * regular file (a FIFO, a device, a directory: refused without reading), empty,
+ * truncated (a PNG whose chunks promise more than the file has), undecodable
+ * (stb_image's reason) or too large; and for bad options. */
+TG_API tg_tensor *tg_image_load(const char *path, const tg_image_opts *o);
+/* n files as one tensor (N,C,H,W): the first image fixes the channels (when
+ * o->channels is 0) and the size, and every other must come out the same size
+ * (give width and height to make them). NULL with a message naming the file. */
+TG_API tg_tensor *tg_image_load_batch(const char *const *paths, int n, const tg_image_opts *o);
+/* A new heap tensor (C,height,width): x (C,H,W) resized as tg_image_load resizes. */
+TG_API tg_tensor *tg_image_resize(const tg_tensor *x, int width, int height);
+/* Writes x, (H,W), (C,H,W) or (1,C,H,W) with C 1 (grey), 2 (grey, alpha), 3 (RGB) or
+ * 4 (RGBA), as a PNG: lo becomes 0 and hi 255, clamped (NaN: 0); lo == hi: the
+ * data's own minimum and maximum. Written atomically, as checkpoints are. */
+TG_API int tg_image_write_png(const char *path, const tg_tensor *x, float lo, float hi);
+/* The N images of x (N,C,H,W) in a grid of cols columns (0: 8, torchvision's
+ * make_grid's default; at most N) with pad pixels of 0 between and around them. */
+TG_API int tg_image_write_grid_png(const char *path, const tg_tensor *x, int cols, int pad, float lo, float hi);
 
 // ----------------------------------------------------------------------------
 // layers and models

@@ -20,8 +20,10 @@ mkdir -p "$build"
 exe=$build/fuzz_$target
 # the library's sources, built into each target (no OpenMP: one thread is what a fuzzer wants)
 srcs=("$root"/engine/*.c "$root"/ops/*.c "$root"/ops/kernels/*.c "$root"/nn/*.c)
+# the image target goes on into the demos' digit (demos/digit.c), as predict does
+[ "$target" = image ] && srcs+=("$root/demos/digit.c")
 clang -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -Wno-unknown-pragmas -I"$root/engine" -I"$root/ops" -I"$root/ops/kernels" -I"$root/nn" -I/usr/include/stb \
+  -Wno-unknown-pragmas -I"$root/engine" -I"$root/ops" -I"$root/ops/kernels" -I"$root/nn" -I"$root/demos" -I/usr/include/stb \
   "$here/fuzz/fuzz_$target.c" "${srcs[@]}" -o "$exe" -lz -lstb -lcjson -lm
 # a fixed seed alone is not enough: libFuzzer rereads its corpus folder every second
 # (-reload=0 above), and its comparison dictionary picks up

@@ -692,7 +692,6 @@ static void sgd_mistakes(void) {
 
 static void files(void) {
     tg_idx idx;
-    float out[784];
     FAILS_INT(tg_idx_load(NULL, "x"), TG_ERR_ARG, "idx_load: idx is NULL");
     FAILS_INT(tg_idx_load(&idx, NULL), TG_ERR_ARG, "idx_load: path is NULL");
     tg_idx_release(NULL);
@@ -703,8 +702,18 @@ static void files(void) {
     tg_dataset_free(NULL);
     FAILS_INT(tg_permutation(NULL, 5, 1), TG_ERR_ARG, "permutation: n is 5");
     FAILS_INT(tg_permutation((int[1]){0}, -1, 1), TG_ERR_ARG, "permutation: n is -1");
-    FAILS_INT(tg_image_to_mnist(NULL, out, NULL), TG_ERR_ARG, "image_to_mnist: path is NULL");
-    FAILS_INT(tg_image_to_mnist("x.png", NULL, NULL), TG_ERR_ARG, "image x.png: the output is NULL");
+    FAILS_PTR(tg_image_load(NULL, NULL), TG_ERR_ARG, "image_load: path is NULL");
+    FAILS_PTR(tg_image_load("x.png", &(tg_image_opts){.channels = 5}), TG_ERR_ARG, "image x.png: channels is 5");
+    FAILS_PTR(tg_image_load("x.png", &(tg_image_opts){.width = -1}), TG_ERR_ARG, "image x.png: a negative size");
+    FAILS_PTR(tg_image_load("x.png", &(tg_image_opts){.channels = 1, .std = (float[]){0}}), TG_ERR_ARG,
+              "image x.png: std[0] is 0");
+    FAILS_PTR(tg_image_load_batch(NULL, 1, NULL), TG_ERR_ARG, "image_load_batch: paths is NULL");
+    FAILS_PTR(tg_image_load_batch((const char *[]){"x.png"}, 0, NULL), TG_ERR_ARG, "no images");
+    FAILS_PTR(tg_image_load_batch((const char *[]){NULL}, 1, NULL), TG_ERR_ARG, "paths[0] is NULL");
+    FAILS_PTR(tg_image_resize(NULL, 2, 2), TG_ERR_ARG, "image_resize: x is NULL");
+    FAILS_INT(tg_image_write_png(NULL, NULL, 0, 1), TG_ERR_ARG, "image_write_png: path is NULL");
+    FAILS_INT(tg_image_write_png("x.png", NULL, 0, 1), TG_ERR_ARG, "image_write_png x.png: x is NULL");
+    FAILS_INT(tg_image_write_grid_png("", NULL, 0, 0, 0, 1), TG_ERR_ARG, "image_write_grid_png: path is empty");
     tg_tensor *w = tg_param_new(1, (int[]){2});
     tg_tensor_set_name(w, "w");
     FAILS_INT(tg_checkpoint_save(NULL, &w, 1), TG_ERR_ARG, "checkpoint_save: path is NULL");
@@ -748,7 +757,7 @@ static void files(void) {
         FAILS_INT(tg_checkpoint_load(odd[i], &w, 1), TG_ERR_IO, want);
         FAILS_INT(tg_checkpoint_load_prefix(odd[i], &w, 1), TG_ERR_IO, want);
         FAILS_INT(tg_safetensors_load(odd[i], &w, 1), TG_ERR_IO, want);
-        FAILS_INT(tg_image_to_mnist(odd[i], out, NULL), TG_ERR_IO, want);
+        FAILS_PTR(tg_image_load(odd[i], NULL), TG_ERR_IO, want);
         if (i != 1) FAILS_INT(tg_checkpoint_save(odd[i], &w, 1), TG_ERR_IO, want); /* a device: test_checkpoint
                                                                          tries it as an unprivileged user only */
         if (i != 1) FAILS_INT(tg_safetensors_save(odd[i], &w, 1, NULL), TG_ERR_IO, want);
