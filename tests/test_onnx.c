@@ -151,8 +151,8 @@ static int square_export(const tg_node *n, tg_onnx *g) {
     CHECK_INT(tg_onnx_node(g, "Mul", (const char *[]){x, NULL}, 2, &y, 1), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "onnx_node: Mul: input 1 is NULL");
     CHECK_INT(tg_onnx_node(g, "", &x, 1, &y, 1), TG_ERR_ARG);
-    CHECK(tg_onnx_temp(g, n, "t", 2, (const int[]){7, 2}, true) == NULL); /* the traced batch is 4 */
-    CHECK_MSG(tg_last_error(), "dimension 0 is not the batch (4)");
+    CHECK(tg_onnx_temp(g, n, "t", 2, (const int[]){7, 2}, true) == NULL); /* the traced batch is 2 or 3 */
+    CHECK_MSG(tg_last_error(), "dimension 0 is not the batch (");         /* traced at batch 2, then 3 */
     CHECK(tg_onnx_const_floats(g, "c", 5, (const int64_t[]){1, 1, 1, 1, 1}, (const float[]){1}) == NULL);
     CHECK(tg_onnx_const_int64s(g, "c", 1, (const int64_t[]){-1}, (const int64_t[]){1}) == NULL);
     CHECK_MSG(tg_last_error(), "onnx_const: dimension 0 is -1");
@@ -183,6 +183,33 @@ static tg_tensor *always_drop(tg_layer *l, tg_tape *t, tg_tensor *x, bool traini
 static tg_tensor *merge_batch(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)l, (void)training;
     return tg_reshape(t, x, 1, (const int[]){-1});
+}
+
+/* Values that follow the batch other than as their dimension 0, each traced fine at batch 3 alone:
+ * p(3,3) @ x, where the batch (3) meets p's columns; c(4,B) @ x, a product over the batch; a layer
+ * norm whose gamma covers the batch; cat with a (B,B) constant, whose dimension 1 follows the batch.
+ * c and gamma are made outside the tape, from x's shape. */
+static tg_tensor *ones(tg_tape *t, int d0, int d1) {
+    tg_tensor *c = tg_tensor_tape(t, 2, (const int[]){d0, d1});
+    for (int64_t i = 0; c && i < c->size; i++) c->data[i] = 1.0f;
+    return c;
+}
+static tg_tensor *p_matmul(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)training;
+    return tg_matmul(t, l->params[0], x);
+}
+static tg_tensor *batch_matmul(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_matmul(t, ones(t, 4, x->shape[0]), x);
+}
+static tg_tensor *batch_norm_axis0(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    int n = x->shape[0] * x->shape[1];
+    return tg_layer_norm(t, x, ones(t, 1, n), ones(t, 1, n), 1e-5f);
+}
+static tg_tensor *batch_cat(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_cat(t, (tg_tensor *[]){x, ones(t, x->shape[0], x->shape[0])}, 2, 1);
 }
 
 /* output_padding 1 with stride 1 (below the dilation 2) and pad 0: ONNX Runtime has no form for it */
@@ -325,16 +352,47 @@ static void refusals(void) {
 
     m = with_custom(merge_batch);
     CHECK_INT(tg_onnx_export(m, 2, shape, path_of("r.onnx")), TG_ERR_SHAPE);
-    CHECK_MSG(tg_last_error(), "reshape: the batch (dimension 0, 4) is not kept as dimension 0");
+    CHECK_MSG(tg_last_error(), "reshape: the batch (dimension 0, 2) is not kept as dimension 0");
     tg_model_free(m);
 
     /* a model that cannot run: the trace's message */
     m = tiny();
     CHECK_INT(tg_onnx_export(m, 2, (const int[]){4, 5}, path_of("r.onnx")), TG_ERR_SHAPE);
     CHECK_MSG(tg_last_error(), "onnx export ");
-    CHECK_MSG(tg_last_error(), "the trace failed: model_forward: layer 0 (linear)");
+    CHECK_MSG(tg_last_error(), "the trace at batch 2 failed (the model is traced at batch 2 and 3, as the exported "
+                               "graph takes any batch): model_forward: layer 0 (linear)");
     struct stat st;
     CHECK(stat(path_of("r.onnx"), &st) < 0); /* no file was made */
+    tg_model_free(m);
+}
+
+/* Each runs at the traced batch 3 (the given shape's) but not as a graph of any batch: refused. */
+static void batch_followers(void) {
+    const int shape[2] = {3, 2};
+    tg_model *m = with_custom(p_matmul);
+    tg_layer_param(tg_model_find(m, "1.gate"), "p", 2, (const int[]){3, 3}, TG_PARAM_WEIGHT);
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("f.onnx")), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "the trace at batch 2 failed");
+    CHECK_MSG(tg_last_error(), "matmul");
+    tg_model_free(m);
+
+    m = with_custom(batch_matmul);
+    CHECK_INT(tg_onnx_export(m, 2, (const int[]){4, 2}, path_of("f.onnx")), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): matmul: its second input is "
+                               "computed from the input");
+    tg_model_free(m);
+
+    m = with_custom(batch_norm_axis0);
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("f.onnx")), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): layer_norm: normalises over");
+    tg_model_free(m);
+
+    m = with_custom(batch_cat);
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("f.onnx")), TG_ERR_SHAPE);
+    CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): cat: ");
+    CHECK_MSG(tg_last_error(), "differs between the traces at batch 2 and 3: only dimension 0 may follow the batch");
+    struct stat st;
+    CHECK(stat(path_of("f.onnx"), &st) < 0); /* no file was made */
     tg_model_free(m);
 }
 
@@ -492,6 +550,7 @@ int main(void) {
     every_op();
     decode_tiny();
     refusals();
+    batch_followers();
     own_op();
     mistakes();
     atomic();
