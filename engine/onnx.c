@@ -310,9 +310,13 @@ int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_i
     return 0;
 }
 
+/* The attribute of the node the current callback added last: never of an earlier op's node */
 static onnx_attr *new_attr(tg_onnx *g, const char *name, int type) {
-    if (!g || !name || !name[0] || !g->n_nodes) {
-        tg_fail(TG_ERR_ARG, "onnx_attr: %s", !g ? "graph is NULL" : !g->n_nodes ? "no node yet" : "needs a name");
+    if (!g || !name || !name[0] || g->n_nodes <= g->cur_first) {
+        if (g && g->n_nodes <= g->cur_first)
+            tg_fail(TG_ERR_ARG, "onnx_attr: %s%s%s: no node yet (the attribute's node is added first)",
+                    g->cur ? g->cur->op->name : "", g->cur ? ": " : "", name ? name : "(NULL)");
+        else tg_fail(TG_ERR_ARG, "onnx_attr: %s", !g ? "graph is NULL" : "needs a name");
         return NULL;
     }
     onnx_node *nd = &g->nodes[g->n_nodes - 1];
@@ -565,6 +569,38 @@ static void release(tg_onnx *g) {
 
 static bool from_tape(const tg_onnx *g, const tg_tensor *x) { return x && is_node_output(g, x); }
 
+static const tg_node *node_by_id(const tg_tape *t, int id) {
+    for (const tg_node *n = tg_tape_first(t); n; n = n->next)
+        if (n->id == id) return n;
+    return NULL;
+}
+
+/* Whether a value is computed or held before node `before`: the input, an initializer, or an
+ * output of an earlier node (an alias shares its value's name) */
+static bool defined(const tg_onnx *g, const char *name, int before) {
+    if (!strcmp(name, "input")) return true;
+    for (int i = 0; i < g->n_inits; i++)
+        if (!strcmp(g->inits[i].name, name)) return true;
+    for (int i = 0; i < before; i++)
+        for (int k = 0; k < g->nodes[i].n_out; k++)
+            if (!strcmp(g->nodes[i].out[k], name)) return true;
+    return false;
+}
+
+/* Every node reads values defined before it ("" is an optional input left out) */
+static int check_inputs(const tg_onnx *g, const tg_node **bad) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        const onnx_node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->n_in; k++) {
+            if (!nd->in[k][0] || defined(g, nd->in[k], i)) continue;
+            *bad = nd->src >= 0 ? node_by_id(g->args->tape, nd->src) : NULL;
+            return tg_fail(TG_ERR_STATE, "%s%s%s node \"%s\" reads \"%s\", which nothing before it computes",
+                           *bad ? (*bad)->op->name : "", *bad ? ": its " : "", nd->op_type, nd->name, nd->in[k]);
+        }
+    }
+    return 0;
+}
+
 /* The graph of a's trace into g (released by the caller); on failure *bad is the node whose export failed. */
 static int build(tg_onnx *g, const tg__onnx_args *a, const tg_node **bad) {
     *g = (tg_onnx){.args = a};
@@ -586,19 +622,21 @@ static int build(tg_onnx *g, const tg__onnx_args *a, const tg_node **bad) {
     int rc = 0;
     for (const tg_node *n = tg_tape_first(a->tape); n && !rc; n = n->next) {
         if (!g->needed[n->id]) continue;
-        g->cur = n;
+        g->cur = n, g->cur_first = g->n_nodes;
+        const char *y = NULL;
         if (!n->op->onnx) rc = tg_fail(TG_ERR_ARG, "op \"%s\" has no ONNX form", n->op->name);
-        else if ((rc = n->op->onnx(n, g)) >= 0 && !lookup(g, n->out))
-            rc = tg_fail(TG_ERR_STATE, "op \"%s\": its onnx callback gave its output no value", n->op->name);
+        else if ((rc = n->op->onnx(n, g)) >= 0 && !((y = lookup(g, n->out)) && defined(g, y, g->n_nodes)))
+            rc = tg_fail(TG_ERR_STATE, "op \"%s\": its onnx callback gave its output no value%s%s%s", n->op->name,
+                         y ? " (\"" : "", y ? y : "", y ? "\" is named, but no node computes it)" : "");
         if (rc < 0) *bad = n;
         else rc = 0;
     }
-    g->cur = NULL;
+    g->cur = NULL, g->cur_first = 0;
     /* an output that is not a node's own (the input, a parameter, an alias) is copied to it */
     const char *out = rc ? NULL : tg_onnx_name(g, a->output);
     if (!rc && !out) rc = tg_last_error_code() ? tg_last_error_code() : oom();
     if (!rc && strcmp(out, "output") != 0) rc = tg_onnx_node(g, "Identity", &out, 1, (const char *[]){"output"}, 1);
-    return rc;
+    return rc ? rc : check_inputs(g, bad);
 }
 
 /* Whether two items encode to the same bytes (the batch being "N" in both); *failed on no memory. */
@@ -631,12 +669,6 @@ static int first_diff(cmp_bufs *c, const void *a, int na, const void *b, int nb,
         if (!same_bytes(&c->x, &c->y, &c->failed)) return i;
     }
     return -1;
-}
-
-static const tg_node *node_by_id(const tg_tape *t, int id) {
-    for (const tg_node *n = tg_tape_first(t); n; n = n->next)
-        if (n->id == id) return n;
-    return NULL;
 }
 
 /* The two traces' graphs, at batch sizes A and B, must be the same apart from the batch: else the

@@ -181,7 +181,10 @@ TG_API const char *tg_onnx_const_floats(tg_onnx *g, const char *hint, int ndim, 
 TG_API const char *tg_onnx_const_int64s(tg_onnx *g, const char *hint, int ndim, const int64_t *shape,
                                         const int64_t *v);
 /* Adds a node: op_type ("Conv"), its inputs' and outputs' value names in order ("" for an
- * optional input left out, as Resize's roi). The attribute setters then add to this node. */
+ * optional input left out, as Resize's roi). The attribute setters then add to this node: they
+ * set the last node the current callback added, and are refused before it has added one. Every
+ * input must be the graph's input, an initializer or an earlier node's output, and n->out's value
+ * must be computed by a node (or be an alias of a value that is) when the callback returns. */
 TG_API int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_in, const char *const *out,
                         int n_out);
 TG_API int tg_onnx_attr_int(tg_onnx *g, const char *name, int64_t v);

@@ -147,7 +147,7 @@ static int square_export(const tg_node *n, tg_onnx *g) {
     const char *x = tg_onnx_name(g, n->in[0]), *y = tg_onnx_name(g, n->out);
     CHECK(x && y && !strcmp(x, "input"));
     CHECK_INT(tg_onnx_attr_int(g, "axis", 1), TG_ERR_ARG); /* the model's first node: none to set it on */
-    CHECK_MSG(tg_last_error(), "onnx_attr: no node yet");
+    CHECK_MSG(tg_last_error(), "onnx_attr: square: axis: no node yet");
     CHECK_INT(tg_onnx_node(g, "Mul", (const char *[]){x, NULL}, 2, &y, 1), TG_ERR_ARG);
     CHECK_MSG(tg_last_error(), "onnx_node: Mul: input 1 is NULL");
     CHECK_INT(tg_onnx_node(g, "", &x, 1, &y, 1), TG_ERR_ARG);
@@ -166,6 +166,27 @@ static const tg_op square_onnx_op = {
 static tg_tensor *square_onnx_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)l, (void)training;
     return tg_apply(t, &square_onnx_op, &x, 1, NULL);
+}
+
+/* Callbacks that get the builder wrong, each to be refused: 0 sets an attribute before adding its node
+ * (an earlier op's node is there); 1 names its output and adds no node; 2 reads a value nothing computes. */
+static int probe_mode;
+static int probe_export(const tg_node *n, tg_onnx *g) {
+    const char *x = tg_onnx_name(g, n->in[0]), *y = tg_onnx_name(g, n->out);
+    if (!x || !y) return tg_last_error_code();
+    if (probe_mode == 0) {
+        int rc = tg_onnx_attr_float(g, "alpha", 2.0f);
+        return rc ? rc : tg_onnx_node(g, "Relu", &x, 1, &y, 1);
+    }
+    if (probe_mode == 1) return 0;
+    const char *never = tg_onnx_temp(g, n, "never", n->out->ndim, n->out->shape, true);
+    return never ? tg_onnx_node(g, "Add", (const char *[]){x, never}, 2, &y, 1) : tg_last_error_code();
+}
+static const tg_op probe_op = {
+    .name = "probe", .shape = square_shape, .forward = square_forward, .vjp = square_vjp, .onnx = probe_export};
+static tg_tensor *probe_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_apply(t, &probe_op, &x, 1, NULL);
 }
 
 static tg_tensor *square_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
@@ -366,6 +387,25 @@ static void refusals(void) {
     tg_model_free(m);
 }
 
+static void builder_mistakes(void) {
+    const int shape[2] = {4, 2};
+    tg_model *m = with_custom(probe_fwd);
+    probe_mode = 0;
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("p.onnx")), TG_ERR_ARG);
+    CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): onnx_attr: probe: alpha: no node yet");
+    probe_mode = 1;
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("p.onnx")), TG_ERR_STATE);
+    CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): op \"probe\": its onnx callback gave "
+                               "its output no value (\"output\" is named, but no node computes it)");
+    probe_mode = 2;
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("p.onnx")), TG_ERR_STATE);
+    CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): probe: its Add node \"1.gate/Add_1\" "
+                               "reads \"output/never\", which nothing before it computes");
+    struct stat st;
+    CHECK(stat(path_of("p.onnx"), &st) < 0); /* no file was made */
+    tg_model_free(m);
+}
+
 /* Each runs at the traced batch 3 (the given shape's) but not as a graph of any batch: refused. */
 static void batch_followers(void) {
     const int shape[2] = {3, 2};
@@ -551,6 +591,7 @@ int main(void) {
     decode_tiny();
     refusals();
     batch_followers();
+    builder_mistakes();
     own_op();
     mistakes();
     atomic();
