@@ -216,6 +216,7 @@ static const char *bn_variant(const tg_node *n) {
 bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift) {
     const bn_attr *a = bn->attr;
     if (a->training) return false;
+    if (!scale || !shift) return true;
     const float *g = bn->in[1]->data, *b = bn->in[2]->data;
     for (int64_t c = 0; c < bn->in[1]->size; c++) {
         double s = g[c] / sqrt((double)a->running_var->data[c] + a->eps);
