@@ -188,6 +188,12 @@ static bool is_node_output(const tg_onnx *g, const tg_tensor *x) {
     return x->node && x->tape == g->args->tape && x->node->id < g->n_ids && x->node->out == x;
 }
 
+static const tg_node *node_by_id(const tg_tape *t, int id) {
+    for (const tg_node *n = tg_tape_first(t); n; n = n->next)
+        if (n->id == id) return n;
+    return NULL;
+}
+
 bool tg_onnx_batched(const tg_onnx *g, const tg_tensor *x) {
     if (!g || !x) return false;
     if (x == g->args->input) return true;
@@ -245,6 +251,9 @@ const char *tg_onnx_temp(tg_onnx *g, const tg_node *n, const char *suffix, int n
 
 int tg_onnx_alias(tg_onnx *g, const tg_tensor *y, const tg_tensor *x) {
     if (!g || !y || !x) return tg_fail(TG_ERR_ARG, "onnx_alias: an argument is NULL");
+    if (!g->cur || y != g->cur->out)
+        return tg_fail(TG_ERR_ARG, "onnx_alias: %s%sonly the current node's output can be an alias",
+                       g->cur ? g->cur->op->name : "", g->cur ? ": " : "");
     if (lookup(g, y)) return tg_fail(TG_ERR_STATE, "onnx_alias: the tensor already has a value");
     const char *name = tg_onnx_name(g, x);
     return name ? add_value(g, y, name) : tg_last_error_code();
@@ -376,7 +385,11 @@ const tg_node *tg_onnx_consumer(const tg_onnx *g, const tg_tensor *x) {
 bool tg_onnx_folding(const tg_onnx *g) { return g && g->args->fold; }
 
 int tg_onnx_mark(tg_onnx *g, const tg_node *later) {
-    if (!g || !later || later->id < 0 || later->id >= g->n_ids) return tg_fail(TG_ERR_ARG, "onnx_mark: not a node");
+    if (!g || !later || later->id < 0 || later->id >= g->n_ids || node_by_id(g->args->tape, later->id) != later)
+        return tg_fail(TG_ERR_ARG, "onnx_mark: not a node of the trace");
+    if (!g->cur || later->id <= g->cur->id)
+        return tg_fail(TG_ERR_ARG, "onnx_mark: %s%snode %d (%s) is not after the current one",
+                       g->cur ? g->cur->op->name : "", g->cur ? ": " : "", later->id, later->op->name);
     g->marked[later->id] = true;
     return 0;
 }
@@ -568,12 +581,6 @@ static void release(tg_onnx *g) {
 }
 
 static bool from_tape(const tg_onnx *g, const tg_tensor *x) { return x && is_node_output(g, x); }
-
-static const tg_node *node_by_id(const tg_tape *t, int id) {
-    for (const tg_node *n = tg_tape_first(t); n; n = n->next)
-        if (n->id == id) return n;
-    return NULL;
-}
 
 /* Whether a value is computed or held before node `before`: the input, an initializer, or an
  * output of an earlier node (an alias shares its value's name) */

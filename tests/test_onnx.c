@@ -159,7 +159,11 @@ static int square_export(const tg_node *n, tg_onnx *g) {
     CHECK(tg_onnx_const_int64s(g, "c", 1, (const int64_t[]){-1}, (const int64_t[]){1}) == NULL);
     CHECK_MSG(tg_last_error(), "onnx_const: dimension 0 is -1");
     CHECK(tg_onnx_name(g, NULL) == NULL);
-    CHECK_INT(tg_onnx_alias(g, n->in[0], n->out), TG_ERR_STATE); /* the input has its value */
+    CHECK_INT(tg_onnx_alias(g, n->in[0], n->out), TG_ERR_ARG); /* not this node's output */
+    CHECK_MSG(tg_last_error(), "onnx_alias: square: only the current node's output can be an alias");
+    CHECK_INT(tg_onnx_alias(g, n->out, n->in[0]), TG_ERR_STATE); /* named y above */
+    CHECK_INT(tg_onnx_mark(g, n), TG_ERR_ARG);                   /* only a later node */
+    CHECK_MSG(tg_last_error(), "onnx_mark: square: node 0 (square) is not after the current one");
     CHECK(tg_onnx_batched(g, n->out) && !tg_onnx_marked(g, n) && !tg_onnx_folding(g));
     return tg_onnx_node(g, "Mul", (const char *[]){x, x}, 2, &y, 1);
 }
