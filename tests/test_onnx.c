@@ -195,6 +195,32 @@ static tg_tensor *probe_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training
     return tg_apply(t, &probe_op, &x, 1, NULL);
 }
 
+/* x's first row, (1,C): an op whose output drops the batch */
+static int row0_shape(tg_node *n, int *ndim, int *shape) {
+    *ndim = 2, shape[0] = 1, shape[1] = n->in[0]->shape[1];
+    return 0;
+}
+static int row0_forward(tg_tape *t, tg_node *n) {
+    (void)t;
+    memcpy(n->out->data, n->in[0]->data, (size_t)n->out->size * sizeof(float));
+    return 0;
+}
+static int row0_vjp(tg_tape *t, tg_node *n) {
+    (void)t;
+    for (int64_t i = 0; i < n->out->size; i++) n->in[0]->grad[i] += n->out->grad[i];
+    return 0;
+}
+static int row0_export(const tg_node *n, tg_onnx *g) {
+    const char *x = tg_onnx_name(g, n->in[0]), *y = tg_onnx_name(g, n->out);
+    return x && y ? tg_onnx_node(g, "Identity", &x, 1, &y, 1) : tg_last_error_code();
+}
+static const tg_op row0_op = {
+    .name = "row0", .shape = row0_shape, .forward = row0_forward, .vjp = row0_vjp, .onnx = row0_export};
+static tg_tensor *row0_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
+    (void)l, (void)training;
+    return tg_apply(t, &row0_op, &x, 1, NULL);
+}
+
 static tg_tensor *square_fwd(tg_layer *l, tg_tape *t, tg_tensor *x, bool training) {
     (void)l, (void)training;
     return tg_apply(t, &square_op, &x, 1, NULL);
@@ -459,6 +485,13 @@ static void batch_followers(void) {
     m = with_custom(batch_norm_axis0);
     CHECK_INT(tg_onnx_export(m, 2, shape, path_of("f.onnx")), TG_ERR_SHAPE);
     CHECK_MSG(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): layer_norm: normalises over");
+    tg_model_free(m);
+
+    m = with_custom(row0_fwd);
+    CHECK_INT(tg_onnx_export(m, 2, shape, path_of("f.onnx")), TG_ERR_SHAPE);
+    CHECK(!strcmp(tg_last_error(), "onnx export: layer \"1.gate\" (custom \"gate\"): row0: its output 1x3, computed "
+                                   "from the input 2x2, does not keep the batch as its dimension 0 (the exported "
+                                   "graph's batch is symbolic)"));
     tg_model_free(m);
 
     m = with_custom(batch_cat);
