@@ -1,6 +1,7 @@
 /* onnx.c: ONNX export's engine side. The graph builder the ops' onnx callbacks call
- * (tapegrad_op.h), the walk over a recorded tape that calls them, and a small protobuf
- * writer for the ModelProto. It knows no op by name: each op exports itself.
+ * (tapegrad_op.h), the walk over a recorded tape that calls them, the comparison of the
+ * graphs of two traces at different batch sizes (only the batch may differ: it is the
+ * symbolic "N"), and a small protobuf writer for the ModelProto. It knows no op by name: each op exports itself.
  *
  * The protobuf encoding is written here (varints, length-delimited fields, packed
  * repeated ints, little-endian raw_data) rather than with a generated library: the
