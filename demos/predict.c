@@ -108,7 +108,8 @@ int main(int argc, char **argv) {
            net ? "" : " (the net whose tensors the checkpoint holds)");
     tg_model_train(m, false); /* dropout off, batch norm on its running statistics */
     if (onnx) {
-        if (tg_onnx_export(m, 4, (const int[]){1, 1, 28, 28}, onnx) < 0) die("a directory that exists and can be written?");
+        int rc = tg_onnx_export(m, 4, (const int[]){1, 1, 28, 28}, onnx);
+        if (rc < 0) die(rc == TG_ERR_IO ? "a directory that exists and can be written?" : NULL);
         printf("wrote %s: %s as ONNX (opset 17, batch of any size)\n", onnx, found);
     }
 

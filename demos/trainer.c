@@ -78,8 +78,8 @@ demo_options demo_parse(int argc, char **argv, demo_options o) {
 
 void demo_export_onnx(const demo_options *o, tg_model *m) {
     if (!o->onnx) return;
-    if (tg_onnx_export(m, 4, (const int[]){1, 1, 28, 28}, o->onnx) < 0)
-        demo_die(o, "--onnx", "a directory that exists and can be written?");
+    int rc = tg_onnx_export(m, 4, (const int[]){1, 1, 28, 28}, o->onnx);
+    if (rc < 0) demo_die(o, "--onnx", rc == TG_ERR_IO ? "a directory that exists and can be written?" : NULL);
     printf("wrote %s: the model as ONNX (opset 17, batch of any size); open it in Netron or run it in ONNX Runtime\n",
            o->onnx);
 }

@@ -209,16 +209,18 @@ void tg__trace_free(tg__trace *tr);
 
 /* ONNX export (onnx.c): the model the recorded nodes of tape compute, from input to output,
  * encoded as an ONNX ModelProto into *bytes (tg__malloc'd, *len bytes). named: the model's
- * parameters and buffers, initializers under their names when used. On failure *bad is the node
- * whose export failed (NULL if none did) and the message is set. */
+ * parameters and buffers, initializers under their names when used. The model is traced twice,
+ * a and b at two batch sizes (neither 1), and the two graphs must be the same apart from the
+ * batch, written as the symbolic "N"; a's is written. On failure *bad is the node whose export
+ * failed or differs (NULL if none did) and the message is set. */
 typedef struct {
     const tg_tape *tape;
     const tg_tensor *input, *output;
     tg_tensor *const *named;
     int n_named;
-    bool fold_batch_norm;
+    bool fold;       /* tg_onnx_folding */
     const char *doc; /* the graph's doc_string, or NULL */
 } tg__onnx_args;
-int tg__onnx_encode(const tg__onnx_args *a, uint8_t **bytes, size_t *len, const tg_node **bad);
+int tg__onnx_encode(const tg__onnx_args *a, const tg__onnx_args *b, uint8_t **bytes, size_t *len, const tg_node **bad);
 
 #endif

@@ -1,6 +1,7 @@
 /* onnx.c: ONNX export's engine side. The graph builder the ops' onnx callbacks call
- * (tapegrad_op.h), the walk over a recorded tape that calls them, and a small protobuf
- * writer for the ModelProto. It knows no op by name: each op exports itself.
+ * (tapegrad_op.h), the walk over a recorded tape that calls them, the comparison of the
+ * graphs of two traces at different batch sizes (only the batch may differ: it is the
+ * symbolic "N"), and a small protobuf writer for the ModelProto. It knows no op by name: each op exports itself.
  *
  * The protobuf encoding is written here (varints, length-delimited fields, packed
  * repeated ints, little-endian raw_data) rather than with a generated library: the
@@ -32,12 +33,16 @@ typedef struct {
     int n_ints;
 } onnx_attr;
 
+/* src in the three below: the id of the tape node whose export added it (-1 for none), to name
+ * the op when the traces at two batch sizes differ */
+
 typedef struct {
     const char *op_type, *name;
     const char **in, **out;
     int n_in, n_out;
     onnx_attr *attrs;
     int n_attrs, cap_attrs;
+    int src;
 } onnx_node;
 
 typedef struct { /* a tensor and its value's name */
@@ -51,17 +56,20 @@ typedef struct {
     int64_t dims[TG_MAX_DIMS];
     const void *data; /* a parameter's own, or a copy in the pool */
     size_t bytes;
+    int src;
 } onnx_init;
 
 typedef struct { /* a value_info: a node's output or a temporary */
     const char *name;
     int ndim, shape[TG_MAX_DIMS];
     bool batched;
+    int src;
 } onnx_info;
 
 struct tg_onnx {
     const tg__onnx_args *args;
     const tg_node *cur;              /* the node being exported */
+    int cur_first;                   /* the number of nodes before cur's callback */
     bool *needed, *batched, *marked; /* by node id */
     int n_ids;
     onnx_node *nodes;
@@ -146,36 +154,45 @@ static int add_value(tg_onnx *g, const tg_tensor *x, const char *name) {
     return 0;
 }
 
+static int cur_id(const tg_onnx *g) { return g->cur ? g->cur->id : -1; }
+
 static int add_init(tg_onnx *g, const char *name, int dtype, int ndim, const int64_t *dims, const void *data,
                     size_t bytes) {
     if (!name || !grow((void **)&g->inits, g->n_inits, &g->cap_inits, sizeof *g->inits)) return oom();
     onnx_init *in = &g->inits[g->n_inits++];
-    *in = (onnx_init){name, dtype, ndim, {0}, data, bytes};
+    *in = (onnx_init){name, dtype, ndim, {0}, data, bytes, cur_id(g)};
     for (int i = 0; i < ndim; i++) in->dims[i] = dims[i];
     return 0;
 }
 
-static int add_info(tg_onnx *g, const char *name, int ndim, const int *shape, bool batched) {
+static int add_info(tg_onnx *g, const char *name, int ndim, const int *shape, bool batched, int src) {
     if (!name || !grow((void **)&g->infos, g->n_infos, &g->cap_infos, sizeof *g->infos)) return oom();
     onnx_info *v = &g->infos[g->n_infos++];
-    *v = (onnx_info){name, ndim, {0}, batched};
+    *v = (onnx_info){name, ndim, {0}, batched, src};
     for (int i = 0; i < ndim; i++) v->shape[i] = shape[i];
     return 0;
 }
 
-/* A node output that depends on the input keeps the batch as its dimension 0. */
-static int check_batch(const tg_onnx *g, const tg_tensor *x, const char *what) {
+/* A node output that depends on the input keeps the batch as its dimension 0 (at both traced
+ * batch sizes: the two graphs' comparison then finds any other dimension that follows it). */
+static int check_batch(const tg_onnx *g, const tg_tensor *x) {
     const tg_tensor *in = g->args->input;
     if (x->ndim >= 1 && x->shape[0] == in->shape[0]) return 0;
     char sx[64], si[64];
     return tg_fail(TG_ERR_SHAPE,
-                   "onnx export: %s %s, computed from the input %s, does not keep the batch as its "
-                   "dimension 0 (ONNX's graph has a symbolic batch)",
-                   what, tg_shape_str(x, sx, sizeof sx), tg_shape_str(in, si, sizeof si));
+                   "%s: its output %s, computed from the input %s, does not keep the batch as its dimension 0 "
+                   "(the exported graph's batch is symbolic)",
+                   x->node->op->name, tg_shape_str(x, sx, sizeof sx), tg_shape_str(in, si, sizeof si));
 }
 
 static bool is_node_output(const tg_onnx *g, const tg_tensor *x) {
     return x->node && x->tape == g->args->tape && x->node->id < g->n_ids && x->node->out == x;
+}
+
+static const tg_node *node_by_id(const tg_tape *t, int id) {
+    for (const tg_node *n = tg_tape_first(t); n; n = n->next)
+        if (n->id == id) return n;
+    return NULL;
 }
 
 bool tg_onnx_batched(const tg_onnx *g, const tg_tensor *x) {
@@ -196,12 +213,12 @@ const char *tg_onnx_name(tg_onnx *g, const tg_tensor *x) {
     if (is_node_output(g, x)) {
         const tg_node *n = x->node;
         bool batched = g->batched[n->id];
-        if (batched && check_batch(g, x, "the output") < 0) return NULL;
+        if (batched && check_batch(g, x) < 0) return NULL;
         if (x == g->args->output) name = "output";
         else if (n->scope) name = unique(g, pool_printf(g, "%s/%s:%d", n->scope, n->op->name, n->id));
         else name = unique(g, pool_printf(g, "%s:%d", n->op->name, n->id));
         if (add_value(g, x, name) < 0) return NULL;
-        if (x != g->args->output && add_info(g, name, x->ndim, x->shape, batched) < 0) return NULL;
+        if (x != g->args->output && add_info(g, name, x->ndim, x->shape, batched, n->id) < 0) return NULL;
         return name;
     }
     /* a parameter or buffer under its state-dict name, else a constant */
@@ -230,11 +247,14 @@ const char *tg_onnx_temp(tg_onnx *g, const tg_node *n, const char *suffix, int n
     }
     const char *base = tg_onnx_name(g, n->out);
     const char *name = base ? unique(g, pool_printf(g, "%s/%s", base, suffix)) : NULL;
-    return name && add_info(g, name, ndim, shape, batched) == 0 ? name : NULL;
+    return name && add_info(g, name, ndim, shape, batched, n->id) == 0 ? name : NULL;
 }
 
 int tg_onnx_alias(tg_onnx *g, const tg_tensor *y, const tg_tensor *x) {
     if (!g || !y || !x) return tg_fail(TG_ERR_ARG, "onnx_alias: an argument is NULL");
+    if (!g->cur || y != g->cur->out)
+        return tg_fail(TG_ERR_ARG, "onnx_alias: %s%sonly the current node's output can be an alias",
+                       g->cur ? g->cur->op->name : "", g->cur ? ": " : "");
     if (lookup(g, y)) return tg_fail(TG_ERR_STATE, "onnx_alias: the tensor already has a value");
     const char *name = tg_onnx_name(g, x);
     return name ? add_value(g, y, name) : tg_last_error_code();
@@ -292,16 +312,21 @@ int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_i
                     .in = copy_names(g, in, n_in),
                     .out = copy_names(g, out, n_out),
                     .n_in = n_in,
-                    .n_out = n_out};
+                    .n_out = n_out,
+                    .src = cur_id(g)};
     nd.name = pool_printf(g, "%s%s%s_%d", scope, scope[0] ? "/" : "", op_type, g->n_nodes);
     if (!nd.op_type || !nd.name || !nd.in || !nd.out) return oom();
     g->nodes[g->n_nodes++] = nd;
     return 0;
 }
 
+/* The attribute of the node the current callback added last: never of an earlier op's node */
 static onnx_attr *new_attr(tg_onnx *g, const char *name, int type) {
-    if (!g || !name || !name[0] || !g->n_nodes) {
-        tg_fail(TG_ERR_ARG, "onnx_attr: %s", !g ? "graph is NULL" : !g->n_nodes ? "no node yet" : "needs a name");
+    if (!g || !name || !name[0] || g->n_nodes <= g->cur_first) {
+        if (g && g->n_nodes <= g->cur_first)
+            tg_fail(TG_ERR_ARG, "onnx_attr: %s%s%s: no node yet (the attribute's node is added first)",
+                    g->cur ? g->cur->op->name : "", g->cur ? ": " : "", name ? name : "(NULL)");
+        else tg_fail(TG_ERR_ARG, "onnx_attr: %s", !g ? "graph is NULL" : "needs a name");
         return NULL;
     }
     onnx_node *nd = &g->nodes[g->n_nodes - 1];
@@ -358,10 +383,14 @@ const tg_node *tg_onnx_consumer(const tg_onnx *g, const tg_tensor *x) {
     return only;
 }
 
-bool tg_onnx_folding(const tg_onnx *g) { return g && g->args->fold_batch_norm; }
+bool tg_onnx_folding(const tg_onnx *g) { return g && g->args->fold; }
 
 int tg_onnx_mark(tg_onnx *g, const tg_node *later) {
-    if (!g || !later || later->id < 0 || later->id >= g->n_ids) return tg_fail(TG_ERR_ARG, "onnx_mark: not a node");
+    if (!g || !later || later->id < 0 || later->id >= g->n_ids || node_by_id(g->args->tape, later->id) != later)
+        return tg_fail(TG_ERR_ARG, "onnx_mark: not a node of the trace");
+    if (!g->cur || later->id <= g->cur->id)
+        return tg_fail(TG_ERR_ARG, "onnx_mark: %s%snode %d (%s) is not after the current one",
+                       g->cur ? g->cur->op->name : "", g->cur ? ": " : "", later->id, later->op->name);
     g->marked[later->id] = true;
     return 0;
 }
@@ -554,43 +583,156 @@ static void release(tg_onnx *g) {
 
 static bool from_tape(const tg_onnx *g, const tg_tensor *x) { return x && is_node_output(g, x); }
 
-int tg__onnx_encode(const tg__onnx_args *a, uint8_t **bytes, size_t *len, const tg_node **bad) {
-    *bytes = NULL, *len = 0, *bad = NULL;
-    tg_onnx g = {.args = a};
+/* Whether a value is computed or held before node `before`: the input, an initializer, or an
+ * output of an earlier node (an alias shares its value's name) */
+static bool defined(const tg_onnx *g, const char *name, int before) {
+    if (!strcmp(name, "input")) return true;
+    for (int i = 0; i < g->n_inits; i++)
+        if (!strcmp(g->inits[i].name, name)) return true;
+    for (int i = 0; i < before; i++)
+        for (int k = 0; k < g->nodes[i].n_out; k++)
+            if (!strcmp(g->nodes[i].out[k], name)) return true;
+    return false;
+}
+
+/* Every node reads values defined before it ("" is an optional input left out) */
+static int check_inputs(const tg_onnx *g, const tg_node **bad) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        const onnx_node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->n_in; k++) {
+            if (!nd->in[k][0] || defined(g, nd->in[k], i)) continue;
+            *bad = nd->src >= 0 ? node_by_id(g->args->tape, nd->src) : NULL;
+            return tg_fail(TG_ERR_STATE, "%s%s%s node \"%s\" reads \"%s\", which nothing before it computes",
+                           *bad ? (*bad)->op->name : "", *bad ? ": its " : "", nd->op_type, nd->name, nd->in[k]);
+        }
+    }
+    return 0;
+}
+
+/* The graph of a's trace into g (released by the caller); on failure *bad is the node whose export failed. */
+static int build(tg_onnx *g, const tg__onnx_args *a, const tg_node **bad) {
+    *g = (tg_onnx){.args = a};
     int ids = tg_tape_node_count(a->tape);
-    g.n_ids = ids;
-    g.needed = tg__calloc(3 * (size_t)(ids ? ids : 1), sizeof(bool));
-    if (!g.needed) return oom();
-    g.batched = g.needed + ids, g.marked = g.needed + 2 * (size_t)ids;
+    g->n_ids = ids;
+    g->needed = tg__calloc(3 * (size_t)(ids ? ids : 1), sizeof(bool));
+    if (!g->needed) return oom();
+    g->batched = g->needed + ids, g->marked = g->needed + 2 * (size_t)ids;
     /* the nodes the output needs, from the last back; and which are computed from the input */
     const tg_node *last = NULL;
     for (const tg_node *n = tg_tape_first(a->tape); n; n = n->next) last = n;
-    if (from_tape(&g, a->output)) g.needed[a->output->node->id] = true;
+    if (from_tape(g, a->output)) g->needed[a->output->node->id] = true;
     for (const tg_node *n = last; n; n = n->prev)
-        for (int i = 0; g.needed[n->id] && i < n->n_in; i++)
-            if (from_tape(&g, n->in[i])) g.needed[n->in[i]->node->id] = true;
+        for (int i = 0; g->needed[n->id] && i < n->n_in; i++)
+            if (from_tape(g, n->in[i])) g->needed[n->in[i]->node->id] = true;
     for (const tg_node *n = tg_tape_first(a->tape); n; n = n->next)
-        for (int i = 0; i < n->n_in; i++) g.batched[n->id] |= tg_onnx_batched(&g, n->in[i]);
+        for (int i = 0; i < n->n_in; i++) g->batched[n->id] |= tg_onnx_batched(g, n->in[i]);
 
     int rc = 0;
     for (const tg_node *n = tg_tape_first(a->tape); n && !rc; n = n->next) {
-        if (!g.needed[n->id]) continue;
-        g.cur = n;
+        if (!g->needed[n->id]) continue;
+        g->cur = n, g->cur_first = g->n_nodes;
+        const char *y = NULL;
         if (!n->op->onnx) rc = tg_fail(TG_ERR_ARG, "op \"%s\" has no ONNX form", n->op->name);
-        else if ((rc = n->op->onnx(n, &g)) >= 0 && !lookup(&g, n->out))
-            rc = tg_fail(TG_ERR_STATE, "op \"%s\": its onnx callback gave its output no value", n->op->name);
+        else if ((rc = n->op->onnx(n, g)) >= 0 && !((y = lookup(g, n->out)) && defined(g, y, g->n_nodes)))
+            rc = tg_fail(TG_ERR_STATE, "op \"%s\": its onnx callback gave its output no value%s%s%s", n->op->name,
+                         y ? " (\"" : "", y ? y : "", y ? "\" is named, but no node computes it)" : "");
         if (rc < 0) *bad = n;
         else rc = 0;
     }
-    g.cur = NULL;
+    g->cur = NULL, g->cur_first = 0;
     /* an output that is not a node's own (the input, a parameter, an alias) is copied to it */
-    const char *out = rc ? NULL : tg_onnx_name(&g, a->output);
+    const char *out = rc ? NULL : tg_onnx_name(g, a->output);
     if (!rc && !out) rc = tg_last_error_code() ? tg_last_error_code() : oom();
-    if (!rc && strcmp(out, "output") != 0) rc = tg_onnx_node(&g, "Identity", &out, 1, (const char *[]){"output"}, 1);
+    if (!rc && strcmp(out, "output") != 0) rc = tg_onnx_node(g, "Identity", &out, 1, (const char *[]){"output"}, 1);
+    return rc ? rc : check_inputs(g, bad);
+}
 
+/* Whether two items encode to the same bytes (the batch being "N" in both); *failed on no memory. */
+static bool same_bytes(pbuf *x, pbuf *y, bool *failed) {
+    bool same = x->n == y->n && (!x->n || !memcmp(x->p, y->p, x->n));
+    *failed |= x->oom || y->oom;
+    x->n = y->n = 0;
+    return same;
+}
+
+typedef struct {
+    pbuf x, y, tmp;
+    bool failed;
+} cmp_bufs;
+
+static void enc_node(pbuf *b, const void *item, pbuf *tmp) { pb_node(b, item), (void)tmp; }
+static void enc_init(pbuf *b, const void *item, pbuf *tmp) { pb_tensor(b, item, tmp); }
+static void enc_info(pbuf *b, const void *item, pbuf *tmp) {
+    const onnx_info *v = item;
+    pb_value_info(b, v->name, v->ndim, v->shape, v->batched), (void)tmp;
+}
+
+/* The index of the first item of two lists whose bytes differ (or where one list ends first), or -1. */
+static int first_diff(cmp_bufs *c, const void *a, int na, const void *b, int nb, size_t size,
+                      void (*enc)(pbuf *, const void *, pbuf *)) {
+    for (int i = 0; i < na || i < nb; i++) {
+        if (i >= na || i >= nb) return i;
+        enc(&c->x, (const char *)a + (size_t)i * size, &c->tmp);
+        enc(&c->y, (const char *)b + (size_t)i * size, &c->tmp);
+        if (!same_bytes(&c->x, &c->y, &c->failed)) return i;
+    }
+    return -1;
+}
+
+/* The two traces' graphs, at batch sizes A and B, must be the same apart from the batch: else the
+ * file would hold a shape, attribute or constant that follows the batch, wrong at any other. The
+ * failure names the first node (of a's tape) whose export differs. */
+static int compare(const tg_onnx *ga, const tg_onnx *gb, const tg_node **bad) {
+    const tg_tape *ta = ga->args->tape, *tb = gb->args->tape;
+    int A = ga->args->input->shape[0], B = gb->args->input->shape[0];
+    const tg_node *na = tg_tape_first(ta), *nb = tg_tape_first(tb);
+    while (na && nb && na->op == nb->op) na = na->next, nb = nb->next;
+    if (na || nb) {
+        *bad = na ? na : NULL;
+        return tg_fail(TG_ERR_SHAPE,
+                       "the model runs other ops at batch %d (%s) than at batch %d (%s): the exported "
+                       "graph must be the same for any batch",
+                       A, na ? na->op->name : "none", B, nb ? nb->op->name : "none");
+    }
+    cmp_bufs c = {0};
+    int first = INT32_MAX;
+    const char *what = NULL, *name = NULL;
+    int i = first_diff(&c, ga->nodes, ga->n_nodes, gb->nodes, gb->n_nodes, sizeof *ga->nodes, enc_node);
+    const onnx_node *dn = i < 0 ? NULL : i < ga->n_nodes ? &ga->nodes[i] : &gb->nodes[i];
+    if (dn && dn->src < first) first = dn->src, what = "its ONNX node", name = dn->op_type;
+    i = first_diff(&c, ga->inits, ga->n_inits, gb->inits, gb->n_inits, sizeof *ga->inits, enc_init);
+    const onnx_init *dc = i < 0 ? NULL : i < ga->n_inits ? &ga->inits[i] : &gb->inits[i];
+    if (dc && dc->src < first) first = dc->src, what = "its constant", name = dc->name;
+    i = first_diff(&c, ga->infos, ga->n_infos, gb->infos, gb->n_infos, sizeof *ga->infos, enc_info);
+    const onnx_info *dv = i < 0 ? NULL : i < ga->n_infos ? &ga->infos[i] : &gb->infos[i];
+    if (dv && dv->src < first) first = dv->src, what = "the shape of its value", name = dv->name;
+    const tg_tensor *oa = ga->args->output, *ob = gb->args->output;
+    pb_value_info(&c.x, "output", oa->ndim, oa->shape, tg_onnx_batched(ga, oa));
+    pb_value_info(&c.y, "output", ob->ndim, ob->shape, tg_onnx_batched(gb, ob));
+    if (!same_bytes(&c.x, &c.y, &c.failed) && from_tape(ga, oa) && oa->node->id < first)
+        first = oa->node->id, what = "the shape of its value", name = "output";
+    tg__free(c.x.p), tg__free(c.y.p), tg__free(c.tmp.p);
+    if (c.failed) return oom();
+    if (!what) return 0;
+    *bad = node_by_id(ta, first);
+    return tg_fail(TG_ERR_SHAPE,
+                   "%s%s%s \"%s\" differs between the traces at batch %d and %d: only dimension 0 may follow the "
+                   "batch (the exported graph's batch is symbolic)",
+                   *bad ? (*bad)->op->name : "", *bad ? ": " : "", what, name, A, B);
+}
+
+int tg__onnx_encode(const tg__onnx_args *a, const tg__onnx_args *b, uint8_t **bytes, size_t *len, const tg_node **bad) {
+    *bytes = NULL, *len = 0, *bad = NULL;
+    tg_onnx ga, gb;
+    int rc = build(&ga, a, bad);
+    if (!rc) {
+        rc = build(&gb, b, bad);
+        if (!rc) rc = compare(&ga, &gb, bad);
+        release(&gb);
+    }
     pbuf model = {0};
-    if (!rc) rc = encode(&g, &model);
-    release(&g);
+    if (!rc) rc = encode(&ga, &model);
+    release(&ga);
     if (rc) {
         tg__free(model.p);
         return rc;

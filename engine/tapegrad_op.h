@@ -197,14 +197,16 @@ TG_API uint64_t *tg_tape_rng(tg_tape *t);
 /* The value name of x: "input" for the traced input; for a parameter or buffer of the model its
  * state-dict name ("3.bn1.running_mean"), an initializer holding it; for a node's output a name
  * from the node ("3.conv1/conv2d:7"; "output" for the model's output); any other tensor (a
- * constant of a custom layer) becomes an initializer holding its data. */
+ * constant of a custom layer, made outside the tape) becomes an initializer holding its data as
+ * traced. */
 TG_API const char *tg_onnx_name(tg_onnx *g, const tg_tensor *x);
 /* A new value for an intermediate result of n's export (a conv's output before its fused ReLU):
  * named after n's output and suffix, of the given shape, whose dimension 0 is the symbolic batch
  * when batched (shape[0] must then be the traced batch). Its shape goes into the value_info. */
 TG_API const char *tg_onnx_temp(tg_onnx *g, const tg_node *n, const char *suffix, int ndim, const int *shape,
                                 bool batched);
-/* y has x's value: an op that is the identity here (dropout in evaluation) adds no node. */
+/* y has x's value: an op that is the identity here (dropout in evaluation) adds no node. y must
+ * be the current node's output. */
 TG_API int tg_onnx_alias(tg_onnx *g, const tg_tensor *y, const tg_tensor *x);
 /* An initializer holding a copy of values of the given shape (ndim 0 to TG_MAX_DIMS; 0 is a
  * scalar), float32 or int64, named hint (made unique): Reshape's shape, Clip's bounds, Resize's
@@ -213,7 +215,10 @@ TG_API const char *tg_onnx_const_floats(tg_onnx *g, const char *hint, int ndim, 
 TG_API const char *tg_onnx_const_int64s(tg_onnx *g, const char *hint, int ndim, const int64_t *shape,
                                         const int64_t *v);
 /* Adds a node: op_type ("Conv"), its inputs' and outputs' value names in order ("" for an
- * optional input left out, as Resize's roi). The attribute setters then add to this node. */
+ * optional input left out, as Resize's roi). The attribute setters then add to this node: they
+ * set the last node the current callback added, and are refused before it has added one. Every
+ * input must be the graph's input, an initializer or an earlier node's output, and n->out's value
+ * must be computed by a node (or be an alias of a value that is) when the callback returns. */
 TG_API int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_in, const char *const *out,
                         int n_out);
 TG_API int tg_onnx_attr_int(tg_onnx *g, const char *name, int64_t v);
@@ -223,10 +228,12 @@ TG_API int tg_onnx_attr_string(tg_onnx *g, const char *name, const char *v);
 /* For fusing across nodes: the only exported node that reads x, or NULL when none or several do,
  * or x is the model's output. */
 TG_API const tg_node *tg_onnx_consumer(const tg_onnx *g, const tg_tensor *x);
-/* Whether the export folds a batch norm in evaluation into the conv before it (tg_onnx_opts). */
+/* Whether the export folds: an op may then take a later node's work into its own (nn's option
+ * fold_batch_norm: a conv takes the batch norm after it into its weights). */
 TG_API bool tg_onnx_folding(const tg_onnx *g);
-/* Marks a later node as done by this one's export (a batch norm folded into its conv); its own
- * callback sees the mark with tg_onnx_marked and adds only what is left. */
+/* Marks a later node (after the current one, of the same trace) as done by this one's export (a
+ * batch norm folded into its conv); its own callback sees the mark with tg_onnx_marked and adds
+ * only what is left. */
 TG_API int tg_onnx_mark(tg_onnx *g, const tg_node *later);
 TG_API bool tg_onnx_marked(const tg_onnx *g, const tg_node *n);
 /* Whether x is computed from the traced input (its dimension 0 is then the batch, "N"). */

@@ -423,7 +423,7 @@ TG_API int tg_model_print(tg_model *m, FILE *f, int ndim, const int *input_shape
 //
 //     tg_onnx_export(m, 4, (int[]){1, 1, 28, 28}, "model.onnx");
 //
-// The model is run once in evaluation mode (every layer's own flag is as it was afterwards) on a
+// The model is run in evaluation mode (every layer's own flag is as it was afterwards) on a
 // recording tape, as torch.onnx.export traces, and each node that leads to the output is written
 // by its op (tapegrad_op.h's onnx callback): dropout disappears, batch norm becomes
 // BatchNormalization with the running statistics, a fused conv2d+relu a Conv and a Relu. A custom
@@ -433,10 +433,14 @@ TG_API int tg_model_print(tg_model *m, FILE *f, int ndim, const int *input_shape
 // The file: ONNX IR version 8, opset 17; the graph's input "input" and output "output"; parameters
 // and buffers as initializers under their state-dict names ("3.bn1.running_mean"); every other
 // value's shape in value_info. Dimension 0 of the input is the batch, and is symbolic ("N") in the
-// input, the output and every value computed from the input, so one file runs any batch size: a
-// value computed from the input must keep the batch as its dimension 0 (every built-in layer
-// does; a reshape that merges the batch into another dimension is refused). Only the batch is
-// free: the other dimensions are those traced. Written as checkpoints are (a temporary file,
+// input, the output and every value computed from the input, so one file runs any batch size.
+// To make sure of it the model is traced twice, at batch 2 and 3 (input_shape[0] is not used): a
+// value computed from the input must have the batch as its dimension 0 in both, and the two
+// graphs must be the same apart from it, so a shape, attribute or constant that follows the batch
+// otherwise (a reshape that merges the batch into another dimension, a matmul or layer norm over
+// it, a constant a custom layer makes from the batch size) is refused. Only the batch is free:
+// the other dimensions are those traced. A tensor a custom layer makes outside the tape becomes
+// an initializer holding its traced values. Written as checkpoints are (a temporary file,
 // synced, renamed over path: a failure leaves an old file as it was; a path that is not a regular
 // file is refused untouched). Returns 0 or a negative TG_ERR_* with a message naming the file, or
 // the layer and op. Not to be called while another thread runs the model.

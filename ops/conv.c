@@ -157,11 +157,13 @@ static void conv_window(const tg_node *n, int *span, int *stride, int *up) {
 static const char *conv_variant(const tg_node *n) { return fused_relu(n) ? "relu" : NULL; }
 
 /* The batch norm this conv folds into its weights (tg_onnx_folding): the only reader of its output,
- * in evaluation, reading it as x only; else NULL. */
+ * in evaluation, reading it as x only; else NULL (one in training mode then refuses in its own
+ * callback, under its own layer). */
 static const tg_node *fold_target(const tg_node *n, tg_onnx *g) {
     if (!tg_onnx_folding(g) || fused_relu(n)) return NULL;
     const tg_node *bn = tg_onnx_consumer(g, n->out);
-    if (!bn || bn->op != &tg__op_batch_norm || bn->in[0] != n->out || (bn->n_in > 3 && bn->in[3] == n->out))
+    if (!bn || bn->op != &tg__op_batch_norm || bn->in[0] != n->out || (bn->n_in > 3 && bn->in[3] == n->out) ||
+        !tg__batch_norm_affine(bn, NULL, NULL))
         return NULL;
     return bn;
 }

@@ -53,7 +53,14 @@ static int64_t matmul_flops_backward(const tg_node *n) {
     return matmul_flops(n) * (n->in[0]->requires_grad + n->in[1]->requires_grad);
 }
 
-static int matmul_onnx(const tg_node *n, tg_onnx *g) { return tg__onnx_simple(n, g, "MatMul"); }
+/* MatMul; a product that sums over the batch (b computed from the input) has no graph for any batch */
+static int matmul_onnx(const tg_node *n, tg_onnx *g) {
+    if (tg_onnx_batched(g, n->in[1]))
+        return tg_fail(TG_ERR_SHAPE,
+                       "matmul: its second input is computed from the input, so the product sums over the batch, "
+                       "and the exported graph's batch is symbolic");
+    return tg__onnx_simple(n, g, "MatMul");
+}
 
 const tg_op tg__op_matmul = {.name = "matmul", .shape = matmul_shape, .forward = matmul_forward, .vjp = matmul_vjp,
                              .flops = matmul_flops, .flops_backward = matmul_flops_backward,

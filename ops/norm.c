@@ -222,6 +222,7 @@ static const char *bn_variant(const tg_node *n) {
 bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift) {
     const bn_attr *a = bn->attr;
     if (a->training) return false;
+    if (!scale || !shift) return true;
     const float *g = bn->in[1]->data, *b = bn->in[2]->data;
     for (int64_t c = 0; c < bn->in[1]->size; c++) {
         double s = g[c] / sqrt((double)a->running_var->data[c] + a->eps);
@@ -394,6 +395,13 @@ static int ln_onnx(const tg_node *n, tg_onnx *g) {
     const tg_tensor *x = n->in[0], *gm = n->in[1];
     int axis = x->ndim - 1;
     for (int64_t tail = x->shape[axis]; tail != gm->size && axis > 0;) tail *= x->shape[--axis];
+    if (axis == 0 && tg_onnx_batched(g, x)) {
+        char sx[64];
+        return tg_fail(TG_ERR_SHAPE,
+                       "layer_norm: normalises over the batch too (gamma's %lld values cover x %s from dimension 0), "
+                       "and the exported graph's batch is symbolic",
+                       (long long)gm->size, tg_shape_str(x, sx, sizeof sx));
+    }
     bool same = gm->ndim == x->ndim - axis && n->in[2]->ndim == gm->ndim;
     for (int i = 0; same && i < gm->ndim; i++) same = gm->shape[i] == x->shape[axis + i] && n->in[2]->shape[i] == gm->shape[i];
     const char *in[3] = {tg_onnx_name(g, x), tg_onnx_name(g, gm), tg_onnx_name(g, n->in[2])};

@@ -62,7 +62,8 @@ int tg__onnx_relu(const tg_node *n, tg_onnx *g, const char *from);
  * sides), and dilations unless dilation is 0. */
 int tg__onnx_window(tg_onnx *g, int kernel_h, int kernel_w, int stride, int pad, int dilation);
 /* A batch norm in evaluation as y = x * scale + shift per channel, for folding it into the
- * conv before it (conv.c): scale and shift receive C values; false in training mode. */
+ * conv before it (conv.c): scale and shift receive C values (both NULL: only whether it can);
+ * false in training mode. */
 bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift);
 
 /* Every op's descriptor, in TG_OP_LIST order. */

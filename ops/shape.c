@@ -78,8 +78,11 @@ static void reshape_describe(const tg_node *n, char *buf, size_t len) {
 static int reshape_onnx(const tg_node *n, tg_onnx *g) {
     const tg_tensor *x = n->in[0], *y = n->out;
     bool batched = tg_onnx_batched(g, x);
-    if (batched && (y->ndim < 1 || y->shape[0] != x->shape[0]))
-        return tg_fail(TG_ERR_SHAPE, "reshape: the batch (dimension 0, %d) is not kept as dimension 0", x->shape[0]);
+    if (batched && (y->ndim < 1 || y->shape[0] != x->shape[0])) {
+        char sx[64], sy[64];
+        return tg_fail(TG_ERR_SHAPE, "reshape: %s to %s: the batch (dimension 0, %d) is not kept as dimension 0",
+                       tg_shape_str(x, sx, sizeof sx), tg_shape_str(y, sy, sizeof sy), x->shape[0]);
+    }
     const char *in[2] = {tg_onnx_name(g, x), NULL}, *out = tg_onnx_name(g, y);
     if (!in[0] || !out) return tg_last_error_code();
     if (batched && y->ndim == 2) {
