@@ -372,7 +372,8 @@ static int place(const char *name, const float *v, int w, int x0, int y0, int x1
     ow = ow < 1 ? 1 : ow, oh = oh < 1 ? 1 : oh;
     tg_tensor *crop = tg_tensor_new(3, (int[]){1, bh, bw});
     if (!crop) return tg_last_error_code();
-    for (int y = 0; y < bh; y++) memcpy(crop->data + (size_t)y * bw, v + (size_t)(y0 + y) * w + x0, (size_t)bw * 4);
+    for (int y = 0; y < bh; y++)
+        memcpy(crop->data + (size_t)y * bw, v + (size_t)(y0 + y) * w + x0, (size_t)bw * sizeof(float));
     tg_tensor *box = tg_image_resize(crop, ow, oh);
     tg_tensor_free(crop);
     if (!box) return tg_last_error_code();
