@@ -24,6 +24,9 @@ void *tg__malloc(size_t bytes);
 void *tg__calloc(size_t n, size_t size);
 void *tg__realloc(void *p, size_t bytes);
 void tg__free(void *p);
+/* Grows *array (of size-byte elements, *cap of them) to hold one more than n, doubling it (4 at
+ * first); false if out of memory (the array is then as it was). */
+bool tg__reserve(void **array, int n, int *cap, size_t size);
 /* How many mallocs, callocs and reallocs the library made (for the no-malloc tests; not exported). */
 uint64_t tg__alloc_count(void);
 

@@ -25,6 +25,15 @@ void *tg__realloc(void *p, size_t bytes) {
 
 void tg__free(void *p) { free(p); }
 
+bool tg__reserve(void **array, int n, int *cap, size_t size) {
+    if (n < *cap) return true;
+    int c = *cap ? 2 * *cap : 4;
+    void *p = tg__realloc(*array, (size_t)c * size);
+    if (!p) return false;
+    *array = p, *cap = c;
+    return true;
+}
+
 // ----------------------------------------------------------------------------
 // arena
 

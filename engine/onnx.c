@@ -84,20 +84,11 @@ struct tg_onnx {
     int n_pool, cap_pool;
 };
 
-static bool grow(void **array, int n, int *cap, size_t size) {
-    if (n < *cap) return true;
-    int c = *cap ? 2 * *cap : 16;
-    void *p = tg__realloc(*array, (size_t)c * size);
-    if (!p) return false;
-    *array = p, *cap = c;
-    return true;
-}
-
 static int oom(void) { return tg_fail(TG_ERR_NOMEM, "onnx export: out of memory"); }
 
 /* Memory that lives until the export ends. */
 static void *pool_alloc(tg_onnx *g, size_t bytes) {
-    if (!grow((void **)&g->pool, g->n_pool, &g->cap_pool, sizeof *g->pool)) return NULL;
+    if (!tg__reserve((void **)&g->pool, g->n_pool, &g->cap_pool, sizeof *g->pool)) return NULL;
     void *p = tg__malloc(bytes ? bytes : 1);
     if (p) g->pool[g->n_pool++] = p;
     return p;
@@ -149,7 +140,7 @@ static const char *unique(tg_onnx *g, const char *name) {
 }
 
 static int add_value(tg_onnx *g, const tg_tensor *x, const char *name) {
-    if (!name || !grow((void **)&g->values, g->n_values, &g->cap_values, sizeof *g->values)) return oom();
+    if (!name || !tg__reserve((void **)&g->values, g->n_values, &g->cap_values, sizeof *g->values)) return oom();
     g->values[g->n_values++] = (onnx_value){x, name};
     return 0;
 }
@@ -158,7 +149,7 @@ static int cur_id(const tg_onnx *g) { return g->cur ? g->cur->id : -1; }
 
 static int add_init(tg_onnx *g, const char *name, int dtype, int ndim, const int64_t *dims, const void *data,
                     size_t bytes) {
-    if (!name || !grow((void **)&g->inits, g->n_inits, &g->cap_inits, sizeof *g->inits)) return oom();
+    if (!name || !tg__reserve((void **)&g->inits, g->n_inits, &g->cap_inits, sizeof *g->inits)) return oom();
     onnx_init *in = &g->inits[g->n_inits++];
     *in = (onnx_init){name, dtype, ndim, {0}, data, bytes, cur_id(g)};
     for (int i = 0; i < ndim; i++) in->dims[i] = dims[i];
@@ -166,7 +157,7 @@ static int add_init(tg_onnx *g, const char *name, int dtype, int ndim, const int
 }
 
 static int add_info(tg_onnx *g, const char *name, int ndim, const int *shape, bool batched, int src) {
-    if (!name || !grow((void **)&g->infos, g->n_infos, &g->cap_infos, sizeof *g->infos)) return oom();
+    if (!name || !tg__reserve((void **)&g->infos, g->n_infos, &g->cap_infos, sizeof *g->infos)) return oom();
     onnx_info *v = &g->infos[g->n_infos++];
     *v = (onnx_info){name, ndim, {0}, batched, src};
     for (int i = 0; i < ndim; i++) v->shape[i] = shape[i];
@@ -306,7 +297,7 @@ int tg_onnx_node(tg_onnx *g, const char *op_type, const char *const *in, int n_i
         if (!(i < n_in ? in[i] : out[i - n_in]))
             return tg_fail(TG_ERR_ARG, "onnx_node: %s: %s %d is NULL", op_type, i < n_in ? "input" : "output",
                            i < n_in ? i : i - n_in);
-    if (!grow((void **)&g->nodes, g->n_nodes, &g->cap_nodes, sizeof *g->nodes)) return oom();
+    if (!tg__reserve((void **)&g->nodes, g->n_nodes, &g->cap_nodes, sizeof *g->nodes)) return oom();
     const char *scope = g->cur && g->cur->scope ? g->cur->scope : "";
     onnx_node nd = {.op_type = pool_printf(g, "%s", op_type),
                     .in = copy_names(g, in, n_in),
@@ -330,7 +321,7 @@ static onnx_attr *new_attr(tg_onnx *g, const char *name, int type) {
         return NULL;
     }
     onnx_node *nd = &g->nodes[g->n_nodes - 1];
-    if (!grow((void **)&nd->attrs, nd->n_attrs, &nd->cap_attrs, sizeof *nd->attrs)) {
+    if (!tg__reserve((void **)&nd->attrs, nd->n_attrs, &nd->cap_attrs, sizeof *nd->attrs)) {
         oom();
         return NULL;
     }

@@ -145,7 +145,7 @@ static int check_opts(const char *who, const char *path, const tg_image_opts *o)
 static tg_tensor *bytes_to_tensor(const char *path, const uint8_t *px, int w, int h, int C, int ow, int oh,
                                   const tg_image_opts *o) {
     tg_tensor *x = tg_tensor_new(3, (int[]){C, oh, ow});
-    float *row = tg__malloc((size_t)(w > h ? w : h) * sizeof *row);
+    float *row = tg__malloc((size_t)w * sizeof *row);
     float *tmp = ow == w && oh == h ? NULL : tg__malloc((size_t)h * ow * sizeof *tmp);
     if (!x || !row || (!tmp && !(ow == w && oh == h))) {
         tg_tensor_free(x), tg__free(row), tg__free(tmp);
@@ -160,11 +160,8 @@ static tg_tensor *bytes_to_tensor(const char *path, const uint8_t *px, int w, in
             if (ow == w) memcpy(rows + (size_t)y * ow, row, (size_t)w * sizeof *row);
             else resample_line(row, 1, w, rows + (size_t)y * ow, 1, ow);
         }
-        if (tmp)
-            for (int i = 0; i < ow; i++) {
-                for (int y = 0; y < h; y++) row[y] = tmp[(size_t)y * ow + i];
-                resample_line(row, 1, h, plane + i, ow, oh);
-            }
+        if (tmp) /* then columns, as tg_image_resize */
+            for (int i = 0; i < ow; i++) resample_line(tmp + i, ow, h, plane + i, ow, oh);
         float mean = o->mean ? o->mean[c] : 0, inv = o->std ? 1 / o->std[c] : 1;
         if (o->mean || o->std)
             for (size_t i = 0; i < (size_t)oh * ow; i++) plane[i] = (plane[i] - mean) * inv;

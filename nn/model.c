@@ -84,16 +84,6 @@ int tg_model_fail(tg_model *m, int code, const char *fmt, ...) {
     return code < 0 ? code : TG_ERR_ARG;
 }
 
-/* Grows *array (of size elements) to hold one more than n; false if out of memory. */
-static bool reserve(void **array, int n, int *cap, size_t size) {
-    if (n < *cap) return true;
-    int c = *cap ? 2 * *cap : 4;
-    void *p = tg__realloc(*array, (size_t)c * size);
-    if (!p) return false;
-    *array = p, *cap = c;
-    return true;
-}
-
 static int count_tensors(const tg_layer *l, bool buffers) {
     int n = buffers ? l->n_buffers : l->n_params;
     for (int i = 0; i < l->n_children; i++) n += count_tensors(l->children[i], buffers);
@@ -110,7 +100,7 @@ static void gather(const tg_layer *l, bool buffers, tg_tensor **list, int *k) {
  * kept until the model is freed, so arrays handed out stay valid. */
 static tg_tensor **relist(tg_model *m, const tg_layer *l, bool with_buffers, tg_tensor **old, int *n_out) {
     int np = count_tensors(l, false), n = np + (with_buffers ? count_tensors(l, true) : 0);
-    if (!reserve((void **)&m->retired, m->n_retired, &m->cap_retired, sizeof *m->retired)) return NULL;
+    if (!tg__reserve((void **)&m->retired, m->n_retired, &m->cap_retired, sizeof *m->retired)) return NULL;
     tg_tensor **list = tg__malloc((size_t)(n ? n : 1) * sizeof *list);
     if (!list) return NULL;
     int k = 0;
@@ -164,7 +154,8 @@ static tg_layer *layer_new(tg_model *m, const char *kind) {
         return NULL;
     }
     tg_layer *parent = container(m), *l = tg__calloc(1, sizeof *l);
-    if (!l || !reserve((void **)&parent->children, parent->n_children, &parent->cap_children, sizeof *parent->children)) {
+    if (!l ||
+        !tg__reserve((void **)&parent->children, parent->n_children, &parent->cap_children, sizeof *parent->children)) {
         tg__free(l);
         tg_fail(TG_ERR_NOMEM, "model: out of memory");
         model_failed(m);
@@ -234,12 +225,12 @@ static tg_tensor *register_tensor(tg_layer *l, bool param, const char *name, int
     }
     bool room;
     if (param) {
-        room = reserve((void **)&l->params, l->n_params, &l->cap_params, sizeof *l->params);
+        room = tg__reserve((void **)&l->params, l->n_params, &l->cap_params, sizeof *l->params);
         tg_param_init *pi = room ? tg__realloc(l->param_init, (size_t)l->cap_params * sizeof *pi) : NULL;
         if (pi) l->param_init = pi;
         room = pi != NULL;
     } else {
-        room = reserve((void **)&l->buffers, l->n_buffers, &l->cap_buffers, sizeof *l->buffers);
+        room = tg__reserve((void **)&l->buffers, l->n_buffers, &l->cap_buffers, sizeof *l->buffers);
     }
     tg_tensor *x = room ? (param ? tg_param_new(ndim, shape) : tg_tensor_new(ndim, shape)) : NULL;
     if (!x) {
