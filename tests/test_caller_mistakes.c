@@ -5,6 +5,7 @@
  * never a crash. Run under ASan and UBSan by tests/run.sh. */
 #include "check.h"
 #include "internal.h" /* tg__alloc_count */
+#include "tapegrad_mpi.h"
 #include "tapegrad_nn.h"
 #include "tapegrad_op.h"
 #include <fcntl.h>
@@ -714,6 +715,14 @@ static void files(void) {
     FAILS_INT(tg_image_write_png(NULL, NULL, 0, 1), TG_ERR_ARG, "image_write_png: path is NULL");
     FAILS_INT(tg_image_write_png("x.png", NULL, 0, 1), TG_ERR_ARG, "image_write_png x.png: x is NULL");
     FAILS_INT(tg_image_write_grid_png("", NULL, 0, 0, 0, 1), TG_ERR_ARG, "image_write_grid_png: path is empty");
+    /* MPI's calls with no tg_mpi (with MPI built or without: a message either way, MPI untouched) */
+    int first, count;
+    FAILS_INT(tg_mpi_share(NULL, 64, &first, &count), TG_ERR_ARG, "mpi_share: ");
+    FAILS_INT(tg_mpi_attach(NULL, NULL, 64), TG_ERR_ARG, "mpi_attach: ");
+    FAILS_INT(tg_mpi_allreduce_grads(NULL, NULL, 0, 64), TG_ERR_ARG, "mpi_allreduce_grads: ");
+    FAILS_INT(tg_mpi_sum(NULL, NULL, 1), TG_ERR_ARG, "mpi_sum: ");
+    CHECK(tg_mpi_rank(NULL) == 0 && tg_mpi_size(NULL) == 1 && tg_mpi_writer(NULL));
+    tg_mpi_finalize(NULL);
     tg_tensor *w = tg_param_new(1, (int[]){2});
     tg_tensor_set_name(w, "w");
     FAILS_INT(tg_checkpoint_save(NULL, &w, 1), TG_ERR_ARG, "checkpoint_save: path is NULL");
