@@ -83,10 +83,12 @@ static void op_table(tg_model *m, tg_sgd *opt, tg_tape *t, const tg_dataset *tra
     }
     double total = 0;
     for (int j = 0; j < n; j++) total += sum[j].t_forward + sum[j].t_backward;
-    printf("  %-22s %5s %7s %9s %7s %9s %7s\n", "op", "nodes", "time", "fwd GF/s", "peak", "bwd GF/s", "peak");
+    printf("  %-22s %5s %7s %7s %9s %7s %9s %7s\n", "op", "nodes", "time", "ms", "fwd GF/s", "peak", "bwd GF/s",
+           "peak");
     for (int j = 0; j < n; j++) {
         const tg_op_total *o = &sum[j];
-        printf("  %-22s %5d %6.1f%%", o->name, o->nodes, 100 * (o->t_forward + o->t_backward) / total);
+        printf("  %-22s %5d %6.1f%% %7.3f", o->name, o->nodes, 100 * (o->t_forward + o->t_backward) / total,
+               1e3 * (o->t_forward + o->t_backward) / STEPS);
         if (o->flops > 0 && o->t_forward > 0 && peak[threads] > 0) {
             double f = 1e-9 * (double)o->flops * STEPS / o->t_forward;
             /* the backward by each op's own count (a conv whose input needs no gradient has no dx) */
@@ -185,8 +187,7 @@ int main(int argc, char **argv) {
         if (peak[th] > 0) printf(" %.0f GFLOP/s on %d thread%s", peak[th], th, th > 1 ? "s" : "");
     printf("\n");
     if (show_ops)
-        printf("(--ops counts an op's backward as twice its forward FLOPs: a first layer, whose input needs no\n"
-               " gradient, does half of that, so its backward share reads twice too high)\n");
+        printf("(--ops: an op's backward FLOPs by its own count, as tape dumps count them; ms is per step)\n");
     printf("%-7s %7s %12s %12s %10s %7s %10s\n", "net", "threads", "train img/s", "eval img/s", "GFLOP/s", "peak",
            "maxRSS MiB");
     for (int k = 0; k < 3; k++) {
