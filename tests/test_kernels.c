@@ -369,8 +369,10 @@ static void pooling(void) {
     for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++)
         for (int i = 0; i < 8; i++) {
             int k = cfg[c][0], s = cfg[c][1], pad = cfg[c][2], P = irand(1, 3);
-            /* 33: two whole vectors of windows; 28, 23: a last vector overlapping the one before */
-            int H = irand(k, 19), W = i == 0 ? 33 : i == 1 ? 28 : i == 2 ? 23 : irand(k, 19);
+            /* 33: two whole vectors of windows; 28, 23: a last vector overlapping the one before;
+             * 14, 15, 5: fewer than eight windows a row, read within the plane, then copied */
+            static const int widths[8] = {33, 28, 23, 14, 15, 5, 0, 0};
+            int H = irand(k, 19), W = widths[i] ? widths[i] : irand(k, 19);
             int Ho = (H + 2 * pad - k) / s + 1, Wo = (W + 2 * pad - k) / s + 1;
             int64_t nx = (int64_t)P * H * W, ny = (int64_t)P * Ho * Wo;
             float *x = randv(nx, c == 1 ? 3 : 0);

@@ -33,42 +33,58 @@ static void max_plane(float *y, int32_t *arg, const float *xp, int H, int W, int
 #define WINS8(v, best) (((v) > (best)) | (((v) != (v)) & ((best) == (best))))
 #define PICK8(m, a, b) ((tg_f8)(((tg_i8)(a) & (m)) | ((tg_i8)(b) & ~(m))))
 
-/* The 2x2, stride 2, unpadded pool of most CNNs, one plane, without bounds
- * checks. Eight windows at a time: the better of each row's two columns (the
- * left one on a tie), then the lower row's if it wins over the upper: the same
- * first maximum in row-major order that the scalar scan finds. A row of 8 or
- * more windows ends with the last eight (overlapping windows already done, which
- * get the same values again), not a scalar tail: 14 windows are two vectors. */
-TG_INLINE void max2x2_body(float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo) {
+/* Eight 2x2 windows side by side, from rows r0 and r1 (16 floats each from column
+ * 2 * ow): the better of each row's two columns (the left one on a tie), then the
+ * lower row's if it wins over the upper: the same first maximum in row-major order
+ * that the scalar scan finds. at is the plane index of r0[0]. */
+TG_INLINE void max8(float *y, int32_t *arg, const float *r0, const float *r1, int at, int W, int ow) {
     const tg_i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    tg_f8 a0 = TG_F8(r0 + 2 * ow), a1 = TG_F8(r0 + 2 * ow + 8);
+    tg_f8 b0 = TG_F8(r1 + 2 * ow), b1 = TG_F8(r1 + 2 * ow + 8);
+    tg_f8 ae = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14);
+    tg_f8 ao = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15);
+    tg_f8 be = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
+    tg_f8 bo = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
+    tg_i8 wa = WINS8(ao, ae), wb = WINS8(bo, be);
+    tg_f8 ma = PICK8(wa, ao, ae), mb = PICK8(wb, bo, be);
+    tg_i8 down = WINS8(mb, ma);
+    *(tg_f8 *)y = PICK8(down, mb, ma);
+    if (arg) /* window start, then + W for the lower row, + 1 for the right column */
+        *(tg_i8 *)arg = at + 2 * (lane + ow) + ((W + (wb & 1)) & down) + ((wa & 1) & ~down);
+}
+
+/* The 2x2, stride 2, unpadded pool of most CNNs, one plane, eight windows at a
+ * time (max8). A row of 8 or more windows ends with the last eight (overlapping
+ * windows already done, which get the same values again): 14 windows are two
+ * vectors. A shorter row (a 14x14 plane's 7 windows) is read as eight windows
+ * while they stay within the plane, else copied into zero-padded rows of 16
+ * first: a scalar scan's data-dependent branches cost ten times as much per
+ * window. */
+TG_INLINE void max2x2_body(float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo) {
     for (int oh = 0; oh < Ho; oh++) {
         const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
         float *yo = y + oh * Wo;
-        int ow = 0;
-        for (int next = 0; Wo >= 8 && ow < Wo; ow = next) {
+        int32_t *ao = arg ? arg + oh * Wo : NULL;
+        if (Wo < 8 && (2 * oh + 1) * W + 16 <= 2 * Ho * W && oh * Wo + 8 <= Ho * Wo) {
+            /* eight windows read from this row on (within the plane); those past the row
+             * land on the plane's next rows, which are written after */
+            max8(yo, ao, r0, r1, 2 * oh * W, W, 0);
+            continue;
+        }
+        if (Wo < 8) {
+            float a[16] = {0}, b[16] = {0}, ys[8];
+            int32_t as[8];
+            memcpy(a, r0, 2 * (size_t)Wo * sizeof *a);
+            memcpy(b, r1, 2 * (size_t)Wo * sizeof *b);
+            max8(ys, arg ? as : NULL, a, b, 2 * oh * W, W, 0);
+            memcpy(yo, ys, (size_t)Wo * sizeof *ys);
+            if (arg) memcpy(ao, as, (size_t)Wo * sizeof *as);
+            continue;
+        }
+        for (int ow = 0, next = 0; ow < Wo; ow = next) {
             if (ow + 8 > Wo) ow = Wo - 8; /* the last eight */
             next = ow + 8;
-            tg_f8 a0 = TG_F8(r0 + 2 * ow), a1 = TG_F8(r0 + 2 * ow + 8);
-            tg_f8 b0 = TG_F8(r1 + 2 * ow), b1 = TG_F8(r1 + 2 * ow + 8);
-            tg_f8 ae = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14);
-            tg_f8 ao = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15);
-            tg_f8 be = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
-            tg_f8 bo = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
-            tg_i8 wa = WINS8(ao, ae), wb = WINS8(bo, be);
-            tg_f8 ma = PICK8(wa, ao, ae), mb = PICK8(wb, bo, be);
-            tg_i8 down = WINS8(mb, ma);
-            *(tg_f8 *)(yo + ow) = PICK8(down, mb, ma);
-            if (arg) /* window start, then + W for the lower row, + 1 for the right column */
-                *(tg_i8 *)(arg + oh * Wo + ow) =
-                    2 * oh * W + 2 * (lane + ow) + ((W + (wb & 1)) & down) + ((wa & 1) & ~down);
-        }
-        for (; ow < Wo; ow++) {
-            int i = 2 * oh * W + 2 * ow, best = i;
-            if (wins(xp[i + 1], xp[best])) best = i + 1;
-            if (wins(xp[i + W], xp[best])) best = i + W;
-            if (wins(xp[i + W + 1], xp[best])) best = i + W + 1;
-            yo[ow] = xp[best];
-            if (arg) arg[oh * Wo + ow] = best;
+            max8(yo + ow, arg ? ao + ow : NULL, r0, r1, 2 * oh * W, W, ow);
         }
     }
 }
