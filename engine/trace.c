@@ -30,6 +30,7 @@ typedef struct {
 } slot;
 
 struct tg__trace {
+    long long id;         /* this trace's number, never reused: what a thread's cached slot belongs to */
     atomic_int cur;       /* node * 2 + phase of the node running, -1 between nodes */
     atomic_llong dropped; /* spans not recorded: a buffer full, or no slot left */
     int n_slots, cap;
@@ -42,6 +43,11 @@ struct tg__trace {
 _Thread_local tg__trace *tg__trace_mine;
 static atomic_int next_thread_id;
 static _Thread_local int self_id; /* 0 until the thread first records */
+static atomic_llong next_trace_id;
+/* The slot this thread found last, and in which trace: found once per trace, not per iteration
+ * (a search reads other threads' slots, whose cache lines they are writing) */
+static _Thread_local long long cached_id;
+static _Thread_local slot *cached_slot;
 
 /* The track of the calling thread: its number in the outermost team, so a nested region's
  * lone thread (numbered 0 in its own team) stays on the track of the thread that runs it. */
@@ -53,7 +59,7 @@ static int track_of_caller(void) {
 #endif
 }
 
-static slot *slot_of(tg__trace *tr) {
+static slot *find_slot(tg__trace *tr) {
     if (!self_id) self_id = atomic_fetch_add(&next_thread_id, 1) + 1;
     for (int i = 0; i < tr->n_slots; i++)
         if (atomic_load_explicit(&tr->slots[i].owner, memory_order_relaxed) == self_id) return &tr->slots[i];
@@ -62,6 +68,11 @@ static slot *slot_of(tg__trace *tr) {
         if (atomic_compare_exchange_strong(&tr->slots[i].owner, &free_, self_id)) return &tr->slots[i];
     }
     return NULL;
+}
+
+static slot *slot_of(tg__trace *tr) {
+    if (cached_id != tr->id) cached_slot = find_slot(tr), cached_id = cached_slot ? tr->id : 0;
+    return cached_slot;
 }
 
 tg__trace_mark tg__trace_open(tg__trace *tr, const char *file, int line, int64_t idx) {
@@ -143,6 +154,7 @@ int tg_tape_set_trace(tg_tape *t, bool on) {
         tg__trace_free(tr);
         return tg_fail(TG_ERR_NOMEM, "tape_set_trace: out of memory");
     }
+    tr->id = atomic_fetch_add(&next_trace_id, 1) + 1;
     atomic_init(&tr->cur, -1);
     for (int i = 0; i < tr->n_slots; i++) tr->slots[i].spans = tr->store + (size_t)i * tr->cap;
     t->trace = tr;
