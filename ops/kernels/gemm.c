@@ -482,6 +482,16 @@ static void gemm_plain(const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
         }
 }
 
+/* Asks for the cache lines of a rows x cols tile of C ahead of its kernel: its
+ * rows lie ldc apart, a stride the hardware does not follow, and a wide C (a
+ * linear layer's weight gradient, 128 x 9216) is read from memory otherwise */
+static void prefetch_tile(const float *c, ptrdiff_t ldc, int rows, int cols) {
+    for (int i = 0; i < rows; i++, c += ldc) {
+        for (int j = 0; j < cols; j += 16) __builtin_prefetch(c + j, 1, 3);
+        __builtin_prefetch(c + cols - 1, 1, 3); /* the line a misaligned row ends in */
+    }
+}
+
 /* C[m0:m1, n0:n1] of the job */
 static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
     const int MR = isa->mr, NR = isa->nr;
@@ -526,6 +536,10 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
                     else if (direct_b) b = bbuf;
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
+                        int pi = ir + MR < mc ? ir + MR : 0, pj = ir + MR < mc ? jr : jr + NR; /* the next tile */
+                        if (pj < nc)
+                            prefetch_tile(g->C + (ptrdiff_t)(ic + pi) * g->ldc + jc + pj, g->ldc,
+                                          mc - pi < MR ? mc - pi : MR, nc - pj < NR ? nc - pj : NR);
                         isa->kernel(kc, abuf + (size_t)ir * kc, b, ldb, mr, nr,
                                     g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha, beta);
                     }

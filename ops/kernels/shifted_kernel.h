@@ -55,6 +55,22 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
         for (int j = 0; j < NB; j++) SK_STORE(C + i * ldc + j * SK_W, acc[i][j]);
 }
 
+#if SK_OUT
+/* Asks for the lines of y the tile after (m0, p0) will write: its rows are
+ * planes apart, a stride the hardware does not follow */
+SK_TARGET static inline void SK_NAME(prefetch_next)(const tg__shift_out *out, int m0, int p0, int M, int Mp, int P,
+                                                    int PB) {
+    int m = m0 + SK_MB < Mp ? m0 + SK_MB : 0, p = m0 + SK_MB < Mp ? p0 : p0 + PB;
+    if (p >= P) return;
+    ptrdiff_t at = out->at[p / 16], n = out->plane - at < PB ? out->plane - at : PB; /* within the plane */
+    for (int i = 0; i < SK_MB && m + i < M; i++) {
+        const float *y = out->y + (ptrdiff_t)(m + i) * out->plane + at;
+        for (ptrdiff_t j = 0; j < n; j += 16) __builtin_prefetch(y + j, 1, 3);
+        __builtin_prefetch(y + n - 1, 1, 3);
+    }
+}
+#endif
+
 /* C[m][p] (+)= sum_t sum_k A[((m/8)*T*K + t*K + k)*8 + m%8] * B[k*ldb + off[t] + p] for m < Mp, p < P.
  * Mp = M rounded up to 8 (A's rows M..Mp-1 are zeros, C has Mp rows); P is a multiple of 16.
  * A comes in blocks of 8 rows of C, each block's whole sum contiguous, so a tile reads whole cache lines.
@@ -71,6 +87,9 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__sh
         for (int m0 = 0; m0 < Mp; m0 += SK_MB) {
             const float *a = A + (ptrdiff_t)(m0 / 8) * KT * 8 + m0 % 8, *b = B + p0;
             float *c = C + (ptrdiff_t)m0 * ldc + p0;
+#if SK_OUT
+            if (out) SK_NAME(prefetch_next)(out, m0, p0, M, Mp, P, PB);
+#endif
             if (nb == 3) SK_NAME(fwd_tile)(3, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
             else if (nb == 2) SK_NAME(fwd_tile)(2, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
             else SK_NAME(fwd_tile)(1, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
