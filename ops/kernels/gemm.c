@@ -482,13 +482,16 @@ static void gemm_plain(const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
         }
 }
 
-/* Asks for the cache lines of a rows x cols tile of C ahead of its kernel: its
- * rows lie ldc apart, a stride the hardware does not follow, and a wide C (a
- * linear layer's weight gradient, 128 x 9216) is read from memory otherwise */
-static void prefetch_tile(const float *c, ptrdiff_t ldc, int rows, int cols) {
-    for (int i = 0; i < rows; i++, c += ldc) {
-        for (int j = 0; j < cols; j += 16) __builtin_prefetch(c + j, 1, 3);
-        __builtin_prefetch(c + cols - 1, 1, 3); /* the line a misaligned row ends in */
+/* Asks for the cache lines of a rows x cols tile whose rows lie ld apart, a
+ * stride the hardware does not follow: C's next tile ahead of its kernel (to
+ * be written; a wide C, a linear layer's 128 x 9216 weight gradient, is read
+ * from memory otherwise) and B's next panel ahead of its packing (to be read). */
+static void prefetch_tile(const float *p, ptrdiff_t ld, int rows, int cols, bool write) {
+    for (int i = 0; i < rows; i++, p += ld) { /* each line of the row once */
+        uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)(p + cols - 1);
+        for (; a <= end; a += 64)
+            if (write) __builtin_prefetch((const void *)a, 1, 3);
+            else __builtin_prefetch((const void *)a, 0, 3);
     }
 }
 
@@ -517,6 +520,9 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
                 int nr = nc - jr < NR ? nc - jr : NR;
                 float *d = direct_b ? bbuf : bbuf + (size_t)jr * kc;
                 if (direct_b && nr == NR) continue;
+                if (!g->trans_b && jr + NR < nc) /* the next panel: its rows' pieces lie ldb apart too */
+                    prefetch_tile(g->B + (ptrdiff_t)pc * g->ldb + jc + jr + NR, g->ldb, kc,
+                                  nc - jr - NR < NR ? nc - jr - NR : NR, false);
                 if (!g->trans_b) isa->pack_copy(d, g->B + (ptrdiff_t)pc * g->ldb + jc + jr, g->ldb, nr, NR, kc);
                 else isa->pack_trans(d, g->B + (ptrdiff_t)(jc + jr) * g->ldb + pc, g->ldb, nr, NR, kc);
             }
@@ -539,7 +545,7 @@ static void gemm_block(const tg__gemm_isa *isa, const tg__gemm_job *g, int m0, i
                         int pi = ir + MR < mc ? ir + MR : 0, pj = ir + MR < mc ? jr : jr + NR; /* the next tile */
                         if (pj < nc)
                             prefetch_tile(g->C + (ptrdiff_t)(ic + pi) * g->ldc + jc + pj, g->ldc,
-                                          mc - pi < MR ? mc - pi : MR, nc - pj < NR ? nc - pj : NR);
+                                          mc - pi < MR ? mc - pi : MR, nc - pj < NR ? nc - pj : NR, true);
                         isa->kernel(kc, abuf + (size_t)ir * kc, b, ldb, mr, nr,
                                     g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha, beta);
                     }
