@@ -482,17 +482,12 @@ static void gemm_plain(const tg__gemm_job *g, int m0, int m1, int n0, int n1) {
         }
 }
 
-/* Asks for the cache lines of a rows x cols tile whose rows lie ld apart, a
- * stride the hardware does not follow: C's next tile ahead of its kernel (to
- * be written; a wide C, a linear layer's 128 x 9216 weight gradient, is read
- * from memory otherwise) and B's next panel ahead of its packing (to be read). */
+/* The lines of a rows x cols tile whose rows lie ld apart (tg__prefetch_row): C's
+ * next tile ahead of its kernel, to be written (a wide C, a linear layer's
+ * 128 x 9216 weight gradient, is read from memory otherwise), and B's next panel
+ * ahead of its packing, to be read */
 static void prefetch_tile(const float *p, ptrdiff_t ld, int rows, int cols, bool write) {
-    for (int i = 0; i < rows; i++, p += ld) { /* each line of the row once */
-        uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)(p + cols - 1);
-        for (; a <= end; a += 64)
-            if (write) __builtin_prefetch((const void *)a, 1, 3);
-            else __builtin_prefetch((const void *)a, 0, 3);
-    }
+    for (int i = 0; i < rows; i++, p += ld) tg__prefetch_row(p, cols, write);
 }
 
 /* C[m0:m1, n0:n1] of the job */

@@ -44,6 +44,16 @@ static inline int tg__isa(void) {
 #endif
 #define TG_INLINE static inline __attribute__((always_inline))
 
+/* Asks for each 64-byte line of p[0..n) once, to be written or only read: for
+ * the rows of a tile that lie a row stride apart, which the hardware's
+ * prefetchers do not follow (the GEMM's C and B, a conv's output planes) */
+TG_INLINE void tg__prefetch_row(const float *p, ptrdiff_t n, bool write) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)(p + n - 1);
+    for (; a <= end; a += 64)
+        if (write) __builtin_prefetch((const void *)a, 1, 3);
+        else __builtin_prefetch((const void *)a, 0, 3);
+}
+
 /* A memory-bound loop built twice from one body, NAME_body (TG_INLINE): for
  * AVX2 and for the baseline. tg__NAME runs the AVX2 build when the switch is at
  * AVX2 or above (the loops have no AVX-512 build), else the baseline one.

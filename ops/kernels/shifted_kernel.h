@@ -56,18 +56,14 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
 }
 
 #if SK_OUT
-/* Asks for the lines of y the tile after (m0, p0) will write: its rows are
- * planes apart, a stride the hardware does not follow */
+/* Asks for the lines of y the tile after (m0, p0) will write (its rows are planes apart) */
 SK_TARGET static inline void SK_NAME(prefetch_next)(const tg__shift_out *out, int m0, int p0, int M, int Mp, int P,
                                                     int PB) {
     int m = m0 + SK_MB < Mp ? m0 + SK_MB : 0, p = m0 + SK_MB < Mp ? p0 : p0 + PB;
     if (p >= P) return;
     ptrdiff_t at = out->at[p / 16], n = out->plane - at < PB ? out->plane - at : PB; /* within the plane */
-    for (int i = 0; i < SK_MB && m + i < M; i++) {
-        const float *y = out->y + (ptrdiff_t)(m + i) * out->plane + at;
-        for (ptrdiff_t j = 0; j < n; j += 16) __builtin_prefetch(y + j, 1, 3);
-        __builtin_prefetch(y + n - 1, 1, 3);
-    }
+    for (int i = 0; i < SK_MB && m + i < M; i++)
+        tg__prefetch_row(out->y + (ptrdiff_t)(m + i) * out->plane + at, n, true);
 }
 #endif
 
