@@ -313,6 +313,26 @@ static void grid_map(uint16_t *mask, int32_t *at, int64_t P, int Wp, int rows, i
     }
 }
 
+/* For tg__shift_out's tap spans, on the same grid: tap row r (taps r*S to
+ * r*S + S-1) of output row h reads source row h + r*dil - e, all zeros unless
+ * that row lies in [0, Hs) (a real output's column never leaves its row but
+ * into a zero tail: see above). The forward's source is x (e = pad), dx's dy
+ * (e = PR - pad): a kernel without padding reads zero rows for dx's first and
+ * last PR rows. */
+static void tap_spans(uint8_t *lo, uint8_t *hi, int64_t P, int Wp, int rows, int cols, const tg__conv_dims *d, int e,
+                      int Hs) {
+    for (int64_t g = 0; g < P / 16; g++) {
+        int l = d->R * d->S, h = 0;
+        for (int64_t p = g * 16; p < g * 16 + 16; p++)
+            for (int r = 0; p < (int64_t)rows * Wp && p % Wp < cols && r < d->R; r++) {
+                int64_t src = p / Wp + (int64_t)r * d->dil - e;
+                if (src < 0 || src >= Hs) continue;
+                l = r * d->S < l ? r * d->S : l, h = (r + 1) * d->S > h ? (r + 1) * d->S : h;
+            }
+        lo[g] = (uint8_t)l, hi[g] = (uint8_t)h;
+    }
+}
+
 /* The weights of group g by tap, in blocks of 8 output rows (tg__shifted_gemm's
  * layout): fwd A[((k/8)*T*Cg + t*Cg + c)*8 + k%8] = w[k][c][t], for dx
  * A[((c/8)*T*Kg + t*Kg + k)*8 + c%8] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
@@ -366,6 +386,7 @@ typedef struct {
     int64_t per, xp2_size;
     uint16_t *mask;        /* shifted: tg__shift_out's map of the grid */
     int32_t *at;
+    uint8_t *tap_lo, *tap_hi;
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
 } fwd_work;
 
@@ -386,6 +407,8 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         k->mask = carve(&c, s.P / 16, 1, 1, sizeof *k->mask);
         k->at = carve(&c, s.P / 16, 1, 1, sizeof *k->at);
+        k->tap_lo = carve(&c, s.P / 16, 1, 1, 1);
+        k->tap_hi = carve(&c, s.P / 16, 1, 1, 1);
     } else if (!is_pointwise(d)) {
         k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
     }
@@ -409,6 +432,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
     int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
     bool bf = k->A2 && tg__bf16_active() && d->Cg > 1; /* one channel would pair with a zero: no gain */
     grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
+    tap_spans(k->tap_lo, k->tap_hi, s.P, s.Wp, d->Ho, d->Wo, d, d->pad, d->H);
     for (int g = 0; g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Kgp / 8, taps, d->Cg);
@@ -429,7 +453,8 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
             for (int g = 0; g < d->G; g++) {
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
-                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at};
+                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at, k->tap_lo,
+                                     k->tap_hi};
                 bool wrote;
                 if (bf) {
                     pair_planes(xp2, xp, plane, d->Cg, plane);
@@ -492,6 +517,7 @@ typedef struct {
     int64_t per, dq2_size, wp_size;
     uint16_t *mask;        /* shifted: tg__shift_out's map of the dx grid */
     int32_t *at;
+    uint8_t *tap_lo, *tap_hi;
     float *dym;            /* im2col with a ReLU: dy masked by it */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
     float *dbi;            /* im2col with a split: each image's bias gradient, for the global batch */
@@ -521,6 +547,8 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         k->mask = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask);
         k->at = carve(&c, s.P2 / 16, 1, 1, sizeof *k->at);
+        k->tap_lo = carve(&c, s.P2 / 16, 1, 1, 1);
+        k->tap_hi = carve(&c, s.P2 / 16, 1, 1, 1);
     } else {
         if (relu) k->dym = carve(&c, d->N, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
         k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
@@ -553,6 +581,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
     grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
+    tap_spans(k->tap_lo, k->tap_hi, s.P2, s.Wp, d->H, d->W, d, s.PR - d->pad, d->Ho);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Cgp / 8, taps, d->Kg);
@@ -605,7 +634,8 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                                         false);
                 for (int i = i0; dx && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                    tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at};
+                    tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at,
+                                         k->tap_lo, k->tap_hi};
                     const float *dq = dqs + (i - i0) * s.dq_size + s.front;
                     bool wrote;
                     if (bf) {

@@ -156,6 +156,12 @@ typedef struct {
     bool relu, add;
     const uint16_t *mask;
     const int32_t *at;
+    /* if set (and not accumulate), the taps group v's real lanes need: the others
+     * read only zeros of B for those lanes, and every build skips them in the
+     * tiles that hold no lane needing them (tap_lo[v] = T, tap_hi[v] = 0: none).
+     * The real lanes keep their bits (a sum from +0 is unchanged by adding zeros,
+     * for finite A); the others are then partial sums. */
+    const uint8_t *tap_lo, *tap_hi;
 } tg__shift_out;
 
 /* C (Mp,P) (+)= sum over taps t < T and k < K of A_t (Mp,K) times B shifted by off[t]:

@@ -74,21 +74,32 @@ SK_TARGET static inline void SK_NAME(prefetch_next)(const tg__shift_out *out, in
 SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A,
                                            const float *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K,
                                            int T, bool accumulate, ptrdiff_t *boff) {
+    const uint8_t *tap_lo = out && !accumulate ? out->tap_lo : NULL, *tap_hi = tap_lo ? out->tap_hi : NULL;
     if (!SK_OUT || accumulate) out = NULL;
     const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W, KT = T * K;
     for (int t = 0; t < T; t++)
         for (int k = 0; k < K; k++) boff[t * K + k] = off[t] + (ptrdiff_t)k * ldb;
     for (int p0 = 0; p0 < P; p0 += PB) {
         int nb = P - p0 >= PB ? SK_NBMAX : (P - p0) / SK_W;
+        int t0 = 0, t1 = T; /* the taps this column block needs: pairs [t0*K, t1*K) of the sum */
+        if (tap_lo) {
+            t0 = T, t1 = 0;
+            for (int g = p0 / 16; g <= (p0 + nb * SK_W - 1) / 16; g++) {
+                t0 = tap_lo[g] < t0 ? tap_lo[g] : t0, t1 = tap_hi[g] > t1 ? tap_hi[g] : t1;
+            }
+            if (t0 > t1) t0 = t1 = 0;
+        }
+        const int kt = (t1 - t0) * K;
+        const ptrdiff_t *bo = boff + t0 * K;
         for (int m0 = 0; m0 < Mp; m0 += SK_MB) {
-            const float *a = A + (ptrdiff_t)(m0 / 8) * KT * 8 + m0 % 8, *b = B + p0;
+            const float *a = A + (ptrdiff_t)(m0 / 8) * KT * 8 + m0 % 8 + (ptrdiff_t)t0 * K * 8, *b = B + p0;
             float *c = C + (ptrdiff_t)m0 * ldc + p0;
 #if SK_OUT
             if (out) SK_NAME(prefetch_next)(out, m0, p0, M, Mp, P, PB);
 #endif
-            if (nb == 3) SK_NAME(fwd_tile)(3, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
-            else if (nb == 2) SK_NAME(fwd_tile)(2, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
-            else SK_NAME(fwd_tile)(1, KT, a, b, boff, c, ldc, accumulate, out, M, m0, p0);
+            if (nb == 3) SK_NAME(fwd_tile)(3, kt, a, b, bo, c, ldc, accumulate, out, M, m0, p0);
+            else if (nb == 2) SK_NAME(fwd_tile)(2, kt, a, b, bo, c, ldc, accumulate, out, M, m0, p0);
+            else SK_NAME(fwd_tile)(1, kt, a, b, bo, c, ldc, accumulate, out, M, m0, p0);
         }
     }
     return out != NULL;
