@@ -264,7 +264,9 @@ static void shift_geom_of(const tg__conv_dims *d, shift_geom *s) {
     s->PR = (d->R - 1) * d->dil, s->PS = (d->S - 1) * d->dil;
     s->Hp = d->H + 2 * d->pad, s->Wp = d->W + 2 * d->pad;
     s->P = round16((int64_t)d->Ho * s->Wp);
-    s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 16); /* multiples of 16 keep buffers 64-byte aligned */
+    /* multiples of 16 keep buffers 64-byte aligned; the slack past the last plane covers the grid's
+     * last row read across its end (PS + 16) and the compact loads' second vector (16 more) */
+    s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 32);
     s->xb_size = (int64_t)(d->Cg + 15) / 16 * s->Hp * s->Wp * 16;
     s->Lq = round16((int64_t)(d->Ho + 2 * s->PR) * s->Wp) + 16;
     /* front: at least PS + 16 zeros, and dy's first row (PR rows in) starts 64-byte aligned */
@@ -313,14 +315,28 @@ static void grid_map(uint16_t *mask, int32_t *at, int64_t P, int Wp, int rows, i
     }
 }
 
+/* The AVX-512 kernels can compute the unpadded plane itself (tg__shift_out's
+ * compact) when its rows are 16 or more wide, so that a group of 16 outputs
+ * spans at most two rows; the grid's columns past `cols` are then not computed.
+ * Returns compact's value (0: use the grid) and fills mask and at for it. */
+static ptrdiff_t compact_map(uint16_t *mask, int32_t *at, int Wp, int rows, int cols, bool bf) {
+    if (!(bf || tg__isa() == TG_ISA_AVX512) || cols < 16 || Wp == cols) return 0;
+    for (int64_t g = 0; g < ((int64_t)rows * cols + 15) / 16; g++) {
+        int64_t q = g * 16, r = q / cols, c = q % cols, n = cols - c < 16 ? cols - c : 16;
+        mask[g] = (uint16_t)((1u << n) - 1u), at[g] = (int32_t)(r * Wp + c);
+    }
+    return Wp - cols;
+}
+
 /* For tg__shift_out's tap spans, on the same grid: tap row r (taps r*S to
  * r*S + S-1) of output row h reads source row h + r*dil - e, all zeros unless
  * that row lies in [0, Hs) (a real output's column never leaves its row but
  * into a zero tail: see above). The forward's source is x (e = pad), dx's dy
  * (e = PR - pad): a kernel without padding reads zero rows for dx's first and
  * last PR rows. */
-static void tap_spans(uint8_t *lo, uint8_t *hi, int64_t P, int Wp, int rows, int cols, const tg__conv_dims *d, int e,
-                      int Hs) {
+static void tap_spans(uint8_t *lo, uint8_t *hi, int64_t P, int Wp, int rows, int cols, bool compact,
+                      const tg__conv_dims *d, int e, int Hs) {
+    if (compact) Wp = cols, P = ((int64_t)rows * cols + 15) & ~(int64_t)15; /* groups of the plane */
     for (int64_t g = 0; g < P / 16; g++) {
         int l = d->R * d->S, h = 0;
         for (int64_t p = g * 16; p < g * 16 + 16; p++)
@@ -400,7 +416,7 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int
         /* per thread: the padded x and the output grid, then the (tap, channel) offsets, 2 floats each,
          * then (bf16) the padded x as pairs of channels */
         bool bf = tg__bf16_supported();
-        k->xp2_size = bf ? round16((int64_t)(d->Cg + 1) / 2 * s.Hp * s.Wp + s.PS + 16) : 0;
+        k->xp2_size = bf ? round16((int64_t)(d->Cg + 1) / 2 * s.Hp * s.Wp + s.PS + 32) : 0;
         k->per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg) + k->xp2_size;
         k->A = carve(&c, d->G, (int64_t)taps * d->Cg, Kgp, sizeof(float));
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Cg + 1) / 2), Kgp, sizeof(uint32_t));
@@ -431,8 +447,9 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
     int K2 = (d->Cg + 1) / 2;
     int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
     bool bf = k->A2 && tg__bf16_active() && d->Cg > 1; /* one channel would pair with a zero: no gain */
-    grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
-    tap_spans(k->tap_lo, k->tap_hi, s.P, s.Wp, d->Ho, d->Wo, d, d->pad, d->H);
+    ptrdiff_t compact = compact_map(k->mask, k->at, s.Wp, d->Ho, d->Wo, bf);
+    if (!compact) grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
+    tap_spans(k->tap_lo, k->tap_hi, s.P, s.Wp, d->Ho, d->Wo, compact, d, d->pad, d->H);
     for (int g = 0; g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Kgp / 8, taps, d->Cg);
@@ -454,7 +471,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
                 tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at, k->tap_lo,
-                                     k->tap_hi};
+                                     k->tap_hi, compact};
                 bool wrote;
                 if (bf) {
                     pair_planes(xp2, xp, plane, d->Cg, plane);
@@ -580,8 +597,9 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
-    grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
-    tap_spans(k->tap_lo, k->tap_hi, s.P2, s.Wp, d->H, d->W, d, s.PR - d->pad, d->Ho);
+    ptrdiff_t compact = compact_map(k->mask, k->at, s.Wp, d->H, d->W, bf);
+    if (!compact) grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
+    tap_spans(k->tap_lo, k->tap_hi, s.P2, s.Wp, d->H, d->W, compact, d, s.PR - d->pad, d->Ho);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Cgp / 8, taps, d->Kg);
@@ -635,7 +653,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                 for (int i = i0; dx && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at,
-                                         k->tap_lo, k->tap_hi};
+                                         k->tap_lo, k->tap_hi, compact};
                     const float *dq = dqs + (i - i0) * s.dq_size + s.front;
                     bool wrote;
                     if (bf) {

@@ -162,6 +162,12 @@ typedef struct {
      * The real lanes keep their bits (a sum from +0 is unchanged by adding zeros,
      * for finite A); the others are then partial sums. */
     const uint8_t *tap_lo, *tap_hi;
+    /* if not 0, the AVX-512 builds compute y's plane itself, 16 outputs at a
+     * time, instead of the grid: group v's lanes set in mask[v] read B as grid
+     * position at[v] + lane would, the others (the next row's) `compact` further
+     * on (the grid's row width less the plane's); tap spans are then by group
+     * of the plane. Rows at least 15 wide keep a group to two rows. */
+    ptrdiff_t compact;
 } tg__shift_out;
 
 /* C (Mp,P) (+)= sum over taps t < T and k < K of A_t (Mp,K) times B shifted by off[t]:

@@ -60,10 +60,77 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(fwd_tile)(co
 SK_TARGET static inline void SK_NAME(prefetch_next)(const tg__shift_out *out, int m0, int p0, int M, int Mp, int P,
                                                     int PB) {
     int m = m0 + SK_MB < Mp ? m0 + SK_MB : 0, p = m0 + SK_MB < Mp ? p0 : p0 + PB;
+    if (out->compact) { /* the grid is the plane */
+        for (int i = 0; i < SK_MB && m + i < M && p < out->plane; i++)
+            tg__prefetch_row(out->y + (ptrdiff_t)(m + i) * out->plane + p, out->plane - p < PB ? out->plane - p : PB,
+                             true);
+        return;
+    }
     if (p >= P) return;
     ptrdiff_t at = out->at[p / 16], n = out->plane - at < PB ? out->plane - at : PB; /* within the plane */
     for (int i = 0; i < SK_MB && m + i < M; i++)
         tg__prefetch_row(out->y + (ptrdiff_t)(m + i) * out->plane + at, n, true);
+}
+#endif
+
+#if SK_OUT
+/* The forward tile on the compact grid (tg__shift_out's compact): vector j
+ * holds the 16 outputs of group g = p0/16 + j, whose lanes in mask[g] read B
+ * at at[g] + lane and the others, the next row's, delta further on. The sums
+ * go straight into y's plane at 16*g, bias added, ReLU applied. */
+SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(compact_tile)(const int NB, int KT, const float *A,
+                                                                                  const float *B,
+                                                                                  const ptrdiff_t *boff,
+                                                                                  const tg__shift_out *out, int M,
+                                                                                  int m0, int p0, ptrdiff_t delta) {
+    SK_V acc[SK_MB][SK_NBMAX];
+    ptrdiff_t at[SK_NBMAX];
+    __mmask16 hi[SK_NBMAX];
+    for (int j = 0; j < NB; j++) at[j] = out->at[p0 / 16 + j], hi[j] = (__mmask16)~out->mask[p0 / 16 + j];
+#pragma GCC unroll 8
+    for (int i = 0; i < SK_MB; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NB; j++) acc[i][j] = SK_ZERO();
+    const float *a = A;
+    for (int q = 0; q < KT; q++, a += 8) {
+        const float *b = B + boff[q];
+        SK_V bv[SK_NBMAX];
+        for (int j = 0; j < NB; j++) bv[j] = _mm512_mask_blend_ps(hi[j], SK_LOAD(b + at[j]), SK_LOAD(b + at[j] + delta));
+#pragma GCC unroll 8
+        for (int i = 0; i < SK_MB; i++) {
+            SK_V av = SK_BCAST_AT(a + i);
+#pragma GCC unroll 3
+            for (int j = 0; j < NB; j++) acc[i][j] = SK_FMA(av, bv[j], acc[i][j]);
+        }
+    }
+    /* through memory: an epilogue indexing acc by a row that stops at M kept acc in memory in the loop */
+    _Alignas(64) float sum[SK_MB][SK_NBMAX * 16];
+#pragma GCC unroll 8
+    for (int i = 0; i < SK_MB; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NB; j++) SK_STORE(sum[i] + 16 * j, acc[i][j]);
+    for (int i = 0; i < SK_MB && m0 + i < M; i++) {
+        SK_V bias = out->bias ? SK_BCAST(out->bias[m0 + i]) : SK_ZERO();
+        float *y = out->y + (ptrdiff_t)(m0 + i) * out->plane + p0;
+        for (int j = 0; j < NB; j++) {
+            ptrdiff_t left = out->plane - p0 - 16 * j; /* the lanes inside the plane */
+            __mmask16 st = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+            SK_V v = SK_LOAD(sum[i] + 16 * j) + bias;
+            if (out->add) v += _mm512_maskz_loadu_ps(st, y + 16 * j);
+            if (out->relu) /* as in fwd_tile */
+                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, SK_ZERO(), _CMP_NLE_UQ), v);
+            _mm512_mask_storeu_ps(y + 16 * j, st, v);
+        }
+    }
+}
+
+/* Out of line: inlined into shifted_fwd beside fwd_tile, GCC kept the accumulators in memory (a store a step) */
+SK_TARGET static __attribute__((noinline)) void SK_NAME(compact_one)(int nb, int KT, const float *A, const float *B,
+                                                                     const ptrdiff_t *boff, const tg__shift_out *out,
+                                                                     int M, int m0, int p0) {
+    if (nb == 3) SK_NAME(compact_tile)(3, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else if (nb == 2) SK_NAME(compact_tile)(2, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else SK_NAME(compact_tile)(1, KT, A, B, boff, out, M, m0, p0, out->compact);
 }
 #endif
 
@@ -74,11 +141,16 @@ SK_TARGET static inline void SK_NAME(prefetch_next)(const tg__shift_out *out, in
 SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__shift_out *out, const float *A,
                                            const float *B, ptrdiff_t ldb, const ptrdiff_t *off, int M, int P, int K,
                                            int T, bool accumulate, ptrdiff_t *boff) {
-    const uint8_t *tap_lo = out && !accumulate ? out->tap_lo : NULL, *tap_hi = tap_lo ? out->tap_hi : NULL;
+    /* (a build that cannot write y computes the grid, for which spans by group of the plane do not hold) */
+    const uint8_t *tap_lo = out && !accumulate && (SK_OUT || !out->compact) ? out->tap_lo : NULL;
+    const uint8_t *tap_hi = tap_lo ? out->tap_hi : NULL;
     if (!SK_OUT || accumulate) out = NULL;
     const int Mp = (M + 7) & ~7, PB = SK_NBMAX * SK_W, KT = T * K;
     for (int t = 0; t < T; t++)
         for (int k = 0; k < K; k++) boff[t * K + k] = off[t] + (ptrdiff_t)k * ldb;
+#if SK_OUT
+    if (out && out->compact) P = (int)((out->plane + 15) & ~(ptrdiff_t)15);
+#endif
     for (int p0 = 0; p0 < P; p0 += PB) {
         int nb = P - p0 >= PB ? SK_NBMAX : (P - p0) / SK_W;
         int t0 = 0, t1 = T; /* the taps this column block needs: pairs [t0*K, t1*K) of the sum */
@@ -96,6 +168,10 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__sh
             float *c = C + (ptrdiff_t)m0 * ldc + p0;
 #if SK_OUT
             if (out) SK_NAME(prefetch_next)(out, m0, p0, M, Mp, P, PB);
+            if (out && out->compact) {
+                SK_NAME(compact_one)(nb, kt, a, B, bo, out, M, m0, p0);
+                continue;
+            }
 #endif
             if (nb == 3) SK_NAME(fwd_tile)(3, kt, a, b, bo, c, ldc, accumulate, out, M, m0, p0);
             else if (nb == 2) SK_NAME(fwd_tile)(2, kt, a, b, bo, c, ldc, accumulate, out, M, m0, p0);
