@@ -265,8 +265,8 @@ static void shift_geom_of(const tg__conv_dims *d, shift_geom *s) {
     s->Hp = d->H + 2 * d->pad, s->Wp = d->W + 2 * d->pad;
     s->P = round16((int64_t)d->Ho * s->Wp);
     /* multiples of 16 keep buffers 64-byte aligned; the slack past the last plane covers the grid's
-     * last row read across its end (PS + 16) and the compact loads' second vector (16 more) */
-    s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 32);
+     * last row read across its end (PS + 16) and the compact loads' other rows (16 + 2*Wp more) */
+    s->xp_size = round16((int64_t)d->Cg * s->Hp * s->Wp + s->PS + 32 + 2 * s->Wp);
     s->xb_size = (int64_t)(d->Cg + 15) / 16 * s->Hp * s->Wp * 16;
     s->Lq = round16((int64_t)(d->Ho + 2 * s->PR) * s->Wp) + 16;
     /* front: at least PS + 16 zeros, and dy's first row (PR rows in) starts 64-byte aligned */
@@ -316,14 +316,20 @@ static void grid_map(uint16_t *mask, int32_t *at, int64_t P, int Wp, int rows, i
 }
 
 /* The AVX-512 kernels can compute the unpadded plane itself (tg__shift_out's
- * compact) when its rows are 16 or more wide, so that a group of 16 outputs
- * spans at most two rows; the grid's columns past `cols` are then not computed.
- * Returns compact's value (0: use the grid) and fills mask and at for it. */
-static ptrdiff_t compact_map(uint16_t *mask, int32_t *at, int Wp, int rows, int cols, bool bf) {
-    if (!(bf || tg__isa() == TG_ISA_AVX512) || cols < 16 || Wp == cols) return 0;
+ * compact) when its rows are 8 or more wide, so that a group of 16 outputs
+ * spans at most three rows; the grid's columns past `cols` are then not
+ * computed. Returns compact's value (0: use the grid) and fills mask and at,
+ * and mask3 if a group spans three rows (else sets *three to false). */
+static ptrdiff_t compact_map(uint16_t *mask, int32_t *at, uint16_t *mask3, bool *three, int Wp, int rows, int cols,
+                             bool bf) {
+    *three = false;
+    if (!(bf || tg__isa() == TG_ISA_AVX512) || cols < 8 || Wp == cols) return 0;
     for (int64_t g = 0; g < ((int64_t)rows * cols + 15) / 16; g++) {
         int64_t q = g * 16, r = q / cols, c = q % cols, n = cols - c < 16 ? cols - c : 16;
+        int n2 = 16 - n < cols ? 16 - (int)n : cols; /* lanes in the next row */
         mask[g] = (uint16_t)((1u << n) - 1u), at[g] = (int32_t)(r * Wp + c);
+        mask3[g] = (uint16_t)(0xffffu & ~((1u << (n + n2)) - 1u));
+        *three |= mask3[g] != 0;
     }
     return Wp - cols;
 }
@@ -400,7 +406,7 @@ typedef struct {
     uint32_t *A2;          /* shifted, on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 image last, if A2) */
     int64_t per, xp2_size;
-    uint16_t *mask;        /* shifted: tg__shift_out's map of the grid */
+    uint16_t *mask, *mask3; /* shifted: tg__shift_out's map of the grid */
     int32_t *at;
     uint8_t *tap_lo, *tap_hi;
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
@@ -416,12 +422,13 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int
         /* per thread: the padded x and the output grid, then the (tap, channel) offsets, 2 floats each,
          * then (bf16) the padded x as pairs of channels */
         bool bf = tg__bf16_supported();
-        k->xp2_size = bf ? round16((int64_t)(d->Cg + 1) / 2 * s.Hp * s.Wp + s.PS + 32) : 0;
+        k->xp2_size = bf ? round16((int64_t)(d->Cg + 1) / 2 * s.Hp * s.Wp + s.PS + 32 + 2 * s.Wp) : 0;
         k->per = round16(s.xp_size + Kgp * s.P) + 2 * round16(taps * d->Cg) + k->xp2_size;
         k->A = carve(&c, d->G, (int64_t)taps * d->Cg, Kgp, sizeof(float));
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Cg + 1) / 2), Kgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         k->mask = carve(&c, s.P / 16, 1, 1, sizeof *k->mask);
+        k->mask3 = carve(&c, s.P / 16, 1, 1, sizeof *k->mask3);
         k->at = carve(&c, s.P / 16, 1, 1, sizeof *k->at);
         k->tap_lo = carve(&c, s.P / 16, 1, 1, 1);
         k->tap_hi = carve(&c, s.P / 16, 1, 1, 1);
@@ -447,7 +454,8 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
     int K2 = (d->Cg + 1) / 2;
     int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
     bool bf = k->A2 && tg__bf16_active() && d->Cg > 1; /* one channel would pair with a zero: no gain */
-    ptrdiff_t compact = compact_map(k->mask, k->at, s.Wp, d->Ho, d->Wo, bf);
+    bool three;
+    ptrdiff_t compact = compact_map(k->mask, k->at, k->mask3, &three, s.Wp, d->Ho, d->Wo, bf);
     if (!compact) grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
     tap_spans(k->tap_lo, k->tap_hi, s.P, s.Wp, d->Ho, d->Wo, compact, d, d->pad, d->H);
     for (int g = 0; g < d->G; g++) {
@@ -471,7 +479,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
                 tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at, k->tap_lo,
-                                     k->tap_hi, compact};
+                                     k->tap_hi, compact, three ? k->mask3 : NULL};
                 bool wrote;
                 if (bf) {
                     pair_planes(xp2, xp, plane, d->Cg, plane);
@@ -532,7 +540,7 @@ typedef struct {
     uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
     int64_t per, dq2_size, wp_size;
-    uint16_t *mask;        /* shifted: tg__shift_out's map of the dx grid */
+    uint16_t *mask, *mask3; /* shifted: tg__shift_out's map of the dx grid */
     int32_t *at;
     uint8_t *tap_lo, *tap_hi;
     float *dym;            /* im2col with a ReLU: dy masked by it */
@@ -563,6 +571,7 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Kg + 1) / 2), Cgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         k->mask = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask);
+        k->mask3 = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask3);
         k->at = carve(&c, s.P2 / 16, 1, 1, sizeof *k->at);
         k->tap_lo = carve(&c, s.P2 / 16, 1, 1, 1);
         k->tap_hi = carve(&c, s.P2 / 16, 1, 1, 1);
@@ -597,7 +606,8 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
-    ptrdiff_t compact = compact_map(k->mask, k->at, s.Wp, d->H, d->W, bf);
+    bool three;
+    ptrdiff_t compact = compact_map(k->mask, k->at, k->mask3, &three, s.Wp, d->H, d->W, bf);
     if (!compact) grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
     tap_spans(k->tap_lo, k->tap_hi, s.P2, s.Wp, d->H, d->W, compact, d, s.PR - d->pad, d->Ho);
     for (int g = 0; A && g < d->G; g++) {
@@ -653,7 +663,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                 for (int i = i0; dx && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at,
-                                         k->tap_lo, k->tap_hi, compact};
+                                         k->tap_lo, k->tap_hi, compact, three ? k->mask3 : NULL};
                     const float *dq = dqs + (i - i0) * s.dq_size + s.front;
                     bool wrote;
                     if (bf) {

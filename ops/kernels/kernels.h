@@ -165,9 +165,11 @@ typedef struct {
     /* if not 0, the AVX-512 builds compute y's plane itself, 16 outputs at a
      * time, instead of the grid: group v's lanes set in mask[v] read B as grid
      * position at[v] + lane would, the others (the next row's) `compact` further
-     * on (the grid's row width less the plane's); tap spans are then by group
-     * of the plane. Rows at least 15 wide keep a group to two rows. */
+     * on (the grid's row width less the plane's), and if mask3, those set in
+     * mask3[v] (the row after) twice that; tap spans are then by group of the
+     * plane. Rows 16 wide or more keep a group to two rows, 8 or more to three. */
     ptrdiff_t compact;
+    const uint16_t *mask3;
 } tg__shift_out;
 
 /* C (Mp,P) (+)= sum over taps t < T and k < K of A_t (Mp,K) times B shifted by off[t]:

@@ -76,17 +76,21 @@ SK_TARGET static inline void SK_NAME(prefetch_next)(const tg__shift_out *out, in
 #if SK_OUT
 /* The forward tile on the compact grid (tg__shift_out's compact): vector j
  * holds the 16 outputs of group g = p0/16 + j, whose lanes in mask[g] read B
- * at at[g] + lane and the others, the next row's, delta further on. The sums
- * go straight into y's plane at 16*g, bias added, ReLU applied. */
-SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(compact_tile)(const int NB, int KT, const float *A,
-                                                                                  const float *B,
+ * at at[g] + lane and the others, the next row's, delta further on (with
+ * THREE, the lanes in mask3[g], the row after, 2*delta on). The sums go
+ * straight into y's plane at 16*g, bias added, ReLU applied. */
+SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(compact_tile)(const int NB, const bool THREE, int KT,
+                                                                                  const float *A, const float *B,
                                                                                   const ptrdiff_t *boff,
                                                                                   const tg__shift_out *out, int M,
                                                                                   int m0, int p0, ptrdiff_t delta) {
     SK_V acc[SK_MB][SK_NBMAX];
     ptrdiff_t at[SK_NBMAX];
-    __mmask16 hi[SK_NBMAX];
-    for (int j = 0; j < NB; j++) at[j] = out->at[p0 / 16 + j], hi[j] = (__mmask16)~out->mask[p0 / 16 + j];
+    __mmask16 hi[SK_NBMAX], third[SK_NBMAX];
+    for (int j = 0; j < NB; j++) {
+        int g = p0 / 16 + j;
+        at[j] = out->at[g], hi[j] = (__mmask16)~out->mask[g], third[j] = THREE ? out->mask3[g] : 0;
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < SK_MB; i++)
 #pragma GCC unroll 3
@@ -95,7 +99,10 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(compact_tile
     for (int q = 0; q < KT; q++, a += 8) {
         const float *b = B + boff[q];
         SK_V bv[SK_NBMAX];
-        for (int j = 0; j < NB; j++) bv[j] = _mm512_mask_blend_ps(hi[j], SK_LOAD(b + at[j]), SK_LOAD(b + at[j] + delta));
+        for (int j = 0; j < NB; j++) {
+            bv[j] = _mm512_mask_blend_ps(hi[j], SK_LOAD(b + at[j]), SK_LOAD(b + at[j] + delta));
+            if (THREE) bv[j] = _mm512_mask_blend_ps(third[j], bv[j], SK_LOAD(b + at[j] + 2 * delta));
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < SK_MB; i++) {
             SK_V av = SK_BCAST_AT(a + i);
@@ -128,9 +135,13 @@ SK_TARGET static inline __attribute__((always_inline)) void SK_NAME(compact_tile
 SK_TARGET static __attribute__((noinline)) void SK_NAME(compact_one)(int nb, int KT, const float *A, const float *B,
                                                                      const ptrdiff_t *boff, const tg__shift_out *out,
                                                                      int M, int m0, int p0) {
-    if (nb == 3) SK_NAME(compact_tile)(3, KT, A, B, boff, out, M, m0, p0, out->compact);
-    else if (nb == 2) SK_NAME(compact_tile)(2, KT, A, B, boff, out, M, m0, p0, out->compact);
-    else SK_NAME(compact_tile)(1, KT, A, B, boff, out, M, m0, p0, out->compact);
+    bool three = out->mask3 != NULL;
+    if (nb == 3 && three) SK_NAME(compact_tile)(3, true, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else if (nb == 3) SK_NAME(compact_tile)(3, false, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else if (nb == 2 && three) SK_NAME(compact_tile)(2, true, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else if (nb == 2) SK_NAME(compact_tile)(2, false, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else if (three) SK_NAME(compact_tile)(1, true, KT, A, B, boff, out, M, m0, p0, out->compact);
+    else SK_NAME(compact_tile)(1, false, KT, A, B, boff, out, M, m0, p0, out->compact);
 }
 #endif
 
