@@ -229,8 +229,9 @@ static float lane_sum(const float *p, int64_t n) {
 // ----------------------------------------------------------------------------
 // stride 1: no im2col. Each plane is copied once into a zero border, row after
 // row, Wp = W + 2*pad floats a row, and tap (r, s) becomes a constant shift of
-// that copy (shifted.c). Outputs are computed on the padded grid; the columns
-// past Wo are dropped.
+// that copy (shifted.c). Outputs are computed on the padded grid and the
+// columns past Wo dropped, or, by the AVX-512 kernels for rows 8 or more wide,
+// on the plane itself (compact_map).
 //
 // Backward keeps dy on the same grid: rows Wp wide whose last PS = (S-1)*dil
 // columns are zeros, with PR = (R-1)*dil zero rows above and below. That one

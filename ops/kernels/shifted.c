@@ -12,7 +12,10 @@
  * computed for every p < P (a multiple of 16). Columns with ow >= Wo read
  * across a row's end; they are garbage that the caller drops (forward) or
  * multiplies by zeros it put there (weights). No im2col copy and no packing:
- * a tile of C stays in registers while the loads stream from L1.
+ * a tile of C stays in registers while the loads stream from L1. Writing into
+ * y, the AVX-512 builds can compute the unpadded plane instead of the grid
+ * (tg__shift_out's compact), and any build can skip the taps that read only
+ * zeros of B (its tap spans).
  *
  * Kernels: AVX-512 and AVX2 with FMA, and portable C, picked by the
  * instruction-set switch (isa.c). Each C element is one fixed chain of FMAs
