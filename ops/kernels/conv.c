@@ -356,6 +356,39 @@ static void tap_spans(uint8_t *lo, uint8_t *hi, int64_t P, int Wp, int rows, int
     }
 }
 
+/* tg__shift_out's map of an output grid of P/16 groups, in the kernels' scratch: the
+ * lanes (grid_map or compact_map) and the tap spans */
+typedef struct {
+    uint16_t *mask, *mask3;
+    int32_t *at;
+    uint8_t *tap_lo, *tap_hi;
+} out_map;
+
+static void carve_map(carver *c, out_map *m, int64_t P) {
+    m->mask = carve(c, P / 16, 1, 1, sizeof *m->mask);
+    m->mask3 = carve(c, P / 16, 1, 1, sizeof *m->mask3);
+    m->at = carve(c, P / 16, 1, 1, sizeof *m->at);
+    m->tap_lo = carve(c, P / 16, 1, 1, 1);
+    m->tap_hi = carve(c, P / 16, 1, 1, 1);
+}
+
+/* For `rows` x `cols` outputs on the grid of rows Wp wide, whose taps read source rows as
+ * tap_spans says: the map's part of tg__shift_out (shift_out adds the rest) */
+static tg__shift_out fill_map(const out_map *m, int64_t P, int Wp, int rows, int cols, bool bf,
+                              const tg__conv_dims *d, int e, int Hs) {
+    bool three;
+    ptrdiff_t compact = compact_map(m->mask, m->at, m->mask3, &three, Wp, rows, cols, bf);
+    if (!compact) grid_map(m->mask, m->at, P, Wp, rows, cols);
+    tap_spans(m->tap_lo, m->tap_hi, P, Wp, rows, cols, compact != 0, d, e, Hs);
+    return (tg__shift_out){.mask = m->mask, .at = m->at, .tap_lo = m->tap_lo, .tap_hi = m->tap_hi,
+                           .compact = compact, .mask3 = three ? m->mask3 : NULL};
+}
+
+static tg__shift_out shift_out(tg__shift_out map, float *y, ptrdiff_t plane, const float *bias, bool relu, bool add) {
+    map.y = y, map.plane = plane, map.bias = bias, map.relu = relu, map.add = add;
+    return map;
+}
+
 /* The weights of group g by tap, in blocks of 8 output rows (tg__shifted_gemm's
  * layout): fwd A[((k/8)*T*Cg + t*Cg + c)*8 + k%8] = w[k][c][t], for dx
  * A[((c/8)*T*Kg + t*Kg + k)*8 + c%8] = w[k][c][T-1-t] (the flipped kernel); padding rows zero. */
@@ -407,9 +440,7 @@ typedef struct {
     uint32_t *A2;          /* shifted, on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 image last, if A2) */
     int64_t per, xp2_size;
-    uint16_t *mask, *mask3; /* shifted: tg__shift_out's map of the grid */
-    int32_t *at;
-    uint8_t *tap_lo, *tap_hi;
+    out_map map;           /* shifted: of the output grid */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
 } fwd_work;
 
@@ -428,11 +459,7 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int
         k->A = carve(&c, d->G, (int64_t)taps * d->Cg, Kgp, sizeof(float));
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Cg + 1) / 2), Kgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
-        k->mask = carve(&c, s.P / 16, 1, 1, sizeof *k->mask);
-        k->mask3 = carve(&c, s.P / 16, 1, 1, sizeof *k->mask3);
-        k->at = carve(&c, s.P / 16, 1, 1, sizeof *k->at);
-        k->tap_lo = carve(&c, s.P / 16, 1, 1, 1);
-        k->tap_hi = carve(&c, s.P / 16, 1, 1, 1);
+        carve_map(&c, &k->map, s.P);
     } else if (!is_pointwise(d)) {
         k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
     }
@@ -455,10 +482,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
     int K2 = (d->Cg + 1) / 2;
     int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
     bool bf = k->A2 && tg__bf16_active() && d->Cg > 1; /* one channel would pair with a zero: no gain */
-    bool three;
-    ptrdiff_t compact = compact_map(k->mask, k->at, k->mask3, &three, s.Wp, d->Ho, d->Wo, bf);
-    if (!compact) grid_map(k->mask, k->at, s.P, s.Wp, d->Ho, d->Wo);
-    tap_spans(k->tap_lo, k->tap_hi, s.P, s.Wp, d->Ho, d->Wo, compact, d, d->pad, d->H);
+    tg__shift_out map = fill_map(&k->map, s.P, s.Wp, d->Ho, d->Wo, bf, d, d->pad, d->H);
     for (int g = 0; g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Kgp / 8, taps, d->Cg);
@@ -479,8 +503,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
             for (int g = 0; g < d->G; g++) {
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
                 float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
-                tg__shift_out out = {yg, HWo, b ? b + g * d->Kg : NULL, relu, false, k->mask, k->at, k->tap_lo,
-                                     k->tap_hi, compact, three ? k->mask3 : NULL};
+                tg__shift_out out = shift_out(map, yg, HWo, b ? b + g * d->Kg : NULL, relu, false);
                 bool wrote;
                 if (bf) {
                     pair_planes(xp2, xp, plane, d->Cg, plane);
@@ -541,9 +564,7 @@ typedef struct {
     uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
     int64_t per, dq2_size, wp_size;
-    uint16_t *mask, *mask3; /* shifted: tg__shift_out's map of the dx grid */
-    int32_t *at;
-    uint8_t *tap_lo, *tap_hi;
+    out_map map;           /* shifted: of the dx grid */
     float *dym;            /* im2col with a ReLU: dy masked by it */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
     float *dbi;            /* im2col with a split: each image's bias gradient, for the global batch */
@@ -571,11 +592,7 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Kg + 1) / 2), Cgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
-        k->mask = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask);
-        k->mask3 = carve(&c, s.P2 / 16, 1, 1, sizeof *k->mask3);
-        k->at = carve(&c, s.P2 / 16, 1, 1, sizeof *k->at);
-        k->tap_lo = carve(&c, s.P2 / 16, 1, 1, 1);
-        k->tap_hi = carve(&c, s.P2 / 16, 1, 1, 1);
+        carve_map(&c, &k->map, s.P2);
     } else {
         if (relu) k->dym = carve(&c, d->N, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
         k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
@@ -607,10 +624,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
-    bool three;
-    ptrdiff_t compact = compact_map(k->mask, k->at, k->mask3, &three, s.Wp, d->H, d->W, bf);
-    if (!compact) grid_map(k->mask, k->at, s.P2, s.Wp, d->H, d->W);
-    tap_spans(k->tap_lo, k->tap_hi, s.P2, s.Wp, d->H, d->W, compact, d, s.PR - d->pad, d->Ho);
+    tg__shift_out map = fill_map(&k->map, s.P2, s.Wp, d->H, d->W, bf, d, s.PR - d->pad, d->Ho);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Cgp / 8, taps, d->Kg);
@@ -663,8 +677,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                                         false);
                 for (int i = i0; dx && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                    tg__shift_out out = {dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set, k->mask, k->at,
-                                         k->tap_lo, k->tap_hi, compact, three ? k->mask3 : NULL};
+                    tg__shift_out out = shift_out(map, dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set);
                     const float *dq = dqs + (i - i0) * s.dq_size + s.front;
                     bool wrote;
                     if (bf) {

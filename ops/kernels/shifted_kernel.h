@@ -167,9 +167,8 @@ SK_TARGET static bool SK_NAME(shifted_fwd)(float *C, ptrdiff_t ldc, const tg__sh
         int t0 = 0, t1 = T; /* the taps this column block needs: pairs [t0*K, t1*K) of the sum */
         if (tap_lo) {
             t0 = T, t1 = 0;
-            for (int g = p0 / 16; g <= (p0 + nb * SK_W - 1) / 16; g++) {
+            for (int g = p0 / 16; g <= (p0 + nb * SK_W - 1) / 16; g++)
                 t0 = tap_lo[g] < t0 ? tap_lo[g] : t0, t1 = tap_hi[g] > t1 ? tap_hi[g] : t1;
-            }
             if (t0 > t1) t0 = t1 = 0;
         }
         const int kt = (t1 - t0) * K;
