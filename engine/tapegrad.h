@@ -392,11 +392,17 @@ TG_API tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b
  * masked as it is read; the ReLU as tg_relu's (NaN kept). Tape dumps show it as conv2d+relu. */
 TG_API tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
                                 int dilation, int groups, tg_act act);
+/* tg_max_pool2d(relu(conv2d(...)), 2, 2, 0) as one op: each image's conv output is pooled while it is
+ * in cache and never stored, and backward builds the conv's gradient straight from the pooled one.
+ * -> (N,K,H'/2,W'/2), H',W' >= 2; the argmax (tg_max_pool2d_argmax) indexes the H' x W' plane; bit
+ * for bit the three ops'. Tape dumps show conv2d+relu+maxpool. */
+TG_API tg_tensor *tg_conv2d_relu_max_pool(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                                          int dilation, int groups);
 /* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).
  * Records the argmax of each window; ties go to the first maximum in row-major order. */
 TG_API tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
-/* The argmax recorded by a max_pool2d output y: one index ih*W + iw into its input
- * plane per output element; NULL if y is not such an output or nothing was recorded. */
+/* The argmax recorded by a max_pool2d (or tg_conv2d_relu_max_pool) output y: one index ih*W + iw
+ * into its input plane per output element; NULL if y is not such an output or nothing was recorded. */
 TG_API const int32_t *tg_max_pool2d_argmax(const tg_tensor *y);
 /* x:(N,C,H,W) -> (N,C,H',W'), mean over each k x k window; padded zeros count
  * (the divisor is always k*k, PyTorch's count_include_pad=True). */

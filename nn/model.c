@@ -397,8 +397,9 @@ static void count_batch(tg_layer *l, const tg_tensor *y, bool training) {
 }
 
 /* Runs l, with add and act after it: fused into the op when the op has the
- * epilogue (batch norm: both; conv2d: the act), else as ops of their own. */
-static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_act act) {
+ * epilogue (batch norm: both; conv2d: the act, and with pool a 2x2 stride-2
+ * max pooling after its relu), else as ops of their own. */
+static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_act act, bool pool) {
     if (!x) return NULL; /* an earlier op failed: keep its message */
     tg_model *m = l->model;
     const char *outer = tg_tape_scope(t);
@@ -412,8 +413,9 @@ static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_
         count_batch(l, y, training);
         add = NULL, act = TG_ACT_NONE;
     } else if (l->type == TG_LAYER_CONV2D && !add) {
-        y = tg_conv2d_act(t, x, l->params[0], a->conv.bias ? l->params[1] : NULL, a->conv.stride, a->conv.pad, 1,
-                          a->conv.groups, act);
+        tg_tensor *b = a->conv.bias ? l->params[1] : NULL;
+        y = pool ? tg_conv2d_relu_max_pool(t, x, l->params[0], b, a->conv.stride, a->conv.pad, 1, a->conv.groups)
+                 : tg_conv2d_act(t, x, l->params[0], b, a->conv.stride, a->conv.pad, 1, a->conv.groups, act);
         act = TG_ACT_NONE;
     } else {
         y = l->forward ? l->forward(l, t, x, training) : run_children(l, t, x);
@@ -425,21 +427,33 @@ static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_
     if (y && m->probing) {
         l->out_ndim = y->ndim;
         memcpy(l->out_shape, y->shape, sizeof l->out_shape);
+        if (pool) /* the conv's own output, before the pooling */
+            for (int i = 2; i < 4; i++)
+                l->out_shape[i] = (x->shape[i] + 2 * a->conv.pad - a->conv.kernel) / a->conv.stride + 1;
     }
     return y;
 }
 
 /* A sequential block: its layers in order, a conv2d or batch norm followed by
  * a relu run as one op (conv2d+relu, batch_norm+relu; the relu records the
- * same output shape). */
+ * same output shape), and a conv2d, relu and 2x2 stride-2 max pooling too
+ * (conv2d+relu+max_pool2d). */
 static tg_tensor *run_children(tg_layer *l, tg_tape *t, tg_tensor *x) {
     for (int i = 0; i < l->n_children && x; i++) {
         tg_layer *c = l->children[i], *next = i + 1 < l->n_children ? l->children[i + 1] : NULL;
+        tg_layer *after = i + 2 < l->n_children ? l->children[i + 2] : NULL;
         bool fuse = next && next->type == TG_LAYER_RELU &&
                     (c->type == TG_LAYER_CONV2D || c->type == TG_LAYER_BATCH_NORM);
-        x = run(c, t, x, NULL, fuse ? TG_ACT_RELU : TG_ACT_NONE);
+        bool pool = fuse && c->type == TG_LAYER_CONV2D && after && after->type == TG_LAYER_MAX_POOL &&
+                    after->attr.pool.kernel == 2 && after->attr.pool.stride == 2;
+        x = run(c, t, x, NULL, fuse ? TG_ACT_RELU : TG_ACT_NONE, pool);
         if (fuse && x) {
-            if (l->model->probing) next->out_ndim = x->ndim, memcpy(next->out_shape, x->shape, sizeof x->shape);
+            if (l->model->probing)
+                next->out_ndim = c->out_ndim, memcpy(next->out_shape, c->out_shape, sizeof c->out_shape);
+            i++;
+        }
+        if (pool && x) {
+            if (l->model->probing) after->out_ndim = x->ndim, memcpy(after->out_shape, x->shape, sizeof x->shape);
             i++;
         }
     }
@@ -458,7 +472,7 @@ tg_tensor *tg_layer_forward_act(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor
         return NULL;
     }
     if (!x && !tg_last_error_code()) tg_fail(TG_ERR_ARG, "layer_forward: %s: input is NULL", l->path);
-    return run(l, t, x, add, act);
+    return run(l, t, x, add, act, false);
 }
 
 /* "3.0" for the layer tg_model_layer(m, 3)->children[0] */
@@ -490,7 +504,7 @@ tg_tensor *tg_model_forward(tg_model *m, tg_tape *t, tg_tensor *x) {
         return NULL;
     }
     failed_layer = NULL;
-    tg_tensor *y = run(&m->root, t, x, NULL, TG_ACT_NONE);
+    tg_tensor *y = run(&m->root, t, x, NULL, TG_ACT_NONE, false);
     if (!y && failed_layer && failed_layer != &m->root) {
         char msg[512], where[TG_NAME_MAX];
         const tg_layer *l = failed_layer;

@@ -12,15 +12,27 @@
 typedef struct {
     int stride, pad, dilation, groups;
     tg_act act; /* TG_ACT_RELU: relu(conv2d) as one node */
+    bool pool;  /* and then 2x2 stride-2 max pooling (conv2d+relu+max_pool2d; act is TG_ACT_RELU) */
 } conv_attr;
 
-/* the sizes every kernel needs, from the node */
+/* The conv's output size along one side of the padded input (in 64 bits; below 1 if the kernel's span
+ * does not fit) */
+static int64_t out_side(int64_t in, int pad, int kernel, int dilation, int stride) {
+    int64_t span = (int64_t)dilation * (kernel - 1) + 1;
+    return in + 2 * (int64_t)pad < span ? 0 : (in + 2 * (int64_t)pad - span) / stride + 1;
+}
+
+/* the sizes every kernel needs, from the node (Ho, Wo: the conv's output, before any pooling) */
 static tg__conv_dims dims_of(const tg_node *n) {
     const conv_attr *a = n->attr;
     const tg_tensor *x = n->in[0], *w = n->in[1];
     tg__conv_dims d = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3],
                        n->out ? n->out->shape[2] : 0, n->out ? n->out->shape[3] : 0, a->groups,
                        x->shape[1] / a->groups, w->shape[0] / a->groups, a->stride, a->pad, a->dilation, 0};
+    if (a->pool) {
+        d.Ho = (int)out_side(d.H, a->pad, d.R, a->dilation, a->stride);
+        d.Wo = (int)out_side(d.W, a->pad, d.S, a->dilation, a->stride);
+    }
     d.rows = (int64_t)d.Cg * d.R * d.S;
     return d;
 }
@@ -41,6 +53,8 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
                        a->groups, TG_MAX_WINDOW);
     if (a->act != TG_ACT_NONE && a->act != TG_ACT_RELU)
         return tg_fail(TG_ERR_ARG, "%s: unknown activation %d", n->op->name, (int)a->act);
+    if (a->pool && a->act != TG_ACT_RELU)
+        return tg_fail(TG_ERR_ARG, "%s: pooling follows only a ReLU", n->op->name);
     if (x->shape[1] % a->groups || w->shape[0] % a->groups)
         return tg_fail(TG_ERR_ARG, "%s: groups %d must divide the %d input and %d output channels (x %s, w %s)",
                        n->op->name, a->groups, x->shape[1], w->shape[0], sx, sw);
@@ -66,11 +80,18 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
     shape[1] = w->shape[0];
     shape[2] = (int)((Hp - spanh) / a->stride + 1);
     shape[3] = (int)((Wp - spanw) / a->stride + 1);
+    if (a->pool && (shape[2] < 2 || shape[3] < 2))
+        return tg_fail(TG_ERR_SHAPE, "%s: its output %dx%d is smaller than the 2x2 pooling window (x %s, w %s)",
+                       n->op->name, shape[2], shape[3], sx, sw);
+    if (a->pool) shape[2] /= 2, shape[3] /= 2;
     return 0;
 }
 
 /* act relu: relu(conv2d) as one node; forward clamps as it writes y, backward masks dy as it pads it */
 static bool fused_relu(const tg_node *n) { return ((const conv_attr *)n->attr)->act == TG_ACT_RELU; }
+/* with pooling: the output is pooled per image from scratch, argmax recorded; backward unpools the
+ * gradient straight into the conv's padded dy */
+static bool fused_pool(const tg_node *n) { return ((const conv_attr *)n->attr)->pool; }
 
 /* The kernels' scratch, from the tape: bytes as the kernel asked (SIZE_MAX fails) */
 static void *scratch(tg_tape *t, size_t bytes) { return tg_tape_alloc(t, bytes ? bytes : 1); }
@@ -78,10 +99,16 @@ static void *scratch(tg_tape *t, size_t bytes) { return tg_tape_alloc(t, bytes ?
 static int conv_forward(tg_tape *t, tg_node *n) {
     tg__conv_dims d = dims_of(n);
     int threads;
-    void *s = scratch(t, tg__conv2d_forward_scratch(&d, &threads));
+    tg__conv_pool pool = {n->out->data, NULL, NULL, n->out->shape[2], n->out->shape[3]};
+    if (fused_pool(n) && n->record &&
+        !(pool.arg = tg_node_save(t, n, (size_t)n->out->size * sizeof(int32_t), "argmax")))
+        return TG_ERR_NOMEM;
+    n->saved = pool.arg;
+    void *s = scratch(t, tg__conv2d_forward_scratch(&d, fused_pool(n), &threads));
     if (!s) return TG_ERR_NOMEM;
     n->kernel_forward = tg__conv2d_forward(n->out->data, n->in[0]->data, n->in[1]->data,
-                                           n->n_in > 2 ? n->in[2]->data : NULL, &d, fused_relu(n), s, threads);
+                                           n->n_in > 2 ? n->in[2]->data : NULL, &d, fused_relu(n),
+                                           fused_pool(n) ? &pool : NULL, s, threads);
     return 0;
 }
 
@@ -99,35 +126,40 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     float *dx = x->requires_grad ? x->grad : NULL, *dw = w->requires_grad ? w->grad : NULL;
     float *db = b && b->requires_grad ? b->grad : NULL;
     int threads;
-    void *s = scratch(t, tg__conv2d_backward_scratch(&d, dx, dw, db, fused_relu(n), &threads));
+    bool pooled = fused_pool(n);
+    tg__conv_pool pool = {n->out->data, n->saved, n->out->grad, n->out->shape[2], n->out->shape[3]};
+    void *s = scratch(t, tg__conv2d_backward_scratch(&d, dx, dw, db, fused_relu(n), pooled, &threads));
     if (!s) return TG_ERR_NOMEM;
-    n->kernel_backward = tg__conv2d_backward(dx, dw, db, n->out->grad, fused_relu(n) ? n->out->data : NULL, x->data,
-                                             w->data, &d, dx_set, s, threads);
+    n->kernel_backward = tg__conv2d_backward(dx, dw, db, n->out->grad, fused_relu(n) && !pooled ? n->out->data : NULL,
+                                             pooled ? &pool : NULL, x->data, w->data, &d, dx_set, s, threads);
     return d.split ? d.split->rc : 0;
 }
 
 static void conv_describe(const tg_node *n, char *buf, size_t len) {
     const conv_attr *a = n->attr;
-    snprintf(buf, len, "kernel=%dx%d stride=%d pad=%d dilation=%d groups=%d%s", n->in[1]->shape[2],
-             n->in[1]->shape[3], a->stride, a->pad, a->dilation, a->groups, n->n_in > 2 ? " bias" : "");
+    snprintf(buf, len, "kernel=%dx%d stride=%d pad=%d dilation=%d groups=%d%s%s", n->in[1]->shape[2],
+             n->in[1]->shape[3], a->stride, a->pad, a->dilation, a->groups, n->n_in > 2 ? " bias" : "",
+             a->pool ? " pool=2x2" : "");
 }
 
 /* FLOPs: 2*(C/groups)*R*S multiply-adds for each of the N*K*H'*W' outputs, plus N*K*H'*W' bias adds
- * (and as many maxima with the ReLU epilogue) */
+ * (and as many maxima with the ReLU epilogue, and with pooling max_pool2d's 4 compares per pooled output) */
 static int64_t conv_flops(const tg_node *n) {
     tg__conv_dims d = dims_of(n);
     int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo; /* it and rows are below 2^31: no overflow */
-    return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0) + (fused_relu(n) ? outputs : 0);
+    return 2 * d.rows * outputs + (n->n_in > 2 ? outputs : 0) + (fused_relu(n) ? outputs : 0) +
+           (fused_pool(n) ? 4 * n->out->size : 0);
 }
 
 /* Backward FLOPs, for the gradients computed: dx and dW each the forward's multiply-adds (dx is the
- * transposed conv of dy, dW the correlation of dy with x), db one add per output, and with the ReLU
- * epilogue one compare-select per output to mask dy */
+ * transposed conv of dy, dW the correlation of dy with x), db one add per output, with the ReLU
+ * epilogue one compare-select per output to mask dy, and with pooling max_pool2d's one add per pooled output */
 static int64_t conv_flops_backward(const tg_node *n) {
     tg__conv_dims d = dims_of(n);
     int64_t outputs = (int64_t)d.N * d.K * d.Ho * d.Wo, macs = 2 * d.rows * outputs;
     return (n->in[0]->requires_grad ? macs : 0) + (n->in[1]->requires_grad ? macs : 0) +
-           (n->n_in > 2 && n->in[2]->requires_grad ? outputs : 0) + (fused_relu(n) ? outputs : 0);
+           (n->n_in > 2 && n->in[2]->requires_grad ? outputs : 0) + (fused_relu(n) ? outputs : 0) +
+           (fused_pool(n) ? n->out->size : 0);
 }
 
 /* with the ReLU epilogue: channels that are zero for every image */
@@ -136,7 +168,8 @@ static void conv_diagnose(const tg_node *n, char *buf, size_t len) {
     if (fused_relu(n)) tg__dead_units(n->out, buf, len);
 }
 
-/* with the ReLU epilogue: the ReLU's share of zeros, as relu's dump shows it */
+/* with the ReLU epilogue: the ReLU's share of zeros, as relu's dump shows it (with pooling: of the
+ * pooled output, whose zeros are the windows of four) */
 static void conv_stats(const tg_node *n, char *buf, size_t len) {
     buf[0] = '\0';
     if (!fused_relu(n)) return;
@@ -145,16 +178,19 @@ static void conv_stats(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "zeros=%.1f%%", 100.0 * (double)k / (double)n->out->size);
 }
 
-/* The window over H, for the receptive field */
+/* The window over H, for the receptive field; with pooling, two conv rows a stride apart */
 static void conv_window(const tg_node *n, int *span, int *stride, int *up) {
     const conv_attr *a = n->attr;
     *span = (int)((int64_t)(n->in[1]->shape[2] - 1) * a->dilation + 1); /* at most the padded input's height */
     *stride = a->stride;
+    if (a->pool) *span += a->stride, *stride *= 2; /* the pooled output is at least 1 high: still in int */
     (void)up;
 }
 
-/* For tape dumps: "conv2d+relu" */
-static const char *conv_variant(const tg_node *n) { return fused_relu(n) ? "relu" : NULL; }
+/* For tape dumps: "conv2d+relu", "conv2d+relu+maxpool" */
+static const char *conv_variant(const tg_node *n) {
+    return fused_pool(n) ? "relu+maxpool" : fused_relu(n) ? "relu" : NULL;
+}
 
 /* The batch norm this conv folds into its weights (tg_onnx_folding): the only reader of its output,
  * in evaluation, reading it as x only; else NULL (one in training mode then refuses in its own
@@ -192,7 +228,7 @@ static int fold(const tg_node *n, const tg_node *bn, tg_onnx *g, const char **w,
     return rc;
 }
 
-/* Conv (then Relu when fused); with folding, the batch norm after it goes into its weights */
+/* Conv (then Relu when fused, then MaxPool); with folding, the batch norm after it goes into its weights */
 static int conv_onnx(const tg_node *n, tg_onnx *g) {
     const conv_attr *a = n->attr;
     const tg_tensor *w = n->in[1];
@@ -206,12 +242,26 @@ static int conv_onnx(const tg_node *n, tg_onnx *g) {
         in[1] = tg_onnx_name(g, w);
         in[2] = n_in > 2 ? tg_onnx_name(g, n->in[2]) : "";
     }
-    const char *y = rc ? NULL : tg__onnx_pre_relu(n, g, fused_relu(n));
+    const char *y = NULL, *r = NULL, *p = NULL;
+    if (!rc && a->pool) { /* Conv into y, Relu into r, MaxPool into the output */
+        tg__conv_dims d = dims_of(n);
+        const int shape[4] = {d.N, d.K, d.Ho, d.Wo};
+        bool batched = tg_onnx_batched(g, n->out);
+        y = tg_onnx_temp(g, n, "pre_relu", 4, shape, batched);
+        r = y ? tg_onnx_temp(g, n, "relu", 4, shape, batched) : NULL;
+        p = r ? tg_onnx_name(g, n->out) : NULL;
+        if (!p) y = NULL;
+    } else if (!rc) {
+        y = tg__onnx_pre_relu(n, g, fused_relu(n));
+    }
     if (!in[0] || !in[1] || !in[2] || !y) return rc ? rc : tg_last_error_code();
     rc = tg_onnx_node(g, "Conv", in, n_in, &y, 1);
     if (!rc) rc = tg__onnx_window(g, w->shape[2], w->shape[3], a->stride, a->pad, a->dilation);
     if (!rc) rc = tg_onnx_attr_int(g, "group", a->groups);
-    if (!rc && fused_relu(n)) rc = tg__onnx_relu(n, g, y);
+    if (!rc && a->pool) rc = tg_onnx_node(g, "Relu", &y, 1, &r, 1);
+    else if (!rc && fused_relu(n)) rc = tg__onnx_relu(n, g, y);
+    if (!rc && a->pool) rc = tg_onnx_node(g, "MaxPool", &r, 1, &p, 1);
+    if (!rc && a->pool) rc = tg__onnx_window(g, 2, 2, 2, 0, 0);
     return rc;
 }
 
@@ -223,9 +273,17 @@ const tg_op tg__op_conv2d = {.name = "conv2d", .attr_size = sizeof(conv_attr), .
 
 tg_tensor *tg_conv2d_act(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                          int groups, tg_act act) {
-    conv_attr a = {stride, pad, dilation, groups, act};
+    conv_attr a = {stride, pad, dilation, groups, act, false};
     return tg_apply(t, &tg__op_conv2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
 }
+
+tg_tensor *tg_conv2d_relu_max_pool(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad,
+                                   int dilation, int groups) {
+    conv_attr a = {stride, pad, dilation, groups, TG_ACT_RELU, true};
+    return tg_apply(t, &tg__op_conv2d, (tg_tensor *[]){x, w, b}, b ? 3 : 2, &a);
+}
+
+bool tg__conv_pools(const tg_node *n) { return n->op == &tg__op_conv2d && fused_pool(n); }
 
 tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int pad, int dilation,
                      int groups) {

@@ -51,6 +51,10 @@ TG_OP_LIST(X)
  * every image of the batch; ..." when some channels (dim 1) of y are zero for every image, else "". */
 void tg__dead_units(const tg_tensor *y, char *buf, size_t len);
 
+/* Is n a conv2d with pooling after its ReLU (tg_conv2d_relu_max_pool)? Its saved is then the argmax, as
+ * max_pool2d's (conv.c). */
+bool tg__conv_pools(const tg_node *n);
+
 /* ONNX export helpers (ops.c) for the ops' onnx callbacks. */
 /* op_type on n's inputs in order into n's output (Add, Relu, MatMul, ...). */
 int tg__onnx_simple(const tg_node *n, tg_onnx *g, const char *op_type);

@@ -159,6 +159,9 @@ static void null_ops(void) {
     FAILS_PTR(tg_conv2d(t, a, NULL, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: input 1 is NULL");
     FAILS_PTR(tg_conv2d_act(NULL, a, w, NULL, 1, 1, 1, 1, TG_ACT_RELU), TG_ERR_ARG, "conv2d: tape is NULL");
     FAILS_PTR(tg_conv2d_act(t, a, w, NULL, 1, 1, 1, 1, (tg_act)7), TG_ERR_ARG, "conv2d: unknown activation 7");
+    FAILS_PTR(tg_conv2d_relu_max_pool(t, NULL, w, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: input 0 is NULL");
+    FAILS_PTR(tg_conv2d_relu_max_pool(NULL, a, w, NULL, 1, 1, 1, 1), TG_ERR_ARG, "conv2d: tape is NULL");
+    FAILS_PTR(tg_conv2d_relu_max_pool(t, a, w, NULL, 0, 1, 1, 1), TG_ERR_ARG, "conv2d: stride 0");
     FAILS_PTR(tg_max_pool2d(t, NULL, 2, 2, 0), TG_ERR_ARG, "max_pool2d: input 0 is NULL");
     FAILS_PTR(tg_avg_pool2d(NULL, a, 2, 2, 0), TG_ERR_ARG, "avg_pool2d: tape is NULL");
     FAILS_PTR(tg_global_avg_pool(t, NULL), TG_ERR_ARG, "global_avg_pool: input 0 is NULL");

@@ -2,7 +2,8 @@
  * double-precision loop written from the definition, for the shapes that go
  * through each path (stride 1 reads the padded image shifted by tap, other
  * strides go through im2col, 1x1 straight to GEMM), with every kernel this CPU
- * has, and bit-for-bit the same with 1 and 2 threads; conv2d+relu the same way. */
+ * has, and bit-for-bit the same with 1 and 2 threads; conv2d+relu the same way; the fused
+ * conv2d+relu and conv2d+relu+max_pool2d bit for bit against the ops they fuse. */
 #include "check.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -201,8 +202,14 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
     tg_set_float32_matmul_precision("highest");
 }
 
-/* conv2d+relu against tg_relu(tg_conv2d(...)) on the same data: output, dx, dW and db bit for bit */
-static void fused_same_bits(const conv_case *c) {
+/* conv2d+relu against tg_relu(tg_conv2d(...)) on the same data, and with pool
+ * conv2d+relu+max_pool2d against tg_max_pool2d(tg_relu(tg_conv2d(...)), 2, 2, 0):
+ * output, dx, dW, db and the argmax bit for bit (0 if the output is too small to pool,
+ * else 1) */
+static int fused_same_bits(const conv_case *c, bool pool) {
+    int Ho = (c->H + 2 * c->pad - c->dil * (c->R - 1) - 1) / c->stride + 1;
+    int Wo = (c->W + 2 * c->pad - c->dil * (c->S - 1) - 1) / c->stride + 1;
+    if (pool && (Ho < 2 || Wo < 2)) return 0;
     uint64_t seed = 11;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
     tg_tensor *x = tg_tensor_new(4, xs), *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
@@ -210,20 +217,29 @@ static void fused_same_bits(const conv_case *c) {
     for (int64_t i = 0; i < x->size; i++) x->data[i] = (float)frand(&seed);
     for (int64_t i = 0; i < w->size; i++) w->data[i] = (float)frand(&seed);
     for (int64_t i = 0; i < b->size; i++) b->data[i] = (float)frand(&seed);
-    float *keep[4] = {0};
+    float *keep[5] = {0};
     int same = 1;
     for (int fused = 0; fused < 2; fused++) {
         tg_tape *t = tg_tape_new();
         tg_tensor_zero_grad(x), tg_tensor_zero_grad(w), tg_tensor_zero_grad(b);
-        tg_tensor *y = fused ? tg_conv2d_act(t, x, w, b, c->stride, c->pad, c->dil, c->groups, TG_ACT_RELU)
-                             : tg_relu(t, tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups));
+        tg_tensor *y;
+        if (pool)
+            y = fused ? tg_conv2d_relu_max_pool(t, x, w, b, c->stride, c->pad, c->dil, c->groups)
+                      : tg_max_pool2d(t, tg_relu(t, tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups)), 2,
+                                      2, 0);
+        else
+            y = fused ? tg_conv2d_act(t, x, w, b, c->stride, c->pad, c->dil, c->groups, TG_ACT_RELU)
+                      : tg_relu(t, tg_conv2d(t, x, w, b, c->stride, c->pad, c->dil, c->groups));
+        CHECK(y && y->shape[2] == (pool ? Ho / 2 : Ho) && y->shape[3] == (pool ? Wo / 2 : Wo));
         float *dy = malloc((size_t)y->size * sizeof *dy);
         uint64_t s2 = 5;
         for (int64_t i = 0; i < y->size; i++) dy[i] = (float)frand(&s2);
         CHECK_INT(tg_backward_seed(t, y, dy), 0);
-        const float *got[4] = {y->data, x->grad, w->grad, b->grad};
-        int64_t n[4] = {y->size, x->size, w->size, b->size};
-        for (int k = 0; k < 4; k++) {
+        const int32_t *arg = tg_max_pool2d_argmax(y);
+        CHECK(pool == (arg != NULL));
+        const float *got[5] = {y->data, x->grad, w->grad, b->grad, (const float *)arg};
+        int64_t n[5] = {y->size, x->size, w->size, b->size, arg ? y->size : 0};
+        for (int k = 0; k < 5; k++) {
             if (!fused) keep[k] = malloc((size_t)n[k] * sizeof(float)), memcpy(keep[k], got[k], (size_t)n[k] * 4);
             else same &= same_bits(keep[k], got[k], n[k]);
         }
@@ -231,8 +247,21 @@ static void fused_same_bits(const conv_case *c) {
         tg_tape_free(t);
     }
     CHECK(same);
-    for (int k = 0; k < 4; k++) free(keep[k]);
+    for (int k = 0; k < 5; k++) free(keep[k]);
     tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b);
+    return 1;
+}
+
+/* fused_same_bits over every shape, both fusions */
+static void fused_all(const char *what) {
+    int before = check_failures, pooled = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        fused_same_bits(&cases[i], false);
+        pooled += fused_same_bits(&cases[i], true);
+    }
+    printf("%s: conv2d+relu against relu(conv2d), %zu shapes, and conv2d+relu+max_pool2d against "
+           "max_pool2d(relu(conv2d)), %d shapes, bit for bit: %s\n", what, sizeof cases / sizeof *cases, pooled,
+           check_failures == before ? "same" : "DIFFERENT");
 }
 
 int main(void) {
@@ -249,6 +278,7 @@ int main(void) {
         printf("%s: %zu shapes, conv2d and conv2d+relu, dx added or stored, %s\n", kernels[k],
                sizeof cases / sizeof *cases,
                check_failures == before ? "match the reference" : "FAILED");
+        fused_all(kernels[k]);
     }
     tg__isa_use(NULL);
     if (tg__bf16_supported()) { /* precision "medium": the bf16 products */
@@ -257,6 +287,9 @@ int main(void) {
             for (int mode = 0; mode < 4; mode++) one_case(&cases[i], "avx512", mode & 1, mode & 2, true);
         printf("avx512, precision medium: %zu shapes, stride 1 in bf16, the rest in float32, %s\n",
                sizeof cases / sizeof *cases, check_failures == before ? "match the reference" : "FAILED");
+        tg_set_float32_matmul_precision("medium");
+        fused_all("avx512, precision medium");
+        tg_set_float32_matmul_precision("highest");
     } else {
         printf("precision medium: this CPU has no bf16 products; float32 throughout\n");
     }
@@ -271,9 +304,5 @@ int main(void) {
     CHECK(!tg__bf16_active());
     tg__isa_use(NULL);
     CHECK_INT(tg_set_float32_matmul_precision("highest"), 0);
-    int before = check_failures;
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fused_same_bits(&cases[i]);
-    printf("conv2d+relu against relu(conv2d), bit for bit, %zu shapes: %s\n", sizeof cases / sizeof *cases,
-           check_failures == before ? "same" : "DIFFERENT");
     CHECK_DONE();
 }

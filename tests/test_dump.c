@@ -474,6 +474,46 @@ static void graphviz(void) {
     tg_tape_free(t);
 }
 
+/* conv2d+relu+max_pool2d: one node, conv2d+relu+maxpool in dumps, with pooling's argmax saved, its attributes, the
+ * receptive field and FLOPs of the conv and the pool together */
+static void fused_pool_names(void) {
+    uint64_t rng = 4;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_tape(t, 4, (int[]){2, 2, 6, 6});
+    tg_tensor *w = param(4, (int[]){3, 2, 3, 3}, "w", &rng), *b = param(1, (int[]){3}, "b", &rng);
+    tg_tensor *p = tg_conv2d_relu_max_pool(t, x, w, b, 1, 1, 1, 1); /* 6x6, pooled to 3x3 */
+    CHECK(p && p->shape[0] == 2 && p->shape[1] == 3 && p->shape[2] == 3 && p->shape[3] == 3);
+    CHECK_INT(tg_backward(t, tg_mean(t, p)), 0);
+    const int32_t *arg = tg_max_pool2d_argmax(p);
+    bool in_window = arg != NULL; /* each argmax inside its own 2x2 window of the 6x6 plane */
+    for (int o = 0; in_window && o < 54; o++)
+        in_window = arg[o] / 6 / 2 == o % 9 / 3 && arg[o] % 6 / 2 == o % 3;
+    CHECK(in_window);
+    dump_text d = dump_of(t, tg_tape_dump);
+    row rows[4];
+    CHECK_INT(parse_rows(d.text, rows, 4), 2);
+    CHECK_MSG(rows[0].op, "conv2d+relu+maxpool");
+    CHECK_MSG(rows[0].rf, "4"); /* conv 3x3: 3, then the pool: 3 + 1 */
+    CHECK_MSG(rows[0].what, "argmax");
+    CHECK_MSG(rows[0].rest, "kernel=3x3 stride=1 pad=1 dilation=1 groups=1 bias pool=2x2");
+    CHECK_MSG(rows[0].rest, "zeros=");
+    CHECK_MSG(d.text, "#  conv2d+relu+maxpool     1");
+    free(d.text);
+    /* forward: 2*18 per conv output, a bias add and a ReLU each (216 outputs), 4 compares per pooled
+     * one (54); backward: dW's multiply-adds, db, the ReLU's mask, one add per pooled output */
+    tg_op_total ops[2];
+    CHECK_INT(tg_tape_op_totals(t, ops, 2), 2);
+    CHECK(!strcmp(ops[0].name, "conv2d+relu+maxpool"));
+    CHECK_INT(ops[0].flops, 36 * 216 + 216 + 216 + 4 * 54);
+    CHECK_INT(ops[0].flops_backward, 36 * 216 + 216 + 216 + 54);
+    /* too small to pool: refused, by the conv */
+    tg_tensor *x2 = tg_tensor_tape(t, 4, (int[]){1, 2, 3, 3});
+    CHECK(tg_conv2d_relu_max_pool(t, x2, w, b, 1, 0, 1, 1) == NULL);
+    CHECK_MSG(tg_last_error(), "conv2d: its output 1x1 is smaller than the 2x2 pooling window");
+    tg_tape_free(t);
+    tg_tensor_free(w), tg_tensor_free(b);
+}
+
 /* Fused epilogues: one node each, named in dumps by op and variant (conv2d+relu), and
  * totalled by op apart from the plain op's nodes */
 static void fused_names(void) {
@@ -1084,6 +1124,7 @@ int main(void) {
     fma_peak();
     small_net();
     fused_names();
+    fused_pool_names();
     decoder_flops();
     receptive_field();
     nonfinite();

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT, KINKS6 };
+enum { UNIFORM, AWAY0, DISTINCT, POSITIVE, SMALL, SPLIT, KINKS6, PEAKED, SPLIT5 };
 
 typedef struct {
     int ndim;
@@ -15,7 +15,12 @@ typedef struct {
     int init;      /* UNIFORM in [-1,1]; AWAY0 |x| in [0.2,1] (kinks); DISTINCT no ties; POSITIVE in [0.5,1.5];
                     * SMALL in [-0.1,0.1] (added to AWAY0, the sum stays off the kink);
                     * SPLIT -30, +30, ... (a bias that puts a fused ReLU's channels far off or far on);
-                    * KINKS6 in [-4,8], 0.2 clear of -3, 0, 3 and 6 (the kinks of relu6 and hardswish) */
+                    * KINKS6 in [-4,8], 0.2 clear of -3, 0, 3 and 6 (the kinks of relu6 and hardswish);
+                    * PEAKED a conv weight (K,C,R,S) whose filter k is 1 at channel k % C's centre tap and
+                    * within 0.001 of 0 elsewhere: it passes a DISTINCT input on nearly unchanged, so that
+                    * pooling after it finds each window's maximum clear of the step; SPLIT5 -5, +5, ...
+                    * (SPLIT for outputs within 4 of 0 before it, as PEAKED's: nearer 0, a float
+                    * output keeps more of the small weights' share) */
     bool no_grad;  /* an input that takes no gradient (running statistics, say) */
 } in_spec;
 
@@ -63,6 +68,9 @@ BUILD(b_conv_depthwise, tg_conv2d(t, x[0], x[1], x[2], 1, 1, 1, 4))
 BUILD(b_conv_1x1, tg_conv2d(t, x[0], x[1], NULL, 1, 0, 1, 1))
 BUILD(b_conv_act, tg_conv2d_act(t, x[0], x[1], x[2], 1, 1, 1, 1, ACT))
 BUILD(b_conv_act_s2, tg_conv2d_act(t, x[0], x[1], x[2], 2, 1, 1, 1, ACT))
+BUILD(b_conv_pool, tg_conv2d_relu_max_pool(t, x[0], x[1], x[2], 1, 0, 1, 1))
+BUILD(b_conv_pool_odd, tg_conv2d_relu_max_pool(t, x[0], x[1], x[2], 1, 0, 1, 1))
+BUILD(b_conv_pool_s2, tg_conv2d_relu_max_pool(t, x[0], x[1], x[2], 2, 1, 1, 1))
 BUILD(b_maxpool, tg_max_pool2d(t, x[0], 2, 2, 0))
 BUILD(b_maxpool_pad, tg_max_pool2d(t, x[0], 3, 2, 1))
 BUILD(b_avgpool, tg_avg_pool2d(t, x[0], 3, 2, 1))
@@ -120,6 +128,14 @@ static const row rows[] = {
     /* the bias puts whole channels far below or above the ReLU's kink (test_conv checks the mask element-wise) */
     {"conv2d", b_conv_act, 3, {{4, {2, 3, 5, 5}}, {4, {4, 3, 3, 3}}, {1, {4}, SPLIT}}, TG_ACT_RELU},
     {"conv2d", b_conv_act_s2, 3, {{4, {1, 2, 7, 6}}, {4, {4, 2, 3, 3}}, {1, {4}, SPLIT}}, TG_ACT_RELU},
+    /* conv2d+relu+max_pool2d: the same biases; each window's maximum clear (PEAKED) */
+    {"conv2d", b_conv_pool, 3, {{4, {2, 2, 5, 5}, DISTINCT}, {4, {4, 2, 2, 2}, PEAKED}, {1, {4}, SPLIT5}},
+     TG_ACT_RELU},
+    /* 5x5: the last row and column in no window */
+    {"conv2d", b_conv_pool_odd, 3, {{4, {1, 2, 6, 6}, DISTINCT}, {4, {4, 2, 2, 2}, PEAKED}, {1, {4}, SPLIT5}},
+     TG_ACT_RELU},
+    {"conv2d", b_conv_pool_s2, 3, {{4, {1, 2, 7, 7}, DISTINCT}, {4, {4, 2, 3, 3}, PEAKED}, {1, {4}, SPLIT5}},
+     TG_ACT_RELU},
     {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 4, 6}, DISTINCT}}},
     {"max_pool2d", b_maxpool, 1, {{4, {2, 2, 5, 7}, DISTINCT}}}, /* odd sizes: the last row and column in no window */
     {"max_pool2d", b_maxpool_pad, 1, {{4, {1, 2, 5, 5}, DISTINCT}}},
@@ -161,6 +177,7 @@ static void fill(tg_tensor *x, int init) {
         case POSITIVE: x->data[j] = 0.5f + u; break;
         case SMALL: x->data[j] = 0.2f * u - 0.1f; break;
         case SPLIT: x->data[j] = j % 2 ? 30.0f : -30.0f; break;
+        case SPLIT5: x->data[j] = j % 2 ? 5.0f : -5.0f; break;
         case KINKS6: { /* one of five bands, then a place in it */
             static const float lo[5] = {-4.0f, -2.8f, 0.2f, 3.2f, 6.2f}, hi[5] = {-3.2f, -0.2f, 2.8f, 5.8f, 8.0f};
             int b = (int)(uniform() * 5) % 5;
@@ -168,6 +185,11 @@ static void fill(tg_tensor *x, int init) {
             break;
         }
         case DISTINCT: x->data[j] = 0; break; /* below */
+        case PEAKED: {
+            int64_t C = x->shape[1], R = x->shape[2], S = x->shape[3], n = C * R * S, k = j / n;
+            x->data[j] = j % n == k % C * R * S + R / 2 * S + S / 2 ? 1.0f : 0.002f * u - 0.001f;
+            break;
+        }
         }
     }
     if (init == DISTINCT) { /* a shuffled ramp: neighbours differ by 0.07, far beyond the step */
@@ -195,10 +217,9 @@ static int run_row(const row *r, double *worst) {
     if (!y || !y->node || strcmp(y->node->op->name, r->op) != 0) {
         fprintf(stderr, "%s: row builds %s\n", r->op, y && y->node ? y->node->op->name : tg_last_error());
         rc = -1;
-    } else { /* and its activation: the node's variant ends in "relu" exactly when the row asks for one */
+    } else { /* and its activation: the node's variant names a relu exactly when the row asks for one */
         const char *v = y->node->op->variant ? y->node->op->variant(y->node) : NULL;
-        size_t lv = v ? strlen(v) : 0;
-        bool relu = lv >= 4 && strcmp(v + lv - 4, "relu") == 0;
+        bool relu = v && strstr(v, "relu") != NULL;
         if (relu != (r->act == TG_ACT_RELU)) {
             fprintf(stderr, "%s: row builds the variant %s\n", r->op, v ? v : "(none)");
             rc = -1;

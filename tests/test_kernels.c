@@ -364,6 +364,30 @@ static void copy_rows(void) {
 // ----------------------------------------------------------------------------
 // pooling
 
+/* tg__relu_unpool against its reference, for the argmax of P planes of 2x2 pooling:
+ * pooled values below, at and above zero, -0, NaN (which passes, as through tg_relu),
+ * a gradient of -0; into rows 3 floats wider than the plane, whose gap stays as it was */
+static void relu_unpool(const int32_t *arg, int P, int H, int W, int Ho, int Wo) {
+    int ld = W + 3;
+    for (int p = 0; p < P; p++) {
+        const int32_t *a = arg + (int64_t)p * Ho * Wo;
+        float *dy = randv((int64_t)Ho * Wo, 0), *pv = randv((int64_t)Ho * Wo, 0);
+        for (int o = 0; o < Ho * Wo; o++) {
+            if (o % 5 == 1) pv[o] = 0.0f;
+            if (o % 7 == 2) pv[o] = -0.0f;
+            if (o % 11 == 3) pv[o] = NAN;
+            if (o % 13 == 4) dy[o] = -0.0f;
+        }
+        float *dx = randv((int64_t)H * ld, 0), *want = copyv(dx, (int64_t)H * ld);
+        tg__relu_unpool(dx, ld, dy, a, pv, H, W, Ho, Wo);
+        tg__relu_unpool_ref(want, ld, dy, a, pv, H, W, Ho, Wo);
+        char what[64];
+        snprintf(what, sizeof what, "relu_unpool %dx%d", H, W);
+        CHECK_INT(count_differ(what, dx, want, (int64_t)H * ld), 0);
+        free(dy), free(pv), free(dx), free(want);
+    }
+}
+
 static void pooling(void) {
     static const int cfg[][3] = {{2, 2, 0}, {2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {2, 1, 0}, {5, 3, 2}};
     for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++)
@@ -385,6 +409,13 @@ static void pooling(void) {
             snprintf(what, sizeof what, "max_pool2d %dx%d kernel %d stride %d pad %d", H, W, k, s, pad);
             CHECK_INT(count_differ(what, y, yw, ny), 0);
             CHECK(memcmp(arg, argw, (size_t)ny * sizeof *arg) == 0);
+            float *yp = randv(ny, 0);
+            int32_t *argp = malloc((size_t)ny * sizeof *argp);
+            tg__max_pool2d_planes(yp, argp, x, P, H, W, Ho, Wo, k, s, pad); /* the same, on one thread */
+            CHECK_INT(count_differ(what, yp, yw, ny), 0);
+            CHECK(memcmp(argp, argw, (size_t)ny * sizeof *argp) == 0);
+            free(yp), free(argp);
+            if (k == 2 && s == 2) relu_unpool(arg, P, H, W, Ho, Wo);
             for (int set = 0; set < 2; set++) {
                 float *dy = randv(ny, 0), *dx = randv(nx, 0), *dxw = copyv(dx, nx);
                 tg__max_pool2d_backward(dx, dy, arg, P, H, W, Ho, Wo, k, s, pad, set);

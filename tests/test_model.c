@@ -241,6 +241,75 @@ static void gradients(void) {
     tg_model_free(m);
 }
 
+/* A conv2d, relu and 2x2 stride-2 max pooling run as one op (conv2d+relu+maxpool), bit for bit the
+ * three ops by hand, with each layer's own output shape in the summary; other pools stay apart. */
+static void fused_pool(void) {
+    for (int stride = 2; stride >= 1; stride--) {
+        tg_model *m = tg_model_new(4);
+        tg_model_conv2d(m, 1, 4, 3, 1, 0, true); /* (4,6,6) */
+        tg_model_relu(m);
+        tg_model_max_pool(m, 2, stride); /* (4,3,3) fused; stride 1: (4,5,5), apart */
+        tg_model_flatten(m);
+        int side = stride == 2 ? 3 : 5;
+        tg_model_linear(m, 4 * side * side, 3, true);
+        tg_tensor **P;
+        CHECK_INT(tg_model_params(m, &P), 4);
+        tg_tensor *x = tg_param_new(4, (int[]){2, 1, 8, 8});
+        fill(x, 3);
+        const float r[6] = {0.5f, -1, 0.25f, 2, -0.75f, 1};
+        float out[2][6], *grads[2][5];
+        tg_tape *t = tg_tape_new();
+        for (int hand = 0; hand < 2; hand++) {
+            tg_model_zero_grad(m), tg_tensor_zero_grad(x), tg_tape_reset(t);
+            tg_tensor *y;
+            if (hand) {
+                y = tg_max_pool2d(t, tg_relu(t, tg_conv2d(t, x, P[0], P[1], 1, 0, 1, 1)), 2, stride, 0);
+                y = tg_linear(t, tg_reshape(t, y, 2, (int[]){2, -1}), P[2], P[3]);
+            } else {
+                y = tg_model_forward(m, t, x);
+                tg_op_total ops[8];
+                int n = tg_tape_op_totals(t, ops, 8);
+                CHECK(n > 1 && !strcmp(ops[0].name, stride == 2 ? "conv2d+relu+maxpool" : "conv2d+relu"));
+                CHECK(stride == 2 || !strcmp(ops[1].name, "max_pool2d"));
+            }
+            CHECK(y && tg_backward_seed(t, y, r) == 0);
+            memcpy(out[hand], y->data, sizeof out[hand]);
+            for (int j = 0; j < 5; j++) {
+                tg_tensor *v = j < 4 ? P[j] : x;
+                grads[hand][j] = malloc((size_t)v->size * sizeof(float));
+                memcpy(grads[hand][j], v->grad, (size_t)v->size * sizeof(float));
+            }
+        }
+        int differ = memcmp(out[0], out[1], sizeof out[0]) != 0;
+        for (int j = 0; j < 5; j++) {
+            tg_tensor *v = j < 4 ? P[j] : x;
+            differ += memcmp(grads[0][j], grads[1][j], (size_t)v->size * sizeof(float)) != 0;
+            free(grads[0][j]), free(grads[1][j]);
+        }
+        printf("conv2d, relu, max_pool(2, %d) in a model vs the ops by hand: %d of 6 differ\n", stride, differ);
+        CHECK_INT(differ, 0);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        CHECK_INT(tg_model_print(m, f, 4, (int[]){1, 1, 8, 8}), 0);
+        fclose(f);
+        const char *shapes[3] = {"1x4x6x6", "1x4x6x6", stride == 2 ? "1x4x3x3" : "1x4x5x5"};
+        const char *line = text;
+        for (int i = 0; i < 3; i++) { /* the layers' lines, "0 conv2d ...", "1 relu ...", "2 max_pool2d ..." */
+            char head[8];
+            snprintf(head, sizeof head, "\n%d ", i);
+            line = line ? strstr(line, head) : NULL;
+            const char *end = line ? strchr(line + 1, '\n') : NULL, *at = line ? strstr(line, shapes[i]) : NULL;
+            CHECK(at && at < end);
+            if (!(at && at < end)) fprintf(stderr, "layer %d's line lacks %s:\n%s", i, shapes[i], text);
+        }
+        free(text);
+        tg_tensor_free(x);
+        tg_tape_free(t);
+        tg_model_free(m);
+    }
+}
+
 /* Checkpoints: train a few steps, save, load into a fresh model: the same
  * state bit for bit, and the same outputs. */
 static void checkpoints(const char *dir) {
@@ -598,6 +667,7 @@ int main(void) {
     }
     names();
     gradients();
+    fused_pool();
     checkpoints(dir);
     dumps();
     training_flags();

@@ -300,6 +300,25 @@ static void pad_dy(float *dq, const float *dy, const float *y, const tg__conv_di
     }
 }
 
+/* With pooling after the conv+relu: the conv's gradient for `planes` planes from
+ * plane0 on, from the pooled gradient (tg__relu_unpool), each Ho rows ld floats
+ * apart, planes ldp floats apart (pad_dy's grid, or dense) */
+static void unpool_dy(float *dq, int64_t ldp, ptrdiff_t ld, const tg__conv_pool *pool, int64_t plane0,
+                      int64_t planes, const tg__conv_dims *d) {
+    int64_t HWq = (int64_t)pool->Hq * pool->Wq;
+    for (int64_t k = 0; k < planes; k++) {
+        int64_t o = (plane0 + k) * HWq;
+        tg__relu_unpool(dq + k * ldp, ld, pool->dp + o, pool->arg + o, pool->p + o, d->Ho, d->Wo, pool->Hq, pool->Wq);
+    }
+}
+
+/* With pooling: one image's K conv planes y (from the scratch) pooled into image i of pool->p */
+static void pool_image(const tg__conv_pool *pool, const float *y, int i, const tg__conv_dims *d) {
+    int64_t o = (int64_t)i * d->K * pool->Hq * pool->Wq;
+    tg__max_pool2d_planes(pool->p + o, pool->arg ? pool->arg + o : NULL, y, d->K, d->Ho, d->Wo, pool->Hq, pool->Wq,
+                          2, 2, 0);
+}
+
 /* For writing straight into an unpadded output (tg__shift_out): on a grid of
  * rows Wp wide, of which `rows` rows and the first `cols` columns are real,
  * which lanes of each 16-column group are real and where the first goes */
@@ -442,11 +461,13 @@ typedef struct {
     int64_t per, xp2_size;
     out_map map;           /* shifted: of the output grid */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
+    float *ys;             /* with pooling: per thread, one image's output (K*Ho*Wo floats) */
 } fwd_work;
 
-static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int T) {
+static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, bool pool, int T) {
     carver c = {scratch, 0};
     memset(k, 0, sizeof *k);
+    if (pool) k->ys = carve(&c, T, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
     if (is_shifted(d)) {
         shift_geom s;
         shift_geom_of(d, &s);
@@ -466,14 +487,14 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, int
     return c.used;
 }
 
-size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads) {
+size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, bool pool, int *threads) {
     fwd_work k;
     *threads = tg__threads_for(d->N, 1);
-    return fwd_layout(&k, NULL, d, *threads);
+    return fwd_layout(&k, NULL, d, pool, *threads);
 }
 
 static const char *forward_shifted(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
-                                   bool relu, const fwd_work *k, int T) {
+                                   bool relu, const tg__conv_pool *pool, const fwd_work *k, int T) {
     shift_geom s;
     shift_geom_of(d, &s);
     int taps = d->R * d->S, Kgp = round8(d->Kg);
@@ -494,15 +515,16 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
         float *xp = k->bufs + (size_t)tg__thread_id() * per, *c = xp + s.xp_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xp + round16(s.xp_size + Kgp * s.P));
         uint32_t *xp2 = (uint32_t *)(xp + per - k->xp2_size);
+        float *yi = pool ? k->ys + (size_t)tg__thread_id() * d->K * HWo : NULL; /* with pooling: the image's y */
         /* once: the borders pad_x never writes (the grid c is written whole before it is read),
          * and the bf16 copy's slack */
         memset(xp, 0, (size_t)s.xp_size * sizeof(float));
         if (bf) memset(xp2, 0, (size_t)k->xp2_size * sizeof *xp2);
 #pragma omp for schedule(static)
-        for (int i = 0; i < d->N; i++)
+        for (int i = 0; i < d->N; i++) {
             for (int g = 0; g < d->G; g++) {
                 pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
-                float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+                float *yg = (yi ? yi : y + (int64_t)i * d->K * HWo) + (int64_t)g * d->Kg * HWo;
                 tg__shift_out out = shift_out(map, yg, HWo, b ? b + g * d->Kg : NULL, relu, false);
                 bool wrote;
                 if (bf) {
@@ -518,15 +540,17 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
                     tg__copy_rows(yg + kk * HWo, d->Wo, c + kk * s.P, s.Wp, NULL, d->Ho, d->Wo,
                                   relu ? TG_ROWS_BIAS_RELU : TG_ROWS_BIAS, b ? b[g * d->Kg + kk] : 0.0f);
             }
+            if (pool) pool_image(pool, yi, i, d);
+        }
     }
     return fwd_paths[bf ? PATH_SHIFTED_BF16 : PATH_SHIFTED][tg__isa()];
 }
 
 const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
-                               bool relu, void *scratch, int T) {
+                               bool relu, const tg__conv_pool *pool, void *scratch, int T) {
     fwd_work k;
-    fwd_layout(&k, scratch, d, T);
-    if (is_shifted(d)) return forward_shifted(y, x, w, b, d, relu, &k, T);
+    fwd_layout(&k, scratch, d, pool != NULL, T);
+    if (is_shifted(d)) return forward_shifted(y, x, w, b, d, relu, pool, &k, T);
     const char *path = fwd_paths[k.cols ? PATH_IM2COL : PATH_GEMM][tg__isa()];
     int HWo = d->Ho * d->Wo;
     TG_TRACE_CAPTURE();
@@ -534,9 +558,10 @@ const char *tg__conv2d_forward(float *y, const float *x, const float *w, const f
     for (int i = 0; i < d->N; i++) {
         TG_TRACE_ITER(i);
         float *col = k.cols ? k.cols + (size_t)tg__thread_id() * d->rows * HWo : NULL;
+        float *yi = pool ? k.ys + (size_t)tg__thread_id() * d->K * HWo : y + (int64_t)i * d->K * HWo;
         for (int g = 0; g < d->G; g++) {
             const float *xg = x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-            float *yg = y + ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
+            float *yg = yi + (int64_t)g * d->Kg * HWo;
             const float *src = xg;
             if (col) {
                 tg__im2col(col, xg, d);
@@ -550,6 +575,7 @@ const char *tg__conv2d_forward(float *y, const float *x, const float *w, const f
             if (relu)
                 for (int64_t p = 0; p < (int64_t)d->Kg * HWo; p++) yg[p] = yg[p] <= 0.0f ? 0.0f : yg[p];
         }
+        if (pool) pool_image(pool, yi, i, d);
     }
     return path;
 }
@@ -565,13 +591,13 @@ typedef struct {
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
     int64_t per, dq2_size, wp_size;
     out_map map;           /* shifted: of the dx grid */
-    float *dym;            /* im2col with a ReLU: dy masked by it */
+    float *dym;            /* im2col with a ReLU: dy masked by it (with pooling: unpooled) */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
     float *dbi;            /* im2col with a split: each image's bias gradient, for the global batch */
 } bwd_work;
 
 static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu,
-                         int T) {
+                         bool pool, int T) {
     carver c = {scratch, 0};
     int chunks = chunks_of(d);
     memset(k, 0, sizeof *k);
@@ -594,25 +620,26 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         carve_map(&c, &k->map, s.P2);
     } else {
-        if (relu) k->dym = carve(&c, d->N, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
+        if (relu || pool) k->dym = carve(&c, d->N, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
         k->cols = carve(&c, T, d->rows, (int64_t)d->Ho * d->Wo, sizeof(float));
         if (db && d->split) k->dbi = carve(&c, d->split->global, d->K, 1, sizeof(float));
     }
     return c.used;
 }
 
-size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads) {
+size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, bool pool,
+                                   int *threads) {
     bwd_work k;
     *threads = tg__threads_for(chunks_of(d), 1);
-    return bwd_layout(&k, NULL, d, dx, dw, db, relu, *threads);
+    return bwd_layout(&k, NULL, d, dx, dw, db, relu, pool, *threads);
 }
 
 /* dW_g = the chunk's dy_g (on the forward grid) times x shifted by each tap, all
  * of the chunk's images in one product; dx_g += the flipped kernel run over
  * the same dy copy (stored, if dx_set) */
 static const char *backward_shifted(float *dx, float *dws, float *dbs, const float *dy, const float *ymask,
-                                    const float *x, const float *w, const tg__conv_dims *d, bool dx_set,
-                                    const bwd_work *k, int T) {
+                                    const tg__conv_pool *pool, const float *x, const float *w,
+                                    const tg__conv_dims *d, bool dx_set, const bwd_work *k, int T) {
     shift_geom s;
     shift_geom_of(d, &s);
     int chunks = chunks_of(d), taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
@@ -650,7 +677,10 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                 for (int i = i0; i < i1; i++) {
                     int64_t o = ((int64_t)i * d->K + (int64_t)g * d->Kg) * HWo;
                     float *dq = dqs + (i - i0) * s.dq_size;
-                    pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
+                    if (pool)
+                        unpool_dy(dq + s.front + (int64_t)s.PR * s.Wp, s.Lq, s.Wp, pool, (int64_t)i * d->K + g * d->Kg,
+                                  d->Kg, d);
+                    else pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
                     for (int kk = 0; dbs && kk < d->Kg; kk++) /* this chunk's bias gradient, from the padded copy */
                         dbs[(size_t)c * d->K + g * d->Kg + kk] +=
                             lane_sum(dq + s.front + kk * s.Lq + (int64_t)s.PR * s.Wp, (int64_t)d->Ho * s.Wp);
@@ -741,19 +771,23 @@ static void backward_im2col(float *dx, float *dws, const float *dy, const float 
     }
 }
 
-const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
-                                const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int T) {
+const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                                const tg__conv_pool *pool, const float *x, const float *w, const tg__conv_dims *d,
+                                bool dx_set, void *scratch, int T) {
     const char *path;
     bwd_work k;
-    bwd_layout(&k, scratch, d, dx != NULL, dw != NULL, db != NULL, y != NULL, T);
+    bwd_layout(&k, scratch, d, dx != NULL, dw != NULL, db != NULL, y != NULL, pool != NULL, T);
     int chunks = chunks_of(d);
     int64_t HWo = (int64_t)d->Ho * d->Wo, wsize = (int64_t)d->K * d->rows;
     if (k.dbs) memset(k.dbs, 0, (size_t)chunks * d->K * sizeof(float));
     if (is_shifted(d)) {
-        path = backward_shifted(dx, k.dws, k.dbs, dy, y, x, w, d, dx_set, &k, T);
+        path = backward_shifted(dx, k.dws, k.dbs, dy, y, pool, x, w, d, dx_set, &k, T);
     } else {
         path = bwd_paths[is_pointwise(d) ? 0 : 1][tg__isa()];
-        if (y) { /* the im2col path reads dy where it is: mask a copy first */
+        if (pool) { /* the im2col path reads dy where it is: unpool it first */
+            unpool_dy(k.dym, HWo, d->Wo, pool, 0, (int64_t)d->N * d->K, d);
+            dy = k.dym;
+        } else if (y) { /* ... or mask a copy */
             for (int64_t i = 0; i < (int64_t)d->N * d->K * HWo; i++) k.dym[i] = y[i] <= 0.0f ? 0.0f : dy[i];
             dy = k.dym;
         }

@@ -254,19 +254,35 @@ typedef struct { /* a conv2d's sizes; Cg = C/G, Kg = K/G, rows = Cg*R*S */
  * count it set. Each returns the path it took, for tape dumps: a static string
  * ("shifted bf16 avx512", "shifted dx, blocked wgrad avx2", "im2col+gemm avx2"). */
 
+/* conv2d+relu followed by 2x2 stride-2 max pooling (tg_conv2d_relu_max_pool):
+ * the pooled output p (N,K,Ho/2,Wo/2), its argmax into each Ho x Wo plane
+ * (NULL: not recorded), and for backward the gradient dp of p. Each image's
+ * conv output lives only in the kernels' scratch. */
+typedef struct {
+    float *p;
+    int32_t *arg;
+    const float *dp;
+    int Hq, Wq;
+} tg__conv_pool;
+
 /* y = conv2d(x, w) + b (b may be NULL), relu(y) if relu. Stride 1 multiplies by
  * the padded image shifted by tap (tg__shifted_gemm), a 1x1 stride-1 unpadded
- * conv is one GEMM on x, anything else goes through im2col and GEMM. */
-size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, int *threads);
+ * conv is one GEMM on x, anything else goes through im2col and GEMM. With pool
+ * (and relu), y is not written: each image is pooled into pool->p instead. */
+size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, bool pool, int *threads);
 const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
-                               bool relu, void *scratch, int threads);
+                               bool relu, const tg__conv_pool *pool, void *scratch, int threads);
 /* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL). With
- * y (the output of conv2d with the ReLU epilogue), dy counts only where not y <= 0. dw and db are
- * summed per fixed chunk of images, then over the chunks in order; with d->split, the chunks of the
- * global batch, this process's computed here and the others' gathered (a failure in d->split->rc). */
-size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, int *threads);
-const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y, const float *x,
-                                const float *w, const tg__conv_dims *d, bool dx_set, void *scratch, int threads);
+ * y (the output of conv2d with the ReLU epilogue), dy counts only where not y <= 0; with pool
+ * instead of dy and y, the conv's gradient is pool->dp at the argmax where p is not <= 0
+ * (tg__relu_unpool). dw and db are summed per fixed chunk of images, then over the chunks in
+ * order; with d->split, the chunks of the global batch, this process's computed here and the
+ * others' gathered (a failure in d->split->rc). */
+size_t tg__conv2d_backward_scratch(const tg__conv_dims *d, bool dx, bool dw, bool db, bool relu, bool pool,
+                                   int *threads);
+const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                                const tg__conv_pool *pool, const float *x, const float *w, const tg__conv_dims *d,
+                                bool dx_set, void *scratch, int threads);
 /* conv_transpose2d: x (N,Cin,H,W) w (Cin,Cout/G,R,S) b (Cout) -> y (N,Cout,H',W'), with d
  * the conv2d that maps y back onto x (C = Cout, H,W = H',W', K = Cin, Ho,Wo = H,W):
  * y = col2im(w^T x) + b; backward dx += w im2col(dy), dw += x im2col(dy)^T, db += sum of dy */
@@ -303,6 +319,16 @@ void tg__max_pool2d(float *y, int32_t *arg, const float *x, int64_t P, int H, in
                     int stride, int pad);
 void tg__max_pool2d_ref(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
                         int stride, int pad);
+/* tg__max_pool2d on one thread, for callers already split over images */
+void tg__max_pool2d_planes(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo,
+                           int kernel, int stride, int pad);
+/* One plane's gradient through a ReLU then 2x2 stride-2 max pooling (H x W -> Ho x Wo, with
+ * arg and p that pooling's argmax and output): dx = dy at the argmax where p is not <= 0,
+ * zeros elsewhere; dx's H rows lie ld floats apart, W floats of each written. */
+void tg__relu_unpool(float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W,
+                     int Ho, int Wo);
+void tg__relu_unpool_ref(float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W,
+                         int Ho, int Wo);
 /* dx (= if set, else +=) dy at arg: dx[p][arg[p][o]] += dy[p][o] */
 void tg__max_pool2d_backward(float *dx, const float *dy, const int32_t *arg, int64_t P, int H, int W, int Ho, int Wo,
                              int kernel, int stride, int pad, bool set);

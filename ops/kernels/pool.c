@@ -90,17 +90,26 @@ TG_INLINE void max2x2_body(float *y, int32_t *arg, const float *xp, int W, int H
 }
 TG_LOOP(max2x2, (float *y, int32_t *arg, const float *xp, int W, int Ho, int Wo), (y, arg, xp, W, Ho, Wo))
 
+static void pool_plane(float *y, int32_t *arg, const float *xp, int H, int W, int Ho, int Wo, int kernel, int stride,
+                       int pad) {
+    if (kernel == 2 && stride == 2 && pad == 0) tg__max2x2(y, arg, xp, W, Ho, Wo);
+    else max_plane(y, arg, xp, H, W, Ho, Wo, kernel, stride, pad);
+}
+
 void tg__max_pool2d(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
                     int stride, int pad) {
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(tg__threads_for(P * H * W, TG_MIN_PER_THREAD)) schedule(static)
     for (int64_t p = 0; p < P; p++) {
         TG_TRACE_ITER(p);
-        const float *xp = x + p * H * W;
-        int32_t *ap = arg ? arg + p * Ho * Wo : NULL;
-        if (kernel == 2 && stride == 2 && pad == 0) tg__max2x2(y + p * Ho * Wo, ap, xp, W, Ho, Wo);
-        else max_plane(y + p * Ho * Wo, ap, xp, H, W, Ho, Wo, kernel, stride, pad);
+        pool_plane(y + p * Ho * Wo, arg ? arg + p * Ho * Wo : NULL, x + p * H * W, H, W, Ho, Wo, kernel, stride, pad);
     }
+}
+
+void tg__max_pool2d_planes(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo,
+                           int kernel, int stride, int pad) {
+    for (int64_t p = 0; p < P; p++)
+        pool_plane(y + p * Ho * Wo, arg ? arg + p * Ho * Wo : NULL, x + p * H * W, H, W, Ho, Wo, kernel, stride, pad);
 }
 
 void tg__max_pool2d_ref(float *y, int32_t *arg, const float *x, int64_t P, int H, int W, int Ho, int Wo, int kernel,
@@ -148,6 +157,59 @@ void tg__max_pool2d_backward_ref(float *dx, const float *dy, const int32_t *arg,
     if (set) memset(dx, 0, (size_t)(P * HW) * sizeof(float));
     for (int64_t p = 0; p < P; p++)
         for (int64_t o = 0; o < HWo; o++) dx[p * HW + arg[p * HWo + o]] += dy[p * HWo + o];
+}
+
+/* The gradient of 2x2 stride-2 max pooling after a ReLU, at its input, for one
+ * plane: dy where the window's argmax is and its pooled value p is not <= 0
+ * (the ReLU's own mask: p is the ReLU's output there), zeros elsewhere; the H
+ * rows of dx lie ld floats apart. Eight windows at a time: their four
+ * candidates each, then each row's two interleaved. */
+TG_INLINE void relu_unpool8(float *d0, float *d1, const float *dy, const int32_t *arg, const float *p, int at, int W,
+                            int ow) {
+    const tg_i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const tg_f8 zero = {0};
+    tg_f8 g = TG_F8(dy + ow), pv = TG_F8(p + ow);
+    tg_i8 a = *(const tg_i8 *)(arg + ow), start = at + 2 * (lane + ow);
+    tg_i8 gi = (tg_i8)g & ~(pv <= zero);
+    tg_i8 e0 = gi & (a == start), o0 = gi & (a == start + 1), e1 = gi & (a == start + W), o1 = gi & (a == start + W + 1);
+    *(tg_f8 *)(d0 + 2 * ow) = (tg_f8)__builtin_shufflevector(e0, o0, 0, 8, 1, 9, 2, 10, 3, 11);
+    *(tg_f8 *)(d0 + 2 * ow + 8) = (tg_f8)__builtin_shufflevector(e0, o0, 4, 12, 5, 13, 6, 14, 7, 15);
+    *(tg_f8 *)(d1 + 2 * ow) = (tg_f8)__builtin_shufflevector(e1, o1, 0, 8, 1, 9, 2, 10, 3, 11);
+    *(tg_f8 *)(d1 + 2 * ow + 8) = (tg_f8)__builtin_shufflevector(e1, o1, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+TG_INLINE void relu_unpool_body(float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H,
+                                int W, int Ho, int Wo) {
+    for (int oh = 0; oh < Ho; oh++) {
+        float *d0 = dx + 2 * oh * ld, *d1 = d0 + ld;
+        const float *g = dy + oh * Wo, *pp = p + oh * Wo;
+        const int32_t *a = arg + oh * Wo;
+        int at = 2 * oh * W, ow = 0;
+        for (int next = 0; Wo >= 8 && ow < Wo; ow = next) {
+            if (ow + 8 > Wo) ow = Wo - 8; /* the last eight, again in part */
+            next = ow + 8;
+            relu_unpool8(d0, d1, g, a, pp, at, W, ow);
+        }
+        for (; ow < Wo; ow++) { /* rows of fewer than 8 windows */
+            int i = at + 2 * ow;
+            float v = pp[ow] <= 0.0f ? 0.0f : g[ow];
+            d0[2 * ow] = a[ow] == i ? v : 0.0f, d0[2 * ow + 1] = a[ow] == i + 1 ? v : 0.0f;
+            d1[2 * ow] = a[ow] == i + W ? v : 0.0f, d1[2 * ow + 1] = a[ow] == i + W + 1 ? v : 0.0f;
+        }
+        if (W > 2 * Wo) d0[W - 1] = d1[W - 1] = 0.0f; /* an odd last column, in no window */
+    }
+    if (H > 2 * Ho) memset(dx + (ptrdiff_t)(H - 1) * ld, 0, (size_t)W * sizeof *dx); /* an odd last row */
+}
+TG_LOOP(relu_unpool,
+        (float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W, int Ho, int Wo),
+        (dx, ld, dy, arg, p, H, W, Ho, Wo))
+
+void tg__relu_unpool_ref(float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W,
+                         int Ho, int Wo) {
+    for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w++) dx[h * ld + w] = 0.0f;
+    for (int o = 0; o < Ho * Wo; o++)
+        if (!(p[o] <= 0.0f)) dx[arg[o] / W * ld + arg[o] % W] = dy[o];
 }
 
 // ----------------------------------------------------------------------------
