@@ -239,7 +239,7 @@ static int fused_same_bits(const conv_case *c, bool pool) {
         CHECK(pool == (arg != NULL));
         const float *got[5] = {y->data, x->grad, w->grad, b->grad, (const float *)arg};
         int64_t n[5] = {y->size, x->size, w->size, b->size, arg ? y->size : 0};
-        for (int k = 0; k < 5; k++) {
+        for (int k = 0; k < (pool ? 5 : 4); k++) {
             if (!fused) keep[k] = malloc((size_t)n[k] * sizeof(float)), memcpy(keep[k], got[k], (size_t)n[k] * 4);
             else same &= same_bits(keep[k], got[k], n[k]);
         }
