@@ -503,6 +503,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
     int K2 = (d->Cg + 1) / 2;
     int64_t plane = (int64_t)s.Hp * s.Wp, a2_size = (int64_t)taps * K2 * Kgp;
     bool bf = k->A2 && tg__bf16_active() && d->Cg > 1; /* one channel would pair with a zero: no gain */
+    int64_t slack = s.xp_size - (int64_t)d->Cg * plane; /* how far the loads reach past an image's planes */
     tg__shift_out map = fill_map(&k->map, s.P, s.Wp, d->Ho, d->Wo, bf, d, d->pad, d->H);
     for (int g = 0; g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, false);
@@ -523,16 +524,22 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
 #pragma omp for schedule(static)
         for (int i = 0; i < d->N; i++) {
             for (int g = 0; g < d->G; g++) {
-                pad_x(xp, x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, d, &s);
+                const float *xg = x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W, *src = xp;
+                /* unpadded, x's planes are the padded copy already: bf16 pairs them as they are, and the
+                 * float32 product (one group) reads them in place when the images after this one cover its
+                 * loads' reach past their end (those values land only in outputs that are dropped) */
+                if (d->pad == 0 && (bf || (d->G == 1 && (int64_t)(d->N - 1 - i) * d->C * d->H * d->W >= slack)))
+                    src = xg;
+                else pad_x(xp, xg, d, &s);
                 float *yg = (yi ? yi : y + (int64_t)i * d->K * HWo) + (int64_t)g * d->Kg * HWo;
                 tg__shift_out out = shift_out(map, yg, HWo, b ? b + g * d->Kg : NULL, relu, false);
                 bool wrote;
                 if (bf) {
-                    pair_planes(xp2, xp, plane, d->Cg, plane);
+                    pair_planes(xp2, src, plane, d->Cg, plane);
                     wrote = tg__shifted_gemm_bf16(c, s.P, &out, k->A2 + g * a2_size, xp2, plane, s.off, d->Kg,
                                                   (int)s.P, K2, taps, false, offs);
                 } else {
-                    wrote = tg__shifted_gemm(c, s.P, &out, A + g * a_size, xp, plane, s.off, d->Kg, (int)s.P, d->Cg,
+                    wrote = tg__shifted_gemm(c, s.P, &out, A + g * a_size, src, plane, s.off, d->Kg, (int)s.P, d->Cg,
                                              taps, false, offs);
                 }
                 if (wrote) continue; /* written into y already */
