@@ -396,6 +396,13 @@ static void count_batch(tg_layer *l, const tg_tensor *y, bool training) {
     if (y && training && *n < 16777216.0f) *n += 1.0f;
 }
 
+/* conv2d layer l's output side for an input side of n (the model's convs have dilation 1; in 64
+ * bits, and below 1 when the kernel does not fit) */
+static int64_t conv_side(const tg_layer *l, int n) {
+    int64_t in = (int64_t)n + 2 * (int64_t)l->attr.conv.pad;
+    return in < l->attr.conv.kernel ? 0 : (in - l->attr.conv.kernel) / l->attr.conv.stride + 1;
+}
+
 /* Runs l, with add and act after it: fused into the op when the op has the
  * epilogue (batch norm: both; conv2d: the act, and with pool a 2x2 stride-2
  * max pooling after its relu), else as ops of their own. */
@@ -429,7 +436,7 @@ static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_
         memcpy(l->out_shape, y->shape, sizeof l->out_shape);
         if (pool) /* the conv's own output, before the pooling */
             for (int i = 2; i < 4; i++)
-                l->out_shape[i] = (x->shape[i] + 2 * a->conv.pad - a->conv.kernel) / a->conv.stride + 1;
+                l->out_shape[i] = (int)conv_side(l, x->shape[i]);
     }
     return y;
 }
@@ -444,8 +451,10 @@ static tg_tensor *run_children(tg_layer *l, tg_tape *t, tg_tensor *x) {
         tg_layer *after = i + 2 < l->n_children ? l->children[i + 2] : NULL;
         bool fuse = next && next->type == TG_LAYER_RELU &&
                     (c->type == TG_LAYER_CONV2D || c->type == TG_LAYER_BATCH_NORM);
+        /* (an output too small to pool, or an input not an image, is left to the ops to refuse) */
         bool pool = fuse && c->type == TG_LAYER_CONV2D && after && after->type == TG_LAYER_MAX_POOL &&
-                    after->attr.pool.kernel == 2 && after->attr.pool.stride == 2;
+                    after->attr.pool.kernel == 2 && after->attr.pool.stride == 2 && x->ndim == 4 &&
+                    conv_side(c, x->shape[2]) >= 2 && conv_side(c, x->shape[3]) >= 2;
         x = run(c, t, x, NULL, fuse ? TG_ACT_RELU : TG_ACT_NONE, pool);
         if (fuse && x) {
             if (l->model->probing)

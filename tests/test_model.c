@@ -304,6 +304,12 @@ static void fused_pool(void) {
             if (!(at && at < end)) fprintf(stderr, "layer %d's line lacks %s:\n%s", i, shapes[i], text);
         }
         free(text);
+        /* a conv output too small to pool is not fused: max pooling refuses it, under its own layer */
+        tg_tensor *small = tg_tensor_new(4, (int[]){1, 1, 3, 3});
+        tg_tape_reset(t);
+        CHECK(tg_model_forward(m, t, small) == NULL);
+        CHECK_MSG(tg_last_error(), "(max_pool2d): max_pool2d: kernel 2 is larger than the padded input 1x1");
+        tg_tensor_free(small);
         tg_tensor_free(x);
         tg_tape_free(t);
         tg_model_free(m);
