@@ -78,8 +78,8 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = w->shape[0];
-    shape[2] = (int)((Hp - spanh) / a->stride + 1);
-    shape[3] = (int)((Wp - spanw) / a->stride + 1);
+    shape[2] = (int)out_side(x->shape[2], a->pad, w->shape[2], a->dilation, a->stride);
+    shape[3] = (int)out_side(x->shape[3], a->pad, w->shape[3], a->dilation, a->stride);
     if (a->pool && (shape[2] < 2 || shape[3] < 2))
         return tg_fail(TG_ERR_SHAPE, "%s: its output %dx%d is smaller than the 2x2 pooling window (x %s, w %s)",
                        n->op->name, shape[2], shape[3], sx, sw);
@@ -99,7 +99,7 @@ static void *scratch(tg_tape *t, size_t bytes) { return tg_tape_alloc(t, bytes ?
 static int conv_forward(tg_tape *t, tg_node *n) {
     tg__conv_dims d = dims_of(n);
     int threads;
-    tg__conv_pool pool = {n->out->data, NULL, NULL, n->out->shape[2], n->out->shape[3]};
+    tg__conv_pool pool = {n->out->data, NULL, NULL};
     if (fused_pool(n) && n->record &&
         !(pool.arg = tg_node_save(t, n, (size_t)n->out->size * sizeof(int32_t), "argmax")))
         return TG_ERR_NOMEM;
@@ -127,7 +127,7 @@ static int conv_vjp(tg_tape *t, tg_node *n) {
     float *db = b && b->requires_grad ? b->grad : NULL;
     int threads;
     bool pooled = fused_pool(n);
-    tg__conv_pool pool = {n->out->data, n->saved, n->out->grad, n->out->shape[2], n->out->shape[3]};
+    tg__conv_pool pool = {n->out->data, n->saved, n->out->grad};
     void *s = scratch(t, tg__conv2d_backward_scratch(&d, dx, dw, db, fused_relu(n), pooled, &threads));
     if (!s) return TG_ERR_NOMEM;
     n->kernel_backward = tg__conv2d_backward(dx, dw, db, n->out->grad, fused_relu(n) && !pooled ? n->out->data : NULL,

@@ -305,17 +305,17 @@ static void pad_dy(float *dq, const float *dy, const float *y, const tg__conv_di
  * apart, planes ldp floats apart (pad_dy's grid, or dense) */
 static void unpool_dy(float *dq, int64_t ldp, ptrdiff_t ld, const tg__conv_pool *pool, int64_t plane0,
                       int64_t planes, const tg__conv_dims *d) {
-    int64_t HWq = (int64_t)pool->Hq * pool->Wq;
+    int64_t HWq = (int64_t)(d->Ho / 2) * (d->Wo / 2);
     for (int64_t k = 0; k < planes; k++) {
         int64_t o = (plane0 + k) * HWq;
-        tg__relu_unpool(dq + k * ldp, ld, pool->dp + o, pool->arg + o, pool->p + o, d->Ho, d->Wo, pool->Hq, pool->Wq);
+        tg__relu_unpool(dq + k * ldp, ld, pool->dp + o, pool->arg + o, pool->p + o, d->Ho, d->Wo, d->Ho / 2, d->Wo / 2);
     }
 }
 
 /* With pooling: one image's K conv planes y (from the scratch) pooled into image i of pool->p */
 static void pool_image(const tg__conv_pool *pool, const float *y, int i, const tg__conv_dims *d) {
-    int64_t o = (int64_t)i * d->K * pool->Hq * pool->Wq;
-    tg__max_pool2d_planes(pool->p + o, pool->arg ? pool->arg + o : NULL, y, d->K, d->Ho, d->Wo, pool->Hq, pool->Wq,
+    int64_t o = (int64_t)i * d->K * (d->Ho / 2) * (d->Wo / 2);
+    tg__max_pool2d_planes(pool->p + o, pool->arg ? pool->arg + o : NULL, y, d->K, d->Ho, d->Wo, d->Ho / 2, d->Wo / 2,
                           2, 2, 0);
 }
 

@@ -262,7 +262,6 @@ typedef struct {
     float *p;
     int32_t *arg;
     const float *dp;
-    int Hq, Wq;
 } tg__conv_pool;
 
 /* y = conv2d(x, w) + b (b may be NULL), relu(y) if relu. Stride 1 multiplies by
