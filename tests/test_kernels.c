@@ -664,6 +664,22 @@ static void bf16_pairs(void) {
         }
         free(a), free(b), free(d), free(w);
     }
+    /* the specials in every lane of full vectors and of a tail: the kernel against the reference */
+    uint32_t bits[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0xff61c3f8u, 0x000116c2u, 0x7fc00000u, 0x7f800001u,
+                       0xffa00000u, 0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7f7fffffu, 0x7f7f8000u,
+                       0x007fffffu, 0x80008000u, 0x3f7f8000u, 0x3f7e8000u};
+    enum { NS = sizeof bits / sizeof *bits, NSP = 3 * 16 + 5 };
+    float sa[NSP], sb[NSP];
+    uint32_t sd[NSP], sw[NSP];
+    for (int i = 0; i < NSP; i++) {
+        memcpy(&sa[i], &bits[i % NS], 4);
+        memcpy(&sb[i], &bits[(i * 7 + 3) % NS], 4);
+    }
+    for (int nb = 0; nb < 2; nb++) {
+        tg__bf16_pairs(sd, sa, nb ? NULL : sb, NSP);
+        tg__bf16_pairs_ref(sw, sa, nb ? NULL : sb, NSP);
+        CHECK(!memcmp(sd, sw, sizeof sd));
+    }
     float lo[6] = {1.00390625f, 1.01171875f, 1.0039063f, -3.0e38f, 1e-40f, NAN}, hi[6] = {0, -0.0f, 1, 2, INFINITY, 0};
     uint32_t d[6];
     tg__bf16_pairs(d, lo, hi, 6);
