@@ -445,6 +445,18 @@ static void pair_planes(uint32_t *d, const float *x, int64_t ld, int K, int64_t 
         tg__bf16_pairs(d + kp * ld, x + 2 * kp * ld, 2 * kp + 1 < K ? x + (2 * kp + 1) * ld : NULL, n);
 }
 
+/* pad_x and pair_planes in one pass: x's Cg planes, row by row, as pairs of planes into the
+ * padded layout (xp2's border and slack zero already, as pad_x's) */
+static void pad_pairs(uint32_t *xp2, const float *x, const tg__conv_dims *d, const shift_geom *s) {
+    int64_t plane = (int64_t)s->Hp * s->Wp, HW = (int64_t)d->H * d->W;
+    for (int kp = 0; kp < (d->Cg + 1) / 2; kp++) {
+        const float *lo = x + 2 * kp * HW, *hi = 2 * kp + 1 < d->Cg ? lo + HW : NULL;
+        uint32_t *dp = xp2 + kp * plane + (int64_t)d->pad * s->Wp + d->pad;
+        for (int h = 0; h < d->H; h++)
+            tg__bf16_pairs(dp + (int64_t)h * s->Wp, lo + (int64_t)h * d->W, hi ? hi + (int64_t)h * d->W : NULL, d->W);
+    }
+}
+
 /* The weight gradient reads x in blocks of 16 channels when at most a fifth of
  * the blocks' lanes would be padding: its operands then stay in L1 (shifted.c) */
 static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
@@ -518,7 +530,7 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
         uint32_t *xp2 = (uint32_t *)(xp + per - k->xp2_size);
         float *yi = pool ? k->ys + (size_t)tg__thread_id() * d->K * HWo : NULL; /* with pooling: the image's y */
         /* once: the borders pad_x never writes (the grid c is written whole before it is read),
-         * and the bf16 copy's slack */
+         * and the bf16 copy's border and slack (pad_pairs writes only the inside) */
         memset(xp, 0, (size_t)s.xp_size * sizeof(float));
         if (bf) memset(xp2, 0, (size_t)k->xp2_size * sizeof *xp2);
 #pragma omp for schedule(static)
@@ -530,12 +542,13 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
                  * loads' reach past their end (those values land only in outputs that are dropped) */
                 if (d->pad == 0 && (bf || (d->G == 1 && (int64_t)(d->N - 1 - i) * d->C * d->H * d->W >= slack)))
                     src = xg;
-                else pad_x(xp, xg, d, &s);
+                else if (!bf) pad_x(xp, xg, d, &s);
                 float *yg = (yi ? yi : y + (int64_t)i * d->K * HWo) + (int64_t)g * d->Kg * HWo;
                 tg__shift_out out = shift_out(map, yg, HWo, b ? b + g * d->Kg : NULL, relu, false);
                 bool wrote;
                 if (bf) {
-                    pair_planes(xp2, src, plane, d->Cg, plane);
+                    if (src == xg) pair_planes(xp2, src, plane, d->Cg, plane);
+                    else pad_pairs(xp2, xg, d, &s);
                     wrote = tg__shifted_gemm_bf16(c, s.P, &out, k->A2 + g * a2_size, xp2, plane, s.off, d->Kg,
                                                   (int)s.P, K2, taps, false, offs);
                 } else {
