@@ -680,6 +680,24 @@ static void bf16_pairs(void) {
         tg__bf16_pairs_ref(sw, sa, nb ? NULL : sb, NSP);
         CHECK(!memcmp(sd, sw, sizeof sd));
     }
+    /* pixel pairs (each float rounded once for steps 1 and 16): specials, then random floats of every
+     * length, steps past the end included */
+    for (int step = 1; step <= 17; step += step == 1 ? 2 : 13) { /* 1, 3, 16, 17 */
+        tg__bf16_pixel_pairs(sd, sa, NSP, step);
+        tg__bf16_pixel_pairs_ref(sw, sa, NSP, step);
+        CHECK(!memcmp(sd, sw, sizeof sd));
+        for (int li = 0; li < N_LENS; li++) {
+            int64_t n = lens[li];
+            float *x = randv(n, 5);
+            uint32_t *d = malloc((size_t)(n + 1) * 4), *w = malloc((size_t)(n + 1) * 4);
+            tg__bf16_pixel_pairs(d, x, n, step);
+            tg__bf16_pixel_pairs_ref(w, x, n, step);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += d[i] != w[i];
+            CHECK_INT(bad, 0);
+            free(x), free(d), free(w);
+        }
+    }
     float lo[6] = {1.00390625f, 1.01171875f, 1.0039063f, -3.0e38f, 1e-40f, NAN}, hi[6] = {0, -0.0f, 1, 2, INFINITY, 0};
     uint32_t d[6];
     tg__bf16_pairs(d, lo, hi, 6);

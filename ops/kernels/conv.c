@@ -433,12 +433,6 @@ static void pair_taps(uint32_t *A2, const float *A, int64_t blocks, int T, int K
         }
 }
 
-/* n floats as pairs of pixels `step` floats apart: d[i] = x[i] and x[i + step] (the last step: x[i] and 0) */
-static void pair_pixels(uint32_t *d, const float *x, int64_t n, int step) {
-    tg__bf16_pairs(d, x, x + step, n - step);
-    tg__bf16_pairs(d + n - step, x + n - step, NULL, step);
-}
-
 /* planes of n floats, K of them ld apart, as pairs of planes: d's plane kp holds planes 2kp and 2kp+1 */
 static void pair_planes(uint32_t *d, const float *x, int64_t ld, int K, int64_t n) {
     for (int kp = 0; kp < (K + 1) / 2; kp++)
@@ -712,8 +706,8 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                 const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
                 if (bfw) { /* pairs of pixels; every copy is written whole */
                     for (int j = 0; j < i1 - i0; j++) {
-                        pair_pixels(xw + j * xsz, xps + j * xsz, xsz, 16);
-                        pair_pixels(dqw + j * s.dq_size, dqs + j * s.dq_size, s.dq_size, 1);
+                        tg__bf16_pixel_pairs(xw + j * xsz, xps + j * xsz, xsz, 16);
+                        tg__bf16_pixel_pairs(dqw + j * s.dq_size, dqs + j * s.dq_size, s.dq_size, 1);
                     }
                     tg__shifted_wgt_blocked_bf16(dw + (int64_t)g * d->Kg * d->rows, dqw + (dq0 - dqs), s.Lq, s.dq_size,
                                                  xw, ldx, xsz, s.off, d->Kg, d->Ho, d->Wo, s.Wp, d->Cg, taps, i1 - i0,

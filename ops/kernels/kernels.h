@@ -209,6 +209,11 @@ void tg__shifted_wgt_blocked_bf16_ref(float *C, const uint32_t *A, ptrdiff_t lda
  * half, rounded to nearest even as PyTorch's .bfloat16(), a NaN kept quiet */
 void tg__bf16_pairs(uint32_t *d, const float *a, const float *b, int64_t n);
 void tg__bf16_pairs_ref(uint32_t *d, const float *a, const float *b, int64_t n);
+/* n floats as pairs of pixels step floats apart: d[i] = bf16(x[i]) and bf16(x[i + step]), 0 in the
+ * high half where i + step >= n. Each float is rounded once with AVX-512 for steps 1 and 16 (the
+ * conv's bf16 weight gradient); the result is the same as tg__bf16_pairs' */
+void tg__bf16_pixel_pairs(uint32_t *d, const float *x, int64_t n, int step);
+void tg__bf16_pixel_pairs_ref(uint32_t *d, const float *x, int64_t n, int step);
 /* Whether convolutions run tg__shifted_gemm_bf16 now: precision "medium", the
  * AVX-512 kernels in use and a CPU with AVX512_BF16 (isa.c) */
 bool tg__bf16_active(void);

@@ -284,6 +284,39 @@ void tg__bf16_pairs(uint32_t *d, const float *a, const float *b, int64_t n) {
         bf16_pairs_body(d, a, b, n);
 }
 
+#if defined(__x86_64__)
+/* Each vector of x rounded once: word i's high half is the next vector's lane i (step 16) or this
+ * vector's lane i + 1, the last lane the next vector's first (step 1); zeros past n */
+TG_TARGET_AVX512 static void pixel_pairs_avx512(uint32_t *d, const float *x, int64_t n, int step) {
+    __m512i cur = bf16_of16(_mm512_maskz_loadu_epi32(n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u), x));
+    for (int64_t i = 0; i < n; i += 16) {
+        int64_t left = n - i - 16; /* floats past this vector */
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        __mmask16 mn = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1u) : 0;
+        __m512i next = bf16_of16(_mm512_maskz_loadu_epi32(mn, mn ? x + i + 16 : x));
+        __m512i hi = step == 16 ? next : _mm512_alignr_epi32(next, cur, 1);
+        _mm512_mask_storeu_epi32(d + i, m, _mm512_or_si512(cur, _mm512_slli_epi32(hi, 16)));
+        cur = next;
+    }
+}
+#endif
+
+void tg__bf16_pixel_pairs(uint32_t *d, const float *x, int64_t n, int step) {
+#if defined(__x86_64__)
+    if (tg__isa() == TG_ISA_AVX512 && (step == 1 || step == 16)) {
+        pixel_pairs_avx512(d, x, n, step);
+        return;
+    }
+#endif
+    int64_t s = step < n ? step : n;
+    tg__bf16_pairs(d, x, x + s, n - s);
+    tg__bf16_pairs(d + n - s, x + n - s, NULL, s);
+}
+
+void tg__bf16_pixel_pairs_ref(uint32_t *d, const float *x, int64_t n, int step) {
+    for (int64_t i = 0; i < n; i++) tg__bf16_pairs_ref(d + i, x + i, i + step < n ? x + i + step : NULL, 1);
+}
+
 void tg__bf16_pairs_ref(uint32_t *d, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         uint32_t ua, ub;
