@@ -92,8 +92,9 @@ static float *bf16_rounded(const float *x, int64_t n) {
 /* relu: conv2d+relu; via: x reaches the conv through a multiply by 1, so the conv's
  * input gradient is tape memory that starts unset and dx is stored, not added; bf:
  * precision "medium", where a stride-1 conv's y, dx and (mostly) dw must equal the
- * reference on bf16-rounded x, w and dy (db, and every other path, stay float32's) */
-static void one_case(const conv_case *c, const char *kernel, bool relu, bool via, bool bf) {
+ * reference on bf16-rounded x, w and dy (db, and every other path, stay float32's); bias:
+ * with a bias (else none, as a conv before batch norm, whose medium backward pairs dy directly) */
+static void one_case(const conv_case *c, const char *kernel, bool relu, bool via, bool bf, bool bias) {
     uint64_t seed = 7;
     int xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->K, c->C / c->groups, c->R, c->S};
     tg_tensor *w = tg_param_new(4, ws), *b = tg_param_new(1, (int[]){c->K});
@@ -109,13 +110,13 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
         seed = 7;
         for (int64_t i = 0; i < x->size; i++) x->data[i] = (float)frand(&seed);
         for (int64_t i = 0; i < w->size; i++) w->data[i] = (float)frand(&seed);
-        for (int64_t i = 0; i < b->size; i++) b->data[i] = (float)frand(&seed);
+        for (int64_t i = 0; i < b->size; i++) b->data[i] = bias ? (float)frand(&seed) : 0.0f;
         tg_tensor_zero_grad(w);
         tg_tensor_zero_grad(b);
         for (int64_t i = 0; i < x->size; i++) x->grad[i] = 0.25f * (float)(i % 7); /* dx must add to this */
         tg_tensor *one = tg_tensor_tape(t, 0, NULL);
         one->data[0] = 1.0f;
-        y = tg_conv2d_act(t, via ? tg_mul(t, x, one) : x, w, b, c->stride, c->pad, c->dil, c->groups,
+        y = tg_conv2d_act(t, via ? tg_mul(t, x, one) : x, w, bias ? b : NULL, c->stride, c->pad, c->dil, c->groups,
                           relu ? TG_ACT_RELU : TG_ACT_NONE);
         CHECK(y != NULL);
         if (!y) {
@@ -169,7 +170,8 @@ static void one_case(const conv_case *c, const char *kernel, bool relu, bool via
             for (int64_t i = 0; relu && i < y->size; i++) zeros += y->data[i] == 0.0f;
             CHECK(!relu || (zeros > y->size / 5 && zeros < y->size * 4 / 5)); /* the ReLU really cuts */
             double ey = worst(y->data, ry, y->size), ex = worst(x->grad, rdx, x->size), ew = worst(w->grad, rdw, w->size);
-            double eb = worst(b->grad, rdb, b->size);
+            double eb = bias ? worst(b->grad, rdb, b->size) : 0;
+            for (int64_t i = 0; !bias && i < b->size; i++) CHECK(b->grad[i] == 0.0f); /* a bias not passed: untouched */
             if (ey > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
                 fprintf(stderr, "%s%s: %s N%d C%d %dx%d K%d %dx%d stride %d pad %d dil %d groups %d: y %.2g dx %.2g "
                         "dw %.2g db %.2g\n", kernel, bf ? " medium" : "", relu ? "conv2d+relu" : "conv2d", c->N, c->C,
@@ -273,7 +275,8 @@ int main(void) {
         }
         int before = check_failures;
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-            for (int mode = 0; mode < 4; mode++) one_case(&cases[i], kernels[k], mode & 1, mode & 2, false);
+            for (int mode = 0; mode < 5; mode++) /* the fifth: no bias, no relu */
+                one_case(&cases[i], kernels[k], mode & 1, mode & 2, false, mode < 4);
         }
         printf("%s: %zu shapes, conv2d and conv2d+relu, dx added or stored, %s\n", kernels[k],
                sizeof cases / sizeof *cases,
@@ -284,7 +287,7 @@ int main(void) {
     if (tg__bf16_supported()) { /* precision "medium": the bf16 products */
         int before = check_failures;
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-            for (int mode = 0; mode < 4; mode++) one_case(&cases[i], "avx512", mode & 1, mode & 2, true);
+            for (int mode = 0; mode < 5; mode++) one_case(&cases[i], "avx512", mode & 1, mode & 2, true, mode < 4);
         printf("avx512, precision medium: %zu shapes, stride 1 in bf16, the rest in float32, %s\n",
                sizeof cases / sizeof *cases, check_failures == before ? "match the reference" : "FAILED");
         tg_set_float32_matmul_precision("medium");
