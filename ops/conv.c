@@ -53,8 +53,6 @@ static int conv_shape(tg_node *n, int *ndim, int *shape) {
                        a->groups, TG_MAX_WINDOW);
     if (a->act != TG_ACT_NONE && a->act != TG_ACT_RELU)
         return tg_fail(TG_ERR_ARG, "%s: unknown activation %d", n->op->name, (int)a->act);
-    if (a->pool && a->act != TG_ACT_RELU)
-        return tg_fail(TG_ERR_ARG, "%s: pooling follows only a ReLU", n->op->name);
     if (x->shape[1] % a->groups || w->shape[0] % a->groups)
         return tg_fail(TG_ERR_ARG, "%s: groups %d must divide the %d input and %d output channels (x %s, w %s)",
                        n->op->name, a->groups, x->shape[1], w->shape[0], sx, sw);
