@@ -1,7 +1,8 @@
 /* test_conv.c: conv2d's forward, input gradient and weight gradient against a
  * double-precision loop written from the definition, for the shapes that go
- * through each path (stride 1 reads the padded image shifted by tap, other
- * strides go through im2col, 1x1 straight to GEMM), with every kernel this CPU
+ * through each path (stride 1 reads the padded image shifted by tap, or on AVX-512 goes
+ * through Winograd's F(2x2, 3x3) where it pays, other strides go through im2col, 1x1
+ * straight to GEMM), with every kernel this CPU
  * has, and bit-for-bit the same with 1 and 2 threads; conv2d+relu the same way; the fused
  * conv2d+relu and conv2d+relu+max_pool2d bit for bit against the ops they fuse. */
 #include "check.h"
@@ -31,6 +32,8 @@ static const conv_case cases[] = {
     {2, 52, 6, 7, 10, 3, 3, 1, 1, 1, 2},   /* blocks of 16 of 26 channels, a group of 5 filters: tiles of 3 + 2 */
     {1, 16, 9, 9, 7, 3, 3, 1, 2, 2, 1},    /* blocks with dilation, 7 filters: tiles of 3 + 2 + 2 */
     {2, 16, 8, 8, 4, 5, 5, 1, 2, 1, 1},    /* blocks with 25 taps: tap tiles of 9, 9 and 7 */
+    {2, 17, 15, 21, 24, 3, 3, 1, 1, 1, 1}, /* Winograd (AVX-512) forward and input gradient, odd sizes */
+    {2, 20, 9, 13, 16, 3, 3, 1, 0, 1, 1},  /* Winograd unpadded: its input gradient pads by 2 */
 };
 
 static double frand(uint64_t *s) {

@@ -8,7 +8,9 @@
  * conv's row copies; max pooling forward and backward; the batch-norm loops,
  * relu, the residual adds, dropout and the SGD update bit for bit, on inputs
  * holding NaN, -0, infinities and denormals in vector lanes and tails; the
- * non-finite probe; and the switch itself. */
+ * non-finite probe; Winograd's F(2x2, 3x3) image kernel bit for bit against its
+ * reference (which is checked against the direct sum, in double, within rounding); and
+ * the switch itself. */
 #include "check.h"
 #include "kernels/kernels.h"
 #include <math.h>
@@ -708,6 +710,78 @@ static void bf16_pairs(void) {
     CHECK((d[5] & 0x7f80u) == 0x7f80u && (d[5] & 0x7fu) != 0 && (d[5] & 0x40u)); /* a quiet NaN */
 }
 
+/* Winograd's image kernel: x ends where its allocation ends (a read past the tensor is
+ * AddressSanitizer's), y sits between guards (a store past the planes changes them); spread:
+ * x's rows and planes apart by more than their length, as the conv's padded dy; add: onto y */
+static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool relu, bool nan, bool spread, bool add) {
+    tg__conv_dims d = {.N = 1, .C = C, .H = H, .W = W, .K = K, .R = 3, .S = 3, .G = 1, .Cg = C, .Kg = K,
+                       .stride = 1, .pad = pad, .dil = 1, .rows = (int64_t)C * 9};
+    d.Ho = H + 2 * pad - 2, d.Wo = W + 2 * pad - 2;
+    ptrdiff_t ldr = spread ? W + 5 : W, ldp = spread ? (H + 3) * ldr + 1 : (ptrdiff_t)H * W;
+    int64_t nx = C * ldp, ny = (int64_t)K * d.Ho * d.Wo, guard = 64;
+    float *x = randv(nx, 0), *w = randv((int64_t)K * C * 9, 0), *b = bias ? randv(K, 0) : NULL;
+    if (nan) x[nx / 2] = NAN, x[1] = -0.0f;
+    float *U = aligned_alloc(64, (tg__winograd_weights_floats(&d) * sizeof(float) + 63) / 64 * 64);
+    float *buf = aligned_alloc(64, (tg__winograd_floats(&d) * sizeof(float) + 63) / 64 * 64);
+    float *y = randv(ny + 2 * guard, 0), *want = copyv(y, ny + 2 * guard), *y0 = copyv(y, ny + 2 * guard);
+    tg__winograd_weights(U, w, &d, false);
+    tg__winograd_image(y + guard, x, ldp, ldr, x + nx, U, b, relu, add, &d, buf);
+    tg__winograd_image_ref(want + guard, x, ldp, ldr, U, b, relu, add, &d);
+    char what[112];
+    snprintf(what, sizeof what, "winograd C %d K %d %dx%d pad %d%s%s%s%s%s", C, K, H, W, pad, bias ? " bias" : "",
+             relu ? " relu" : "", nan ? " NaN" : "", spread ? " spread" : "", add ? " add" : "");
+    CHECK_INT(count_differ(what, y, want, ny + 2 * guard), 0);
+    /* the reference against the direct sum */
+    double e = 0, scale = 1e-6;
+    for (int k = 0; k < K; k++)
+        for (int oy = 0; oy < d.Ho; oy++)
+            for (int ox = 0; ox < d.Wo; ox++) {
+                double s = b ? b[k] : 0;
+                for (int c = 0; c < C; c++)
+                    for (int r = 0; r < 3; r++)
+                        for (int q = 0; q < 3; q++) {
+                            int iy = oy + r - pad, ix = ox + q - pad;
+                            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                s += (double)x[c * ldp + iy * ldr + ix] * w[((int64_t)k * C + c) * 9 + r * 3 + q];
+                        }
+                if (relu && s <= 0) s = 0;
+                int64_t at = guard + ((int64_t)k * d.Ho + oy) * d.Wo + ox;
+                if (add) s += y0[at];
+                if (nan) continue;
+                e = fabs(want[at] - s) > e ? fabs(want[at] - s) : e;
+                scale = fabs(s) > scale ? fabs(s) : scale;
+            }
+    if (!nan && e / scale > 2e-6) fprintf(stderr, "%s: reference %.3g from the direct sum\n", what, e / scale);
+    CHECK(nan || e / scale <= 2e-6);
+    /* flipped: U of the input gradient's conv, from the forward's w (K,C,3,3) read as (C,K) turned */
+    tg__conv_dims t = d;
+    t.C = t.Cg = K, t.K = t.Kg = C;
+    float *wt = malloc((size_t)K * C * 9 * sizeof *wt);
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < 9; i++) wt[((int64_t)c * K + k) * 9 + i] = w[((int64_t)k * C + c) * 9 + 8 - i];
+    float *Ut = aligned_alloc(64, (tg__winograd_weights_floats(&t) * sizeof(float) + 63) / 64 * 64);
+    float *Uf = aligned_alloc(64, (tg__winograd_weights_floats(&t) * sizeof(float) + 63) / 64 * 64);
+    tg__winograd_weights(Ut, wt, &t, false);
+    tg__winograd_weights(Uf, w, &t, true);
+    CHECK_INT(count_differ("winograd flipped weights", Uf, Ut, (int64_t)tg__winograd_weights_floats(&t)), 0);
+    free(x), free(w), free(b), free(U), free(buf), free(y), free(want), free(y0), free(wt), free(Ut), free(Uf);
+}
+
+static void winograd(void) {
+    winograd_case(16, 16, 28, 28, 1, false, false, false, false, false); /* the resnet's: a row of tiles a vector */
+    winograd_case(32, 32, 14, 14, 1, false, false, false, true, true);   /* two rows a vector, an odd count */
+    winograd_case(17, 20, 15, 21, 1, true, true, false, false, false);   /* odd sizes, K not a multiple of 8 */
+    winograd_case(16, 24, 13, 13, 0, true, false, false, false, true);   /* unpadded, two rows a vector */
+    winograd_case(16, 16, 9, 16, 1, true, true, true, false, false);     /* 16 across, NaN and -0 */
+    winograd_case(16, 8, 34, 32, 0, false, true, false, true, false);    /* the widest rows, 30 outputs across */
+    winograd_case(18, 16, 6, 6, 0, true, false, false, false, false);    /* a 4x4 output */
+    winograd_case(16, 16, 30, 17, 1, true, false, true, false, true);    /* 17 across, a NaN, added */
+    winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient: pad 2 */
+    winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, two rows a vector */
+    winograd_case(16, 17, 12, 30, 1, false, false, false, true, true);   /* 30 across, added */
+}
+
 // ----------------------------------------------------------------------------
 
 int main(void) {
@@ -721,7 +795,8 @@ int main(void) {
         void (*run)(void);
     } groups[] = {{"gemm", gemm},         {"shifted", shifted}, {"im2col", im2col},   {"copy_rows", copy_rows},
                   {"pooling", pooling},   {"bn_loops", bn_loops}, {"bn_tensor", bn_tensor},
-                  {"elementwise", elementwise}, {"sgd", sgd},  {"probe", probe}, {"bf16_pairs", bf16_pairs}};
+                  {"elementwise", elementwise}, {"sgd", sgd},  {"probe", probe}, {"bf16_pairs", bf16_pairs},
+                  {"winograd", winograd}};
     for (int i = 0; i < 3; i++) {
         if (tg__isa_use(sets[i]) < 0) {
             CHECK_MSG(tg_last_error(), sets[i]);

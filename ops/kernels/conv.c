@@ -39,12 +39,12 @@ static bool is_pointwise(const tg__conv_dims *d) { return d->R == 1 && d->S == 1
 enum { PATH_SHIFTED, PATH_SHIFTED_BF16, PATH_GEMM, PATH_IM2COL };
 static const char *const fwd_paths[][3] = {BY_ISA("shifted"), BY_ISA("shifted bf16"), BY_ISA("gemm"),
                                            BY_ISA("im2col+gemm")};
-/* shifted backward, by dx (none, float32, bf16) and dW (none, shifted, blocked, blocked bf16); db alone: "shifted" */
+/* shifted backward, by dx (none, float32, bf16, winograd) and dW (none, shifted, blocked, blocked bf16); db alone: "shifted" */
 #define DW_PATHS(dx, isa) {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa}
 #define DX_PATHS(isa)                                                                                                 \
     {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa},                              \
-     DW_PATHS("shifted dx", isa), DW_PATHS("shifted dx bf16", isa)}
-static const char *const bwd_shifted_paths[3][3][4] = {DX_PATHS(" generic"), DX_PATHS(" avx2"), DX_PATHS(" avx512")};
+     DW_PATHS("shifted dx", isa), DW_PATHS("shifted dx bf16", isa), DW_PATHS("winograd dx", isa)}
+static const char *const bwd_shifted_paths[3][4][4] = {DX_PATHS(" generic"), DX_PATHS(" avx2"), DX_PATHS(" avx512")};
 static const char *const bwd_paths[][3] = {BY_ISA("gemm"), BY_ISA("im2col+gemm")}; /* 1x1, im2col */
 static const char *const convt_paths[][3] = {BY_ISA("gemm+col2im"), BY_ISA("im2col+gemm")}; /* forward, backward */
 
@@ -468,13 +468,32 @@ typedef struct {
     out_map map;           /* shifted: of the output grid */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
     float *ys;             /* with pooling: per thread, one image's output (K*Ho*Wo floats) */
+    float *U;              /* winograd: the transformed weights */
 } fwd_work;
+
+/* Winograd's fewer multiplies where they pay (winograd.c), for float32 products */
+static bool use_winograd(const tg__conv_dims *d) { return tg__winograd_fits(d) && !tg__bf16_active(); }
+/* Its per-thread buffers each start 16 KiB past the end of what comes before them (the shared
+ * weights, another thread's buffer): packed tight, the resnet's 16-channel forward took 0.72 ms
+ * instead of 0.48 (BENCHMARKS.md) */
+#define WG_APART 4096
+/* the conv that computes d's input gradient: dy's K channels to x's C, flipped 3x3 weights */
+static tg__conv_dims dx_conv(const tg__conv_dims *d) {
+    tg__conv_dims t = *d;
+    t.C = t.Cg = d->Kg, t.K = t.Kg = d->Cg, t.H = d->Ho, t.W = d->Wo, t.Ho = d->H, t.Wo = d->W;
+    t.pad = d->dil * (d->R - 1) - d->pad, t.rows = (int64_t)t.Cg * d->R * d->S;
+    return t;
+}
 
 static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, bool pool, int T) {
     carver c = {scratch, 0};
     memset(k, 0, sizeof *k);
     if (pool) k->ys = carve(&c, T, d->K, (int64_t)d->Ho * d->Wo, sizeof(float));
-    if (is_shifted(d)) {
+    if (use_winograd(d)) {
+        k->per = round16((int64_t)tg__winograd_floats(d)) + WG_APART;
+        k->U = carve(&c, (int64_t)tg__winograd_weights_floats(d) + WG_APART, 1, 1, sizeof(float));
+        k->bufs = carve(&c, T, k->per, 1, sizeof(float));
+    } else if (is_shifted(d)) {
         shift_geom s;
         shift_geom_of(d, &s);
         int taps = d->R * d->S, Kgp = round8(d->Kg);
@@ -560,10 +579,33 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
     return fwd_paths[bf ? PATH_SHIFTED_BF16 : PATH_SHIFTED][tg__isa()];
 }
 
+/* one image at a time, each thread with its own transforms' buffer */
+static const char *forward_winograd(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                                    bool relu, const tg__conv_pool *pool, const fwd_work *k, int T) {
+    int64_t HWo = (int64_t)d->Ho * d->Wo, image = (int64_t)d->C * d->H * d->W;
+    const float *xend = x + d->N * image;
+    tg__winograd_weights(k->U, w, d, false);
+    TG_TRACE_CAPTURE();
+#pragma omp parallel num_threads(T)
+    {
+        TG_TRACE_REGION();
+        float *buf = k->bufs + (size_t)tg__thread_id() * k->per;
+        float *yi = pool ? k->ys + (size_t)tg__thread_id() * d->K * HWo : NULL; /* with pooling: the image's y */
+#pragma omp for schedule(static)
+        for (int i = 0; i < d->N; i++) {
+            tg__winograd_image(yi ? yi : y + i * d->K * HWo, x + i * image, (ptrdiff_t)d->H * d->W, d->W, xend, k->U, b,
+                               relu, false, d, buf);
+            if (pool) pool_image(pool, yi, i, d);
+        }
+    }
+    return "winograd avx512";
+}
+
 const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
                                bool relu, const tg__conv_pool *pool, void *scratch, int T) {
     fwd_work k;
     fwd_layout(&k, scratch, d, pool != NULL, T);
+    if (k.U) return forward_winograd(y, x, w, b, d, relu, pool, &k, T);
     if (is_shifted(d)) return forward_shifted(y, x, w, b, d, relu, pool, &k, T);
     const char *path = fwd_paths[k.cols ? PATH_IM2COL : PATH_GEMM][tg__isa()];
     int HWo = d->Ho * d->Wo;
@@ -603,7 +645,8 @@ typedef struct {
     float *A;              /* shifted, for dx: the flipped packed weights of every group */
     uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
-    int64_t per, dq2_size, wp_size;
+    int64_t per, dq2_size, wp_size, wg_size;
+    float *U;              /* winograd dx: the flipped weights, transformed (the per-thread buffers last) */
     out_map map;           /* shifted: of the dx grid */
     float *dym;            /* im2col with a ReLU: dy masked by it (with pooling: unpooled) */
     float *cols;           /* im2col: per thread, rows * Ho*Wo floats */
@@ -627,9 +670,14 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
          * as pairs of pixels (bf16 dw) */
         k->dq2_size = bf ? s.dq_size : 0;
         k->wp_size = bf16_wgt(d) && dw && tg__bf16_supported() ? most * (xsz + s.dq_size) : 0;
-        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size + k->wp_size;
+        tg__conv_dims t = dx_conv(d);
+        bool wg = dx && use_winograd(&t); /* then the last of each thread's buffer is Winograd's */
+        k->wg_size = wg ? round16((int64_t)tg__winograd_floats(&t)) + WG_APART : 0; /* WG_APART after it */
+        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size + k->wp_size +
+                 k->wg_size;
         if (db) k->dbs = carve(&c, chunks, d->K, 1, sizeof(float));
-        if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
+        if (wg) k->U = carve(&c, (int64_t)tg__winograd_weights_floats(&t) + WG_APART, 1, 1, sizeof(float));
+        else if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
         if (bf) k->A2 = carve(&c, d->G, (int64_t)taps * ((d->Kg + 1) / 2), Cgp, sizeof(uint32_t));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
         carve_map(&c, &k->map, s.P2);
@@ -665,6 +713,8 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
+    tg__conv_dims t = dx_conv(d);
+    if (k->U) tg__winograd_weights(k->U, w, &t, true);
     tg__shift_out map = fill_map(&k->map, s.P2, s.Wp, d->H, d->W, bf, d, s.PR - d->pad, d->Ho);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
@@ -677,8 +727,9 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
         float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
-        uint32_t *dq2 = (uint32_t *)(xps + per - k->wp_size - k->dq2_size);
-        uint32_t *xw = (uint32_t *)(xps + per - k->wp_size), *dqw = xw + most * xsz;
+        float *wg = xps + per - k->wg_size;
+        uint32_t *dq2 = (uint32_t *)(wg - k->wp_size - k->dq2_size);
+        uint32_t *xw = (uint32_t *)(wg - k->wp_size), *dqw = xw + most * xsz;
         /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
          * written whole before it is read), and the bf16 copy's front and slack */
         memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
@@ -721,6 +772,11 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                                         false);
                 for (int i = i0; dx && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
+                    if (k->U) { /* from the padded dy's inside; what the kernel reads past it stays in xps */
+                        tg__winograd_image(dxi, dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.Lq, s.Wp,
+                                           xps + per, k->U, NULL, false, !dx_set, &t, wg);
+                        continue;
+                    }
                     tg__shift_out out = shift_out(map, dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set);
                     const float *dq = dqs + (i - i0) * s.dq_size + s.front;
                     bool wrote;
@@ -740,7 +796,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
             }
         }
     }
-    int dxp = !dx ? 0 : bf ? 2 : 1, dwp = !dws ? 0 : bfw ? 3 : blocked ? 2 : 1;
+    int dxp = !dx ? 0 : k->U ? 3 : bf ? 2 : 1, dwp = !dws ? 0 : bfw ? 3 : blocked ? 2 : 1;
     return bwd_shifted_paths[tg__isa()][dxp][dwp];
 }
 

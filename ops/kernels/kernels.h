@@ -270,13 +270,15 @@ typedef struct {
 } tg__conv_pool;
 
 /* y = conv2d(x, w) + b (b may be NULL), relu(y) if relu. Stride 1 multiplies by
- * the padded image shifted by tap (tg__shifted_gemm), a 1x1 stride-1 unpadded
+ * the padded image shifted by tap (tg__shifted_gemm), or where Winograd fits and
+ * products are float32 goes through it (tg__winograd_image), a 1x1 stride-1 unpadded
  * conv is one GEMM on x, anything else goes through im2col and GEMM. With pool
  * (and relu), y is not written: each image is pooled into pool->p instead. */
 size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, bool pool, int *threads);
 const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
                                bool relu, const tg__conv_pool *pool, void *scratch, int threads);
-/* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL). With
+/* For dy: dx (= if dx_set, else +=), dw += and db += (each may be NULL); dx through Winograd
+ * where its conv (dy to dx, the flipped weights) fits and products are float32. With
  * y (the output of conv2d with the ReLU epilogue), dy counts only where not y <= 0; with pool
  * instead of dy and y, the conv's gradient is pool->dp at the argmax where p is not <= 0
  * (tg__relu_unpool). dw and db are summed per fixed chunk of images, then over the chunks in
@@ -296,6 +298,23 @@ const char *tg__conv_transpose2d_forward(float *y, const float *x, const float *
 size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads);
 const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                           const float *w, const tg__conv_dims *d, void *scratch, int threads);
+/* Winograd F(2x2, 3x3) (winograd.c), for a 3x3 stride-1 conv d on AVX-512: fits says whether
+ * it applies (one group, dilation 1, pad at most 2, at least 16 channels in and out, output rows
+ * at most 32 wide, and input rows at most 16 wide when the output's are) and pays.
+ * tg__winograd_weights turns w (K,C,3,3), or if flipped w (C,K,3,3) turned by 180 degrees (the
+ * input gradient's conv), into U (weights_floats floats). tg__winograd_image computes one image:
+ * y (K,Ho,Wo) = (or, if add, +=) relu?(conv2d(x, w) + b) (b may be NULL), x's planes ldp floats
+ * apart and rows ldr, with buf (64-byte aligned, tg__winograd_floats floats); it may read x up
+ * to xend (past the planes' ends: what it reads there is not used). The reference computes the
+ * same formulas in plain loops and the same order: they agree bit for bit. */
+bool tg__winograd_fits(const tg__conv_dims *d);
+size_t tg__winograd_weights_floats(const tg__conv_dims *d);
+size_t tg__winograd_floats(const tg__conv_dims *d);
+void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped);
+void tg__winograd_image(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
+                        const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf);
+void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,
+                            bool relu, bool add, const tg__conv_dims *d);
 /* col (Cg*R*S, Ho*Wo) = the windows of one image's group x (Cg,H,W), zeros where they hang over */
 void tg__im2col(float *col, const float *x, const tg__conv_dims *d);
 void tg__im2col_ref(float *col, const float *x, const tg__conv_dims *d);
