@@ -4,7 +4,8 @@
  * through Winograd's F(2x2, 3x3) where it pays, other strides go through im2col, 1x1
  * straight to GEMM), with every kernel this CPU
  * has, and bit-for-bit the same with 1 and 2 threads; conv2d+relu the same way; the fused
- * conv2d+relu and conv2d+relu+max_pool2d bit for bit against the ops they fuse. */
+ * conv2d+relu and conv2d+relu+max_pool2d bit for bit against the ops they fuse; and which path
+ * the nets' shapes take (Winograd where it pays, and not with bf16 products). */
 #include "check.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -269,7 +270,35 @@ static void fused_all(const char *what) {
            check_failures == before ? "same" : "DIFFERENT");
 }
 
+/* The paths a conv2d takes (its node's kernel strings): the resnet's 16-channel conv goes through
+ * Winograd both ways on AVX-512 in float32, lenet's second conv forward only (its input gradient
+ * has 64 channels in), the shifted products elsewhere and with bf16 products */
+static void paths(const char *isa, const char *precision, int C, int K, int H, int pad, const char *fwd,
+                  const char *bwd) {
+    if (tg__isa_use(isa) < 0) return;
+    CHECK_INT(tg_set_float32_matmul_precision(precision), 0);
+    tg_tensor *x = tg_param_new(4, (int[]){2, C, H, H}), *w = tg_param_new(4, (int[]){K, C, 3, 3});
+    tg_tape *t = tg_tape_new();
+    CHECK_INT(tg_backward(t, tg_sum(t, tg_conv2d(t, x, w, NULL, 1, pad, 1, 1))), 0);
+    const tg_node *n = tg_tape_first(t);
+    CHECK(n && !strcmp(n->op->name, "conv2d"));
+    if (n && (strcmp(n->kernel_forward, fwd) || strncmp(n->kernel_backward, bwd, strlen(bwd)))) {
+        fprintf(stderr, "conv %d -> %d, %dx%d pad %d, %s, %s: took \"%s | %s\", want \"%s | %s...\"\n", C, K, H, H, pad,
+                isa, precision, n->kernel_forward, n->kernel_backward, fwd, bwd);
+        CHECK(0);
+    }
+    tg_tape_free(t);
+    tg_tensor_free(x), tg_tensor_free(w);
+    CHECK_INT(tg_set_float32_matmul_precision("highest"), 0);
+    tg__isa_use(NULL);
+}
+
 int main(void) {
+    paths("avx512", "highest", 16, 16, 28, 1, "winograd avx512", "winograd dx, ");
+    paths("avx512", "highest", 32, 64, 26, 0, "winograd avx512", "shifted dx, ");
+    paths("avx512", "highest", 8, 16, 28, 1, "shifted avx512", "shifted dx, "); /* too few channels to pay */
+    paths("avx2", "highest", 16, 16, 28, 1, "shifted avx2", "shifted dx, ");
+    if (tg__bf16_supported()) paths("avx512", "medium", 16, 16, 28, 1, "shifted bf16 avx512", "shifted dx bf16, ");
     static const char *kernels[] = {"avx512", "avx2", "generic"};
     for (int k = 0; k < 3; k++) {
         if (tg__isa_use(kernels[k]) < 0) {
