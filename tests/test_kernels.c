@@ -768,7 +768,34 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
     free(x), free(w), free(b), free(U), free(buf), free(y), free(want), free(y0), free(wt), free(Ut), free(Uf);
 }
 
+/* whether conv d (3x3 unless r, one group unless g) goes through Winograd: only on AVX-512 */
+static void winograd_fits(int C, int K, int H, int W, int pad, int r, int stride, int dil, int g, bool want) {
+    tg__conv_dims d = {.N = 2, .C = C, .H = H, .W = W, .K = K, .R = r, .S = r, .G = g, .Cg = C / g, .Kg = K / g,
+                       .stride = stride, .pad = pad, .dil = dil, .rows = (int64_t)C / g * r * r};
+    d.Ho = (H + 2 * pad - dil * (r - 1) - 1) / stride + 1, d.Wo = (W + 2 * pad - dil * (r - 1) - 1) / stride + 1;
+    bool got = tg__winograd_fits(&d), expect = want && !strcmp(tg__isa_name(), "avx512");
+    if (got != expect)
+        fprintf(stderr, "winograd_fits C %d K %d %dx%d pad %d kernel %d stride %d dilation %d groups %d: %d, want %d\n",
+                C, K, H, W, pad, r, stride, dil, g, got, expect);
+    CHECK(got == expect);
+}
+
 static void winograd(void) {
+    winograd_fits(16, 16, 28, 28, 1, 3, 1, 1, 1, true);
+    winograd_fits(32, 64, 26, 26, 0, 3, 1, 1, 1, true);   /* lenet's forward */
+    winograd_fits(64, 32, 24, 24, 2, 3, 1, 1, 1, false);  /* its input gradient: 64 channels in */
+    winograd_fits(15, 16, 28, 28, 1, 3, 1, 1, 1, false);  /* too few channels in */
+    winograd_fits(16, 15, 28, 28, 1, 3, 1, 1, 1, false);  /* too few out */
+    winograd_fits(16, 16, 28, 28, 3, 3, 1, 1, 1, false);  /* pad 3 */
+    winograd_fits(16, 16, 28, 28, 1, 5, 1, 1, 1, false);  /* 5x5 */
+    winograd_fits(16, 16, 28, 28, 1, 3, 2, 1, 1, false);  /* stride 2 */
+    winograd_fits(16, 16, 28, 28, 2, 3, 1, 2, 1, false);  /* dilation 2 */
+    winograd_fits(32, 32, 28, 28, 1, 3, 1, 1, 2, false);  /* groups */
+    winograd_fits(16, 16, 32, 32, 1, 3, 1, 1, 1, true);   /* 32 across, the widest */
+    winograd_fits(16, 16, 33, 33, 1, 3, 1, 1, 1, false);  /* 33 across */
+    winograd_fits(16, 16, 16, 16, 1, 3, 1, 1, 1, true);   /* 16 across: two rows of tiles a vector */
+    winograd_fits(16, 16, 18, 18, 0, 3, 1, 1, 1, false);  /* 16 out but 18 in: too wide for two rows */
+    winograd_fits(16, 16, 5, 5, 0, 3, 1, 1, 1, false);    /* a 3x3 output */
     winograd_case(16, 16, 28, 28, 1, false, false, false, false, false); /* the resnet's: a row of tiles a vector */
     winograd_case(32, 32, 14, 14, 1, false, false, false, true, true);   /* two rows a vector, an odd count */
     winograd_case(17, 20, 15, 21, 1, true, true, false, false, false);   /* odd sizes, K not a multiple of 8 */
