@@ -804,7 +804,7 @@ static void winograd(void) {
     winograd_case(16, 8, 34, 32, 0, false, true, false, true, false);    /* the widest rows, 30 outputs across */
     winograd_case(18, 16, 6, 6, 0, true, false, false, false, false);    /* a 4x4 output */
     winograd_case(16, 16, 30, 17, 1, true, false, true, false, true);    /* 17 across, a NaN, added */
-    winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient: pad 2 */
+    winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient (the conv keeps it direct) */
     winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, two rows a vector */
     winograd_case(16, 17, 12, 30, 1, false, false, false, true, true);   /* 30 across, added */
 }
