@@ -299,8 +299,8 @@ size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, in
 const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                           const float *w, const tg__conv_dims *d, void *scratch, int threads);
 /* Winograd F(2x2, 3x3) (winograd.c), for a 3x3 stride-1 conv d on AVX-512: fits says whether
- * it applies (one group, dilation 1, pad at most 2, at least 16 channels in and out, output rows
- * at most 32 wide, and input rows at most 16 wide when the output's are) and pays.
+ * it applies (one group, dilation 1, pad at most 2, 16 to 32 channels in, at least 16 out,
+ * output rows at most 32 wide, and input rows at most 16 wide when the output's are) and pays.
  * tg__winograd_weights turns w (K,C,3,3), or if flipped w (C,K,3,3) turned by 180 degrees (the
  * input gradient's conv), into U (weights_floats floats). tg__winograd_image computes one image:
  * y (K,Ho,Wo) = (or, if add, +=) relu?(conv2d(x, w) + b) (b may be NULL), x's planes ldp floats
