@@ -271,8 +271,8 @@ static void fused_all(const char *what) {
 }
 
 /* The paths a conv2d takes (its node's kernel strings): the resnet's 16-channel conv goes through
- * Winograd both ways on AVX-512 in float32, lenet's second conv forward only (its input gradient
- * has 64 channels in), the shifted products elsewhere and with bf16 products */
+ * Winograd all three ways on AVX-512 in float32, lenet's second conv forward and weight gradient
+ * (its input gradient has 64 channels in), the shifted products elsewhere and with bf16 products */
 static void paths(const char *isa, const char *precision, int C, int K, int H, int pad, const char *fwd,
                   const char *bwd) {
     if (tg__isa_use(isa) < 0) return;
@@ -294,11 +294,12 @@ static void paths(const char *isa, const char *precision, int C, int K, int H, i
 }
 
 int main(void) {
-    paths("avx512", "highest", 16, 16, 28, 1, "winograd avx512", "winograd dx, ");
-    paths("avx512", "highest", 32, 64, 26, 0, "winograd avx512", "shifted dx, ");
-    paths("avx512", "highest", 8, 16, 28, 1, "shifted avx512", "shifted dx, "); /* too few channels to pay */
-    paths("avx2", "highest", 16, 16, 28, 1, "shifted avx2", "shifted dx, ");
-    if (tg__bf16_supported()) paths("avx512", "medium", 16, 16, 28, 1, "shifted bf16 avx512", "shifted dx bf16, ");
+    paths("avx512", "highest", 16, 16, 28, 1, "winograd avx512", "winograd dx, winograd wgrad avx512");
+    paths("avx512", "highest", 32, 64, 26, 0, "winograd avx512", "shifted dx, winograd wgrad avx512");
+    paths("avx512", "highest", 8, 16, 28, 1, "shifted avx512", "shifted dx, shifted wgrad avx512"); /* too few channels */
+    paths("avx2", "highest", 16, 16, 28, 1, "shifted avx2", "shifted dx, blocked wgrad avx2");
+    if (tg__bf16_supported())
+        paths("avx512", "medium", 16, 16, 28, 1, "shifted bf16 avx512", "shifted dx bf16, blocked wgrad bf16 avx512");
     static const char *kernels[] = {"avx512", "avx2", "generic"};
     for (int k = 0; k < 3; k++) {
         if (tg__isa_use(kernels[k]) < 0) {

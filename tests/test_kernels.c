@@ -768,6 +768,59 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
     free(x), free(w), free(b), free(U), free(buf), free(y), free(want), free(y0), free(wt), free(Ut), free(Uf);
 }
 
+/* Winograd's weight gradient over n images. dy's planes are rows Wo+2 wide with zeros in column
+ * Wo and row Ho, and NaN past them (what the kernel may read and must not use), the last image's
+ * last plane ending where its allocation ends; x padded in blocks of 16 channels on the kernel's grid */
+static void winograd_wgrad_case(int C, int K, int H, int W, int pad, int n, bool nan) {
+    tg__conv_dims d = {.N = n, .C = C, .H = H, .W = W, .K = K, .R = 3, .S = 3, .G = 1, .Cg = C, .Kg = K,
+                       .stride = 1, .pad = pad, .dil = 1, .rows = (int64_t)C * 9};
+    d.Ho = H + 2 * pad - 2, d.Wo = W + 2 * pad - 2;
+    int Hx, Wx;
+    tg__winograd_wgrad_grid(&d, &Hx, &Wx);
+    CHECK(Hx == (H + 2 * pad + 1) / 2 * 2 && Wx == (W + 2 * pad + 1) / 2 * 2);
+    ptrdiff_t ldqr = d.Wo + 2, ldq = (d.Ho + 2) * ldqr + 32, q_img = K * ldq, ldx = (ptrdiff_t)Hx * Wx * 16,
+              x_img = (C + 15) / 16 * ldx;
+    float *x = randv((int64_t)n * C * H * W, 0), *dq = malloc((size_t)n * q_img * sizeof *dq);
+    float *xb = aligned_alloc(64, (size_t)n * x_img * sizeof *xb);
+    memset(xb, 0, (size_t)n * x_img * sizeof *xb);
+    for (int i = 0; i < n; i++) tg__pad_blocked_ref(xb + i * x_img, ldx, x + (int64_t)i * C * H * W, C, H, W, Wx, pad);
+    for (int64_t i = 0; i < n * q_img; i++) {
+        int64_t r = i % ldq / ldqr, col = i % ldq % ldqr;
+        dq[i] = r < d.Ho && col < d.Wo ? frand() : r <= d.Ho && col <= d.Wo ? 0.0f : NAN;
+    }
+    if (nan) xb[x_img + (2 * Wx + 3) * 16 + 1] = NAN, dq[ldqr + 1] = -0.0f, dq[q_img - ldq + 2] = INFINITY;
+    size_t nb = (tg__winograd_wgrad_floats(&d) * sizeof(float) + 63) / 64 * 64;
+    float *buf = aligned_alloc(64, nb), *dw = randv((int64_t)K * C * 9, 0), *want = randv((int64_t)K * C * 9, 0);
+    tg__winograd_wgrad(dw, dq, ldq, ldqr, q_img, xb, ldx, x_img, n, &d, buf);
+    tg__winograd_wgrad_ref(want, dq, ldq, ldqr, q_img, xb, ldx, x_img, n, &d, buf);
+    char what[96];
+    snprintf(what, sizeof what, "winograd wgrad C %d K %d %dx%d pad %d, %d images%s", C, K, H, W, pad, n,
+             nan ? ", NaN -0 Inf" : "");
+    CHECK_INT(count_differ(what, dw, want, (int64_t)K * C * 9), 0);
+    /* the reference against the direct sum over the images */
+    double e = 0, scale = 1e-6;
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++)
+            for (int r = 0; r < 3; r++)
+                for (int q = 0; q < 3; q++) {
+                    double sum = 0;
+                    for (int i = 0; i < n; i++)
+                        for (int oy = 0; oy < d.Ho; oy++)
+                            for (int ox = 0; ox < d.Wo; ox++) {
+                                int iy = oy + r - pad, ix = ox + q - pad;
+                                if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                    sum += (double)dq[i * q_img + k * ldq + oy * ldqr + ox] *
+                                           x[(((int64_t)i * C + c) * H + iy) * W + ix];
+                            }
+                    float got = want[((int64_t)k * C + c) * 9 + r * 3 + q];
+                    e = fabs(got - sum) > e ? fabs(got - sum) : e;
+                    scale = fabs(sum) > scale ? fabs(sum) : scale;
+                }
+    if (!nan && e / scale > 2e-6) fprintf(stderr, "%s: reference %.3g from the direct sum\n", what, e / scale);
+    CHECK(nan || e / scale <= 2e-6);
+    free(x), free(dq), free(xb), free(buf), free(dw), free(want);
+}
+
 /* whether conv d (3x3 unless r, one group unless g) goes through Winograd: only on AVX-512 */
 static void winograd_fits(int C, int K, int H, int W, int pad, int r, int stride, int dil, int g, bool want) {
     tg__conv_dims d = {.N = 2, .C = C, .H = H, .W = W, .K = K, .R = r, .S = r, .G = g, .Cg = C / g, .Kg = K / g,
@@ -807,6 +860,14 @@ static void winograd(void) {
     winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient (the conv keeps it direct) */
     winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, two rows a vector */
     winograd_case(16, 17, 12, 30, 1, false, false, false, true, true);   /* 30 across, added */
+    winograd_wgrad_case(16, 16, 28, 28, 1, 3, false); /* the resnet's: a row of tiles a vector */
+    winograd_wgrad_case(32, 32, 14, 14, 1, 2, false); /* two rows a vector, an odd count of them */
+    winograd_wgrad_case(16, 32, 14, 14, 1, 2, false); /* the resnet's widening conv */
+    winograd_wgrad_case(32, 64, 13, 13, 0, 2, false); /* lenet's conv2 shape, unpadded: odd tiles */
+    winograd_wgrad_case(17, 20, 15, 21, 1, 2, false); /* odd sizes, C and K past a block */
+    winograd_wgrad_case(24, 16, 32, 32, 1, 1, false); /* 32 across, the widest */
+    winograd_wgrad_case(16, 16, 9, 16, 2, 2, true);   /* pad 2, 16 across, NaN, -0 and Inf */
+    winograd_wgrad_case(16, 24, 6, 6, 0, 3, false);   /* a 4x4 output */
 }
 
 // ----------------------------------------------------------------------------

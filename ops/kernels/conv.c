@@ -39,12 +39,14 @@ static bool is_pointwise(const tg__conv_dims *d) { return d->R == 1 && d->S == 1
 enum { PATH_SHIFTED, PATH_SHIFTED_BF16, PATH_GEMM, PATH_IM2COL };
 static const char *const fwd_paths[][3] = {BY_ISA("shifted"), BY_ISA("shifted bf16"), BY_ISA("gemm"),
                                            BY_ISA("im2col+gemm")};
-/* shifted backward, by dx (none, float32, bf16, winograd) and dW (none, shifted, blocked, blocked bf16); db alone: "shifted" */
-#define DW_PATHS(dx, isa) {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa}
+/* shifted backward, by dx (none, float32, bf16, winograd) and dW (none, shifted, blocked, blocked bf16, winograd);
+ * db alone: "shifted" */
+#define DW_PATHS(dx, isa)                                                                                              \
+    {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa, dx ", winograd wgrad" isa}
 #define DX_PATHS(isa)                                                                                                 \
-    {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa},                              \
+    {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa, "winograd wgrad" isa},        \
      DW_PATHS("shifted dx", isa), DW_PATHS("shifted dx bf16", isa), DW_PATHS("winograd dx", isa)}
-static const char *const bwd_shifted_paths[3][4][4] = {DX_PATHS(" generic"), DX_PATHS(" avx2"), DX_PATHS(" avx512")};
+static const char *const bwd_shifted_paths[3][4][5] = {DX_PATHS(" generic"), DX_PATHS(" avx2"), DX_PATHS(" avx512")};
 static const char *const bwd_paths[][3] = {BY_ISA("gemm"), BY_ISA("im2col+gemm")}; /* 1x1, im2col */
 static const char *const convt_paths[][3] = {BY_ISA("gemm+col2im"), BY_ISA("im2col+gemm")}; /* forward, backward */
 
@@ -477,6 +479,18 @@ static bool use_winograd(const tg__conv_dims *d) { return tg__winograd_fits(d) &
  * weights, another thread's buffer): packed tight, the resnet's 16-channel forward took 0.72 ms
  * instead of 0.48 (BENCHMARKS.md) */
 #define WG_APART 4096
+/* Winograd's weight gradient reads x padded in blocks of 16 channels on a grid of its own
+ * (tg__winograd_wgrad_grid): its row width and the floats of a block */
+static int wgw_width(const tg__conv_dims *d) {
+    int Hx, Wx;
+    tg__winograd_wgrad_grid(d, &Hx, &Wx);
+    return Wx;
+}
+static int64_t wgw_block(const tg__conv_dims *d) {
+    int Hx, Wx;
+    tg__winograd_wgrad_grid(d, &Hx, &Wx);
+    return (int64_t)Hx * Wx * 16;
+}
 /* the conv that computes d's input gradient: dy's K channels to x's C, flipped 3x3 weights */
 static tg__conv_dims dx_conv(const tg__conv_dims *d) {
     tg__conv_dims t = *d;
@@ -645,7 +659,7 @@ typedef struct {
     float *A;              /* shifted, for dx: the flipped packed weights of every group */
     uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
-    int64_t per, dq2_size, wp_size, wg_size;
+    int64_t per, dq2_size, wp_size, wgw_size, wg_size;
     float *U;              /* winograd dx: the flipped weights, transformed (the per-thread buffers last) */
     out_map map;           /* shifted: of the dx grid */
     float *dym;            /* im2col with a ReLU: dy masked by it (with pooling: unpooled) */
@@ -663,18 +677,21 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         shift_geom s;
         shift_geom_of(d, &s);
         int taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
-        int64_t xsz = blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
+        bool wgw = dw && use_winograd(d); /* Winograd's weight gradient */
+        int64_t xsz = wgw ? (d->Cg + 15) / 16 * wgw_block(d) : blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
         /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
         bool bf = dx && tg__bf16_supported();
         /* then one image's padded dy as pairs of channels (bf16 dx), and each image's padded x and dy
          * as pairs of pixels (bf16 dw) */
         k->dq2_size = bf ? s.dq_size : 0;
-        k->wp_size = bf16_wgt(d) && dw && tg__bf16_supported() ? most * (xsz + s.dq_size) : 0;
+        k->wp_size = bf16_wgt(d) && dw && !wgw && tg__bf16_supported() ? most * (xsz + s.dq_size) : 0;
         tg__conv_dims t = dx_conv(d);
-        bool wg = dx && use_winograd(&t); /* then the last of each thread's buffer is Winograd's */
-        k->wg_size = wg ? round16((int64_t)tg__winograd_floats(&t)) + WG_APART : 0; /* WG_APART after it */
+        bool wg = dx && use_winograd(&t);
+        /* then Winograd's buffers, the weight gradient's and dx's, each with WG_APART after it */
+        k->wgw_size = wgw ? round16((int64_t)tg__winograd_wgrad_floats(d)) + WG_APART : 0;
+        k->wg_size = wg ? round16((int64_t)tg__winograd_floats(&t)) + WG_APART : 0;
         k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size + k->wp_size +
-                 k->wg_size;
+                 k->wgw_size + k->wg_size;
         if (db) k->dbs = carve(&c, chunks, d->K, 1, sizeof(float));
         if (wg) k->U = carve(&c, (int64_t)tg__winograd_weights_floats(&t) + WG_APART, 1, 1, sizeof(float));
         else if (dx) k->A = carve(&c, d->G, (int64_t)taps * d->Kg, Cgp, sizeof(float));
@@ -707,8 +724,10 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int chunks = chunks_of(d), taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
     int lo = chunk_lo(d), hi = chunk_hi(d);
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp, wsize = (int64_t)d->K * d->rows;
-    bool blocked = blocked_pays(d->Cg);
-    int64_t xsz = blocked ? s.xb_size : s.xp_size, ldx = (int64_t)s.Hp * s.Wp * 16, per = k->per;
+    bool wgw = k->wgw_size != 0, blocked = blocked_pays(d->Cg) || wgw;
+    int64_t ldx = wgw ? wgw_block(d) : (int64_t)s.Hp * s.Wp * 16, per = k->per;
+    int64_t xsz = wgw ? (d->Cg + 15) / 16 * ldx : blocked ? s.xb_size : s.xp_size;
+    int wx = wgw ? wgw_width(d) : s.Wp; /* the blocked x's row width */
     float *A = k->A;
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
@@ -727,9 +746,9 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
         float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
         float *cx = dqs + most * s.dq_size;
         ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
-        float *wg = xps + per - k->wg_size;
-        uint32_t *dq2 = (uint32_t *)(wg - k->wp_size - k->dq2_size);
-        uint32_t *xw = (uint32_t *)(wg - k->wp_size), *dqw = xw + most * xsz;
+        float *wg = xps + per - k->wg_size, *wgwb = wg - k->wgw_size;
+        uint32_t *dq2 = (uint32_t *)(wgwb - k->wp_size - k->dq2_size);
+        uint32_t *xw = (uint32_t *)(wgwb - k->wp_size), *dqw = xw + most * xsz;
         /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
          * written whole before it is read), and the bf16 copy's front and slack */
         memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
@@ -750,12 +769,14 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                         dbs[(size_t)c * d->K + g * d->Kg + kk] +=
                             lane_sum(dq + s.front + kk * s.Lq + (int64_t)s.PR * s.Wp, (int64_t)d->Ho * s.Wp);
                     const float *xi = x + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                    if (dw && blocked) tg__pad_blocked(xps + (i - i0) * xsz, ldx, xi, d->Cg, d->H, d->W, s.Wp, d->pad);
+                    if (dw && blocked) tg__pad_blocked(xps + (i - i0) * xsz, ldx, xi, d->Cg, d->H, d->W, wx, d->pad);
                     else if (dw) pad_x(xps + (i - i0) * xsz, xi, d, &s);
                 }
                 /* dy on the forward grid starts PR rows into each padded plane */
                 const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
-                if (bfw) { /* pairs of pixels; every copy is written whole */
+                if (dw && wgw)
+                    tg__winograd_wgrad(dw, dq0, s.Lq, s.Wp, s.dq_size, xps, ldx, xsz, i1 - i0, d, wgwb);
+                else if (bfw) { /* pairs of pixels; every copy is written whole */
                     for (int j = 0; j < i1 - i0; j++) {
                         tg__bf16_pixel_pairs(xw + j * xsz, xps + j * xsz, xsz, 16);
                         tg__bf16_pixel_pairs(dqw + j * s.dq_size, dqs + j * s.dq_size, s.dq_size, 1);
@@ -796,7 +817,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
             }
         }
     }
-    int dxp = !dx ? 0 : k->U ? 3 : bf ? 2 : 1, dwp = !dws ? 0 : bfw ? 3 : blocked ? 2 : 1;
+    int dxp = !dx ? 0 : k->U ? 3 : bf ? 2 : 1, dwp = !dws ? 0 : wgw ? 4 : bfw ? 3 : blocked ? 2 : 1;
     return bwd_shifted_paths[tg__isa()][dxp][dwp];
 }
 

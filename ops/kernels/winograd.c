@@ -87,6 +87,23 @@ void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool
         }
 }
 
+/* v = B^T dd B, in the order the AVX-512 kernels compute it */
+static void input_tf(float v[16], const float dd[4][4]) {
+    float t[4][4];
+    for (int j = 0; j < 4; j++) {
+        t[0][j] = dd[0][j] - dd[2][j];
+        t[1][j] = dd[1][j] + dd[2][j];
+        t[2][j] = dd[2][j] - dd[1][j];
+        t[3][j] = dd[1][j] - dd[3][j];
+    }
+    for (int i = 0; i < 4; i++) {
+        v[4 * i + 0] = t[i][0] - t[i][2];
+        v[4 * i + 1] = t[i][1] + t[i][2];
+        v[4 * i + 2] = t[i][2] - t[i][1];
+        v[4 * i + 3] = t[i][1] - t[i][3];
+    }
+}
+
 /* relu(u) as PyTorch's: +0 where u <= 0, a NaN stays NaN */
 static float relu1(float u) { return u <= 0.0f ? 0.0f : u; }
 
@@ -98,24 +115,13 @@ void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t l
             for (int k = 0; k < d->K; k++) {
                 float m[16] = {0};
                 for (int c = 0; c < C; c++) {
-                    float dd[4][4], t[4][4], v[16];
+                    float dd[4][4], v[16];
                     for (int r = 0; r < 4; r++)
                         for (int j = 0; j < 4; j++) {
                             int iy = 2 * ty + r - pad, ix = 2 * tx + j - pad;
                             dd[r][j] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[c * ldp + iy * ldr + ix] : 0.0f;
                         }
-                    for (int j = 0; j < 4; j++) {
-                        t[0][j] = dd[0][j] - dd[2][j];
-                        t[1][j] = dd[1][j] + dd[2][j];
-                        t[2][j] = dd[2][j] - dd[1][j];
-                        t[3][j] = dd[1][j] - dd[3][j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        v[4 * i + 0] = t[i][0] - t[i][2];
-                        v[4 * i + 1] = t[i][1] + t[i][2];
-                        v[4 * i + 2] = t[i][2] - t[i][1];
-                        v[4 * i + 3] = t[i][1] - t[i][3];
-                    }
+                    input_tf(v, dd);
                     for (int p = 0; p < 16; p++) m[p] = fmaf(U[u_at(p, c, k, C)], v[p], m[p]);
                 }
                 float s0[4], s1[4];
@@ -134,6 +140,96 @@ void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t l
                         *to = add ? *to + u : u;
                     }
             }
+}
+
+// ----------------------------------------------------------------------------
+// The weight gradient. A tile's Y is bilinear in U and V, so the gradient
+// reaching U from the tile's dY is E .* V with E = A dY A^T, and w's is G^T (that) G.
+// Summed over every tile of the images, per output channel k and input channel c:
+//
+//   M[p][k][c] = sum over tiles of E[p][k] V[p][c],   dw[k][c] = G^T M[.][k][c] G
+//
+// 16 multiplies a tile for each (k, c) again, where the direct sum does 36. With
+// dY = [[a, b], [c, e]], E's rows are (u, u+v, u-v, -v) for u = (a, a+c, a-c, -c)
+// and v = (b, b+e, b-e, -e). The tiles are summed in the order of the images and,
+// in each, row after row: the AVX-512 kernel below and the reference agree bit for bit.
+
+typedef struct {
+    int Cp, Kp; /* C and K rounded up to 16 */
+} wgw_geom;
+
+static wgw_geom wgw_of(const tg__conv_dims *d) { return (wgw_geom){(d->C + 15) / 16 * 16, (d->K + 15) / 16 * 16}; }
+
+/* the tiles' E (16 tiles by Kp), the sums M (Kp by Cp), for each position, then the 2x2
+ * gradients of 16 tiles by 16 output channels (4 of them) */
+size_t tg__winograd_wgrad_floats(const tg__conv_dims *d) {
+    wgw_geom w = wgw_of(d);
+    return (size_t)16 * (16 * w.Kp + (size_t)w.Kp * w.Cp) + 4 * 256;
+}
+
+/* the padded x's rows and columns the tiles read: one more than x's padding when Ho, Wo are odd */
+void tg__winograd_wgrad_grid(const tg__conv_dims *d, int *Hx, int *Wx) {
+    *Hx = (d->Ho + 1) / 2 * 2 + 2, *Wx = (d->Wo + 1) / 2 * 2 + 2;
+}
+
+/* E = A dY A^T, in the order the AVX-512 kernel computes it */
+static void grad_tf(float E[16], float a, float b, float c, float e) {
+    float u[4] = {a, a + c, a - c, -c}, v[4] = {b, b + e, b - e, -e};
+    for (int i = 0; i < 4; i++) E[4 * i] = u[i], E[4 * i + 1] = u[i] + v[i], E[4 * i + 2] = u[i] - v[i], E[4 * i + 3] = -v[i];
+}
+
+/* o (3x3) = G^T m G, likewise */
+static void wgrad_out(float o[9], const float m[16]) {
+    float r[3][4];
+    for (int j = 0; j < 4; j++) {
+        float s = m[4 + j] + m[8 + j], t = m[4 + j] - m[8 + j];
+        r[0][j] = m[j] + 0.5f * s, r[1][j] = 0.5f * t, r[2][j] = 0.5f * s + m[12 + j];
+    }
+    for (int i = 0; i < 3; i++) {
+        float s = r[i][1] + r[i][2], t = r[i][1] - r[i][2];
+        o[3 * i] = r[i][0] + 0.5f * s, o[3 * i + 1] = 0.5f * t, o[3 * i + 2] = 0.5f * s + r[i][3];
+    }
+}
+
+void tg__winograd_wgrad_ref(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img,
+                            const float *xb, ptrdiff_t ldx, ptrdiff_t x_img, int nimg, const tg__conv_dims *d,
+                            float *buf) {
+    int C = d->C, K = d->K, Hx, Wx;
+    tg__winograd_wgrad_grid(d, &Hx, &Wx);
+    float *M = buf, *V = M + (size_t)16 * K * C, *E = V + (size_t)16 * C; /* M[p][k][c], V[c][p], E[k][p] */
+    memset(M, 0, (size_t)16 * K * C * sizeof *M);
+    for (int i = 0; i < nimg; i++)
+        for (int ty = 0; ty < (d->Ho + 1) / 2; ty++)
+            for (int tx = 0; tx < (d->Wo + 1) / 2; tx++) {
+                for (int c = 0; c < C; c++) {
+                    float dd[4][4];
+                    for (int r = 0; r < 4; r++)
+                        for (int j = 0; j < 4; j++)
+                            dd[r][j] = xb[i * x_img + c / 16 * ldx + ((2 * ty + r) * Wx + 2 * tx + j) * 16 + c % 16];
+                    input_tf(V + (size_t)c * 16, dd);
+                }
+                for (int k = 0; k < K; k++) {
+                    float g[2][2];
+                    for (int r = 0; r < 2; r++)
+                        for (int j = 0; j < 2; j++) {
+                            int oy = 2 * ty + r, ox = 2 * tx + j;
+                            g[r][j] = oy < d->Ho && ox < d->Wo ? dq[i * q_img + k * ldq + oy * ldqr + ox] : 0.0f;
+                        }
+                    grad_tf(E + (size_t)k * 16, g[0][0], g[0][1], g[1][0], g[1][1]);
+                }
+                for (int p = 0; p < 16; p++)
+                    for (int k = 0; k < K; k++)
+                        for (int c = 0; c < C; c++) {
+                            float *m = &M[((size_t)p * K + k) * C + c];
+                            *m = fmaf(E[(size_t)k * 16 + p], V[(size_t)c * 16 + p], *m);
+                        }
+            }
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++) {
+            float m[16];
+            for (int p = 0; p < 16; p++) m[p] = M[((size_t)p * K + k) * C + c];
+            wgrad_out(dw + ((size_t)k * C + c) * 9, m);
+        }
 }
 
 #if defined(__x86_64__)
@@ -328,6 +424,144 @@ TG_TARGET_AVX512 static void image_avx512(float *y, const float *x, ptrdiff_t ld
         }
     }
 }
+
+/* B^T d B's rows (i) and columns (j): t[i] = d[ra] + (d[rb] ^ sign), v[j] = t[ca] + (t[cb] ^ sign) */
+static const int tf_a[4] = {0, 1, 2, 1}, tf_b[4] = {2, 2, 1, 3}, tf_minus[4] = {1, 0, 1, 1};
+
+/* One position's sums for 16 output channels by 16 input channels, as 4 x 4 blocks of 4 x 4:
+ * acc[cg][kg] lane q holds (k = 4*kg + q%4, c = 4*cg + q/4). Over the tiles' lanes l (0..n0-1,
+ * then 8..8+n1-1 from the next row of tiles), V (16 channels) is made from the four inputs it
+ * reads, at x0 + off[0..3] for the tile at x0 (tiles 32 floats apart, rows of tiles row2), each
+ * of its quarters spread to 4 lanes apiece, and E's 16 channels at Ep + l*ldE read as 4 x 4 */
+TG_TARGET_AVX512 static void wgw_block(float *Mb, const float *Ep, ptrdiff_t ldE, const float *x0, ptrdiff_t row2,
+                                       const ptrdiff_t off[4], __m512 sr, __m512 sc, int n0, int n1,
+                                       const __m512i spread[4]) {
+    __m512 acc[4][4];
+    for (int cg = 0; cg < 4; cg++)
+        for (int kg = 0; kg < 4; kg++) acc[cg][kg] = _mm512_load_ps(Mb + (cg * 4 + kg) * 16);
+    for (int s = 0; s < 2; s++)
+        for (int l = 8 * s; l < 8 * s + (s ? n1 : n0); l++) {
+            const float *xt = x0 + s * row2 + (ptrdiff_t)(l - 8 * s) * 32, *e = Ep + l * ldE;
+            __m512 ta = _mm512_add_ps(_mm512_load_ps(xt + off[0]), _mm512_xor_ps(_mm512_load_ps(xt + off[1]), sr));
+            __m512 tb = _mm512_add_ps(_mm512_load_ps(xt + off[2]), _mm512_xor_ps(_mm512_load_ps(xt + off[3]), sr));
+            __m512 v = _mm512_add_ps(ta, _mm512_xor_ps(tb, sc)), eb[4];
+            for (int kg = 0; kg < 4; kg++) eb[kg] = _mm512_broadcast_f32x4(_mm_load_ps(e + 4 * kg));
+            for (int cg = 0; cg < 4; cg++) {
+                __m512 vc = _mm512_permutexvar_ps(spread[cg], v);
+                for (int kg = 0; kg < 4; kg++) acc[cg][kg] = _mm512_fmadd_ps(vc, eb[kg], acc[cg][kg]);
+            }
+        }
+    for (int cg = 0; cg < 4; cg++)
+        for (int kg = 0; kg < 4; kg++) _mm512_store_ps(Mb + (cg * 4 + kg) * 16, acc[cg][kg]);
+}
+
+TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img,
+                                          const float *xb, ptrdiff_t ldx, ptrdiff_t x_img, int nimg,
+                                          const tg__conv_dims *d, float *buf) {
+    wg_geom g = geom_of(d);
+    wgw_geom w = wgw_of(d);
+    bool two = g.slots == 2;
+    int Hx, Wx, Cp = w.Cp, Kp = w.Kp, K = d->K;
+    tg__winograd_wgrad_grid(d, &Hx, &Wx);
+    /* E[p][l][k], M[p][kb][cb][256] (kb, cb: blocks of 16 channels), T[4][l][16]: a tile's 2x2 for 16 channels */
+    float *E = buf, *M = E + (size_t)16 * 16 * Kp, *T = M + (size_t)16 * Kp * Cp;
+    memset(M, 0, (size_t)16 * Kp * Cp * sizeof *M);
+    /* lane l's tile reads dy's columns 2l and 2l+1 (two slots: of the second pair of rows from l = 8 on) */
+    int ev[16], od[16], sp[4][16];
+    for (int l = 0; l < 16; l++) ev[l] = 2 * l, od[l] = 2 * l + 1;
+    for (int cg = 0; cg < 4; cg++)
+        for (int q = 0; q < 16; q++) sp[cg][q] = 4 * cg + q / 4;
+    __m512i iev = _mm512_loadu_si512(ev), iod = _mm512_loadu_si512(od), spread[4];
+    for (int cg = 0; cg < 4; cg++) spread[cg] = _mm512_loadu_si512(sp[cg]);
+    __m512 neg = _mm512_set1_ps(-0.0f);
+    ptrdiff_t row2 = (ptrdiff_t)2 * Wx * 16;
+    for (int i = 0; i < nimg; i++)
+        for (int vec = 0; vec < g.nvec; vec++) {
+            int ty0 = vec * g.slots, n0 = g.TW, n1 = two && ty0 + 1 < g.TH ? g.TW : 0;
+            for (int kb = 0; kb < Kp; kb += 16) { /* E, 16 output channels at a time */
+                __m512 in[4][16], tr[16];
+                for (int kk = 0; kk < 16; kk++) { /* dY's four corners, by vectors of the tiles */
+                    int k = kb + kk;
+                    if (k >= K) {
+                        for (int j = 0; j < 4; j++) in[j][kk] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const float *q = dq + i * q_img + k * ldq + (ptrdiff_t)2 * ty0 * ldqr;
+                    __m512 r0, r0h, r1, r1h;
+                    if (!two) {
+                        r0 = _mm512_loadu_ps(q), r0h = _mm512_loadu_ps(q + 16);
+                        r1 = _mm512_loadu_ps(q + ldqr), r1h = _mm512_loadu_ps(q + ldqr + 16);
+                    } else {
+                        r0 = _mm512_loadu_ps(q), r1 = _mm512_loadu_ps(q + ldqr);
+                        r0h = _mm512_loadu_ps(q + 2 * ldqr), r1h = _mm512_loadu_ps(q + 3 * ldqr);
+                    }
+                    in[0][kk] = _mm512_permutex2var_ps(r0, iev, r0h), in[1][kk] = _mm512_permutex2var_ps(r0, iod, r0h);
+                    in[2][kk] = _mm512_permutex2var_ps(r1, iev, r1h), in[3][kk] = _mm512_permutex2var_ps(r1, iod, r1h);
+                }
+                for (int j = 0; j < 4; j++) { /* ... turned into vectors of the channels, a tile's each */
+                    tg__transpose16(in[j], tr);
+                    for (int l = 0; l < 16; l++) _mm512_store_ps(T + ((size_t)j * 16 + l) * 16, tr[l]);
+                }
+                for (int s = 0; s < 2; s++)
+                    for (int l = 8 * s; l < 8 * s + (s ? n1 : n0); l++) {
+                        __m512 a = _mm512_load_ps(T + l * 16), b = _mm512_load_ps(T + (16 + l) * 16);
+                        __m512 c = _mm512_load_ps(T + (32 + l) * 16), e = _mm512_load_ps(T + (48 + l) * 16);
+                        __m512 u[4] = {a, _mm512_add_ps(a, c), _mm512_sub_ps(a, c), _mm512_xor_ps(c, neg)};
+                        __m512 v[4] = {b, _mm512_add_ps(b, e), _mm512_sub_ps(b, e), _mm512_xor_ps(e, neg)};
+                        for (int r = 0; r < 4; r++) {
+                            float *o = E + ((size_t)4 * r * 16 + l) * Kp + kb;
+                            _mm512_store_ps(o, u[r]);
+                            _mm512_store_ps(o + (size_t)16 * Kp, _mm512_add_ps(u[r], v[r]));
+                            _mm512_store_ps(o + (size_t)32 * Kp, _mm512_sub_ps(u[r], v[r]));
+                            _mm512_store_ps(o + (size_t)48 * Kp, _mm512_xor_ps(v[r], neg));
+                        }
+                    }
+            }
+            const float *x0 = xb + i * x_img + (ptrdiff_t)2 * ty0 * Wx * 16; /* the first tile's inputs */
+            for (int p = 0; p < 16; p++) { /* the sums, position by position */
+                int ri = p / 4, cj = p % 4;
+                ptrdiff_t off[4] = {((ptrdiff_t)tf_a[ri] * Wx + tf_a[cj]) * 16, ((ptrdiff_t)tf_b[ri] * Wx + tf_a[cj]) * 16,
+                                    ((ptrdiff_t)tf_a[ri] * Wx + tf_b[cj]) * 16, ((ptrdiff_t)tf_b[ri] * Wx + tf_b[cj]) * 16};
+                __m512 sr = tf_minus[ri] ? neg : _mm512_setzero_ps(), sc = tf_minus[cj] ? neg : _mm512_setzero_ps();
+                for (int kb = 0; kb < Kp; kb += 16)
+                    for (int cb = 0; cb < Cp; cb += 16)
+                        wgw_block(M + (((size_t)p * Kp / 16 + kb / 16) * (Cp / 16) + cb / 16) * 256, E + (size_t)p * 16 * Kp + kb, Kp,
+                                  x0 + cb / 16 * ldx, row2, off, sr, sc, n0, n1, spread);
+            }
+        }
+    /* dw = G^T M G, a 4 x 4 block of channels at a time, scattered into dw's rows of 9 */
+    __m512 half = _mm512_set1_ps(0.5f);
+    for (int kb = 0; kb < Kp; kb += 16)
+        for (int cb = 0; cb < Cp; cb += 16)
+            for (int cg = 0; cg < 4; cg++)
+                for (int kg = 0; kg < 4; kg++) {
+                    int id[16];
+                    unsigned in = 0;
+                    for (int q = 0; q < 16; q++) {
+                        int k = kb + 4 * kg + q % 4, c = cb + 4 * cg + q / 4;
+                        id[q] = k < K && c < d->C ? (k * d->C + c) * 9 : 0;
+                        in |= (unsigned)(k < K && c < d->C) << q;
+                    }
+                    if (!in) continue;
+                    __m512i at = _mm512_loadu_si512(id);
+                    __m512 m[16], r[3][4];
+                    for (int p = 0; p < 16; p++)
+                        m[p] = _mm512_load_ps(M + (((size_t)p * Kp / 16 + kb / 16) * (Cp / 16) + cb / 16) * 256 + (cg * 4 + kg) * 16);
+                    for (int j = 0; j < 4; j++) {
+                        __m512 s = _mm512_add_ps(m[4 + j], m[8 + j]), t = _mm512_sub_ps(m[4 + j], m[8 + j]);
+                        r[0][j] = _mm512_add_ps(m[j], _mm512_mul_ps(half, s));
+                        r[1][j] = _mm512_mul_ps(half, t);
+                        r[2][j] = _mm512_add_ps(_mm512_mul_ps(half, s), m[12 + j]);
+                    }
+                    for (int ii = 0; ii < 3; ii++) {
+                        __m512 s = _mm512_add_ps(r[ii][1], r[ii][2]), t = _mm512_sub_ps(r[ii][1], r[ii][2]);
+                        float *o = dw + 3 * ii;
+                        _mm512_mask_i32scatter_ps(o, (__mmask16)in, at, _mm512_add_ps(r[ii][0], _mm512_mul_ps(half, s)), 4);
+                        _mm512_mask_i32scatter_ps(o + 1, (__mmask16)in, at, _mm512_mul_ps(half, t), 4);
+                        _mm512_mask_i32scatter_ps(o + 2, (__mmask16)in, at, _mm512_add_ps(_mm512_mul_ps(half, s), r[ii][3]), 4);
+                    }
+                }
+}
 #endif
 
 /* the AVX-512 kernel under the AVX-512 switch, else the reference (the conv uses neither then) */
@@ -341,4 +575,15 @@ void tg__winograd_image(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, 
 #endif
     (void)xend, (void)buf;
     tg__winograd_image_ref(y, x, ldp, ldr, U, b, relu, add, d);
+}
+
+void tg__winograd_wgrad(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img, const float *xb,
+                        ptrdiff_t ldx, ptrdiff_t x_img, int nimg, const tg__conv_dims *d, float *buf) {
+#if defined(__x86_64__)
+    if (tg__isa() == TG_ISA_AVX512) {
+        wgrad_avx512(dw, dq, ldq, ldqr, q_img, xb, ldx, x_img, nimg, d, buf);
+        return;
+    }
+#endif
+    tg__winograd_wgrad_ref(dw, dq, ldq, ldqr, q_img, xb, ldx, x_img, nimg, d, buf);
 }
