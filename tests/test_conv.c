@@ -35,6 +35,8 @@ static const conv_case cases[] = {
     {2, 16, 8, 8, 4, 5, 5, 1, 2, 1, 1},    /* blocks with 25 taps: tap tiles of 9, 9 and 7 */
     {2, 17, 15, 21, 24, 3, 3, 1, 1, 1, 1}, /* Winograd (AVX-512) forward and input gradient, odd sizes */
     {2, 20, 9, 13, 16, 3, 3, 1, 0, 1, 1},  /* Winograd unpadded: its input gradient pads by 2 */
+    {2, 24, 8, 12, 20, 3, 3, 1, 1, 1, 1},  /* Winograd's weight gradient (even sizes): channels part of a block */
+    {20, 16, 10, 10, 16, 3, 3, 1, 1, 1, 1}, /* ... over several images in a chunk */
 };
 
 static double frand(uint64_t *s) {

@@ -831,6 +831,8 @@ static void winograd_fits(int C, int K, int H, int W, int pad, int r, int stride
         fprintf(stderr, "winograd_fits C %d K %d %dx%d pad %d kernel %d stride %d dilation %d groups %d: %d, want %d\n",
                 C, K, H, W, pad, r, stride, dil, g, got, expect);
     CHECK(got == expect);
+    /* the weight gradient: where the forward goes, for an even output */
+    CHECK(tg__winograd_wgrad_fits(&d) == (expect && d.Ho % 2 == 0 && d.Wo % 2 == 0));
 }
 
 static void winograd(void) {
@@ -849,6 +851,8 @@ static void winograd(void) {
     winograd_fits(16, 16, 16, 16, 1, 3, 1, 1, 1, true);   /* 16 across: two rows of tiles a vector */
     winograd_fits(16, 16, 18, 18, 0, 3, 1, 1, 1, false);  /* 16 out but 18 in: too wide for two rows */
     winograd_fits(16, 16, 5, 5, 0, 3, 1, 1, 1, false);    /* a 3x3 output */
+    winograd_fits(32, 64, 9, 9, 1, 3, 1, 1, 1, true);     /* 9x9 out: the forward only */
+    winograd_fits(32, 64, 7, 7, 1, 3, 1, 1, 1, true);     /* the speedrun's third conv: the forward only */
     winograd_case(16, 16, 28, 28, 1, false, false, false, false, false); /* the resnet's: a row of tiles a vector */
     winograd_case(32, 32, 14, 14, 1, false, false, false, true, true);   /* two rows a vector, an odd count */
     winograd_case(17, 20, 15, 21, 1, true, true, false, false, false);   /* odd sizes, K not a multiple of 8 */

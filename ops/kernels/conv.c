@@ -677,7 +677,7 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         shift_geom s;
         shift_geom_of(d, &s);
         int taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
-        bool wgw = dw && use_winograd(d); /* Winograd's weight gradient */
+        bool wgw = dw && tg__winograd_wgrad_fits(d) && !tg__bf16_active(); /* Winograd's weight gradient */
         int64_t xsz = wgw ? (d->Cg + 15) / 16 * wgw_block(d) : blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
         /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
         bool bf = dx && tg__bf16_supported();

@@ -160,6 +160,12 @@ typedef struct {
 
 static wgw_geom wgw_of(const tg__conv_dims *d) { return (wgw_geom){(d->C + 15) / 16 * 16, (d->K + 15) / 16 * 16}; }
 
+bool tg__winograd_wgrad_fits(const tg__conv_dims *d) {
+    /* an odd height or width leaves the last row or column of tiles half dead: 7x7 to 15x15 ran
+     * 0.83-0.99x the direct kernel with 16 channels, even sizes 1.13-1.41x (BENCHMARKS.md) */
+    return tg__winograd_fits(d) && d->Ho % 2 == 0 && d->Wo % 2 == 0;
+}
+
 /* the tiles' E (16 tiles by Kp), the sums M (Kp by Cp), for each position, then the 2x2
  * gradients of 16 tiles by 16 output channels (4 of them) */
 size_t tg__winograd_wgrad_floats(const tg__conv_dims *d) {
