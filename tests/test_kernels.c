@@ -725,7 +725,7 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
     float *buf = aligned_alloc(64, (tg__winograd_floats(&d) * sizeof(float) + 63) / 64 * 64);
     float *y = randv(ny + 2 * guard, 0), *want = copyv(y, ny + 2 * guard), *y0 = copyv(y, ny + 2 * guard);
     tg__winograd_weights(U, w, &d, false);
-    tg__winograd_image(y + guard, x, ldp, ldr, x + nx, U, b, relu, add, &d, buf);
+    tg__winograd_images(y + guard, 0, x, 0, 1, ldp, ldr, x + nx, U, b, relu, add, &d, buf);
     tg__winograd_image_ref(want + guard, x, ldp, ldr, U, b, relu, add, &d);
     char what[112];
     snprintf(what, sizeof what, "winograd C %d K %d %dx%d pad %d%s%s%s%s%s", C, K, H, W, pad, bias ? " bias" : "",
@@ -821,6 +821,29 @@ static void winograd_wgrad_case(int C, int K, int H, int W, int pad, int n, bool
     free(x), free(dq), free(xb), free(buf), free(dw), free(want);
 }
 
+/* Winograd over n images in one call (vectors of tiles that span two images), against the
+ * reference image by image: x's images apart by more than their planes, y's between guards */
+static void winograd_images_case(int C, int K, int H, int pad, int n, bool add) {
+    tg__conv_dims d = {.N = n, .C = C, .H = H, .W = H, .K = K, .R = 3, .S = 3, .G = 1, .Cg = C, .Kg = K,
+                       .stride = 1, .pad = pad, .dil = 1, .rows = (int64_t)C * 9};
+    d.Ho = d.Wo = H + 2 * pad - 2;
+    ptrdiff_t ldp = (ptrdiff_t)H * H, x_img = C * ldp + 37, y_img = (ptrdiff_t)K * d.Ho * d.Wo + 21;
+    int64_t nx = n * x_img, ny = n * y_img, guard = 64;
+    float *x = randv(nx, 0), *w = randv((int64_t)K * C * 9, 0), *b = randv(K, 0);
+    float *U = aligned_alloc(64, (tg__winograd_weights_floats(&d) * sizeof(float) + 63) / 64 * 64);
+    float *buf = aligned_alloc(64, (tg__winograd_floats(&d) * sizeof(float) + 63) / 64 * 64);
+    float *y = randv(ny + 2 * guard, 0), *want = copyv(y, ny + 2 * guard);
+    tg__winograd_weights(U, w, &d, false);
+    tg__winograd_images(y + guard, y_img, x, x_img, n, ldp, H, x + nx, U, b, true, add, &d, buf);
+    for (int i = 0; i < n; i++)
+        tg__winograd_image_ref(want + guard + i * y_img, x + i * x_img, ldp, H, U, b, true, add, &d);
+    char what[96];
+    snprintf(what, sizeof what, "winograd C %d K %d %dx%d pad %d, %d images a call%s", C, K, H, H, pad, n,
+             add ? " add" : "");
+    CHECK_INT(count_differ(what, y, want, ny + 2 * guard), 0);
+    free(x), free(w), free(b), free(U), free(buf), free(y), free(want);
+}
+
 /* whether conv d (3x3 unless r, one group unless g) goes through Winograd: only on AVX-512 */
 static void winograd_fits(int C, int K, int H, int W, int pad, int r, int stride, int dil, int g, bool want) {
     tg__conv_dims d = {.N = 2, .C = C, .H = H, .W = W, .K = K, .R = r, .S = r, .G = g, .Cg = C / g, .Kg = K / g,
@@ -864,6 +887,10 @@ static void winograd(void) {
     winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient (the conv keeps it direct) */
     winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, two rows a vector */
     winograd_case(16, 17, 12, 30, 1, false, false, false, true, true);   /* 30 across, added */
+    winograd_images_case(32, 32, 14, 1, 2, false); /* the resnet's 14x14: 7 vectors for 2 images */
+    winograd_images_case(16, 24, 15, 0, 3, true);  /* 13x13 out, 3 images, added: vectors across each boundary */
+    winograd_images_case(16, 16, 13, 1, 2, false); /* 13 rows out: the shared vector's first row of tiles half real */
+    winograd_images_case(16, 16, 28, 1, 2, true);  /* one row of tiles a vector: nothing shared */
     winograd_wgrad_case(16, 16, 28, 28, 1, 3, false); /* the resnet's: a row of tiles a vector */
     winograd_wgrad_case(32, 32, 14, 14, 1, 2, false); /* two rows a vector, an odd count of them */
     winograd_wgrad_case(16, 32, 14, 14, 1, 2, false); /* the resnet's widening conv */

@@ -42,7 +42,8 @@ static const char *const fwd_paths[][3] = {BY_ISA("shifted"), BY_ISA("shifted bf
 /* shifted backward, by dx (none, float32, bf16, winograd) and dW (none, shifted, blocked, blocked bf16, winograd);
  * db alone: "shifted" */
 #define DW_PATHS(dx, isa)                                                                                              \
-    {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa, dx ", winograd wgrad" isa}
+    {dx isa, dx ", shifted wgrad" isa, dx ", blocked wgrad" isa, dx ", blocked wgrad bf16" isa,                        \
+     dx ", winograd wgrad" isa}
 #define DX_PATHS(isa)                                                                                                 \
     {{"shifted" isa, "shifted wgrad" isa, "blocked wgrad" isa, "blocked wgrad bf16" isa, "winograd wgrad" isa},        \
      DW_PATHS("shifted dx", isa), DW_PATHS("shifted dx bf16", isa), DW_PATHS("winograd dx", isa)}
@@ -605,10 +606,12 @@ static const char *forward_winograd(float *y, const float *x, const float *w, co
         TG_TRACE_REGION();
         float *buf = k->bufs + (size_t)tg__thread_id() * k->per;
         float *yi = pool ? k->ys + (size_t)tg__thread_id() * d->K * HWo : NULL; /* with pooling: the image's y */
+        int nb = pool ? 1 : tg__winograd_batch(d); /* images a call */
 #pragma omp for schedule(static)
-        for (int i = 0; i < d->N; i++) {
-            tg__winograd_image(yi ? yi : y + i * d->K * HWo, x + i * image, (ptrdiff_t)d->H * d->W, d->W, xend, k->U, b,
-                               relu, false, d, buf);
+        for (int u = 0; u < (d->N + nb - 1) / nb; u++) {
+            int i = u * nb, n = d->N - i < nb ? d->N - i : nb;
+            tg__winograd_images(yi ? yi : y + i * d->K * HWo, d->K * HWo, x + i * image, image, n,
+                                (ptrdiff_t)d->H * d->W, d->W, xend, k->U, b, relu, false, d, buf);
             if (pool) pool_image(pool, yi, i, d);
         }
     }
@@ -791,13 +794,14 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                     tg__shifted_gemm_nt(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps,
                                         (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, d->Kg, (int)s.P, d->Cg, taps, i1 - i0,
                                         false);
-                for (int i = i0; dx && i < i1; i++) {
+                /* Winograd: from the padded dy's inside; what the kernel reads past it stays in xps */
+                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb)
+                    tg__winograd_images(dx + (int64_t)i * d->C * d->H * d->W, (ptrdiff_t)d->C * d->H * d->W,
+                                        dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.dq_size,
+                                        i1 - i < nb ? i1 - i : nb, s.Lq, s.Wp, xps + per, k->U, NULL, false, !dx_set,
+                                        &t, wg);
+                for (int i = i0; dx && !k->U && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
-                    if (k->U) { /* from the padded dy's inside; what the kernel reads past it stays in xps */
-                        tg__winograd_image(dxi, dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.Lq, s.Wp,
-                                           xps + per, k->U, NULL, false, !dx_set, &t, wg);
-                        continue;
-                    }
                     tg__shift_out out = shift_out(map, dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set);
                     const float *dq = dqs + (i - i0) * s.dq_size + s.front;
                     bool wrote;

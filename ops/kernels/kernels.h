@@ -271,7 +271,7 @@ typedef struct {
 
 /* y = conv2d(x, w) + b (b may be NULL), relu(y) if relu. Stride 1 multiplies by
  * the padded image shifted by tap (tg__shifted_gemm), or where Winograd fits and
- * products are float32 goes through it (tg__winograd_image), a 1x1 stride-1 unpadded
+ * products are float32 goes through it (tg__winograd_images), a 1x1 stride-1 unpadded
  * conv is one GEMM on x, anything else goes through im2col and GEMM. With pool
  * (and relu), y is not written: each image is pooled into pool->p instead. */
 size_t tg__conv2d_forward_scratch(const tg__conv_dims *d, bool pool, int *threads);
@@ -302,17 +302,20 @@ const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const
  * it applies (one group, dilation 1, pad at most 2, 16 to 32 channels in, at least 16 out,
  * output rows at most 32 wide, and input rows at most 16 wide when the output's are) and pays.
  * tg__winograd_weights turns w (K,C,3,3), or if flipped w (C,K,3,3) turned by 180 degrees (the
- * input gradient's conv), into U (weights_floats floats). tg__winograd_image computes one image:
+ * input gradient's conv), into U (weights_floats floats). tg__winograd_images computes nimg
+ * images (x_img and y_img floats apart; tg__winograd_batch says how many a call pays):
  * y (K,Ho,Wo) = (or, if add, +=) relu?(conv2d(x, w) + b) (b may be NULL), x's planes ldp floats
  * apart and rows ldr, with buf (64-byte aligned, tg__winograd_floats floats); it may read x up
- * to xend (past the planes' ends: what it reads there is not used). The reference computes the
- * same formulas in plain loops and the same order: they agree bit for bit. */
+ * to xend (past the planes' ends: what it reads there is not used). The reference computes one
+ * image with the same formulas in plain loops and the same order: they agree bit for bit. */
 bool tg__winograd_fits(const tg__conv_dims *d);
+int tg__winograd_batch(const tg__conv_dims *d);
 size_t tg__winograd_weights_floats(const tg__conv_dims *d);
 size_t tg__winograd_floats(const tg__conv_dims *d);
 void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped);
-void tg__winograd_image(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
-                        const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf);
+void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
+                         ptrdiff_t ldr, const float *xend, const float *U, const float *b, bool relu, bool add,
+                         const tg__conv_dims *d, float *buf);
 void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,
                             bool relu, bool add, const tg__conv_dims *d);
 /* tg__winograd_wgrad_fits: tg__winograd_fits, and the output's height and width even (where the

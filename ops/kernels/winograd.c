@@ -160,6 +160,13 @@ typedef struct {
 
 static wgw_geom wgw_of(const tg__conv_dims *d) { return (wgw_geom){(d->C + 15) / 16 * 16, (d->K + 15) / 16 * 16}; }
 
+int tg__winograd_batch(const tg__conv_dims *d) {
+    /* with two rows of tiles a vector and an odd number of rows, an image's last vector is half
+     * empty: two images share it (the resnet's 14x14 layers: 7 vectors for two images, not 8) */
+    wg_geom g = geom_of(d);
+    return g.slots == 2 && g.TH % 2 ? 2 : 1;
+}
+
 bool tg__winograd_wgrad_fits(const tg__conv_dims *d) {
     /* an odd height or width leaves the last row or column of tiles half dead: 7x7 to 15x15 ran
      * 0.83-0.99x the direct kernel with 16 channels, even sizes 1.13-1.41x (BENCHMARKS.md) */
@@ -181,7 +188,8 @@ void tg__winograd_wgrad_grid(const tg__conv_dims *d, int *Hx, int *Wx) {
 /* E = A dY A^T, in the order the AVX-512 kernel computes it */
 static void grad_tf(float E[16], float a, float b, float c, float e) {
     float u[4] = {a, a + c, a - c, -c}, v[4] = {b, b + e, b - e, -e};
-    for (int i = 0; i < 4; i++) E[4 * i] = u[i], E[4 * i + 1] = u[i] + v[i], E[4 * i + 2] = u[i] - v[i], E[4 * i + 3] = -v[i];
+    for (int i = 0; i < 4; i++)
+        E[4 * i] = u[i], E[4 * i + 1] = u[i] + v[i], E[4 * i + 2] = u[i] - v[i], E[4 * i + 3] = -v[i];
 }
 
 /* o (3x3) = G^T m G, likewise */
@@ -255,20 +263,36 @@ TG_TARGET_AVX512 static inline void put(float *p, __m512 v, bool add, __mmask16 
     _mm512_storeu_ps(p, v);
 }
 
-/* One vector of tiles (number vec): V[p][c][16] for every channel */
-TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *xend,
-                                         const tg__conv_dims *d, const wg_geom *g, int vec, const __m512i idx[4],
-                                         const __mmask16 msk[4]) {
-    int C = d->C, H = d->H, W = d->W, ty = vec * g->slots; /* the first row of tiles of the vector */
+/* The rows of tiles of nimg images, one after the other: vector vec holds rows vec*slots and,
+ * with two slots, the next (which may be the next image's first) */
+typedef struct {
+    int img[2], ty[2]; /* ty -1: no row in that slot */
+} wg_rows;
+
+static wg_rows rows_of(const wg_geom *g, int vec, int nimg) {
+    wg_rows w;
+    for (int s = 0; s < 2; s++) {
+        int row = vec * g->slots + s;
+        bool in = s < g->slots && row < nimg * g->TH;
+        w.img[s] = in ? row / g->TH : 0, w.ty[s] = in ? row % g->TH : -1;
+    }
+    return w;
+}
+
+/* One vector of tiles: V[p][c][16] for every channel */
+TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr,
+                                         const float *xend, const tg__conv_dims *d, const wg_geom *g, const wg_rows *w,
+                                         const __m512i idx[4], const __mmask16 msk[4]) {
+    int C = d->C, H = d->H, W = d->W;
     __mmask16 wm = W >= 16 ? 0xffff : (__mmask16)((1u << W) - 1), wm2 = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
     size_t ps = (size_t)C * 16; /* between positions */
     for (int c = 0; c < C; c++) {
-        const float *xc = x + c * ldp;
+        const float *xc = x + w->img[0] * x_img + c * ldp, *xc1 = x + w->img[1] * x_img + c * ldp;
         __m512 dd[4][4];
         for (int r = 0; r < 4; r++) {
             /* A and B: the 32 floats the permutes choose from (slots 1: one row; 2: two rows, 16 each) */
             __m512 A = _mm512_setzero_ps(), B = _mm512_setzero_ps();
-            int iy = 2 * ty + r - d->pad;
+            int iy = 2 * w->ty[0] + r - d->pad, iy1 = 2 * w->ty[1] + r - d->pad;
             if (g->slots == 1) {
                 if (iy >= 0 && iy < H) {
                     const float *row = xc + iy * ldr;
@@ -283,8 +307,8 @@ TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t ldp
                     const float *row = xc + iy * ldr;
                     A = xend - row >= 16 ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(wm, row);
                 }
-                if (iy + 2 >= 0 && iy + 2 < H && ty + 1 < g->TH) {
-                    const float *row = xc + (iy + 2) * ldr;
+                if (w->ty[1] >= 0 && iy1 >= 0 && iy1 < H) {
+                    const float *row = xc1 + iy1 * ldr;
                     B = xend - row >= 16 ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(wm, row);
                 }
             }
@@ -357,10 +381,10 @@ TG_TARGET_AVX512 static void out_perm_of(out_perm *o, int Wo, bool two) {
     }
 }
 
-/* One output channel's tiles from M (16 vectors 16*WG_KB floats apart) into its plane yk, rows
- * from 2ty on: Y = A^T M A, bias added, ReLU applied, stored or added */
-TG_TARGET_AVX512 static void output_tiles(float *yk, const float *M, __m512 bias, bool relu, bool add,
-                                          const out_perm *o, int ty, int Ho, int Wo, bool two) {
+/* One output channel's tiles from M (16 vectors 16*WG_KB floats apart) into its plane yk of each
+ * image (y_img apart), at the vector's rows w: Y = A^T M A, bias added, ReLU applied, stored or added */
+TG_TARGET_AVX512 static void output_tiles(float *yk, ptrdiff_t y_img, const float *M, __m512 bias, bool relu, bool add,
+                                          const out_perm *o, const wg_rows *w, int Ho, int Wo, bool two) {
     __m512 m[16], s0[4], s1[4];
     for (int p = 0; p < 16; p++) m[p] = _mm512_load_ps(M + (size_t)p * WG_KB * 16);
     for (int j = 0; j < 4; j++) {
@@ -371,7 +395,8 @@ TG_TARGET_AVX512 static void output_tiles(float *yk, const float *M, __m512 bias
     __m512 y01 = finish(_mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]), bias, relu);
     __m512 y10 = finish(_mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]), bias, relu);
     __m512 y11 = finish(_mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]), bias, relu);
-    float *r0 = yk + (size_t)2 * ty * Wo;
+    int ty = w->ty[0];
+    float *r0 = yk + w->img[0] * y_img + (size_t)2 * ty * Wo;
     if (!two) { /* rows 2ty and 2ty+1 (if inside): two full stores each, overlapping */
         put(r0, _mm512_permutex2var_ps(y00, o->even_odd, y01), add, 0xffff);
         put(r0 + Wo - 16, _mm512_permutex2var_ps(y00, o->last16, y01), add, o->fresh);
@@ -379,28 +404,29 @@ TG_TARGET_AVX512 static void output_tiles(float *yk, const float *M, __m512 bias
             put(r0 + Wo, _mm512_permutex2var_ps(y10, o->even_odd, y11), add, 0xffff);
             put(r0 + 2 * Wo - 16, _mm512_permutex2var_ps(y10, o->last16, y11), add, o->fresh);
         }
-    } else if (2 * ty + 3 < Ho) { /* four whole rows */
+    } else if (w->img[1] == w->img[0] && w->ty[1] == ty + 1 && 2 * ty + 3 < Ho) { /* four whole rows */
         for (int q = 0; q < o->nseg; q++)
             put(r0 + o->seg_at[q],
                 _mm512_mask_blend_ps(o->seg_odd[q], _mm512_permutex2var_ps(y00, o->seg[q], y01),
                                      _mm512_permutex2var_ps(y10, o->seg[q], y11)),
                 add, o->seg_fresh[q]);
-    } else { /* the last rows: each under a mask */
+    } else { /* each slot's rows under a mask: an image's last, or a vector across two images */
         __mmask16 wm = (__mmask16)((1u << Wo) - 1);
-        __m512i oi1 = _mm512_add_epi32(o->even_odd, _mm512_set1_epi32(8));
-        for (int row = 2 * ty; row < Ho; row++) {
-            __m512i oi = row - 2 * ty >= 2 ? oi1 : o->even_odd;
-            __m512 e = row % 2 ? y10 : y00, od = row % 2 ? y11 : y01, v = _mm512_permutex2var_ps(e, oi, od);
-            float *to = yk + (size_t)row * Wo;
-            if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(wm, to), v);
-            _mm512_mask_storeu_ps(to, wm, v);
+        for (int s = 0; s < 2 && w->ty[s] >= 0; s++) {
+            __m512i oi = s ? _mm512_add_epi32(o->even_odd, _mm512_set1_epi32(8)) : o->even_odd;
+            for (int row = 2 * w->ty[s]; row < 2 * w->ty[s] + 2 && row < Ho; row++) {
+                __m512 e = row % 2 ? y10 : y00, od = row % 2 ? y11 : y01, v = _mm512_permutex2var_ps(e, oi, od);
+                float *to = yk + w->img[s] * y_img + (size_t)row * Wo;
+                if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(wm, to), v);
+                _mm512_mask_storeu_ps(to, wm, v);
+            }
         }
     }
 }
 
-TG_TARGET_AVX512 static void image_avx512(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *xend,
-                                          const float *U, const float *b, bool relu, bool add, const tg__conv_dims *d,
-                                          float *buf) {
+TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg,
+                                          ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
+                                          const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf) {
     wg_geom g = geom_of(d);
     bool two = g.slots == 2;
     float *V = buf, *M = buf + (size_t)16 * d->C * 16;
@@ -420,13 +446,14 @@ TG_TARGET_AVX512 static void image_avx512(float *y, const float *x, ptrdiff_t ld
     }
     out_perm o;
     out_perm_of(&o, d->Wo, two);
-    for (int vec = 0; vec < g.nvec; vec++) {
-        input_block(V, x, ldp, ldr, xend, d, &g, vec, idx, msk);
+    for (int vec = 0; vec < (nimg * g.TH + g.slots - 1) / g.slots; vec++) {
+        wg_rows w = rows_of(&g, vec, nimg);
+        input_block(V, x, x_img, ldp, ldr, xend, d, &g, &w, idx, msk);
         for (int k0 = 0; k0 < d->K; k0 += WG_KB) {
             products(M, V, U, d->C, k0);
             for (int a = 0; a < WG_KB && k0 + a < d->K; a++)
-                output_tiles(y + (size_t)(k0 + a) * d->Ho * d->Wo, M + a * 16, _mm512_set1_ps(b ? b[k0 + a] : 0.0f),
-                             relu, add, &o, vec * g.slots, d->Ho, d->Wo, two);
+                output_tiles(y + (size_t)(k0 + a) * d->Ho * d->Wo, y_img, M + a * 16,
+                             _mm512_set1_ps(b ? b[k0 + a] : 0.0f), relu, add, &o, &w, d->Ho, d->Wo, two);
         }
     }
 }
@@ -459,6 +486,11 @@ TG_TARGET_AVX512 static void wgw_block(float *Mb, const float *Ep, ptrdiff_t ldE
         }
     for (int cg = 0; cg < 4; cg++)
         for (int kg = 0; kg < 4; kg++) _mm512_store_ps(Mb + (cg * 4 + kg) * 16, acc[cg][kg]);
+}
+
+/* where the sums of position p, output channels kb.., input channels cb.. start in M */
+static size_t m_at(int p, int kb, int cb, int Kp, int Cp) {
+    return (((size_t)p * Kp / 16 + kb / 16) * (Cp / 16) + cb / 16) * 256;
 }
 
 TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img,
@@ -526,13 +558,13 @@ TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t 
             const float *x0 = xb + i * x_img + (ptrdiff_t)2 * ty0 * Wx * 16; /* the first tile's inputs */
             for (int p = 0; p < 16; p++) { /* the sums, position by position */
                 int ri = p / 4, cj = p % 4;
-                ptrdiff_t off[4] = {((ptrdiff_t)tf_a[ri] * Wx + tf_a[cj]) * 16, ((ptrdiff_t)tf_b[ri] * Wx + tf_a[cj]) * 16,
-                                    ((ptrdiff_t)tf_a[ri] * Wx + tf_b[cj]) * 16, ((ptrdiff_t)tf_b[ri] * Wx + tf_b[cj]) * 16};
+                ptrdiff_t ra = (ptrdiff_t)tf_a[ri] * Wx, rb = (ptrdiff_t)tf_b[ri] * Wx, ca = tf_a[cj], cb = tf_b[cj];
+                ptrdiff_t off[4] = {(ra + ca) * 16, (rb + ca) * 16, (ra + cb) * 16, (rb + cb) * 16};
                 __m512 sr = tf_minus[ri] ? neg : _mm512_setzero_ps(), sc = tf_minus[cj] ? neg : _mm512_setzero_ps();
                 for (int kb = 0; kb < Kp; kb += 16)
-                    for (int cb = 0; cb < Cp; cb += 16)
-                        wgw_block(M + (((size_t)p * Kp / 16 + kb / 16) * (Cp / 16) + cb / 16) * 256, E + (size_t)p * 16 * Kp + kb, Kp,
-                                  x0 + cb / 16 * ldx, row2, off, sr, sc, n0, n1, spread);
+                    for (int c0 = 0; c0 < Cp; c0 += 16)
+                        wgw_block(M + m_at(p, kb, c0, Kp, Cp), E + (size_t)p * 16 * Kp + kb, Kp, x0 + c0 / 16 * ldx,
+                                  row2, off, sr, sc, n0, n1, spread);
             }
         }
     /* dw = G^T M G, a 4 x 4 block of channels at a time, scattered into dw's rows of 9 */
@@ -552,7 +584,7 @@ TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t 
                     __m512i at = _mm512_loadu_si512(id);
                     __m512 m[16], r[3][4];
                     for (int p = 0; p < 16; p++)
-                        m[p] = _mm512_load_ps(M + (((size_t)p * Kp / 16 + kb / 16) * (Cp / 16) + cb / 16) * 256 + (cg * 4 + kg) * 16);
+                        m[p] = _mm512_load_ps(M + m_at(p, kb, cb, Kp, Cp) + (cg * 4 + kg) * 16);
                     for (int j = 0; j < 4; j++) {
                         __m512 s = _mm512_add_ps(m[4 + j], m[8 + j]), t = _mm512_sub_ps(m[4 + j], m[8 + j]);
                         r[0][j] = _mm512_add_ps(m[j], _mm512_mul_ps(half, s));
@@ -562,25 +594,27 @@ TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t 
                     for (int ii = 0; ii < 3; ii++) {
                         __m512 s = _mm512_add_ps(r[ii][1], r[ii][2]), t = _mm512_sub_ps(r[ii][1], r[ii][2]);
                         float *o = dw + 3 * ii;
-                        _mm512_mask_i32scatter_ps(o, (__mmask16)in, at, _mm512_add_ps(r[ii][0], _mm512_mul_ps(half, s)), 4);
+                        __m512 hs = _mm512_mul_ps(half, s);
+                        _mm512_mask_i32scatter_ps(o, (__mmask16)in, at, _mm512_add_ps(r[ii][0], hs), 4);
                         _mm512_mask_i32scatter_ps(o + 1, (__mmask16)in, at, _mm512_mul_ps(half, t), 4);
-                        _mm512_mask_i32scatter_ps(o + 2, (__mmask16)in, at, _mm512_add_ps(_mm512_mul_ps(half, s), r[ii][3]), 4);
+                        _mm512_mask_i32scatter_ps(o + 2, (__mmask16)in, at, _mm512_add_ps(hs, r[ii][3]), 4);
                     }
                 }
 }
 #endif
 
 /* the AVX-512 kernel under the AVX-512 switch, else the reference (the conv uses neither then) */
-void tg__winograd_image(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
-                        const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf) {
+void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
+                         ptrdiff_t ldr, const float *xend, const float *U, const float *b, bool relu, bool add,
+                         const tg__conv_dims *d, float *buf) {
 #if defined(__x86_64__)
     if (tg__isa() == TG_ISA_AVX512) {
-        image_avx512(y, x, ldp, ldr, xend, U, b, relu, add, d, buf);
+        image_avx512(y, y_img, x, x_img, nimg, ldp, ldr, xend, U, b, relu, add, d, buf);
         return;
     }
 #endif
     (void)xend, (void)buf;
-    tg__winograd_image_ref(y, x, ldp, ldr, U, b, relu, add, d);
+    for (int i = 0; i < nimg; i++) tg__winograd_image_ref(y + i * y_img, x + i * x_img, ldp, ldr, U, b, relu, add, d);
 }
 
 void tg__winograd_wgrad(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img, const float *xb,
