@@ -17,16 +17,18 @@
  * The results differ from the direct sum in the last bits (the inputs are
  * added before they are multiplied), not in their determinism.
  *
- * The AVX-512 kernel works on one image at a time, in vectors of 16 tiles:
- * one row of tiles when the output is 17 to 32 columns wide, two rows (8
- * lanes each) when it is at most 16. For each such vector it transforms every
+ * The AVX-512 kernel works in vectors of 16 tiles: one row of tiles when the
+ * output is 17 to 32 columns wide, two rows (8 lanes each) when it is at most
+ * 16, the rows of one image or of two in a row (where an image's last vector
+ * would be half empty: tg__winograd_batch). For each vector it transforms every
  * input channel (two loads and four permutes per row of d: V, 1 KiB a
  * channel), then for each block of 8 output channels runs the 16 products
  * with 8 accumulators over the channels and transforms their results back
  * into y's rows, bias added and ReLU applied, or added onto y (the input
  * gradient). V and the products stay in L1 up to 32 input channels. The
  * reference below computes the same formulas in the same order with plain
- * loops: the two agree bit for bit. */
+ * loops: the two agree bit for bit. The weight gradient, by the same
+ * transforms, has its own section further down. */
 #include "kernels.h"
 #include <math.h>
 #include <string.h>
