@@ -481,15 +481,11 @@ static bool use_winograd(const tg__conv_dims *d) { return tg__winograd_fits(d) &
  * instead of 0.48 (BENCHMARKS.md) */
 #define WG_APART 4096
 /* Winograd's weight gradient reads x padded in blocks of 16 channels on a grid of its own
- * (tg__winograd_wgrad_grid): its row width and the floats of a block */
-static int wgw_width(const tg__conv_dims *d) {
+ * (tg__winograd_wgrad_grid): the floats of a block, and (if wx) its row width */
+static int64_t wgw_block(const tg__conv_dims *d, int *wx) {
     int Hx, Wx;
     tg__winograd_wgrad_grid(d, &Hx, &Wx);
-    return Wx;
-}
-static int64_t wgw_block(const tg__conv_dims *d) {
-    int Hx, Wx;
-    tg__winograd_wgrad_grid(d, &Hx, &Wx);
+    if (wx) *wx = Wx;
     return (int64_t)Hx * Wx * 16;
 }
 /* the conv that computes d's input gradient: dy's K channels to x's C, flipped 3x3 weights */
@@ -681,7 +677,7 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         shift_geom_of(d, &s);
         int taps = d->R * d->S, Cgp = round8(d->Cg), most = chunk_most(d);
         bool wgw = dw && tg__winograd_wgrad_fits(d) && !tg__bf16_active(); /* Winograd's weight gradient */
-        int64_t xsz = wgw ? (d->Cg + 15) / 16 * wgw_block(d) : blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
+        int64_t xsz = wgw ? (d->Cg + 15) / 16 * wgw_block(d, NULL) : blocked_pays(d->Cg) ? s.xb_size : s.xp_size;
         /* per thread: padded x and dy for each image of a chunk, the dx grid, then the offsets, 2 floats each */
         bool bf = dx && tg__bf16_supported();
         /* then one image's padded dy as pairs of channels (bf16 dx), and each image's padded x and dy
@@ -728,16 +724,18 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     int lo = chunk_lo(d), hi = chunk_hi(d);
     int64_t HWo = (int64_t)d->Ho * d->Wo, a_size = (int64_t)taps * d->Kg * Cgp, wsize = (int64_t)d->K * d->rows;
     bool wgw = k->wgw_size != 0, blocked = blocked_pays(d->Cg) || wgw;
-    int64_t ldx = wgw ? wgw_block(d) : (int64_t)s.Hp * s.Wp * 16, per = k->per;
+    int wx = s.Wp; /* the blocked x's row width */
+    int64_t ldx = wgw ? wgw_block(d, &wx) : (int64_t)s.Hp * s.Wp * 16, per = k->per;
     int64_t xsz = wgw ? (d->Cg + 15) / 16 * ldx : blocked ? s.xb_size : s.xp_size;
-    int wx = wgw ? wgw_width(d) : s.Wp; /* the blocked x's row width */
     float *A = k->A;
     int K2 = (d->Kg + 1) / 2;
     int64_t a2_size = (int64_t)taps * K2 * Cgp;
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
     tg__conv_dims t = dx_conv(d);
     if (k->U) tg__winograd_weights(k->U, w, &t, true);
-    tg__shift_out map = fill_map(&k->map, s.P2, s.Wp, d->H, d->W, bf, d, s.PR - d->pad, d->Ho);
+    /* the shifted dx kernel's output map (Winograd's dx has none) */
+    tg__shift_out map = {0};
+    if (!k->U) map = fill_map(&k->map, s.P2, s.Wp, d->H, d->W, bf, d, s.PR - d->pad, d->Ho);
     for (int g = 0; A && g < d->G; g++) {
         pack_taps(A + g * a_size, w + (int64_t)g * d->Kg * d->rows, d, true);
         if (bf) pair_taps(k->A2 + g * a2_size, A + g * a_size, Cgp / 8, taps, d->Kg);
