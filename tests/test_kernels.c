@@ -751,8 +751,10 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
                 e = fabs(want[at] - s) > e ? fabs(want[at] - s) : e;
                 scale = fabs(s) > scale ? fabs(s) : scale;
             }
-    if (!nan && e / scale > 2e-6) fprintf(stderr, "%s: reference %.3g from the direct sum\n", what, e / scale);
-    CHECK(nan || e / scale <= 2e-6);
+    /* F(4x4)'s transforms scale by up to 8 and add more terms than F(2x2)'s: up to 5e-6 here, where a
+     * wrong transform is off by more than 1e-2 */
+    if (!nan && e / scale > 1e-5) fprintf(stderr, "%s: reference %.3g from the direct sum\n", what, e / scale);
+    CHECK(nan || e / scale <= 1e-5);
     /* flipped: U of the input gradient's conv, from the forward's w (K,C,3,3) read as (C,K) turned */
     tg__conv_dims t = d;
     t.C = t.Cg = K, t.K = t.Kg = C;
@@ -858,7 +860,22 @@ static void winograd_fits(int C, int K, int H, int W, int pad, int r, int stride
     CHECK(tg__winograd_wgrad_fits(&d) == (expect && d.Ho % 2 == 0 && d.Wo % 2 == 0));
 }
 
+/* the images a call for an HxH input: the fewest whose rows of tiles fill an even number of vectors */
+static void winograd_batch(int H, int pad, int want) {
+    tg__conv_dims d = {.N = 64, .C = 16, .H = H, .W = H, .K = 16, .R = 3, .S = 3, .G = 1, .Cg = 16, .Kg = 16,
+                       .stride = 1, .pad = pad, .dil = 1, .rows = 16 * 9};
+    d.Ho = d.Wo = H + 2 * pad - 2;
+    int got = tg__winograd_batch(&d);
+    if (got != want) fprintf(stderr, "winograd_batch %dx%d pad %d: %d, want %d\n", H, H, pad, got, want);
+    CHECK_INT(got, want);
+}
+
 static void winograd(void) {
+    winograd_batch(28, 1, 4); /* 7 rows of tiles, two a vector: 4 images in 14 vectors */
+    winograd_batch(14, 1, 2); /* 4 rows, four a vector */
+    winograd_batch(12, 0, 8); /* 3 rows, four a vector */
+    winograd_batch(26, 0, 2); /* lenet's: 6 rows, two a vector */
+    winograd_batch(9, 1, 8);  /* 3 rows (the last one real row), four a vector */
     winograd_fits(16, 16, 28, 28, 1, 3, 1, 1, 1, true);
     winograd_fits(32, 64, 26, 26, 0, 3, 1, 1, 1, true);   /* lenet's forward */
     winograd_fits(64, 32, 24, 24, 2, 3, 1, 1, 1, false);  /* its input gradient: 64 channels in */
@@ -876,21 +893,21 @@ static void winograd(void) {
     winograd_fits(16, 16, 5, 5, 0, 3, 1, 1, 1, false);    /* a 3x3 output */
     winograd_fits(32, 64, 9, 9, 1, 3, 1, 1, 1, true);     /* 9x9 out: the forward only */
     winograd_fits(32, 64, 7, 7, 1, 3, 1, 1, 1, true);     /* the speedrun's third conv: the forward only */
-    winograd_case(16, 16, 28, 28, 1, false, false, false, false, false); /* the resnet's: a row of tiles a vector */
-    winograd_case(32, 32, 14, 14, 1, false, false, false, true, true);   /* two rows a vector, an odd count */
+    winograd_case(16, 16, 28, 28, 1, false, false, false, false, false); /* the resnet's: two rows of 7 tiles a vector */
+    winograd_case(32, 32, 14, 14, 1, false, false, false, true, true);   /* four rows of 4 a vector, the last columns past */
     winograd_case(17, 20, 15, 21, 1, true, true, false, false, false);   /* odd sizes, K not a multiple of 8 */
-    winograd_case(16, 24, 13, 13, 0, true, false, false, false, true);   /* unpadded, two rows a vector */
+    winograd_case(16, 24, 13, 13, 0, true, false, false, false, true);   /* unpadded: 11x11, the last tiles 3x3 real */
     winograd_case(16, 16, 9, 16, 1, true, true, true, false, false);     /* 16 across, NaN and -0 */
     winograd_case(16, 8, 34, 32, 0, false, true, false, true, false);    /* the widest rows, 30 outputs across */
-    winograd_case(18, 16, 6, 6, 0, true, false, false, false, false);    /* a 4x4 output */
-    winograd_case(16, 16, 30, 17, 1, true, false, true, false, true);    /* 17 across, a NaN, added */
+    winograd_case(18, 16, 6, 6, 0, true, false, false, false, false);    /* a 4x4 output: one tile */
+    winograd_case(16, 16, 30, 17, 1, true, false, true, false, true);    /* 17 across: 5 tiles, one column real */
     winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient (the conv keeps it direct) */
-    winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, two rows a vector */
+    winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, four rows a vector, one empty */
     winograd_case(16, 17, 12, 30, 1, false, false, false, true, true);   /* 30 across, added */
-    winograd_images_case(32, 32, 14, 1, 2, false); /* the resnet's 14x14: 7 vectors for 2 images */
-    winograd_images_case(16, 24, 15, 0, 3, true);  /* 13x13 out, 3 images, added: vectors across each boundary */
-    winograd_images_case(16, 16, 13, 1, 2, false); /* 13 rows out: the shared vector's first row of tiles half real */
-    winograd_images_case(16, 16, 28, 1, 2, true);  /* one row of tiles a vector: nothing shared */
+    winograd_images_case(32, 32, 14, 1, 2, false); /* the resnet's 14x14: an image a vector */
+    winograd_images_case(16, 24, 12, 0, 4, true);  /* 10x10 out, 3 rows of tiles: 4 images in 3 vectors, added */
+    winograd_images_case(16, 16, 9, 1, 3, false);  /* 9x9: the last row of tiles one row real, 3 images */
+    winograd_images_case(16, 16, 28, 1, 2, true);  /* the resnet's 28x28: 7 rows of tiles, 2 images in 7 vectors */
     winograd_wgrad_case(16, 16, 28, 28, 1, 3, false); /* the resnet's: a row of tiles a vector */
     winograd_wgrad_case(32, 32, 14, 14, 1, 2, false); /* two rows a vector, an odd count of them */
     winograd_wgrad_case(16, 32, 14, 14, 1, 2, false); /* the resnet's widening conv */

@@ -1,109 +1,137 @@
-/* winograd.c: a 3x3 stride-1 convolution in fewer multiplies, Winograd's F(2x2, 3x3).
+/* winograd.c: a 3x3 stride-1 convolution in fewer multiplies, by Winograd's minimal filtering.
  *
- * Each 2x2 block of outputs (a tile) reads a 4x4 block d of the padded input.
- * With the weights g of a (k, c) pair turned once into U = G g G^T (4x4) and
- * each input block into V = B^T d B, the tile is
+ * The forward and the input gradient use F(4x4, 3x3): each 4x4 block of outputs
+ * (a tile) reads a 6x6 block d of the padded input. With the weights g of a
+ * (k, c) pair turned once into U = G g G^T (6x6) and each input block into
+ * V = B^T d B, the tile is
  *
  *   Y[k] = A^T (sum_c U[k][c] .* V[c]) A
  *
- *         | 1  0  0 |          | 1  0 -1  0 |
- *   G   = | ½  ½  ½ |   B^T =  | 0  1  1  0 |   A^T = | 1  1  1  0 |
- *         | ½ -½  ½ |          | 0 -1  1  0 |         | 0  1 -1 -1 |
- *         | 0  0  1 |          | 0  1  0 -1 |
+ *         |  1/4    0     0   |         | 4  0 -5  0  1  0 |
+ *         | -1/6  -1/6  -1/6  |         | 0 -4 -4  1  1  0 |        | 1  1  1  1  1  0 |
+ *   G   = | -1/6   1/6  -1/6  |   B^T = | 0  4 -4 -1  1  0 |  A^T = | 0  1 -1  2 -2  0 |
+ *         |  1/24  1/12  1/6  |         | 0 -2 -1  2  1  0 |        | 0  1  1  4  4  0 |
+ *         |  1/24 -1/12  1/6  |         | 0  2 -1 -2  1  0 |        | 0  1 -1  8 -8  1 |
+ *         |   0     0     1   |         | 0  4  0 -5  0  1 |
  *
- * so the products are 16 matrix products over the channels, one per position
- * p of the 4x4 blocks: 16 multiplies a tile for each (k, c) where the direct
- * convolution does 36, 2.25x fewer, while the transforms are additions only.
- * The results differ from the direct sum in the last bits (the inputs are
- * added before they are multiplied), not in their determinism.
+ * so the products are 36 matrix products over the channels, one per position p
+ * of the 6x6 blocks: 36 multiplies a tile of 16 outputs for each (k, c) where
+ * the direct convolution does 144, 4x fewer (F(2x2, 3x3), which this replaced,
+ * does 2.25x fewer), while the transforms are additions and multiplies by small
+ * powers of two, 4 and 5. The results differ from the direct sum in the last
+ * bits (a few units in 1e-6 of the outputs' size on random data, against about
+ * 1e-6 for F(2x2)), not in their determinism.
  *
- * The AVX-512 kernel works in vectors of 16 tiles: one row of tiles when the
- * output is 17 to 32 columns wide, two rows (8 lanes each) when it is at most
- * 16, the rows of one image or of two in a row (where an image's last vector
- * would be half empty: tg__winograd_batch). For each vector it transforms every
- * input channel (two loads and four permutes per row of d: V, 1 KiB a
- * channel), then for each block of 8 output channels runs the 16 products
- * with 8 accumulators over the channels and transforms their results back
- * into y's rows, bias added and ReLU applied, or added onto y (the input
- * gradient). V and the products stay in L1 up to 32 input channels. The
- * reference below computes the same formulas in the same order with plain
- * loops: the two agree bit for bit. The weight gradient, by the same
- * transforms, has its own section further down. */
+ * The AVX-512 kernel works in vectors of 16 tiles: two rows of tiles (8 lanes
+ * each) when the output is 17 to 32 columns wide, four (4 lanes each) when it
+ * is at most 16, the rows of one image or of several in a row (where an image's
+ * last vector would be partly empty: tg__winograd_batch). For each vector it
+ * transforms every input channel (per row of d, a load and two permutes per
+ * column: V, 2.25 KiB a channel), then for each block of 8 output channels runs
+ * the 36 products with 8 accumulators over the channels and transforms their
+ * results back into y's rows, bias added and ReLU applied, or added onto y (the
+ * input gradient). The reference below computes the same formulas in the same
+ * order with plain loops: the two agree bit for bit.
+ *
+ * The weight gradient keeps F(2x2, 3x3), in its own section further down. */
 #include "kernels.h"
 #include <math.h>
 #include <string.h>
 
-#define WG_KB 8 /* output channels per block of products */
-
-typedef struct {
-    int TH, TW;  /* tiles down and across */
-    int slots;   /* rows of tiles a vector holds: 1 or 2 (8 lanes each) */
-    int nvec;    /* vectors of tiles per image */
-    int Kp;      /* K rounded up to WG_KB */
-} wg_geom;
-
-static wg_geom geom_of(const tg__conv_dims *d) {
-    wg_geom g;
-    g.TH = (d->Ho + 1) / 2, g.TW = (d->Wo + 1) / 2;
-    g.slots = g.TW <= 8 ? 2 : 1;
-    g.nvec = (g.TH + g.slots - 1) / g.slots;
-    g.Kp = (d->K + WG_KB - 1) / WG_KB * WG_KB;
-    return g;
-}
-
 bool tg__winograd_fits(const tg__conv_dims *d) {
     if (d->G != 1 || d->R != 3 || d->S != 3 || d->stride != 1 || d->dil != 1 || d->pad > 2) return false;
     /* it pays from 16 channels in and out, on AVX-512, up to 32 channels in: more, and a vector of
-     * tiles' transforms (1 KiB a channel) outgrow L1 (BENCHMARKS.md) */
+     * tiles' transforms outgrow L1 (BENCHMARKS.md) */
     if (d->C < 16 || d->C > 32 || d->K < 16 || tg__isa() != TG_ISA_AVX512) return false;
     if (d->Ho < 4 || d->Wo < 4) return false;
     return d->Wo <= 16 ? d->W <= 16 : d->W <= 32 && d->Wo <= 32;
 }
 
-/* U by blocks of WG_KB output channels, so that a block's products read WG_KB/16 as much:
- * U[k/WG_KB][p][c][k%WG_KB] */
-static size_t u_at(int p, int c, int k, int C) { return (((size_t)(k / WG_KB) * 16 + p) * C + c) * WG_KB + k % WG_KB; }
+// ----------------------------------------------------------------------------
+// The forward (and the input gradient's conv): F(4x4, 3x3)
 
-size_t tg__winograd_weights_floats(const tg__conv_dims *d) { return (size_t)16 * d->C * geom_of(d).Kp; }
-size_t tg__winograd_floats(const tg__conv_dims *d) { return (size_t)16 * (d->C + WG_KB) * 16; }
+#define WG_KB 8 /* output channels per block of products */
+
+typedef struct {
+    int TH, TW; /* tiles down and across */
+    int slots;  /* rows of tiles a vector holds: 2 (8 lanes each) or 4 (4 lanes each) */
+    int Kp;     /* K rounded up to WG_KB */
+} wg_geom;
+
+static wg_geom geom_of(const tg__conv_dims *d) {
+    wg_geom g;
+    g.TH = (d->Ho + 3) / 4, g.TW = (d->Wo + 3) / 4;
+    g.slots = g.TW <= 4 ? 4 : 2;
+    g.Kp = (d->K + WG_KB - 1) / WG_KB * WG_KB;
+    return g;
+}
+
+int tg__winograd_batch(const tg__conv_dims *d) {
+    /* the fewest images whose rows of tiles fill an even number of vectors (the products take two
+     * at a time): the resnet's 28x28 layers have 7 rows of tiles, two a vector, so four images
+     * take 14 vectors, where one image alone would take 4 */
+    wg_geom g = geom_of(d);
+    int n = 1;
+    while (n * g.TH % (2 * g.slots)) n++;
+    return n;
+}
+
+/* U by blocks of WG_KB output channels, so that a block's products read WG_KB/K of it:
+ * U[k/WG_KB][p][c][k%WG_KB] */
+static size_t u_at(int p, int c, int k, int C) { return (((size_t)(k / WG_KB) * 36 + p) * C + c) * WG_KB + k % WG_KB; }
+
+size_t tg__winograd_weights_floats(const tg__conv_dims *d) { return (size_t)36 * d->C * geom_of(d).Kp; }
+/* for two vectors of tiles: V (36 positions by C by 16 tiles), then a block's products (36 by WG_KB by 16) */
+size_t tg__winograd_floats(const tg__conv_dims *d) { return (size_t)2 * 36 * (d->C + WG_KB) * 16; }
+
+/* G's transform of a column (a, b, c) of 3 weights into 6 */
+static void tf_w(float t[6], float a, float b, float c) {
+    float s = a + c, p = a * (1.0f / 24) + c * (1.0f / 6);
+    t[0] = a * 0.25f;
+    t[1] = (s + b) * (-1.0f / 6);
+    t[2] = (s - b) * (-1.0f / 6);
+    t[3] = p + b * (1.0f / 12);
+    t[4] = p - b * (1.0f / 12);
+    t[5] = c;
+}
 
 void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped) {
     int C = d->C, K = d->K, Kp = geom_of(d).Kp;
-    memset(U, 0, (size_t)16 * C * Kp * sizeof(float));
-    for (int k = 0; k < K; k++)
+    for (int k = 0; k < Kp; k++)
         for (int c = 0; c < C; c++) {
-            float g[9]; /* w[k][c], or (flipped) w[c][k] turned by 180 degrees */
-            for (int i = 0; i < 9; i++) g[i] = flipped ? w[((size_t)c * K + k) * 9 + 8 - i] : w[((size_t)k * C + c) * 9 + i];
-            float t[4][3]; /* G g */
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[j];
-                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                t[3][j] = g[6 + j];
+            if (k >= K) { /* the last block's missing output channels */
+                for (int p = 0; p < 36; p++) U[u_at(p, c, k, C)] = 0.0f;
+                continue;
             }
-            for (int i = 0; i < 4; i++) { /* (G g) G^T */
-                float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]), 0.5f * (t[i][0] - t[i][1] + t[i][2]),
-                              t[i][2]};
-                for (int j = 0; j < 4; j++) U[u_at(4 * i + j, c, k, C)] = u[j];
+            float g[9], t[3][6], u[6]; /* w[k][c], or (flipped) w[c][k] turned by 180 degrees; (G g)^T */
+            for (int i = 0; i < 9; i++) g[i] = flipped ? w[((size_t)c * K + k) * 9 + 8 - i] : w[((size_t)k * C + c) * 9 + i];
+            for (int j = 0; j < 3; j++) tf_w(t[j], g[j], g[3 + j], g[6 + j]);
+            for (int i = 0; i < 6; i++) { /* (G g) G^T's row i */
+                tf_w(u, t[0][i], t[1][i], t[2][i]);
+                for (int j = 0; j < 6; j++) U[u_at(6 * i + j, c, k, C)] = u[j];
             }
         }
 }
 
-/* v = B^T dd B, in the order the AVX-512 kernels compute it */
-static void input_tf(float v[16], const float dd[4][4]) {
-    float t[4][4];
-    for (int j = 0; j < 4; j++) {
-        t[0][j] = dd[0][j] - dd[2][j];
-        t[1][j] = dd[1][j] + dd[2][j];
-        t[2][j] = dd[2][j] - dd[1][j];
-        t[3][j] = dd[1][j] - dd[3][j];
-    }
-    for (int i = 0; i < 4; i++) {
-        v[4 * i + 0] = t[i][0] - t[i][2];
-        v[4 * i + 1] = t[i][1] + t[i][2];
-        v[4 * i + 2] = t[i][2] - t[i][1];
-        v[4 * i + 3] = t[i][1] - t[i][3];
-    }
+/* B^T's transform of 6 values, in the order the AVX-512 kernel computes it */
+static void tf_in(float t[6], const float d[6]) {
+    float s12 = d[1] + d[2], s34 = d[3] + d[4], u12 = d[1] - d[2], u43 = d[4] - d[3];
+    float v = d[4] - d[2], w = d[3] - d[1];
+    t[0] = fmaf(4.0f, d[0], fmaf(-5.0f, d[2], d[4]));
+    t[1] = fmaf(-4.0f, s12, s34);
+    t[2] = fmaf(4.0f, u12, u43);
+    t[3] = fmaf(2.0f, w, v);
+    t[4] = fmaf(-2.0f, w, v);
+    t[5] = fmaf(4.0f, d[1], fmaf(-5.0f, d[3], d[5]));
+}
+
+/* A^T's: 6 values to 4 */
+static void tf_out(float o[4], const float m[6]) {
+    float a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], e = m[3] - m[4];
+    o[0] = (m[0] + a) + c;
+    o[1] = fmaf(2.0f, e, b);
+    o[2] = fmaf(4.0f, c, a);
+    o[3] = fmaf(8.0f, e, b) + m[5];
 }
 
 /* relu(u) as PyTorch's: +0 where u <= 0, a NaN stays NaN */
@@ -112,30 +140,39 @@ static float relu1(float u) { return u <= 0.0f ? 0.0f : u; }
 void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,
                             bool relu, bool add, const tg__conv_dims *d) {
     int C = d->C, H = d->H, W = d->W, pad = d->pad;
-    for (int ty = 0; ty < (d->Ho + 1) / 2; ty++)
-        for (int tx = 0; tx < (d->Wo + 1) / 2; tx++)
+    wg_geom g = geom_of(d);
+    for (int ty = 0; ty < g.TH; ty++)
+        for (int tx = 0; tx < g.TW; tx++)
             for (int k = 0; k < d->K; k++) {
-                float m[16] = {0};
+                float m[36] = {0};
                 for (int c = 0; c < C; c++) {
-                    float dd[4][4], v[16];
-                    for (int r = 0; r < 4; r++)
-                        for (int j = 0; j < 4; j++) {
-                            int iy = 2 * ty + r - pad, ix = 2 * tx + j - pad;
-                            dd[r][j] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[c * ldp + iy * ldr + ix] : 0.0f;
+                    float t[6][6], v[36]; /* t[j]: column j's transform; then each row i's */
+                    for (int j = 0; j < 6; j++) {
+                        float dd[6];
+                        for (int r = 0; r < 6; r++) {
+                            int iy = 4 * ty + r - pad, ix = 4 * tx + j - pad;
+                            dd[r] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[c * ldp + iy * ldr + ix] : 0.0f;
                         }
-                    input_tf(v, dd);
-                    for (int p = 0; p < 16; p++) m[p] = fmaf(U[u_at(p, c, k, C)], v[p], m[p]);
+                        tf_in(t[j], dd);
+                    }
+                    for (int i = 0; i < 6; i++) {
+                        float row[6];
+                        for (int j = 0; j < 6; j++) row[j] = t[j][i];
+                        tf_in(v + 6 * i, row);
+                    }
+                    for (int p = 0; p < 36; p++) m[p] = fmaf(U[u_at(p, c, k, C)], v[p], m[p]);
                 }
-                float s0[4], s1[4];
+                float t[6][4], o[4][4];
+                for (int r = 0; r < 6; r++) tf_out(t[r], m + 6 * r);
                 for (int j = 0; j < 4; j++) {
-                    s0[j] = m[j] + m[4 + j] + m[8 + j];
-                    s1[j] = m[4 + j] - m[8 + j] - m[12 + j];
+                    float col[6], q[4];
+                    for (int r = 0; r < 6; r++) col[r] = t[r][j];
+                    tf_out(q, col);
+                    for (int i = 0; i < 4; i++) o[i][j] = q[i];
                 }
-                float o[2][2] = {{s0[0] + s0[1] + s0[2], s0[1] - s0[2] - s0[3]},
-                                 {s1[0] + s1[1] + s1[2], s1[1] - s1[2] - s1[3]}};
-                for (int i = 0; i < 2; i++)
-                    for (int j = 0; j < 2; j++) {
-                        int oy = 2 * ty + i, ox = 2 * tx + j;
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) {
+                        int oy = 4 * ty + i, ox = 4 * tx + j;
                         if (oy >= d->Ho || ox >= d->Wo) continue;
                         float u = o[i][j] + (b ? b[k] : 0.0f), *to = &y[((size_t)k * d->Ho + oy) * d->Wo + ox];
                         u = relu ? relu1(u) : u;
@@ -144,9 +181,287 @@ void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t l
             }
 }
 
+#if defined(__x86_64__)
+TG_TARGET_AVX512 static inline void tf_in_v(__m512 t[6], const __m512 d[6]) {
+    __m512 s12 = _mm512_add_ps(d[1], d[2]), s34 = _mm512_add_ps(d[3], d[4]), u12 = _mm512_sub_ps(d[1], d[2]);
+    __m512 u43 = _mm512_sub_ps(d[4], d[3]), v = _mm512_sub_ps(d[4], d[2]), w = _mm512_sub_ps(d[3], d[1]);
+    __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(-5.0f), two = _mm512_set1_ps(2.0f);
+    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fmadd_ps(five, d[2], d[4]));
+    t[1] = _mm512_fnmadd_ps(four, s12, s34);
+    t[2] = _mm512_fmadd_ps(four, u12, u43);
+    t[3] = _mm512_fmadd_ps(two, w, v);
+    t[4] = _mm512_fnmadd_ps(two, w, v);
+    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fmadd_ps(five, d[3], d[5]));
+}
+
+TG_TARGET_AVX512 static inline void tf_out_v(__m512 o[4], const __m512 m[6]) {
+    __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]);
+    __m512 c = _mm512_add_ps(m[3], m[4]), e = _mm512_sub_ps(m[3], m[4]);
+    o[0] = _mm512_add_ps(_mm512_add_ps(m[0], a), c);
+    o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), e, b);
+    o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), c, a);
+    o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), e, b), m[5]);
+}
+
+/* bias, ReLU */
+TG_TARGET_AVX512 static inline __m512 finish(__m512 v, __m512 bias, bool relu) {
+    v = _mm512_add_ps(v, bias);
+    return relu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v) : v;
+}
+
+/* The rows of tiles of nimg images, one after the other: slot s of vector vec holds row vec*slots + s */
+typedef struct {
+    int img[4], ty[4]; /* ty -1: no row in that slot */
+} wg_rows;
+
+static wg_rows rows_of(const wg_geom *g, int vec, int nimg) {
+    wg_rows w;
+    for (int s = 0; s < 4; s++) {
+        int row = vec * g->slots + s;
+        bool in = s < g->slots && row < nimg * g->TH;
+        w.img[s] = in ? row / g->TH : 0, w.ty[s] = in ? row % g->TH : -1;
+    }
+    return w;
+}
+
+/* Where the tiles' columns come from. A row is loaded as four vectors Q: with two slots, slot
+ * 0's row (its floats 0-15, 16-31) then slot 1's; with four, each slot's floats 0-15. Column j
+ * of the tiles is the lanes of the first half (mask lo[j]) picked from Q0, Q1 and those of the
+ * second (hi[j]) from Q2, Q3, by idx[j]: tile column tx reads input column 4tx + j - pad, zero
+ * outside the row */
+typedef struct {
+    __m512i idx[6];
+    __mmask16 lo[6], hi[6];
+} in_perm;
+
+TG_TARGET_AVX512 static void in_perm_of(in_perm *p, const tg__conv_dims *d, const wg_geom *g) {
+    int L = 16 / g->slots;
+    for (int j = 0; j < 6; j++) {
+        int id[16];
+        unsigned lo = 0, hi = 0;
+        for (int l = 0; l < 16; l++) {
+            int s = l / L, tx = l % L, ix = 4 * tx + j - d->pad;
+            id[l] = ((g->slots == 4 ? (s & 1) * 16 : 0) + (ix < 0 ? 0 : ix)) & 31;
+            if (tx < g->TW && ix >= 0 && ix < d->W) *(l < 8 ? &lo : &hi) |= 1u << l;
+        }
+        p->idx[j] = _mm512_loadu_si512(id), p->lo[j] = (__mmask16)lo, p->hi[j] = (__mmask16)hi;
+    }
+}
+
+/* 16 floats of a row (m: those inside it where fewer than 16 lie before xend), or zeros if !ok */
+TG_TARGET_AVX512 static inline __m512 row16(const float *row, bool ok, const float *xend, __mmask16 m) {
+    if (!ok) return _mm512_setzero_ps();
+    return xend - row >= 16 ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(m, row);
+}
+
+/* One vector of tiles: V[p][c][16] for every channel. Per channel, B^T first down the columns
+ * of the rows as loaded (Q's four vectors, 6 rows each), then along each transformed row, its
+ * columns picked into the tiles' lanes */
+TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr,
+                                         const float *xend, const tg__conv_dims *d, const wg_geom *g,
+                                         const wg_rows *w, const in_perm *ip) {
+    int W = d->W;
+    __mmask16 wm = W >= 16 ? 0xffff : (__mmask16)((1u << W) - 1), wm2 = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
+    size_t ps = (size_t)d->C * 16; /* between positions */
+    const float *base[4];          /* Q's vector q, row 0 */
+    unsigned ok[4];                /* bit r: that row lies inside the image (and, past 16, the row) */
+    __mmask16 m[4];
+    for (int q = 0; q < 4; q++) {
+        int s = g->slots == 2 ? q / 2 : q, y0 = 4 * w->ty[s] - d->pad, off = g->slots == 2 ? 16 * (q % 2) : 0;
+        base[q] = x + w->img[s] * x_img + (ptrdiff_t)y0 * ldr + off;
+        m[q] = off ? wm2 : wm;
+        ok[q] = 0;
+        for (int r = 0; r < 6; r++) ok[q] |= (unsigned)(w->ty[s] >= 0 && m[q] && y0 + r >= 0 && y0 + r < d->H) << r;
+    }
+    for (int c = 0; c < d->C; c++) {
+        __m512 T[6][4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            __m512 R[6], o[6];
+            const float *b = base[q] + c * ldp;
+#pragma GCC unroll 6
+            for (int r = 0; r < 6; r++) R[r] = row16(b + r * ldr, ok[q] >> r & 1, xend, m[q]);
+            tf_in_v(o, R);
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) T[i][q] = o[i];
+        }
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) {
+            __m512 dd[6], v[6];
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++)
+                dd[j] = _mm512_or_ps(_mm512_maskz_permutex2var_ps(ip->lo[j], T[i][0], ip->idx[j], T[i][1]),
+                                     _mm512_maskz_permutex2var_ps(ip->hi[j], T[i][2], ip->idx[j], T[i][3]));
+            tf_in_v(v, dd);
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++) _mm512_store_ps(V + (size_t)(6 * i + j) * ps + (size_t)c * 16, v[j]);
+        }
+    }
+}
+
+/* For n (1 or 2) vectors of tiles, V's vs floats apart: M[v][p][a][16] = (U[p]^T V[v][p])[k0 + a]
+ * for a < WG_KB, each element one chain of FMAs over c in order. With two, each weight broadcast
+ * feeds two FMAs: one broadcast an FMA bound the loop at about 1.75 loads a cycle (BENCHMARKS.md) */
+TG_TARGET_AVX512 static inline __attribute__((always_inline)) void products_n(float *M, const float *V, size_t vs,
+                                                                            const float *U, int C, int k0,
+                                                                            const int n) {
+    for (int p = 0; p < 36; p++) {
+        __m512 acc[2][WG_KB];
+#pragma GCC unroll 8
+        for (int a = 0; a < WG_KB; a++) acc[0][a] = acc[1][a] = _mm512_setzero_ps();
+        const float *vp = V + (size_t)p * C * 16, *up = U + u_at(p, 0, k0, C);
+        for (int c = 0; c < C; c++) {
+            __m512 xv[2];
+            for (int v = 0; v < n; v++) xv[v] = _mm512_load_ps(vp + v * vs + (size_t)c * 16);
+#pragma GCC unroll 8
+            for (int a = 0; a < WG_KB; a++) {
+                __m512 u = _mm512_set1_ps(up[(size_t)c * WG_KB + a]);
+                for (int v = 0; v < n; v++) acc[v][a] = _mm512_fmadd_ps(u, xv[v], acc[v][a]);
+            }
+        }
+        for (int v = 0; v < n; v++)
+#pragma GCC unroll 8
+            for (int a = 0; a < WG_KB; a++) _mm512_store_ps(M + (((size_t)v * 36 + p) * WG_KB + a) * 16, acc[v][a]);
+    }
+}
+
+TG_TARGET_AVX512 static void products(float *M, const float *V, size_t vs, const float *U, int C, int k0, int n) {
+    if (n == 2) products_n(M, V, vs, U, C, k0, 2);
+    else products_n(M, V, vs, U, C, k0, 1);
+}
+
+/* How a vector of tiles' outputs go back into rows. Output row i of half h's tiles (two slots:
+ * slot h; four: slots 2h, 2h+1) is, with o[i][j] the vector of the tiles' column j: pairs
+ * P01 = (o[i][0], o[i][1]) and P23 = (o[i][2], o[i][3]) interleaved by I[h], then 16 columns
+ * picked from them by J[q] (two slots: columns 16q on of slot h's row; four: slot 2h+q's row),
+ * stored under cm[q]; at[h][q][i] is where in a plane, -1 if that row is outside */
+typedef struct {
+    __m512i I[2], J[2];
+    __mmask16 cm[2];
+} out_perm;
+
+TG_TARGET_AVX512 static void out_perm_of(out_perm *o, const wg_geom *g, int Wo) {
+    for (int h = 0; h < 2; h++) {
+        int I[16], J[16];
+        for (int l = 0; l < 16; l++) {
+            I[l] = (l % 2 ? 16 : 0) + 8 * h + l / 2;
+            J[l] = (l % 4 < 2 ? 0 : 16) + 8 * h + 2 * (l / 4) + l % 2;
+        }
+        o->I[h] = _mm512_loadu_si512(I), o->J[h] = _mm512_loadu_si512(J);
+    }
+    for (int q = 0; q < 2; q++) {
+        int cols = g->slots == 2 ? Wo - 16 * q : Wo;
+        cols = cols < 0 ? 0 : cols > 16 ? 16 : cols;
+        o->cm[q] = (__mmask16)((1u << cols) - 1);
+    }
+}
+
+static void out_rows(ptrdiff_t at[2][2][4], const wg_geom *g, const wg_rows *w, const out_perm *o, ptrdiff_t y_img,
+                     int Ho, int Wo) {
+    for (int h = 0; h < 2; h++)
+        for (int q = 0; q < 2; q++)
+            for (int i = 0; i < 4; i++) {
+                int s = g->slots == 2 ? h : 2 * h + q, row = 4 * w->ty[s] + i;
+                bool in = w->ty[s] >= 0 && row < Ho && o->cm[q];
+                at[h][q][i] = in ? w->img[s] * y_img + (ptrdiff_t)row * Wo + (g->slots == 2 ? 16 * q : 0) : -1;
+            }
+}
+
+/* One output channel's tiles from M (36 vectors 16*WG_KB floats apart) into its plane yk of each
+ * image: Y = A^T M A, bias added, ReLU applied, stored or added */
+TG_TARGET_AVX512 static void output_tiles(float *yk, const float *M, __m512 bias, bool relu, bool add,
+                                          const out_perm *op, ptrdiff_t at[2][2][4]) {
+    __m512 t[6][4], o[4][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+        __m512 m[6];
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; j++) m[j] = _mm512_load_ps(M + (size_t)(6 * r + j) * WG_KB * 16);
+        tf_out_v(t[r], m);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m512 col[6], q[4];
+#pragma GCC unroll 6
+        for (int r = 0; r < 6; r++) col[r] = t[r][j];
+        tf_out_v(q, col);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) o[i][j] = finish(q[i], bias, relu);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m512 P01 = _mm512_permutex2var_ps(o[i][0], op->I[h], o[i][1]);
+            __m512 P23 = _mm512_permutex2var_ps(o[i][2], op->I[h], o[i][3]);
+#pragma GCC unroll 2
+            for (int q = 0; q < 2; q++) {
+                if (at[h][q][i] < 0) continue;
+                float *to = yk + at[h][q][i];
+                __m512 v = _mm512_permutex2var_ps(P01, op->J[q], P23);
+                if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(op->cm[q], to), v);
+                _mm512_mask_storeu_ps(to, op->cm[q], v);
+            }
+        }
+}
+
+TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg,
+                                          ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
+                                          const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf) {
+    wg_geom g = geom_of(d);
+    size_t vs = (size_t)36 * d->C * 16; /* one vector of tiles' V */
+    float *V = buf, *M = buf + 2 * vs;
+    in_perm ip;
+    out_perm op;
+    in_perm_of(&ip, d, &g);
+    out_perm_of(&op, &g, d->Wo);
+    int nvec = (nimg * g.TH + g.slots - 1) / g.slots;
+    for (int vec = 0; vec < nvec; vec += 2) { /* two vectors of tiles at a time, or the last one alone */
+        int nv = nvec - vec < 2 ? 1 : 2;
+        wg_rows w[2];
+        ptrdiff_t at[2][2][2][4];
+        for (int v = 0; v < nv; v++) {
+            w[v] = rows_of(&g, vec + v, nimg);
+            out_rows(at[v], &g, &w[v], &op, y_img, d->Ho, d->Wo);
+            input_block(V + v * vs, x, x_img, ldp, ldr, xend, d, &g, &w[v], &ip);
+        }
+        for (int k0 = 0; k0 < d->K; k0 += WG_KB) {
+            products(M, V, vs, U, d->C, k0, nv);
+            for (int v = 0; v < nv; v++)
+                for (int a = 0; a < WG_KB && k0 + a < d->K; a++)
+                    output_tiles(y + (size_t)(k0 + a) * d->Ho * d->Wo, M + (size_t)v * 36 * WG_KB * 16 + a * 16,
+                                 _mm512_set1_ps(b ? b[k0 + a] : 0.0f), relu, add, &op, at[v]);
+        }
+    }
+}
+#endif
+
+/* the AVX-512 kernel under the AVX-512 switch, else the reference (the conv uses neither then) */
+void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
+                         ptrdiff_t ldr, const float *xend, const float *U, const float *b, bool relu, bool add,
+                         const tg__conv_dims *d, float *buf) {
+#if defined(__x86_64__)
+    if (tg__isa() == TG_ISA_AVX512) {
+        image_avx512(y, y_img, x, x_img, nimg, ldp, ldr, xend, U, b, relu, add, d, buf);
+        return;
+    }
+#endif
+    (void)xend, (void)buf;
+    for (int i = 0; i < nimg; i++) tg__winograd_image_ref(y + i * y_img, x + i * x_img, ldp, ldr, U, b, relu, add, d);
+}
+
 // ----------------------------------------------------------------------------
-// The weight gradient. A tile's Y is bilinear in U and V, so the gradient
-// reaching U from the tile's dY is E .* V with E = A dY A^T, and w's is G^T (that) G.
+// The weight gradient, by F(2x2, 3x3): 2x2 tiles of outputs from 4x4 blocks of
+// the input, with
+//
+//         | 1  0  0 |          | 1  0 -1  0 |
+//   G   = | ½  ½  ½ |   B^T =  | 0  1  1  0 |   A^T = | 1  1  1  0 |
+//         | ½ -½  ½ |          | 0 -1  1  0 |         | 0  1 -1 -1 |
+//         | 0  0  1 |          | 0  1  0 -1 |
+//
+// (the larger tiles of the forward ran slower here: BENCHMARKS.md). A tile's Y is
+// bilinear in U and V, so the gradient reaching U from the tile's dY is E .* V with
+// E = A dY A^T, and w's is G^T (that) G.
 // Summed over every tile of the images, per output channel k and input channel c:
 //
 //   M[p][k][c] = sum over tiles of E[p][k] V[p][c],   dw[k][c] = G^T M[.][k][c] G
@@ -162,11 +477,36 @@ typedef struct {
 
 static wgw_geom wgw_of(const tg__conv_dims *d) { return (wgw_geom){(d->C + 15) / 16 * 16, (d->K + 15) / 16 * 16}; }
 
-int tg__winograd_batch(const tg__conv_dims *d) {
-    /* with two rows of tiles a vector and an odd number of rows, an image's last vector is half
-     * empty: two images share it (the resnet's 14x14 layers: 7 vectors for two images, not 8) */
-    wg_geom g = geom_of(d);
-    return g.slots == 2 && g.TH % 2 ? 2 : 1;
+/* F(2x2)'s tiles: 2x2 outputs from 4x4 inputs, in vectors of 16 tiles (one row of tiles, or two of 8) */
+typedef struct {
+    int TH, TW; /* tiles down and across */
+    int slots;  /* rows of tiles a vector holds: 1 or 2 (8 lanes each) */
+    int nvec;   /* vectors of tiles per image */
+} wg2_geom;
+
+static wg2_geom geom2_of(const tg__conv_dims *d) {
+    wg2_geom g;
+    g.TH = (d->Ho + 1) / 2, g.TW = (d->Wo + 1) / 2;
+    g.slots = g.TW <= 8 ? 2 : 1;
+    g.nvec = (g.TH + g.slots - 1) / g.slots;
+    return g;
+}
+
+/* v = B^T dd B, in the order the AVX-512 kernel computes it */
+static void input_tf(float v[16], const float dd[4][4]) {
+    float t[4][4];
+    for (int j = 0; j < 4; j++) {
+        t[0][j] = dd[0][j] - dd[2][j];
+        t[1][j] = dd[1][j] + dd[2][j];
+        t[2][j] = dd[2][j] - dd[1][j];
+        t[3][j] = dd[1][j] - dd[3][j];
+    }
+    for (int i = 0; i < 4; i++) {
+        v[4 * i + 0] = t[i][0] - t[i][2];
+        v[4 * i + 1] = t[i][1] + t[i][2];
+        v[4 * i + 2] = t[i][2] - t[i][1];
+        v[4 * i + 3] = t[i][1] - t[i][3];
+    }
 }
 
 bool tg__winograd_wgrad_fits(const tg__conv_dims *d) {
@@ -249,217 +589,6 @@ void tg__winograd_wgrad_ref(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t
 }
 
 #if defined(__x86_64__)
-/* bias, ReLU */
-TG_TARGET_AVX512 static inline __m512 finish(__m512 v, __m512 bias, bool relu) {
-    v = _mm512_add_ps(v, bias);
-    return relu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v) : v;
-}
-
-/* v into p (add: onto what p holds, for the lanes of fresh; the others hold what an
- * overlapping store before this one wrote) */
-TG_TARGET_AVX512 static inline void put(float *p, __m512 v, bool add, __mmask16 fresh) {
-    if (add) {
-        __m512 old = _mm512_loadu_ps(p);
-        v = _mm512_mask_add_ps(old, fresh, old, v);
-    }
-    _mm512_storeu_ps(p, v);
-}
-
-/* The rows of tiles of nimg images, one after the other: vector vec holds rows vec*slots and,
- * with two slots, the next (which may be the next image's first) */
-typedef struct {
-    int img[2], ty[2]; /* ty -1: no row in that slot */
-} wg_rows;
-
-static wg_rows rows_of(const wg_geom *g, int vec, int nimg) {
-    wg_rows w;
-    for (int s = 0; s < 2; s++) {
-        int row = vec * g->slots + s;
-        bool in = s < g->slots && row < nimg * g->TH;
-        w.img[s] = in ? row / g->TH : 0, w.ty[s] = in ? row % g->TH : -1;
-    }
-    return w;
-}
-
-/* One vector of tiles: V[p][c][16] for every channel */
-TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr,
-                                         const float *xend, const tg__conv_dims *d, const wg_geom *g, const wg_rows *w,
-                                         const __m512i idx[4], const __mmask16 msk[4]) {
-    int C = d->C, H = d->H, W = d->W;
-    __mmask16 wm = W >= 16 ? 0xffff : (__mmask16)((1u << W) - 1), wm2 = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
-    size_t ps = (size_t)C * 16; /* between positions */
-    for (int c = 0; c < C; c++) {
-        const float *xc = x + w->img[0] * x_img + c * ldp, *xc1 = x + w->img[1] * x_img + c * ldp;
-        __m512 dd[4][4];
-        for (int r = 0; r < 4; r++) {
-            /* A and B: the 32 floats the permutes choose from (slots 1: one row; 2: two rows, 16 each) */
-            __m512 A = _mm512_setzero_ps(), B = _mm512_setzero_ps();
-            int iy = 2 * w->ty[0] + r - d->pad, iy1 = 2 * w->ty[1] + r - d->pad;
-            if (g->slots == 1) {
-                if (iy >= 0 && iy < H) {
-                    const float *row = xc + iy * ldr;
-                    if (xend - row >= 32) { /* what lies past the row is dropped by the permutes' masks */
-                        A = _mm512_loadu_ps(row), B = _mm512_loadu_ps(row + 16);
-                    } else {
-                        A = _mm512_maskz_loadu_ps(wm, row), B = _mm512_maskz_loadu_ps(wm2, row + 16);
-                    }
-                }
-            } else {
-                if (iy >= 0 && iy < H) {
-                    const float *row = xc + iy * ldr;
-                    A = xend - row >= 16 ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(wm, row);
-                }
-                if (w->ty[1] >= 0 && iy1 >= 0 && iy1 < H) {
-                    const float *row = xc1 + iy1 * ldr;
-                    B = xend - row >= 16 ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(wm, row);
-                }
-            }
-            for (int j = 0; j < 4; j++) dd[r][j] = _mm512_maskz_permutex2var_ps(msk[j], A, idx[j], B);
-        }
-        __m512 t[4][4];
-        for (int j = 0; j < 4; j++) {
-            t[0][j] = _mm512_sub_ps(dd[0][j], dd[2][j]);
-            t[1][j] = _mm512_add_ps(dd[1][j], dd[2][j]);
-            t[2][j] = _mm512_sub_ps(dd[2][j], dd[1][j]);
-            t[3][j] = _mm512_sub_ps(dd[1][j], dd[3][j]);
-        }
-        for (int i = 0; i < 4; i++) {
-            float *o = V + (size_t)(4 * i) * ps + (size_t)c * 16;
-            _mm512_store_ps(o, _mm512_sub_ps(t[i][0], t[i][2]));
-            _mm512_store_ps(o + ps, _mm512_add_ps(t[i][1], t[i][2]));
-            _mm512_store_ps(o + 2 * ps, _mm512_sub_ps(t[i][2], t[i][1]));
-            _mm512_store_ps(o + 3 * ps, _mm512_sub_ps(t[i][1], t[i][3]));
-        }
-    }
-}
-
-/* M[p][a][16] = (U[p]^T V[p])[k0 + a] for a < WG_KB, each element one chain of FMAs over c in order */
-TG_TARGET_AVX512 static void products(float *M, const float *V, const float *U, int C, int k0) {
-    for (int p = 0; p < 16; p++) {
-        __m512 acc[WG_KB];
-#pragma GCC unroll 8
-        for (int a = 0; a < WG_KB; a++) acc[a] = _mm512_setzero_ps();
-        const float *vp = V + (size_t)p * C * 16, *up = U + u_at(p, 0, k0, C);
-        for (int c = 0; c < C; c++) {
-            __m512 xv = _mm512_load_ps(vp + (size_t)c * 16);
-#pragma GCC unroll 8
-            for (int a = 0; a < WG_KB; a++) acc[a] = _mm512_fmadd_ps(_mm512_set1_ps(up[(size_t)c * WG_KB + a]), xv, acc[a]);
-        }
-#pragma GCC unroll 8
-        for (int a = 0; a < WG_KB; a++) _mm512_store_ps(M + ((size_t)p * WG_KB + a) * 16, acc[a]);
-    }
-}
-
-/* How a vector of tiles' outputs go back into rows: with one slot, a row's columns 0..15 and
- * Wo-16..Wo-1 from the (even, odd) columns; with two, the four rows 2ty..2ty+3 are 4*Wo floats
- * in a row, stored as vectors at seg[q] (the last may overlap the one before), rows 1 and 3 from
- * the second pair. Adding, an overlapping store adds only its fresh lanes. */
-typedef struct {
-    __m512i even_odd, last16, seg[4];
-    __mmask16 fresh, seg_odd[4], seg_fresh[4];
-    int seg_at[4], nseg;
-} out_perm;
-
-TG_TARGET_AVX512 static void out_perm_of(out_perm *o, int Wo, bool two) {
-    int id0[16], idq[16];
-    for (int l = 0; l < 16; l++) {
-        id0[l] = l / 2 + (l % 2 ? 16 : 0);
-        int col = Wo - 16 + l;
-        idq[l] = col < 0 ? 0 : col / 2 + (col % 2 ? 16 : 0);
-    }
-    o->even_odd = _mm512_loadu_si512(id0), o->last16 = _mm512_loadu_si512(idq);
-    o->fresh = (__mmask16)(0xffffu << (Wo >= 16 ? 32 - Wo : 0));
-    o->nseg = two ? (4 * Wo + 15) / 16 : 0;
-    for (int q = 0; q < o->nseg; q++) {
-        int at = q * 16 < 4 * Wo - 16 ? q * 16 : 4 * Wo - 16, id[16];
-        unsigned m = 0;
-        for (int l = 0; l < 16; l++) {
-            int pos = at + l, row = pos / Wo, col = pos % Wo;
-            id[l] = (row >= 2 ? 8 : 0) + col / 2 + (col % 2 ? 16 : 0);
-            if (row & 1) m |= 1u << l;
-        }
-        o->seg[q] = _mm512_loadu_si512(id), o->seg_odd[q] = (__mmask16)m;
-        o->seg_at[q] = at, o->seg_fresh[q] = (__mmask16)(0xffffu << (q * 16 - at));
-    }
-}
-
-/* One output channel's tiles from M (16 vectors 16*WG_KB floats apart) into its plane yk of each
- * image (y_img apart), at the vector's rows w: Y = A^T M A, bias added, ReLU applied, stored or added */
-TG_TARGET_AVX512 static void output_tiles(float *yk, ptrdiff_t y_img, const float *M, __m512 bias, bool relu, bool add,
-                                          const out_perm *o, const wg_rows *w, int Ho, int Wo, bool two) {
-    __m512 m[16], s0[4], s1[4];
-    for (int p = 0; p < 16; p++) m[p] = _mm512_load_ps(M + (size_t)p * WG_KB * 16);
-    for (int j = 0; j < 4; j++) {
-        s0[j] = _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j]);
-        s1[j] = _mm512_sub_ps(_mm512_sub_ps(m[4 + j], m[8 + j]), m[12 + j]);
-    }
-    __m512 y00 = finish(_mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]), bias, relu);
-    __m512 y01 = finish(_mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]), bias, relu);
-    __m512 y10 = finish(_mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]), bias, relu);
-    __m512 y11 = finish(_mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]), bias, relu);
-    int ty = w->ty[0];
-    float *r0 = yk + w->img[0] * y_img + (size_t)2 * ty * Wo;
-    if (!two) { /* rows 2ty and 2ty+1 (if inside): two full stores each, overlapping */
-        put(r0, _mm512_permutex2var_ps(y00, o->even_odd, y01), add, 0xffff);
-        put(r0 + Wo - 16, _mm512_permutex2var_ps(y00, o->last16, y01), add, o->fresh);
-        if (2 * ty + 1 < Ho) {
-            put(r0 + Wo, _mm512_permutex2var_ps(y10, o->even_odd, y11), add, 0xffff);
-            put(r0 + 2 * Wo - 16, _mm512_permutex2var_ps(y10, o->last16, y11), add, o->fresh);
-        }
-    } else if (w->img[1] == w->img[0] && w->ty[1] == ty + 1 && 2 * ty + 3 < Ho) { /* four whole rows */
-        for (int q = 0; q < o->nseg; q++)
-            put(r0 + o->seg_at[q],
-                _mm512_mask_blend_ps(o->seg_odd[q], _mm512_permutex2var_ps(y00, o->seg[q], y01),
-                                     _mm512_permutex2var_ps(y10, o->seg[q], y11)),
-                add, o->seg_fresh[q]);
-    } else { /* each slot's rows under a mask: an image's last, or a vector across two images */
-        __mmask16 wm = (__mmask16)((1u << Wo) - 1);
-        for (int s = 0; s < 2 && w->ty[s] >= 0; s++) {
-            __m512i oi = s ? _mm512_add_epi32(o->even_odd, _mm512_set1_epi32(8)) : o->even_odd;
-            for (int row = 2 * w->ty[s]; row < 2 * w->ty[s] + 2 && row < Ho; row++) {
-                __m512 e = row % 2 ? y10 : y00, od = row % 2 ? y11 : y01, v = _mm512_permutex2var_ps(e, oi, od);
-                float *to = yk + w->img[s] * y_img + (size_t)row * Wo;
-                if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(wm, to), v);
-                _mm512_mask_storeu_ps(to, wm, v);
-            }
-        }
-    }
-}
-
-TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg,
-                                          ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
-                                          const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf) {
-    wg_geom g = geom_of(d);
-    bool two = g.slots == 2;
-    float *V = buf, *M = buf + (size_t)16 * d->C * 16;
-    /* the permutes: lane l is tile (slot l/8, column l%8) with two slots, column l with one;
-     * tap column j reads input column 2*col + j - pad, zero outside the row */
-    __m512i idx[4];
-    __mmask16 msk[4];
-    for (int j = 0; j < 4; j++) {
-        int id[16];
-        unsigned m = 0;
-        for (int l = 0; l < 16; l++) {
-            int slot = two ? l / 8 : 0, col = two ? l % 8 : l, ix = 2 * col + j - d->pad;
-            id[l] = (slot * 16 + (ix < 0 ? 0 : ix)) & 31;
-            if (col < g.TW && ix >= 0 && ix < d->W) m |= 1u << l;
-        }
-        idx[j] = _mm512_loadu_si512(id), msk[j] = (__mmask16)m;
-    }
-    out_perm o;
-    out_perm_of(&o, d->Wo, two);
-    for (int vec = 0; vec < (nimg * g.TH + g.slots - 1) / g.slots; vec++) {
-        wg_rows w = rows_of(&g, vec, nimg);
-        input_block(V, x, x_img, ldp, ldr, xend, d, &g, &w, idx, msk);
-        for (int k0 = 0; k0 < d->K; k0 += WG_KB) {
-            products(M, V, U, d->C, k0);
-            for (int a = 0; a < WG_KB && k0 + a < d->K; a++)
-                output_tiles(y + (size_t)(k0 + a) * d->Ho * d->Wo, y_img, M + a * 16,
-                             _mm512_set1_ps(b ? b[k0 + a] : 0.0f), relu, add, &o, &w, d->Ho, d->Wo, two);
-        }
-    }
-}
-
 /* B^T d B's rows (i) and columns (j): t[i] = d[ra] + (d[rb] ^ sign), v[j] = t[ca] + (t[cb] ^ sign) */
 static const int tf_a[4] = {0, 1, 2, 1}, tf_b[4] = {2, 2, 1, 3}, tf_minus[4] = {1, 0, 1, 1};
 
@@ -498,7 +627,7 @@ static size_t m_at(int p, int kb, int cb, int Kp, int Cp) {
 TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img,
                                           const float *xb, ptrdiff_t ldx, ptrdiff_t x_img, int nimg,
                                           const tg__conv_dims *d, float *buf) {
-    wg_geom g = geom_of(d);
+    wg2_geom g = geom2_of(d);
     wgw_geom w = wgw_of(d);
     bool two = g.slots == 2;
     int Hx, Wx, Cp = w.Cp, Kp = w.Kp, K = d->K;
@@ -604,20 +733,6 @@ TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t 
                 }
 }
 #endif
-
-/* the AVX-512 kernel under the AVX-512 switch, else the reference (the conv uses neither then) */
-void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
-                         ptrdiff_t ldr, const float *xend, const float *U, const float *b, bool relu, bool add,
-                         const tg__conv_dims *d, float *buf) {
-#if defined(__x86_64__)
-    if (tg__isa() == TG_ISA_AVX512) {
-        image_avx512(y, y_img, x, x_img, nimg, ldp, ldr, xend, U, b, relu, add, d, buf);
-        return;
-    }
-#endif
-    (void)xend, (void)buf;
-    for (int i = 0; i < nimg; i++) tg__winograd_image_ref(y + i * y_img, x + i * x_img, ldp, ldr, U, b, relu, add, d);
-}
 
 void tg__winograd_wgrad(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img, const float *xb,
                         ptrdiff_t ldx, ptrdiff_t x_img, int nimg, const tg__conv_dims *d, float *buf) {
