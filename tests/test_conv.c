@@ -297,7 +297,8 @@ static void paths(const char *isa, const char *precision, int C, int K, int H, i
 
 int main(void) {
     paths("avx512", "highest", 16, 16, 28, 1, "winograd avx512", "winograd dx, winograd wgrad avx512");
-    paths("avx512", "highest", 32, 64, 26, 0, "winograd avx512", "shifted dx, winograd wgrad avx512");
+    paths("avx512", "highest", 32, 64, 26, 0, "winograd avx512", "winograd dx, winograd wgrad avx512");
+    paths("avx512", "highest", 16, 272, 8, 1, "winograd avx512", "shifted dx, winograd wgrad avx512"); /* dx: 272 in */
     paths("avx512", "highest", 8, 16, 28, 1, "shifted avx512", "shifted dx, shifted wgrad avx512"); /* too few channels */
     paths("avx2", "highest", 16, 16, 28, 1, "shifted avx2", "shifted dx, blocked wgrad avx2");
     if (tg__bf16_supported())

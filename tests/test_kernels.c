@@ -767,6 +767,13 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
     tg__winograd_weights(Ut, wt, &t, false);
     tg__winograd_weights(Uf, w, &t, true);
     CHECK_INT(count_differ("winograd flipped weights", Uf, Ut, (int64_t)tg__winograd_weights_floats(&t)), 0);
+    /* the weights under this instruction set against the plain loop's */
+    char isa[16];
+    snprintf(isa, sizeof isa, "%s", tg__isa_name());
+    CHECK_INT(tg__isa_use("generic"), 0);
+    tg__winograd_weights(Ut, w, &t, true);
+    CHECK_INT(tg__isa_use(isa), 0);
+    CHECK_INT(count_differ("winograd weights, plain loop", Uf, Ut, (int64_t)tg__winograd_weights_floats(&t)), 0);
     free(x), free(w), free(b), free(U), free(buf), free(y), free(want), free(y0), free(wt), free(Ut), free(Uf);
 }
 
@@ -878,7 +885,9 @@ static void winograd(void) {
     winograd_batch(9, 1, 8);  /* 3 rows (the last one real row), four a vector */
     winograd_fits(16, 16, 28, 28, 1, 3, 1, 1, 1, true);
     winograd_fits(32, 64, 26, 26, 0, 3, 1, 1, 1, true);   /* lenet's forward */
-    winograd_fits(64, 32, 24, 24, 2, 3, 1, 1, 1, false);  /* its input gradient: 64 channels in */
+    winograd_fits(64, 32, 24, 24, 2, 3, 1, 1, 1, true);   /* its input gradient: 64 channels in */
+    winograd_fits(256, 16, 7, 7, 1, 3, 1, 1, 1, true);    /* 256 channels in, the most */
+    winograd_fits(257, 16, 14, 14, 1, 3, 1, 1, 1, false); /* 257 */
     winograd_fits(15, 16, 28, 28, 1, 3, 1, 1, 1, false);  /* too few channels in */
     winograd_fits(16, 15, 28, 28, 1, 3, 1, 1, 1, false);  /* too few out */
     winograd_fits(16, 16, 28, 28, 3, 3, 1, 1, 1, false);  /* pad 3 */
@@ -901,7 +910,8 @@ static void winograd(void) {
     winograd_case(16, 8, 34, 32, 0, false, true, false, true, false);    /* the widest rows, 30 outputs across */
     winograd_case(18, 16, 6, 6, 0, true, false, false, false, false);    /* a 4x4 output: one tile */
     winograd_case(16, 16, 30, 17, 1, true, false, true, false, true);    /* 17 across: 5 tiles, one column real */
-    winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient (the conv keeps it direct) */
+    winograd_case(64, 32, 24, 24, 2, false, false, false, true, true);   /* lenet's input gradient */
+    winograd_case(130, 16, 7, 7, 1, true, true, false, false, false);    /* 130 channels in, 7x7 */
     winograd_case(20, 16, 10, 10, 2, false, false, false, true, true);   /* pad 2, four rows a vector, one empty */
     winograd_case(16, 17, 12, 30, 1, false, false, false, true, true);   /* 30 across, added */
     winograd_images_case(32, 32, 14, 1, 2, false); /* the resnet's 14x14: an image a vector */

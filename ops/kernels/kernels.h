@@ -298,11 +298,13 @@ const char *tg__conv_transpose2d_forward(float *y, const float *x, const float *
 size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads);
 const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                           const float *w, const tg__conv_dims *d, void *scratch, int threads);
-/* Winograd F(2x2, 3x3) (winograd.c), for a 3x3 stride-1 conv d on AVX-512: fits says whether
- * it applies (one group, dilation 1, pad at most 2, 16 to 32 channels in, at least 16 out,
+/* Winograd (winograd.c), for a 3x3 stride-1 conv d on AVX-512, F(4x4, 3x3) forward and F(2x2, 3x3)
+ * for the weight gradient: fits says whether it applies (one group, dilation 1, pad at most 2,
+ * 16 to 256 channels in, at least 16 out,
  * output rows at most 32 wide, and input rows at most 16 wide when the output's are) and pays.
  * tg__winograd_weights turns w (K,C,3,3), or if flipped w (C,K,3,3) turned by 180 degrees (the
- * input gradient's conv), into U (weights_floats floats). tg__winograd_images computes nimg
+ * input gradient's conv), into U (weights_floats floats; on the threads from 32 x 32 channels).
+ * tg__winograd_images computes nimg
  * images (x_img and y_img floats apart; tg__winograd_batch says how many a call pays):
  * y (K,Ho,Wo) = (or, if add, +=) relu?(conv2d(x, w) + b) (b may be NULL), x's planes ldp floats
  * apart and rows ldr, with buf (64-byte aligned, tg__winograd_floats floats); it may read x up

@@ -40,9 +40,9 @@
 
 bool tg__winograd_fits(const tg__conv_dims *d) {
     if (d->G != 1 || d->R != 3 || d->S != 3 || d->stride != 1 || d->dil != 1 || d->pad > 2) return false;
-    /* it pays from 16 channels in and out, on AVX-512, up to 32 channels in: more, and a vector of
-     * tiles' transforms outgrow L1 (BENCHMARKS.md) */
-    if (d->C < 16 || d->C > 32 || d->K < 16 || tg__isa() != TG_ISA_AVX512) return false;
+    /* it pays from 16 channels in and out, on AVX-512; measured up to 256 channels in (1.3-3.5x the
+     * direct kernel on one thread, 7x7 to 28x28: BENCHMARKS.md) */
+    if (d->C < 16 || d->C > 256 || d->K < 16 || tg__isa() != TG_ISA_AVX512) return false;
     if (d->Ho < 4 || d->Wo < 4) return false;
     return d->Wo <= 16 ? d->W <= 16 : d->W <= 32 && d->Wo <= 32;
 }
@@ -95,22 +95,71 @@ static void tf_w(float t[6], float a, float b, float c) {
     t[5] = c;
 }
 
-void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped) {
+static void weights_ref(float *U, const float *w, const tg__conv_dims *d, bool flipped) {
     int C = d->C, K = d->K, Kp = geom_of(d).Kp;
     for (int k = 0; k < Kp; k++)
         for (int c = 0; c < C; c++) {
-            if (k >= K) { /* the last block's missing output channels */
-                for (int p = 0; p < 36; p++) U[u_at(p, c, k, C)] = 0.0f;
-                continue;
-            }
-            float g[9], t[3][6], u[6]; /* w[k][c], or (flipped) w[c][k] turned by 180 degrees; (G g)^T */
-            for (int i = 0; i < 9; i++) g[i] = flipped ? w[((size_t)c * K + k) * 9 + 8 - i] : w[((size_t)k * C + c) * 9 + i];
+            float g[9] = {0}, t[3][6], u[6]; /* w[k][c], or (flipped) w[c][k] turned by 180 degrees; (G g)^T */
+            for (int i = 0; i < 9 && k < K; i++)
+                g[i] = flipped ? w[((size_t)c * K + k) * 9 + 8 - i] : w[((size_t)k * C + c) * 9 + i];
             for (int j = 0; j < 3; j++) tf_w(t[j], g[j], g[3 + j], g[6 + j]);
             for (int i = 0; i < 6; i++) { /* (G g) G^T's row i */
                 tf_w(u, t[0][i], t[1][i], t[2][i]);
                 for (int j = 0; j < 6; j++) U[u_at(6 * i + j, c, k, C)] = u[j];
             }
         }
+}
+
+#if defined(__x86_64__)
+TG_TARGET_AVX512 static inline void tf_w_v(__m512 t[6], __m512 a, __m512 b, __m512 c) {
+    __m512 s = _mm512_add_ps(a, c), p = _mm512_add_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.0f / 24)),
+                                                       _mm512_mul_ps(c, _mm512_set1_ps(1.0f / 6)));
+    __m512 b12 = _mm512_mul_ps(b, _mm512_set1_ps(1.0f / 12)), m6 = _mm512_set1_ps(-1.0f / 6);
+    t[0] = _mm512_mul_ps(a, _mm512_set1_ps(0.25f));
+    t[1] = _mm512_mul_ps(_mm512_add_ps(s, b), m6);
+    t[2] = _mm512_mul_ps(_mm512_sub_ps(s, b), m6);
+    t[3] = _mm512_add_ps(p, b12);
+    t[4] = _mm512_sub_ps(p, b12);
+    t[5] = c;
+}
+
+/* the same operations, 16 (k, c) pairs at a time in U's order: lane l is input channel c0 + l/8,
+ * output channel kb + l%8, so each position's 16 results are one store */
+TG_TARGET_AVX512 static void weights_avx512(float *U, const float *w, const tg__conv_dims *d, bool flipped) {
+    int C = d->C, K = d->K, Kp = geom_of(d).Kp;
+#pragma omp parallel for num_threads(tg__threads_for((int64_t)K * C, 4096)) schedule(static)
+    for (int kb = 0; kb < Kp; kb += WG_KB)
+        for (int c0 = 0; c0 < C; c0 += 2) {
+            int id[16];
+            unsigned in = 0;
+            for (int l = 0; l < 16; l++) {
+                int c = c0 + l / 8, k = kb + l % 8;
+                id[l] = flipped ? (c * K + k) * 9 + 8 : (k * C + c) * 9;
+                in |= (unsigned)(c < C && k < K) << l;
+            }
+            __m512i at = _mm512_loadu_si512(id);
+            __m512 g[9], t[3][6], u[6];
+            for (int i = 0; i < 9; i++)
+                g[i] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)in, at, w + (flipped ? -i : i), 4);
+            for (int j = 0; j < 3; j++) tf_w_v(t[j], g[j], g[3 + j], g[6 + j]);
+            __mmask16 cm = c0 + 1 < C ? 0xffff : 0x00ff; /* an odd C's last channel fills half the lanes */
+            for (int i = 0; i < 6; i++) {
+                tf_w_v(u, t[0][i], t[1][i], t[2][i]);
+                for (int j = 0; j < 6; j++) _mm512_mask_storeu_ps(U + u_at(6 * i + j, c0, kb, C), cm, u[j]);
+            }
+        }
+}
+#endif
+
+/* U for w, by the AVX-512 loop under the AVX-512 switch: the two agree bit for bit */
+void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped) {
+#if defined(__x86_64__)
+    if (tg__isa() == TG_ISA_AVX512) {
+        weights_avx512(U, w, d, flipped);
+        return;
+    }
+#endif
+    weights_ref(U, w, d, flipped);
 }
 
 /* B^T's transform of 6 values, in the order the AVX-512 kernel computes it */
