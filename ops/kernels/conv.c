@@ -594,7 +594,6 @@ static const char *forward_shifted(float *y, const float *x, const float *w, con
 static const char *forward_winograd(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
                                     bool relu, const tg__conv_pool *pool, const fwd_work *k, int T) {
     int64_t HWo = (int64_t)d->Ho * d->Wo, image = (int64_t)d->C * d->H * d->W;
-    const float *xend = x + d->N * image;
     tg__winograd_weights(k->U, w, d, false);
     TG_TRACE_CAPTURE();
 #pragma omp parallel num_threads(T)
@@ -607,7 +606,7 @@ static const char *forward_winograd(float *y, const float *x, const float *w, co
         for (int u = 0; u < (d->N + nb - 1) / nb; u++) {
             int i = u * nb, n = d->N - i < nb ? d->N - i : nb;
             tg__winograd_images(yi ? yi : y + i * d->K * HWo, d->K * HWo, x + i * image, image, n,
-                                (ptrdiff_t)d->H * d->W, d->W, xend, k->U, b, relu, false, d, buf);
+                                (ptrdiff_t)d->H * d->W, d->W, k->U, b, relu, false, d, buf);
             if (pool) pool_image(pool, yi, i, d);
         }
     }
@@ -792,11 +791,11 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                     tg__shifted_gemm_nt(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps,
                                         (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, d->Kg, (int)s.P, d->Cg, taps, i1 - i0,
                                         false);
-                /* Winograd: from the padded dy's inside; what the kernel reads past it stays in xps */
+                /* Winograd: from the padded dy's inside */
                 for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb)
                     tg__winograd_images(dx + (int64_t)i * d->C * d->H * d->W, (ptrdiff_t)d->C * d->H * d->W,
                                         dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.dq_size,
-                                        i1 - i < nb ? i1 - i : nb, s.Lq, s.Wp, xps + per, k->U, NULL, false, !dx_set,
+                                        i1 - i < nb ? i1 - i : nb, s.Lq, s.Wp, k->U, NULL, false, !dx_set,
                                         &t, wg);
                 for (int i = i0; dx && !k->U && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;

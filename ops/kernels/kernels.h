@@ -307,16 +307,16 @@ const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const
  * tg__winograd_images computes nimg
  * images (x_img and y_img floats apart; tg__winograd_batch says how many a call pays):
  * y (K,Ho,Wo) = (or, if add, +=) relu?(conv2d(x, w) + b) (b may be NULL), x's planes ldp floats
- * apart and rows ldr, with buf (64-byte aligned, tg__winograd_floats floats); it may read x up
- * to xend (past the planes' ends: what it reads there is not used). The reference computes one
- * image with the same formulas in plain loops and the same order: they agree bit for bit. */
+ * apart and rows ldr, with buf (64-byte aligned, tg__winograd_floats floats); it reads only the
+ * rows' W floats. The reference computes one image with the same formulas in plain loops and the
+ * same order: they agree bit for bit. */
 bool tg__winograd_fits(const tg__conv_dims *d);
 int tg__winograd_batch(const tg__conv_dims *d);
 size_t tg__winograd_weights_floats(const tg__conv_dims *d);
 size_t tg__winograd_floats(const tg__conv_dims *d);
 void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped);
 void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
-                         ptrdiff_t ldr, const float *xend, const float *U, const float *b, bool relu, bool add,
+                         ptrdiff_t ldr, const float *U, const float *b, bool relu, bool add,
                          const tg__conv_dims *d, float *buf);
 void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,
                             bool relu, bool add, const tg__conv_dims *d);

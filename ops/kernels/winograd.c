@@ -274,41 +274,45 @@ static wg_rows rows_of(const wg_geom *g, int vec, int nimg) {
 }
 
 /* Where the tiles' columns come from. A row is loaded as four vectors Q: with two slots, slot
- * 0's row (its floats 0-15, 16-31) then slot 1's; with four, each slot's floats 0-15. Column j
- * of the tiles is the lanes of the first half (mask lo[j]) picked from Q0, Q1 and those of the
- * second (hi[j]) from Q2, Q3, by idx[j]: tile column tx reads input column 4tx + j - pad, zero
- * outside the row */
+ * 0's row (its floats 0-15, 16-31) then slot 1's; with four, each slot's floats 0-15, the floats
+ * past the row zero. Column j of the tiles is the first half's lanes picked from Q0, Q1 and the
+ * second half's from Q2, Q3 by idx[j]: tile column tx reads input column 4tx + j - pad, or zero
+ * outside the row. Where a lane past the row is sure to be zero (rows under 32 floats with two
+ * slots, under 16 with four), the lanes that read zero pick it and the halves are blended;
+ * otherwise they are zeroed by masks lo[j] and hi[j] (one more mask register each) */
 typedef struct {
     __m512i idx[6];
     __mmask16 lo[6], hi[6];
+    bool blend;
 } in_perm;
 
 TG_TARGET_AVX512 static void in_perm_of(in_perm *p, const tg__conv_dims *d, const wg_geom *g) {
     int L = 16 / g->slots;
+    p->blend = g->slots == 2 ? d->W < 32 : d->W < 16;
     for (int j = 0; j < 6; j++) {
         int id[16];
         unsigned lo = 0, hi = 0;
         for (int l = 0; l < 16; l++) {
-            int s = l / L, tx = l % L, ix = 4 * tx + j - d->pad;
-            id[l] = ((g->slots == 4 ? (s & 1) * 16 : 0) + (ix < 0 ? 0 : ix)) & 31;
-            if (tx < g->TW && ix >= 0 && ix < d->W) *(l < 8 ? &lo : &hi) |= 1u << l;
+            int s = l / L, tx = l % L, ix = 4 * tx + j - d->pad, half = g->slots == 4 ? (s & 1) * 16 : 0;
+            bool in = tx < g->TW && ix >= 0 && ix < d->W;
+            id[l] = in ? half + ix : p->blend ? 31 : 0;
+            if (in) *(l < 8 ? &lo : &hi) |= 1u << l;
         }
         p->idx[j] = _mm512_loadu_si512(id), p->lo[j] = (__mmask16)lo, p->hi[j] = (__mmask16)hi;
     }
 }
 
-/* 16 floats of a row (m: those inside it where fewer than 16 lie before xend), or zeros if !ok */
-TG_TARGET_AVX512 static inline __m512 row16(const float *row, bool ok, const float *xend, __mmask16 m) {
-    if (!ok) return _mm512_setzero_ps();
-    return xend - row >= 16 ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(m, row);
+/* 16 floats of a row, those past m zero (and not read), or zeros if !ok */
+TG_TARGET_AVX512 static inline __m512 row16(const float *row, bool ok, __mmask16 m) {
+    return ok ? (m == 0xffff ? _mm512_loadu_ps(row) : _mm512_maskz_loadu_ps(m, row)) : _mm512_setzero_ps();
 }
 
 /* One vector of tiles: V[p][c][16] for every channel. Per channel, B^T first down the columns
  * of the rows as loaded (Q's four vectors, 6 rows each), then along each transformed row, its
  * columns picked into the tiles' lanes */
-TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr,
-                                         const float *xend, const tg__conv_dims *d, const wg_geom *g,
-                                         const wg_rows *w, const in_perm *ip) {
+TG_TARGET_AVX512 static inline __attribute__((always_inline)) void
+input_body(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr, const tg__conv_dims *d,
+           const wg_geom *g, const wg_rows *w, const in_perm *ip, const bool blend) {
     int W = d->W;
     __mmask16 wm = W >= 16 ? 0xffff : (__mmask16)((1u << W) - 1), wm2 = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
     size_t ps = (size_t)d->C * 16; /* between positions */
@@ -329,7 +333,7 @@ TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_i
             __m512 R[6], o[6];
             const float *b = base[q] + c * ldp;
 #pragma GCC unroll 6
-            for (int r = 0; r < 6; r++) R[r] = row16(b + r * ldr, ok[q] >> r & 1, xend, m[q]);
+            for (int r = 0; r < 6; r++) R[r] = row16(b + r * ldr, ok[q] >> r & 1, m[q]);
             tf_in_v(o, R);
 #pragma GCC unroll 6
             for (int i = 0; i < 6; i++) T[i][q] = o[i];
@@ -339,13 +343,22 @@ TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_i
             __m512 dd[6], v[6];
 #pragma GCC unroll 6
             for (int j = 0; j < 6; j++)
-                dd[j] = _mm512_or_ps(_mm512_maskz_permutex2var_ps(ip->lo[j], T[i][0], ip->idx[j], T[i][1]),
-                                     _mm512_maskz_permutex2var_ps(ip->hi[j], T[i][2], ip->idx[j], T[i][3]));
+                dd[j] = blend ? _mm512_mask_blend_ps(0xff00, _mm512_permutex2var_ps(T[i][0], ip->idx[j], T[i][1]),
+                                                     _mm512_permutex2var_ps(T[i][2], ip->idx[j], T[i][3]))
+                              : _mm512_or_ps(_mm512_maskz_permutex2var_ps(ip->lo[j], T[i][0], ip->idx[j], T[i][1]),
+                                             _mm512_maskz_permutex2var_ps(ip->hi[j], T[i][2], ip->idx[j], T[i][3]));
             tf_in_v(v, dd);
 #pragma GCC unroll 6
             for (int j = 0; j < 6; j++) _mm512_store_ps(V + (size_t)(6 * i + j) * ps + (size_t)c * 16, v[j]);
         }
     }
+}
+
+TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr,
+                                         const tg__conv_dims *d, const wg_geom *g, const wg_rows *w,
+                                         const in_perm *ip) {
+    if (ip->blend) input_body(V, x, x_img, ldp, ldr, d, g, w, ip, true);
+    else input_body(V, x, x_img, ldp, ldr, d, g, w, ip, false);
 }
 
 /* For n (1 or 2) vectors of tiles, V's vs floats apart: M[v][p][a][16] = (U[p]^T V[v][p])[k0 + a]
@@ -455,7 +468,7 @@ TG_TARGET_AVX512 static void output_tiles(float *yk, const float *M, __m512 bias
 }
 
 TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg,
-                                          ptrdiff_t ldp, ptrdiff_t ldr, const float *xend, const float *U,
+                                          ptrdiff_t ldp, ptrdiff_t ldr, const float *U,
                                           const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf) {
     wg_geom g = geom_of(d);
     size_t vs = (size_t)36 * d->C * 16; /* one vector of tiles' V */
@@ -472,7 +485,7 @@ TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float
         for (int v = 0; v < nv; v++) {
             w[v] = rows_of(&g, vec + v, nimg);
             out_rows(at[v], &g, &w[v], &op, y_img, d->Ho, d->Wo);
-            input_block(V + v * vs, x, x_img, ldp, ldr, xend, d, &g, &w[v], &ip);
+            input_block(V + v * vs, x, x_img, ldp, ldr, d, &g, &w[v], &ip);
         }
         for (int k0 = 0; k0 < d->K; k0 += WG_KB) {
             products(M, V, vs, U, d->C, k0, nv);
@@ -487,15 +500,15 @@ TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float
 
 /* the AVX-512 kernel under the AVX-512 switch, else the reference (the conv uses neither then) */
 void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
-                         ptrdiff_t ldr, const float *xend, const float *U, const float *b, bool relu, bool add,
+                         ptrdiff_t ldr, const float *U, const float *b, bool relu, bool add,
                          const tg__conv_dims *d, float *buf) {
 #if defined(__x86_64__)
     if (tg__isa() == TG_ISA_AVX512) {
-        image_avx512(y, y_img, x, x_img, nimg, ldp, ldr, xend, U, b, relu, add, d, buf);
+        image_avx512(y, y_img, x, x_img, nimg, ldp, ldr, U, b, relu, add, d, buf);
         return;
     }
 #endif
-    (void)xend, (void)buf;
+    (void)buf;
     for (int i = 0; i < nimg; i++) tg__winograd_image_ref(y + i * y_img, x + i * x_img, ldp, ldr, U, b, relu, add, d);
 }
 
