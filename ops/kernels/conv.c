@@ -891,10 +891,15 @@ const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy
         if (k.dws) tg__split_gather(d->split, k.dws, (size_t)wsize * sizeof(float), true);
         if (k.dbs) tg__split_gather(d->split, k.dbs, (size_t)d->K * sizeof(float), true);
     }
-    if (dw) /* over the chunks in order, for each element (a short loop: no worker spans of its own) */
-#pragma omp parallel for num_threads(tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD)) schedule(static)
-        for (int64_t j = 0; j < wsize; j++)
-            for (int c = 0; c < chunks; c++) dw[j] += k.dws[(size_t)c * wsize + j];
+    if (dw) { /* over the chunks in order, for each element (a short loop: no worker spans of its own) */
+        int T2 = tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD);
+#pragma omp parallel num_threads(T2)
+        { /* each thread a run of the elements, chunk after chunk across it (the loop vectorises) */
+            int64_t j0 = wsize * tg__thread_id() / T2, j1 = wsize * (tg__thread_id() + 1) / T2;
+            for (int c = 0; c < chunks; c++)
+                for (int64_t j = j0; j < j1; j++) dw[j] += k.dws[(size_t)c * wsize + j];
+        }
+    }
     for (int c = 0; k.dbs && c < chunks; c++) /* per chunk, then over the chunks in order */
         for (int kk = 0; kk < d->K; kk++) db[kk] += k.dbs[(size_t)c * d->K + kk];
     if (db && k.dbi) { /* split: each image's sum, gathered, then over the global batch's images in order */
