@@ -778,17 +778,18 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
 }
 
 /* Winograd's weight gradient over n images. dy's planes are rows Wo+2 wide with zeros in column
- * Wo and row Ho, and NaN past them (what the kernel may read and must not use), the last image's
- * last plane ending where its allocation ends; x padded in blocks of 16 channels on the kernel's grid */
-static void winograd_wgrad_case(int C, int K, int H, int W, int pad, int n, bool nan) {
+ * Wo and row Ho, and NaN past them (what the kernel must not use), or (tight) Ho x Wo planes one
+ * after the other, as the conv keeps dy; the last image's last plane ends where its allocation
+ * ends. x padded in blocks of 16 channels on the kernel's grid */
+static void winograd_wgrad_case(int C, int K, int H, int W, int pad, int n, bool nan, bool tight) {
     tg__conv_dims d = {.N = n, .C = C, .H = H, .W = W, .K = K, .R = 3, .S = 3, .G = 1, .Cg = C, .Kg = K,
                        .stride = 1, .pad = pad, .dil = 1, .rows = (int64_t)C * 9};
     d.Ho = H + 2 * pad - 2, d.Wo = W + 2 * pad - 2;
     int Hx, Wx;
     tg__winograd_wgrad_grid(&d, &Hx, &Wx);
     CHECK(Hx == (H + 2 * pad + 1) / 2 * 2 && Wx == (W + 2 * pad + 1) / 2 * 2);
-    ptrdiff_t ldqr = d.Wo + 2, ldq = (d.Ho + 2) * ldqr + 32, q_img = K * ldq, ldx = (ptrdiff_t)Hx * Wx * 16,
-              x_img = (C + 15) / 16 * ldx;
+    ptrdiff_t ldqr = tight ? d.Wo : d.Wo + 2, ldq = tight ? d.Ho * ldqr : (d.Ho + 2) * ldqr + 32, q_img = K * ldq;
+    ptrdiff_t ldx = (ptrdiff_t)Hx * Wx * 16, x_img = (C + 15) / 16 * ldx;
     float *x = randv((int64_t)n * C * H * W, 0), *dq = malloc((size_t)n * q_img * sizeof *dq);
     float *xb = aligned_alloc(64, (size_t)n * x_img * sizeof *xb);
     memset(xb, 0, (size_t)n * x_img * sizeof *xb);
@@ -918,14 +919,18 @@ static void winograd(void) {
     winograd_images_case(16, 24, 12, 0, 4, true);  /* 10x10 out, 3 rows of tiles: 4 images in 3 vectors, added */
     winograd_images_case(16, 16, 9, 1, 3, false);  /* 9x9: the last row of tiles one row real, 3 images */
     winograd_images_case(16, 16, 28, 1, 2, true);  /* the resnet's 28x28: 7 rows of tiles, 2 images in 7 vectors */
-    winograd_wgrad_case(16, 16, 28, 28, 1, 3, false); /* the resnet's: a row of tiles a vector */
-    winograd_wgrad_case(32, 32, 14, 14, 1, 2, false); /* two rows a vector, an odd count of them */
-    winograd_wgrad_case(16, 32, 14, 14, 1, 2, false); /* the resnet's widening conv */
-    winograd_wgrad_case(32, 64, 13, 13, 0, 2, false); /* lenet's conv2 shape, unpadded: odd tiles */
-    winograd_wgrad_case(17, 20, 15, 21, 1, 2, false); /* odd sizes, C and K past a block */
-    winograd_wgrad_case(24, 16, 32, 32, 1, 1, false); /* 32 across, the widest */
-    winograd_wgrad_case(16, 16, 9, 16, 2, 2, true);   /* pad 2, 16 across, NaN, -0 and Inf */
-    winograd_wgrad_case(16, 24, 6, 6, 0, 3, false);   /* a 4x4 output */
+    winograd_wgrad_case(16, 16, 28, 28, 1, 3, false, false); /* the resnet's: a row of tiles a vector */
+    winograd_wgrad_case(32, 32, 14, 14, 1, 2, false, false); /* two rows a vector, an odd count of them */
+    winograd_wgrad_case(16, 32, 14, 14, 1, 2, false, false); /* the resnet's widening conv */
+    winograd_wgrad_case(32, 64, 13, 13, 0, 2, false, false); /* lenet's conv2 shape, unpadded: odd tiles */
+    winograd_wgrad_case(17, 20, 15, 21, 1, 2, false, false); /* odd sizes, C and K past a block */
+    winograd_wgrad_case(24, 16, 32, 32, 1, 1, false, false); /* 32 across, the widest */
+    winograd_wgrad_case(16, 16, 9, 16, 2, 2, true, false);   /* pad 2, 16 across, NaN, -0 and Inf */
+    winograd_wgrad_case(16, 24, 6, 6, 0, 3, false, false);   /* a 4x4 output */
+    winograd_wgrad_case(16, 16, 28, 28, 1, 2, false, true);  /* dy where the conv keeps it: planes Ho x Wo, tight */
+    winograd_wgrad_case(32, 32, 14, 14, 1, 2, true, true);   /* the same, two rows a vector */
+    winograd_wgrad_case(16, 16, 13, 11, 0, 2, false, true);  /* odd sizes: the rows past Ho are the next plane's */
+    winograd_wgrad_case(16, 16, 11, 20, 0, 2, false, true);  /* the same with a row of tiles a vector */
 }
 
 // ----------------------------------------------------------------------------

@@ -732,6 +732,9 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
     tg__conv_dims t = dx_conv(d);
     if (k->U) tg__winograd_weights(k->U, w, &t, true);
+    /* Winograd's kernels read dy where it is, when they do all the work and it needs no ReLU mask,
+     * unpooling or bias sum: no padded copy */
+    bool dy_in_place = !pool && !ymask && !dbs && (!dws || wgw) && (!dx || k->U);
     /* the shifted dx kernel's output map (Winograd's dx has none) */
     tg__shift_out map = {0};
     if (!k->U) map = fill_map(&k->map, s.P2, s.Wp, d->H, d->W, bf, d, s.PR - d->pad, d->Ho);
@@ -764,7 +767,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                     if (pool)
                         unpool_dy(dq + s.front + (int64_t)s.PR * s.Wp, s.Lq, s.Wp, pool, (int64_t)i * d->K + g * d->Kg,
                                   d->Kg, d);
-                    else pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
+                    else if (!dy_in_place) pad_dy(dq, dy + o, ymask ? ymask + o : NULL, d, &s);
                     for (int kk = 0; dbs && kk < d->Kg; kk++) /* this chunk's bias gradient, from the padded copy */
                         dbs[(size_t)c * d->K + g * d->Kg + kk] +=
                             lane_sum(dq + s.front + kk * s.Lq + (int64_t)s.PR * s.Wp, (int64_t)d->Ho * s.Wp);
@@ -774,7 +777,10 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                 }
                 /* dy on the forward grid starts PR rows into each padded plane */
                 const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
-                if (dw && wgw)
+                if (dw && wgw && dy_in_place)
+                    tg__winograd_wgrad(dw, dy + (int64_t)i0 * d->K * HWo, HWo, d->Wo, d->K * HWo, xps, ldx, xsz, i1 - i0,
+                                       d, wgwb);
+                else if (dw && wgw)
                     tg__winograd_wgrad(dw, dq0, s.Lq, s.Wp, s.dq_size, xps, ldx, xsz, i1 - i0, d, wgwb);
                 else if (bfw) { /* pairs of pixels; every copy is written whole */
                     for (int j = 0; j < i1 - i0; j++) {
@@ -791,12 +797,18 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                     tg__shifted_gemm_nt(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps,
                                         (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, d->Kg, (int)s.P, d->Cg, taps, i1 - i0,
                                         false);
-                /* Winograd: from the padded dy's inside */
-                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb)
-                    tg__winograd_images(dx + (int64_t)i * d->C * d->H * d->W, (ptrdiff_t)d->C * d->H * d->W,
-                                        dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.dq_size,
-                                        i1 - i < nb ? i1 - i : nb, s.Lq, s.Wp, k->U, NULL, false, !dx_set,
-                                        &t, wg);
+                /* Winograd: from dy, or the padded copy's inside */
+                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb) {
+                    float *dxi = dx + (int64_t)i * d->C * d->H * d->W;
+                    int n = i1 - i < nb ? i1 - i : nb;
+                    if (dy_in_place)
+                        tg__winograd_images(dxi, (ptrdiff_t)d->C * d->H * d->W, dy + (int64_t)i * d->K * HWo,
+                                            d->K * HWo, n, HWo, d->Wo, k->U, NULL, false, !dx_set, &t, wg);
+                    else
+                        tg__winograd_images(dxi, (ptrdiff_t)d->C * d->H * d->W,
+                                            dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.dq_size, n,
+                                            s.Lq, s.Wp, k->U, NULL, false, !dx_set, &t, wg);
+                }
                 for (int i = i0; dx && !k->U && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = shift_out(map, dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set);

@@ -324,9 +324,8 @@ void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t l
  * weight gradient pays). tg__winograd_wgrad stores the weight gradient dw (K,C,3,3) of nimg
  * images: dy of image i, plane k, row r at dq[i*q_img + k*ldq + r*ldqr], and x padded in blocks of 16 channels
  * (tg__pad_blocked) on the grid of tg__winograd_wgrad_grid (Hx rows Wx wide, which may be one
- * more than x's padding: zeros too) at xb[i*x_img + (c/16)*ldx], 64-byte aligned. dq's
- * planes hold zeros in column Wo and row Ho, and are read up to row Ho+2 and 32 floats into
- * each row (what lies past column Wo is not used). buf: 64-byte aligned, tg__winograd_wgrad_floats
+ * more than x's padding: zeros too) at xb[i*x_img + (c/16)*ldx], 64-byte aligned. dq is
+ * read only inside its Ho x Wo planes. buf: 64-byte aligned, tg__winograd_wgrad_floats
  * floats. The reference and the AVX-512 kernel agree bit for bit. */
 bool tg__winograd_wgrad_fits(const tg__conv_dims *d);
 size_t tg__winograd_wgrad_floats(const tg__conv_dims *d);

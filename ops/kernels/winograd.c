@@ -706,6 +706,9 @@ TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t 
     for (int cg = 0; cg < 4; cg++) spread[cg] = _mm512_loadu_si512(sp[cg]);
     __m512 neg = _mm512_set1_ps(-0.0f);
     ptrdiff_t row2 = (ptrdiff_t)2 * Wx * 16;
+    /* dy's rows read only where they lie: columns 0-15 and 16 on */
+    __mmask16 mlo = d->Wo >= 16 ? 0xffff : (__mmask16)((1u << d->Wo) - 1);
+    __mmask16 mhi = d->Wo > 16 ? (__mmask16)((1u << (d->Wo - 16)) - 1) : 0;
     for (int i = 0; i < nimg; i++)
         for (int vec = 0; vec < g.nvec; vec++) {
             int ty0 = vec * g.slots, n0 = g.TW, n1 = two && ty0 + 1 < g.TH ? g.TW : 0;
@@ -718,13 +721,14 @@ TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t 
                         continue;
                     }
                     const float *q = dq + i * q_img + k * ldq + (ptrdiff_t)2 * ty0 * ldqr;
-                    __m512 r0, r0h, r1, r1h;
+                    __m512 r0, r0h, r1, r1h; /* rows 2ty0, 2ty0+1 (two slots: and the next two), zero outside */
+                    __mmask16 m1 = 2 * ty0 + 1 < d->Ho ? mlo : 0, m2 = n1 ? mlo : 0, m3 = 2 * ty0 + 3 < d->Ho ? m2 : 0;
                     if (!two) {
-                        r0 = _mm512_loadu_ps(q), r0h = _mm512_loadu_ps(q + 16);
-                        r1 = _mm512_loadu_ps(q + ldqr), r1h = _mm512_loadu_ps(q + ldqr + 16);
+                        r0 = _mm512_maskz_loadu_ps(mlo, q), r0h = _mm512_maskz_loadu_ps(mhi, q + 16);
+                        r1 = _mm512_maskz_loadu_ps(m1, q + ldqr), r1h = _mm512_maskz_loadu_ps(m1 & mhi, q + ldqr + 16);
                     } else {
-                        r0 = _mm512_loadu_ps(q), r1 = _mm512_loadu_ps(q + ldqr);
-                        r0h = _mm512_loadu_ps(q + 2 * ldqr), r1h = _mm512_loadu_ps(q + 3 * ldqr);
+                        r0 = _mm512_maskz_loadu_ps(mlo, q), r1 = _mm512_maskz_loadu_ps(m1, q + ldqr);
+                        r0h = _mm512_maskz_loadu_ps(m2, q + 2 * ldqr), r1h = _mm512_maskz_loadu_ps(m3, q + 3 * ldqr);
                     }
                     in[0][kk] = _mm512_permutex2var_ps(r0, iev, r0h), in[1][kk] = _mm512_permutex2var_ps(r0, iod, r0h);
                     in[2][kk] = _mm512_permutex2var_ps(r1, iev, r1h), in[3][kk] = _mm512_permutex2var_ps(r1, iod, r1h);
