@@ -754,7 +754,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
         uint32_t *xw = (uint32_t *)(wgwb - k->wp_size), *dqw = xw + most * xsz;
         /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
          * written whole before it is read), and the bf16 copy's front and slack */
-        memset(xps, 0, (size_t)most * (xsz + s.dq_size) * sizeof(float));
+        memset(xps, 0, (size_t)most * (xsz + (dy_in_place ? 0 : s.dq_size)) * sizeof(float));
         if (bf) memset(dq2, 0, (size_t)k->dq2_size * sizeof *dq2);
 #pragma omp for schedule(static)
         for (int c = lo; c < hi; c++) {
