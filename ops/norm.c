@@ -127,14 +127,21 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
     for (int i = 1; i < 3; i++) /* gamma and beta are small: zero them if unset, then add */
         if (n->store[i])
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
-    const float *yr = fused_relu(n) ? n->out->data : NULL; /* dy passes where the ReLU's output is not <= 0 */
     tg_tensor *sct = shortcut(n);
+    /* dy passes where the ReLU's output is not <= 0: without a shortcut that output is recomputed
+     * from x (read anyway) with the forward's operations, instead of read */
+    const float *yr = fused_relu(n) && sct ? n->out->data : NULL;
+    float *rg = NULL; /* then per channel: rstd, gamma, beta */
+    if (fused_relu(n) && !sct) {
+        if (!(rg = tg_tape_alloc(t, 3 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
+        for (int64_t c = 0; c < C; c++) rg[c] = rstd[c], rg[C + c] = g->data[c], rg[2 * C + c] = bt->data[c];
+    }
     float *ds = sct && sct->requires_grad ? sct->grad : NULL; /* the shortcut's gradient: dy where not y <= 0 */
     /* store, don't add, into a gradient that holds nothing yet; the shortcut's is written first, so if the
      * shortcut is x itself (the engine marks x's first position) it stores and dx then adds to it */
     bool ds_set = ds && (n->store[3] || (sct == x && n->store[0]));
     bool set = n->store[0] && !(ds && sct == x);
-    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, N, C, L, ds_set, split);
+    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, rg, N, C, L, ds_set, split);
     if (split && split->rc) return split->rc;
     for (int64_t c = 0; c < C; c++) {
         double sdy = sums[c], sdyx = sums[C + c] * rstd[c]; /* sum dy * xhat */
@@ -145,7 +152,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         coef[c] = a->training ? kk / cnt : kk, coef[C + c] = a->training ? cnt : 1.0f;
         coef[2 * C + c] = a->training ? (float)sdy : 0.0f, coef[3 * C + c] = a->training ? (float)sdyx : 0.0f;
     }
-    if (x->requires_grad) tg__bn_backward_dx(x->grad, dy, yr, x->data, coef, mean, rstd, N, C, L, set);
+    if (x->requires_grad) tg__bn_backward_dx(x->grad, dy, yr, x->data, coef, mean, rstd, rg, N, C, L, set);
     return 0;
 }
 

@@ -456,11 +456,18 @@ static void bn_loops(void) {
             snprintf(what, sizeof what, "bn n %lld%s", (long long)n, sp ? " specials" : "");
             CHECK(same_double(tg__bn_sum(x, n), tg__bn_sum_ref(x, n)));
             CHECK(same_double(tg__bn_sqdev(x, n, m), tg__bn_sqdev_ref(x, n, m)));
-            for (int v = 0; v < 4; v++) { /* with or without y and ds; ds stored or added */
+            /* the ReLU's output as the forward computes it from b, and the same recomputed (rx) */
+            tg__bn_relu rx = {1.7f, -0.8f, 0.1f};
+            float *yb = randv(n, 0);
+            tg__bn_normalize(yb, b, NULL, n, m, rx.rstd, rx.gamma, rx.beta, true);
+            for (int v = 0; v < 8; v++) { /* with y, rx or neither, and ds or not; ds stored or added */
                 double sa = 0.5, sab = -0.25, sa2 = 0.5, sab2 = -0.25;
                 float *ds = v & 2 ? randv(n, odds) : NULL, *dsw = ds ? copyv(ds, n) : NULL;
-                tg__bn_dot(&sa, &sab, ds, x, v & 1 ? y : NULL, b, m, n, v == 3);
-                tg__bn_dot_ref(&sa2, &sab2, dsw, x, v & 1 ? y : NULL, b, m, n, v == 3);
+                const float *yv = v & 1 ? y : NULL;
+                const tg__bn_relu *r = v & 4 ? &rx : NULL;
+                if (v & 4 && v & 1) yv = yb; /* against rx below */
+                tg__bn_dot(&sa, &sab, ds, x, v & 4 ? NULL : yv, b, m, n, v == 3 || v == 7, r);
+                tg__bn_dot_ref(&sa2, &sab2, dsw, x, yv, b, m, n, v == 3 || v == 7, v & 1 ? NULL : r);
                 CHECK(same_double(sa, sa2) && same_double(sab, sab2));
                 if (ds) CHECK_INT(count_differ(what, ds, dsw, n), 0);
                 free(ds), free(dsw);
@@ -472,14 +479,18 @@ static void bn_loops(void) {
                 CHECK_INT(count_differ(what, o, ow, n), 0);
                 free(o), free(ow);
             }
-            for (int v = 0; v < 4; v++) { /* with or without the ReLU's output; stored or added */
+            float *yx = randv(n, 0); /* the ReLU's output from x, for dx */
+            tg__bn_normalize(yx, x, NULL, n, m, rx.rstd, rx.gamma, rx.beta, true);
+            for (int v = 0; v < 8; v++) { /* with the ReLU's output, rx or neither; stored or added */
                 float *dx = randv(n, odds), *dxw = copyv(dx, n);
-                tg__bn_dx(dx, b, v & 1 ? y : NULL, x, n, 0.3f, 64.0f, 1.5f, -2.5f, m, 1.7f, v & 2);
-                tg__bn_dx_ref(dxw, b, v & 1 ? y : NULL, x, n, 0.3f, 64.0f, 1.5f, -2.5f, m, 1.7f, v & 2);
+                const float *yv = v & 1 ? (v & 4 ? yx : y) : NULL;
+                const tg__bn_relu *r = v & 4 ? &rx : NULL;
+                tg__bn_dx(dx, b, v & 4 ? NULL : yv, x, n, 0.3f, 64.0f, 1.5f, -2.5f, m, 1.7f, v & 2, r);
+                tg__bn_dx_ref(dxw, b, yv, x, n, 0.3f, 64.0f, 1.5f, -2.5f, m, 1.7f, v & 2, v & 1 ? NULL : r);
                 CHECK_INT(count_differ(what, dx, dxw, n), 0);
                 free(dx), free(dxw);
             }
-            free(x), free(y), free(b);
+            free(x), free(y), free(b), free(yb), free(yx);
         }
 }
 
@@ -521,28 +532,41 @@ static void bn_tensor(void) {
                     tg__bn_normalize_ref(ow + q, x + q, sc + q, L, mean[c], rstd[c], gamma[c], beta[c], true);
                 }
             CHECK_INT(count_differ("bn_forward", o, ow, n), 0);
-            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, N, C, L, false, NULL);
+            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, NULL, N, C, L, false, NULL);
             for (int64_t c = 0; c < C; c++) {
                 double s1 = 0, s2 = 0;
                 for (int k = 0; k < chunks; k++) {
                     double p1 = 0, p2 = 0;
                     for (int64_t i = N * k / chunks; i < N * (k + 1) / chunks; i++) {
                         int64_t q = (i * C + c) * L;
-                        tg__bn_dot_ref(&p1, &p2, dsw + q, dy + q, y + q, x + q, mean[c], L, false);
+                        tg__bn_dot_ref(&p1, &p2, dsw + q, dy + q, y + q, x + q, mean[c], L, false, NULL);
                     }
                     s1 += p1, s2 += p2;
                 }
                 CHECK(same_double(stat[c], s1) && same_double(stat[C + c], s2));
             }
             CHECK_INT(count_differ("bn_backward_sums ds", ds, dsw, n), 0);
-            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, N, C, L, true);
+            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, NULL, N, C, L, true);
             for (int64_t i = 0; i < N; i++)
                 for (int64_t c = 0; c < C; c++) {
                     int64_t q = (i * C + c) * L;
                     tg__bn_dx_ref(ow + q, dy + q, y + q, x + q, L, coef[c], coef[C + c], coef[2 * C + c],
-                                  coef[3 * C + c], mean[c], rstd[c], true);
+                                  coef[3 * C + c], mean[c], rstd[c], true, NULL);
                 }
             CHECK_INT(count_differ("bn_backward_dx", o, ow, n), 0);
+            /* the fused ReLU's mask recomputed from x (rg) against the forward's output read */
+            float *rg = malloc(3 * (size_t)C * sizeof *rg), *dsx = randv(n, 0);
+            for (int64_t c = 0; c < C; c++) rg[c] = rstd[c], rg[C + c] = gamma[c], rg[2 * C + c] = beta[c];
+            tg__bn_forward(y, x, NULL, mean, rstd, gamma, beta, N, C, L, true);
+            double *st2 = malloc((size_t)(2 * C) * sizeof *st2);
+            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, NULL, N, C, L, true, NULL);
+            tg__bn_backward_sums(st2, st2 + C, dsx, part, dy, NULL, x, mean, rg, N, C, L, true, NULL);
+            CHECK(memcmp(stat, st2, (size_t)(2 * C) * sizeof *stat) == 0);
+            CHECK_INT(count_differ("bn_backward_sums, ReLU from x", dsx, ds, n), 0);
+            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, NULL, N, C, L, true);
+            tg__bn_backward_dx(ow, dy, NULL, x, coef, mean, rstd, rg, N, C, L, true);
+            CHECK_INT(count_differ("bn_backward_dx, ReLU from x", ow, o, n), 0);
+            free(rg), free(dsx), free(st2);
             free(x), free(dy), free(y), free(sc), free(stat), free(part), free(want), free(mean), free(rstd);
             free(gamma), free(beta), free(coef), free(o), free(ow), free(ds), free(dsw);
         }

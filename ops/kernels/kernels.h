@@ -402,33 +402,41 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
 /* y = gamma[c] * ((x - mean[c]) * rstd[c]) + beta[c] (+ sc, a shortcut, if not NULL), relu(y) if relu */
 void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
                     const float *beta, int64_t N, int64_t C, int64_t L, bool relu);
-/* sdy[c] = sum of dy', sdyx[c] = sum of dy' (x - mean[c]), dy' = dy where not yr <= 0 (all of dy
- * if yr is NULL); ds (if not NULL) = (if ds_set) or += dy'. part holds 2*TG_BN_CHUNKS*C doubles */
+/* A fused ReLU's output recomputed from x where batch norm had no shortcut to add: not reading
+ * y saves a pass; the same operations as the forward's give the same bits */
+typedef struct {
+    float rstd, gamma, beta; /* one channel's: y = relu(gamma * ((x - mean) * rstd) + beta) */
+} tg__bn_relu;
+/* sdy[c] = sum of dy', sdyx[c] = sum of dy' (x - mean[c]), dy' = dy where not yr <= 0, or (rg:
+ * rstd, gamma and beta, C floats each) where not the ReLU's input recomputed from x <= 0, else all
+ * of dy; ds (if not NULL) = (if ds_set) or += dy'. part holds 2*TG_BN_CHUNKS*C doubles */
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
-                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set,
-                          tg__split *split);
+                          const float *x, const float *mean, const float *rg, int64_t N, int64_t C, int64_t L,
+                          bool ds_set, tg__split *split);
 /* dx (= if set, else +=) kn[c] * (k1[c] * dy' - s1[c] - (x - mean[c]) * rstd[c] * s2[c]),
- * with coef = kn, k1, s1, s2, C floats each */
+ * with coef = kn, k1, s1, s2, C floats each, dy' as above */
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
-                        const float *mean, const float *rstd, int64_t N, int64_t C, int64_t L, bool set);
+                        const float *mean, const float *rstd, const float *rg, int64_t N, int64_t C, int64_t L,
+                        bool set);
 /* the loops over one run, each with its reference (same lanes, plain C) */
 double tg__bn_sum(const float *p, int64_t n);
 double tg__bn_sum_ref(const float *p, int64_t n);
 double tg__bn_sqdev(const float *p, int64_t n, float m); /* sum of (p - m)^2 */
 double tg__bn_sqdev_ref(const float *p, int64_t n, float m);
-/* *sa += sum of a', *sab += sum of a' (b - m), a' = a where not y <= 0 (if y); ds (=, or +=) a' */
+/* *sa += sum of a', *sab += sum of a' (b - m), a' = a where not y <= 0 (if y), or (if rx) where
+ * not rx->gamma * ((b - m) * rx->rstd) + rx->beta <= 0; ds (=, or +=) a' */
 void tg__bn_dot(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m, int64_t n,
-                bool ds_set);
+                bool ds_set, const tg__bn_relu *rx);
 void tg__bn_dot_ref(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m,
-                    int64_t n, bool ds_set);
+                    int64_t n, bool ds_set, const tg__bn_relu *rx);
 void tg__bn_normalize(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd, float g, float b,
                       bool relu);
 void tg__bn_normalize_ref(float *y, const float *x, const float *sc, int64_t n, float mu, float rstd, float g, float b,
                           bool relu);
 void tg__bn_dx(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1, float s1,
-               float s2, float mu, float rstd, bool set);
+               float s2, float mu, float rstd, bool set, const tg__bn_relu *rx);
 void tg__bn_dx_ref(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1,
-                   float s1, float s2, float mu, float rstd, bool set);
+                   float s1, float s2, float mu, float rstd, bool set, const tg__bn_relu *rx);
 
 // ----------------------------------------------------------------------------
 // memory-bound elementwise loops (elementwise.c), on one block of n elements;

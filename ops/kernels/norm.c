@@ -62,39 +62,46 @@ double tg__bn_sqdev_ref(const float *p, int64_t n, float m) {
     return s;
 }
 
+/* the ReLU's output recomputed from x as bn_normalize computes it (the same operations, so the
+ * same bits), for rx */
+#define RX_F8(rx, xv, mv) ((tg_f8){0} + (rx)->gamma) * (((xv) - (mv)) * ((tg_f8){0} + (rx)->rstd)) + (rx)->beta
+static float rx1(const tg__bn_relu *rx, float x, float m) { return rx->gamma * ((x - m) * rx->rstd) + rx->beta; }
+
 TG_INLINE void bn_dot_body(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m,
-                           int64_t n, bool ds_set) {
+                           int64_t n, bool ds_set, const tg__bn_relu *rx) {
     tg_f8 s1 = {0}, s2 = {0}, zero = {0}, mv = zero + m;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        tg_f8 d = y ? TG_F8_RELU_KEEP(TG_F8(a + j), TG_F8(y + j), zero) : TG_F8(a + j);
+        tg_f8 d = y    ? TG_F8_RELU_KEEP(TG_F8(a + j), TG_F8(y + j), zero)
+                  : rx ? TG_F8_RELU_KEEP(TG_F8(a + j), RX_F8(rx, TG_F8(b + j), mv), zero)
+                       : TG_F8(a + j);
         s1 += d, s2 += d * (TG_F8(b + j) - mv);
         if (ds) *(tg_f8 *)(ds + j) = ds_set ? d : TG_F8(ds + j) + d;
     }
     *sa += LANES(s1), *sab += LANES(s2);
     for (; j < n; j++) {
-        float d = y && y[j] <= 0.0f ? 0.0f : a[j];
+        float d = (y && y[j] <= 0.0f) || (rx && rx1(rx, b[j], m) <= 0.0f) ? 0.0f : a[j];
         *sa += d, *sab += (double)d * (b[j] - m);
         if (ds) ds[j] = ds_set ? d : ds[j] + d;
     }
 }
 TG_LOOP(bn_dot,
         (double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m, int64_t n,
-         bool ds_set),
-        (sa, sab, ds, a, y, b, m, n, ds_set))
+         bool ds_set, const tg__bn_relu *rx),
+        (sa, sab, ds, a, y, b, m, n, ds_set, rx))
 
 void tg__bn_dot_ref(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m,
-                    int64_t n, bool ds_set) {
+                    int64_t n, bool ds_set, const tg__bn_relu *rx) {
     float s1[8] = {0}, s2[8] = {0};
     int64_t n8 = n / 8 * 8;
     for (int64_t j = 0; j < n; j++) {
-        float d = y && y[j] <= 0.0f ? 0.0f : a[j];
+        float d = (y && y[j] <= 0.0f) || (rx && rx1(rx, b[j], m) <= 0.0f) ? 0.0f : a[j];
         if (j < n8) s1[j % 8] += d, s2[j % 8] += d * (b[j] - m);
         if (ds) ds[j] = ds_set ? d : ds[j] + d;
     }
     *sa += lanes(s1), *sab += lanes(s2);
     for (int64_t j = n8; j < n; j++) { /* the tail, in double after the lanes */
-        float d = y && y[j] <= 0.0f ? 0.0f : a[j];
+        float d = (y && y[j] <= 0.0f) || (rx && rx1(rx, b[j], m) <= 0.0f) ? 0.0f : a[j];
         *sa += d, *sab += (double)d * (b[j] - m);
     }
 }
@@ -128,30 +135,32 @@ void tg__bn_normalize_ref(float *y, const float *x, const float *sc, int64_t n, 
 }
 
 TG_INLINE void bn_dx_body(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1,
-                          float s1, float s2, float mu, float rstd, bool set) {
+                          float s1, float s2, float mu, float rstd, bool set, const tg__bn_relu *rx) {
     tg_f8 zero = {0}, knv = zero + kn, k1v = zero + k1, s1v = zero + s1, s2v = zero + s2, mv = zero + mu,
           rv = zero + rstd;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        tg_f8 d = yr ? TG_F8_RELU_KEEP(TG_F8(dy + j), TG_F8(yr + j), zero) : TG_F8(dy + j);
+        tg_f8 d = yr   ? TG_F8_RELU_KEEP(TG_F8(dy + j), TG_F8(yr + j), zero)
+                  : rx ? TG_F8_RELU_KEEP(TG_F8(dy + j), RX_F8(rx, TG_F8(x + j), mv), zero)
+                       : TG_F8(dy + j);
         tg_f8 v = knv * (k1v * d - s1v - (TG_F8(x + j) - mv) * rv * s2v);
         *(tg_f8 *)(dx + j) = set ? v : TG_F8(dx + j) + v;
     }
     for (; j < n; j++) {
-        float d = yr && yr[j] <= 0.0f ? 0.0f : dy[j];
+        float d = (yr && yr[j] <= 0.0f) || (rx && rx1(rx, x[j], mu) <= 0.0f) ? 0.0f : dy[j];
         float v = kn * (k1 * d - s1 - (x[j] - mu) * rstd * s2);
         dx[j] = set ? v : dx[j] + v;
     }
 }
 TG_LOOP(bn_dx,
         (float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1, float s1, float s2,
-         float mu, float rstd, bool set),
-        (dx, dy, yr, x, n, kn, k1, s1, s2, mu, rstd, set))
+         float mu, float rstd, bool set, const tg__bn_relu *rx),
+        (dx, dy, yr, x, n, kn, k1, s1, s2, mu, rstd, set, rx))
 
 void tg__bn_dx_ref(float *dx, const float *dy, const float *yr, const float *x, int64_t n, float kn, float k1,
-                   float s1, float s2, float mu, float rstd, bool set) {
+                   float s1, float s2, float mu, float rstd, bool set, const tg__bn_relu *rx) {
     for (int64_t j = 0; j < n; j++) {
-        float d = yr && yr[j] <= 0.0f ? 0.0f : dy[j];
+        float d = (yr && yr[j] <= 0.0f) || (rx && rx1(rx, x[j], mu) <= 0.0f) ? 0.0f : dy[j];
         float v = kn * (k1 * d - s1 - (x[j] - mu) * rstd * s2);
         dx[j] = set ? v : dx[j] + v;
     }
@@ -221,8 +230,8 @@ void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean
 }
 
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
-                          const float *x, const float *mean, int64_t N, int64_t C, int64_t L, bool ds_set,
-                          tg__split *split) {
+                          const float *x, const float *mean, const float *rg, int64_t N, int64_t C, int64_t L,
+                          bool ds_set, tg__split *split) {
     bn_split b = split_of(N, C, L, split);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
@@ -233,7 +242,9 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;
-                tg__bn_dot(&p1[c], &p2[c], ds ? ds + o : NULL, dy + o, yr ? yr + o : NULL, x + o, mean[c], L, ds_set);
+                tg__bn_relu rx = rg ? (tg__bn_relu){rg[c], rg[C + c], rg[2 * C + c]} : (tg__bn_relu){0};
+                tg__bn_dot(&p1[c], &p2[c], ds ? ds + o : NULL, dy + o, yr ? yr + o : NULL, x + o, mean[c], L, ds_set,
+                           rg ? &rx : NULL);
             }
         }
     }
@@ -246,7 +257,8 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
 }
 
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
-                        const float *mean, const float *rstd, int64_t N, int64_t C, int64_t L, bool set) {
+                        const float *mean, const float *rstd, const float *rg, int64_t N, int64_t C, int64_t L,
+                        bool set) {
     bn_split b = split_of(N, C, L, NULL);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
@@ -255,8 +267,9 @@ void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;
+                tg__bn_relu rx = rg ? (tg__bn_relu){rg[c], rg[C + c], rg[2 * C + c]} : (tg__bn_relu){0};
                 tg__bn_dx(dx + o, dy + o, yr ? yr + o : NULL, x + o, L, coef[c], coef[C + c], coef[2 * C + c],
-                          coef[3 * C + c], mean[c], rstd[c], set);
+                          coef[3 * C + c], mean[c], rstd[c], set, rg ? &rx : NULL);
             }
         }
     }
