@@ -139,6 +139,9 @@ void tg__pad_blocked_ref(float *xb, ptrdiff_t ldx, const float *x, int C, int H,
 }
 
 #if defined(__x86_64__)
+/* x is cold by the backward, and its 16 planes are 16 streams: each row is asked for 4 rows ahead
+ * (the resnet's conv backward 3-5% faster; 2 and 8 rows ahead did the same) */
+#define PF_ROWS 4
 /* tg__pad_blocked 16 x 16 at a time through registers; xb and ldx 64-byte aligned */
 __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptrdiff_t ldx, const float *x, int C,
                                                                   int H, int W, int Wp, int pad) {
@@ -147,6 +150,9 @@ __attribute__((target("avx512f"))) static void pad_blocked_avx512(float *xb, ptr
         for (int h = 0; h < H; h++) {
             const float *src = x + ((ptrdiff_t)cb * 16 * H + h) * W;
             float *d = xb + cb * ldx + ((ptrdiff_t)(h + pad) * Wp + pad) * 16;
+            for (int l = 0; h + PF_ROWS < H && l < nc; l++)
+                for (int o = 0; o < W; o += 16)
+                    _mm_prefetch((const char *)(src + ((ptrdiff_t)l * H + PF_ROWS) * W + o), _MM_HINT_T0);
             for (int w0 = 0; w0 < W; w0 += 16) {
                 int nw = W - w0 < 16 ? W - w0 : 16;
                 __mmask16 m = (__mmask16)((1u << nw) - 1);
