@@ -170,18 +170,21 @@ static int64_t bn_flops(const tg_node *n) {
 
 /* Backward FLOPs per element: the two sums, dy and dy*(x - mean) (4), then dx = kn*(k1*dy - s1 -
  * (x - mean)*rstd*s2) when x takes a gradient (7, in evaluation too: the same kernel with s1 = s2 = 0);
- * with the ReLU a compare-select on each pass that reads dy; the shortcut's gradient is a copy of dy */
+ * with the ReLU a compare-select on each pass that reads dy, and without a shortcut the ReLU's
+ * input recomputed from x first (4 more); the shortcut's gradient is a copy of dy */
 static int64_t bn_flops_backward(const tg_node *n) {
     bool dx = n->in[0]->requires_grad;
-    return (4 + (dx ? 7 : 0) + (fused_relu(n) ? 1 + dx : 0)) * n->out->size;
+    int relu = fused_relu(n) ? (shortcut(n) ? 1 : 5) : 0; /* per pass */
+    return (4 + (dx ? 7 : 0) + relu * (1 + dx)) * n->out->size;
 }
 
-/* Bytes of the vjp: two passes, the sums reading dy and x (and y with the ReLU, and writing the
- * shortcut's gradient), then dx reading them again; gamma, beta and the statistics are per channel */
+/* Bytes of the vjp: two passes, the sums reading dy and x (and y with the ReLU and a shortcut, and
+ * writing the shortcut's gradient; without a shortcut the ReLU is recomputed from x), then dx
+ * reading them again; gamma, beta and the statistics are per channel */
 static int64_t bn_bytes(const tg_node *n, bool backward) {
     if (!backward) return -1;
     const tg_tensor *x = n->in[0], *sc = shortcut(n);
-    int64_t pass = (fused_relu(n) ? 12 : 8) * x->size, b = pass;
+    int64_t pass = (fused_relu(n) && sc ? 12 : 8) * x->size, b = pass;
     if (sc && sc->requires_grad) b += (n->store[3] ? 4 : 8) * sc->size;
     if (x->requires_grad) b += pass + (n->store[0] ? 4 : 8) * x->size;
     return b;

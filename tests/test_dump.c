@@ -728,7 +728,8 @@ static void flops_table(void) {
         {"dropout", 6, 6},
         {"dropout_vanilla", 6, 6},
         {"batch_norm", 64, 88},      /* training 8 per element of 8; back: sums 4 and dx 7 per element */
-        {"batch_norm+relu", 72, 104}, /* + 1 forward; back + a compare-select on each of the two passes */
+        /* + 1 forward; back + on each of the two passes the ReLU's input recomputed (4) and a compare-select */
+        {"batch_norm+relu", 72, 168},
         {"batch_norm", 64, 32},      /* x takes no gradient: the sums only (for dgamma, dbeta) */
         /* x 1x2x3x3 w 2x3x2x2 stride 2 -> 1x3x6x6: 2*(Cout*R*S = 12)*18 inputs = 432, + 108 bias adds;
          * back: dx 432, dW 432, db 108 */
