@@ -17,21 +17,23 @@
  * so the products are 36 matrix products over the channels, one per position p
  * of the 6x6 blocks: 36 multiplies a tile of 16 outputs for each (k, c) where
  * the direct convolution does 144, 4x fewer (F(2x2, 3x3), which this replaced,
- * does 2.25x fewer), while the transforms are additions and multiplies by small
- * powers of two, 4 and 5. The results differ from the direct sum in the last
- * bits (a few units in 1e-6 of the outputs' size on random data, against about
- * 1e-6 for F(2x2)), not in their determinism.
+ * does 2.25x fewer), while the transforms are additions and multiplies by 2, 4,
+ * 5 and 8. The results differ from the direct sum in the last bits (a few units
+ * in 1e-6 of the outputs' size on random data, against about 1e-6 for F(2x2)),
+ * not in their determinism.
  *
  * The AVX-512 kernel works in vectors of 16 tiles: two rows of tiles (8 lanes
  * each) when the output is 17 to 32 columns wide, four (4 lanes each) when it
- * is at most 16, the rows of one image or of several in a row (where an image's
- * last vector would be partly empty: tg__winograd_batch). For each vector it
- * transforms every input channel (per row of d, a load and two permutes per
- * column: V, 2.25 KiB a channel), then for each block of 8 output channels runs
- * the 36 products with 8 accumulators over the channels and transforms their
- * results back into y's rows, bias added and ReLU applied, or added onto y (the
- * input gradient). The reference below computes the same formulas in the same
- * order with plain loops: the two agree bit for bit.
+ * is at most 16, the rows of one image or of several in a row (the images a
+ * call fill an even number of vectors: tg__winograd_batch). For each vector it
+ * transforms every input channel (down the columns of the rows as loaded, then
+ * along each transformed row, its columns picked into the tiles' lanes by
+ * permutes: V, 2.25 KiB a channel); then, two vectors at a time, for each block
+ * of 8 output channels it runs the 36 products over the channels (each weight
+ * broadcast feeding two FMAs) and transforms their results back into y's rows,
+ * bias added and ReLU applied, or added onto y (the input gradient). The
+ * reference below computes the same formulas in the same order with plain
+ * loops: the two agree bit for bit.
  *
  * The weight gradient keeps F(2x2, 3x3), in its own section further down. */
 #include "kernels.h"
