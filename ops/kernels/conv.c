@@ -777,11 +777,13 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                 }
                 /* dy on the forward grid starts PR rows into each padded plane */
                 const float *dq0 = dqs + s.front + (int64_t)s.PR * s.Wp;
-                if (dw && wgw && dy_in_place)
-                    tg__winograd_wgrad(dw, dy + (int64_t)i0 * d->K * HWo, HWo, d->Wo, d->K * HWo, xps, ldx, xsz, i1 - i0,
-                                       d, wgwb);
-                else if (dw && wgw)
-                    tg__winograd_wgrad(dw, dq0, s.Lq, s.Wp, s.dq_size, xps, ldx, xsz, i1 - i0, d, wgwb);
+                /* what Winograd's kernels read: dy itself, or the padded copy's inside (the chunk's
+                 * first image, its images, planes and rows apart) */
+                const float *wq = dy_in_place ? dy + (int64_t)i0 * d->K * HWo : dq0;
+                ptrdiff_t wq_img = dy_in_place ? d->K * HWo : s.dq_size, wq_plane = dy_in_place ? HWo : s.Lq,
+                          wq_row = dy_in_place ? d->Wo : s.Wp;
+                if (dw && wgw)
+                    tg__winograd_wgrad(dw, wq, wq_plane, wq_row, wq_img, xps, ldx, xsz, i1 - i0, d, wgwb);
                 else if (bfw) { /* pairs of pixels; every copy is written whole */
                     for (int j = 0; j < i1 - i0; j++) {
                         tg__bf16_pixel_pairs(xw + j * xsz, xps + j * xsz, xsz, 16);
@@ -797,18 +799,10 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                     tg__shifted_gemm_nt(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps,
                                         (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, d->Kg, (int)s.P, d->Cg, taps, i1 - i0,
                                         false);
-                /* Winograd: from dy, or the padded copy's inside */
-                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb) {
-                    float *dxi = dx + (int64_t)i * d->C * d->H * d->W;
-                    int n = i1 - i < nb ? i1 - i : nb;
-                    if (dy_in_place)
-                        tg__winograd_images(dxi, (ptrdiff_t)d->C * d->H * d->W, dy + (int64_t)i * d->K * HWo,
-                                            d->K * HWo, n, HWo, d->Wo, k->U, NULL, false, !dx_set, &t, wg);
-                    else
-                        tg__winograd_images(dxi, (ptrdiff_t)d->C * d->H * d->W,
-                                            dqs + (i - i0) * s.dq_size + s.front + (int64_t)s.PR * s.Wp, s.dq_size, n,
-                                            s.Lq, s.Wp, k->U, NULL, false, !dx_set, &t, wg);
-                }
+                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb)
+                    tg__winograd_images(dx + (int64_t)i * d->C * d->H * d->W, (ptrdiff_t)d->C * d->H * d->W,
+                                        wq + (i - i0) * wq_img, wq_img, i1 - i < nb ? i1 - i : nb, wq_plane, wq_row,
+                                        k->U, NULL, false, !dx_set, &t, wg);
                 for (int i = i0; dx && !k->U && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = shift_out(map, dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set);
