@@ -1,7 +1,7 @@
 /* test_conv.c: conv2d's forward, input gradient and weight gradient against a
  * double-precision loop written from the definition, for the shapes that go
  * through each path (stride 1 reads the padded image shifted by tap, or on AVX-512 goes
- * through Winograd's F(2x2, 3x3) where it pays, other strides go through im2col, 1x1
+ * through Winograd's F(4x4, 3x3) where it pays, other strides go through im2col, 1x1
  * straight to GEMM), with every kernel this CPU
  * has, and bit-for-bit the same with 1 and 2 threads; conv2d+relu the same way; the fused
  * conv2d+relu and conv2d+relu+max_pool2d bit for bit against the ops they fuse; and which path

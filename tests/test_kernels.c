@@ -8,8 +8,9 @@
  * conv's row copies; max pooling forward and backward; the batch-norm loops,
  * relu, the residual adds, dropout and the SGD update bit for bit, on inputs
  * holding NaN, -0, infinities and denormals in vector lanes and tails; the
- * non-finite probe; Winograd's F(2x2, 3x3) image kernel bit for bit against its
- * reference (which is checked against the direct sum, in double, within rounding); and
+ * non-finite probe; Winograd's F(4x4, 3x3) kernels (the images' and the weight
+ * gradient's) bit for bit against their references (which are checked against the
+ * direct sum, in double, within rounding); and
  * the switch itself. */
 #include "check.h"
 #include "kernels/kernels.h"
@@ -811,7 +812,7 @@ static void winograd_wgrad_case(int C, int K, int H, int W, int pad, int n, bool
     d.Ho = H + 2 * pad - 2, d.Wo = W + 2 * pad - 2;
     int Hx, Wx;
     tg__winograd_wgrad_grid(&d, &Hx, &Wx);
-    CHECK(Hx == (H + 2 * pad + 1) / 2 * 2 && Wx == (W + 2 * pad + 1) / 2 * 2);
+    CHECK(Hx == (d.Ho + 3) / 4 * 4 + 2 && Wx == (d.Wo + 3) / 4 * 4 + 2);
     ptrdiff_t ldqr = tight ? d.Wo : d.Wo + 2, ldq = tight ? d.Ho * ldqr : (d.Ho + 2) * ldqr + 32, q_img = K * ldq;
     ptrdiff_t ldx = (ptrdiff_t)Hx * Wx * 16, x_img = (C + 15) / 16 * ldx;
     float *x = randv((int64_t)n * C * H * W, 0), *dq = malloc((size_t)n * q_img * sizeof *dq);
@@ -850,8 +851,11 @@ static void winograd_wgrad_case(int C, int K, int H, int W, int pad, int n, bool
                     e = fabs(got - sum) > e ? fabs(got - sum) : e;
                     scale = fabs(sum) > scale ? fabs(sum) : scale;
                 }
-    if (!nan && e / scale > 2e-6) fprintf(stderr, "%s: reference %.3g from the direct sum\n", what, e / scale);
-    CHECK(nan || e / scale <= 2e-6);
+    /* F(4x4)'s E reaches 225 times dY and V 100 times x before G^T's 1/6 and 1/24 cancel them:
+     * 1e-6 to 1.01e-5 of the largest sum on these cases (F(2x2) stayed under 2e-6); a wrong
+     * transform is off by more than 1e-2 */
+    if (!nan && e / scale > 2e-5) fprintf(stderr, "%s: reference %.3g from the direct sum\n", what, e / scale);
+    CHECK(nan || e / scale <= 2e-5);
     free(x), free(dq), free(xb), free(buf), free(dw), free(want);
 }
 
@@ -888,8 +892,8 @@ static void winograd_fits(int C, int K, int H, int W, int pad, int r, int stride
         fprintf(stderr, "winograd_fits C %d K %d %dx%d pad %d kernel %d stride %d dilation %d groups %d: %d, want %d\n",
                 C, K, H, W, pad, r, stride, dil, g, got, expect);
     CHECK(got == expect);
-    /* the weight gradient: where the forward goes, for an even output */
-    CHECK(tg__winograd_wgrad_fits(&d) == (expect && d.Ho % 2 == 0 && d.Wo % 2 == 0));
+    /* the weight gradient: where the forward goes */
+    CHECK(tg__winograd_wgrad_fits(&d) == expect);
 }
 
 /* the images a call for an HxH input: the fewest whose rows of tiles fill an even number of vectors */
@@ -943,18 +947,19 @@ static void winograd(void) {
     winograd_images_case(16, 24, 12, 0, 4, true);  /* 10x10 out, 3 rows of tiles: 4 images in 3 vectors, added */
     winograd_images_case(16, 16, 9, 1, 3, false);  /* 9x9: the last row of tiles one row real, 3 images */
     winograd_images_case(16, 16, 28, 1, 2, true);  /* the resnet's 28x28: 7 rows of tiles, 2 images in 7 vectors */
-    winograd_wgrad_case(16, 16, 28, 28, 1, 3, false, false); /* the resnet's: a row of tiles a vector */
-    winograd_wgrad_case(32, 32, 14, 14, 1, 2, false, false); /* two rows a vector, an odd count of them */
-    winograd_wgrad_case(16, 32, 14, 14, 1, 2, false, false); /* the resnet's widening conv */
-    winograd_wgrad_case(32, 64, 13, 13, 0, 2, false, false); /* lenet's conv2 shape, unpadded: odd tiles */
+    winograd_wgrad_case(16, 16, 28, 28, 1, 3, false, false); /* the resnet's: 49 tiles, an image a group */
+    winograd_wgrad_case(32, 32, 14, 14, 1, 2, false, false); /* 16 tiles an image, both in one group */
+    winograd_wgrad_case(16, 32, 14, 14, 1, 6, false, false); /* the resnet's widening conv: groups of 4 and 2 */
+    winograd_wgrad_case(32, 64, 13, 13, 0, 2, false, false); /* lenet's conv2 shape, unpadded: 11x11, odd */
     winograd_wgrad_case(17, 20, 15, 21, 1, 2, false, false); /* odd sizes, C and K past a block */
+    winograd_wgrad_case(48, 20, 10, 10, 1, 2, false, false); /* 3 blocks of C: a pair, then one alone */
     winograd_wgrad_case(24, 16, 32, 32, 1, 1, false, false); /* 32 across, the widest */
     winograd_wgrad_case(16, 16, 9, 16, 2, 2, true, false);   /* pad 2, 16 across, NaN, -0 and Inf */
-    winograd_wgrad_case(16, 24, 6, 6, 0, 3, false, false);   /* a 4x4 output */
+    winograd_wgrad_case(16, 24, 6, 6, 0, 3, false, false);   /* a 4x4 output: one tile */
     winograd_wgrad_case(16, 16, 28, 28, 1, 2, false, true);  /* dy where the conv keeps it: planes Ho x Wo, tight */
-    winograd_wgrad_case(32, 32, 14, 14, 1, 2, true, true);   /* the same, two rows a vector */
+    winograd_wgrad_case(32, 32, 14, 14, 1, 2, true, true);   /* the same at 14x14 */
     winograd_wgrad_case(16, 16, 13, 11, 0, 2, false, true);  /* odd sizes: the rows past Ho are the next plane's */
-    winograd_wgrad_case(16, 16, 11, 20, 0, 2, false, true);  /* the same with a row of tiles a vector */
+    winograd_wgrad_case(16, 16, 11, 20, 0, 2, false, true);  /* the same, 18 across: two loads a row */
 }
 
 // ----------------------------------------------------------------------------

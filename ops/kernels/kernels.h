@@ -298,8 +298,8 @@ const char *tg__conv_transpose2d_forward(float *y, const float *x, const float *
 size_t tg__conv_transpose2d_backward_scratch(const tg__conv_dims *d, bool dw, int *threads);
 const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                           const float *w, const tg__conv_dims *d, void *scratch, int threads);
-/* Winograd (winograd.c), for a 3x3 stride-1 conv d on AVX-512, F(4x4, 3x3) forward and F(2x2, 3x3)
- * for the weight gradient: fits says whether it applies (one group, dilation 1, pad at most 2,
+/* Winograd (winograd.c), for a 3x3 stride-1 conv d on AVX-512, F(4x4, 3x3) for the forward, the
+ * input gradient and the weight gradient: fits says whether it applies (one group, dilation 1, pad at most 2,
  * 16 to 256 channels in, at least 16 out,
  * output rows at most 32 wide, and input rows at most 16 wide when the output's are) and pays.
  * tg__winograd_weights turns w (K,C,3,3), or if flipped w (C,K,3,3) turned by 180 degrees (the
@@ -320,11 +320,11 @@ void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_
                          const tg__conv_dims *d, float *buf);
 void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,
                             bool relu, bool add, const tg__conv_dims *d);
-/* tg__winograd_wgrad_fits: tg__winograd_fits, and the output's height and width even (where the
- * weight gradient pays). tg__winograd_wgrad stores the weight gradient dw (K,C,3,3) of nimg
+/* tg__winograd_wgrad_fits: tg__winograd_fits (the weight gradient pays there too: BENCHMARKS.md).
+ * tg__winograd_wgrad stores the weight gradient dw (K,C,3,3) of nimg
  * images: dy of image i, plane k, row r at dq[i*q_img + k*ldq + r*ldqr], and x padded in blocks of 16 channels
- * (tg__pad_blocked) on the grid of tg__winograd_wgrad_grid (Hx rows Wx wide, which may be one
- * more than x's padding: zeros too) at xb[i*x_img + (c/16)*ldx], 64-byte aligned. dq is
+ * (tg__pad_blocked) on the grid of tg__winograd_wgrad_grid (Hx rows Wx wide, which may be up to
+ * 3 more than x's padding: zeros too) at xb[i*x_img + (c/16)*ldx], 64-byte aligned. dq is
  * read only inside its Ho x Wo planes. buf: 64-byte aligned, tg__winograd_wgrad_floats
  * floats. The reference and the AVX-512 kernel agree bit for bit. */
 bool tg__winograd_wgrad_fits(const tg__conv_dims *d);

@@ -35,7 +35,7 @@
  * reference below computes the same formulas in the same order with plain
  * loops: the two agree bit for bit.
  *
- * The weight gradient keeps F(2x2, 3x3), in its own section further down. */
+ * The weight gradient uses F(4x4, 3x3) too, in its own section further down. */
 #include "kernels.h"
 #include <math.h>
 #include <string.h>
@@ -515,294 +515,312 @@ void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_
 }
 
 // ----------------------------------------------------------------------------
-// The weight gradient, by F(2x2, 3x3): 2x2 tiles of outputs from 4x4 blocks of
-// the input, with
-//
-//         | 1  0  0 |          | 1  0 -1  0 |
-//   G   = | ½  ½  ½ |   B^T =  | 0  1  1  0 |   A^T = | 1  1  1  0 |
-//         | ½ -½  ½ |          | 0 -1  1  0 |         | 0  1 -1 -1 |
-//         | 0  0  1 |          | 0  1  0 -1 |
-//
-// (the larger tiles of the forward ran slower here: BENCHMARKS.md). A tile's Y is
-// bilinear in U and V, so the gradient reaching U from the tile's dY is E .* V with
-// E = A dY A^T, and w's is G^T (that) G.
-// Summed over every tile of the images, per output channel k and input channel c:
+// The weight gradient, by F(4x4, 3x3) too. A tile's Y is bilinear in U and V, so
+// the gradient reaching U from the tile's 4x4 dY is E .* V with E = A dY A^T (6x6),
+// and w's is G^T (that) G. Summed over every tile of the images, per output channel
+// k and input channel c:
 //
 //   M[p][k][c] = sum over tiles of E[p][k] V[p][c],   dw[k][c] = G^T M[.][k][c] G
 //
-// 16 multiplies a tile for each (k, c) again, where the direct sum does 36. With
-// dY = [[a, b], [c, e]], E's rows are (u, u+v, u-v, -v) for u = (a, a+c, a-c, -c)
-// and v = (b, b+e, b-e, -e). The tiles are summed in the order of the images and,
-// in each, row after row: the AVX-512 kernel below and the reference agree bit for bit.
+// 36 multiplies a tile of 16 outputs for each (k, c) where the direct sum does 144.
+// E's transform takes y0..y3 (a column or row of dY) to y0, (y0+y2) +- (y1+y3),
+// (y0+4y2) +- 2(y1+4y3), y3; G^T's takes 6 values of M to 3.
+//
+// The AVX-512 kernel works in vectors of 16 channels: x comes blocked by 16
+// channels (tg__pad_blocked, on the grid of tg__winograd_wgrad_grid) and dy is
+// blocked so too, an image at a time. Each tile's V (per block of 16 input
+// channels) and E (per block of 16 output channels) are made with the forward's
+// operations, for a group of images of about 64 tiles; then for each position, each
+// block of M (16 output by 16 input channels, or 8 by 32 where the input channels'
+// blocks pair up) sums the group's tiles, each E value broadcast to FMAs with 16
+// input channels' V. The tiles are summed in the order of the images and, in each,
+// row after row: the kernel and the plain-loop reference agree bit for bit.
 
 typedef struct {
-    int Cp, Kp; /* C and K rounded up to 16 */
+    int TH, TW, T; /* tiles down and across, and an image's */
+    int gi, TG;    /* images whose tiles the products take together (about 64 tiles), and their tiles */
+    int Cp, Kp;    /* C and K rounded up to 16 */
+    size_t vp, ep; /* floats between V's positions and E's: an odd number of cache lines, lest the
+                    * 36 streams a transform stores fall in one L1 set */
 } wgw_geom;
 
-static wgw_geom wgw_of(const tg__conv_dims *d) { return (wgw_geom){(d->C + 15) / 16 * 16, (d->K + 15) / 16 * 16}; }
+static size_t odd_lines(size_t floats) { return floats / 16 % 2 ? floats : floats + 16; }
 
-/* F(2x2)'s tiles: 2x2 outputs from 4x4 inputs, in vectors of 16 tiles (one row of tiles, or two of 8) */
-typedef struct {
-    int TH, TW; /* tiles down and across */
-    int slots;  /* rows of tiles a vector holds: 1 or 2 (8 lanes each) */
-    int nvec;   /* vectors of tiles per image */
-} wg2_geom;
-
-static wg2_geom geom2_of(const tg__conv_dims *d) {
-    wg2_geom g;
-    g.TH = (d->Ho + 1) / 2, g.TW = (d->Wo + 1) / 2;
-    g.slots = g.TW <= 8 ? 2 : 1;
-    g.nvec = (g.TH + g.slots - 1) / g.slots;
-    return g;
+static wgw_geom wgw_of(const tg__conv_dims *d) {
+    wgw_geom w;
+    w.TH = (d->Ho + 3) / 4, w.TW = (d->Wo + 3) / 4, w.T = w.TH * w.TW;
+    w.gi = w.T >= 64 ? 1 : 64 / w.T, w.TG = w.gi * w.T;
+    w.Cp = (d->C + 15) / 16 * 16, w.Kp = (d->K + 15) / 16 * 16;
+    w.vp = odd_lines((size_t)w.Cp * w.TG), w.ep = odd_lines((size_t)w.TG * w.Kp);
+    return w;
 }
 
-/* v = B^T dd B, in the order the AVX-512 kernel computes it */
-static void input_tf(float v[16], const float dd[4][4]) {
-    float t[4][4];
-    for (int j = 0; j < 4; j++) {
-        t[0][j] = dd[0][j] - dd[2][j];
-        t[1][j] = dd[1][j] + dd[2][j];
-        t[2][j] = dd[2][j] - dd[1][j];
-        t[3][j] = dd[1][j] - dd[3][j];
-    }
-    for (int i = 0; i < 4; i++) {
-        v[4 * i + 0] = t[i][0] - t[i][2];
-        v[4 * i + 1] = t[i][1] + t[i][2];
-        v[4 * i + 2] = t[i][2] - t[i][1];
-        v[4 * i + 3] = t[i][1] - t[i][3];
-    }
-}
+bool tg__winograd_wgrad_fits(const tg__conv_dims *d) { return tg__winograd_fits(d); }
 
-bool tg__winograd_wgrad_fits(const tg__conv_dims *d) {
-    /* an odd height or width leaves the last row or column of tiles half dead: 7x7 to 15x15 ran
-     * 0.83-0.99x the direct kernel with 16 channels, even sizes 1.13-1.41x (BENCHMARKS.md) */
-    return tg__winograd_fits(d) && d->Ho % 2 == 0 && d->Wo % 2 == 0;
-}
-
-/* the tiles' E (16 tiles by Kp), the sums M (Kp by Cp), for each position, then the 2x2
- * gradients of 16 tiles by 16 output channels (4 of them) */
+/* M (36 by Kp by Cp), then a group of images' V (36 by Cp/16 by their tiles by 16) and E (36
+ * by their tiles by Kp), and an image's dy blocked by 16 channels on the tiles' grid */
 size_t tg__winograd_wgrad_floats(const tg__conv_dims *d) {
     wgw_geom w = wgw_of(d);
-    return (size_t)16 * (16 * w.Kp + (size_t)w.Kp * w.Cp) + 4 * 256;
+    return (size_t)36 * w.Kp * w.Cp + 36 * (w.vp + w.ep) + (size_t)w.Kp * 16 * w.T;
 }
 
-/* the padded x's rows and columns the tiles read: one more than x's padding when Ho, Wo are odd */
+/* the padded x's rows and columns the tiles read: up to 3 more than x's padding */
 void tg__winograd_wgrad_grid(const tg__conv_dims *d, int *Hx, int *Wx) {
-    *Hx = (d->Ho + 1) / 2 * 2 + 2, *Wx = (d->Wo + 1) / 2 * 2 + 2;
+    *Hx = (d->Ho + 3) / 4 * 4 + 2, *Wx = (d->Wo + 3) / 4 * 4 + 2;
 }
 
-/* E = A dY A^T, in the order the AVX-512 kernel computes it */
-static void grad_tf(float E[16], float a, float b, float c, float e) {
-    float u[4] = {a, a + c, a - c, -c}, v[4] = {b, b + e, b - e, -e};
-    for (int i = 0; i < 4; i++)
-        E[4 * i] = u[i], E[4 * i + 1] = u[i] + v[i], E[4 * i + 2] = u[i] - v[i], E[4 * i + 3] = -v[i];
+/* A's transform of 4 values of dY into 6, in the order the AVX-512 kernel computes it */
+static void tf_dy(float e[6], const float y[4]) {
+    float a = y[0] + y[2], b = y[1] + y[3], c = fmaf(4.0f, y[2], y[0]), f = fmaf(4.0f, y[3], y[1]);
+    e[0] = y[0];
+    e[1] = a + b;
+    e[2] = a - b;
+    e[3] = fmaf(2.0f, f, c);
+    e[4] = fmaf(-2.0f, f, c);
+    e[5] = y[3];
 }
 
-/* o (3x3) = G^T m G, likewise */
-static void wgrad_out(float o[9], const float m[16]) {
-    float r[3][4];
-    for (int j = 0; j < 4; j++) {
-        float s = m[4 + j] + m[8 + j], t = m[4 + j] - m[8 + j];
-        r[0][j] = m[j] + 0.5f * s, r[1][j] = 0.5f * t, r[2][j] = 0.5f * s + m[12 + j];
-    }
-    for (int i = 0; i < 3; i++) {
-        float s = r[i][1] + r[i][2], t = r[i][1] - r[i][2];
-        o[3 * i] = r[i][0] + 0.5f * s, o[3 * i + 1] = 0.5f * t, o[3 * i + 2] = 0.5f * s + r[i][3];
-    }
+/* G^T's: 6 values of M into 3 */
+static void tf_dw(float o[3], const float m[6]) {
+    float s = m[1] + m[2], t = m[3] + m[4], u = m[2] - m[1], v = m[3] - m[4];
+    o[0] = fmaf(0.25f, m[0], fmaf(-1.0f / 6, s, t * (1.0f / 24)));
+    o[1] = fmaf(1.0f / 6, u, v * (1.0f / 12));
+    o[2] = fmaf(1.0f / 6, t - s, m[5]);
 }
 
 void tg__winograd_wgrad_ref(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img,
                             const float *xb, ptrdiff_t ldx, ptrdiff_t x_img, int nimg, const tg__conv_dims *d,
                             float *buf) {
     int C = d->C, K = d->K, Hx, Wx;
+    wgw_geom w = wgw_of(d);
     tg__winograd_wgrad_grid(d, &Hx, &Wx);
-    float *M = buf, *V = M + (size_t)16 * K * C, *E = V + (size_t)16 * C; /* M[p][k][c], V[c][p], E[k][p] */
-    memset(M, 0, (size_t)16 * K * C * sizeof *M);
+    float *M = buf, *V = M + (size_t)36 * K * C, *E = V + (size_t)36 * C; /* M[p][k][c], V[c][p], E[k][p] */
+    memset(M, 0, (size_t)36 * K * C * sizeof *M);
     for (int i = 0; i < nimg; i++)
-        for (int ty = 0; ty < (d->Ho + 1) / 2; ty++)
-            for (int tx = 0; tx < (d->Wo + 1) / 2; tx++) {
-                for (int c = 0; c < C; c++) {
-                    float dd[4][4];
-                    for (int r = 0; r < 4; r++)
-                        for (int j = 0; j < 4; j++)
-                            dd[r][j] = xb[i * x_img + c / 16 * ldx + ((2 * ty + r) * Wx + 2 * tx + j) * 16 + c % 16];
-                    input_tf(V + (size_t)c * 16, dd);
+        for (int ty = 0; ty < w.TH; ty++)
+            for (int tx = 0; tx < w.TW; tx++) {
+                for (int c = 0; c < C; c++) { /* B^T d B: down the columns, then along the rows */
+                    float t[6][6], dd[6];
+                    for (int j = 0; j < 6; j++) {
+                        for (int r = 0; r < 6; r++)
+                            dd[r] = xb[i * x_img + c / 16 * ldx + ((4 * ty + r) * Wx + 4 * tx + j) * 16 + c % 16];
+                        tf_in(t[j], dd);
+                    }
+                    for (int r = 0; r < 6; r++) {
+                        for (int j = 0; j < 6; j++) dd[j] = t[j][r];
+                        tf_in(V + (size_t)c * 36 + 6 * r, dd);
+                    }
                 }
-                for (int k = 0; k < K; k++) {
-                    float g[2][2];
-                    for (int r = 0; r < 2; r++)
-                        for (int j = 0; j < 2; j++) {
-                            int oy = 2 * ty + r, ox = 2 * tx + j;
-                            g[r][j] = oy < d->Ho && ox < d->Wo ? dq[i * q_img + k * ldq + oy * ldqr + ox] : 0.0f;
+                for (int k = 0; k < K; k++) { /* A dY A^T, likewise */
+                    float t[4][6], g[4];
+                    for (int j = 0; j < 4; j++) {
+                        for (int r = 0; r < 4; r++) {
+                            int oy = 4 * ty + r, ox = 4 * tx + j;
+                            g[r] = oy < d->Ho && ox < d->Wo ? dq[i * q_img + k * ldq + oy * ldqr + ox] : 0.0f;
                         }
-                    grad_tf(E + (size_t)k * 16, g[0][0], g[0][1], g[1][0], g[1][1]);
+                        tf_dy(t[j], g);
+                    }
+                    for (int r = 0; r < 6; r++) {
+                        for (int j = 0; j < 4; j++) g[j] = t[j][r];
+                        tf_dy(E + (size_t)k * 36 + 6 * r, g);
+                    }
                 }
-                for (int p = 0; p < 16; p++)
+                for (int p = 0; p < 36; p++)
                     for (int k = 0; k < K; k++)
                         for (int c = 0; c < C; c++) {
                             float *m = &M[((size_t)p * K + k) * C + c];
-                            *m = fmaf(E[(size_t)k * 16 + p], V[(size_t)c * 16 + p], *m);
+                            *m = fmaf(E[(size_t)k * 36 + p], V[(size_t)c * 36 + p], *m);
                         }
             }
-    for (int k = 0; k < K; k++)
+    for (int k = 0; k < K; k++) /* G^T M G, likewise */
         for (int c = 0; c < C; c++) {
-            float m[16];
-            for (int p = 0; p < 16; p++) m[p] = M[((size_t)p * K + k) * C + c];
-            wgrad_out(dw + ((size_t)k * C + c) * 9, m);
+            float r[6][3], m[6], o[3];
+            for (int j = 0; j < 6; j++) {
+                for (int i = 0; i < 6; i++) m[i] = M[((size_t)(6 * i + j) * K + k) * C + c];
+                tf_dw(r[j], m);
+            }
+            for (int a = 0; a < 3; a++) {
+                for (int j = 0; j < 6; j++) m[j] = r[j][a];
+                tf_dw(o, m);
+                for (int b = 0; b < 3; b++) dw[((size_t)k * C + c) * 9 + 3 * a + b] = o[b];
+            }
         }
 }
 
 #if defined(__x86_64__)
-/* B^T d B's rows (i) and columns (j): t[i] = d[ra] + (d[rb] ^ sign), v[j] = t[ca] + (t[cb] ^ sign) */
-static const int tf_a[4] = {0, 1, 2, 1}, tf_b[4] = {2, 2, 1, 3}, tf_minus[4] = {1, 0, 1, 1};
-
-/* One position's sums for 16 output channels by 16 input channels, as 4 x 4 blocks of 4 x 4:
- * acc[cg][kg] lane q holds (k = 4*kg + q%4, c = 4*cg + q/4). Over the tiles' lanes l (0..n0-1,
- * then 8..8+n1-1 from the next row of tiles), V (16 channels) is made from the four inputs it
- * reads, at x0 + off[0..3] for the tile at x0 (tiles 32 floats apart, rows of tiles row2), each
- * of its quarters spread to 4 lanes apiece, and E's 16 channels at Ep + l*ldE read as 4 x 4 */
-TG_TARGET_AVX512 static void wgw_block(float *Mb, const float *Ep, ptrdiff_t ldE, const float *x0, ptrdiff_t row2,
-                                       const ptrdiff_t off[4], __m512 sr, __m512 sc, int n0, int n1,
-                                       const __m512i spread[4]) {
-    __m512 acc[4][4];
-    for (int cg = 0; cg < 4; cg++)
-        for (int kg = 0; kg < 4; kg++) acc[cg][kg] = _mm512_load_ps(Mb + (cg * 4 + kg) * 16);
-    for (int s = 0; s < 2; s++)
-        for (int l = 8 * s; l < 8 * s + (s ? n1 : n0); l++) {
-            const float *xt = x0 + s * row2 + (ptrdiff_t)(l - 8 * s) * 32, *e = Ep + l * ldE;
-            __m512 ta = _mm512_add_ps(_mm512_load_ps(xt + off[0]), _mm512_xor_ps(_mm512_load_ps(xt + off[1]), sr));
-            __m512 tb = _mm512_add_ps(_mm512_load_ps(xt + off[2]), _mm512_xor_ps(_mm512_load_ps(xt + off[3]), sr));
-            __m512 v = _mm512_add_ps(ta, _mm512_xor_ps(tb, sc)), eb[4];
-            for (int kg = 0; kg < 4; kg++) eb[kg] = _mm512_broadcast_f32x4(_mm_load_ps(e + 4 * kg));
-            for (int cg = 0; cg < 4; cg++) {
-                __m512 vc = _mm512_permutexvar_ps(spread[cg], v);
-                for (int kg = 0; kg < 4; kg++) acc[cg][kg] = _mm512_fmadd_ps(vc, eb[kg], acc[cg][kg]);
-            }
-        }
-    for (int cg = 0; cg < 4; cg++)
-        for (int kg = 0; kg < 4; kg++) _mm512_store_ps(Mb + (cg * 4 + kg) * 16, acc[cg][kg]);
+TG_TARGET_AVX512 static inline void tf_dy_v(__m512 *e, const __m512 *y) { /* 4 values into 6 */
+    __m512 four = _mm512_set1_ps(4.0f), two = _mm512_set1_ps(2.0f);
+    __m512 a = _mm512_add_ps(y[0], y[2]), b = _mm512_add_ps(y[1], y[3]);
+    __m512 c = _mm512_fmadd_ps(four, y[2], y[0]), f = _mm512_fmadd_ps(four, y[3], y[1]);
+    e[0] = y[0];
+    e[1] = _mm512_add_ps(a, b);
+    e[2] = _mm512_sub_ps(a, b);
+    e[3] = _mm512_fmadd_ps(two, f, c);
+    e[4] = _mm512_fnmadd_ps(two, f, c);
+    e[5] = y[3];
 }
 
-/* where the sums of position p, output channels kb.., input channels cb.. start in M */
-static size_t m_at(int p, int kb, int cb, int Kp, int Cp) {
-    return (((size_t)p * Kp / 16 + kb / 16) * (Cp / 16) + cb / 16) * 256;
+TG_TARGET_AVX512 static inline void tf_dw_v(__m512 o[3], const __m512 m[6]) {
+    __m512 s = _mm512_add_ps(m[1], m[2]), t = _mm512_add_ps(m[3], m[4]);
+    __m512 u = _mm512_sub_ps(m[2], m[1]), v = _mm512_sub_ps(m[3], m[4]), sixth = _mm512_set1_ps(1.0f / 6);
+    o[0] = _mm512_fmadd_ps(_mm512_set1_ps(0.25f), m[0],
+                           _mm512_fmadd_ps(_mm512_set1_ps(-1.0f / 6), s, _mm512_mul_ps(t, _mm512_set1_ps(1.0f / 24))));
+    o[1] = _mm512_fmadd_ps(sixth, u, _mm512_mul_ps(v, _mm512_set1_ps(1.0f / 12)));
+    o[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(t, s), m[5]);
+}
+
+/* One image's dy (planes ldq apart, rows ldqr) as vectors of 16 output channels on the tiles'
+ * grid (4 TH rows of 4 TW), Y[k/16][row][col][16], zero outside Ho x Wo and past K: 16 rows of
+ * 16 columns loaded (under a mask past Wo), then transposed */
+TG_TARGET_AVX512 static void wgw_dy(float *Y, const float *q, ptrdiff_t ldq, ptrdiff_t ldqr, const tg__conv_dims *d,
+                                    const wgw_geom *w) {
+    int Hy = 4 * w->TH, Wy = 4 * w->TW;
+    for (int kb = 0; kb < w->Kp; kb += 16) {
+        int nk = d->K - kb < 16 ? d->K - kb : 16;
+        for (int y = 0; y < Hy; y++) {
+            float *o = Y + ((size_t)kb / 16 * Hy + y) * Wy * 16;
+            if (y >= d->Ho) { /* a row of tiles past dy's */
+                for (int c = 0; c < Wy; c++) _mm512_store_ps(o + c * 16, _mm512_setzero_ps());
+                continue;
+            }
+            for (int s = 0; s < Wy; s += 16) {
+                int cols = d->Wo - s > 16 ? 16 : d->Wo - s, n = Wy - s < 16 ? Wy - s : 16;
+                __mmask16 m = (__mmask16)((1u << cols) - 1);
+                const float *qr = q + (ptrdiff_t)kb * ldq + y * ldqr + s;
+                __m512 in[16], tr[16];
+#pragma GCC unroll 16
+                for (int kk = 0; kk < 16; kk++)
+                    in[kk] = kk < nk ? _mm512_maskz_loadu_ps(m, qr + kk * ldq) : _mm512_setzero_ps();
+                tg__transpose16(in, tr);
+                for (int c = 0; c < n; c++) _mm512_store_ps(o + (s + c) * 16, tr[c]);
+            }
+        }
+    }
+}
+
+/* One tile's 2D transform of 16 channels: the n x n vectors at src (rows rs floats apart) turned
+ * by tf (n values into 6) down the columns, then along the rows, the 36 results stored ps floats
+ * apart (tf and n constants, inlined) */
+TG_TARGET_AVX512 static inline __attribute__((always_inline)) void
+tile_tf(float *dst, size_t ps, const float *src, size_t rs, const int n, void (*tf)(__m512 *, const __m512 *)) {
+    __m512 t[6][6];
+#pragma GCC unroll 6
+    for (int j = 0; j < n; j++) {
+        __m512 col[6];
+#pragma GCC unroll 6
+        for (int r = 0; r < n; r++) col[r] = _mm512_load_ps(src + r * rs + j * 16);
+        tf(t[j], col);
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) {
+        __m512 row[6], o[6];
+#pragma GCC unroll 6
+        for (int j = 0; j < n; j++) row[j] = t[j][r];
+        tf(o, row);
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; j++) _mm512_store_ps(dst + (6 * r + j) * ps, o[j]);
+    }
+}
+
+/* E[p][t][Kp] of an image's tiles t (t0 on among the group's) from its blocked dy Y */
+TG_TARGET_AVX512 static void wgw_grads(float *E, const float *Y, int t0, const wgw_geom *w) {
+    int Hy = 4 * w->TH, Wy = 4 * w->TW;
+    for (int kb = 0; kb < w->Kp; kb += 16)
+        for (int ty = 0; ty < w->TH; ty++)
+            for (int tx = 0; tx < w->TW; tx++)
+                tile_tf(E + (size_t)(t0 + ty * w->TW + tx) * w->Kp + kb, w->ep,
+                        Y + (((size_t)kb / 16 * Hy + 4 * ty) * Wy + 4 * tx) * 16, (size_t)Wy * 16, 4, tf_dy_v);
+}
+
+/* V[p][c/16][t][16] of an image's tiles t (t0 on) from its blocked x (blocks ldx apart, rows Wx) */
+TG_TARGET_AVX512 static void wgw_inputs(float *V, const float *xi, ptrdiff_t ldx, int Wx, int t0, const wgw_geom *w) {
+    for (int cb = 0; cb < w->Cp / 16; cb++)
+        for (int ty = 0; ty < w->TH; ty++)
+            for (int tx = 0; tx < w->TW; tx++)
+                tile_tf(V + ((size_t)cb * w->TG + t0 + ty * w->TW + tx) * 16, w->vp,
+                        xi + cb * ldx + ((size_t)4 * ty * Wx + 4 * tx) * 16, (size_t)Wx * 16, 6, tf_in_v);
+}
+
+/* M[p][k][c] (+)= sum over n tiles of E[p][t][k] V[p][c/16][t][c%16] (the first group's sums
+ * stored), for nc (1 or 2) blocks of 16 input channels by 16 / nc output channels: with two, each
+ * E value broadcast feeds two FMAs */
+TG_TARGET_AVX512 static inline __attribute__((always_inline)) void
+wgw_block(float *m, const float *vp, const float *ep, int n, bool first, const wgw_geom *w, const int nc) {
+    const int nk = 16 / nc;
+    __m512 acc[2][16];
+    for (int b = 0; b < nc; b++)
+#pragma GCC unroll 16
+        for (int kk = 0; kk < nk; kk++)
+            acc[b][kk] = first ? _mm512_setzero_ps() : _mm512_load_ps(m + (size_t)kk * w->Cp + 16 * b);
+    for (int t = 0; t < n; t++) {
+        __m512 v[2];
+        for (int b = 0; b < nc; b++) v[b] = _mm512_load_ps(vp + ((size_t)b * w->TG + t) * 16);
+        const float *e = ep + (size_t)t * w->Kp;
+#pragma GCC unroll 16
+        for (int kk = 0; kk < nk; kk++) {
+            __m512 eb = _mm512_set1_ps(e[kk]);
+            for (int b = 0; b < nc; b++) acc[b][kk] = _mm512_fmadd_ps(eb, v[b], acc[b][kk]);
+        }
+    }
+    for (int b = 0; b < nc; b++)
+#pragma GCC unroll 16
+        for (int kk = 0; kk < nk; kk++) _mm512_store_ps(m + (size_t)kk * w->Cp + 16 * b, acc[b][kk]);
+}
+
+TG_TARGET_AVX512 static void wgw_products(float *M, const float *V, const float *E, int n, bool first,
+                                          const wgw_geom *w) {
+    int Cb = w->Cp / 16, Kp = w->Kp, Cp = w->Cp;
+    for (int p = 0; p < 36; p++)
+        for (int cb = 0; cb < Cb; cb += 2)
+            for (int kb = 0; kb < Kp; kb += cb + 1 < Cb ? 8 : 16) {
+                float *m = M + ((size_t)p * Kp + kb) * Cp + cb * 16;
+                const float *vp = V + p * w->vp + (size_t)cb * w->TG * 16, *ep = E + p * w->ep + kb;
+                if (cb + 1 < Cb) wgw_block(m, vp, ep, n, first, w, 2);
+                else wgw_block(m, vp, ep, n, first, w, 1);
+            }
+}
+
+/* dw = G^T M G for 16 input channels of an output channel at a time: the 9 taps' vectors
+ * transposed so that each channel's 9 are one masked store into dw's row of 9 */
+TG_TARGET_AVX512 static void wgw_out(float *dw, const float *M, const tg__conv_dims *d, const wgw_geom *w) {
+    for (int k = 0; k < d->K; k++)
+        for (int cb = 0; cb < w->Cp; cb += 16) {
+            __m512 r[6][3], m[6], v[16], tr[16];
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++) {
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++) m[i] = _mm512_load_ps(M + ((size_t)(6 * i + j) * w->Kp + k) * w->Cp + cb);
+                tf_dw_v(r[j], m);
+            }
+#pragma GCC unroll 3
+            for (int a = 0; a < 3; a++) {
+                __m512 row[6] = {r[0][a], r[1][a], r[2][a], r[3][a], r[4][a], r[5][a]};
+                tf_dw_v(v + 3 * a, row);
+            }
+            for (int t = 9; t < 16; t++) v[t] = _mm512_setzero_ps();
+            tg__transpose16(v, tr);
+            for (int c = cb; c < cb + 16 && c < d->C; c++)
+                _mm512_mask_storeu_ps(dw + ((size_t)k * d->C + c) * 9, 0x1ff, tr[c - cb]);
+        }
 }
 
 TG_TARGET_AVX512 static void wgrad_avx512(float *dw, const float *dq, ptrdiff_t ldq, ptrdiff_t ldqr, ptrdiff_t q_img,
                                           const float *xb, ptrdiff_t ldx, ptrdiff_t x_img, int nimg,
                                           const tg__conv_dims *d, float *buf) {
-    wg2_geom g = geom2_of(d);
     wgw_geom w = wgw_of(d);
-    bool two = g.slots == 2;
-    int Hx, Wx, Cp = w.Cp, Kp = w.Kp, K = d->K;
+    int Hx, Wx;
     tg__winograd_wgrad_grid(d, &Hx, &Wx);
-    /* E[p][l][k], M[p][kb][cb][256] (kb, cb: blocks of 16 channels), T[4][l][16]: a tile's 2x2 for 16 channels */
-    float *E = buf, *M = E + (size_t)16 * 16 * Kp, *T = M + (size_t)16 * Kp * Cp;
-    memset(M, 0, (size_t)16 * Kp * Cp * sizeof *M);
-    /* lane l's tile reads dy's columns 2l and 2l+1 (two slots: of the second pair of rows from l = 8 on) */
-    int ev[16], od[16], sp[4][16];
-    for (int l = 0; l < 16; l++) ev[l] = 2 * l, od[l] = 2 * l + 1;
-    for (int cg = 0; cg < 4; cg++)
-        for (int q = 0; q < 16; q++) sp[cg][q] = 4 * cg + q / 4;
-    __m512i iev = _mm512_loadu_si512(ev), iod = _mm512_loadu_si512(od), spread[4];
-    for (int cg = 0; cg < 4; cg++) spread[cg] = _mm512_loadu_si512(sp[cg]);
-    __m512 neg = _mm512_set1_ps(-0.0f);
-    ptrdiff_t row2 = (ptrdiff_t)2 * Wx * 16;
-    /* dy's rows read only where they lie: columns 0-15 and 16 on */
-    __mmask16 mlo = d->Wo >= 16 ? 0xffff : (__mmask16)((1u << d->Wo) - 1);
-    __mmask16 mhi = d->Wo > 16 ? (__mmask16)((1u << (d->Wo - 16)) - 1) : 0;
-    for (int i = 0; i < nimg; i++)
-        for (int vec = 0; vec < g.nvec; vec++) {
-            int ty0 = vec * g.slots, n0 = g.TW, n1 = two && ty0 + 1 < g.TH ? g.TW : 0;
-            for (int kb = 0; kb < Kp; kb += 16) { /* E, 16 output channels at a time */
-                __m512 in[4][16], tr[16];
-                for (int kk = 0; kk < 16; kk++) { /* dY's four corners, by vectors of the tiles */
-                    int k = kb + kk;
-                    if (k >= K) {
-                        for (int j = 0; j < 4; j++) in[j][kk] = _mm512_setzero_ps();
-                        continue;
-                    }
-                    const float *q = dq + i * q_img + k * ldq + (ptrdiff_t)2 * ty0 * ldqr;
-                    __m512 r0, r0h, r1, r1h; /* rows 2ty0, 2ty0+1 (two slots: and the next two), zero outside */
-                    __mmask16 m1 = 2 * ty0 + 1 < d->Ho ? mlo : 0, m2 = n1 ? mlo : 0, m3 = 2 * ty0 + 3 < d->Ho ? m2 : 0;
-                    if (!two) {
-                        r0 = _mm512_maskz_loadu_ps(mlo, q), r0h = _mm512_maskz_loadu_ps(mhi, q + 16);
-                        r1 = _mm512_maskz_loadu_ps(m1, q + ldqr), r1h = _mm512_maskz_loadu_ps(m1 & mhi, q + ldqr + 16);
-                    } else {
-                        r0 = _mm512_maskz_loadu_ps(mlo, q), r1 = _mm512_maskz_loadu_ps(m1, q + ldqr);
-                        r0h = _mm512_maskz_loadu_ps(m2, q + 2 * ldqr), r1h = _mm512_maskz_loadu_ps(m3, q + 3 * ldqr);
-                    }
-                    in[0][kk] = _mm512_permutex2var_ps(r0, iev, r0h), in[1][kk] = _mm512_permutex2var_ps(r0, iod, r0h);
-                    in[2][kk] = _mm512_permutex2var_ps(r1, iev, r1h), in[3][kk] = _mm512_permutex2var_ps(r1, iod, r1h);
-                }
-                for (int j = 0; j < 4; j++) { /* ... turned into vectors of the channels, a tile's each */
-                    tg__transpose16(in[j], tr);
-                    for (int l = 0; l < 16; l++) _mm512_store_ps(T + ((size_t)j * 16 + l) * 16, tr[l]);
-                }
-                for (int s = 0; s < 2; s++)
-                    for (int l = 8 * s; l < 8 * s + (s ? n1 : n0); l++) {
-                        __m512 a = _mm512_load_ps(T + l * 16), b = _mm512_load_ps(T + (16 + l) * 16);
-                        __m512 c = _mm512_load_ps(T + (32 + l) * 16), e = _mm512_load_ps(T + (48 + l) * 16);
-                        __m512 u[4] = {a, _mm512_add_ps(a, c), _mm512_sub_ps(a, c), _mm512_xor_ps(c, neg)};
-                        __m512 v[4] = {b, _mm512_add_ps(b, e), _mm512_sub_ps(b, e), _mm512_xor_ps(e, neg)};
-                        for (int r = 0; r < 4; r++) {
-                            float *o = E + ((size_t)4 * r * 16 + l) * Kp + kb;
-                            _mm512_store_ps(o, u[r]);
-                            _mm512_store_ps(o + (size_t)16 * Kp, _mm512_add_ps(u[r], v[r]));
-                            _mm512_store_ps(o + (size_t)32 * Kp, _mm512_sub_ps(u[r], v[r]));
-                            _mm512_store_ps(o + (size_t)48 * Kp, _mm512_xor_ps(v[r], neg));
-                        }
-                    }
-            }
-            const float *x0 = xb + i * x_img + (ptrdiff_t)2 * ty0 * Wx * 16; /* the first tile's inputs */
-            for (int p = 0; p < 16; p++) { /* the sums, position by position */
-                int ri = p / 4, cj = p % 4;
-                ptrdiff_t ra = (ptrdiff_t)tf_a[ri] * Wx, rb = (ptrdiff_t)tf_b[ri] * Wx, ca = tf_a[cj], cb = tf_b[cj];
-                ptrdiff_t off[4] = {(ra + ca) * 16, (rb + ca) * 16, (ra + cb) * 16, (rb + cb) * 16};
-                __m512 sr = tf_minus[ri] ? neg : _mm512_setzero_ps(), sc = tf_minus[cj] ? neg : _mm512_setzero_ps();
-                for (int kb = 0; kb < Kp; kb += 16)
-                    for (int c0 = 0; c0 < Cp; c0 += 16)
-                        wgw_block(M + m_at(p, kb, c0, Kp, Cp), E + (size_t)p * 16 * Kp + kb, Kp, x0 + c0 / 16 * ldx,
-                                  row2, off, sr, sc, n0, n1, spread);
-            }
+    float *M = buf, *V = M + (size_t)36 * w.Kp * w.Cp, *E = V + 36 * w.vp, *Y = E + 36 * w.ep;
+    for (int i0 = 0; i0 < nimg; i0 += w.gi) {
+        int n = nimg - i0 < w.gi ? nimg - i0 : w.gi;
+        for (int i = i0; i < i0 + n; i++) {
+            wgw_dy(Y, dq + i * q_img, ldq, ldqr, d, &w);
+            wgw_grads(E, Y, (i - i0) * w.T, &w);
+            wgw_inputs(V, xb + i * x_img, ldx, Wx, (i - i0) * w.T, &w);
         }
-    /* dw = G^T M G, a 4 x 4 block of channels at a time: the 9 taps of 16 (k, c) pairs, transposed
-     * so that each pair's 9 are one store into dw's row of 9 (scattered, they took about 8% of
-     * the kernel's time) */
-    __m512 half = _mm512_set1_ps(0.5f);
-    for (int kb = 0; kb < Kp; kb += 16)
-        for (int cb = 0; cb < Cp; cb += 16)
-            for (int cg = 0; cg < 4; cg++)
-                for (int kg = 0; kg < 4; kg++) {
-                    int id[16];
-                    unsigned in = 0;
-                    for (int q = 0; q < 16; q++) {
-                        int k = kb + 4 * kg + q % 4, c = cb + 4 * cg + q / 4;
-                        id[q] = k < K && c < d->C ? (k * d->C + c) * 9 : 0;
-                        in |= (unsigned)(k < K && c < d->C) << q;
-                    }
-                    if (!in) continue;
-                    __m512 m[16], r[3][4], v[16], tr[16];
-                    for (int p = 0; p < 16; p++)
-                        m[p] = _mm512_load_ps(M + m_at(p, kb, cb, Kp, Cp) + (cg * 4 + kg) * 16);
-                    for (int j = 0; j < 4; j++) {
-                        __m512 s = _mm512_add_ps(m[4 + j], m[8 + j]), t = _mm512_sub_ps(m[4 + j], m[8 + j]);
-                        r[0][j] = _mm512_add_ps(m[j], _mm512_mul_ps(half, s));
-                        r[1][j] = _mm512_mul_ps(half, t);
-                        r[2][j] = _mm512_add_ps(_mm512_mul_ps(half, s), m[12 + j]);
-                    }
-                    for (int ii = 0; ii < 3; ii++) {
-                        __m512 s = _mm512_add_ps(r[ii][1], r[ii][2]), t = _mm512_sub_ps(r[ii][1], r[ii][2]);
-                        __m512 hs = _mm512_mul_ps(half, s);
-                        v[3 * ii] = _mm512_add_ps(r[ii][0], hs);
-                        v[3 * ii + 1] = _mm512_mul_ps(half, t);
-                        v[3 * ii + 2] = _mm512_add_ps(hs, r[ii][3]);
-                    }
-                    for (int t = 9; t < 16; t++) v[t] = _mm512_setzero_ps();
-                    tg__transpose16(v, tr);
-                    for (int q = 0; q < 16; q++)
-                        if (in >> q & 1) _mm512_mask_storeu_ps(dw + id[q], 0x1ff, tr[q]);
-                }
+        wgw_products(M, V, E, n * w.T, i0 == 0, &w);
+    }
+    wgw_out(dw, M, d, &w);
 }
 #endif
 
