@@ -658,6 +658,10 @@ typedef struct {
     uint32_t *A2;          /* shifted, for dx on CPUs with bf16 products: the same as pairs */
     float *bufs;           /* shifted: per thread, `per` floats (the bf16 copies last) */
     int64_t per, dq2_size, wp_size, wgw_size, wg_size;
+    int64_t dq_each, grid; /* shifted, per thread: floats of each image's padded dy (0 when Winograd's
+                            * kernels read dy in place) and of the dx grid (0 with Winograd's dx) */
+    bool dy_in_place;      /* Winograd's kernels do all the work and dy needs no ReLU mask, unpooling
+                            * or bias sum: they read dy where it is, no padded copy */
     float *U;              /* winograd dx: the flipped weights, transformed (the per-thread buffers last) */
     out_map map;           /* shifted: of the dx grid */
     float *dym;            /* im2col with a ReLU: dy masked by it (with pooling: unpooled) */
@@ -688,7 +692,9 @@ static size_t bwd_layout(bwd_work *k, void *scratch, const tg__conv_dims *d, boo
         /* then Winograd's buffers, the weight gradient's and dx's, each with WG_APART after it */
         k->wgw_size = wgw ? round16((int64_t)tg__winograd_wgrad_floats(d)) + WG_APART : 0;
         k->wg_size = wg ? round16((int64_t)tg__winograd_floats(&t)) + WG_APART : 0;
-        k->per = round16(most * (xsz + s.dq_size) + Cgp * s.P2) + 2 * round16(taps * d->Kg) + k->dq2_size + k->wp_size +
+        k->dy_in_place = !pool && !relu && !db && (!dw || wgw) && (!dx || wg);
+        k->dq_each = k->dy_in_place ? 0 : s.dq_size, k->grid = wg ? 0 : Cgp * s.P2;
+        k->per = round16(most * (xsz + k->dq_each) + k->grid) + 2 * round16(taps * d->Kg) + k->dq2_size + k->wp_size +
                  k->wgw_size + k->wg_size;
         if (db) k->dbs = carve(&c, chunks, d->K, 1, sizeof(float));
         if (wg) k->U = carve(&c, (int64_t)tg__winograd_weights_floats(&t) + WG_APART, 1, 1, sizeof(float));
@@ -732,9 +738,7 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     bool bf = k->A2 && tg__bf16_active() && d->Kg > 1, bfw = k->wp_size && tg__bf16_active();
     tg__conv_dims t = dx_conv(d);
     if (k->U) tg__winograd_weights(k->U, w, &t, true);
-    /* Winograd's kernels read dy where it is, when they do all the work and it needs no ReLU mask,
-     * unpooling or bias sum: no padded copy */
-    bool dy_in_place = !pool && !ymask && !dbs && (!dws || wgw) && (!dx || k->U);
+    bool dy_in_place = k->dy_in_place;
     /* the shifted dx kernel's output map (Winograd's dx has none) */
     tg__shift_out map = {0};
     if (!k->U) map = fill_map(&k->map, s.P2, s.Wp, d->H, d->W, bf, d, s.PR - d->pad, d->Ho);
@@ -747,14 +751,14 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
     {
         TG_TRACE_REGION();
         float *xps = k->bufs + (size_t)tg__thread_id() * per, *dqs = xps + most * xsz;
-        float *cx = dqs + most * s.dq_size;
-        ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + s.dq_size) + Cgp * s.P2));
+        float *cx = dqs + most * k->dq_each;
+        ptrdiff_t *offs = (ptrdiff_t *)(xps + round16(most * (xsz + k->dq_each) + k->grid));
         float *wg = xps + per - k->wg_size, *wgwb = wg - k->wgw_size;
         uint32_t *dq2 = (uint32_t *)(wgwb - k->wp_size - k->dq2_size);
         uint32_t *xw = (uint32_t *)(wgwb - k->wp_size), *dqw = xw + most * xsz;
         /* once: the borders pad_x (or tg__pad_blocked) and pad_dy never write (the dx grid cx is
          * written whole before it is read), and the bf16 copy's front and slack */
-        memset(xps, 0, (size_t)most * (xsz + (dy_in_place ? 0 : s.dq_size)) * sizeof(float));
+        memset(xps, 0, (size_t)most * (xsz + k->dq_each) * sizeof(float));
         if (bf) memset(dq2, 0, (size_t)k->dq2_size * sizeof *dq2);
 #pragma omp for schedule(static)
         for (int c = lo; c < hi; c++) {
