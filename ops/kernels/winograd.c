@@ -745,7 +745,7 @@ TG_TARGET_AVX512 static void wgw_inputs(float *V, const float *xi, ptrdiff_t ldx
  * stored), for nc (1 or 2) blocks of 16 input channels by 16 / nc output channels: with two, each
  * E value broadcast feeds two FMAs */
 TG_TARGET_AVX512 static inline __attribute__((always_inline)) void
-wgw_block(float *m, const float *vp, const float *ep, int n, bool first, const wgw_geom *w, const int nc) {
+products_block(float *m, const float *vp, const float *ep, int n, bool first, const wgw_geom *w, const int nc) {
     const int nk = 16 / nc;
     __m512 acc[2][16];
     for (int b = 0; b < nc; b++)
@@ -775,8 +775,8 @@ TG_TARGET_AVX512 static void wgw_products(float *M, const float *V, const float 
             for (int kb = 0; kb < Kp; kb += cb + 1 < Cb ? 8 : 16) {
                 float *m = M + ((size_t)p * Kp + kb) * Cp + cb * 16;
                 const float *vp = V + p * w->vp + (size_t)cb * w->TG * 16, *ep = E + p * w->ep + kb;
-                if (cb + 1 < Cb) wgw_block(m, vp, ep, n, first, w, 2);
-                else wgw_block(m, vp, ep, n, first, w, 1);
+                if (cb + 1 < Cb) products_block(m, vp, ep, n, first, w, 2);
+                else products_block(m, vp, ep, n, first, w, 1);
             }
 }
 
