@@ -83,7 +83,7 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     }
     n->saved = sv;
     float *mr = sv ? sv->mean : tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)); /* mean, then rstd */
-    double *part = tg_tape_alloc(t, (size_t)TG_BN_CHUNKS * C * sizeof(double));
+    double *part = tg_tape_alloc(t, 2 * (size_t)TG_BN_CHUNKS * C * sizeof(double));
     double *stat = tg_tape_alloc(t, 2 * (size_t)C * sizeof(double)); /* batch mean, then variance */
     if (!mr || !part || !stat) return TG_ERR_NOMEM;
     if (a->training) tg__bn_stats(stat, stat + C, part, x->data, N, C, L, split);

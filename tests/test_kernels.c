@@ -456,7 +456,8 @@ static void bn_loops(void) {
             char what[64];
             snprintf(what, sizeof what, "bn n %lld%s", (long long)n, sp ? " specials" : "");
             CHECK(same_double(tg__bn_sum(x, n), tg__bn_sum_ref(x, n)));
-            CHECK(same_double(tg__bn_sqdev(x, n, m), tg__bn_sqdev_ref(x, n, m)));
+            double s1, s1r, s2 = tg__bn_devs(&s1, x, n, m), s2r = tg__bn_devs_ref(&s1r, x, n, m);
+            CHECK(same_double(s2, s2r) && same_double(s1, s1r));
             /* the ReLU's output as the forward computes it from b, and the same recomputed (rx) */
             tg__bn_relu rx = {1.7f, -0.8f, 0.1f};
             float *yb = randv(n, 0);
@@ -495,6 +496,41 @@ static void bn_loops(void) {
         }
 }
 
+/* Chan's update, written out again: (mean, m2) of n values joined by nb more; the first join (n 0)
+ * takes the second set's as they are */
+static double chan_join(double *mean, double *m2, double n, double mb, double m2b, double nb) {
+    if (n == 0) {
+        *mean = mb, *m2 = m2b;
+        return nb;
+    }
+    double t = n + nb, d = mb - *mean;
+    *mean += d * (nb / t);
+    *m2 += m2b + d * d * (n * nb / t);
+    return t;
+}
+
+/* The statistics read x once, so they must stay exact where a one-pass sum of squares fails: a
+ * mean far above the spread (1000 + a spread of 1e-3: E[x^2] - E[x]^2 in double would keep about
+ * 3 digits of it), against the two-pass sums in long double */
+static void bn_stats_accuracy(void) {
+    enum { N = 9, C = 3, L = 101 };
+    static float x[N * C * L];
+    double stat[2 * C], part[4 * TG_BN_CHUNKS * C];
+    for (int i = 0; i < N * C * L; i++) x[i] = (i / L % C == 1 ? 1000.0f : i / L % C == 2 ? -3.0f : 0.0f) + 1e-3f * frand();
+    tg__bn_stats(stat, stat + C, part, x, N, C, L, NULL);
+    for (int c = 0; c < C; c++) {
+        long double s = 0, q = 0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < L; j++) s += x[(i * C + c) * L + j];
+        long double m = s / (N * L);
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < L; j++) q += (x[(i * C + c) * L + j] - m) * (x[(i * C + c) * L + j] - m);
+        long double v = q / (N * L);
+        CHECK_NEAR(stat[c], (double)m, 1e-9 * (fabs((double)m) + 1));
+        CHECK_NEAR(stat[C + c], (double)v, 1e-6 * (double)v);
+    }
+}
+
 /* The whole-tensor kernels against the run loops' references in the same chunks
  * (the sums bit for bit), with 1 and 2 threads */
 static void bn_tensor(void) {
@@ -511,18 +547,20 @@ static void bn_tensor(void) {
             float *mean = malloc((size_t)C * sizeof *mean), *rstd = malloc((size_t)C * sizeof *rstd);
             float *gamma = randv(C, 0), *beta = randv(C, 0), *coef = randv(4 * C, 0);
             tg__bn_stats(stat, stat + C, part, x, N, C, L, NULL);
-            for (int pass = 0; pass < 2; pass++)
-                for (int64_t c = 0; c < C; c++) {
-                    double s = 0;
-                    for (int k = 0; k < chunks; k++) {
-                        double pk = 0;
-                        for (int64_t i = N * k / chunks; i < N * (k + 1) / chunks; i++)
-                            pk += pass ? tg__bn_sqdev_ref(x + (i * C + c) * L, L, (float)want[c])
-                                       : tg__bn_sum_ref(x + (i * C + c) * L, L);
-                        s += pk;
+            for (int64_t c = 0; c < C; c++) { /* each run's mean and deviations, joined run after run */
+                double m = 0, q = 0, cnt = 0;
+                for (int k = 0; k < chunks; k++) {
+                    double mk = 0, qk = 0, nk = 0;
+                    for (int64_t i = N * k / chunks; i < N * (k + 1) / chunks; i++) {
+                        const float *r = x + (i * C + c) * L;
+                        float a = (float)(tg__bn_sum_ref(r, L) / L);
+                        double s1, s2 = tg__bn_devs_ref(&s1, r, L, a);
+                        nk = chan_join(&mk, &qk, nk, a + s1 / L, s2 - s1 * s1 / L, (double)L);
                     }
-                    want[pass * C + c] = s / (double)(N * L);
+                    cnt = chan_join(&m, &q, cnt, mk, qk, nk);
                 }
+                want[c] = m, want[C + c] = q / cnt;
+            }
             CHECK(memcmp(stat, want, (size_t)(2 * C) * sizeof *stat) == 0);
             for (int64_t c = 0; c < C; c++) mean[c] = (float)stat[c], rstd[c] = (float)(1 / sqrt(stat[C + c] + 1e-5));
             float *o = randv(n, 0), *ow = randv(n, 0), *ds = randv(n, 0), *dsw = copyv(ds, n);
@@ -975,6 +1013,7 @@ int main(void) {
         void (*run)(void);
     } groups[] = {{"gemm", gemm},         {"shifted", shifted}, {"im2col", im2col},   {"copy_rows", copy_rows},
                   {"pooling", pooling},   {"bn_loops", bn_loops}, {"bn_tensor", bn_tensor},
+                  {"bn_stats_accuracy", bn_stats_accuracy},
                   {"elementwise", elementwise}, {"sgd", sgd},  {"probe", probe}, {"bf16_pairs", bf16_pairs},
                   {"winograd", winograd}};
     for (int i = 0; i < 3; i++) {

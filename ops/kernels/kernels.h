@@ -394,9 +394,11 @@ void tg__global_avg_pool_backward(float *dx, const float *dy, int64_t P, int64_t
 // the 8 lanes of tg_f8, then in double.
 
 #define TG_BN_CHUNKS TG_BATCH_CHUNKS
-/* mean[c] and the biased variance var[c] of x, in double; part holds TG_BN_CHUNKS*C doubles. With
- * split (else NULL), over the global batch: the chunks of the global batch, this process's summed
- * here and the others' gathered (as SyncBatchNorm, but exact; a failure in split->rc). */
+/* mean[c] and the biased variance var[c] of x, in double, x read once: each run's mean and squared
+ * deviations (tg__bn_run_stats), joined by Chan's update in image order within a chunk, then over
+ * the chunks in order; part holds 2*TG_BN_CHUNKS*C doubles. With split (else NULL), over the global
+ * batch: the chunks of the global batch, this process's here and the others' gathered (as
+ * SyncBatchNorm, but exact; a failure in split->rc). */
 void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L,
                   tg__split *split);
 /* y = gamma[c] * ((x - mean[c]) * rstd[c]) + beta[c] (+ sc, a shortcut, if not NULL), relu(y) if relu */
@@ -421,8 +423,12 @@ void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float
 /* the loops over one run, each with its reference (same lanes, plain C) */
 double tg__bn_sum(const float *p, int64_t n);
 double tg__bn_sum_ref(const float *p, int64_t n);
-double tg__bn_sqdev(const float *p, int64_t n, float m); /* sum of (p - m)^2 */
-double tg__bn_sqdev_ref(const float *p, int64_t n, float m);
+/* returns the sum of (p - m)^2, and the sum of (p - m) in *s1 */
+double tg__bn_devs(double *s1, const float *p, int64_t n, float m);
+double tg__bn_devs_ref(double *s1, const float *p, int64_t n, float m);
+/* a run's mean and its squared deviations about it: a = tg__bn_sum / n in float, then tg__bn_devs
+ * about a: mean = a + s1/n, m2 = s2 - s1^2/n */
+void tg__bn_run_stats(double *mean, double *m2, const float *p, int64_t n);
 /* *sa += sum of a', *sab += sum of a' (b - m), a' = a where not y <= 0 (if y), or (if rx) where
  * not rx->gamma * ((b - m) * rx->rstd) + rx->beta <= 0; ds (=, or +=) a' */
 void tg__bn_dot(double *sa, double *sab, float *ds, const float *a, const float *y, const float *b, float m, int64_t n,

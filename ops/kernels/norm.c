@@ -18,48 +18,72 @@ static double lanes(const float v[8]) {
 // ----------------------------------------------------------------------------
 // the loops over one run
 
+/* The statistics' sums are bound by their adds' latency, not by memory: they go in four vectors
+ * of lanes (32 sums) while runs of 32 last, then the vectors' 8-float tail in the first, then the
+ * four added pairwise, the lanes in double, and the last few floats in double */
+#define SUM4(acc) (((acc)[0] + (acc)[1]) + ((acc)[2] + (acc)[3]))
+
 TG_INLINE double bn_sum_body(const float *p, int64_t n) {
-    tg_f8 acc = {0};
+    tg_f8 acc[4] = {{0}};
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8) acc += TG_F8(p + j);
-    double s = LANES(acc);
+    for (; j + 32 <= n; j += 32)
+        for (int q = 0; q < 4; q++) acc[q] += TG_F8(p + j + 8 * q);
+    for (; j + 8 <= n; j += 8) acc[0] += TG_F8(p + j);
+    tg_f8 v = SUM4(acc);
+    double s = LANES(v);
     for (; j < n; j++) s += p[j];
     return s;
 }
 TG_LOOP_RET(double, bn_sum, (const float *p, int64_t n), (p, n))
 
+/* the lane (of 32) that element j of a run sums into, as the loops above go */
+static int lane_of(int64_t j, int64_t n) { return j < n / 32 * 32 ? (int)(j % 32) : (int)(j % 8); }
+static double lanes32(float acc[32]) {
+    float v[8];
+    for (int l = 0; l < 8; l++) v[l] = (acc[l] + acc[8 + l]) + (acc[16 + l] + acc[24 + l]);
+    return lanes(v);
+}
+
 double tg__bn_sum_ref(const float *p, int64_t n) {
-    float acc[8] = {0};
+    float acc[32] = {0};
     int64_t j = 0;
-    for (; j < n / 8 * 8; j++) acc[j % 8] += p[j];
-    double s = lanes(acc);
+    for (; j < n / 8 * 8; j++) acc[lane_of(j, n)] += p[j];
+    double s = lanes32(acc);
     for (; j < n; j++) s += p[j];
     return s;
 }
 
-TG_INLINE double bn_sqdev_body(const float *p, int64_t n, float m) {
-    tg_f8 acc = {0}, mv = acc + m;
+TG_INLINE double bn_devs_body(double *s1, const float *p, int64_t n, float m) {
+    tg_f8 acc[4] = {{0}}, acc2[4] = {{0}}, mv = acc[0] + m;
     int64_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        for (int q = 0; q < 4; q++) {
+            tg_f8 d = TG_F8(p + j + 8 * q) - mv;
+            acc[q] += d, acc2[q] += d * d;
+        }
     for (; j + 8 <= n; j += 8) {
         tg_f8 d = TG_F8(p + j) - mv;
-        acc += d * d;
+        acc[0] += d, acc2[0] += d * d;
     }
-    double s = LANES(acc);
-    for (; j < n; j++) s += (double)(p[j] - m) * (p[j] - m);
-    return s;
+    tg_f8 v = SUM4(acc), v2 = SUM4(acc2);
+    double s = LANES(v), s2 = LANES(v2);
+    for (; j < n; j++) s += p[j] - m, s2 += (double)(p[j] - m) * (p[j] - m);
+    *s1 = s;
+    return s2;
 }
-TG_LOOP_RET(double, bn_sqdev, (const float *p, int64_t n, float m), (p, n, m))
+TG_LOOP_RET(double, bn_devs, (double *s1, const float *p, int64_t n, float m), (s1, p, n, m))
 
-double tg__bn_sqdev_ref(const float *p, int64_t n, float m) {
-    float acc[8] = {0};
+double tg__bn_devs_ref(double *s1, const float *p, int64_t n, float m) {
+    float acc[32] = {0}, acc2[32] = {0};
     int64_t j = 0;
     for (; j < n / 8 * 8; j++) {
         float d = p[j] - m;
-        acc[j % 8] += d * d;
+        acc[lane_of(j, n)] += d, acc2[lane_of(j, n)] += d * d;
     }
-    double s = lanes(acc);
-    for (; j < n; j++) s += (double)(p[j] - m) * (p[j] - m);
-    return s;
+    double s = lanes32(acc), s2 = lanes32(acc2);
+    for (; j < n; j++) s += p[j] - m, s2 += (double)(p[j] - m) * (p[j] - m);
+    *s1 = s;
+    return s2;
 }
 
 /* the ReLU's output recomputed from x as bn_normalize computes it (the same operations, so the
@@ -187,30 +211,52 @@ static bn_split split_of(int64_t N, int64_t C, int64_t L, const tg__split *s) {
 #define CHUNK_IMAGES(b, k, i)                                                                                      \
     for (int64_t i = (b).G * (k) / (b).chunks - (b).first; i < (b).G * ((k) + 1) / (b).chunks - (b).first; i++)
 
+/* Chan's update: the mean and summed squared deviations (mean, m2) of n values, joined by those of
+ * nb more values; returns n + nb */
+static double join(double *mean, double *m2, double n, double mb, double m2b, double nb) {
+    double t = n + nb, d = mb - *mean;
+    *mean += d * (nb / t);
+    *m2 += m2b + d * d * (n * nb / t);
+    return t;
+}
+
+/* One run's mean and squared deviations about it, the run read from memory once: its sum gives a
+ * first mean a (in float), then (from cache) the sums of the deviations from a and of their squares
+ * correct both: mean = a + s1/n, m2 = s2 - s1^2/n (exact for any a; a near the mean keeps the
+ * deviations exact in float and their sums small) */
+void tg__bn_run_stats(double *mean, double *m2, const float *p, int64_t n) {
+    float a = (float)(tg__bn_sum(p, n) / (double)n);
+    double s1, s2 = tg__bn_devs(&s1, p, n, a);
+    *mean = a + s1 / (double)n;
+    *m2 = s2 - s1 * s1 / (double)n;
+}
+
 void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L,
                   tg__split *split) {
     bn_split b = split_of(N, C, L, split);
-    int64_t cnt = b.G * L;
-    for (int pass = 0; pass < 2; pass++) { /* the mean, then the biased variance */
-        TG_TRACE_CAPTURE();
+    TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
-        for (int k = b.lo; k < b.hi; k++) {
-            TG_TRACE_ITER(k);
-            double *pk = part + (size_t)k * C;
-            for (int64_t c = 0; c < C; c++) pk[c] = 0;
-            CHUNK_IMAGES(b, k, i) {
-                for (int64_t c = 0; c < C; c++) {
-                    const float *xp = x + (i * C + c) * L;
-                    pk[c] += pass == 0 ? tg__bn_sum(xp, L) : tg__bn_sqdev(xp, L, (float)mean[c]);
-                }
+    for (int k = b.lo; k < b.hi; k++) { /* per chunk and channel: the runs joined in image order */
+        TG_TRACE_ITER(k);
+        double *mk = part + 2 * (size_t)k * C, *qk = mk + C;
+        int64_t i0 = b.G * k / b.chunks - b.first;
+        CHUNK_IMAGES(b, k, i) {
+            for (int64_t c = 0; c < C; c++) {
+                double m, q;
+                tg__bn_run_stats(&m, &q, x + (i * C + c) * L, L);
+                if (i == i0) mk[c] = m, qk[c] = q;
+                else join(&mk[c], &qk[c], (double)((i - i0) * L), m, q, (double)L);
             }
         }
-        if (split) tg__split_gather(split, part, (size_t)C * sizeof(double), true);
-        for (int64_t c = 0; c < C; c++) {
-            double s = 0;
-            for (int k = 0; k < b.chunks; k++) s += part[(size_t)k * C + c];
-            (pass == 0 ? mean : var)[c] = s / (double)cnt;
+    }
+    if (split) tg__split_gather(split, part, 2 * (size_t)C * sizeof(double), true);
+    for (int64_t c = 0; c < C; c++) { /* the chunks joined in order */
+        double m = part[c], q = part[C + c], n = (double)(b.G / b.chunks * L);
+        for (int k = 1; k < b.chunks; k++) {
+            double nk = (double)((b.G * (k + 1) / b.chunks - b.G * k / b.chunks) * L);
+            n = join(&m, &q, n, part[2 * (size_t)k * C + c], part[(2 * (size_t)k + 1) * C + c], nk);
         }
+        mean[c] = m, var[c] = q / n;
     }
 }
 
