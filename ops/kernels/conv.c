@@ -902,7 +902,7 @@ const char *tg__conv2d_backward(float *dx, float *dw, float *db, const float *dy
         if (k.dbs) tg__split_gather(d->split, k.dbs, (size_t)d->K * sizeof(float), true);
     }
     if (dw) { /* over the chunks in order, for each element (a short loop: no worker spans of its own) */
-        int T2 = tg__threads_for(wsize * chunks, TG_MIN_PER_THREAD);
+        int T2 = tg__threads_for(wsize * chunks, 4096);
 #pragma omp parallel num_threads(T2)
         { /* each thread a run of the elements, chunk after chunk across it (the loop vectorises) */
             int64_t j0 = wsize * tg__thread_id() / T2, j1 = wsize * (tg__thread_id() + 1) / T2;

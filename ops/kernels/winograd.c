@@ -129,7 +129,7 @@ TG_TARGET_AVX512 static inline void tf_w_v(__m512 t[6], __m512 a, __m512 b, __m5
  * output channel kb + l%8, so each position's 16 results are one store */
 TG_TARGET_AVX512 static void weights_avx512(float *U, const float *w, const tg__conv_dims *d, bool flipped) {
     int C = d->C, K = d->K, Kp = geom_of(d).Kp;
-#pragma omp parallel for num_threads(tg__threads_for((int64_t)K * C, 4096)) schedule(static)
+#pragma omp parallel for num_threads(tg__threads_for((int64_t)K * C, 128)) schedule(static)
     for (int kb = 0; kb < Kp; kb += WG_KB)
         for (int c0 = 0; c0 < C; c0 += 2) {
             int id[16];
