@@ -401,8 +401,9 @@ TG_API tg_tensor *tg_conv2d_relu_max_pool(tg_tape *t, tg_tensor *x, tg_tensor *w
 /* x:(N,C,H,W) -> (N,C,H',W'), max over each k x k window; pad <= k/2 (padding never wins).
  * Records the argmax of each window; ties go to the first maximum in row-major order. */
 TG_API tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int pad);
-/* The argmax recorded by a max_pool2d (or tg_conv2d_relu_max_pool) output y: one index ih*W + iw
- * into its input plane per output element; NULL if y is not such an output or nothing was recorded. */
+/* The argmax recorded by a max_pool2d (or tg_conv2d_relu_max_pool, tg_batch_norm_relu_max_pool)
+ * output y: one index ih*W + iw into its input plane per output element; NULL if y is not such an
+ * output or nothing was recorded. */
 TG_API const int32_t *tg_max_pool2d_argmax(const tg_tensor *y);
 /* x:(N,C,H,W) -> (N,C,H',W'), mean over each k x k window; padded zeros count
  * (the divisor is always k*k, PyTorch's count_include_pad=True). */
@@ -430,6 +431,14 @@ TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_t
 TG_API tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                                     tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
                                     float eps, tg_tensor *add, tg_act act);
+/* tg_max_pool2d(relu(batch_norm(...) + add), 2, 2, 0) as one op, add may be NULL: each plane is
+ * normalised and pooled while it is in cache and never stored, and backward unpools the pooled
+ * gradient a plane at a time as it reads it. x (N,C,H,W), H,W >= 2 -> (N,C,H/2,W/2); the argmax
+ * (tg_max_pool2d_argmax) indexes the H x W plane; bit for bit the ops'. Tape dumps show
+ * batch_norm+relu+maxpool and batch_norm+add+relu+maxpool. */
+TG_API tg_tensor *tg_batch_norm_relu_max_pool(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                              tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                                              float momentum, float eps, tg_tensor *add);
 /* y = x + fx for exactly equal shapes: the join of a residual block */
 TG_API tg_tensor *tg_residual_add(tg_tape *t, tg_tensor *x, tg_tensor *fx);
 /* act(x + fx) as one op (TG_ACT_RELU: the end of a v1 residual block); dumps show residual_add+relu */

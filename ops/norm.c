@@ -13,11 +13,13 @@ typedef struct {
     bool training;
     float momentum, eps;
     tg_act act; /* TG_ACT_RELU: relu(batch_norm(x) [+ add]) as one node */
+    bool pool;  /* and then 2x2 stride-2 max pooling (batch_norm+relu+max_pool2d; act is TG_ACT_RELU) */
 } bn_attr;
 
 typedef struct { /* what the VJP needs: the mean and rstd used, per channel (x-hat is recomputed from x) */
     float *mean, *rstd;
     float *batch; /* training: the batch mean, then the biased variance, per channel (for tape dumps) */
+    int32_t *arg; /* with pooling: each window's argmax, as max_pool2d's */
 } bn_saved;
 
 /* x viewed as (N, C, L): L is the product of the dimensions after the channel. */
@@ -55,8 +57,12 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
                        (double)a->momentum);
     if (a->training && x->size / C < 2)
         return tg_fail(TG_ERR_SHAPE, "%s: training needs more than one value per channel (x %s)", n->op->name, sx);
+    if (a->pool && (x->ndim != 4 || x->shape[2] < 2 || x->shape[3] < 2))
+        return tg_fail(TG_ERR_SHAPE, "%s: pooling needs x (N,C,H,W) with H and W at least 2 (the 2x2 window), got %s",
+                       n->op->name, sx);
     *ndim = x->ndim;
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    if (a->pool) shape[2] /= 2, shape[3] /= 2;
     return 0;
 }
 
@@ -64,6 +70,17 @@ static int bn_shape(tg_node *n, int *ndim, int *shape) {
 static bool fused_relu(const tg_node *n) { return ((const bn_attr *)n->attr)->act == TG_ACT_RELU; }
 /* the optional add (the shortcut): act(batch_norm(x) + shortcut), the end of a v1 residual block; input 3 */
 static tg_tensor *shortcut(const tg_node *n) { return n->n_in > 3 ? n->in[3] : NULL; }
+/* with pooling: the output is each plane normalised into a buffer of the thread's, then pooled there;
+ * backward unpools each plane's gradient into the buffer (the kernels' tg__bn_pool) */
+static bool fused_pool(const tg_node *n) { return ((const bn_attr *)n->attr)->pool; }
+
+static int pool_of(tg_tape *t, const tg_node *n, int32_t *arg, tg__bn_pool *p) {
+    const tg_tensor *x = n->in[0];
+    int64_t L = (int64_t)x->shape[2] * x->shape[3];
+    *p = (tg__bn_pool){x->shape[2], x->shape[3], n->out->shape[2], n->out->shape[3], n->out->data, arg,
+                       n->out->grad, tg_tape_alloc(t, (size_t)tg_get_threads() * TG_BN_POOL_PLANE(L) * sizeof(float))};
+    return p->buf ? 0 : TG_ERR_NOMEM;
+}
 
 static int bn_forward(tg_tape *t, tg_node *n) {
     const bn_attr *a = n->attr;
@@ -76,8 +93,12 @@ static int bn_forward(tg_tape *t, tg_node *n) {
     bn_saved *sv = NULL;
     if (n->record) { /* saved bytes count the arrays the VJP reads; the struct and batch are bookkeeping */
         if (!(sv = tg_tape_alloc(t, sizeof *sv))) return TG_ERR_NOMEM;
-        if (!(sv->mean = tg_node_save(t, n, 2 * (size_t)C * sizeof(float), "mean+rstd"))) return TG_ERR_NOMEM;
+        size_t arg = fused_pool(n) ? (size_t)n->out->size : 0;
+        if (!(sv->mean = tg_node_save(t, n, 2 * (size_t)C * sizeof(float) + arg * sizeof(int32_t),
+                                      arg ? "mean+rstd+argmax" : "mean+rstd")))
+            return TG_ERR_NOMEM;
         sv->rstd = sv->mean + C;
+        sv->arg = arg ? (int32_t *)(sv->rstd + C) : NULL;
         sv->batch = NULL;
         if (a->training && !(sv->batch = tg_tape_alloc(t, 2 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
     }
@@ -102,8 +123,10 @@ static int bn_forward(tg_tape *t, tg_node *n) {
         }
         mr[c] = (float)mean, mr[C + c] = (float)(1.0 / sqrt(var + a->eps));
     }
+    tg__bn_pool pool;
+    if (fused_pool(n) && pool_of(t, n, sv ? sv->arg : NULL, &pool) < 0) return TG_ERR_NOMEM;
     tg__bn_forward(n->out->data, x->data, shortcut(n) ? shortcut(n)->data : NULL, mr, mr + C, n->in[1]->data,
-                   n->in[2]->data, N, C, L, fused_relu(n));
+                   n->in[2]->data, N, C, L, fused_relu(n), fused_pool(n) ? &pool : NULL);
     return 0;
 }
 
@@ -129,10 +152,14 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
             memset(n->in[i]->grad, 0, (size_t)n->in[i]->size * sizeof(float));
     tg_tensor *sct = shortcut(n);
     /* dy passes where the ReLU's output is not <= 0: without a shortcut that output is recomputed
-     * from x (read anyway) with the forward's operations, instead of read */
-    const float *yr = fused_relu(n) && sct ? n->out->data : NULL;
+     * from x (read anyway) with the forward's operations, instead of read; with pooling it is the
+     * pooled value, which the unpooling reads */
+    tg__bn_pool pool;
+    if (fused_pool(n) && pool_of(t, n, sv->arg, &pool) < 0) return TG_ERR_NOMEM;
+    const tg__bn_pool *pp = fused_pool(n) ? &pool : NULL;
+    const float *yr = fused_relu(n) && sct && !pp ? n->out->data : NULL;
     float *rg = NULL; /* then per channel: rstd, gamma, beta */
-    if (fused_relu(n) && !sct) {
+    if (fused_relu(n) && !sct && !pp) {
         if (!(rg = tg_tape_alloc(t, 3 * (size_t)C * sizeof(float)))) return TG_ERR_NOMEM;
         for (int64_t c = 0; c < C; c++) rg[c] = rstd[c], rg[C + c] = g->data[c], rg[2 * C + c] = bt->data[c];
     }
@@ -141,7 +168,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
      * shortcut is x itself (the engine marks x's first position) it stores and dx then adds to it */
     bool ds_set = ds && (n->store[3] || (sct == x && n->store[0]));
     bool set = n->store[0] && !(ds && sct == x);
-    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, rg, N, C, L, ds_set, split);
+    tg__bn_backward_sums(sums, sums + C, ds, part, dy, yr, x->data, mean, rg, N, C, L, ds_set, split, pp);
     if (split && split->rc) return split->rc;
     for (int64_t c = 0; c < C; c++) {
         double sdy = sums[c], sdyx = sums[C + c] * rstd[c]; /* sum dy * xhat */
@@ -152,7 +179,7 @@ static int bn_vjp(tg_tape *t, tg_node *n) {
         coef[c] = a->training ? kk / cnt : kk, coef[C + c] = a->training ? cnt : 1.0f;
         coef[2 * C + c] = a->training ? (float)sdy : 0.0f, coef[3 * C + c] = a->training ? (float)sdyx : 0.0f;
     }
-    if (x->requires_grad) tg__bn_backward_dx(x->grad, dy, yr, x->data, coef, mean, rstd, rg, N, C, L, set);
+    if (x->requires_grad) tg__bn_backward_dx(x->grad, dy, yr, x->data, coef, mean, rstd, rg, N, C, L, set, pp);
     return 0;
 }
 
@@ -161,21 +188,24 @@ static void bn_describe(const tg_node *n, char *buf, size_t len) {
     snprintf(buf, len, "%s momentum=%g eps=%g", a->training ? "train" : "eval", (double)a->momentum, (double)a->eps);
 }
 
-/* FLOPs per element: training 8 (mean 1, variance 3, normalise 2, scale and shift 2), evaluation 4;
- * one more for a fused ReLU, one more for the shortcut's add */
+/* FLOPs per element of x: training 8 (mean 1, variance 3, normalise 2, scale and shift 2), evaluation 4;
+ * one more for a fused ReLU, one more for the shortcut's add; with pooling max_pool2d's 4 compares per
+ * pooled output */
 static int64_t bn_flops(const tg_node *n) {
     const bn_attr *a = n->attr;
-    return ((a->training ? 8 : 4) + fused_relu(n) + (shortcut(n) != NULL)) * n->out->size;
+    return ((a->training ? 8 : 4) + fused_relu(n) + (shortcut(n) != NULL)) * n->in[0]->size +
+           (fused_pool(n) ? 4 * n->out->size : 0);
 }
 
-/* Backward FLOPs per element: the two sums, dy and dy*(x - mean) (4), then dx = kn*(k1*dy - s1 -
+/* Backward FLOPs per element of x: the two sums, dy and dy*(x - mean) (4), then dx = kn*(k1*dy - s1 -
  * (x - mean)*rstd*s2) when x takes a gradient (7, in evaluation too: the same kernel with s1 = s2 = 0);
- * with the ReLU a compare-select on each pass that reads dy, and without a shortcut the ReLU's
- * input recomputed from x first (4 more); the shortcut's gradient is a copy of dy */
+ * with the ReLU a compare-select on each pass that reads dy, and without a shortcut (or pooling,
+ * whose unpooling masks by the pooled value) the ReLU's input recomputed from x first (4 more); the
+ * shortcut's gradient is a copy of dy */
 static int64_t bn_flops_backward(const tg_node *n) {
     bool dx = n->in[0]->requires_grad;
-    int relu = fused_relu(n) ? (shortcut(n) ? 1 : 5) : 0; /* per pass */
-    return (4 + (dx ? 7 : 0) + relu * (1 + dx)) * n->out->size;
+    int relu = fused_relu(n) ? (shortcut(n) || fused_pool(n) ? 1 : 5) : 0; /* per pass */
+    return (4 + (dx ? 7 : 0) + relu * (1 + dx)) * n->in[0]->size;
 }
 
 /* Bytes of the vjp: two passes, the sums reading dy and x (and y with the ReLU and a shortcut, and
@@ -184,7 +214,9 @@ static int64_t bn_flops_backward(const tg_node *n) {
 static int64_t bn_bytes(const tg_node *n, bool backward) {
     if (!backward) return -1;
     const tg_tensor *x = n->in[0], *sc = shortcut(n);
-    int64_t pass = (fused_relu(n) && sc ? 12 : 8) * x->size, b = pass;
+    /* with pooling a pass reads x and, per pooled output, dy, the argmax and the pooled value */
+    int64_t pass = fused_pool(n) ? 4 * x->size + 12 * n->out->size : (fused_relu(n) && sc ? 12 : 8) * x->size;
+    int64_t b = pass;
     if (sc && sc->requires_grad) b += (n->store[3] ? 4 : 8) * sc->size;
     if (x->requires_grad) b += pass + (n->store[0] ? 4 : 8) * x->size;
     return b;
@@ -223,11 +255,16 @@ static void bn_stats(const tg_node *n, char *buf, size_t len) {
         snprintf(buf + o, len - o, " |mean-running|=%.3g var/running=%.3g", dm / C, rv / C);
 }
 
-/* For tape dumps: "batch_norm+relu", "batch_norm+add+relu", "batch_norm+add" */
+/* For tape dumps: "batch_norm+relu", "batch_norm+add+relu", "batch_norm+add", "batch_norm+relu+maxpool",
+ * "batch_norm+add+relu+maxpool" */
 static const char *bn_variant(const tg_node *n) {
     bool add = shortcut(n) != NULL;
+    if (fused_pool(n)) return add ? "add+relu+maxpool" : "relu+maxpool";
     return fused_relu(n) ? (add ? "add+relu" : "relu") : (add ? "add" : NULL);
 }
+
+bool tg__bn_pools(const tg_node *n) { return n->op == &tg__op_batch_norm && fused_pool(n); }
+const int32_t *tg__bn_argmax(const tg_node *n) { return n->saved ? ((const bn_saved *)n->saved)->arg : NULL; }
 
 bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift) {
     const bn_attr *a = bn->attr;
@@ -242,13 +279,14 @@ bool tg__batch_norm_affine(const tg_node *bn, float *scale, float *shift) {
 }
 
 /* BatchNormalization with the running statistics (or nothing, folded into the conv before it),
- * then Add and Relu when fused */
+ * then Add and Relu when fused, then MaxPool with pooling */
 static int bn_onnx(const tg_node *n, tg_onnx *g) {
     const bn_attr *a = n->attr;
     if (a->training)
         return tg_fail(TG_ERR_STATE, "%s: runs in training mode (batch statistics), and an exported graph evaluates",
                        n->op->name);
-    bool tail = shortcut(n) || fused_relu(n);
+    const tg_tensor *x = n->in[0];
+    bool tail = shortcut(n) || fused_relu(n), batched = tg_onnx_batched(g, n->out);
     if (tg_onnx_marked(g, n) && !tail) return tg_onnx_alias(g, n->out, n->in[0]);
     const char *normed = tg_onnx_name(g, n->in[0]); /* already normalised when folded */
     if (!normed) return tg_last_error_code();
@@ -256,20 +294,28 @@ static int bn_onnx(const tg_node *n, tg_onnx *g) {
     if (!tg_onnx_marked(g, n)) {
         const char *in[5] = {normed, tg_onnx_name(g, n->in[1]), tg_onnx_name(g, n->in[2]),
                              tg_onnx_name(g, a->running_mean), tg_onnx_name(g, a->running_var)};
-        normed = tail ? tg_onnx_temp(g, n, "bn", n->out->ndim, n->out->shape, tg_onnx_batched(g, n->out))
-                      : tg_onnx_name(g, n->out);
+        normed = tail ? tg_onnx_temp(g, n, "bn", x->ndim, x->shape, batched) : tg_onnx_name(g, n->out);
         if (!in[1] || !in[2] || !in[3] || !in[4] || !normed) return tg_last_error_code();
         rc = tg_onnx_node(g, "BatchNormalization", in, 5, &normed, 1);
         if (!rc) rc = tg_onnx_attr_float(g, "epsilon", a->eps);
     }
     if (!rc && shortcut(n)) {
         const char *in[2] = {normed, tg_onnx_name(g, shortcut(n))};
-        const char *sum = tg__onnx_pre_relu(n, g, fused_relu(n));
+        const char *sum = fused_pool(n) ? tg_onnx_temp(g, n, "pre_relu", x->ndim, x->shape, batched)
+                                        : tg__onnx_pre_relu(n, g, fused_relu(n));
         if (!in[1] || !sum) return tg_last_error_code();
         rc = tg_onnx_node(g, "Add", in, 2, &sum, 1);
         normed = sum;
     }
-    if (!rc && fused_relu(n)) rc = tg__onnx_relu(n, g, normed);
+    if (!rc && fused_pool(n)) { /* Relu into r, MaxPool into the output */
+        const char *r = tg_onnx_temp(g, n, "relu", x->ndim, x->shape, batched), *p = tg_onnx_name(g, n->out);
+        if (!r || !p) return tg_last_error_code();
+        rc = tg_onnx_node(g, "Relu", &normed, 1, &r, 1);
+        if (!rc) rc = tg_onnx_node(g, "MaxPool", &r, 1, &p, 1);
+        if (!rc) rc = tg__onnx_window(g, 2, 2, 2, 0, 0);
+    } else if (!rc && fused_relu(n)) {
+        rc = tg__onnx_relu(n, g, normed);
+    }
     return rc;
 }
 
@@ -279,21 +325,34 @@ const tg_op tg__op_batch_norm = {.name = "batch_norm", .attr_size = sizeof(bn_at
                                  .stats = bn_stats, .diagnose = bn_diagnose, .variant = bn_variant,
                                  .overwrites_grads = true, .onnx = bn_onnx, .batch_split = true};
 
-/* act(batch_norm(x) + add), add may be NULL */
-tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
-                             tg_tensor *running_var, bool training, float momentum, float eps, tg_tensor *add,
-                             tg_act act) {
+static tg_tensor *bn_apply(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *add,
+                           const bn_attr *a) {
     const tg_op *op = &tg__op_batch_norm;
-    bn_attr a = {running_mean, running_var, training, momentum, eps, act};
     if (x && (!gamma || !beta)) {
         tg_fail(TG_ERR_ARG, "%s: gamma and beta are required", op->name);
         return NULL;
     }
     /* the running statistics are attributes, not inputs: tg_apply does not see them */
-    if (t && ((running_mean && tg__check_tensor(op->name, t, running_mean, "running_mean") < 0) ||
-              (running_var && tg__check_tensor(op->name, t, running_var, "running_var") < 0)))
+    if (t && ((a->running_mean && tg__check_tensor(op->name, t, a->running_mean, "running_mean") < 0) ||
+              (a->running_var && tg__check_tensor(op->name, t, a->running_var, "running_var") < 0)))
         return NULL;
-    return tg_apply(t, op, (tg_tensor *[]){x, gamma, beta, add}, add ? 4 : 3, &a);
+    return tg_apply(t, op, (tg_tensor *[]){x, gamma, beta, add}, add ? 4 : 3, a);
+}
+
+/* act(batch_norm(x) + add), add may be NULL */
+tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,
+                             tg_tensor *running_var, bool training, float momentum, float eps, tg_tensor *add,
+                             tg_act act) {
+    bn_attr a = {running_mean, running_var, training, momentum, eps, act, false};
+    return bn_apply(t, x, gamma, beta, add, &a);
+}
+
+/* max_pool2d(relu(batch_norm(x) + add), 2, 2) as one op, add may be NULL */
+tg_tensor *tg_batch_norm_relu_max_pool(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                       tg_tensor *running_mean, tg_tensor *running_var, bool training, float momentum,
+                                       float eps, tg_tensor *add) {
+    bn_attr a = {running_mean, running_var, training, momentum, eps, TG_ACT_RELU, true};
+    return bn_apply(t, x, gamma, beta, add, &a);
 }
 
 tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, tg_tensor *running_mean,

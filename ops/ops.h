@@ -54,6 +54,9 @@ void tg__dead_units(const tg_tensor *y, char *buf, size_t len);
 /* Is n a conv2d with pooling after its ReLU (tg_conv2d_relu_max_pool)? Its saved is then the argmax, as
  * max_pool2d's (conv.c). */
 bool tg__conv_pools(const tg_node *n);
+/* Is n a batch norm with pooling after its ReLU (tg_batch_norm_relu_max_pool)? Its argmax (norm.c). */
+bool tg__bn_pools(const tg_node *n);
+const int32_t *tg__bn_argmax(const tg_node *n);
 
 /* ONNX export helpers (ops.c) for the ops' onnx callbacks. */
 /* op_type on n's inputs in order into n's output (Add, Relu, MatMul, ...). */

@@ -144,9 +144,9 @@ tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, int kernel, int stride, int p
 }
 
 const int32_t *tg_max_pool2d_argmax(const tg_tensor *y) {
-    return tg__tensor_current(y) && y->node && (y->node->op == &tg__op_max_pool2d || tg__conv_pools(y->node))
-               ? y->node->saved
-               : NULL;
+    if (!tg__tensor_current(y) || !y->node) return NULL;
+    if (tg__bn_pools(y->node)) return tg__bn_argmax(y->node);
+    return y->node->op == &tg__op_max_pool2d || tg__conv_pools(y->node) ? y->node->saved : NULL;
 }
 
 // ----------------------------------------------------------------------------

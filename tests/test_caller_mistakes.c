@@ -176,6 +176,14 @@ static void null_ops(void) {
               "batch_norm: gamma and beta are required");
     FAILS_PTR(tg_batch_norm_act(t, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL, (tg_act)7), TG_ERR_ARG,
               "batch_norm: unknown activation 7");
+    FAILS_PTR(tg_batch_norm_relu_max_pool(t, NULL, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL), TG_ERR_ARG,
+              "batch_norm: input 0 is NULL");
+    FAILS_PTR(tg_batch_norm_relu_max_pool(NULL, a, g, g, NULL, NULL, true, 0.1f, 1e-5f, NULL), TG_ERR_ARG,
+              "batch_norm: tape is NULL");
+    FAILS_PTR(tg_batch_norm_relu_max_pool(t, a, NULL, g, NULL, NULL, true, 0.1f, 1e-5f, NULL), TG_ERR_ARG,
+              "batch_norm: gamma and beta are required");
+    FAILS_PTR(tg_batch_norm_relu_max_pool(t, a, g, g, NULL, NULL, true, 0.1f, NAN, NULL), TG_ERR_ARG,
+              "batch_norm: eps nan must be > 0");
     FAILS_PTR(tg_residual_add(t, a, NULL), TG_ERR_ARG, "residual_add: input 1 is NULL");
     FAILS_PTR(tg_residual_add_act(NULL, a, a, TG_ACT_RELU), TG_ERR_ARG, "residual_add: tape is NULL");
     FAILS_PTR(tg_residual_add_act(t, a, a, (tg_act)7), TG_ERR_ARG, "residual_add: unknown activation 7");
@@ -306,6 +314,8 @@ static void stale_and_foreign(void) {
     FAILS_PTR(tg_cat(t, (tg_tensor *[]){xt0, yu}, 2, 0), TG_ERR_STATE, "cat: input 1 belongs to another tape");
     tg_tensor *g3 = tg_param_new(1, (int[]){3}), *stat = tg_tensor_tape(u, 1, (int[]){3});
     FAILS_PTR(tg_batch_norm(t, xt0, g3, g3, stat, stat, true, 0.1f, 1e-5f), TG_ERR_STATE,
+              "batch_norm: running_mean belongs to another tape");
+    FAILS_PTR(tg_batch_norm_relu_max_pool(t, xt0, g3, g3, stat, stat, true, 0.1f, 1e-5f, NULL), TG_ERR_STATE,
               "batch_norm: running_mean belongs to another tape");
     tg_tensor_free(g3);
     tg_tape_free(u);

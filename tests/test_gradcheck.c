@@ -92,6 +92,8 @@ BUILD(b_bn, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], true, 0.1
 BUILD(b_bn_eval, tg_batch_norm(t, x[0], x[1], x[2], running[0], running[1], false, 0.1f, 1e-5f))
 BUILD(b_bn_act, tg_batch_norm_act(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, NULL, ACT))
 BUILD(b_bn_add_act, tg_batch_norm_act(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, x[3], ACT))
+BUILD(b_bn_pool, tg_batch_norm_relu_max_pool(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, NULL))
+BUILD(b_bn_add_pool, tg_batch_norm_relu_max_pool(t, x[0], x[1], x[2], running[0], running[1], true, 0.1f, 1e-5f, x[3]))
 
 static const row rows[] = {
     {"add", b_add, 2, {{2, {3, 4}}, {2, {3, 4}}}},
@@ -158,6 +160,11 @@ static const row rows[] = {
     {"batch_norm", b_bn_add_act, 4, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}, SPLIT}, {4, {3, 3, 2, 3}}},
      TG_ACT_RELU},
     {"batch_norm", b_bn_add_act, 4, {{4, {3, 3, 2, 3}}, {1, {3}, POSITIVE}, {1, {3}}, {4, {3, 3, 2, 3}}}},
+    /* batch_norm+relu+maxpool: windows of distinct inputs (batch norm keeps their order), channels
+     * far off and far on the ReLU; 5x5: the last row and column in no window */
+    {"batch_norm", b_bn_pool, 3, {{4, {2, 3, 4, 6}, DISTINCT}, {1, {3}, POSITIVE}, {1, {3}, SPLIT5}}, TG_ACT_RELU},
+    {"batch_norm", b_bn_add_pool, 4,
+     {{4, {2, 3, 5, 5}, DISTINCT}, {1, {3}, POSITIVE}, {1, {3}, SPLIT5}, {4, {2, 3, 5, 5}, SMALL}}, TG_ACT_RELU},
 };
 
 // ----------------------------------------------------------------------------

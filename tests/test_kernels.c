@@ -387,7 +387,12 @@ static void relu_unpool(const int32_t *arg, int P, int H, int W, int Ho, int Wo)
         char what[64];
         snprintf(what, sizeof what, "relu_unpool %dx%d", H, W);
         CHECK_INT(count_differ(what, dx, want, (int64_t)H * ld), 0);
-        free(dy), free(pv), free(dx), free(want);
+        float *dense = randv((int64_t)H * W, 0), *wd = copyv(dense, (int64_t)H * W); /* ld = W, as one run */
+        tg__relu_unpool_dense(dense, (int64_t)H * W, dy, a, pv, (int64_t)Ho * Wo);
+        tg__relu_unpool_ref(wd, W, dy, a, pv, H, W, Ho, Wo);
+        snprintf(what, sizeof what, "relu_unpool_dense %dx%d", H, W);
+        CHECK_INT(count_differ(what, dense, wd, (int64_t)H * W), 0);
+        free(dy), free(pv), free(dx), free(want), free(dense), free(wd);
     }
 }
 
@@ -564,14 +569,14 @@ static void bn_tensor(void) {
             CHECK(memcmp(stat, want, (size_t)(2 * C) * sizeof *stat) == 0);
             for (int64_t c = 0; c < C; c++) mean[c] = (float)stat[c], rstd[c] = (float)(1 / sqrt(stat[C + c] + 1e-5));
             float *o = randv(n, 0), *ow = randv(n, 0), *ds = randv(n, 0), *dsw = copyv(ds, n);
-            tg__bn_forward(o, x, sc, mean, rstd, gamma, beta, N, C, L, true);
+            tg__bn_forward(o, x, sc, mean, rstd, gamma, beta, N, C, L, true, NULL);
             for (int64_t i = 0; i < N; i++)
                 for (int64_t c = 0; c < C; c++) {
                     int64_t q = (i * C + c) * L;
                     tg__bn_normalize_ref(ow + q, x + q, sc + q, L, mean[c], rstd[c], gamma[c], beta[c], true);
                 }
             CHECK_INT(count_differ("bn_forward", o, ow, n), 0);
-            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, NULL, N, C, L, false, NULL);
+            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, NULL, N, C, L, false, NULL, NULL);
             for (int64_t c = 0; c < C; c++) {
                 double s1 = 0, s2 = 0;
                 for (int k = 0; k < chunks; k++) {
@@ -585,7 +590,7 @@ static void bn_tensor(void) {
                 CHECK(same_double(stat[c], s1) && same_double(stat[C + c], s2));
             }
             CHECK_INT(count_differ("bn_backward_sums ds", ds, dsw, n), 0);
-            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, NULL, N, C, L, true);
+            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, NULL, N, C, L, true, NULL);
             for (int64_t i = 0; i < N; i++)
                 for (int64_t c = 0; c < C; c++) {
                     int64_t q = (i * C + c) * L;
@@ -596,14 +601,14 @@ static void bn_tensor(void) {
             /* the fused ReLU's mask recomputed from x (rg) against the forward's output read */
             float *rg = malloc(3 * (size_t)C * sizeof *rg), *dsx = randv(n, 0);
             for (int64_t c = 0; c < C; c++) rg[c] = rstd[c], rg[C + c] = gamma[c], rg[2 * C + c] = beta[c];
-            tg__bn_forward(y, x, NULL, mean, rstd, gamma, beta, N, C, L, true);
+            tg__bn_forward(y, x, NULL, mean, rstd, gamma, beta, N, C, L, true, NULL);
             double *st2 = malloc((size_t)(2 * C) * sizeof *st2);
-            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, NULL, N, C, L, true, NULL);
-            tg__bn_backward_sums(st2, st2 + C, dsx, part, dy, NULL, x, mean, rg, N, C, L, true, NULL);
+            tg__bn_backward_sums(stat, stat + C, ds, part, dy, y, x, mean, NULL, N, C, L, true, NULL, NULL);
+            tg__bn_backward_sums(st2, st2 + C, dsx, part, dy, NULL, x, mean, rg, N, C, L, true, NULL, NULL);
             CHECK(memcmp(stat, st2, (size_t)(2 * C) * sizeof *stat) == 0);
             CHECK_INT(count_differ("bn_backward_sums, ReLU from x", dsx, ds, n), 0);
-            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, NULL, N, C, L, true);
-            tg__bn_backward_dx(ow, dy, NULL, x, coef, mean, rstd, rg, N, C, L, true);
+            tg__bn_backward_dx(o, dy, y, x, coef, mean, rstd, NULL, N, C, L, true, NULL);
+            tg__bn_backward_dx(ow, dy, NULL, x, coef, mean, rstd, rg, N, C, L, true, NULL);
             CHECK_INT(count_differ("bn_backward_dx, ReLU from x", ow, o, n), 0);
             free(rg), free(dsx), free(st2);
             free(x), free(dy), free(y), free(sc), free(stat), free(part), free(want), free(mean), free(rstd);

@@ -501,6 +501,80 @@ static void batch_norm_add_self(void) {
     tg_tensor_free(x), tg_tensor_free(g), tg_tensor_free(b);
 }
 
+/* batch_norm+relu+maxpool and batch_norm+add+relu+maxpool are the ops in a row: the same pooled
+ * output, argmax, running statistics and gradients (x, gamma, beta, the shortcut), bit for bit;
+ * planes wide enough for eight windows a vector (20 across), 7 windows (14), and odd sides */
+static void batch_norm_relu_pool(void) {
+    static const int sides[][3] = {{4, 18, 20}, {3, 14, 14}, {2, 5, 7}};
+    enum { C = 3 };
+    for (int si = 0; si < 3; si++)
+        for (int add = 0; add < 2; add++)
+            for (int training = 1; training >= 0; training--) {
+                int N = sides[si][0], H = sides[si][1], W = sides[si][2], Ho = H / 2, Wo = W / 2;
+                uint64_t s = 29 + (uint64_t)si;
+                tg_tensor *x = tg_param_new(4, (int[]){N, C, H, W}), *sc = tg_param_new(4, (int[]){N, C, H, W});
+                tg_tensor *g = tg_param_new(1, (int[]){C}), *b = tg_param_new(1, (int[]){C}), *rm[2], *rv[2];
+                tg_tensor *all[4] = {x, g, b, sc};
+                int64_t n = (int64_t)N * C * H * W, np = (int64_t)N * C * Ho * Wo;
+                float *dy = malloc((size_t)np * sizeof *dy), *y0 = malloc((size_t)np * sizeof *y0);
+                int32_t *a0 = malloc((size_t)np * sizeof *a0);
+                float *keep[4];
+                for (int k = 0; k < 4; k++) keep[k] = malloc((size_t)all[k]->size * sizeof(float));
+                for (int64_t i = 0; i < n; i++) x->data[i] = 2 * frand(&s) + 0.2f, sc->data[i] = frand(&s);
+                for (int64_t i = 0; i < np; i++) dy[i] = frand(&s);
+                for (int c = 0; c < C; c++) g->data[c] = 1 + 0.5f * frand(&s), b->data[c] = 0.3f * frand(&s);
+                for (int k = 0; k < 2; k++) {
+                    rm[k] = tg_tensor_new(1, (int[]){C}), rv[k] = tg_tensor_new(1, (int[]){C});
+                    for (int c = 0; c < C; c++) rm[k]->data[c] = 0.1f * c, rv[k]->data[c] = 1 + 0.2f * c;
+                }
+                int same = 1, zeros = 0;
+                for (int fused = 0; fused < 2; fused++) {
+                    tg_tape *t = tg_tape_new();
+                    for (int k = 0; k < 4; k++) tg_tensor_zero_grad(all[k]);
+                    tg_tensor *y;
+                    if (fused) {
+                        y = tg_batch_norm_relu_max_pool(t, x, g, b, rm[1], rv[1], training, 0.1f, 1e-5f,
+                                                        add ? sc : NULL);
+                    } else {
+                        tg_tensor *h = tg_batch_norm(t, x, g, b, rm[0], rv[0], training, 0.1f, 1e-5f);
+                        h = add ? tg_residual_add_act(t, sc, h, TG_ACT_RELU) : tg_relu(t, h);
+                        y = tg_max_pool2d(t, h, 2, 2, 0);
+                    }
+                    CHECK(y && y->shape[2] == Ho && y->shape[3] == Wo);
+                    if (!y) break;
+                    const int32_t *arg = tg_max_pool2d_argmax(y);
+                    CHECK(arg != NULL);
+                    CHECK_INT(tg_backward_seed(t, y, dy), 0);
+                    for (int64_t i = 0; i < np && arg; i++) {
+                        if (!fused) y0[i] = y->data[i], a0[i] = arg[i], zeros += y->data[i] == 0;
+                        else same &= y0[i] == y->data[i] && a0[i] == arg[i];
+                    }
+                    for (int k = 0; k < 3 + add; k++)
+                        for (int64_t i = 0; i < all[k]->size; i++) {
+                            if (!fused) keep[k][i] = all[k]->grad[i];
+                            else same &= memcmp(&keep[k][i], &all[k]->grad[i], sizeof(float)) == 0;
+                        }
+                    if (fused)
+                        for (int c = 0; c < C; c++)
+                            same &= rm[0]->data[c] == rm[1]->data[c] && rv[0]->data[c] == rv[1]->data[c];
+                    if (fused) CHECK(strcmp(y->node->op->variant(y->node), add ? "add+relu+maxpool" : "relu+maxpool") == 0);
+                    tg_tape_free(t);
+                }
+                CHECK(same);
+                CHECK(zeros > 0 && zeros < np); /* the ReLU cuts some windows whole */
+                for (int k = 0; k < 4; k++) free(keep[k]), tg_tensor_free(all[k]);
+                for (int k = 0; k < 2; k++) tg_tensor_free(rm[k]), tg_tensor_free(rv[k]);
+                free(dy), free(y0), free(a0);
+            }
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_param_new(4, (int[]){2, 3, 1, 4}), *g = tg_param_new(1, (int[]){3}),
+              *b = tg_param_new(1, (int[]){3});
+    CHECK(tg_batch_norm_relu_max_pool(t, x, g, b, NULL, NULL, true, 0.1f, 1e-5f, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "batch_norm: pooling needs x (N,C,H,W) with H and W at least 2");
+    tg_tape_free(t);
+    tg_tensor_free(x), tg_tensor_free(g), tg_tensor_free(b);
+}
+
 /* In a residual block x feeds both branches: its gradient is the sum over both paths. */
 static void residual(void) {
     uint64_t s = 5;
@@ -935,6 +1009,7 @@ int main(void) {
     batch_norm();
     batch_norm_closed_form();
     batch_norm_act_relu();
+    batch_norm_relu_pool();
     batch_norm_add_act_relu();
     batch_norm_add_self();
     residual();

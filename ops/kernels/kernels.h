@@ -372,6 +372,9 @@ void tg__relu_unpool(float *dx, ptrdiff_t ld, const float *dy, const int32_t *ar
                      int Ho, int Wo);
 void tg__relu_unpool_ref(float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W,
                          int Ho, int Wo);
+/* The same for a dense plane (ld = W, L = H*W floats) by zeroing it, then writing each window's
+ * gradient at its argmax: n stores instead of four selects a window, whatever the width */
+void tg__relu_unpool_dense(float *dx, int64_t L, const float *dy, const int32_t *arg, const float *p, int64_t n);
 /* dx (= if set, else +=) dy at arg: dx[p][arg[p][o]] += dy[p][o] */
 void tg__max_pool2d_backward(float *dx, const float *dy, const int32_t *arg, int64_t P, int H, int W, int Ho, int Wo,
                              int kernel, int stride, int pad, bool set);
@@ -401,9 +404,24 @@ void tg__global_avg_pool_backward(float *dx, const float *dy, int64_t P, int64_t
  * SyncBatchNorm, but exact; a failure in split->rc). */
 void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64_t N, int64_t C, int64_t L,
                   tg__split *split);
-/* y = gamma[c] * ((x - mean[c]) * rstd[c]) + beta[c] (+ sc, a shortcut, if not NULL), relu(y) if relu */
+/* 2x2 stride-2 max pooling after the ReLU, fused: each plane (H x W = L) is normalised into buf
+ * (one plane per thread, L1-sized), then pooled into y and arg (N,C,Ho,Wo) as tg__max_pool2d does;
+ * backward, each plane's gradient is unpooled from dy into buf (tg__relu_unpool: the ReLU's mask is
+ * the pooled value) and the sums and dx read it there. The same bits as batch norm, then
+ * max_pool2d, without the full-size output and its gradient. */
+typedef struct {
+    int H, W, Ho, Wo;
+    float *y;       /* forward: the pooled output; backward: the same, read for the ReLU's mask */
+    int32_t *arg;   /* the argmax of each window, in the H x W plane */
+    const float *dy; /* backward: the pooled output's gradient */
+    float *buf;     /* TG_BN_POOL_PLANE(H*W) floats per thread (tg_get_threads of them) */
+} tg__bn_pool;
+/* a thread's plane in buf: whole cache lines, so that no line is written by two threads */
+#define TG_BN_POOL_PLANE(L) (((int64_t)(L) + 15) / 16 * 16)
+/* y = gamma[c] * ((x - mean[c]) * rstd[c]) + beta[c] (+ sc, a shortcut, if not NULL), relu(y) if relu;
+ * with pool (relu), pooled into pool->y and pool->arg instead (y unused) */
 void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
-                    const float *beta, int64_t N, int64_t C, int64_t L, bool relu);
+                    const float *beta, int64_t N, int64_t C, int64_t L, bool relu, const tg__bn_pool *pool);
 /* A fused ReLU's output recomputed from x where batch norm had no shortcut to add: not reading
  * y saves a pass; the same operations as the forward's give the same bits */
 typedef struct {
@@ -411,15 +429,16 @@ typedef struct {
 } tg__bn_relu;
 /* sdy[c] = sum of dy', sdyx[c] = sum of dy' (x - mean[c]), dy' = dy where not yr <= 0, or (rg:
  * rstd, gamma and beta, C floats each) where not the ReLU's input recomputed from x <= 0, else all
- * of dy; ds (if not NULL) = (if ds_set) or += dy'. part holds 2*TG_BN_CHUNKS*C doubles */
+ * of dy; ds (if not NULL) = (if ds_set) or += dy'. part holds 2*TG_BN_CHUNKS*C doubles. With pool,
+ * dy' is each plane unpooled from pool->dy (dy, yr and rg unused) */
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
                           const float *x, const float *mean, const float *rg, int64_t N, int64_t C, int64_t L,
-                          bool ds_set, tg__split *split);
+                          bool ds_set, tg__split *split, const tg__bn_pool *pool);
 /* dx (= if set, else +=) kn[c] * (k1[c] * dy' - s1[c] - (x - mean[c]) * rstd[c] * s2[c]),
  * with coef = kn, k1, s1, s2, C floats each, dy' as above */
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
                         const float *mean, const float *rstd, const float *rg, int64_t N, int64_t C, int64_t L,
-                        bool set);
+                        bool set, const tg__bn_pool *pool);
 /* the loops over one run, each with its reference (same lanes, plain C) */
 double tg__bn_sum(const float *p, int64_t n);
 double tg__bn_sum_ref(const float *p, int64_t n);

@@ -260,24 +260,44 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
     }
 }
 
+/* With pooling, the gradient of the plane at o unpooled into this thread's buf (the ReLU's mask from
+ * the pooled value), else dy's own */
+static const float *plane_dy(const float *dy, int64_t o, int64_t L, const tg__bn_pool *pool) {
+    if (!pool) return dy + o;
+    float *buf = pool->buf + (size_t)tg__thread_id() * TG_BN_POOL_PLANE(L);
+    int64_t q = o / L * pool->Ho * pool->Wo; /* the plane's pooled values */
+    if (pool->Wo >= 8) /* eight windows a vector */
+        tg__relu_unpool(buf, pool->W, pool->dy + q, pool->arg + q, pool->y + q, pool->H, pool->W, pool->Ho, pool->Wo);
+    else /* narrower rows would go a window at a time: a store each instead */
+        tg__relu_unpool_dense(buf, L, pool->dy + q, pool->arg + q, pool->y + q, (int64_t)pool->Ho * pool->Wo);
+    return buf;
+}
+
 void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean, const float *rstd, const float *gamma,
-                    const float *beta, int64_t N, int64_t C, int64_t L, bool relu) {
+                    const float *beta, int64_t N, int64_t C, int64_t L, bool relu, const tg__bn_pool *pool) {
     bn_split b = split_of(N, C, L, NULL);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
     for (int k = 0; k < b.chunks; k++) {
         TG_TRACE_ITER(k);
         CHUNK_IMAGES(b, k, i) {
-            for (int64_t c = 0; c < C; c++)
-                tg__bn_normalize(y + (i * C + c) * L, x + (i * C + c) * L, sc ? sc + (i * C + c) * L : NULL, L,
-                                 mean[c], rstd[c], gamma[c], beta[c], relu);
+            for (int64_t c = 0; c < C; c++) {
+                int64_t o = (i * C + c) * L;
+                float *yo = pool ? pool->buf + (size_t)tg__thread_id() * TG_BN_POOL_PLANE(L) : y + o;
+                tg__bn_normalize(yo, x + o, sc ? sc + o : NULL, L, mean[c], rstd[c], gamma[c], beta[c], relu);
+                if (pool) {
+                    int64_t q = (i * C + c) * pool->Ho * pool->Wo;
+                    tg__max_pool2d_planes(pool->y + q, pool->arg ? pool->arg + q : NULL, yo, 1, pool->H, pool->W,
+                                          pool->Ho, pool->Wo, 2, 2, 0);
+                }
+            }
         }
     }
 }
 
 void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, const float *dy, const float *yr,
                           const float *x, const float *mean, const float *rg, int64_t N, int64_t C, int64_t L,
-                          bool ds_set, tg__split *split) {
+                          bool ds_set, tg__split *split, const tg__bn_pool *pool) {
     bn_split b = split_of(N, C, L, split);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
@@ -289,8 +309,8 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;
                 tg__bn_relu rx = rg ? (tg__bn_relu){rg[c], rg[C + c], rg[2 * C + c]} : (tg__bn_relu){0};
-                tg__bn_dot(&p1[c], &p2[c], ds ? ds + o : NULL, dy + o, yr ? yr + o : NULL, x + o, mean[c], L, ds_set,
-                           rg ? &rx : NULL);
+                tg__bn_dot(&p1[c], &p2[c], ds ? ds + o : NULL, plane_dy(dy, o, L, pool), yr ? yr + o : NULL, x + o,
+                           mean[c], L, ds_set, rg ? &rx : NULL);
             }
         }
     }
@@ -304,7 +324,7 @@ void tg__bn_backward_sums(double *sdy, double *sdyx, float *ds, double *part, co
 
 void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float *x, const float *coef,
                         const float *mean, const float *rstd, const float *rg, int64_t N, int64_t C, int64_t L,
-                        bool set) {
+                        bool set, const tg__bn_pool *pool) {
     bn_split b = split_of(N, C, L, NULL);
     TG_TRACE_CAPTURE();
 #pragma omp parallel for num_threads(b.T) schedule(static)
@@ -314,8 +334,8 @@ void tg__bn_backward_dx(float *dx, const float *dy, const float *yr, const float
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;
                 tg__bn_relu rx = rg ? (tg__bn_relu){rg[c], rg[C + c], rg[2 * C + c]} : (tg__bn_relu){0};
-                tg__bn_dx(dx + o, dy + o, yr ? yr + o : NULL, x + o, L, coef[c], coef[C + c], coef[2 * C + c],
-                          coef[3 * C + c], mean[c], rstd[c], set, rg ? &rx : NULL);
+                tg__bn_dx(dx + o, plane_dy(dy, o, L, pool), yr ? yr + o : NULL, x + o, L, coef[c], coef[C + c],
+                          coef[2 * C + c], coef[3 * C + c], mean[c], rstd[c], set, rg ? &rx : NULL);
             }
         }
     }

@@ -204,6 +204,19 @@ TG_LOOP(relu_unpool,
         (float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W, int Ho, int Wo),
         (dx, ld, dy, arg, p, H, W, Ho, Wo))
 
+TG_INLINE void relu_unpool_dense_body(float *dx, int64_t L, const float *dy, const int32_t *arg, const float *p,
+                                      int64_t n) {
+    memset(dx, 0, (size_t)L * sizeof *dx);
+    for (int64_t o = 0; o < n; o++) { /* a mask, not a branch: p's sign is data */
+        uint32_t v;
+        memcpy(&v, &dy[o], sizeof v);
+        v &= -(uint32_t)!(p[o] <= 0.0f);
+        memcpy(&dx[arg[o]], &v, sizeof v);
+    }
+}
+TG_LOOP(relu_unpool_dense, (float *dx, int64_t L, const float *dy, const int32_t *arg, const float *p, int64_t n),
+        (dx, L, dy, arg, p, n))
+
 void tg__relu_unpool_ref(float *dx, ptrdiff_t ld, const float *dy, const int32_t *arg, const float *p, int H, int W,
                          int Ho, int Wo) {
     for (int h = 0; h < H; h++)
