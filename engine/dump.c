@@ -205,7 +205,7 @@ static void print_node(const tg_node *n, const survey *s, FILE *f) {
         snprintf(dy, sizeof dy, "%.3e", l2_norm(n->out->grad, n->out->size));
         snprintf(bwd, sizeof bwd, "%.3f", 1e3 * n->t_backward);
     }
-    fprintf(f, "%6s %-19s %-14s %-13s %4s %9zu %-10s %11s %8lld %8.3f %8s %10s  ", id, node_name(n, name, sizeof name),
+    fprintf(f, "%6s %-27s %-14s %-13s %4s %9zu %-16s %11s %8lld %8.3f %8s %10s  ", id, node_name(n, name, sizeof name),
             n->scope ? n->scope : "-", shape, rf,
             n->saved_bytes, n->saved_bytes ? (n->saved_what ? n->saved_what : "?") : "-", flops,
             (long long)node_params(n), 1e3 * n->t_forward, bwd, dy);
@@ -250,7 +250,7 @@ static const char *count_or_dash(int64_t v, char *buf, size_t len) {
 static void print_speed(const tg_tape *t, double peak, FILE *f) {
     fprintf(f, "\n# speed: GFLOP/s from each node's times, %% of the FMA peak (%.1f GFLOP/s, tg_fma_peak), bytes "
                "moved, FLOPs per byte\n", peak);
-    fprintf(f, "#%5s %-19s %12s %12s %8s %8s %6s %6s %11s %11s %7s %7s  %s\n", "id", "op", "fwd flops", "bwd flops",
+    fprintf(f, "#%5s %-27s %12s %12s %8s %8s %6s %6s %11s %11s %7s %7s  %s\n", "id", "op", "fwd flops", "bwd flops",
             "fwd GF/s", "bwd GF/s", "fwd %", "bwd %", "fwd bytes", "bwd bytes", "fwd F/B", "bwd F/B",
             "kernel fwd | bwd");
     for (const tg_node *n = t->first; n; n = n->next) {
@@ -258,7 +258,7 @@ static void print_speed(const tg_tape *t, double peak, FILE *f) {
         int64_t fl = node_flops(n), fb = tg__node_flops_backward(n);
         int64_t bf = tg__node_bytes(n, false), bb = tg__node_bytes(n, true);
         snprintf(id, sizeof id, "%%%d", n->id);
-        fprintf(f, "%6s %-19s %12s %12s %8s %8s %6s %6s %11s %11s %7s %7s  %s | %s\n", id,
+        fprintf(f, "%6s %-27s %12s %12s %8s %8s %6s %6s %11s %11s %7s %7s  %s | %s\n", id,
                 node_name(n, name, sizeof name), count_or_dash(fl, c[0], 24), count_or_dash(fb, c[1], 24),
                 rate(fl, n->t_forward, r[0], 24), rate(fb, n->t_backward, r[1], 24),
                 share(fl, n->t_forward, peak, p[0], 24), share(fb, n->t_backward, peak, p[1], 24),
@@ -310,12 +310,12 @@ static void print_totals(const tg_tape *t, const survey *s, double peak, FILE *f
     for (int i = 0; i < s->n_leaves; i++)
         if (is_param(s->leaves[i].x)) params += s->leaves[i].x->size;
 
-    fprintf(f, "\n# by op %14s %5s %13s %13s %9s %9s %11s\n", "", "nodes", "flops", "bwd flops", "fwd ms", "bwd ms",
+    fprintf(f, "\n# by op %22s %5s %13s %13s %9s %9s %11s\n", "", "nodes", "flops", "bwd flops", "fwd ms", "bwd ms",
             "saved");
     for (int k = 0; k < s->n_ops; k++) {
         const op_total *o = &s->ops[k];
         char fl[24], fb[24], name[64];
-        fprintf(f, "#  %-19s %5d %13s %13s %9.3f %9.3f %11zu\n", node_name(o->first, name, sizeof name), o->nodes,
+        fprintf(f, "#  %-27s %5d %13s %13s %9.3f %9.3f %11zu\n", node_name(o->first, name, sizeof name), o->nodes,
                 count_or_dash(o->flops, fl, sizeof fl), count_or_dash(o->flops_backward, fb, sizeof fb),
                 1e3 * o->t_forward, 1e3 * o->t_backward, o->saved);
     }
@@ -485,7 +485,7 @@ int tg_tape_dump(const tg_tape *t, FILE *f) {
     bool after_backward = t->last && t->last->out->grad;
     fprintf(f, "# tape: %d nodes%s\n", s.n,
             after_backward ? ", after backward" : " (before backward: no gradients yet)");
-    fprintf(f, "#%5s %-19s %-14s %-13s %4s %9s %-10s %11s %8s %8s %8s %10s  %s\n", "id", "op", "layer", "output", "rf", "saved",
+    fprintf(f, "#%5s %-27s %-14s %-13s %4s %9s %-16s %11s %8s %8s %8s %10s  %s\n", "id", "op", "layer", "output", "rf", "saved",
             "(what)", "flops", "params", "fwd ms", "bwd ms", "|dy|", "inputs | attributes | stats");
     for (const tg_node *n = t->first; n; n = n->next) print_node(n, &s, f);
     double peak = tg_fma_peak();

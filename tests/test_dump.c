@@ -221,7 +221,7 @@ static void small_net(void) {
      *   linear: dx and dW 432 each, db 6                                                           -> 870
      *   cross_entropy: 3 per logit                                                                 -> 18 */
     CHECK_MSG(text, "# total: 9960 backward FLOPs (10.0 KFLOP, ");
-    CHECK_MSG(text, "#  batch_norm              1          2304");
+    CHECK_MSG(text, "#  batch_norm                      1          2304");
     free(dt.text);
 
     /* the same tape as a graph */
@@ -497,7 +497,7 @@ static void fused_pool_names(void) {
     CHECK_MSG(rows[0].what, "argmax");
     CHECK_MSG(rows[0].rest, "kernel=3x3 stride=1 pad=1 dilation=1 groups=1 bias pool=2x2");
     CHECK_MSG(rows[0].rest, "zeros=");
-    CHECK_MSG(d.text, "#  conv2d+relu+maxpool     1");
+    CHECK_MSG(d.text, "#  conv2d+relu+maxpool             1");
     free(d.text);
     /* forward: 2*18 per conv output, a bias add and a ReLU each (216 outputs), 4 compares per pooled
      * one (54); backward: dW's multiply-adds, db, the ReLU's mask, one add per pooled output */
@@ -541,13 +541,13 @@ static void fused_names(void) {
     CHECK_MSG(text, "%5 residual_add+relu ");
     CHECK_MSG(text, "%6 residual_add ");
     CHECK_MSG(text, "zeros="); /* the ReLU's statistics */
-    CHECK_MSG(text, "#  conv2d+relu             1");
-    CHECK_MSG(text, "#  conv2d                  1");
-    CHECK_MSG(text, "#  batch_norm+relu         1");
-    CHECK_MSG(text, "#  batch_norm+add+relu     1");
-    CHECK_MSG(text, "#  batch_norm+add          1");
-    CHECK_MSG(text, "#  residual_add+relu       1");
-    CHECK_MSG(text, "#  residual_add            1");
+    CHECK_MSG(text, "#  conv2d+relu                     1");
+    CHECK_MSG(text, "#  conv2d                          1");
+    CHECK_MSG(text, "#  batch_norm+relu                 1");
+    CHECK_MSG(text, "#  batch_norm+add+relu             1");
+    CHECK_MSG(text, "#  batch_norm+add                  1");
+    CHECK_MSG(text, "#  residual_add+relu               1");
+    CHECK_MSG(text, "#  residual_add                    1");
     CHECK(strstr(text, "_relu") == NULL);
     free(dt.text);
     dump_text dot = dump_of(t, tg_tape_dot);
@@ -809,7 +809,7 @@ static void speed_columns(void) {
     CHECK_MSG(d.text, "# speed: GFLOP/s from each node's times, % of the FMA peak (0.5 GFLOP/s, tg_fma_peak)");
     CHECK_MSG(d.text, "# total: 12 backward FLOPs (12 FLOP, ");
     CHECK_MSG(d.text, "of the FMA peak (0.5 GFLOP/s)");
-    CHECK_MSG(d.text, "#  relu                    1             6             6");
+    CHECK_MSG(d.text, "#  relu                            1             6             6");
     free(d.text);
     tg_tape_reset(t);
 
