@@ -9,12 +9,14 @@ enum { CONV1, BN1, CONV2, BN2, SHORTCUT }; /* the blocks' layers, in the order t
 /* v1: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)) */
 static tg_tensor *residual_v1(tg_layer *b, tg_tape *t, tg_tensor *x, bool training) {
     (void)training; /* each layer inside follows its own flag */
+    bool pool = tg_layer_pool_here(b); /* a 2x2 max pooling after the block: bn2's op takes it on */
     tg_layer **l = b->children;
     tg_tensor *h = tg_layer_forward(l[CONV1], t, x);
     h = tg_layer_forward_act(l[BN1], t, h, NULL, TG_ACT_RELU);
     h = tg_layer_forward(l[CONV2], t, h);
     tg_tensor *s = b->n_children > SHORTCUT ? tg_layer_forward(l[SHORTCUT], t, x) : x;
     if (!s) return NULL; /* the shortcut failed: keep its message (a NULL add would mean no add) */
+    if (pool) return tg_layer_forward_pool(l[BN2], t, h, s); /* one op: max_pool2d(relu(bn2(h) + s), 2, 2) */
     return tg_layer_forward_act(l[BN2], t, h, s, TG_ACT_RELU); /* one op: relu(bn2(h) + s) */
 }
 

@@ -19,6 +19,7 @@ struct tg_model {
     int n_open;
     bool evaluating;          /* tg_model_evaluate and tg_model_print: every layer evaluates */
     bool probing;             /* tg_model_print: layers record their output shapes */
+    int pre_pool[TG_MAX_DIMS]; /* probing: the last pooled output's shape before the pooling */
     uint64_t rng;             /* initialisation */
     char error[256];          /* the first layer that failed to build */
     tg_tensor **params, **state; /* made anew by every change, read by the accessors */
@@ -403,48 +404,59 @@ static int64_t conv_side(const tg_layer *l, int n) {
     return in < l->attr.conv.kernel ? 0 : (in - l->attr.conv.kernel) / l->attr.conv.stride + 1;
 }
 
-/* Runs l, with add and act after it: fused into the op when the op has the
- * epilogue (batch norm: both; conv2d: the act, and with pool a 2x2 stride-2
- * max pooling after its relu), else as ops of their own. */
+/* A max_pool layer of the kind the ops fuse: kernel 2, stride 2 */
+static bool pools_2x2(const tg_layer *l) {
+    return l && l->type == TG_LAYER_MAX_POOL && l->attr.pool.kernel == 2 && l->attr.pool.stride == 2;
+}
+
+/* Runs l, with add and act after it, and with pool (act is then the ReLU) a 2x2 stride-2 max
+ * pooling: fused into the op when the op has the epilogue (batch norm: all three; conv2d: the act,
+ * and the pooling without add), else as ops of their own. */
 static tg_tensor *run(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_act act, bool pool) {
     if (!x) return NULL; /* an earlier op failed: keep its message */
     tg_model *m = l->model;
     const char *outer = tg_tape_scope(t);
     if (tg_tape_set_scope(t, l->path) < 0) return NULL;
-    bool training = l->training && !m->evaluating;
+    bool training = l->training && !m->evaluating, pooled = false;
     const tg_layer_attr *a = &l->attr;
     tg_tensor *y;
     if (l->type == TG_LAYER_BATCH_NORM) {
-        y = tg_batch_norm_act(t, x, l->params[0], l->params[1], l->buffers[0], l->buffers[1], training,
-                              a->batch_norm.momentum, a->batch_norm.eps, add, act);
+        y = pool ? tg_batch_norm_relu_max_pool(t, x, l->params[0], l->params[1], l->buffers[0], l->buffers[1],
+                                               training, a->batch_norm.momentum, a->batch_norm.eps, add)
+                 : tg_batch_norm_act(t, x, l->params[0], l->params[1], l->buffers[0], l->buffers[1], training,
+                                     a->batch_norm.momentum, a->batch_norm.eps, add, act);
         count_batch(l, y, training);
-        add = NULL, act = TG_ACT_NONE;
+        add = NULL, act = TG_ACT_NONE, pooled = pool;
     } else if (l->type == TG_LAYER_CONV2D && !add) {
         tg_tensor *b = a->conv.bias ? l->params[1] : NULL;
         y = pool ? tg_conv2d_relu_max_pool(t, x, l->params[0], b, a->conv.stride, a->conv.pad, 1, a->conv.groups)
                  : tg_conv2d_act(t, x, l->params[0], b, a->conv.stride, a->conv.pad, 1, a->conv.groups, act);
-        act = TG_ACT_NONE;
+        act = TG_ACT_NONE, pooled = pool;
     } else {
         y = l->forward ? l->forward(l, t, x, training) : run_children(l, t, x);
     }
     if (y && add) y = tg_residual_add_act(t, y, add, act);
     else if (y && act == TG_ACT_RELU) y = tg_relu(t, y);
+    int pre[TG_MAX_DIMS]; /* probing: the output's shape before the pooling */
+    if (y) memcpy(pre, y->shape, sizeof pre);
+    if (y && pooled) /* the op's own output, before its pooling */
+        for (int i = 2; i < 4; i++) pre[i] = l->type == TG_LAYER_CONV2D ? (int)conv_side(l, x->shape[i]) : x->shape[i];
+    if (y && pool && !pooled) y = tg_max_pool2d(t, y, 2, 2, 0);
     tg_tape_set_scope(t, outer); /* already on the tape: not copied again */
     if (!y && !failed_layer) failed_layer = l;
     if (y && m->probing) {
         l->out_ndim = y->ndim;
-        memcpy(l->out_shape, y->shape, sizeof l->out_shape);
-        if (pool) /* the conv's own output, before the pooling */
-            for (int i = 2; i < 4; i++)
-                l->out_shape[i] = (int)conv_side(l, x->shape[i]);
+        memcpy(l->out_shape, pool ? pre : y->shape, sizeof l->out_shape);
+        if (pool) memcpy(m->pre_pool, pre, sizeof pre);
     }
     return y;
 }
 
 /* A sequential block: its layers in order, a conv2d or batch norm followed by
  * a relu run as one op (conv2d+relu, batch_norm+relu; the relu records the
- * same output shape), and a conv2d, relu and 2x2 stride-2 max pooling too
- * (conv2d+relu+max_pool2d). */
+ * same output shape), and with a 2x2 stride-2 max pooling after the relu too
+ * (conv2d+relu+max_pool2d, batch_norm+relu+max_pool2d); a block followed by
+ * that pooling may take it on (tg_layer_pool_here). */
 static tg_tensor *run_children(tg_layer *l, tg_tape *t, tg_tensor *x) {
     for (int i = 0; i < l->n_children && x; i++) {
         tg_layer *c = l->children[i], *next = i + 1 < l->n_children ? l->children[i + 1] : NULL;
@@ -452,17 +464,24 @@ static tg_tensor *run_children(tg_layer *l, tg_tape *t, tg_tensor *x) {
         bool fuse = next && next->type == TG_LAYER_RELU &&
                     (c->type == TG_LAYER_CONV2D || c->type == TG_LAYER_BATCH_NORM);
         /* (an output too small to pool, or an input not an image, is left to the ops to refuse) */
-        bool pool = fuse && c->type == TG_LAYER_CONV2D && after && after->type == TG_LAYER_MAX_POOL &&
-                    after->attr.pool.kernel == 2 && after->attr.pool.stride == 2 && x->ndim == 4 &&
-                    conv_side(c, x->shape[2]) >= 2 && conv_side(c, x->shape[3]) >= 2;
+        bool pool = fuse && pools_2x2(after) && x->ndim == 4 &&
+                    (c->type == TG_LAYER_CONV2D ? conv_side(c, x->shape[2]) >= 2 && conv_side(c, x->shape[3]) >= 2
+                                                : x->shape[2] >= 2 && x->shape[3] >= 2);
+        c->pool_offered = !fuse && c->forward && pools_2x2(next), c->pool_taken = false;
         x = run(c, t, x, NULL, fuse ? TG_ACT_RELU : TG_ACT_NONE, pool);
+        bool taken = c->pool_offered && c->pool_taken;
+        c->pool_offered = c->pool_taken = false;
         if (fuse && x) {
             if (l->model->probing)
                 next->out_ndim = c->out_ndim, memcpy(next->out_shape, c->out_shape, sizeof c->out_shape);
             i++;
         }
-        if (pool && x) {
-            if (l->model->probing) after->out_ndim = x->ndim, memcpy(after->out_shape, x->shape, sizeof x->shape);
+        if ((pool || taken) && x) {
+            tg_layer *p = pool ? after : next;
+            if (l->model->probing) {
+                p->out_ndim = x->ndim, memcpy(p->out_shape, x->shape, sizeof x->shape);
+                if (taken) memcpy(c->out_shape, l->model->pre_pool, sizeof c->out_shape);
+            }
             i++;
         }
     }
@@ -482,6 +501,21 @@ tg_tensor *tg_layer_forward_act(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor
     }
     if (!x && !tg_last_error_code()) tg_fail(TG_ERR_ARG, "layer_forward: %s: input is NULL", l->path);
     return run(l, t, x, add, act, false);
+}
+
+tg_tensor *tg_layer_forward_pool(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add) {
+    if (!l || !t) {
+        tg_fail(TG_ERR_ARG, "layer_forward_pool: %s is NULL", !l ? "layer" : "tape");
+        return NULL;
+    }
+    if (!x && !tg_last_error_code()) tg_fail(TG_ERR_ARG, "layer_forward_pool: %s: input is NULL", l->path);
+    return run(l, t, x, add, TG_ACT_RELU, true);
+}
+
+bool tg_layer_pool_here(tg_layer *block) {
+    if (!block || !block->pool_offered) return false;
+    block->pool_taken = true;
+    return true;
 }
 
 /* "3.0" for the layer tg_model_layer(m, 3)->children[0] */

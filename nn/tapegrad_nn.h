@@ -305,8 +305,10 @@ struct tg_layer {
     void *ctx;                      /* the user's, for a custom layer (borrowed) */
     tg_model *model;
     int out_ndim, out_shape[TG_MAX_DIMS]; /* recorded by tg_model_print */
-    /* private: room in the arrays; tg_layer_params' list and the model's version it was made at */
+    /* private: room in the arrays; tg_layer_params' list and the model's version it was made at; the
+     * pooling offered to the block (tg_layer_pool_here) and whether it took it */
     int cap_params, cap_buffers, cap_children;
+    bool pool_offered, pool_taken;
     tg_tensor **all_params;
     uint64_t all_params_version;
 };
@@ -380,6 +382,16 @@ TG_API tg_tensor *tg_layer_forward(tg_layer *l, tg_tape *t, tg_tensor *x);
  * conv2d without add (tg_conv2d_act), else the layer, tg_residual_add_act or tg_relu after it;
  * the same values either way. */
 TG_API tg_tensor *tg_layer_forward_act(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add, tg_act act);
+/* max_pool2d(relu(layer(x) + add), 2, 2) (add may be NULL): one op for a batch norm
+ * (tg_batch_norm_relu_max_pool) and a conv2d without add (tg_conv2d_relu_max_pool), else the layer,
+ * tg_residual_add_act or tg_relu, then tg_max_pool2d; the same values either way. */
+TG_API tg_tensor *tg_layer_forward_pool(tg_layer *l, tg_tape *t, tg_tensor *x, tg_tensor *add);
+/* For a block's forward: true when the block is followed, in a sequential block, by a max_pool layer
+ * of kernel 2 and stride 2, and the model lets the block take that pooling on: the block must then
+ * return its output pooled so, its last layer run with tg_layer_forward_pool (one op instead of
+ * two), and the max_pool layer is skipped. A block that never asks is followed by the pooling as
+ * before. tg_model_residual's blocks ask. */
+TG_API bool tg_layer_pool_here(tg_layer *block);
 /* Training (dropout drops, batch norm uses and updates batch statistics) or
  * evaluation, for l and every layer inside it: PyTorch's module.train(on),
  * so one layer may evaluate while the rest of the model trains. */

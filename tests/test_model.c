@@ -316,6 +316,92 @@ static void fused_pool(void) {
     }
 }
 
+/* A batch norm, relu and 2x2 stride-2 max pooling run as one op (batch_norm+relu+maxpool), and a
+ * v1 residual block followed by that pooling takes it into its last op (batch_norm+add+relu+maxpool,
+ * tg_layer_pool_here): bit for bit the ops by hand, no max_pool2d node left, and the summary shows
+ * each layer's own output shape. */
+static void fused_pool_bn(void) {
+    tg_model *m = tg_model_new(9);
+    tg_model_conv2d(m, 1, 4, 3, 1, 1, false); /* 0: (4,8,8) */
+    tg_model_batch_norm(m, 4);                /* 1 */
+    tg_model_relu(m);                         /* 2 */
+    tg_model_max_pool(m, 2, 2);               /* 3: (4,4,4), into 1's op */
+    tg_model_residual(m, 4, 4, 1, 1);         /* 4: (4,4,4) */
+    tg_model_max_pool(m, 2, 2);               /* 5: (4,2,2), into 4.bn2's op */
+    tg_model_flatten(m);
+    tg_model_linear(m, 16, 3, true);
+    tg_tensor **P;
+    CHECK_INT(tg_model_params(m, &P), 11);
+    tg_tensor *x = tg_param_new(4, (int[]){2, 1, 8, 8});
+    fill(x, 5);
+    const float r[6] = {0.5f, -1, 0.25f, 2, -0.75f, 1};
+    float out[2][6], *grads[2][12];
+    tg_tape *t = tg_tape_new();
+    for (int hand = 0; hand < 2; hand++) {
+        tg_model_zero_grad(m), tg_tensor_zero_grad(x), tg_tape_reset(t);
+        tg_tensor *y;
+        if (hand) {
+            tg_tensor *h = tg_conv2d(t, x, P[0], NULL, 1, 1, 1, 1);
+            h = tg_max_pool2d(t, tg_relu(t, tg_batch_norm(t, h, P[1], P[2], NULL, NULL, true, 0.1f, 1e-5f)), 2, 2, 0);
+            tg_tensor *b = tg_conv2d(t, h, P[3], NULL, 1, 1, 1, 1);
+            b = tg_relu(t, tg_batch_norm(t, b, P[4], P[5], NULL, NULL, true, 0.1f, 1e-5f));
+            b = tg_batch_norm(t, tg_conv2d(t, b, P[6], NULL, 1, 1, 1, 1), P[7], P[8], NULL, NULL, true, 0.1f, 1e-5f);
+            y = tg_max_pool2d(t, tg_residual_add_act(t, h, b, TG_ACT_RELU), 2, 2, 0);
+            y = tg_linear(t, tg_reshape(t, y, 2, (int[]){2, -1}), P[9], P[10]);
+        } else {
+            y = tg_model_forward(m, t, x);
+            tg_op_total ops[12];
+            int n = tg_tape_op_totals(t, ops, 12), pooled = 0;
+            for (int k = 0; k < n; k++) {
+                CHECK(strcmp(ops[k].name, "max_pool2d") != 0);
+                pooled += !strcmp(ops[k].name, "batch_norm+relu+maxpool") ||
+                          !strcmp(ops[k].name, "batch_norm+add+relu+maxpool");
+            }
+            CHECK_INT(pooled, 2);
+        }
+        CHECK(y && tg_backward_seed(t, y, r) == 0);
+        if (!y) break;
+        memcpy(out[hand], y->data, sizeof out[hand]);
+        for (int j = 0; j < 12; j++) {
+            tg_tensor *v = j < 11 ? P[j] : x;
+            grads[hand][j] = malloc((size_t)v->size * sizeof(float));
+            memcpy(grads[hand][j], v->grad, (size_t)v->size * sizeof(float));
+        }
+    }
+    int differ = memcmp(out[0], out[1], sizeof out[0]) != 0;
+    for (int j = 0; j < 12; j++) {
+        tg_tensor *v = j < 11 ? P[j] : x;
+        differ += memcmp(grads[0][j], grads[1][j], (size_t)v->size * sizeof(float)) != 0;
+        free(grads[0][j]), free(grads[1][j]);
+    }
+    printf("batch norm and a residual block, each then max_pool(2, 2), in a model vs the ops by hand: %d of 13 "
+           "differ\n", differ);
+    CHECK_INT(differ, 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    CHECK_INT(tg_model_print(m, f, 4, (int[]){1, 1, 8, 8}), 0);
+    fclose(f);
+    const char *shapes[6] = {"1x4x8x8", "1x4x8x8", "1x4x8x8", "1x4x4x4", "1x4x4x4", "1x4x2x2"};
+    const char *line = text;
+    for (int i = 0; i < 6; i++) {
+        char head[8];
+        snprintf(head, sizeof head, "\n%d ", i);
+        line = line ? strstr(line, head) : NULL;
+        const char *end = line ? strchr(line + 1, '\n') : NULL, *at = line ? strstr(line, shapes[i]) : NULL;
+        CHECK(at && at < end);
+        if (!(at && at < end)) fprintf(stderr, "layer %d's line lacks %s:\n%s", i, shapes[i], text);
+    }
+    free(text);
+    /* asked outside a model's run, a block is offered nothing */
+    CHECK(!tg_layer_pool_here(tg_model_find(m, "4")) && !tg_layer_pool_here(NULL));
+    CHECK(tg_layer_forward_pool(NULL, t, x, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "layer_forward_pool: layer is NULL");
+    tg_tensor_free(x);
+    tg_tape_free(t);
+    tg_model_free(m);
+}
+
 /* Checkpoints: train a few steps, save, load into a fresh model: the same
  * state bit for bit, and the same outputs. */
 static void checkpoints(const char *dir) {
@@ -674,6 +760,7 @@ int main(void) {
     names();
     gradients();
     fused_pool();
+    fused_pool_bn();
     checkpoints(dir);
     dumps();
     training_flags();
