@@ -241,6 +241,42 @@ static void gradients(void) {
     tg_model_free(m);
 }
 
+/* The summary of m for input shape in: layer i's line ("\ni ...") holds shapes[i], i < n */
+static void summary_shapes(tg_model *m, const int *in, const char *const *shapes, int n) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    CHECK_INT(tg_model_print(m, f, 4, in), 0);
+    fclose(f);
+    const char *line = text;
+    for (int i = 0; i < n; i++) {
+        char head[8];
+        snprintf(head, sizeof head, "\n%d ", i);
+        line = line ? strstr(line, head) : NULL;
+        const char *end = line ? strchr(line + 1, '\n') : NULL, *at = line ? strstr(line, shapes[i]) : NULL;
+        CHECK(at && at < end);
+        if (!(at && at < end)) fprintf(stderr, "layer %d's line lacks %s:\n%s", i, shapes[i], text);
+    }
+    free(text);
+}
+
+/* The gradients of the n tensors v, copied into keep[j] (freed by differing_grads) */
+static void keep_grads(float **keep, tg_tensor **v, int n) {
+    for (int j = 0; j < n; j++) {
+        keep[j] = malloc((size_t)v[j]->size * sizeof(float));
+        memcpy(keep[j], v[j]->grad, (size_t)v[j]->size * sizeof(float));
+    }
+}
+/* How many of the n tensors' gradients differ between two runs' copies (both freed) */
+static int differing_grads(float **keep, float **now, tg_tensor **v, int n) {
+    int differ = 0;
+    for (int j = 0; j < n; j++) {
+        differ += memcmp(keep[j], now[j], (size_t)v[j]->size * sizeof(float)) != 0;
+        free(keep[j]), free(now[j]);
+    }
+    return differ;
+}
+
 /* A conv2d, relu and 2x2 stride-2 max pooling run as one op (conv2d+relu+maxpool), bit for bit the
  * three ops by hand, with each layer's own output shape in the summary; other pools stay apart. */
 static void fused_pool(void) {
@@ -254,7 +290,7 @@ static void fused_pool(void) {
         tg_model_linear(m, 4 * side * side, 3, true);
         tg_tensor **P;
         CHECK_INT(tg_model_params(m, &P), 4);
-        tg_tensor *x = tg_param_new(4, (int[]){2, 1, 8, 8});
+        tg_tensor *x = tg_param_new(4, (int[]){2, 1, 8, 8}), *v[5] = {P[0], P[1], P[2], P[3], x};
         fill(x, 3);
         const float r[6] = {0.5f, -1, 0.25f, 2, -0.75f, 1};
         float out[2][6], *grads[2][5];
@@ -274,36 +310,14 @@ static void fused_pool(void) {
             }
             CHECK(y && tg_backward_seed(t, y, r) == 0);
             memcpy(out[hand], y->data, sizeof out[hand]);
-            for (int j = 0; j < 5; j++) {
-                tg_tensor *v = j < 4 ? P[j] : x;
-                grads[hand][j] = malloc((size_t)v->size * sizeof(float));
-                memcpy(grads[hand][j], v->grad, (size_t)v->size * sizeof(float));
-            }
+            keep_grads(grads[hand], v, 5);
         }
-        int differ = memcmp(out[0], out[1], sizeof out[0]) != 0;
-        for (int j = 0; j < 5; j++) {
-            tg_tensor *v = j < 4 ? P[j] : x;
-            differ += memcmp(grads[0][j], grads[1][j], (size_t)v->size * sizeof(float)) != 0;
-            free(grads[0][j]), free(grads[1][j]);
-        }
+        int differ = (memcmp(out[0], out[1], sizeof out[0]) != 0) + differing_grads(grads[0], grads[1], v, 5);
         printf("conv2d, relu, max_pool(2, %d) in a model vs the ops by hand: %d of 6 differ\n", stride, differ);
         CHECK_INT(differ, 0);
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        CHECK_INT(tg_model_print(m, f, 4, (int[]){1, 1, 8, 8}), 0);
-        fclose(f);
+        /* the layers' lines, "0 conv2d ...", "1 relu ...", "2 max_pool2d ..." */
         const char *shapes[3] = {"1x4x6x6", "1x4x6x6", stride == 2 ? "1x4x3x3" : "1x4x5x5"};
-        const char *line = text;
-        for (int i = 0; i < 3; i++) { /* the layers' lines, "0 conv2d ...", "1 relu ...", "2 max_pool2d ..." */
-            char head[8];
-            snprintf(head, sizeof head, "\n%d ", i);
-            line = line ? strstr(line, head) : NULL;
-            const char *end = line ? strchr(line + 1, '\n') : NULL, *at = line ? strstr(line, shapes[i]) : NULL;
-            CHECK(at && at < end);
-            if (!(at && at < end)) fprintf(stderr, "layer %d's line lacks %s:\n%s", i, shapes[i], text);
-        }
-        free(text);
+        summary_shapes(m, (int[]){1, 1, 8, 8}, shapes, 3);
         /* a conv output too small to pool is not fused: max pooling refuses it, under its own layer */
         tg_tensor *small = tg_tensor_new(4, (int[]){1, 1, 3, 3});
         tg_tape_reset(t);
@@ -332,7 +346,8 @@ static void fused_pool_bn(void) {
     tg_model_linear(m, 16, 3, true);
     tg_tensor **P;
     CHECK_INT(tg_model_params(m, &P), 11);
-    tg_tensor *x = tg_param_new(4, (int[]){2, 1, 8, 8});
+    tg_tensor *x = tg_param_new(4, (int[]){2, 1, 8, 8}), *v[12];
+    for (int j = 0; j < 12; j++) v[j] = j < 11 ? P[j] : x;
     fill(x, 5);
     const float r[6] = {0.5f, -1, 0.25f, 2, -0.75f, 1};
     float out[2][6], *grads[2][12];
@@ -360,39 +375,16 @@ static void fused_pool_bn(void) {
             CHECK_INT(pooled, 2);
         }
         CHECK(y && tg_backward_seed(t, y, r) == 0);
-        if (!y) break;
+        if (!y) return;
         memcpy(out[hand], y->data, sizeof out[hand]);
-        for (int j = 0; j < 12; j++) {
-            tg_tensor *v = j < 11 ? P[j] : x;
-            grads[hand][j] = malloc((size_t)v->size * sizeof(float));
-            memcpy(grads[hand][j], v->grad, (size_t)v->size * sizeof(float));
-        }
+        keep_grads(grads[hand], v, 12);
     }
-    int differ = memcmp(out[0], out[1], sizeof out[0]) != 0;
-    for (int j = 0; j < 12; j++) {
-        tg_tensor *v = j < 11 ? P[j] : x;
-        differ += memcmp(grads[0][j], grads[1][j], (size_t)v->size * sizeof(float)) != 0;
-        free(grads[0][j]), free(grads[1][j]);
-    }
+    int differ = (memcmp(out[0], out[1], sizeof out[0]) != 0) + differing_grads(grads[0], grads[1], v, 12);
     printf("batch norm and a residual block, each then max_pool(2, 2), in a model vs the ops by hand: %d of 13 "
            "differ\n", differ);
     CHECK_INT(differ, 0);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    CHECK_INT(tg_model_print(m, f, 4, (int[]){1, 1, 8, 8}), 0);
-    fclose(f);
     const char *shapes[6] = {"1x4x8x8", "1x4x8x8", "1x4x8x8", "1x4x4x4", "1x4x4x4", "1x4x2x2"};
-    const char *line = text;
-    for (int i = 0; i < 6; i++) {
-        char head[8];
-        snprintf(head, sizeof head, "\n%d ", i);
-        line = line ? strstr(line, head) : NULL;
-        const char *end = line ? strchr(line + 1, '\n') : NULL, *at = line ? strstr(line, shapes[i]) : NULL;
-        CHECK(at && at < end);
-        if (!(at && at < end)) fprintf(stderr, "layer %d's line lacks %s:\n%s", i, shapes[i], text);
-    }
-    free(text);
+    summary_shapes(m, (int[]){1, 1, 8, 8}, shapes, 6);
     /* asked outside a model's run, a block is offered nothing */
     CHECK(!tg_layer_pool_here(tg_model_find(m, "4")) && !tg_layer_pool_here(NULL));
     CHECK(tg_layer_forward_pool(NULL, t, x, NULL) == NULL);
