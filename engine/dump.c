@@ -485,8 +485,8 @@ int tg_tape_dump(const tg_tape *t, FILE *f) {
     bool after_backward = t->last && t->last->out->grad;
     fprintf(f, "# tape: %d nodes%s\n", s.n,
             after_backward ? ", after backward" : " (before backward: no gradients yet)");
-    fprintf(f, "#%5s %-27s %-14s %-13s %4s %9s %-16s %11s %8s %8s %8s %10s  %s\n", "id", "op", "layer", "output", "rf", "saved",
-            "(what)", "flops", "params", "fwd ms", "bwd ms", "|dy|", "inputs | attributes | stats");
+    fprintf(f, "#%5s %-27s %-14s %-13s %4s %9s %-16s %11s %8s %8s %8s %10s  %s\n", "id", "op", "layer", "output", "rf",
+            "saved", "(what)", "flops", "params", "fwd ms", "bwd ms", "|dy|", "inputs | attributes | stats");
     for (const tg_node *n = t->first; n; n = n->next) print_node(n, &s, f);
     double peak = tg_fma_peak();
     print_speed(t, peak, f);

@@ -521,7 +521,8 @@ static void bn_stats_accuracy(void) {
     enum { N = 9, C = 3, L = 101 };
     static float x[N * C * L];
     double stat[2 * C], part[4 * TG_BN_CHUNKS * C];
-    for (int i = 0; i < N * C * L; i++) x[i] = (i / L % C == 1 ? 1000.0f : i / L % C == 2 ? -3.0f : 0.0f) + 1e-3f * frand();
+    for (int i = 0; i < N * C * L; i++) /* channel 1 about 1000, channel 2 about -3 */
+        x[i] = (i / L % C == 1 ? 1000.0f : i / L % C == 2 ? -3.0f : 0.0f) + 1e-3f * frand();
     tg__bn_stats(stat, stat + C, part, x, N, C, L, NULL);
     for (int c = 0; c < C; c++) {
         long double s = 0, q = 0;

@@ -557,7 +557,8 @@ static void batch_norm_relu_pool(void) {
                     if (fused)
                         for (int c = 0; c < C; c++)
                             same &= rm[0]->data[c] == rm[1]->data[c] && rv[0]->data[c] == rv[1]->data[c];
-                    if (fused) CHECK(strcmp(y->node->op->variant(y->node), add ? "add+relu+maxpool" : "relu+maxpool") == 0);
+                    const char *variant = add ? "add+relu+maxpool" : "relu+maxpool";
+                    if (fused) CHECK(strcmp(y->node->op->variant(y->node), variant) == 0);
                     tg_tape_free(t);
                 }
                 CHECK(same);
