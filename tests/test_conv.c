@@ -295,7 +295,46 @@ static void paths(const char *isa, const char *precision, int C, int K, int H, i
     tg__isa_use(NULL);
 }
 
+/* The one-channel forward (AVX-512) against its plain reference, bit for bit, image by image: the
+ * resnet's first conv, lenet's (no padding, bias, ReLU), rows of 33 (a third, masked vector), a 2 x 2
+ * image, 5 channels; NaN and Inf among the inputs */
+static void one_channel(void) {
+    if (tg__isa_use("avx512") < 0) return;
+    static const int dims[][5] = {{3, 16, 28, 28, 1}, {2, 32, 28, 28, 0}, {2, 5, 3, 33, 1}, {3, 4, 2, 2, 1},
+                                  {2, 7, 9, 17, 0}};
+    int before = check_failures;
+    for (int di = 0; di < 5; di++)
+        for (int mode = 0; mode < 4; mode++) { /* bias, relu */
+            int N = dims[di][0], K = dims[di][1], H = dims[di][2], W = dims[di][3], pad = dims[di][4];
+            tg__conv_dims d = {N, 1, H, W, K, 3, 3, H + 2 * pad - 2, W + 2 * pad - 2, 1, 1, K, 1, pad, 1, 9, NULL};
+            int64_t HWo = (int64_t)d.Ho * d.Wo;
+            uint64_t s = 77 + (uint64_t)di;
+            float *x = malloc((size_t)N * H * W * sizeof *x), *w = malloc((size_t)K * 9 * sizeof *w);
+            float *b = malloc((size_t)K * sizeof *b), *y = malloc((size_t)N * K * HWo * sizeof *y);
+            float *want = malloc((size_t)K * HWo * sizeof *want);
+            for (int i = 0; i < N * H * W; i++) x[i] = frand(&s);
+            for (int i = 0; i < K * 9; i++) w[i] = frand(&s);
+            for (int i = 0; i < K; i++) b[i] = 0.3f * frand(&s);
+            if (di == 2) x[5] = NAN, x[40] = INFINITY;
+            int T;
+            size_t bytes = tg__conv2d_forward_scratch(&d, false, &T);
+            void *scratch = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+            const char *path = tg__conv2d_forward(y, x, w, mode & 1 ? b : NULL, &d, mode & 2, NULL, scratch, T);
+            CHECK(!strcmp(path, "one-channel avx512"));
+            for (int i = 0; i < N; i++) {
+                tg__conv_one_forward_ref(want, x + (int64_t)i * H * W, w, mode & 1 ? b : NULL, &d, mode & 2);
+                CHECK(memcmp(y + (int64_t)i * K * HWo, want, (size_t)K * HWo * sizeof *want) == 0);
+            }
+            free(x), free(w), free(b), free(y), free(want), free(scratch);
+        }
+    printf("one-channel forward: 5 shapes with and without bias and ReLU, against its reference: %s\n",
+           check_failures == before ? "same bits" : "DIFFERENT");
+    tg__isa_use(NULL);
+}
+
 int main(void) {
+    one_channel();
+    paths("avx512", "highest", 1, 16, 28, 1, "one-channel avx512", "shifted dx, shifted wgrad avx512");
     paths("avx512", "highest", 16, 16, 28, 1, "winograd avx512", "winograd dx, winograd wgrad avx512");
     paths("avx512", "highest", 32, 64, 26, 0, "winograd avx512", "winograd dx, winograd wgrad avx512");
     paths("avx512", "highest", 16, 272, 8, 1, "winograd avx512", "shifted dx, winograd wgrad avx512"); /* dx: 272 in */

@@ -9,6 +9,7 @@
  * weight and bias gradients are summed per fixed chunk of images, then over the
  * chunks in order, so no result depends on the thread count. */
 #include "kernels.h"
+#include <math.h>
 #include <string.h>
 
 #define CONV_CHUNKS 16 /* the weight gradient is summed over at most this many chunks of images */
@@ -461,6 +462,67 @@ static bool blocked_pays(int Cg) { return (Cg + 15) / 16 * 16 * 4 <= Cg * 5; }
 static bool bf16_wgt(const tg__conv_dims *d) { return blocked_pays(d->Cg) && d->Wo % 2 == 0; }
 
 // ----------------------------------------------------------------------------
+// one input channel, 3x3, stride 1 (a net's first conv on grey images), the
+// forward: each image padded once into a thread's buffer (rows of ONE_WQ
+// floats, zeros past the plane), then 16 outputs of a row at a time from its 9
+// shifted loads, each output channel's taps summed in tap order (FMAs from
+// zero, then the bias, then the ReLU). The shifted products pad the plane to a
+// grid, run 16 channels of products for one and copy the outputs out. Their
+// weight gradient stays (BENCHMARKS.md: this layout's was slower).
+
+static bool one_channel(const tg__conv_dims *d) {
+    return tg__isa() == TG_ISA_AVX512 && d->G == 1 && d->C == 1 && d->R == 3 && d->S == 3 && d->stride == 1 &&
+           d->dil == 1 && d->pad <= 1 && d->Ho >= 1 && d->Wo >= 1;
+}
+#define ONE_WQ(d) (((d)->Wo + 15) / 16 * 16 + 16) /* whole vectors of outputs, and the 2 taps past them */
+static int64_t one_plane(const tg__conv_dims *d) { return (int64_t)(d->H + 2 * d->pad) * ONE_WQ(d); }
+
+/* image x (H x W) into xp (zeroed once: only the inside is written) */
+static void one_pad(float *xp, const float *x, const tg__conv_dims *d) {
+    for (int h = 0; h < d->H; h++)
+        memcpy(xp + (int64_t)(h + d->pad) * ONE_WQ(d) + d->pad, x + (int64_t)h * d->W, (size_t)d->W * sizeof *x);
+}
+
+#if defined(__x86_64__)
+TG_TARGET_AVX512 static void one_forward_avx512(float *y, const float *xp, const float *w, const float *b,
+                                                const tg__conv_dims *d, bool relu) {
+    int Wq = ONE_WQ(d);
+    int64_t HWo = (int64_t)d->Ho * d->Wo;
+    for (int oh = 0; oh < d->Ho; oh++)
+        for (int c0 = 0; c0 < d->Wo; c0 += 16) {
+            __mmask16 m = d->Wo - c0 >= 16 ? 0xffff : (__mmask16)((1u << (d->Wo - c0)) - 1);
+            __m512 in[9];
+            for (int t = 0; t < 9; t++) in[t] = _mm512_loadu_ps(xp + (int64_t)(oh + t / 3) * Wq + c0 + t % 3);
+            for (int k = 0; k < d->K; k++) {
+                __m512 acc = _mm512_setzero_ps();
+                for (int t = 0; t < 9; t++) acc = _mm512_fmadd_ps(_mm512_set1_ps(w[9 * k + t]), in[t], acc);
+                if (b) acc = _mm512_add_ps(acc, _mm512_set1_ps(b[k]));
+                if (relu) acc = _mm512_mask_mov_ps(acc, _mm512_cmp_ps_mask(acc, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                                   _mm512_setzero_ps());
+                _mm512_mask_storeu_ps(y + k * HWo + (int64_t)oh * d->Wo + c0, m, acc);
+            }
+        }
+}
+
+#endif
+
+void tg__conv_one_forward_ref(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                              bool relu) {
+    for (int k = 0; k < d->K; k++)
+        for (int oh = 0; oh < d->Ho; oh++)
+            for (int ow = 0; ow < d->Wo; ow++) {
+                float acc = 0.0f;
+                for (int t = 0; t < 9; t++) {
+                    int ih = oh + t / 3 - d->pad, iw = ow + t % 3 - d->pad;
+                    float v = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W ? x[(int64_t)ih * d->W + iw] : 0.0f;
+                    acc = fmaf(w[9 * k + t], v, acc);
+                }
+                if (b) acc += b[k];
+                y[((int64_t)k * d->Ho + oh) * d->Wo + ow] = relu && acc <= 0.0f ? 0.0f : acc;
+            }
+}
+
+// ----------------------------------------------------------------------------
 // conv2d forward
 
 typedef struct {
@@ -503,6 +565,9 @@ static size_t fwd_layout(fwd_work *k, void *scratch, const tg__conv_dims *d, boo
     if (use_winograd(d)) {
         k->per = round16((int64_t)tg__winograd_floats(d)) + WG_APART;
         k->U = carve(&c, (int64_t)tg__winograd_weights_floats(d) + WG_APART, 1, 1, sizeof(float));
+        k->bufs = carve(&c, T, k->per, 1, sizeof(float));
+    } else if (one_channel(d)) {
+        k->per = round16(one_plane(d));
         k->bufs = carve(&c, T, k->per, 1, sizeof(float));
     } else if (is_shifted(d)) {
         shift_geom s;
@@ -613,11 +678,36 @@ static const char *forward_winograd(float *y, const float *x, const float *w, co
     return "winograd avx512";
 }
 
+#if defined(__x86_64__)
+static const char *forward_one(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                               bool relu, const tg__conv_pool *pool, const fwd_work *k, int T) {
+    int64_t HWo = (int64_t)d->Ho * d->Wo;
+    TG_TRACE_CAPTURE();
+#pragma omp parallel num_threads(T)
+    {
+        TG_TRACE_REGION();
+        float *xp = k->bufs + (size_t)tg__thread_id() * k->per;
+        float *yi = pool ? k->ys + (size_t)tg__thread_id() * d->K * HWo : NULL; /* with pooling: the image's y */
+        memset(xp, 0, (size_t)k->per * sizeof *xp); /* once: the border one_pad never writes */
+#pragma omp for schedule(static)
+        for (int i = 0; i < d->N; i++) {
+            one_pad(xp, x + (int64_t)i * d->H * d->W, d);
+            one_forward_avx512(yi ? yi : y + (int64_t)i * d->K * HWo, xp, w, b, d, relu);
+            if (pool) pool_image(pool, yi, i, d);
+        }
+    }
+    return "one-channel avx512";
+}
+#endif
+
 const char *tg__conv2d_forward(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
                                bool relu, const tg__conv_pool *pool, void *scratch, int T) {
     fwd_work k;
     fwd_layout(&k, scratch, d, pool != NULL, T);
     if (k.U) return forward_winograd(y, x, w, b, d, relu, pool, &k, T);
+#if defined(__x86_64__)
+    if (one_channel(d)) return forward_one(y, x, w, b, d, relu, pool, &k, T);
+#endif
     if (is_shifted(d)) return forward_shifted(y, x, w, b, d, relu, pool, &k, T);
     const char *path = fwd_paths[k.cols ? PATH_IM2COL : PATH_GEMM][tg__isa()];
     int HWo = d->Ho * d->Wo;

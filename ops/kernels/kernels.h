@@ -254,6 +254,12 @@ typedef struct { /* a conv2d's sizes; Cg = C/G, Kg = K/G, rows = Cg*R*S */
     tg__split *split; /* the batch split across processes, or NULL: backward sums dw and db over its chunks */
 } tg__conv_dims;
 
+/* The one-input-channel 3x3 stride-1 forward's plain reference (AVX-512 takes that kernel when C is
+ * 1, pad at most 1, one group): y (K,Ho,Wo) of one image, each output's 9 taps as fmaf from zero in
+ * tap order, then the bias, then the ReLU */
+void tg__conv_one_forward_ref(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,
+                              bool relu);
+
 /* The kernels below take 64-byte aligned scratch of the size their _scratch
  * function gives (SIZE_MAX if that does not fit a size_t), with the thread
  * count it set. Each returns the path it took, for tape dumps: a static string
