@@ -503,7 +503,6 @@ TG_TARGET_AVX512 static void one_forward_avx512(float *y, const float *xp, const
             }
         }
 }
-
 #endif
 
 void tg__conv_one_forward_ref(float *y, const float *x, const float *w, const float *b, const tg__conv_dims *d,

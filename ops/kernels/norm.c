@@ -260,11 +260,16 @@ void tg__bn_stats(double *mean, double *var, double *part, const float *x, int64
     }
 }
 
+/* With pooling, this thread's plane of L floats in pool->buf */
+static float *pool_buf(const tg__bn_pool *pool, int64_t L) {
+    return pool->buf + (size_t)tg__thread_id() * TG_BN_POOL_PLANE(L);
+}
+
 /* With pooling, the gradient of the plane at o unpooled into this thread's buf (the ReLU's mask from
  * the pooled value), else dy's own */
 static const float *plane_dy(const float *dy, int64_t o, int64_t L, const tg__bn_pool *pool) {
     if (!pool) return dy + o;
-    float *buf = pool->buf + (size_t)tg__thread_id() * TG_BN_POOL_PLANE(L);
+    float *buf = pool_buf(pool, L);
     int64_t q = o / L * pool->Ho * pool->Wo; /* the plane's pooled values */
     if (pool->Wo >= 8) /* eight windows a vector */
         tg__relu_unpool(buf, pool->W, pool->dy + q, pool->arg + q, pool->y + q, pool->H, pool->W, pool->Ho, pool->Wo);
@@ -283,7 +288,7 @@ void tg__bn_forward(float *y, const float *x, const float *sc, const float *mean
         CHUNK_IMAGES(b, k, i) {
             for (int64_t c = 0; c < C; c++) {
                 int64_t o = (i * C + c) * L;
-                float *yo = pool ? pool->buf + (size_t)tg__thread_id() * TG_BN_POOL_PLANE(L) : y + o;
+                float *yo = pool ? pool_buf(pool, L) : y + o;
                 tg__bn_normalize(yo, x + o, sc ? sc + o : NULL, L, mean[c], rstd[c], gamma[c], beta[c], relu);
                 if (pool) {
                     int64_t q = (i * C + c) * pool->Ho * pool->Wo;
