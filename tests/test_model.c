@@ -389,6 +389,17 @@ static void fused_pool_bn(void) {
     CHECK(!tg_layer_pool_here(tg_model_find(m, "4")) && !tg_layer_pool_here(NULL));
     CHECK(tg_layer_forward_pool(NULL, t, x, NULL) == NULL);
     CHECK_MSG(tg_last_error(), "layer_forward_pool: layer is NULL");
+    tg_layer *bn = tg_model_find(m, "1");
+    CHECK(tg_layer_forward_pool(bn, NULL, x, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "layer_forward_pool: tape is NULL");
+    tg_clear_error();
+    CHECK(tg_layer_forward_pool(bn, t, NULL, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "layer_forward_pool: 1: input is NULL");
+    tg_tape_reset(t); /* x from before a reset: stale, named by the op */
+    tg_tensor *old = tg_tensor_tape(t, 4, (int[]){2, 4, 8, 8});
+    tg_tape_reset(t);
+    CHECK(tg_layer_forward_pool(bn, t, old, NULL) == NULL);
+    CHECK_MSG(tg_last_error(), "stale");
     tg_tensor_free(x);
     tg_tape_free(t);
     tg_model_free(m);
