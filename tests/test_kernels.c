@@ -794,7 +794,7 @@ static void winograd_case(int C, int K, int H, int W, int pad, bool bias, bool r
     float *buf = aligned_alloc(64, (tg__winograd_floats(&d) * sizeof(float) + 63) / 64 * 64);
     float *y = randv(ny + 2 * guard, 0), *want = copyv(y, ny + 2 * guard), *y0 = copyv(y, ny + 2 * guard);
     tg__winograd_weights(U, w, &d, false);
-    tg__winograd_images(y + guard, 0, x, 0, 1, ldp, ldr, U, b, relu, add, &d, buf);
+    tg__winograd_images(y + guard, 0, x, 0, 1, 0, ldp, ldr, U, b, relu, add, &d, buf);
     tg__winograd_image_ref(want + guard, x, ldp, ldr, U, b, relu, add, &d);
     char what[112];
     snprintf(what, sizeof what, "winograd C %d K %d %dx%d pad %d%s%s%s%s%s", C, K, H, W, pad, bias ? " bias" : "",
@@ -916,7 +916,7 @@ static void winograd_images_case(int C, int K, int H, int pad, int n, bool add) 
     float *buf = aligned_alloc(64, (tg__winograd_floats(&d) * sizeof(float) + 63) / 64 * 64);
     float *y = randv(ny + 2 * guard, 0), *want = copyv(y, ny + 2 * guard);
     tg__winograd_weights(U, w, &d, false);
-    tg__winograd_images(y + guard, y_img, x, x_img, n, ldp, H, U, b, true, add, &d, buf);
+    tg__winograd_images(y + guard, y_img, x, x_img, n, 0, ldp, H, U, b, true, add, &d, buf);
     for (int i = 0; i < n; i++)
         tg__winograd_image_ref(want + guard + i * y_img, x + i * x_img, ldp, H, U, b, true, add, &d);
     char what[96];

@@ -669,7 +669,8 @@ static const char *forward_winograd(float *y, const float *x, const float *w, co
 #pragma omp for schedule(static)
         for (int u = 0; u < (d->N + nb - 1) / nb; u++) {
             int i = u * nb, n = d->N - i < nb ? d->N - i : nb;
-            tg__winograd_images(yi ? yi : y + i * d->K * HWo, d->K * HWo, x + i * image, image, n,
+            int ahead = pool ? 0 : d->N - i - n < nb ? d->N - i - n : nb; /* the next call's images */
+            tg__winograd_images(yi ? yi : y + i * d->K * HWo, d->K * HWo, x + i * image, image, n, ahead,
                                 (ptrdiff_t)d->H * d->W, d->W, k->U, b, relu, false, d, buf);
             if (pool) pool_image(pool, yi, i, d);
         }
@@ -892,10 +893,14 @@ static const char *backward_shifted(float *dx, float *dws, float *dbs, const flo
                     tg__shifted_gemm_nt(dw + (int64_t)g * d->Kg * d->rows, dq0, s.Lq, s.dq_size, xps,
                                         (ptrdiff_t)s.Hp * s.Wp, xsz, s.off, d->Kg, (int)s.P, d->Cg, taps, i1 - i0,
                                         false);
-                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb)
+                for (int i = i0, nb = tg__winograd_batch(&t); dx && k->U && i < i1; i += nb) {
+                    /* the images after these: dy itself runs on into the next chunk, a padded copy does not */
+                    int n = i1 - i < nb ? i1 - i : nb, end = dy_in_place ? d->N : i1;
+                    int ahead = end - i - n < nb ? end - i - n : nb;
                     tg__winograd_images(dx + (int64_t)i * d->C * d->H * d->W, (ptrdiff_t)d->C * d->H * d->W,
-                                        wq + (i - i0) * wq_img, wq_img, i1 - i < nb ? i1 - i : nb, wq_plane, wq_row,
-                                        k->U, NULL, false, !dx_set, &t, wg);
+                                        wq + (i - i0) * wq_img, wq_img, n, ahead, wq_plane, wq_row, k->U, NULL, false,
+                                        !dx_set, &t, wg);
+                }
                 for (int i = i0; dx && !k->U && i < i1; i++) {
                     float *dxi = dx + ((int64_t)i * d->C + (int64_t)g * d->Cg) * d->H * d->W;
                     tg__shift_out out = shift_out(map, dxi, (ptrdiff_t)d->H * d->W, NULL, false, !dx_set);

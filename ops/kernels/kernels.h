@@ -311,7 +311,8 @@ const char *tg__conv_transpose2d_backward(float *dx, float *dw, float *db, const
  * tg__winograd_weights turns w (K,C,3,3), or if flipped w (C,K,3,3) turned by 180 degrees (the
  * input gradient's conv), into U (weights_floats floats; on the threads from 32 x 32 channels).
  * tg__winograd_images computes nimg
- * images (x_img and y_img floats apart; tg__winograd_batch says how many a call pays):
+ * images (x_img and y_img floats apart; tg__winograd_batch says how many a call pays), and asks
+ * the cache for the first rows of the ahead images that follow them (the caller's next call):
  * y (K,Ho,Wo) = (or, if add, +=) relu?(conv2d(x, w) + b) (b may be NULL), x's planes ldp floats
  * apart and rows ldr, with buf (64-byte aligned, tg__winograd_floats floats); it reads only the
  * rows' W floats. The reference computes one image with the same formulas in plain loops and the
@@ -321,7 +322,7 @@ int tg__winograd_batch(const tg__conv_dims *d);
 size_t tg__winograd_weights_floats(const tg__conv_dims *d);
 size_t tg__winograd_floats(const tg__conv_dims *d);
 void tg__winograd_weights(float *U, const float *w, const tg__conv_dims *d, bool flipped);
-void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
+void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, int ahead, ptrdiff_t ldp,
                          ptrdiff_t ldr, const float *U, const float *b, bool relu, bool add,
                          const tg__conv_dims *d, float *buf);
 void tg__winograd_image_ref(float *y, const float *x, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,

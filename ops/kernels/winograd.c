@@ -275,6 +275,27 @@ static wg_rows rows_of(const wg_geom *g, int vec, int nimg) {
     return w;
 }
 
+/* The rows a vector of tiles reads and writes, by slot: where they start in x (image and row,
+ * before the plane) and in y, and how many floats they span (0: no row in that slot). The kernel
+ * asks for the next pair of vectors' rows while it works on this pair: their planes are more
+ * streams than the hardware's prefetchers follow, and y is cold when the tape hands it out */
+typedef struct {
+    ptrdiff_t in[4], out[4];
+    ptrdiff_t nin[4], nout[4];
+} wg_ahead;
+
+static wg_ahead ahead_of(const wg_rows *w, ptrdiff_t x_img, ptrdiff_t ldr, ptrdiff_t y_img, const tg__conv_dims *d) {
+    wg_ahead a = {0};
+    for (int s = 0; s < 4; s++) {
+        if (w->ty[s] < 0) continue;
+        int y0 = 4 * w->ty[s] - d->pad, lo = y0 < 0 ? 0 : y0, hi = y0 + 5 < d->H ? y0 + 5 : d->H - 1;
+        int o0 = 4 * w->ty[s], o1 = o0 + 3 < d->Ho ? o0 + 3 : d->Ho - 1;
+        a.in[s] = w->img[s] * x_img + (ptrdiff_t)lo * ldr, a.nin[s] = hi < lo ? 0 : (ptrdiff_t)(hi - lo) * ldr + d->W;
+        a.out[s] = w->img[s] * y_img + (ptrdiff_t)o0 * d->Wo, a.nout[s] = (ptrdiff_t)(o1 - o0 + 1) * d->Wo;
+    }
+    return a;
+}
+
 /* Where the tiles' columns come from. A row is loaded as four vectors Q: with two slots, slot
  * 0's row (its floats 0-15, 16-31) then slot 1's; with four, each slot's floats 0-15, the floats
  * past the row zero. Column j of the tiles is the first half's lanes picked from Q0, Q1 and the
@@ -314,7 +335,7 @@ TG_TARGET_AVX512 static inline __m512 row16(const float *row, bool ok, __mmask16
  * columns picked into the tiles' lanes */
 TG_TARGET_AVX512 static inline __attribute__((always_inline)) void
 input_body(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr, const tg__conv_dims *d,
-           const wg_geom *g, const wg_rows *w, const in_perm *ip, const bool blend) {
+           const wg_geom *g, const wg_rows *w, const in_perm *ip, const wg_ahead *next, const bool blend) {
     int W = d->W;
     __mmask16 wm = W >= 16 ? 0xffff : (__mmask16)((1u << W) - 1), wm2 = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
     size_t ps = (size_t)d->C * 16; /* between positions */
@@ -330,6 +351,8 @@ input_body(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t l
     }
     for (int c = 0; c < d->C; c++) {
         __m512 T[6][4];
+        for (int s = 0; s < 4; s++)
+            if (next->nin[s]) tg__prefetch_row(x + next->in[s] + c * ldp, next->nin[s], false);
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++) {
             __m512 R[6], o[6];
@@ -358,9 +381,9 @@ input_body(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t l
 
 TG_TARGET_AVX512 static void input_block(float *V, const float *x, ptrdiff_t x_img, ptrdiff_t ldp, ptrdiff_t ldr,
                                          const tg__conv_dims *d, const wg_geom *g, const wg_rows *w,
-                                         const in_perm *ip) {
-    if (ip->blend) input_body(V, x, x_img, ldp, ldr, d, g, w, ip, true);
-    else input_body(V, x, x_img, ldp, ldr, d, g, w, ip, false);
+                                         const in_perm *ip, const wg_ahead *next) {
+    if (ip->blend) input_body(V, x, x_img, ldp, ldr, d, g, w, ip, next, true);
+    else input_body(V, x, x_img, ldp, ldr, d, g, w, ip, next, false);
 }
 
 /* For n (1 or 2) vectors of tiles, V's vs floats apart: M[v][p][a][16] = (U[p]^T V[v][p])[k0 + a]
@@ -470,8 +493,8 @@ TG_TARGET_AVX512 static void output_tiles(float *yk, const float *M, __m512 bias
 }
 
 TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg,
-                                          ptrdiff_t ldp, ptrdiff_t ldr, const float *U,
-                                          const float *b, bool relu, bool add, const tg__conv_dims *d, float *buf) {
+                                          int ahead, ptrdiff_t ldp, ptrdiff_t ldr, const float *U, const float *b,
+                                          bool relu, bool add, const tg__conv_dims *d, float *buf) {
     wg_geom g = geom_of(d);
     size_t vs = (size_t)36 * d->C * 16; /* one vector of tiles' V */
     float *V = buf, *M = buf + 2 * vs;
@@ -483,34 +506,41 @@ TG_TARGET_AVX512 static void image_avx512(float *y, ptrdiff_t y_img, const float
     for (int vec = 0; vec < nvec; vec += 2) { /* two vectors of tiles at a time, or the last one alone */
         int nv = nvec - vec < 2 ? 1 : 2;
         wg_rows w[2];
+        wg_ahead next[2]; /* the next pair's rows, if any */
         ptrdiff_t at[2][2][2][4];
         for (int v = 0; v < nv; v++) {
             w[v] = rows_of(&g, vec + v, nimg);
             out_rows(at[v], &g, &w[v], &op, y_img, d->Ho, d->Wo);
-            input_block(V + v * vs, x, x_img, ldp, ldr, d, &g, &w[v], &ip);
+            wg_rows wn = rows_of(&g, vec + 2 + v, nimg + ahead);
+            next[v] = ahead_of(&wn, x_img, ldr, y_img, d);
+            input_block(V + v * vs, x, x_img, ldp, ldr, d, &g, &w[v], &ip, &next[v]);
         }
         for (int k0 = 0; k0 < d->K; k0 += WG_KB) {
             products(M, V, vs, U, d->C, k0, nv);
             for (int v = 0; v < nv; v++)
-                for (int a = 0; a < WG_KB && k0 + a < d->K; a++)
-                    output_tiles(y + (size_t)(k0 + a) * d->Ho * d->Wo, M + (size_t)v * 36 * WG_KB * 16 + a * 16,
-                                 _mm512_set1_ps(b ? b[k0 + a] : 0.0f), relu, add, &op, at[v]);
+                for (int a = 0; a < WG_KB && k0 + a < d->K; a++) {
+                    float *yk = y + (size_t)(k0 + a) * d->Ho * d->Wo;
+                    for (int s = 0; s < 4; s++)
+                        if (next[v].nout[s]) tg__prefetch_row(yk + next[v].out[s], next[v].nout[s], true);
+                    output_tiles(yk, M + (size_t)v * 36 * WG_KB * 16 + a * 16, _mm512_set1_ps(b ? b[k0 + a] : 0.0f),
+                                 relu, add, &op, at[v]);
+                }
         }
     }
 }
 #endif
 
 /* the AVX-512 kernel under the AVX-512 switch, else the reference (the conv uses neither then) */
-void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, ptrdiff_t ldp,
+void tg__winograd_images(float *y, ptrdiff_t y_img, const float *x, ptrdiff_t x_img, int nimg, int ahead, ptrdiff_t ldp,
                          ptrdiff_t ldr, const float *U, const float *b, bool relu, bool add,
                          const tg__conv_dims *d, float *buf) {
 #if defined(__x86_64__)
     if (tg__isa() == TG_ISA_AVX512) {
-        image_avx512(y, y_img, x, x_img, nimg, ldp, ldr, U, b, relu, add, d, buf);
+        image_avx512(y, y_img, x, x_img, nimg, ahead, ldp, ldr, U, b, relu, add, d, buf);
         return;
     }
 #endif
-    (void)buf;
+    (void)buf, (void)ahead;
     for (int i = 0; i < nimg; i++) tg__winograd_image_ref(y + i * y_img, x + i * x_img, ldp, ldr, U, b, relu, add, d);
 }
 
@@ -669,6 +699,8 @@ TG_TARGET_AVX512 static inline void tf_dw_v(__m512 o[3], const __m512 m[6]) {
     o[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(t, s), m[5]);
 }
 
+#define WGW_AHEAD 4 /* rows of dy asked for ahead of their transpose */
+
 /* One image's dy (planes ldq apart, rows ldqr) as vectors of 16 output channels on the tiles'
  * grid (4 TH rows of 4 TW), Y[k/16][row][col][16], zero outside Ho x Wo and past K: 16 rows of
  * 16 columns loaded (under a mask past Wo), then transposed */
@@ -688,6 +720,8 @@ TG_TARGET_AVX512 static void wgw_dy(float *Y, const float *q, ptrdiff_t ldq, ptr
                 __mmask16 m = (__mmask16)((1u << cols) - 1);
                 const float *qr = q + (ptrdiff_t)kb * ldq + y * ldqr + s;
                 __m512 in[16], tr[16];
+                for (int kk = 0; y + WGW_AHEAD < d->Ho && kk < nk; kk++) /* 16 planes: 16 streams */
+                    tg__prefetch_row(qr + kk * ldq + WGW_AHEAD * ldqr, cols, false);
 #pragma GCC unroll 16
                 for (int kk = 0; kk < 16; kk++)
                     in[kk] = kk < nk ? _mm512_maskz_loadu_ps(m, qr + kk * ldq) : _mm512_setzero_ps();
