@@ -695,6 +695,14 @@ static void sgd_mistakes(void) {
     FAILS_INT(tg_sgd_step(s2), TG_ERR_NONFINITE, "sgd: the gradient of big holds NaN at element 99999");
     big->grad[99999] = 0;
     CHECK_INT(tg_sgd_step(s2), 0);
+    /* with two, the first in the list is named, though its blocks and the other's ran on different threads */
+    tg_tensor *two[2] = {big, a};
+    tg_sgd *s3 = tg_sgd_new(two, 2, (tg_sgd_opts){0.1f, 0, 0, 0, false});
+    big->grad[5] = INFINITY, a->grad[2] = NAN;
+    FAILS_INT(tg_sgd_step(s3), TG_ERR_NONFINITE, "sgd: the gradient of big holds +Inf at element 5");
+    big->grad[5] = 0;
+    FAILS_INT(tg_sgd_step(s3), TG_ERR_NONFINITE, "sgd: the gradient of a parameter holds NaN at element 2");
+    tg_sgd_free(s3);
     tg_sgd_free(s2);
     tg_tensor_free(big);
     tg_sgd_free(s);
