@@ -14,11 +14,7 @@ struct tg_sgd {
     tg_tensor **state;    /* n momentum buffers (if momentum != 0), then the step count */
     int n_state;
     tg_tensor *steps;     /* a scalar: how many steps were taken (buffers are "None" before the first) */
-    /* every parameter's elements by blocks of TG_BLOCK, in order: a step and zero_grad are one
-     * parallel loop over them all (a loop a tensor cost 1.5 us to enter, forty a resnet step) */
-    int64_t n_blocks, n_elements;
-    int *block_param;
-    int64_t *block_at;
+    tg__blocks blocks;
 };
 
 static int check_lr(double lr) {
@@ -85,13 +81,7 @@ tg_sgd *tg_sgd_new(tg_tensor *const *params, int n, tg_sgd_opts o) {
     s->state = tg__calloc((size_t)n + 1, sizeof *s->state);
     if (!s->params || !s->state) goto oom;
     memcpy(s->params, params, (size_t)n * sizeof *s->params);
-    for (int i = 0; i < n; i++)
-        s->n_blocks += (params[i]->size + TG_BLOCK - 1) / TG_BLOCK, s->n_elements += params[i]->size;
-    s->block_param = tg__malloc((size_t)s->n_blocks * sizeof *s->block_param);
-    s->block_at = tg__malloc((size_t)s->n_blocks * sizeof *s->block_at);
-    if (!s->block_param || !s->block_at) goto oom;
-    for (int i = 0, b = 0; i < n; i++)
-        for (int64_t j = 0; j < params[i]->size; j += TG_BLOCK, b++) s->block_param[b] = i, s->block_at[b] = j;
+    if (tg__blocks_init(&s->blocks, params, n) < 0) goto oom;
     if (o.momentum != 0)
         for (int i = 0; i < n; i++) {
             tg_tensor *b = tg_tensor_new(params[i]->ndim, params[i]->shape);
@@ -116,8 +106,7 @@ void tg_sgd_free(tg_sgd *s) {
     for (int i = 0; s->state && i < s->n_state; i++) tg_tensor_free(s->state[i]);
     tg__free(s->state);
     tg__free(s->params);
-    tg__free(s->block_param);
-    tg__free(s->block_at);
+    tg__blocks_free(&s->blocks);
     tg__free(s);
 }
 
@@ -128,19 +117,16 @@ int tg_sgd_step(tg_sgd *s) {
     _Atomic int bad = s->n; /* the first parameter whose gradient holds a NaN or an Inf */
     /* every element on its own: the same result for any thread count; the update's loop
      * (ops/kernels/elementwise.c) also returns the largest exponent of the gradients it read */
-#pragma omp parallel for num_threads(tg__threads_for(s->n_elements, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t b = 0; b < s->n_blocks; b++) {
-        int i = s->block_param[b];
+#pragma omp parallel for num_threads(tg__threads_for(s->blocks.elements, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t b = 0; b < s->blocks.n; b++) {
+        int i = s->blocks.param[b];
         tg_tensor *p = s->params[i];
         if (!p->requires_grad) continue; /* frozen: PyTorch skips a parameter without a gradient */
-        int64_t j = s->block_at[b], k = p->size - j < TG_BLOCK ? p->size - j : TG_BLOCK;
+        int64_t j = s->blocks.at[b], k = tg__block_len(&s->blocks, s->params, b);
         float *buf = o->momentum != 0 ? s->state[i]->data : NULL;
         uint32_t eb = tg__sgd_update(p->data + j, buf ? buf + j : NULL, p->grad + j, k, (float)o->lr, o->weight_decay,
                                      o->momentum, o->dampening, o->nesterov, first);
-        if (eb == 0x7f800000u) { /* a NaN or an Inf: the lowest parameter's index wins */
-            int at = atomic_load(&bad);
-            while (i < at && !atomic_compare_exchange_weak(&bad, &at, i)) {}
-        }
+        if (eb == 0x7f800000u) tg__lower(&bad, i); /* a NaN or an Inf */
     }
     s->steps->data[0] += 1;
     int first_bad = atomic_load(&bad);
@@ -157,12 +143,36 @@ int tg__nonfinite_grad(const char *who, const tg_tensor *p) {
 }
 
 void tg_sgd_zero_grad(tg_sgd *s) {
-    if (!s) return;
-#pragma omp parallel for num_threads(tg__threads_for(s->n_elements, TG_MIN_PER_THREAD)) schedule(static)
-    for (int64_t b = 0; b < s->n_blocks; b++) {
-        tg_tensor *p = s->params[s->block_param[b]];
-        int64_t j = s->block_at[b], k = p->size - j < TG_BLOCK ? p->size - j : TG_BLOCK;
-        if (p->grad) memset(p->grad + j, 0, (size_t)k * sizeof(float));
+    if (s) tg__zero_grads(s->params, &s->blocks);
+}
+
+int tg__blocks_init(tg__blocks *b, tg_tensor *const *params, int n) {
+    *b = (tg__blocks){0};
+    for (int i = 0; i < n; i++) b->n += (params[i]->size + TG_BLOCK - 1) / TG_BLOCK, b->elements += params[i]->size;
+    b->param = tg__malloc((size_t)b->n * sizeof *b->param);
+    b->at = tg__malloc((size_t)b->n * sizeof *b->at);
+    if (!b->param || !b->at) return TG_ERR_NOMEM;
+    for (int64_t i = 0, k = 0; i < n; i++)
+        for (int64_t j = 0; j < params[i]->size; j += TG_BLOCK, k++) b->param[k] = (int)i, b->at[k] = j;
+    return 0;
+}
+
+void tg__blocks_free(tg__blocks *b) {
+    tg__free(b->param);
+    tg__free(b->at);
+    *b = (tg__blocks){0};
+}
+
+void tg__lower(_Atomic int *first, int i) {
+    int at = atomic_load(first);
+    while (i < at && !atomic_compare_exchange_weak(first, &at, i)) {}
+}
+
+void tg__zero_grads(tg_tensor *const *params, const tg__blocks *b) {
+#pragma omp parallel for num_threads(tg__threads_for(b->elements, TG_MIN_PER_THREAD)) schedule(static)
+    for (int64_t i = 0; i < b->n; i++) {
+        tg_tensor *p = params[b->param[i]];
+        if (p->grad) memset(p->grad + b->at[i], 0, (size_t)tg__block_len(b, params, i) * sizeof(float));
     }
 }
 

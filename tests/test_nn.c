@@ -308,6 +308,15 @@ static void adam_like_pytorch(void) {
     CHECK_MSG(tg_last_error(), "adam: lr 0.1, betas (0.9, 1), eps 1e-08, weight_decay 0: need");
     CHECK(tg_adam_new(ab, 0, TG_ADAM(0.1)) == NULL);
     CHECK_MSG(tg_last_error(), "adam: no parameters");
+    /* two bad gradients, one in a tensor of 100,000 whose blocks the threads share: the first named */
+    tg_tensor *big = tg_param_new(1, (int[]){100000}), *two[2] = {big, b};
+    tg_tensor_set_name(big, "big");
+    tg_adam *o2 = tg_adam_new(two, 2, TG_ADAM(0.1));
+    big->grad[99999] = INFINITY, b->grad[1] = NAN;
+    CHECK_INT(tg_adam_step(o2), TG_ERR_NONFINITE);
+    CHECK_MSG(tg_last_error(), "adam: the gradient of big holds +Inf at element 99999");
+    tg_adam_free(o2);
+    tg_tensor_free(big);
     tg_adam_free(o);
     tg_tensor_free(a), tg_tensor_free(b);
 }
